@@ -1,0 +1,98 @@
+//! Types shared by the podcap eBPF programs (`podcap-ebpf`) and the sensor.
+//!
+//! Rules:
+//! - Every type here crosses the kernel/user boundary through a BPF map or the AF_XDP
+//!   metadata area, so each is `#[repr(C)]`, has no implicit padding and uses `u32`/`u64`
+//!   rather than `bool`.
+//! - The crate is `#![no_std]`; the `user` feature adds the `aya::Pod` impls the sensor needs.
+//!
+//! Layout of the capture path (see `docs/design/capture-path.md`): every selected interface
+//! owns a *slot*; the tc program clones each packet into the capture veth on queue
+//! `queue_for(slot, direction)`, the XDP program on the peer reads that queue back from
+//! `rx_queue_index`, writes a [`FrameMeta`] in front of the frame and redirects it to the
+//! AF_XDP socket bound to the same queue.
+#![no_std]
+
+/// Most interfaces one sensor can select at once (each takes two capture-veth queues).
+pub const MAX_SLOTS: u32 = 512;
+/// Queues on the capture veth: one per (slot, direction).
+pub const MAX_QUEUES: u32 = MAX_SLOTS * 2;
+
+/// The packet was received by the selected interface (tc ingress).
+pub const DIRECTION_INBOUND: u32 = 0;
+/// The packet was sent by the selected interface (tc egress).
+pub const DIRECTION_OUTBOUND: u32 = 1;
+
+/// The capture-veth queue that carries packets of `slot` in `direction`.
+#[must_use]
+pub const fn queue_for(slot: u32, direction: u32) -> u32 {
+    slot * 2 + direction
+}
+
+/// Inverse of [`queue_for`]: `(slot, direction)`.
+#[must_use]
+pub const fn slot_of_queue(queue: u32) -> (u32, u32) {
+    (queue / 2, queue % 2)
+}
+
+/// Value of the `SELECTED` map (key: ifindex of a selected interface).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The slot this interface owns.
+    pub slot: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+}
+
+/// Index of the capture veth's ifindex in the `SETTINGS` array.
+pub const SETTING_CAPTURE_IFINDEX: u32 = 0;
+/// Index of the snap length in the `SETTINGS` array.
+pub const SETTING_SNAPLEN: u32 = 1;
+/// Index of the enabled switch (1 = recording) in the `SETTINGS` array.
+pub const SETTING_ENABLED: u32 = 2;
+/// Entries of the `SETTINGS` array.
+pub const SETTINGS_LEN: u32 = 4;
+
+/// Written by the XDP program just before each frame's data (AF_XDP copy mode keeps the
+/// metadata area in the UMEM chunk, ending where the frame starts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// `bpf_ktime_get_ns()` when the XDP program saw the frame (CLOCK_MONOTONIC).
+    pub timestamp_ns: u64,
+    /// Length of the frame before the snap length cut.
+    pub original_len: u32,
+    /// [`FRAME_META_MAGIC`]: lets user space tell a frame written by our program.
+    pub magic: u32,
+}
+
+/// Marks a [`FrameMeta`] written by the podcap XDP program.
+pub const FRAME_META_MAGIC: u32 = 0x7063_6170; // "pcap"
+
+/// Per-queue counters, one `PerCpuArray` entry per capture-veth queue; user space sums CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Packets the tc program cloned successfully.
+    pub cloned: u64,
+    /// Bytes of those packets (skb length, GSO super-frames whole).
+    pub cloned_bytes: u64,
+    /// Packets whose `bpf_clone_redirect` failed (counted as kernel drops).
+    pub clone_failed: u64,
+    /// Frames the XDP program saw on this queue.
+    pub xdp_seen: u64,
+    /// Frames the XDP program dropped: no socket on the queue, or no headroom for the
+    /// metadata (kernel drops).
+    pub xdp_dropped: u64,
+    /// Reserved, zero.
+    pub reserved: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `repr(C)` data with no padding and no pointers; every bit pattern is valid.
+    unsafe impl aya::Pod for super::Selection {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::QueueCounters {}
+}

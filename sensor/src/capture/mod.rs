@@ -1,0 +1,321 @@
+//! The capture path: tc clone → capture veth → native XDP → AF_XDP → ring.
+//!
+//! Rules:
+//! - Everything attached to the kernel is owned here and released on drop, in reverse
+//!   order of attachment: tc links (with the `Ebpf` object), sockets, the capture veth. An
+//!   error half-way leaves nothing behind, and so does a crash (links are fd-based and the
+//!   next start deletes a leftover veth).
+//! - Each selected interface owns a slot; its packets travel on queue
+//!   `queue_for(slot, direction)` of the capture veth, which is how the interface and the
+//!   direction survive the clone (`docs/design/capture-path.md`).
+//! - The capture thread never blocks on the writer: a full ring is a counted drop.
+pub mod veth;
+
+use std::time::{Duration, Instant};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
+    programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode},
+    Ebpf, EbpfError,
+};
+use podcap_common::{
+    queue_for, slot_of_queue, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
+    FRAME_META_MAGIC, MAX_SLOTS, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED, SETTING_SNAPLEN,
+};
+
+use crate::{
+    ring::{RecordHeader, RecordProducer},
+    stats::{DropWarnings, Stats},
+    sys::{
+        self,
+        xsk::{self, XskSet},
+    },
+};
+
+/// The eBPF object built by `sensor/build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/podcap-ebpf"));
+
+const META_LEN: usize = std::mem::size_of::<FrameMeta>();
+
+/// Longest packet prefix a frame can carry (UMEM chunk minus headroom and metadata).
+#[must_use]
+pub fn max_snaplen() -> u32 {
+    xsk::max_frame_len() - META_LEN as u32
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("too many interfaces: {count} (at most {MAX_SLOTS})")]
+    TooManyInterfaces { count: usize },
+    #[error(transparent)]
+    Veth(#[from] veth::VethError),
+    #[error("loading the eBPF programs failed{hint}")]
+    Load { hint: &'static str, #[source] source: EbpfError },
+    #[error("eBPF object has no {what} named {name}")]
+    Missing { what: &'static str, name: &'static str },
+    #[error("eBPF program {name}: {action} failed{hint}")]
+    Program { name: &'static str, action: String, hint: &'static str, #[source] source: aya::programs::ProgramError },
+    #[error("eBPF map {name}: {action} failed")]
+    Map { name: &'static str, action: String, #[source] source: aya::maps::MapError },
+    #[error(transparent)]
+    Xsk(#[from] xsk::XskError),
+}
+
+/// One interface to capture from.
+#[derive(Clone, Debug)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+}
+
+/// What the capture path needs.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    pub interfaces: Vec<Interface>,
+    pub snaplen: u32,
+    pub frames_per_queue: u32,
+}
+
+/// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
+/// then the sockets, then the veth.
+pub struct Capture {
+    // Owns the programs and, through them, every tc and XDP link.
+    _ebpf: Ebpf,
+    sockets: XskSet,
+    _veth: veth::CaptureVeth,
+    slots: usize,
+    counters: PerCpuArray<MapData, QueueCounters>,
+    settings: Array<MapData, u32>,
+    clock_offset_ns: i128,
+    clock_refreshed: Instant,
+}
+
+fn permission_hint(source: &dyn std::fmt::Display) -> &'static str {
+    let text = source.to_string();
+    if text.contains("Operation not permitted") || text.contains("EPERM") || text.contains("Permission denied") {
+        ": permission denied (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    } else {
+        ""
+    }
+}
+
+impl Capture {
+    /// Creates the capture veth, loads and attaches everything, binds the sockets.
+    pub fn start(options: &CaptureOptions) -> Result<Self, CaptureError> {
+        let slots = options.interfaces.len();
+        if slots > MAX_SLOTS as usize {
+            return Err(CaptureError::TooManyInterfaces { count: slots });
+        }
+        let queues = (slots as u32 * 2).max(2);
+        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| {
+            let hint = permission_hint(&source);
+            CaptureError::Load { hint, source }
+        })?;
+        let veth = veth::CaptureVeth::create(queues)?;
+
+        let mut settings: Array<_, u32> = take_map(&mut ebpf, "SETTINGS")?;
+        let snaplen = options.snaplen.min(max_snaplen());
+        for (index, value) in [(SETTING_CAPTURE_IFINDEX, veth.ifindex), (SETTING_SNAPLEN, snaplen), (SETTING_ENABLED, 1)] {
+            settings
+                .set(index, value, 0)
+                .map_err(|source| CaptureError::Map { name: "SETTINGS", action: format!("set {index}"), source })?;
+        }
+        let mut selected: HashMap<_, u32, Selection> = take_map(&mut ebpf, "SELECTED")?;
+        for (slot, iface) in options.interfaces.iter().enumerate() {
+            selected
+                .insert(iface.ifindex, Selection { slot: slot as u32, flags: 0 }, 0)
+                .map_err(|source| CaptureError::Map { name: "SELECTED", action: format!("insert {}", iface.name), source })?;
+        }
+        let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
+
+        let xdp: &mut Xdp = program(&mut ebpf, "podcap_xdp")?;
+        xdp.load().map_err(|source| program_error("podcap_xdp", "load", source))?;
+        xdp.attach(veth::CAPTURE_PEER, XdpMode::Driver)
+            .map_err(|source| program_error("podcap_xdp", &format!("attach to {} (native mode)", veth::CAPTURE_PEER), source))?;
+
+        let queue_ids: Vec<u32> = (0..queues).collect();
+        let sockets = XskSet::bind(veth::CAPTURE_PEER, &queue_ids, options.frames_per_queue)?;
+        let mut socket_map: XskMap<_> = take_map(&mut ebpf, "SOCKETS")?;
+        for (index, socket) in sockets.sockets.iter().enumerate() {
+            let fd = sockets.raw_fd(index).unwrap_or(-1);
+            socket_map
+                .set(socket.queue, fd, 0)
+                .map_err(|source| CaptureError::Map { name: "SOCKETS", action: format!("set queue {}", socket.queue), source })?;
+        }
+        // The map keeps the kernel objects alive; the handle is not needed again.
+        drop(socket_map);
+
+        for (name, attach_type) in [("podcap_ingress", TcAttachType::Ingress), ("podcap_egress", TcAttachType::Egress)] {
+            let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
+            tc.load().map_err(|source| program_error(name, "load", source))?;
+            for iface in &options.interfaces {
+                tc.attach(&iface.name, attach_type)
+                    .map_err(|source| program_error(name, &format!("attach to {}", iface.name), source))?;
+            }
+        }
+        // The selection stays in the kernel; Kubernetes mode will keep this handle to change it.
+        drop(selected);
+        let mut capture = Self {
+            _ebpf: ebpf,
+            sockets,
+            _veth: veth,
+            slots,
+            counters,
+            settings,
+            clock_offset_ns: 0,
+            clock_refreshed: Instant::now(),
+        };
+        capture.refresh_clock();
+        Ok(capture)
+    }
+
+    fn refresh_clock(&mut self) {
+        let mono = sys::monotonic_ns();
+        let real = sys::realtime_ns();
+        self.clock_offset_ns = i128::from(real) - i128::from(mono);
+        self.clock_refreshed = Instant::now();
+    }
+
+    /// Moves frames from the sockets into `ring` until `stop()` says so, then drains.
+    pub fn run(&mut self, ring: &mut RecordProducer, stats: &Stats, mut stop: impl FnMut() -> bool) {
+        let fds = self.sockets.fds();
+        let mut warnings = DropWarnings::new(Duration::from_secs(10));
+        let mut last_counters = Instant::now();
+        loop {
+            let got = self.drain_once(ring, stats);
+            if got == 0 {
+                if stop() {
+                    break;
+                }
+                if let Err(e) = sys::poll_readable(&fds, Duration::from_millis(100)) {
+                    log::warn!("poll on the AF_XDP sockets failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if self.clock_refreshed.elapsed() >= Duration::from_secs(1) {
+                self.refresh_clock();
+            }
+            if last_counters.elapsed() >= Duration::from_secs(1) {
+                self.refresh_kernel_counters(stats, false);
+                warnings.check(&stats.totals());
+                last_counters = Instant::now();
+            }
+        }
+        self.finish(ring, stats);
+    }
+
+    /// Stops new clones, lets frames in flight arrive, drains them and takes exact counts.
+    fn finish(&mut self, ring: &mut RecordProducer, stats: &Stats) {
+        if let Err(e) = self.settings.set(SETTING_ENABLED, 0, 0) {
+            log::warn!("could not stop the tc programs before the final drain: {e}");
+        }
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            if self.drain_once(ring, stats) == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.refresh_kernel_counters(stats, true);
+    }
+
+    fn drain_once(&mut self, ring: &mut RecordProducer, stats: &Stats) -> usize {
+        let offset = self.clock_offset_ns;
+        let mut total = 0;
+        for index in 0..self.sockets.sockets.len() {
+            total += self.sockets.receive(index, |queue, frame| {
+                let (slot, _) = slot_of_queue(queue);
+                let Some(slot_stats) = stats.slots.get(slot as usize) else { return };
+                let Some((meta, data)) = split_meta(frame) else {
+                    slot_stats.kernel_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                };
+                slot_stats.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slot_stats.received_bytes.fetch_add(u64::from(meta.original_len), std::sync::atomic::Ordering::Relaxed);
+                let header = RecordHeader {
+                    timestamp_ns: (i128::from(meta.timestamp_ns) + offset).max(0) as u64,
+                    original_len: meta.original_len,
+                    captured_len: data.len() as u32,
+                    queue,
+                };
+                if !ring.push(&header, data) {
+                    slot_stats.ring_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        total
+    }
+
+    /// Sums the per-CPU queue counters and socket drop counters into `stats`. `quiescent`:
+    /// no clone is in flight, so clones that never reached XDP were lost in the veth.
+    fn refresh_kernel_counters(&self, stats: &Stats, quiescent: bool) {
+        let mut per_slot = vec![(0u64, 0u64); self.slots];
+        for (index, socket) in self.sockets.sockets.iter().enumerate() {
+            let (slot, _) = slot_of_queue(socket.queue);
+            let Some(entry) = per_slot.get_mut(slot as usize) else { continue };
+            let mut c = QueueCounters::default();
+            if let Ok(values) = self.counters.get(&socket.queue, 0) {
+                for v in values.iter() {
+                    c.cloned += v.cloned;
+                    c.clone_failed += v.clone_failed;
+                    c.xdp_seen += v.xdp_seen;
+                    c.xdp_dropped += v.xdp_dropped;
+                }
+            }
+            let socket_drops = self.sockets.drops(index).unwrap_or_default();
+            let veth_lost = if quiescent { c.cloned.saturating_sub(c.xdp_seen) } else { 0 };
+            entry.0 += c.cloned + c.clone_failed;
+            entry.1 += c.clone_failed + c.xdp_dropped + socket_drops.rx_dropped + socket_drops.rx_ring_full + veth_lost;
+        }
+        for (slot, (seen, drops)) in per_slot.into_iter().enumerate() {
+            if let Some(s) = stats.slots.get(slot) {
+                s.seen.store(seen, std::sync::atomic::Ordering::Relaxed);
+                // fetch_max: malformed frames counted by `drain_once` are part of it too.
+                s.kernel_drops.fetch_max(drops, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Direction constants re-exported for the writer.
+    #[must_use]
+    pub const fn directions() -> [u32; 2] {
+        [DIRECTION_INBOUND, DIRECTION_OUTBOUND]
+    }
+
+    /// The queue a slot's packets use in `direction`.
+    #[must_use]
+    pub const fn queue(slot: u32, direction: u32) -> u32 {
+        queue_for(slot, direction)
+    }
+}
+
+fn split_meta(frame: &[u8]) -> Option<(FrameMeta, &[u8])> {
+    let (meta, data) = frame.split_at_checked(META_LEN)?;
+    let u32_at = |i: usize| u32::from_ne_bytes([meta[i], meta[i + 1], meta[i + 2], meta[i + 3]]);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&meta[0..8]);
+    let meta = FrameMeta { timestamp_ns: u64::from_ne_bytes(ts), original_len: u32_at(8), magic: u32_at(12) };
+    (meta.magic == FRAME_META_MAGIC).then_some((meta, data))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(CaptureError::Missing { what: "map", name })?;
+    T::try_from(map).map_err(|source| CaptureError::Map { name, action: "open".into(), source })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(CaptureError::Missing { what: "program", name })?;
+    program
+        .try_into()
+        .map_err(|source| program_error(name, "open", source))
+}
+
+fn program_error(name: &'static str, action: &str, source: aya::programs::ProgramError) -> CaptureError {
+    let hint = permission_hint(&format!("{source:?}"));
+    CaptureError::Program { name, action: action.to_owned(), hint, source }
+}

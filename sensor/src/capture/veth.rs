@@ -1,0 +1,85 @@
+//! The capture veth pair: `podcap0` receives the tc clones, `podcap1` (its peer) runs the
+//! XDP program that hands them to AF_XDP.
+//!
+//! Rules: the pair is owned by a [`CaptureVeth`] whose `Drop` deletes it; a pair left by a
+//! crashed run is deleted before a new one is made. It carries no addresses and no IPv6 (so
+//! the host never sends its own frames into it), and has one queue per (slot, direction).
+use std::{fs, io, process::Command};
+
+/// Name of the side the clones are sent to.
+pub const CAPTURE_IFACE: &str = "podcap0";
+/// Name of the side the XDP program and the sockets sit on.
+pub const CAPTURE_PEER: &str = "podcap1";
+/// Large enough for any pod frame that is not GSO (those are segmented before the veth).
+pub const CAPTURE_MTU: u32 = 65_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VethError {
+    #[error("cannot run `ip` (iproute2) to manage the capture veth")]
+    Spawn(#[source] io::Error),
+    #[error("`ip {args}` failed: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("cannot configure the capture veth: {path}")]
+    Sysctl { path: String, #[source] source: io::Error },
+}
+
+fn ip(args: &[&str]) -> Result<(), VethError> {
+    let out = Command::new("ip").args(args).output().map_err(VethError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(VethError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+    }
+}
+
+/// An existing capture veth pair; deleted on drop.
+#[derive(Debug)]
+pub struct CaptureVeth {
+    pub ifindex: u32,
+    pub queues: u32,
+}
+
+impl CaptureVeth {
+    /// Deletes a leftover pair, then creates a fresh one with `queues` queues, up.
+    pub fn create(queues: u32) -> Result<Self, VethError> {
+        remove_leftover();
+        let q = queues.to_string();
+        let mtu = CAPTURE_MTU.to_string();
+        ip(&[
+            "link", "add", CAPTURE_IFACE, "numtxqueues", &q, "numrxqueues", &q, "mtu", &mtu, "type", "veth",
+            "peer", "name", CAPTURE_PEER, "numtxqueues", &q, "numrxqueues", &q, "mtu", &mtu,
+        ])?;
+        // From here on, dropping `veth` deletes the pair whatever fails next.
+        let mut veth = Self { ifindex: 0, queues };
+        for iface in [CAPTURE_IFACE, CAPTURE_PEER] {
+            let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
+            match fs::write(&path, "1") {
+                Ok(()) => {}
+                // A kernel without IPv6 sends no IPv6 into the pair either.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(VethError::Sysctl { path, source }),
+            }
+            ip(&["link", "set", iface, "up"])?;
+        }
+        veth.ifindex = crate::sys::interface_index(CAPTURE_IFACE).ok_or_else(|| VethError::Ip {
+            args: format!("link show {CAPTURE_IFACE}"),
+            stderr: "the capture veth vanished right after it was made".into(),
+        })?;
+        Ok(veth)
+    }
+}
+
+/// Deletes a capture veth pair left by an earlier run (deleting one side deletes both).
+pub fn remove_leftover() {
+    if crate::sys::interface_index(CAPTURE_IFACE).is_some() {
+        let _ = ip(&["link", "del", CAPTURE_IFACE]);
+    }
+}
+
+impl Drop for CaptureVeth {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["link", "del", CAPTURE_IFACE]) {
+            log::warn!("could not delete the capture veth {CAPTURE_IFACE}: {e}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The sensor's command line: raw clap flags, validated into a [`Config`] before anything is
+//! attached (ripgrep's low/high args split). Every error names the flag it comes from.
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::{
+    capture::{self, Interface},
+    store::Limits,
+    sys, units,
+};
+
+/// Raw flags, as typed.
+#[derive(Debug, Parser)]
+#[command(name = "podcap-sensor", version, about = "Records pod traffic into rotating pcapng segments")]
+pub struct Args {
+    /// Interface to capture (repeatable): tc programs see both directions.
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Directory for the pcapng segments.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Bytes kept of each packet (the rest is cut; the original length is kept).
+    #[arg(long, default_value_t = 262_144, value_name = "N")]
+    pub snaplen: u32,
+    /// Size at which a segment is closed and a new one begun.
+    #[arg(long, default_value = "50MB", value_name = "SIZE")]
+    pub segment_size: String,
+    /// Time after which a segment with packets is closed.
+    #[arg(long, default_value = "1m", value_name = "DUR")]
+    pub segment_time: String,
+    /// Total size of the store; oldest segments are deleted beyond it.
+    #[arg(long, default_value = "500MB", value_name = "SIZE")]
+    pub max_size: String,
+    /// Time window of the store; older segments are deleted.
+    #[arg(long, default_value = "1h", value_name = "DUR")]
+    pub max_time: String,
+    /// Bytes of the ring between the capture and writer threads.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    pub ring_size: String,
+    /// AF_XDP frames (4 KiB each) per capture queue.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub xsk_frames: u32,
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub interfaces: Vec<Interface>,
+    pub data_dir: PathBuf,
+    pub snaplen: u32,
+    pub limits: Limits,
+    pub ring_bytes: usize,
+    pub xsk_frames: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: {source}")]
+    Unit { flag: &'static str, #[source] source: units::UnitError },
+    #[error("--iface: unknown interface {name:?} (not in this network namespace)")]
+    UnknownInterface { name: String },
+    #[error("--iface: {name:?} is given twice")]
+    DuplicateInterface { name: String },
+    #[error("--iface: at least one interface is needed")]
+    NoInterface,
+    #[error("--snaplen: must be between 64 and 262144, got {0}")]
+    Snaplen(u32),
+    #[error("--xsk-frames: must be a power of two between 64 and 65536, got {0}")]
+    XskFrames(u32),
+    #[error("--segment-size ({segment}) must not exceed --max-size ({max})")]
+    SegmentLargerThanStore { segment: String, max: String },
+}
+
+impl Args {
+    /// Validates every flag; checks the interfaces exist.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let size = |flag: &'static str, v: &str| units::parse_size(v).map_err(|source| ConfigError::Unit { flag, source });
+        let dur = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
+            units::parse_duration(v).map_err(|source| ConfigError::Unit { flag, source })
+        };
+        let limits = Limits {
+            segment_size: size("segment-size", &self.segment_size)?,
+            segment_time: dur("segment-time", &self.segment_time)?,
+            max_size: size("max-size", &self.max_size)?,
+            max_time: dur("max-time", &self.max_time)?,
+        };
+        if limits.segment_size > limits.max_size {
+            return Err(ConfigError::SegmentLargerThanStore { segment: self.segment_size, max: self.max_size });
+        }
+        let ring_bytes = usize::try_from(size("ring-size", &self.ring_size)?).unwrap_or(usize::MAX);
+        if !(64..=262_144).contains(&self.snaplen) {
+            return Err(ConfigError::Snaplen(self.snaplen));
+        }
+        if !self.xsk_frames.is_power_of_two() || !(64..=65_536).contains(&self.xsk_frames) {
+            return Err(ConfigError::XskFrames(self.xsk_frames));
+        }
+        if self.ifaces.is_empty() {
+            return Err(ConfigError::NoInterface);
+        }
+        let mut interfaces: Vec<Interface> = Vec::new();
+        for name in self.ifaces {
+            if interfaces.iter().any(|i| i.name == name) {
+                return Err(ConfigError::DuplicateInterface { name });
+            }
+            let ifindex = sys::interface_index(&name).ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
+            interfaces.push(Interface { name, ifindex });
+        }
+        Ok(Config {
+            interfaces,
+            data_dir: self.data_dir,
+            snaplen: self.snaplen.min(capture::max_snaplen()),
+            limits,
+            ring_bytes,
+            xsk_frames: self.xsk_frames,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! podcap-sensor: records pod traffic into rotating pcapng segments.
+//!
+//! Modules, one per concept: `capture` (kernel attach, AF_XDP), `ring` (capture → writer),
+//! `pcapng` (encoding and reading), `store` (segments and retention), `stats` (counters and
+//! drops), `config` (flags), `units` (sizes and durations), `sys` (every syscall and FFI).
+pub mod capture;
+pub mod config;
+pub mod pcapng;
+pub mod ring;
+pub mod run;
+pub mod stats;
+pub mod store;
+pub mod sys;
+pub mod units;

@@ -1,0 +1,307 @@
+//! Reading pcapng: block framing, interface tables and packets.
+//!
+//! Rules: never trust a length. A block shorter than 12 bytes, longer than the input, not a
+//! multiple of 4 or whose trailing length disagrees is an error naming its offset; a file
+//! that ends inside a block is `Truncated`, which repair tells apart from corruption.
+use std::io::{self, Read};
+
+use super::{Direction, InterfaceDescription, BLOCK_EPB, BLOCK_IDB, BLOCK_SHB, BYTE_ORDER_MAGIC};
+
+/// Largest block accepted (a 256 KiB packet plus options, with room to spare).
+pub const MAX_BLOCK_LEN: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("pcapng input ends inside a block at offset {offset}")]
+    Truncated { offset: u64 },
+    #[error("malformed pcapng block at offset {offset}: {reason}")]
+    Malformed { offset: u64, reason: &'static str },
+    #[error("reading pcapng input failed")]
+    Io(#[from] io::Error),
+}
+
+/// One block: its type and its whole encoding (header and trailer included).
+#[derive(Clone, Copy, Debug)]
+pub struct Block<'a> {
+    pub block_type: u32,
+    pub offset: u64,
+    pub raw: &'a [u8],
+}
+
+impl Block<'_> {
+    /// The block body (without type, length and trailing length).
+    #[must_use]
+    pub fn body(&self) -> &[u8] {
+        &self.raw[8..self.raw.len() - 4]
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize, swapped: bool) -> Option<u32> {
+    let v = u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+    Some(if swapped { v.swap_bytes() } else { v })
+}
+
+fn u16_at(bytes: &[u8], at: usize, swapped: bool) -> Option<u16> {
+    let v = u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
+    Some(if swapped { v.swap_bytes() } else { v })
+}
+
+/// Checks the framing of the block starting at `bytes[0]`; returns its total length.
+fn frame(bytes: &[u8], offset: u64, swapped: bool) -> Result<usize, ReadError> {
+    let malformed = |reason| ReadError::Malformed { offset, reason };
+    if bytes.len() < 12 {
+        return Err(ReadError::Truncated { offset });
+    }
+    let block_type = u32_at(bytes, 0, false).unwrap_or(0);
+    // An SHB announces its own byte order, so its length is read in that order.
+    let swapped = if block_type == BLOCK_SHB {
+        match u32_at(bytes, 8, false) {
+            Some(BYTE_ORDER_MAGIC) => false,
+            Some(m) if m.swap_bytes() == BYTE_ORDER_MAGIC => true,
+            _ => return Err(malformed("bad byte-order magic")),
+        }
+    } else {
+        swapped
+    };
+    let total = u32_at(bytes, 4, swapped).unwrap_or(0) as usize;
+    if total < 12 || total % 4 != 0 || total > MAX_BLOCK_LEN {
+        return Err(malformed("bad block length"));
+    }
+    if total > bytes.len() {
+        return Err(ReadError::Truncated { offset });
+    }
+    if u32_at(bytes, total - 4, swapped) != Some(total as u32) {
+        return Err(malformed("trailing length differs"));
+    }
+    Ok(total)
+}
+
+/// Iterates the blocks of an in-memory pcapng file.
+pub struct Blocks<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    swapped: bool,
+}
+
+impl<'a> Blocks<'a> {
+    #[must_use]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, offset: 0, swapped: false }
+    }
+}
+
+impl<'a> Iterator for Blocks<'a> {
+    type Item = Result<Block<'a>, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.offset..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let offset = self.offset as u64;
+        match frame(rest, offset, self.swapped) {
+            Ok(total) => {
+                let raw = &rest[..total];
+                let block_type = u32_at(raw, 0, self.swapped).unwrap_or(0);
+                if block_type == BLOCK_SHB {
+                    self.swapped = u32_at(raw, 8, false) != Some(BYTE_ORDER_MAGIC);
+                }
+                self.offset += total;
+                Some(Ok(Block { block_type, offset, raw }))
+            }
+            Err(e) => {
+                self.offset = self.bytes.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Reads blocks one at a time from a stream into a reused buffer.
+pub struct BlockReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    offset: u64,
+    swapped: bool,
+}
+
+impl<R: Read> BlockReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, buf: Vec::with_capacity(1 << 16), offset: 0, swapped: false }
+    }
+
+    /// Offset of the next block.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next block, `None` at a clean end of input.
+    pub fn next_block(&mut self) -> Result<Option<Block<'_>>, ReadError> {
+        let offset = self.offset;
+        self.buf.clear();
+        self.buf.resize(12, 0);
+        let got = read_full(&mut self.inner, &mut self.buf)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < 12 {
+            return Err(ReadError::Truncated { offset });
+        }
+        let block_type = u32_at(&self.buf, 0, false).unwrap_or(0);
+        let swapped = if block_type == BLOCK_SHB {
+            match u32_at(&self.buf, 8, false) {
+                Some(BYTE_ORDER_MAGIC) => false,
+                Some(m) if m.swap_bytes() == BYTE_ORDER_MAGIC => true,
+                _ => return Err(ReadError::Malformed { offset, reason: "bad byte-order magic" }),
+            }
+        } else {
+            self.swapped
+        };
+        let total = u32_at(&self.buf, 4, swapped).unwrap_or(0) as usize;
+        if total < 12 || total % 4 != 0 || total > MAX_BLOCK_LEN {
+            return Err(ReadError::Malformed { offset, reason: "bad block length" });
+        }
+        self.buf.resize(total, 0);
+        if read_full(&mut self.inner, &mut self.buf[12..])? < total - 12 {
+            return Err(ReadError::Truncated { offset });
+        }
+        frame(&self.buf, offset, swapped)?;
+        self.swapped = swapped;
+        self.offset += total as u64;
+        let block_type = u32_at(&self.buf, 0, swapped).unwrap_or(0);
+        Ok(Some(Block { block_type, offset, raw: &self.buf }))
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// What a section has declared so far: its byte order and interfaces.
+#[derive(Clone, Debug, Default)]
+pub struct Section {
+    pub swapped: bool,
+    pub interfaces: Vec<InterfaceDescription>,
+    /// Per interface: ticks per second of its timestamps.
+    pub ticks_per_second: Vec<u64>,
+    /// The raw IDB of each interface, for copying into another file.
+    pub raw_interfaces: Vec<Vec<u8>>,
+}
+
+impl Section {
+    /// Updates the section state from a block (SHB resets it, IDB adds an interface).
+    pub fn observe(&mut self, block: &Block<'_>) -> Result<(), ReadError> {
+        match block.block_type {
+            BLOCK_SHB => {
+                *self = Section {
+                    swapped: u32_at(block.raw, 8, false) != Some(BYTE_ORDER_MAGIC),
+                    ..Section::default()
+                };
+            }
+            BLOCK_IDB => {
+                let (iface, ticks) = parse_interface(block, self.swapped)?;
+                self.interfaces.push(iface);
+                self.ticks_per_second.push(ticks);
+                self.raw_interfaces.push(block.raw.to_vec());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn options(body: &[u8], swapped: bool) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let code = u16_at(body, at, swapped)?;
+        let len = usize::from(u16_at(body, at + 2, swapped)?);
+        if code == 0 {
+            return None;
+        }
+        let value = body.get(at + 4..at + 4 + len)?;
+        at += 4 + len + (4 - len % 4) % 4;
+        Some((code, value))
+    })
+}
+
+fn parse_interface(block: &Block<'_>, swapped: bool) -> Result<(InterfaceDescription, u64), ReadError> {
+    let body = block.body();
+    let malformed = || ReadError::Malformed { offset: block.offset, reason: "short interface block" };
+    let link_type = u16_at(body, 0, swapped).ok_or_else(malformed)?;
+    let snaplen = u32_at(body, 4, swapped).ok_or_else(malformed)?;
+    let mut iface = InterfaceDescription { name: String::new(), description: String::new(), link_type, snaplen };
+    let mut ticks = 1_000_000;
+    for (code, value) in options(body.get(8..).unwrap_or_default(), swapped) {
+        match code {
+            2 => iface.name = String::from_utf8_lossy(value).into_owned(),
+            3 => iface.description = String::from_utf8_lossy(value).into_owned(),
+            9 => {
+                let r = value.first().copied().unwrap_or(6);
+                ticks = if r & 0x80 == 0 {
+                    10u64.checked_pow(u32::from(r)).unwrap_or(1_000_000_000)
+                } else {
+                    1u64.checked_shl(u32::from(r & 0x7f)).unwrap_or(1_000_000_000)
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok((iface, ticks))
+}
+
+/// A packet from an EPB, timestamp converted to ns.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    pub interface_id: u32,
+    pub timestamp_ns: u64,
+    pub original_len: u32,
+    pub data: &'a [u8],
+    pub direction: Direction,
+}
+
+/// Parses an EPB; `Ok(None)` for any other block.
+pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<Packet<'a>>, ReadError> {
+    if block.block_type != BLOCK_EPB {
+        return Ok(None);
+    }
+    let malformed = |reason| ReadError::Malformed { offset: block.offset, reason };
+    let raw = block.raw;
+    let body = &raw[8..raw.len() - 4];
+    let s = section.swapped;
+    let (Some(interface_id), Some(high), Some(low), Some(captured), Some(original_len)) = (
+        u32_at(body, 0, s),
+        u32_at(body, 4, s),
+        u32_at(body, 8, s),
+        u32_at(body, 12, s),
+        u32_at(body, 16, s),
+    ) else {
+        return Err(malformed("short packet block"));
+    };
+    let data = body.get(20..20 + captured as usize).ok_or_else(|| malformed("packet longer than its block"))?;
+    let ticks = *section
+        .ticks_per_second
+        .get(interface_id as usize)
+        .ok_or_else(|| malformed("packet names an undeclared interface"))?;
+    let raw_ts = (u64::from(high) << 32) | u64::from(low);
+    let timestamp_ns = if ticks == 1_000_000_000 {
+        raw_ts
+    } else {
+        ((u128::from(raw_ts) * 1_000_000_000) / u128::from(ticks)) as u64
+    };
+    let options_at = 20 + captured as usize + (4 - captured as usize % 4) % 4;
+    let direction = options(body.get(options_at..).unwrap_or_default(), s)
+        .find(|(code, v)| *code == 2 && v.len() == 4)
+        .and_then(|(_, v)| u32_at(v, 0, s))
+        .map_or(Direction::Unknown, Direction::from_epb_flags);
+    Ok(Some(Packet { interface_id, timestamp_ns, original_len, data, direction }))
+}

@@ -1,0 +1,137 @@
+//! Runs the sensor: capture thread → ring → writer thread, until SIGTERM/SIGINT.
+//!
+//! Rules: the capture path is attached last and detached first; on a stop signal the
+//! capture thread drains what is in flight, then the writer drains the ring and closes the
+//! segment with exact statistics, then everything kernel-side is released.
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use crate::{
+    capture::{Capture, CaptureError, CaptureOptions},
+    config::Config,
+    pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
+    ring::record_ring,
+    stats::Stats,
+    store::{SegmentWriter, StoreError},
+    sys,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("podcap-sensor must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
+    NotPrivileged,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("the {0} thread failed")]
+    Thread(&'static str),
+}
+
+fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
+    let s = stats.snapshot(id as usize);
+    InterfaceStatistics {
+        start_ns,
+        end_ns: sys::realtime_ns(),
+        received: s.seen,
+        kernel_drops: s.kernel_drops,
+        sensor_drops: s.ring_drops + s.writer_drops,
+    }
+}
+
+/// Runs until a stop signal (or `stop` is set).
+pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
+    let interfaces: Vec<InterfaceDescription> = config
+        .interfaces
+        .iter()
+        .map(|i| InterfaceDescription {
+            name: i.name.clone(),
+            description: format!("podcap: {} (ifindex {})", i.name, i.ifindex),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: config.snaplen,
+        })
+        .collect();
+    let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
+    if sys::effective_uid() != 0 {
+        return Err(RunError::NotPrivileged);
+    }
+    let stats = Arc::new(Stats::new(config.interfaces.len()));
+    let (mut producer, mut consumer) = record_ring(config.ring_bytes);
+    let mut capture = Capture::start(&CaptureOptions {
+        interfaces: config.interfaces.clone(),
+        snaplen: config.snaplen,
+        frames_per_queue: config.xsk_frames,
+    })?;
+    log::info!(
+        "capturing on {} into {} (snaplen {})",
+        config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+        config.data_dir.display(),
+        config.snaplen
+    );
+    let start_ns = sys::realtime_ns();
+    let writer_stats = Arc::clone(&stats);
+    let writer = thread::Builder::new()
+        .name("podcap-writer".into())
+        .spawn(move || {
+            let stats = writer_stats;
+            let mut data = Vec::with_capacity(1 << 16);
+            let isb = |id: u32| interface_statistics(&stats, id, start_ns);
+            let mut failing = false;
+            loop {
+                let mut idle = true;
+                while let Some(header) = consumer.pop(&mut data) {
+                    idle = false;
+                    let (slot, direction) = podcap_common::slot_of_queue(header.queue);
+                    let direction = if direction == podcap_common::DIRECTION_INBOUND { Direction::Inbound } else { Direction::Outbound };
+                    let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
+                    match store.write_packet(slot, header.timestamp_ns, header.original_len, &data, direction, isb) {
+                        Ok(()) => {
+                            slot_stats.written.fetch_add(1, Ordering::Relaxed);
+                            failing = false;
+                        }
+                        Err(e) => {
+                            slot_stats.writer_drops.fetch_add(1, Ordering::Relaxed);
+                            if !failing {
+                                log::error!("{e:#}");
+                                failing = true;
+                            }
+                        }
+                    }
+                }
+                if let Err(e) = store.tick(isb) {
+                    log::error!("{e}");
+                }
+                if consumer.is_finished() {
+                    break;
+                }
+                if idle {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            store.close_segment(isb)
+        })
+        .map_err(|_| RunError::Thread("writer"))?;
+
+    let stop_flag = Arc::clone(stop);
+    capture.run(&mut producer, &stats, || sys::stop_requested() || stop_flag.load(Ordering::Relaxed));
+    drop(producer);
+    let closed = writer.join().map_err(|_| RunError::Thread("writer"))?;
+    drop(capture);
+    let totals = stats.totals();
+    log::info!(
+        "stopped: {} packets seen, {} written; drops: kernel {}, ring {}, writer {}",
+        totals.seen,
+        totals.written,
+        totals.kernel_drops,
+        totals.ring_drops,
+        totals.writer_drops
+    );
+    closed?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Packet and drop counters shared by the capture thread, the writer and (later) the API.
+//!
+//! Rules: drops are never silent. Each is counted at the stage that lost it — `kernel`
+//! (clone, veth, XDP, AF_XDP ring), `ring` (the user-space ring was full), `writer` (the
+//! segment could not be written) — per interface slot, and reported in the segment's
+//! Interface Statistics Blocks. All counters are statistics: `Relaxed` loads and stores,
+//! because nothing else is published through them.
+use std::{
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::{Duration, Instant},
+};
+
+/// Counters of one selected interface.
+#[derive(Debug, Default)]
+pub struct SlotStats {
+    /// Packets the tc program saw on the interface (cloned or failed to clone).
+    pub seen: AtomicU64,
+    /// Packets (frames) that reached user space.
+    pub received: AtomicU64,
+    pub received_bytes: AtomicU64,
+    /// Lost in the kernel (snapshot refreshed by the capture thread).
+    pub kernel_drops: AtomicU64,
+    /// Lost because the user-space ring was full.
+    pub ring_drops: AtomicU64,
+    /// Lost because the writer could not write them.
+    pub writer_drops: AtomicU64,
+    /// Written into a segment.
+    pub written: AtomicU64,
+}
+
+/// Counters of every slot.
+#[derive(Debug)]
+pub struct Stats {
+    pub slots: Vec<SlotStats>,
+}
+
+/// A point-in-time copy of one slot's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotSnapshot {
+    pub seen: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+    pub kernel_drops: u64,
+    pub ring_drops: u64,
+    pub writer_drops: u64,
+    pub written: u64,
+}
+
+impl Stats {
+    #[must_use]
+    pub fn new(slots: usize) -> Self {
+        Self { slots: (0..slots).map(|_| SlotStats::default()).collect() }
+    }
+
+    #[must_use]
+    pub fn snapshot(&self, slot: usize) -> SlotSnapshot {
+        self.slots.get(slot).map_or_else(SlotSnapshot::default, |s| SlotSnapshot {
+            seen: s.seen.load(Relaxed),
+            received: s.received.load(Relaxed),
+            received_bytes: s.received_bytes.load(Relaxed),
+            kernel_drops: s.kernel_drops.load(Relaxed),
+            ring_drops: s.ring_drops.load(Relaxed),
+            writer_drops: s.writer_drops.load(Relaxed),
+            written: s.written.load(Relaxed),
+        })
+    }
+
+    /// Totals over every slot.
+    #[must_use]
+    pub fn totals(&self) -> SlotSnapshot {
+        (0..self.slots.len()).map(|i| self.snapshot(i)).fold(SlotSnapshot::default(), |a, b| SlotSnapshot {
+            seen: a.seen + b.seen,
+            received: a.received + b.received,
+            received_bytes: a.received_bytes + b.received_bytes,
+            kernel_drops: a.kernel_drops + b.kernel_drops,
+            ring_drops: a.ring_drops + b.ring_drops,
+            writer_drops: a.writer_drops + b.writer_drops,
+            written: a.written + b.written,
+        })
+    }
+}
+
+/// Logs a warning per drop stage at most once per `interval`, with the count since the last.
+#[derive(Debug)]
+pub struct DropWarnings {
+    interval: Duration,
+    last: [(u64, Option<Instant>); 3],
+}
+
+impl DropWarnings {
+    #[must_use]
+    pub fn new(interval: Duration) -> Self {
+        Self { interval, last: [(0, None); 3] }
+    }
+
+    /// Compares the totals with what was last reported and warns where a stage lost more.
+    pub fn check(&mut self, totals: &SlotSnapshot) {
+        let stages = [
+            ("kernel", totals.kernel_drops, "clone, capture veth, XDP or AF_XDP ring"),
+            ("ring", totals.ring_drops, "the user-space ring was full: the writer is too slow"),
+            ("writer", totals.writer_drops, "segments could not be written"),
+        ];
+        for (i, (stage, count, why)) in stages.into_iter().enumerate() {
+            let (reported, at) = &mut self.last[i];
+            if count > *reported && at.is_none_or(|t| t.elapsed() >= self.interval) {
+                log::warn!("dropped {} packets at stage {stage} ({why}); {count} in total", count - *reported);
+                *reported = count;
+                *at = Some(Instant::now());
+            }
+        }
+    }
+}

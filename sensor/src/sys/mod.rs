@@ -1,0 +1,99 @@
+//! Every syscall and piece of FFI the sensor makes directly (aya and xsk-rs make their own).
+//!
+//! Rules: each `unsafe` block carries a `// SAFETY:` line; functions here return
+//! `std::io::Result` with the OS error, and callers add the context (which file, which
+//! interface).
+pub mod xsk;
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::RawFd,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+/// The effective user id.
+#[must_use]
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// ifindex of `name`, or `None` if there is no such interface in this network namespace.
+#[must_use]
+pub fn interface_index(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clocks used here always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME in ns since the Unix epoch.
+#[must_use]
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes; returns whether any is.
+pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .collect();
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `pollfds` is a valid array of `pollfds.len()` entries for the whole call.
+    let ready = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout_ms) };
+    match ready {
+        -1 => {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) }
+        }
+        n => Ok(n > 0),
+    }
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    // Relaxed: a lone flag; the threads that read it only need to see it eventually, and
+    // they synchronise with each other through their own channels when they stop.
+    STOP_REQUESTED.store(true, Ordering::Relaxed);
+}
+
+/// Installs SIGTERM/SIGINT handlers that set the flag [`stop_requested`] reads.
+pub fn install_stop_handlers() -> io::Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let previous = unsafe { libc::signal(signal, on_stop_signal as *const () as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGTERM or SIGINT arrived.
+#[must_use]
+pub fn stop_requested() -> bool {
+    // Relaxed: see `on_stop_signal`.
+    STOP_REQUESTED.load(Ordering::Relaxed)
+}
+
+/// Asks for a stop as a signal would (used by embedders and tests).
+pub fn request_stop() {
+    STOP_REQUESTED.store(true, Ordering::Relaxed);
+}

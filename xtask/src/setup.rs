@@ -1,0 +1,118 @@
+//! `cargo xtask setup`: installs what a fresh machine of this kind lacks.
+//!
+//! Rules: check first, install only what is missing (one `apt-get install` for all missing
+//! packages), never prompt. What it chooses for the eBPF build (nightly, or stable with
+//! `RUSTC_BOOTSTRAP=1` when no nightly can be had) comes back as environment for cargo.
+use anyhow::{bail, Result};
+
+use crate::util::{self, BuildEnv};
+
+/// Debian packages: eBPF build (llvm-22-dev for bpf-linker), libxdp's C build for xsk-rs,
+/// and the real tools the tests compare against or drive traffic with.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "clang",
+    "llvm",
+    "m4",
+    "libelf-dev",
+    "zlib1g-dev",
+    "libpcap-dev",
+    "pkg-config",
+    "make",
+    "iproute2",
+    "iputils-ping",
+    "tcpdump",
+    "tshark",
+    "wireshark-common",
+    "netsniff-ng",
+    "iperf3",
+    "ethtool",
+    "python3-scapy",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    run_and_env().map(|_| ())
+}
+
+pub fn run_and_env() -> Result<BuildEnv> {
+    install_apt_packages()?;
+    let env = ebpf_toolchain()?;
+    install_bpf_linker()?;
+    Ok(env)
+}
+
+fn install_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            util::output("dpkg-query", &["-W", "-f=${Status}", pkg])
+                .is_none_or(|status| !status.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    util::run_status(util::command("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    util::run_status(
+        util::command("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+        "apt-get install",
+    )
+}
+
+/// The eBPF crate needs `-Z build-std=core`: nightly with rust-src, or stable with rust-src
+/// and `RUSTC_BOOTSTRAP=1`.
+fn ebpf_toolchain() -> Result<BuildEnv> {
+    let has_toolchain = |name: &str| util::output("rustup", &["run", name, "rustc", "--version"]).is_some();
+    let has_rust_src = |name: &str| {
+        util::output("rustup", &["component", "list", "--installed", "--toolchain", name])
+            .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")))
+    };
+    let add_rust_src = |name: &str| {
+        has_rust_src(name)
+            || util::run_status(
+                util::command("rustup").args(["component", "add", "rust-src", "--toolchain", name]),
+                "rustup component add rust-src",
+            )
+            .is_ok()
+    };
+    if has_toolchain("nightly") && add_rust_src("nightly") {
+        return Ok(vec![("PODCAP_EBPF_TOOLCHAIN".into(), "nightly".into())]);
+    }
+    eprintln!("setup: no usable nightly toolchain; building eBPF with stable and RUSTC_BOOTSTRAP=1");
+    if add_rust_src("stable") {
+        return Ok(vec![
+            ("PODCAP_EBPF_TOOLCHAIN".into(), "stable".into()),
+            ("RUSTC_BOOTSTRAP".into(), "1".into()),
+        ]);
+    }
+    bail!("no toolchain can build the eBPF crate: rust-src is missing and could not be installed")
+}
+
+fn install_bpf_linker() -> Result<()> {
+    let installed = util::output("bpf-linker", &["--version"])
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (LLVM 22)");
+    util::run_status(
+        util::command("cargo")
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ]),
+        "cargo install bpf-linker",
+    )
+}
