@@ -7,7 +7,9 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=PODCAP_EBPF_TOOLCHAIN");
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
     let root_dir = Path::new(&manifest_dir).join("../sensor-ebpf");
-    let root_dir = root_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    let root_dir = root_dir
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     let toolchain_name = std::env::var("PODCAP_EBPF_TOOLCHAIN").ok();
     let toolchain = match toolchain_name.as_deref() {
         None | Some("" | "nightly") => aya_build::Toolchain::Nightly,

@@ -14,15 +14,17 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_UNSPEC},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::{
+        bpf_ktime_get_ns, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len,
+    },
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray, XskMap},
     programs::{TcContext, XdpContext},
 };
 use podcap_common::{
-    queue_for, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
-    FRAME_META_MAGIC, MAX_QUEUES, MAX_SLOTS, SETTINGS_LEN, SETTING_CAPTURE_IFINDEX,
-    SETTING_ENABLED, SETTING_SNAPLEN,
+    queue_for, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC,
+    MAX_QUEUES, MAX_SLOTS, SETTINGS_LEN, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED, SETTING_SNAPLEN,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
@@ -89,7 +91,20 @@ fn clone_to_capture(ctx: &TcContext, direction: u32) {
     // SAFETY: tc programs may read and write `__sk_buff.queue_mapping`.
     let saved_queue_mapping = unsafe { (*skb).queue_mapping };
     unsafe { (*skb).queue_mapping = queue + 1 };
+    // A VLAN tag held in the skb (offloaded) is invisible to XDP: push a copy of it so the
+    // tag lands in the bytes the clone carries, and pop it right after, which moves the tag
+    // back from the bytes into the skb: the original leaves exactly as it came.
+    // SAFETY: reading context fields of our own skb.
+    let (vlan_present, vlan_proto, vlan_tci) =
+        unsafe { ((*skb).vlan_present, (*skb).vlan_proto, (*skb).vlan_tci) };
+    // SAFETY: helper on our own skb; on failure nothing was pushed and nothing is popped.
+    let pushed =
+        vlan_present != 0 && unsafe { bpf_skb_vlan_push(skb, vlan_proto as u16, vlan_tci as u16) } == 0;
     let result = ctx.clone_redirect(capture_ifindex, 0);
+    if pushed {
+        // SAFETY: undoes the push above.
+        unsafe { bpf_skb_vlan_pop(skb) };
+    }
     // SAFETY: as above; restores the original's value on every path.
     unsafe { (*skb).queue_mapping = saved_queue_mapping };
     match result {

@@ -12,7 +12,11 @@ use crate::{
 
 /// Raw flags, as typed.
 #[derive(Debug, Parser)]
-#[command(name = "podcap-sensor", version, about = "Records pod traffic into rotating pcapng segments")]
+#[command(
+    name = "podcap-sensor",
+    version,
+    about = "Records pod traffic into rotating pcapng segments"
+)]
 pub struct Args {
     /// Interface to capture (repeatable): tc programs see both directions.
     #[arg(long = "iface", value_name = "IF")]
@@ -39,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub ring_size: String,
     /// AF_XDP frames (4 KiB each) per capture queue.
-    #[arg(long, default_value_t = 2048, value_name = "N")]
+    #[arg(long, default_value_t = 4096, value_name = "N")]
     pub xsk_frames: u32,
 }
 
@@ -57,7 +61,11 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--{flag}: {source}")]
-    Unit { flag: &'static str, #[source] source: units::UnitError },
+    Unit {
+        flag: &'static str,
+        #[source]
+        source: units::UnitError,
+    },
     #[error("--iface: unknown interface {name:?} (not in this network namespace)")]
     UnknownInterface { name: String },
     #[error("--iface: {name:?} is given twice")]
@@ -75,7 +83,9 @@ pub enum ConfigError {
 impl Args {
     /// Validates every flag; checks the interfaces exist.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let size = |flag: &'static str, v: &str| units::parse_size(v).map_err(|source| ConfigError::Unit { flag, source });
+        let size = |flag: &'static str, v: &str| {
+            units::parse_size(v).map_err(|source| ConfigError::Unit { flag, source })
+        };
         let dur = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
             units::parse_duration(v).map_err(|source| ConfigError::Unit { flag, source })
         };
@@ -86,7 +96,10 @@ impl Args {
             max_time: dur("max-time", &self.max_time)?,
         };
         if limits.segment_size > limits.max_size {
-            return Err(ConfigError::SegmentLargerThanStore { segment: self.segment_size, max: self.max_size });
+            return Err(ConfigError::SegmentLargerThanStore {
+                segment: self.segment_size,
+                max: self.max_size,
+            });
         }
         let ring_bytes = usize::try_from(size("ring-size", &self.ring_size)?).unwrap_or(usize::MAX);
         if !(64..=262_144).contains(&self.snaplen) {
@@ -103,7 +116,8 @@ impl Args {
             if interfaces.iter().any(|i| i.name == name) {
                 return Err(ConfigError::DuplicateInterface { name });
             }
-            let ifindex = sys::interface_index(&name).ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
+            let ifindex = sys::interface_index(&name)
+                .ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
             interfaces.push(Interface { name, ifindex });
         }
         Ok(Config {

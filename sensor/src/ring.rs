@@ -53,7 +53,10 @@ impl RecordHeader {
 #[must_use]
 pub fn record_ring(capacity: usize) -> (RecordProducer, RecordConsumer) {
     let (producer, consumer) = RingBuffer::new(capacity.max(HEADER_LEN * 2));
-    (RecordProducer { inner: producer }, RecordConsumer { inner: consumer })
+    (
+        RecordProducer { inner: producer },
+        RecordConsumer { inner: consumer },
+    )
 }
 
 pub struct RecordProducer {
@@ -66,12 +69,23 @@ impl RecordProducer {
     pub fn push(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
         debug_assert_eq!(header.captured_len as usize, data.len());
         let len = HEADER_LEN + data.len();
-        let Ok(chunk) = self.inner.write_chunk_uninit(len) else {
+        // `write_chunk` zeroes the slots first (a vectorised fill) so the copy below stays in
+        // safe code; two slices because the chunk may wrap.
+        let Ok(mut chunk) = self.inner.write_chunk(len) else {
             return false;
         };
         let encoded = header.encode();
-        let written = chunk.fill_from_iter(encoded.iter().chain(data).copied());
-        debug_assert_eq!(written, len);
+        let (first, second) = chunk.as_mut_slices();
+        let mut source = encoded.iter().chain(data);
+        if first.len() >= len {
+            first[..HEADER_LEN].copy_from_slice(&encoded);
+            first[HEADER_LEN..len].copy_from_slice(data);
+        } else {
+            for (slot, byte) in first.iter_mut().chain(second.iter_mut()).zip(&mut source) {
+                *slot = *byte;
+            }
+        }
+        chunk.commit_all();
         true
     }
 
@@ -130,7 +144,12 @@ mod tests {
         let mut data = Vec::new();
         for i in 0..500u32 {
             let payload: Vec<u8> = (0..(i % 97)).map(|b| (b as u8) ^ (i as u8)).collect();
-            let h = RecordHeader { timestamp_ns: u64::from(i) << 20, original_len: i * 3, captured_len: payload.len() as u32, queue: i % 7 };
+            let h = RecordHeader {
+                timestamp_ns: u64::from(i) << 20,
+                original_len: i * 3,
+                captured_len: payload.len() as u32,
+                queue: i % 7,
+            };
             assert!(p.push(&h, &payload));
             assert_eq!(c.pop(&mut data), Some(h));
             assert_eq!(data, payload);
@@ -141,7 +160,10 @@ mod tests {
     #[test]
     fn full_ring_refuses_whole_records() {
         let (mut p, mut c) = record_ring(100);
-        let h = RecordHeader { captured_len: 40, ..Default::default() };
+        let h = RecordHeader {
+            captured_len: 40,
+            ..Default::default()
+        };
         assert!(p.push(&h, &[1; 40]));
         assert!(!p.push(&h, &[2; 40]), "second record does not fit");
         let mut data = Vec::new();

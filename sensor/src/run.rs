@@ -70,7 +70,12 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     })?;
     log::info!(
         "capturing on {} into {} (snaplen {})",
-        config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+        config
+            .interfaces
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.data_dir.display(),
         config.snaplen
     );
@@ -88,9 +93,20 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
                 while let Some(header) = consumer.pop(&mut data) {
                     idle = false;
                     let (slot, direction) = podcap_common::slot_of_queue(header.queue);
-                    let direction = if direction == podcap_common::DIRECTION_INBOUND { Direction::Inbound } else { Direction::Outbound };
+                    let direction = if direction == podcap_common::DIRECTION_INBOUND {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    };
                     let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
-                    match store.write_packet(slot, header.timestamp_ns, header.original_len, &data, direction, isb) {
+                    match store.write_packet(
+                        slot,
+                        header.timestamp_ns,
+                        header.original_len,
+                        &data,
+                        direction,
+                        isb,
+                    ) {
                         Ok(()) => {
                             slot_stats.written.fetch_add(1, Ordering::Relaxed);
                             failing = false;
@@ -119,7 +135,9 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         .map_err(|_| RunError::Thread("writer"))?;
 
     let stop_flag = Arc::clone(stop);
-    capture.run(&mut producer, &stats, || sys::stop_requested() || stop_flag.load(Ordering::Relaxed));
+    capture.run(&mut producer, &stats, || {
+        sys::stop_requested() || stop_flag.load(Ordering::Relaxed)
+    });
     drop(producer);
     let closed = writer.join().map_err(|_| RunError::Thread("writer"))?;
     drop(capture);

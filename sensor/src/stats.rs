@@ -49,34 +49,40 @@ pub struct SlotSnapshot {
 impl Stats {
     #[must_use]
     pub fn new(slots: usize) -> Self {
-        Self { slots: (0..slots).map(|_| SlotStats::default()).collect() }
+        Self {
+            slots: (0..slots).map(|_| SlotStats::default()).collect(),
+        }
     }
 
     #[must_use]
     pub fn snapshot(&self, slot: usize) -> SlotSnapshot {
-        self.slots.get(slot).map_or_else(SlotSnapshot::default, |s| SlotSnapshot {
-            seen: s.seen.load(Relaxed),
-            received: s.received.load(Relaxed),
-            received_bytes: s.received_bytes.load(Relaxed),
-            kernel_drops: s.kernel_drops.load(Relaxed),
-            ring_drops: s.ring_drops.load(Relaxed),
-            writer_drops: s.writer_drops.load(Relaxed),
-            written: s.written.load(Relaxed),
-        })
+        self.slots
+            .get(slot)
+            .map_or_else(SlotSnapshot::default, |s| SlotSnapshot {
+                seen: s.seen.load(Relaxed),
+                received: s.received.load(Relaxed),
+                received_bytes: s.received_bytes.load(Relaxed),
+                kernel_drops: s.kernel_drops.load(Relaxed),
+                ring_drops: s.ring_drops.load(Relaxed),
+                writer_drops: s.writer_drops.load(Relaxed),
+                written: s.written.load(Relaxed),
+            })
     }
 
     /// Totals over every slot.
     #[must_use]
     pub fn totals(&self) -> SlotSnapshot {
-        (0..self.slots.len()).map(|i| self.snapshot(i)).fold(SlotSnapshot::default(), |a, b| SlotSnapshot {
-            seen: a.seen + b.seen,
-            received: a.received + b.received,
-            received_bytes: a.received_bytes + b.received_bytes,
-            kernel_drops: a.kernel_drops + b.kernel_drops,
-            ring_drops: a.ring_drops + b.ring_drops,
-            writer_drops: a.writer_drops + b.writer_drops,
-            written: a.written + b.written,
-        })
+        (0..self.slots.len())
+            .map(|i| self.snapshot(i))
+            .fold(SlotSnapshot::default(), |a, b| SlotSnapshot {
+                seen: a.seen + b.seen,
+                received: a.received + b.received,
+                received_bytes: a.received_bytes + b.received_bytes,
+                kernel_drops: a.kernel_drops + b.kernel_drops,
+                ring_drops: a.ring_drops + b.ring_drops,
+                writer_drops: a.writer_drops + b.writer_drops,
+                written: a.written + b.written,
+            })
     }
 }
 
@@ -90,20 +96,34 @@ pub struct DropWarnings {
 impl DropWarnings {
     #[must_use]
     pub fn new(interval: Duration) -> Self {
-        Self { interval, last: [(0, None); 3] }
+        Self {
+            interval,
+            last: [(0, None); 3],
+        }
     }
 
     /// Compares the totals with what was last reported and warns where a stage lost more.
     pub fn check(&mut self, totals: &SlotSnapshot) {
         let stages = [
-            ("kernel", totals.kernel_drops, "clone, capture veth, XDP or AF_XDP ring"),
-            ("ring", totals.ring_drops, "the user-space ring was full: the writer is too slow"),
+            (
+                "kernel",
+                totals.kernel_drops,
+                "clone, capture veth, XDP or AF_XDP ring",
+            ),
+            (
+                "ring",
+                totals.ring_drops,
+                "the user-space ring was full: the writer is too slow",
+            ),
             ("writer", totals.writer_drops, "segments could not be written"),
         ];
         for (i, (stage, count, why)) in stages.into_iter().enumerate() {
             let (reported, at) = &mut self.last[i];
             if count > *reported && at.is_none_or(|t| t.elapsed() >= self.interval) {
-                log::warn!("dropped {} packets at stage {stage} ({why}); {count} in total", count - *reported);
+                log::warn!(
+                    "dropped {} packets at stage {stage} ({why}); {count} in total",
+                    count - *reported
+                );
                 *reported = count;
                 *at = Some(Instant::now());
             }

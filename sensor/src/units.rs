@@ -12,7 +12,9 @@ use std::time::Duration;
 pub enum UnitError {
     #[error("invalid size {input:?}: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), like 50MB")]
     Size { input: String },
-    #[error("invalid duration {input:?}: expected numbers with units (ms, s, m, h, d), like 30s, 5m or 1h30m")]
+    #[error(
+        "invalid duration {input:?}: expected numbers with units (ms, s, m, h, d), like 30s, 5m or 1h30m"
+    )]
     Duration { input: String },
     #[error("{input:?} must be greater than zero")]
     Zero { input: String },
@@ -20,7 +22,9 @@ pub enum UnitError {
 
 /// Parses a size in bytes.
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
-    let err = || UnitError::Size { input: input.to_owned() };
+    let err = || UnitError::Size {
+        input: input.to_owned(),
+    };
     let text = input.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -42,7 +46,11 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
         _ => return Err(err()),
     };
     let bytes = if let Some((whole, fraction)) = number.split_once('.') {
-        let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| err())? };
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| err())?
+        };
         if fraction.is_empty() || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
@@ -53,17 +61,25 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
             .and_then(|w| w.checked_add(fraction.checked_mul(multiplier)? / scale))
             .ok_or_else(err)?
     } else {
-        number.parse::<u64>().map_err(|_| err())?.checked_mul(multiplier).ok_or_else(err)?
+        number
+            .parse::<u64>()
+            .map_err(|_| err())?
+            .checked_mul(multiplier)
+            .ok_or_else(err)?
     };
     if bytes == 0 {
-        return Err(UnitError::Zero { input: input.to_owned() });
+        return Err(UnitError::Zero {
+            input: input.to_owned(),
+        });
     }
     Ok(bytes)
 }
 
 /// Parses a duration; several terms add up (`1h30m`).
 pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
-    let err = || UnitError::Duration { input: input.to_owned() };
+    let err = || UnitError::Duration {
+        input: input.to_owned(),
+    };
     let mut rest = input.trim();
     if rest.is_empty() {
         return Err(err());
@@ -97,7 +113,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
 
 fn nonzero(duration: Duration, input: &str) -> Result<Duration, UnitError> {
     if duration.is_zero() {
-        Err(UnitError::Zero { input: input.to_owned() })
+        Err(UnitError::Zero {
+            input: input.to_owned(),
+        })
     } else {
         Ok(duration)
     }
@@ -138,7 +156,15 @@ mod tests {
 
     #[test]
     fn bad_sizes_name_the_input() {
-        for bad in ["", "MB", "5XB", "-1MB", "1.MB", "99999999999999999999TB", "1..5MB"] {
+        for bad in [
+            "",
+            "MB",
+            "5XB",
+            "-1MB",
+            "1.MB",
+            "99999999999999999999TB",
+            "1..5MB",
+        ] {
             let err = parse_size(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{bad}: {err}");
         }

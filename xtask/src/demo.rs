@@ -1,1 +1,3 @@
-pub fn run(_s: u64) -> anyhow::Result<()> { anyhow::bail!("demo: not yet") }
+pub fn run(_s: u64) -> anyhow::Result<()> {
+    anyhow::bail!("demo: not yet")
+}

@@ -98,7 +98,10 @@ fn run(cli: Cli) -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     let env = setup::run_and_env()?;
-    util::run_status(util::cargo(&env).args(["fmt", "--all", "--check"]), "cargo fmt --check")?;
+    util::run_status(
+        util::cargo(&env).args(["fmt", "--all", "--check"]),
+        "cargo fmt --check",
+    )?;
     util::run_status(
         util::cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]),
         "cargo clippy",

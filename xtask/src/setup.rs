@@ -28,6 +28,7 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "ethtool",
     "python3-scapy",
+    "bpftool",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -71,8 +72,11 @@ fn install_apt_packages() -> Result<()> {
 fn ebpf_toolchain() -> Result<BuildEnv> {
     let has_toolchain = |name: &str| util::output("rustup", &["run", name, "rustc", "--version"]).is_some();
     let has_rust_src = |name: &str| {
-        util::output("rustup", &["component", "list", "--installed", "--toolchain", name])
-            .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")))
+        util::output(
+            "rustup",
+            &["component", "list", "--installed", "--toolchain", name],
+        )
+        .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")))
     };
     let add_rust_src = |name: &str| {
         has_rust_src(name)
@@ -96,8 +100,8 @@ fn ebpf_toolchain() -> Result<BuildEnv> {
 }
 
 fn install_bpf_linker() -> Result<()> {
-    let installed = util::output("bpf-linker", &["--version"])
-        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    let installed =
+        util::output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
     if installed {
         return Ok(());
     }

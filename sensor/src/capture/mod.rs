@@ -50,13 +50,28 @@ pub enum CaptureError {
     #[error(transparent)]
     Veth(#[from] veth::VethError),
     #[error("loading the eBPF programs failed{hint}")]
-    Load { hint: &'static str, #[source] source: EbpfError },
+    Load {
+        hint: &'static str,
+        #[source]
+        source: EbpfError,
+    },
     #[error("eBPF object has no {what} named {name}")]
     Missing { what: &'static str, name: &'static str },
     #[error("eBPF program {name}: {action} failed{hint}")]
-    Program { name: &'static str, action: String, hint: &'static str, #[source] source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        action: String,
+        hint: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("eBPF map {name}: {action} failed")]
-    Map { name: &'static str, action: String, #[source] source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        action: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error(transparent)]
     Xsk(#[from] xsk::XskError),
 }
@@ -92,7 +107,10 @@ pub struct Capture {
 
 fn permission_hint(source: &dyn std::fmt::Display) -> &'static str {
     let text = source.to_string();
-    if text.contains("Operation not permitted") || text.contains("EPERM") || text.contains("Permission denied") {
+    if text.contains("Operation not permitted")
+        || text.contains("EPERM")
+        || text.contains("Permission denied")
+    {
         ": permission denied (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
     } else {
         ""
@@ -115,23 +133,49 @@ impl Capture {
 
         let mut settings: Array<_, u32> = take_map(&mut ebpf, "SETTINGS")?;
         let snaplen = options.snaplen.min(max_snaplen());
-        for (index, value) in [(SETTING_CAPTURE_IFINDEX, veth.ifindex), (SETTING_SNAPLEN, snaplen), (SETTING_ENABLED, 1)] {
+        for (index, value) in [
+            (SETTING_CAPTURE_IFINDEX, veth.ifindex),
+            (SETTING_SNAPLEN, snaplen),
+            (SETTING_ENABLED, 1),
+        ] {
             settings
                 .set(index, value, 0)
-                .map_err(|source| CaptureError::Map { name: "SETTINGS", action: format!("set {index}"), source })?;
+                .map_err(|source| CaptureError::Map {
+                    name: "SETTINGS",
+                    action: format!("set {index}"),
+                    source,
+                })?;
         }
         let mut selected: HashMap<_, u32, Selection> = take_map(&mut ebpf, "SELECTED")?;
         for (slot, iface) in options.interfaces.iter().enumerate() {
             selected
-                .insert(iface.ifindex, Selection { slot: slot as u32, flags: 0 }, 0)
-                .map_err(|source| CaptureError::Map { name: "SELECTED", action: format!("insert {}", iface.name), source })?;
+                .insert(
+                    iface.ifindex,
+                    Selection {
+                        slot: slot as u32,
+                        flags: 0,
+                    },
+                    0,
+                )
+                .map_err(|source| CaptureError::Map {
+                    name: "SELECTED",
+                    action: format!("insert {}", iface.name),
+                    source,
+                })?;
         }
         let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
 
         let xdp: &mut Xdp = program(&mut ebpf, "podcap_xdp")?;
-        xdp.load().map_err(|source| program_error("podcap_xdp", "load", source))?;
+        xdp.load()
+            .map_err(|source| program_error("podcap_xdp", "load", source))?;
         xdp.attach(veth::CAPTURE_PEER, XdpMode::Driver)
-            .map_err(|source| program_error("podcap_xdp", &format!("attach to {} (native mode)", veth::CAPTURE_PEER), source))?;
+            .map_err(|source| {
+                program_error(
+                    "podcap_xdp",
+                    &format!("attach to {} (native mode)", veth::CAPTURE_PEER),
+                    source,
+                )
+            })?;
 
         let queue_ids: Vec<u32> = (0..queues).collect();
         let sockets = XskSet::bind(veth::CAPTURE_PEER, &queue_ids, options.frames_per_queue)?;
@@ -140,12 +184,19 @@ impl Capture {
             let fd = sockets.raw_fd(index).unwrap_or(-1);
             socket_map
                 .set(socket.queue, fd, 0)
-                .map_err(|source| CaptureError::Map { name: "SOCKETS", action: format!("set queue {}", socket.queue), source })?;
+                .map_err(|source| CaptureError::Map {
+                    name: "SOCKETS",
+                    action: format!("set queue {}", socket.queue),
+                    source,
+                })?;
         }
         // The map keeps the kernel objects alive; the handle is not needed again.
         drop(socket_map);
 
-        for (name, attach_type) in [("podcap_ingress", TcAttachType::Ingress), ("podcap_egress", TcAttachType::Egress)] {
+        for (name, attach_type) in [
+            ("podcap_ingress", TcAttachType::Ingress),
+            ("podcap_egress", TcAttachType::Egress),
+        ] {
             let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
             tc.load().map_err(|source| program_error(name, "load", source))?;
             for iface in &options.interfaces {
@@ -224,13 +275,21 @@ impl Capture {
         for index in 0..self.sockets.sockets.len() {
             total += self.sockets.receive(index, |queue, frame| {
                 let (slot, _) = slot_of_queue(queue);
-                let Some(slot_stats) = stats.slots.get(slot as usize) else { return };
-                let Some((meta, data)) = split_meta(frame) else {
-                    slot_stats.kernel_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(slot_stats) = stats.slots.get(slot as usize) else {
                     return;
                 };
-                slot_stats.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                slot_stats.received_bytes.fetch_add(u64::from(meta.original_len), std::sync::atomic::Ordering::Relaxed);
+                let Some((meta, data)) = split_meta(frame) else {
+                    slot_stats
+                        .kernel_drops
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                };
+                slot_stats
+                    .received
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slot_stats
+                    .received_bytes
+                    .fetch_add(u64::from(meta.original_len), std::sync::atomic::Ordering::Relaxed);
                 let header = RecordHeader {
                     timestamp_ns: (i128::from(meta.timestamp_ns) + offset).max(0) as u64,
                     original_len: meta.original_len,
@@ -238,7 +297,9 @@ impl Capture {
                     queue,
                 };
                 if !ring.push(&header, data) {
-                    slot_stats.ring_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    slot_stats
+                        .ring_drops
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
         }
@@ -251,7 +312,9 @@ impl Capture {
         let mut per_slot = vec![(0u64, 0u64); self.slots];
         for (index, socket) in self.sockets.sockets.iter().enumerate() {
             let (slot, _) = slot_of_queue(socket.queue);
-            let Some(entry) = per_slot.get_mut(slot as usize) else { continue };
+            let Some(entry) = per_slot.get_mut(slot as usize) else {
+                continue;
+            };
             let mut c = QueueCounters::default();
             if let Ok(values) = self.counters.get(&socket.queue, 0) {
                 for v in values.iter() {
@@ -262,15 +325,30 @@ impl Capture {
                 }
             }
             let socket_drops = self.sockets.drops(index).unwrap_or_default();
-            let veth_lost = if quiescent { c.cloned.saturating_sub(c.xdp_seen) } else { 0 };
+            if quiescent {
+                log::info!(
+                    "queue {}: cloned {} clone_failed {} xdp_seen {} xdp_dropped {} xsk rx_dropped {} rx_ring_full {}",
+                    socket.queue, c.cloned, c.clone_failed, c.xdp_seen, c.xdp_dropped, socket_drops.rx_dropped, socket_drops.rx_ring_full
+                );
+            }
+            let veth_lost = if quiescent {
+                c.cloned.saturating_sub(c.xdp_seen)
+            } else {
+                0
+            };
             entry.0 += c.cloned + c.clone_failed;
-            entry.1 += c.clone_failed + c.xdp_dropped + socket_drops.rx_dropped + socket_drops.rx_ring_full + veth_lost;
+            entry.1 += c.clone_failed
+                + c.xdp_dropped
+                + socket_drops.rx_dropped
+                + socket_drops.rx_ring_full
+                + veth_lost;
         }
         for (slot, (seen, drops)) in per_slot.into_iter().enumerate() {
             if let Some(s) = stats.slots.get(slot) {
                 s.seen.store(seen, std::sync::atomic::Ordering::Relaxed);
                 // fetch_max: malformed frames counted by `drain_once` are part of it too.
-                s.kernel_drops.fetch_max(drops, std::sync::atomic::Ordering::Relaxed);
+                s.kernel_drops
+                    .fetch_max(drops, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -293,7 +371,11 @@ fn split_meta(frame: &[u8]) -> Option<(FrameMeta, &[u8])> {
     let u32_at = |i: usize| u32::from_ne_bytes([meta[i], meta[i + 1], meta[i + 2], meta[i + 3]]);
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&meta[0..8]);
-    let meta = FrameMeta { timestamp_ns: u64::from_ne_bytes(ts), original_len: u32_at(8), magic: u32_at(12) };
+    let meta = FrameMeta {
+        timestamp_ns: u64::from_ne_bytes(ts),
+        original_len: u32_at(8),
+        magic: u32_at(12),
+    };
     (meta.magic == FRAME_META_MAGIC).then_some((meta, data))
 }
 
@@ -301,15 +383,24 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(CaptureError::Missing { what: "map", name })?;
-    T::try_from(map).map_err(|source| CaptureError::Map { name, action: "open".into(), source })
+    let map = ebpf
+        .take_map(name)
+        .ok_or(CaptureError::Missing { what: "map", name })?;
+    T::try_from(map).map_err(|source| CaptureError::Map {
+        name,
+        action: "open".into(),
+        source,
+    })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or(CaptureError::Missing { what: "program", name })?;
+    let program = ebpf.program_mut(name).ok_or(CaptureError::Missing {
+        what: "program",
+        name,
+    })?;
     program
         .try_into()
         .map_err(|source| program_error(name, "open", source))
@@ -317,5 +408,10 @@ where
 
 fn program_error(name: &'static str, action: &str, source: aya::programs::ProgramError) -> CaptureError {
     let hint = permission_hint(&format!("{source:?}"));
-    CaptureError::Program { name, action: action.to_owned(), hint, source }
+    CaptureError::Program {
+        name,
+        action: action.to_owned(),
+        hint,
+        source,
+    }
 }

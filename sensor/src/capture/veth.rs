@@ -20,7 +20,11 @@ pub enum VethError {
     #[error("`ip {args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
     #[error("cannot configure the capture veth: {path}")]
-    Sysctl { path: String, #[source] source: io::Error },
+    Sysctl {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn ip(args: &[&str]) -> Result<(), VethError> {
@@ -28,7 +32,10 @@ fn ip(args: &[&str]) -> Result<(), VethError> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(VethError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+        Err(VethError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
@@ -46,8 +53,26 @@ impl CaptureVeth {
         let q = queues.to_string();
         let mtu = CAPTURE_MTU.to_string();
         ip(&[
-            "link", "add", CAPTURE_IFACE, "numtxqueues", &q, "numrxqueues", &q, "mtu", &mtu, "type", "veth",
-            "peer", "name", CAPTURE_PEER, "numtxqueues", &q, "numrxqueues", &q, "mtu", &mtu,
+            "link",
+            "add",
+            CAPTURE_IFACE,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            CAPTURE_PEER,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "mtu",
+            &mtu,
         ])?;
         // From here on, dropping `veth` deletes the pair whatever fails next.
         let mut veth = Self { ifindex: 0, queues };

@@ -89,7 +89,9 @@ pub struct BlockWriter {
 impl BlockWriter {
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { buf: Vec::with_capacity(capacity) }
+        Self {
+            buf: Vec::with_capacity(capacity),
+        }
     }
 
     /// The bytes built so far.
@@ -247,7 +249,15 @@ mod tests {
             snaplen: 65535,
         });
         w.packet(0, 1_700_000_000_123_456_789, 61, &[0xab; 61], Direction::Outbound);
-        w.statistics(0, &InterfaceStatistics { received: 3, kernel_drops: 1, ..Default::default() }, "x");
+        w.statistics(
+            0,
+            &InterfaceStatistics {
+                received: 3,
+                kernel_drops: 1,
+                ..Default::default()
+            },
+            "x",
+        );
         let bytes = w.bytes();
         assert_eq!(bytes.len() % 4, 0);
         let blocks: Vec<_> = read::Blocks::new(bytes).collect::<Result<_, _>>().unwrap();

@@ -86,7 +86,11 @@ pub struct Blocks<'a> {
 impl<'a> Blocks<'a> {
     #[must_use]
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, offset: 0, swapped: false }
+        Self {
+            bytes,
+            offset: 0,
+            swapped: false,
+        }
     }
 }
 
@@ -107,7 +111,11 @@ impl<'a> Iterator for Blocks<'a> {
                     self.swapped = u32_at(raw, 8, false) != Some(BYTE_ORDER_MAGIC);
                 }
                 self.offset += total;
-                Some(Ok(Block { block_type, offset, raw }))
+                Some(Ok(Block {
+                    block_type,
+                    offset,
+                    raw,
+                }))
             }
             Err(e) => {
                 self.offset = self.bytes.len();
@@ -127,7 +135,12 @@ pub struct BlockReader<R> {
 
 impl<R: Read> BlockReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, buf: Vec::with_capacity(1 << 16), offset: 0, swapped: false }
+        Self {
+            inner,
+            buf: Vec::with_capacity(1 << 16),
+            offset: 0,
+            swapped: false,
+        }
     }
 
     /// Offset of the next block.
@@ -153,14 +166,22 @@ impl<R: Read> BlockReader<R> {
             match u32_at(&self.buf, 8, false) {
                 Some(BYTE_ORDER_MAGIC) => false,
                 Some(m) if m.swap_bytes() == BYTE_ORDER_MAGIC => true,
-                _ => return Err(ReadError::Malformed { offset, reason: "bad byte-order magic" }),
+                _ => {
+                    return Err(ReadError::Malformed {
+                        offset,
+                        reason: "bad byte-order magic",
+                    })
+                }
             }
         } else {
             self.swapped
         };
         let total = u32_at(&self.buf, 4, swapped).unwrap_or(0) as usize;
         if total < 12 || total % 4 != 0 || total > MAX_BLOCK_LEN {
-            return Err(ReadError::Malformed { offset, reason: "bad block length" });
+            return Err(ReadError::Malformed {
+                offset,
+                reason: "bad block length",
+            });
         }
         self.buf.resize(total, 0);
         if read_full(&mut self.inner, &mut self.buf[12..])? < total - 12 {
@@ -170,7 +191,11 @@ impl<R: Read> BlockReader<R> {
         self.swapped = swapped;
         self.offset += total as u64;
         let block_type = u32_at(&self.buf, 0, swapped).unwrap_or(0);
-        Ok(Some(Block { block_type, offset, raw: &self.buf }))
+        Ok(Some(Block {
+            block_type,
+            offset,
+            raw: &self.buf,
+        }))
     }
 }
 
@@ -236,10 +261,18 @@ fn options(body: &[u8], swapped: bool) -> impl Iterator<Item = (u16, &[u8])> {
 
 fn parse_interface(block: &Block<'_>, swapped: bool) -> Result<(InterfaceDescription, u64), ReadError> {
     let body = block.body();
-    let malformed = || ReadError::Malformed { offset: block.offset, reason: "short interface block" };
+    let malformed = || ReadError::Malformed {
+        offset: block.offset,
+        reason: "short interface block",
+    };
     let link_type = u16_at(body, 0, swapped).ok_or_else(malformed)?;
     let snaplen = u32_at(body, 4, swapped).ok_or_else(malformed)?;
-    let mut iface = InterfaceDescription { name: String::new(), description: String::new(), link_type, snaplen };
+    let mut iface = InterfaceDescription {
+        name: String::new(),
+        description: String::new(),
+        link_type,
+        snaplen,
+    };
     let mut ticks = 1_000_000;
     for (code, value) in options(body.get(8..).unwrap_or_default(), swapped) {
         match code {
@@ -274,7 +307,10 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
     if block.block_type != BLOCK_EPB {
         return Ok(None);
     }
-    let malformed = |reason| ReadError::Malformed { offset: block.offset, reason };
+    let malformed = |reason| ReadError::Malformed {
+        offset: block.offset,
+        reason,
+    };
     let raw = block.raw;
     let body = &raw[8..raw.len() - 4];
     let s = section.swapped;
@@ -287,7 +323,9 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
     ) else {
         return Err(malformed("short packet block"));
     };
-    let data = body.get(20..20 + captured as usize).ok_or_else(|| malformed("packet longer than its block"))?;
+    let data = body
+        .get(20..20 + captured as usize)
+        .ok_or_else(|| malformed("packet longer than its block"))?;
     let ticks = *section
         .ticks_per_second
         .get(interface_id as usize)
@@ -303,5 +341,11 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
         .find(|(code, v)| *code == 2 && v.len() == 4)
         .and_then(|(_, v)| u32_at(v, 0, s))
         .map_or(Direction::Unknown, Direction::from_epb_flags);
-    Ok(Some(Packet { interface_id, timestamp_ns, original_len, data, direction }))
+    Ok(Some(Packet {
+        interface_id,
+        timestamp_ns,
+        original_len,
+        data,
+        direction,
+    }))
 }

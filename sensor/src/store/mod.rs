@@ -30,9 +30,17 @@ const WRITE_CHUNK: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("data directory {path} is not usable")]
-    DataDir { path: PathBuf, #[source] source: io::Error },
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write segment {path}")]
-    Segment { path: PathBuf, #[source] source: io::Error },
+    Segment {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Limits of the store.
@@ -55,10 +63,15 @@ pub struct SegmentFile {
 
 /// Checks that `dir` exists (creating it) and is writable, by writing a probe file.
 pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::DataDir { path: dir.to_owned(), source };
+    let err = |source| StoreError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
     fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(".podcap-write-probe");
-    File::create(&probe).and_then(|mut f| f.write_all(b"probe")).map_err(err)?;
+    File::create(&probe)
+        .and_then(|mut f| f.write_all(b"probe"))
+        .map_err(err)?;
     fs::remove_file(&probe).map_err(err)
 }
 
@@ -67,7 +80,10 @@ fn parse_seq(name: &str) -> Option<(u64, bool)> {
     if let Some(seq) = rest.strip_suffix(ACTIVE_SUFFIX) {
         return seq.parse().ok().map(|s| (s, true));
     }
-    rest.strip_suffix(FINISHED_SUFFIX)?.parse().ok().map(|s| (s, false))
+    rest.strip_suffix(FINISHED_SUFFIX)?
+        .parse()
+        .ok()
+        .map(|s| (s, false))
 }
 
 /// Finished segments in `dir`, oldest (lowest sequence) first.
@@ -76,16 +92,26 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some((seq, false)) = name.to_str().and_then(parse_seq) else { continue };
+        let Some((seq, false)) = name.to_str().and_then(parse_seq) else {
+            continue;
+        };
         let meta = entry.metadata()?;
-        segments.push(SegmentFile { seq, path: entry.path(), bytes: meta.len(), modified: meta.modified()? });
+        segments.push(SegmentFile {
+            seq,
+            path: entry.path(),
+            bytes: meta.len(),
+            modified: meta.modified()?,
+        });
     }
     segments.sort_by_key(|s| s.seq);
     Ok(segments)
 }
 
 fn segment_path(dir: &Path, seq: u64, active: bool) -> PathBuf {
-    dir.join(format!("{PREFIX}{seq:010}{}", if active { ACTIVE_SUFFIX } else { FINISHED_SUFFIX }))
+    dir.join(format!(
+        "{PREFIX}{seq:010}{}",
+        if active { ACTIVE_SUFFIX } else { FINISHED_SUFFIX }
+    ))
 }
 
 struct ActiveSegment {
@@ -110,13 +136,22 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     /// Opens the store; an `.active` segment left by a crash is finished first.
-    pub fn open(dir: &Path, limits: Limits, interfaces: Vec<InterfaceDescription>) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        limits: Limits,
+        interfaces: Vec<InterfaceDescription>,
+    ) -> Result<Self, StoreError> {
         prepare_dir(dir)?;
-        let dir_err = |source| StoreError::DataDir { path: dir.to_owned(), source };
+        let dir_err = |source| StoreError::DataDir {
+            path: dir.to_owned(),
+            source,
+        };
         let mut highest = 0;
         for entry in fs::read_dir(dir).map_err(dir_err)? {
             let entry = entry.map_err(dir_err)?;
-            let Some((seq, active)) = entry.file_name().to_str().and_then(parse_seq) else { continue };
+            let Some((seq, active)) = entry.file_name().to_str().and_then(parse_seq) else {
+                continue;
+            };
             highest = highest.max(seq);
             if active {
                 // Repair comes with the store issue; until then keep the bytes under the
@@ -144,14 +179,25 @@ impl SegmentWriter {
     fn open_segment(&mut self, now_ns: u64) -> Result<(), StoreError> {
         let seq = self.next_seq;
         let path = segment_path(&self.dir, seq, true);
-        let file = File::create(&path).map_err(|source| StoreError::Segment { path: path.clone(), source })?;
+        let file = File::create(&path).map_err(|source| StoreError::Segment {
+            path: path.clone(),
+            source,
+        })?;
         self.next_seq += 1;
         self.buf.clear();
-        self.buf.section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION")));
+        self.buf
+            .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION")));
         for iface in &self.interfaces {
             self.buf.interface(iface);
         }
-        self.active = Some(ActiveSegment { seq, file, bytes: 0, packets: 0, opened: Instant::now(), start_ns: now_ns });
+        self.active = Some(ActiveSegment {
+            seq,
+            file,
+            bytes: 0,
+            packets: 0,
+            opened: Instant::now(),
+            start_ns: now_ns,
+        });
         Ok(())
     }
 
@@ -168,7 +214,8 @@ impl SegmentWriter {
         if self.active.is_none() {
             self.open_segment(timestamp_ns)?;
         }
-        self.buf.packet(interface_id, timestamp_ns, original_len, data, direction);
+        self.buf
+            .packet(interface_id, timestamp_ns, original_len, data, direction);
         if let Some(active) = &mut self.active {
             active.packets += 1;
         }
@@ -179,7 +226,9 @@ impl SegmentWriter {
     }
 
     fn write_buffer(&mut self) -> Result<(), StoreError> {
-        let Some(active) = &mut self.active else { return Ok(()) };
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -188,7 +237,10 @@ impl SegmentWriter {
             active.bytes += self.buf.len() as u64;
         }
         self.buf.clear();
-        result.map_err(|source| StoreError::Segment { path: segment_path(&self.dir, active.seq, true), source })
+        result.map_err(|source| StoreError::Segment {
+            path: segment_path(&self.dir, active.seq, true),
+            source,
+        })
     }
 
     fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
@@ -218,14 +270,22 @@ impl SegmentWriter {
         }
         for id in 0..self.interfaces.len() as u32 {
             let s = stats(id);
-            let comment = format!("podcap drops by stage: kernel={} sensor={}", s.kernel_drops, s.sensor_drops);
+            let comment = format!(
+                "podcap drops by stage: kernel={} sensor={}",
+                s.kernel_drops, s.sensor_drops
+            );
             self.buf.statistics(id, &s, &comment);
         }
         self.write_buffer()?;
-        let Some(active) = self.active.take() else { return Ok(()) };
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
         let from = segment_path(&self.dir, active.seq, true);
         let to = segment_path(&self.dir, active.seq, false);
-        let seg_err = |source| StoreError::Segment { path: from.clone(), source };
+        let seg_err = |source| StoreError::Segment {
+            path: from.clone(),
+            source,
+        };
         active.file.sync_all().map_err(seg_err)?;
         fs::rename(&from, &to).map_err(seg_err)?;
         let _ = active.start_ns;
@@ -235,7 +295,9 @@ impl SegmentWriter {
 
     /// Deletes the oldest finished segments beyond the limits.
     pub fn apply_retention(&mut self) {
-        let Ok(segments) = list_segments(&self.dir) else { return };
+        let Ok(segments) = list_segments(&self.dir) else {
+            return;
+        };
         let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
         let now = SystemTime::now();
         for segment in &segments {

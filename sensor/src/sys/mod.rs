@@ -30,10 +30,15 @@ pub fn interface_index(name: &str) -> Option<u32> {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; the clocks used here always exist on Linux.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`.
@@ -52,7 +57,11 @@ pub fn realtime_ns() -> u64 {
 pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
     let mut pollfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: `pollfds` is a valid array of `pollfds.len()` entries for the whole call.
@@ -60,7 +69,11 @@ pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
     match ready {
         -1 => {
             let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(err) }
+            if err.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            }
         }
         n => Ok(n > 0),
     }

@@ -34,7 +34,11 @@ pub enum XskError {
     #[error("creating the AF_XDP UMEM failed: {0}")]
     Umem(String),
     #[error("creating the AF_XDP socket on {iface} queue {queue} failed: {reason}")]
-    Socket { iface: String, queue: u32, reason: String },
+    Socket {
+        iface: String,
+        queue: u32,
+        reason: String,
+    },
 }
 
 /// Kernel-side drop counters of one socket (`XDP_STATISTICS`).
@@ -65,20 +69,32 @@ impl XskSet {
     /// Creates a UMEM of `queues.len() * frames_per_queue` chunks and binds one socket per
     /// queue of `iface`.
     pub fn bind(iface: &str, queues: &[u32], frames_per_queue: u32) -> Result<Self, XskError> {
-        let ring = QueueSize::new(frames_per_queue)
-            .map_err(|e| XskError::Config { size: frames_per_queue, reason: e.to_string() })?;
+        let ring = QueueSize::new(frames_per_queue).map_err(|e| XskError::Config {
+            size: frames_per_queue,
+            reason: e.to_string(),
+        })?;
         let umem_config = UmemConfig::builder()
-            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config { size: FRAME_SIZE, reason: e.to_string() })?)
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config {
+                size: FRAME_SIZE,
+                reason: e.to_string(),
+            })?)
             .fill_queue_size(ring)
-            .comp_queue_size(QueueSize::new(64).map_err(|e| XskError::Config { size: 64, reason: e.to_string() })?)
+            .comp_queue_size(QueueSize::new(64).map_err(|e| XskError::Config {
+                size: 64,
+                reason: e.to_string(),
+            })?)
             .build()
             .map_err(|e| XskError::Umem(e.to_string()))?;
         let total = NonZeroU32::new(frames_per_queue.saturating_mul(queues.len() as u32))
             .ok_or_else(|| XskError::Umem("no queues to bind".into()))?;
-        let (umem, frames) = Umem::new(umem_config, total, false).map_err(|e| XskError::Umem(e.to_string()))?;
+        let (umem, frames) =
+            Umem::new(umem_config, total, false).map_err(|e| XskError::Umem(e.to_string()))?;
         let socket_config = SocketConfig::builder()
             .rx_queue_size(ring)
-            .tx_queue_size(QueueSize::new(64).map_err(|e| XskError::Config { size: 64, reason: e.to_string() })?)
+            .tx_queue_size(QueueSize::new(64).map_err(|e| XskError::Config {
+                size: 64,
+                reason: e.to_string(),
+            })?)
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .bind_flags(BindFlags::XDP_COPY)
             .build();
@@ -89,7 +105,11 @@ impl XskSet {
         })?;
         let mut sockets = Vec::with_capacity(queues.len());
         for (i, &queue) in queues.iter().enumerate() {
-            let socket_err = |reason: String| XskError::Socket { iface: iface.into(), queue, reason };
+            let socket_err = |reason: String| XskError::Socket {
+                iface: iface.into(),
+                queue,
+                reason,
+            };
             // SAFETY: each (iface, queue) pair is bound once from this UMEM, with
             // XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD as xsk-rs requires for shared UMEMs.
             let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &if_name, queue) }
@@ -99,9 +119,18 @@ impl XskSet {
             // SAFETY: these frames belong to this UMEM and to no other ring or socket.
             let produced = unsafe { fill.produce(share) };
             if produced != share.len() {
-                return Err(socket_err(format!("fill ring took {produced} of {} frames", share.len())));
+                return Err(socket_err(format!(
+                    "fill ring took {produced} of {} frames",
+                    share.len()
+                )));
             }
-            sockets.push(QueueSocket { queue, rx, fill, _tx: tx, descs: share.to_vec() });
+            sockets.push(QueueSocket {
+                queue,
+                rx,
+                fill,
+                _tx: tx,
+                descs: share.to_vec(),
+            });
         }
         Ok(Self { umem, sockets })
     }
@@ -145,9 +174,15 @@ impl XskSet {
 
     /// The socket's kernel drop counters.
     pub fn drops(&self, index: usize) -> io::Result<SocketDrops> {
-        let socket = self.sockets.get(index).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let socket = self
+            .sockets
+            .get(index)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let stats = socket.rx.fd().xdp_statistics()?;
-        Ok(SocketDrops { rx_dropped: stats.rx_dropped(), rx_ring_full: stats.rx_ring_full() })
+        Ok(SocketDrops {
+            rx_dropped: stats.rx_dropped(),
+            rx_ring_full: stats.rx_ring_full(),
+        })
     }
 
     /// The raw fd of socket `index`, for the XSKMAP.

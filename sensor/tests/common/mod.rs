@@ -1,0 +1,282 @@
+//! Test harness for the privileged tests: network namespaces, veth links, processes and
+//! captures, each owned by a guard that removes it on drop, also when the test fails.
+//!
+//! Addresses come only from 198.18.0.0/15 and 2001:db8::/32, inside namespaces made here.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+pub mod pcap;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// Privileged tests share the kernel (and the capture veth name inside their namespaces):
+/// they take this lock so they run one at a time whatever `--test-threads` says.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    assert_eq!(
+        unsafe_free_euid(),
+        0,
+        "the privileged tests need root (CAP_BPF, CAP_NET_ADMIN): run `cargo xtask test` as root"
+    );
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unsafe_free_euid() -> u32 {
+    podcap_sensor::sys::effective_uid()
+}
+
+/// Runs a command, panics with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command, returns (success, stdout + stderr).
+pub fn try_sh(cmd: &str) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A network namespace, deleted on drop (with every link inside it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Self {
+        let _ = try_sh(&format!("ip netns del {name} 2>/dev/null"));
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
+    /// `ip netns exec NAME CMD` as a shell string.
+    pub fn exec(&self, cmd: &str) -> String {
+        format!("ip netns exec {} {cmd}", self.name)
+    }
+
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&self.exec(cmd))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = try_sh(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Joins `a` (interface `a_if`, address `a_addr`) and `b` by a veth pair; IPv4 /30 style
+/// addresses plus IPv6 from 2001:db8::/32, with DAD off so addresses work at once.
+pub fn link(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
+    sh(&format!(
+        "ip link add {a_if} netns {} type veth peer name {b_if} netns {}",
+        a.name, b.name
+    ));
+    for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+        let _ = try_sh(&ns.exec(&format!("sysctl -qw net.ipv6.conf.{ifname}.accept_dad=0")));
+        for addr in addrs {
+            let nodad = if addr.contains(':') { " nodad" } else { "" };
+            ns.sh(&format!("ip addr add {addr} dev {ifname}{nodad}"));
+        }
+        ns.sh(&format!("ip link set {ifname} up"));
+    }
+}
+
+/// A process we started, ended by PID on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    lines: Option<mpsc::Receiver<String>>,
+    pub log: std::sync::Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `cmd` through `sh -c 'exec …'`, collecting its output lines.
+    pub fn spawn(name: &str, cmd: &str) -> Self {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec {cmd}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(Mutex::new(String::new()));
+        let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().expect("stdout piped"));
+        let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().expect("stderr piped"));
+        for stream in [stdout, stderr] {
+            let (tx, log) = (tx.clone(), log.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push_str(&format!("{line}\n"));
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            name: name.to_owned(),
+            lines: Some(rx),
+            log,
+        }
+    }
+
+    /// Waits until an output line contains `needle`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let rx = self.lines.as_ref().expect("lines");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "{} did not say {needle:?} (exit: {status:?}); log:\n{}",
+                        self.name,
+                        self.log.lock().unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // Only our own child, by its PID.
+        sh(&format!("kill -{signal} {pid}"));
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = self.signal_if_running(15);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50)); // let the log thread finish
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "{} did not stop within 20 s of SIGTERM; log:\n{}",
+            self.name,
+            self.log.lock().unwrap()
+        );
+    }
+
+    fn signal_if_running(&mut self, signal: i32) -> bool {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(signal);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn sensor_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_podcap-sensor")
+}
+
+/// Starts the sensor in `ns` with `args` and waits until it captures.
+pub fn start_sensor(ns: &Netns, args: &str) -> Proc {
+    let mut p = Proc::spawn(
+        "podcap-sensor",
+        &ns.exec(&format!("env RUST_LOG=info {} {args}", sensor_bin())),
+    );
+    p.wait_for("capturing on", Duration::from_secs(30));
+    p
+}
+
+/// Starts tcpdump in `ns` on `iface` writing `out`, waits until it listens.
+pub fn start_tcpdump(ns: &Netns, iface: &str, out: &Path, extra: &str) -> Proc {
+    let mut p = Proc::spawn(
+        "tcpdump",
+        &ns.exec(&format!(
+            "tcpdump -i {iface} -s 0 -U --immediate-mode -B 65536 -w {} {extra}",
+            out.display()
+        )),
+    );
+    p.wait_for("listening on", Duration::from_secs(20));
+    p
+}
+
+/// Segment files the sensor wrote, in order.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().contains(".pcapng"));
+    files.sort();
+    files
+}
+
+/// `tshark -r` must read the file without any warning or error.
+pub fn assert_tshark_clean(file: &Path) {
+    let (ok, out) = try_sh(&format!("tshark -r {} -q 2>&1", file.display()));
+    let complaints: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.contains("Running as user \"root\"") && !l.trim().is_empty())
+        .collect();
+    assert!(
+        ok && complaints.is_empty(),
+        "tshark -r {} complained:\n{out}",
+        file.display()
+    );
+}
+
+/// Whether the capture veth exists in `ns`.
+pub fn capture_veth_present(ns: &Netns) -> bool {
+    try_sh(&ns.exec("ip link show podcap0")).0
+}
+
+/// Loaded BPF programs whose names start with `podcap_`.
+pub fn podcap_programs_loaded() -> usize {
+    let (_, out) = try_sh("bpftool prog show 2>/dev/null");
+    out.lines().filter(|l| l.contains(" name podcap_")).count()
+}
