@@ -10,6 +10,8 @@ fn main() -> anyhow::Result<()> {
     let root_dir = root_dir
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    // aya-build forwards every line of the inner cargo as a warning; keep only real output.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     let toolchain_name = std::env::var("PODCAP_EBPF_TOOLCHAIN").ok();
     let toolchain = match toolchain_name.as_deref() {
         None | Some("" | "nightly") => aya_build::Toolchain::Nightly,

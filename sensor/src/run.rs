@@ -16,7 +16,7 @@ use crate::{
     capture::{Capture, CaptureError, CaptureOptions},
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
-    ring::record_ring,
+    ring::{record_ring, RecordConsumer},
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
@@ -57,12 +57,12 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
             snaplen: config.snaplen,
         })
         .collect();
-    let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
+    let store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
     if sys::effective_uid() != 0 {
         return Err(RunError::NotPrivileged);
     }
     let stats = Arc::new(Stats::new(config.interfaces.len()));
-    let (mut producer, mut consumer) = record_ring(config.ring_bytes);
+    let (mut producer, consumer) = record_ring(config.ring_bytes);
     let mut capture = Capture::start(&CaptureOptions {
         interfaces: config.interfaces.clone(),
         snaplen: config.snaplen,
@@ -80,11 +80,38 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.snaplen
     );
     let start_ns = sys::realtime_ns();
-    let writer_stats = Arc::clone(&stats);
-    let writer = thread::Builder::new()
+    let writer = spawn_writer(store, consumer, Arc::clone(&stats), start_ns)?;
+
+    let stop_flag = Arc::clone(stop);
+    capture.run(&mut producer, &stats, || {
+        sys::stop_requested() || stop_flag.load(Ordering::Relaxed)
+    });
+    drop(producer);
+    let closed = writer.join().map_err(|_| RunError::Thread("writer"))?;
+    drop(capture);
+    let totals = stats.totals();
+    log::info!(
+        "stopped: {} packets seen, {} written; drops: kernel {}, ring {}, writer {}",
+        totals.seen,
+        totals.written,
+        totals.kernel_drops,
+        totals.ring_drops,
+        totals.writer_drops
+    );
+    closed?;
+    Ok(())
+}
+
+/// The writer thread: ring → segments, until the capture side is gone and the ring empty.
+fn spawn_writer(
+    mut store: SegmentWriter,
+    mut consumer: RecordConsumer,
+    stats: Arc<Stats>,
+    start_ns: u64,
+) -> Result<thread::JoinHandle<Result<(), StoreError>>, RunError> {
+    thread::Builder::new()
         .name("podcap-writer".into())
         .spawn(move || {
-            let stats = writer_stats;
             let mut data = Vec::with_capacity(1 << 16);
             let isb = |id: u32| interface_statistics(&stats, id, start_ns);
             let mut failing = false;
@@ -132,24 +159,5 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
             }
             store.close_segment(isb)
         })
-        .map_err(|_| RunError::Thread("writer"))?;
-
-    let stop_flag = Arc::clone(stop);
-    capture.run(&mut producer, &stats, || {
-        sys::stop_requested() || stop_flag.load(Ordering::Relaxed)
-    });
-    drop(producer);
-    let closed = writer.join().map_err(|_| RunError::Thread("writer"))?;
-    drop(capture);
-    let totals = stats.totals();
-    log::info!(
-        "stopped: {} packets seen, {} written; drops: kernel {}, ring {}, writer {}",
-        totals.seen,
-        totals.written,
-        totals.kernel_drops,
-        totals.ring_drops,
-        totals.writer_drops
-    );
-    closed?;
-    Ok(())
+        .map_err(|_| RunError::Thread("writer"))
 }

@@ -2,7 +2,7 @@
 //! tcpdump record the same interfaces at the same time, and tcpdump is the oracle.
 //!
 //! Each test builds its own namespaces (guards delete them on every exit path) and uses
-//! only 198.18.0.0/15 and 2001:db8::/32 addresses inside them.
+//! only `198.18.0.0/15` and `2001:db8::/32` addresses inside them.
 mod common;
 
 use std::time::Duration;
@@ -47,26 +47,9 @@ fn udp_burst(ns: &Netns, dst: &str, sizes: &str, count: usize) {
     ));
 }
 
-#[test]
-fn sensor_records_what_tcpdump_records() {
-    let _serial = serial();
-    let t = topology("o");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let reference = dir.path().join("ref.pcap");
-    let unselected = dir.path().join("unselected.pcap");
-
-    let mut tcpdump = start_tcpdump(&t.n, "n0", &reference, "");
-    let mut tcpdump_other = start_tcpdump(&t.n, "n1", &unselected, "");
-    let mut sensor = start_sensor(
-        &t.n,
-        &format!("--iface n0 --data-dir {} --segment-size 2MB", data.display()),
-    );
-    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
-    iperf.wait_for("Server listening", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(300));
-
-    let from = realtime_ns();
+/// ICMP (0 % loss while captured), IP fragments, ICMPv6, UDP of many sizes over IPv4 and
+/// IPv6, TCP bulk both ways (GSO super-frames), crafted frames, and unselected traffic.
+fn mixed_traffic(t: &Topology) {
     // ICMP, with 0 % loss while captured; IP fragments; ICMPv6.
     let ping = t.a.sh("ping -c 30 -i 0.02 198.18.0.2");
     assert!(
@@ -88,6 +71,29 @@ fn sensor_records_what_tcpdump_records() {
     // Traffic on the unselected interface must not appear.
     t.b.sh("ping -c 10 -i 0.02 198.18.1.2");
     udp_burst(&t.b, "198.18.1.2", "100,1000", 5);
+}
+
+#[test]
+fn sensor_records_what_tcpdump_records() {
+    let _serial = serial();
+    let t = topology("o");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let reference = dir.path().join("ref.pcap");
+    let unselected = dir.path().join("unselected.pcap");
+
+    let mut tcpdump = start_tcpdump(&t.n, "n0", &reference, "");
+    let mut tcpdump_other = start_tcpdump(&t.n, "n1", &unselected, "");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!("--iface n0 --data-dir {} --segment-size 2MB", data.display()),
+    );
+    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let from = realtime_ns();
+    mixed_traffic(&t);
     std::thread::sleep(Duration::from_millis(500));
     let to = realtime_ns();
     std::thread::sleep(Duration::from_millis(300));
@@ -157,6 +163,11 @@ fn sensor_records_what_tcpdump_records() {
         "the TCP transfer produced no GSO super-frame: the test lost its point"
     );
     assert!(result.exact > 200, "too little traffic compared");
+    assert_directions(&captured);
+}
+
+/// A's packets arrive at n0 (inbound), packets to A leave it (outbound).
+fn assert_directions(captured: &[pcap::Frame]) {
     // Directions: A's packets arrive at n0 (inbound), replies leave it (outbound).
     let inbound = captured
         .iter()

@@ -53,7 +53,7 @@ pub enum CaptureError {
     Load {
         hint: &'static str,
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     #[error("eBPF object has no {what} named {name}")]
     Missing { what: &'static str, name: &'static str },
@@ -63,14 +63,14 @@ pub enum CaptureError {
         action: String,
         hint: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("eBPF map {name}: {action} failed")]
     Map {
         name: &'static str,
         action: String,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error(transparent)]
     Xsk(#[from] xsk::XskError),
@@ -127,7 +127,10 @@ impl Capture {
         let queues = (slots as u32 * 2).max(2);
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| {
             let hint = permission_hint(&source);
-            CaptureError::Load { hint, source }
+            CaptureError::Load {
+                hint,
+                source: Box::new(source),
+            }
         })?;
         let veth = veth::CaptureVeth::create(queues)?;
 
@@ -143,7 +146,7 @@ impl Capture {
                 .map_err(|source| CaptureError::Map {
                     name: "SETTINGS",
                     action: format!("set {index}"),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         let mut selected: HashMap<_, u32, Selection> = take_map(&mut ebpf, "SELECTED")?;
@@ -160,7 +163,7 @@ impl Capture {
                 .map_err(|source| CaptureError::Map {
                     name: "SELECTED",
                     action: format!("insert {}", iface.name),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
@@ -187,7 +190,7 @@ impl Capture {
                 .map_err(|source| CaptureError::Map {
                     name: "SOCKETS",
                     action: format!("set queue {}", socket.queue),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         // The map keeps the kernel objects alive; the handle is not needed again.
@@ -291,7 +294,7 @@ impl Capture {
                     .received_bytes
                     .fetch_add(u64::from(meta.original_len), std::sync::atomic::Ordering::Relaxed);
                 let header = RecordHeader {
-                    timestamp_ns: (i128::from(meta.timestamp_ns) + offset).max(0) as u64,
+                    timestamp_ns: u64::try_from(i128::from(meta.timestamp_ns) + offset).unwrap_or(0),
                     original_len: meta.original_len,
                     captured_len: data.len() as u32,
                     queue,
@@ -389,7 +392,7 @@ where
     T::try_from(map).map_err(|source| CaptureError::Map {
         name,
         action: "open".into(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -412,6 +415,6 @@ fn program_error(name: &'static str, action: &str, source: aya::programs::Progra
         name,
         action: action.to_owned(),
         hint,
-        source,
+        source: Box::new(source),
     }
 }

@@ -64,7 +64,7 @@ fn frame(bytes: &[u8], offset: u64, swapped: bool) -> Result<usize, ReadError> {
         swapped
     };
     let total = u32_at(bytes, 4, swapped).unwrap_or(0) as usize;
-    if total < 12 || total % 4 != 0 || total > MAX_BLOCK_LEN {
+    if total < 12 || !total.is_multiple_of(4) || total > MAX_BLOCK_LEN {
         return Err(malformed("bad block length"));
     }
     if total > bytes.len() {
@@ -177,7 +177,7 @@ impl<R: Read> BlockReader<R> {
             self.swapped
         };
         let total = u32_at(&self.buf, 4, swapped).unwrap_or(0) as usize;
-        if total < 12 || total % 4 != 0 || total > MAX_BLOCK_LEN {
+        if total < 12 || !total.is_multiple_of(4) || total > MAX_BLOCK_LEN {
             return Err(ReadError::Malformed {
                 offset,
                 reason: "bad block length",

@@ -36,18 +36,19 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     };
     // SAFETY: `ts` is a valid, writable timespec; the clocks used here always exist on Linux.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    (ts.tv_sec as u64)
+    ts.tv_sec
+        .cast_unsigned()
         .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+        .saturating_add(ts.tv_nsec.cast_unsigned())
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`.
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns()`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// CLOCK_REALTIME in ns since the Unix epoch.
+/// `CLOCK_REALTIME` in ns since the Unix epoch.
 #[must_use]
 pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)

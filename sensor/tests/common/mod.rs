@@ -1,7 +1,7 @@
 //! Test harness for the privileged tests: network namespaces, veth links, processes and
 //! captures, each owned by a guard that removes it on drop, also when the test fails.
 //!
-//! Addresses come only from 198.18.0.0/15 and 2001:db8::/32, inside namespaces made here.
+//! Addresses come only from `198.18.0.0/15` and `2001:db8::/32`, inside namespaces made here.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 pub mod pcap;
@@ -93,7 +93,7 @@ impl Drop for Netns {
 }
 
 /// Joins `a` (interface `a_if`, address `a_addr`) and `b` by a veth pair; IPv4 /30 style
-/// addresses plus IPv6 from 2001:db8::/32, with DAD off so addresses work at once.
+/// addresses plus IPv6 from `2001:db8::/32`, with DAD off so addresses work at once.
 pub fn link(a: &Netns, a_if: &str, a_addrs: &[&str], b: &Netns, b_if: &str, b_addrs: &[&str]) {
     sh(&format!(
         "ip link add {a_if} netns {} type veth peer name {b_if} netns {}",
@@ -136,7 +136,11 @@ impl Proc {
             let (tx, log) = (tx.clone(), log.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push_str(&format!("{line}\n"));
+                    {
+                        let mut log = log.lock().unwrap();
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
                     let _ = tx.send(line);
                 }
             });

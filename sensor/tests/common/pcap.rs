@@ -108,6 +108,9 @@ pub fn tcp(frame: &[u8]) -> Option<Tcp<'_>> {
     Some(Tcp { flow, seq, payload })
 }
 
+/// Frame bytes and original length.
+type RawFrame = (Vec<u8>, u32);
+
 /// Outcome of comparing the sensor's frames with tcpdump's.
 #[derive(Debug, Default)]
 pub struct Comparison {
@@ -149,7 +152,7 @@ pub fn compare(reference: &[Frame], captured: &[Frame]) -> Comparison {
         }
     }
     // Leftover captured TCP segments, by flow and sequence number.
-    let mut segments: HashMap<(Vec<u8>, u32), Vec<(Vec<u8>, u32)>> = HashMap::new();
+    let mut segments: HashMap<(Vec<u8>, u32), Vec<RawFrame>> = HashMap::new();
     for ((orig_len, data), n) in &pool {
         for _ in 0..*n {
             if let Some(t) = tcp(data) {
