@@ -24,8 +24,6 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("podcap-sensor must run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
-    NotPrivileged,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -58,9 +56,6 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         })
         .collect();
     let store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
-    if sys::effective_uid() != 0 {
-        return Err(RunError::NotPrivileged);
-    }
     let stats = Arc::new(Stats::new(config.interfaces.len()));
     let (mut producer, consumer) = record_ring(config.ring_bytes);
     let mut capture = Capture::start(&CaptureOptions {

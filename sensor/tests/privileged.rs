@@ -204,3 +204,203 @@ fn assert_directions(captured: &[pcap::Frame]) {
         }
     }
 }
+
+/// Runs the sensor in `ns` expecting it to refuse; returns its stderr.
+fn refused(ns: &Netns, args: &str) -> String {
+    let (ok, out) = try_sh(&ns.exec(&format!("{} {args}", sensor_bin())));
+    assert!(!ok, "the sensor accepted `{args}`:\n{out}");
+    assert!(!capture_veth_present(ns), "`{args}` left the capture veth behind");
+    assert_eq!(podcap_programs_loaded(), 0, "`{args}` left programs loaded");
+    out
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
+    let _serial = serial();
+    let t = topology("b");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.display();
+
+    let out = refused(&t.n, &format!("--iface n0 --iface nosuch0 --data-dir {d}"));
+    assert!(out.contains("--iface: unknown interface \"nosuch0\""), "{out}");
+    let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-size 5XB"));
+    assert!(out.contains("--segment-size: invalid size \"5XB\""), "{out}");
+    let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --max-time 10x"));
+    assert!(out.contains("--max-time: invalid duration \"10x\""), "{out}");
+    let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-time 0s"));
+    assert!(
+        out.contains("--segment-time: \"0s\" must be greater than zero"),
+        "{out}"
+    );
+    let out = refused(
+        &t.n,
+        &format!("--iface n0 --data-dir {d} --segment-size 2GB --max-size 1GB"),
+    );
+    assert!(
+        out.contains("--segment-size (2GB) must not exceed --max-size (1GB)"),
+        "{out}"
+    );
+
+    // A read-only filesystem: root's permissions do not help there.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o ro,size=1M podcap-test-ro {}",
+        ro.display()
+    ));
+    let out = refused(&t.n, &format!("--iface n0 --data-dir {}/segments", ro.display()));
+    let _ = try_sh(&format!("umount {}", ro.display()));
+    assert!(
+        out.contains("is not usable") && out.contains("Read-only file system"),
+        "{out}"
+    );
+
+    // No privileges: an unprivileged user with a writable data directory.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    sh(&format!("chmod 1777 {} {}", dir.path().display(), open.display()));
+    let (ok, out) = try_sh(&t.n.exec(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {} --iface n0 --data-dir {}/segments",
+        sensor_bin(),
+        open.display()
+    )));
+    assert!(!ok, "an unprivileged sensor started:\n{out}");
+    assert!(out.contains("permission denied"), "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "the error is one line: {out}");
+    assert!(!capture_veth_present(&t.n));
+}
+
+#[test]
+fn a_run_after_a_crash_cleans_up_and_repairs() {
+    let _serial = serial();
+    let t = topology("c");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = format!("--iface n0 --data-dir {}", data.display());
+
+    let mut first = start_sensor(&t.n, &args);
+    t.a.sh("ping -c 20 -i 0.01 198.18.0.2");
+    std::thread::sleep(Duration::from_millis(1200)); // the active segment is flushed
+    first.signal(9);
+    let _ = first.child.wait();
+    assert!(
+        capture_veth_present(&t.n),
+        "kill -9 should leave the capture veth (the test's premise)"
+    );
+    assert!(segments(&data)
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".active")));
+    // Simulate a write torn by the crash: half a block at the end of the active segment.
+    let active = segments(&data)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".active"))
+        .unwrap();
+    sh(&format!(
+        "printf '\\006\\000\\000\\000\\100\\000\\000\\000xyz' >> {}",
+        active.display()
+    ));
+
+    let mut second = start_sensor(&t.n, &args);
+    t.a.sh("ping -c 20 -i 0.01 198.18.0.2");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(second.stop(), Some(0), "{}", second.log_text());
+    assert!(
+        second.log_text().contains("cut 11 bytes"),
+        "{}",
+        second.log_text()
+    );
+    assert!(!capture_veth_present(&t.n));
+    assert_eq!(podcap_programs_loaded(), 0);
+    let files = segments(&data);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        assert!(!f.to_string_lossy().ends_with(".active"), "{}", f.display());
+        assert_tshark_clean(f);
+    }
+    let frames = pcap::read_segments(&files);
+    let echo_requests = |from: usize, to: usize| {
+        frames[from..to]
+            .iter()
+            .filter(|f| f.data.len() > 34 && f.data[23] == 1 && f.data[34] == 8)
+            .count()
+    };
+    assert_eq!(echo_requests(0, frames.len()), 40, "both runs' pings are kept");
+}
+
+#[test]
+fn drops_are_counted_exactly() {
+    let _serial = serial();
+    let t = topology("d");
+    // Only our traffic crosses n0: no IPv6 chatter, no ARP.
+    for (ns, ifname) in [(&t.a, "a0"), (&t.n, "n0")] {
+        ns.sh(&format!("sysctl -qw net.ipv6.conf.{ifname}.disable_ipv6=1"));
+    }
+    let mac = |ns: &Netns, ifname: &str| {
+        ns.sh(&format!("cat /sys/class/net/{ifname}/address"))
+            .trim()
+            .to_owned()
+    };
+    t.a.sh(&format!(
+        "ip neigh replace 198.18.0.2 lladdr {} dev a0 nud permanent",
+        mac(&t.n, "n0")
+    ));
+    t.n.sh(&format!(
+        "ip neigh replace 198.18.0.1 lladdr {} dev n0 nud permanent",
+        mac(&t.a, "a0")
+    ));
+    let counters = || {
+        let json = t.n.sh("ip -s -j link show n0");
+        let field = |dir: &str| -> u64 {
+            let at = json.find(&format!("\"{dir}\":{{")).unwrap();
+            let rest = &json[at..];
+            let p = rest.find("\"packets\":").unwrap() + 10;
+            rest[p..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        field("rx") + field("tx")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let before = counters();
+    // A tiny user ring and few AF_XDP frames: both stages must drop under a burst.
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --ring-size 8KiB --xsk-frames 64",
+            data.display()
+        ),
+    );
+    t.a.sh(
+        "/usr/bin/python3 -c 'import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(30000):\n  s.sendto(bytes(1200),(\"198.18.0.2\",9))'",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let crossed = counters() - before;
+
+    let files = segments(&data);
+    let written = pcap::read_segments(&files).len() as u64;
+    let last = files.last().unwrap();
+    let stats = pcap::read_last_statistics(last);
+    let received = stats.received.unwrap();
+    let dropped = stats.interface_drops.unwrap() + stats.os_drops.unwrap();
+    eprintln!(
+        "crossed n0 {crossed}, isb received {received}, written {written}, dropped {dropped} ({stats:?})"
+    );
+    assert_eq!(received, crossed, "every packet the interface carried is counted");
+    assert!(dropped > 0, "the tiny ring did not drop: the test lost its point");
+    assert_eq!(
+        written + dropped,
+        received,
+        "drops reported = packets not written"
+    );
+    assert!(
+        sensor.log_text().contains("WARN"),
+        "drops were not logged:\n{}",
+        sensor.log_text()
+    );
+}

@@ -126,7 +126,7 @@ impl Capture {
         }
         let queues = (slots as u32 * 2).max(2);
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| {
-            let hint = permission_hint(&source);
+            let hint = permission_hint(&format!("{source:?}"));
             CaptureError::Load {
                 hint,
                 source: Box::new(source),

@@ -349,3 +349,55 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
         direction,
     }))
 }
+
+/// Statistics from an Interface Statistics Block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Statistics {
+    pub interface_id: u32,
+    pub received: Option<u64>,
+    pub interface_drops: Option<u64>,
+    pub os_drops: Option<u64>,
+}
+
+/// Parses an ISB; `Ok(None)` for any other block.
+pub fn parse_statistics(block: &Block<'_>, section: &Section) -> Result<Option<Statistics>, ReadError> {
+    if block.block_type != super::BLOCK_ISB {
+        return Ok(None);
+    }
+    let s = section.swapped;
+    let body = block.body();
+    let interface_id = u32_at(body, 0, s).ok_or(ReadError::Malformed {
+        offset: block.offset,
+        reason: "short statistics block",
+    })?;
+    let mut stats = Statistics {
+        interface_id,
+        ..Statistics::default()
+    };
+    let value = |v: &[u8]| {
+        let v = u64::from_ne_bytes(v.try_into().ok()?);
+        Some(if s { v.swap_bytes() } else { v })
+    };
+    for (code, v) in options(body.get(12..).unwrap_or_default(), s) {
+        match code {
+            4 => stats.received = value(v),
+            5 => stats.interface_drops = value(v),
+            7 => stats.os_drops = value(v),
+            _ => {}
+        }
+    }
+    Ok(Some(stats))
+}
+
+/// Length of the longest prefix of `bytes` made of whole, well-formed blocks.
+#[must_use]
+pub fn complete_prefix_len(bytes: &[u8]) -> usize {
+    let mut end = 0;
+    for block in Blocks::new(bytes) {
+        match block {
+            Ok(b) => end = b.offset as usize + b.raw.len(),
+            Err(_) => break,
+        }
+    }
+    end
+}

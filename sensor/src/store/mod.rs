@@ -107,6 +107,27 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     Ok(segments)
 }
 
+/// Cuts a segment left `.active` by a crash back to its last complete block and gives it
+/// its finished name, so readers never meet a half-written block.
+fn repair_and_finish(active: &Path, finished: &Path) -> io::Result<()> {
+    let bytes = fs::read(active)?;
+    let keep = crate::pcapng::read::complete_prefix_len(&bytes);
+    if keep < bytes.len() {
+        log::warn!(
+            "{}: cut {} bytes of a block the previous run did not finish",
+            active.display(),
+            bytes.len() - keep
+        );
+        let file = fs::OpenOptions::new().write(true).open(active)?;
+        file.set_len(keep as u64)?;
+        file.sync_all()?;
+    }
+    if keep == 0 {
+        return fs::remove_file(active);
+    }
+    fs::rename(active, finished)
+}
+
 fn segment_path(dir: &Path, seq: u64, active: bool) -> PathBuf {
     dir.join(format!(
         "{PREFIX}{seq:010}{}",
@@ -154,10 +175,7 @@ impl SegmentWriter {
             };
             highest = highest.max(seq);
             if active {
-                // Repair comes with the store issue; until then keep the bytes under the
-                // finished name so nothing recorded is lost.
-                let finished = segment_path(dir, seq, false);
-                fs::rename(entry.path(), &finished).map_err(dir_err)?;
+                repair_and_finish(&entry.path(), &segment_path(dir, seq, false)).map_err(dir_err)?;
             }
         }
         Ok(Self {

@@ -222,3 +222,18 @@ pub fn window(frames: &[Frame], from: u64, to: u64) -> Vec<Frame> {
         .cloned()
         .collect()
 }
+
+/// The last Interface Statistics Block of a segment.
+pub fn read_last_statistics(file: &Path) -> podcap_sensor::pcapng::read::Statistics {
+    let bytes = std::fs::read(file).unwrap();
+    let mut section = Section::default();
+    let mut last = None;
+    for block in Blocks::new(&bytes) {
+        let block = block.unwrap();
+        section.observe(&block).unwrap();
+        if let Some(s) = podcap_sensor::pcapng::read::parse_statistics(&block, &section).unwrap() {
+            last = Some(s);
+        }
+    }
+    last.unwrap_or_else(|| panic!("{} has no statistics block", file.display()))
+}
