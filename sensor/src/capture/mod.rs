@@ -329,7 +329,7 @@ impl Capture {
             }
             let socket_drops = self.sockets.drops(index).unwrap_or_default();
             if quiescent {
-                log::info!(
+                log::debug!(
                     "queue {}: cloned {} clone_failed {} xdp_seen {} xdp_dropped {} xsk rx_dropped {} rx_ring_full {}",
                     socket.queue, c.cloned, c.clone_failed, c.xdp_seen, c.xdp_dropped, socket_drops.rx_dropped, socket_drops.rx_ring_full
                 );
