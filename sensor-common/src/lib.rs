@@ -18,6 +18,9 @@ pub const MAX_SLOTS: u32 = 512;
 /// Queues on the capture veth: one per (slot, direction).
 pub const MAX_QUEUES: u32 = MAX_SLOTS * 2;
 
+/// Most rx queues of a `--tap` interface.
+pub const MAX_TAP_QUEUES: u32 = 256;
+
 /// The packet was received by the selected interface (tc ingress).
 pub const DIRECTION_INBOUND: u32 = 0;
 /// The packet was sent by the selected interface (tc egress).
@@ -51,6 +54,8 @@ pub const SETTING_CAPTURE_IFINDEX: u32 = 0;
 pub const SETTING_SNAPLEN: u32 = 1;
 /// Index of the enabled switch (1 = recording) in the `SETTINGS` array.
 pub const SETTING_ENABLED: u32 = 2;
+/// Index of the `COUNTERS` entry the tap program counts in, in the `SETTINGS` array.
+pub const SETTING_TAP_COUNTERS: u32 = 3;
 /// Entries of the `SETTINGS` array.
 pub const SETTINGS_LEN: u32 = 4;
 

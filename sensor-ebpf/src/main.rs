@@ -24,7 +24,8 @@ use aya_ebpf::{
 };
 use podcap_common::{
     queue_for, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC,
-    MAX_QUEUES, MAX_SLOTS, SETTINGS_LEN, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED, SETTING_SNAPLEN,
+    MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, SETTINGS_LEN, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED,
+    SETTING_SNAPLEN, SETTING_TAP_COUNTERS,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
@@ -122,7 +123,24 @@ const META_LEN: i32 = core::mem::size_of::<FrameMeta>() as i32;
 #[xdp(frags)]
 pub fn podcap_xdp(ctx: XdpContext) -> u32 {
     let queue = ctx.rx_queue_index();
-    let Some(counters) = counters(queue) else {
+    deliver(&ctx, queue, &SOCKETS)
+}
+
+/// AF_XDP socket per rx queue of the `--tap` interface.
+#[map]
+static TAP_SOCKETS: XskMap = XskMap::with_max_entries(MAX_TAP_QUEUES, 0);
+
+/// Captures everything a dedicated mirror/tap interface receives: the frames are taken.
+#[xdp(frags)]
+pub fn podcap_tap(ctx: XdpContext) -> u32 {
+    deliver(&ctx, setting(SETTING_TAP_COUNTERS), &TAP_SOCKETS)
+}
+
+/// Cuts the frame to the snap length, prepends a [`FrameMeta`] and redirects it to the
+/// socket of its rx queue in `sockets`, counting in `COUNTERS[counter_index]`.
+#[inline(always)]
+fn deliver(ctx: &XdpContext, counter_index: u32, sockets: &XskMap) -> u32 {
+    let Some(counters) = counters(counter_index) else {
         return xdp_action::XDP_DROP;
     };
     counters.xdp_seen += 1;
@@ -131,13 +149,13 @@ pub fn podcap_xdp(ctx: XdpContext) -> u32 {
     let snaplen = setting(SETTING_SNAPLEN);
     if snaplen != 0 && original_len > snaplen {
         let cut = (original_len - snaplen) as i32;
-        // SAFETY: shrinking the tail of our own clone; failure leaves it whole, and AF_XDP
-        // then counts it as too large for its chunk.
+        // SAFETY: shrinking the tail of a frame that only capture sees; failure leaves it
+        // whole, and AF_XDP then counts it as too large for its chunk.
         unsafe { bpf_xdp_adjust_tail(ctx.ctx, -cut) };
     }
     // The metadata goes in front of the frame, inside the data AF_XDP copies: copy mode
     // hands user space the data only.
-    // SAFETY: grows the head of our own clone into its XDP headroom (256 bytes on veth).
+    // SAFETY: grows the head into the XDP headroom (256 bytes on veth and in generic mode).
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -META_LEN) } != 0 {
         counters.xdp_dropped += 1;
         return xdp_action::XDP_DROP;
@@ -154,7 +172,7 @@ pub fn podcap_xdp(ctx: XdpContext) -> u32 {
         (*meta).original_len = original_len;
         (*meta).magic = FRAME_META_MAGIC;
     }
-    match SOCKETS.redirect(queue, 0) {
+    match sockets.redirect(ctx.rx_queue_index(), 0) {
         Ok(action) => action,
         Err(_) => {
             counters.xdp_dropped += 1;

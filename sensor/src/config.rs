@@ -21,6 +21,9 @@ pub struct Args {
     /// Interface to capture (repeatable): tc programs see both directions.
     #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
+    /// A dedicated mirror/tap interface: XDP takes every frame it receives.
+    #[arg(long, value_name = "IF")]
+    pub tap: Option<String>,
     /// Directory for the pcapng segments.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
@@ -51,6 +54,7 @@ pub struct Args {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub interfaces: Vec<Interface>,
+    pub tap: Option<Interface>,
     pub data_dir: PathBuf,
     pub snaplen: u32,
     pub limits: Limits,
@@ -70,7 +74,11 @@ pub enum ConfigError {
     UnknownInterface { name: String },
     #[error("--iface: {name:?} is given twice")]
     DuplicateInterface { name: String },
-    #[error("--iface: at least one interface is needed")]
+    #[error("--tap: unknown interface {name:?} (not in this network namespace)")]
+    UnknownTap { name: String },
+    #[error("--tap: {name:?} is also given as --iface")]
+    TapIsSelected { name: String },
+    #[error("--iface or --tap: at least one interface is needed")]
     NoInterface,
     #[error("--snaplen: must be between 64 and 262144, got {0}")]
     Snaplen(u32),
@@ -108,7 +116,7 @@ impl Args {
         if !self.xsk_frames.is_power_of_two() || !(64..=65_536).contains(&self.xsk_frames) {
             return Err(ConfigError::XskFrames(self.xsk_frames));
         }
-        if self.ifaces.is_empty() {
+        if self.ifaces.is_empty() && self.tap.is_none() {
             return Err(ConfigError::NoInterface);
         }
         let mut interfaces: Vec<Interface> = Vec::new();
@@ -120,8 +128,20 @@ impl Args {
                 .ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
             interfaces.push(Interface { name, ifindex });
         }
+        let tap = match self.tap {
+            Some(name) if interfaces.iter().any(|i| i.name == name) => {
+                return Err(ConfigError::TapIsSelected { name });
+            }
+            Some(name) => {
+                let ifindex = sys::interface_index(&name)
+                    .ok_or_else(|| ConfigError::UnknownTap { name: name.clone() })?;
+                Some(Interface { name, ifindex })
+            }
+            None => None,
+        };
         Ok(Config {
             interfaces,
+            tap,
             data_dir: self.data_dir,
             snaplen: self.snaplen.min(capture::max_snaplen()),
             limits,

@@ -48,18 +48,21 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     let interfaces: Vec<InterfaceDescription> = config
         .interfaces
         .iter()
-        .map(|i| InterfaceDescription {
+        .map(|i| (i, "tc ingress and egress"))
+        .chain(config.tap.iter().map(|i| (i, "tap: frames received")))
+        .map(|(i, how)| InterfaceDescription {
             name: i.name.clone(),
-            description: format!("podcap: {} (ifindex {})", i.name, i.ifindex),
+            description: format!("podcap: {} (ifindex {}, {how})", i.name, i.ifindex),
             link_type: LINKTYPE_ETHERNET,
             snaplen: config.snaplen,
         })
         .collect();
+    let stats = Arc::new(Stats::new(interfaces.len()));
     let store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
-    let stats = Arc::new(Stats::new(config.interfaces.len()));
     let (mut producer, consumer) = record_ring(config.ring_bytes);
     let mut capture = Capture::start(&CaptureOptions {
         interfaces: config.interfaces.clone(),
+        tap: config.tap.clone(),
         snaplen: config.snaplen,
         frames_per_queue: config.xsk_frames,
     })?;

@@ -404,3 +404,56 @@ fn drops_are_counted_exactly() {
         sensor.log_text()
     );
 }
+
+#[test]
+fn tap_interface_frames_are_all_taken_and_recorded() {
+    let _serial = serial();
+    let a = Netns::new("pctA");
+    let n = Netns::new("pctN");
+    link(&a, "a0", &["198.18.2.1/30"], &n, "t1", &[]);
+    // Nothing answers ARP behind a tap: a static neighbour lets A send at once.
+    let t1_mac = n.sh("cat /sys/class/net/t1/address");
+    a.sh(&format!(
+        "ip neigh replace 198.18.2.2 lladdr {} dev a0 nud permanent",
+        t1_mac.trim()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let reference = dir.path().join("sent.pcap");
+    // The oracle is the sender's side: XDP takes the frames before tcpdump on t1 could.
+    let mut tcpdump = start_tcpdump(&a, "a0", &reference, "-Q out");
+    let mut sensor = start_sensor(&n, &format!("--tap t1 --data-dir {}", data.display()));
+    std::thread::sleep(Duration::from_millis(300));
+    let from = realtime_ns();
+    udp_burst(&a, "198.18.2.2", "1,100,1000,1472,3000", 20);
+    a.sh(
+        "/usr/bin/python3 -c 'from scapy.all import *\nconf.verb=0\nsendp([Ether(dst=\"02:00:00:00:00:01\")/Dot1Q(vlan=7)/IP(dst=\"198.18.2.2\")/UDP()/Raw(b\"tap\")]*5, iface=\"a0\")'",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let to = realtime_ns();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    tcpdump.stop();
+    let files = segments(&data);
+    for f in &files {
+        assert_tshark_clean(f);
+    }
+    let sent = pcap::window(&pcap::read_pcap(&reference, "a0"), from, to);
+    let captured = pcap::window(&pcap::read_segments(&files), from, to);
+    assert!(sent.len() >= 100, "{} frames sent", sent.len());
+    assert!(captured
+        .iter()
+        .all(|f| f.iface == "t1" && f.direction == Direction::Inbound));
+    let result = pcap::compare(&sent, &captured);
+    assert!(
+        result.missing.is_empty(),
+        "missing {:#?}",
+        &result.missing[..result.missing.len().min(5)]
+    );
+    assert!(
+        result.extra.is_empty(),
+        "extra {:#?}",
+        &result.extra[..result.extra.len().min(5)]
+    );
+    assert_eq!(result.exact, sent.len());
+}

@@ -11,7 +11,10 @@
 //! - The capture thread never blocks on the writer: a full ring is a counted drop.
 pub mod veth;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
@@ -19,8 +22,9 @@ use aya::{
     Ebpf, EbpfError,
 };
 use podcap_common::{
-    queue_for, slot_of_queue, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
-    FRAME_META_MAGIC, MAX_SLOTS, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED, SETTING_SNAPLEN,
+    queue_for, slot_of_queue, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, FRAME_META_MAGIC,
+    MAX_SLOTS, MAX_TAP_QUEUES, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED, SETTING_SNAPLEN,
+    SETTING_TAP_COUNTERS,
 };
 
 use crate::{
@@ -87,6 +91,9 @@ pub struct Interface {
 #[derive(Clone, Debug)]
 pub struct CaptureOptions {
     pub interfaces: Vec<Interface>,
+    /// A mirror/tap interface whose received frames are all taken (its slot follows the
+    /// selected interfaces).
+    pub tap: Option<Interface>,
     pub snaplen: u32,
     pub frames_per_queue: u32,
 }
@@ -96,8 +103,9 @@ pub struct CaptureOptions {
 pub struct Capture {
     // Owns the programs and, through them, every tc and XDP link.
     _ebpf: Ebpf,
-    sockets: XskSet,
-    _veth: veth::CaptureVeth,
+    sockets: Option<XskSet>,
+    tap_sockets: Option<XskSet>,
+    _veth: Option<veth::CaptureVeth>,
     slots: usize,
     counters: PerCpuArray<MapData, QueueCounters>,
     settings: Array<MapData, u32>,
@@ -121,10 +129,9 @@ impl Capture {
     /// Creates the capture veth, loads and attaches everything, binds the sockets.
     pub fn start(options: &CaptureOptions) -> Result<Self, CaptureError> {
         let slots = options.interfaces.len();
-        if slots > MAX_SLOTS as usize {
+        if slots > MAX_SLOTS as usize - 1 {
             return Err(CaptureError::TooManyInterfaces { count: slots });
         }
-        let queues = (slots as u32 * 2).max(2);
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| {
             let hint = permission_hint(&format!("{source:?}"));
             CaptureError::Load {
@@ -132,24 +139,55 @@ impl Capture {
                 source: Box::new(source),
             }
         })?;
-        let veth = veth::CaptureVeth::create(queues)?;
-
         let mut settings: Array<_, u32> = take_map(&mut ebpf, "SETTINGS")?;
         let snaplen = options.snaplen.min(max_snaplen());
-        for (index, value) in [
-            (SETTING_CAPTURE_IFINDEX, veth.ifindex),
-            (SETTING_SNAPLEN, snaplen),
-            (SETTING_ENABLED, 1),
-        ] {
-            settings
-                .set(index, value, 0)
-                .map_err(|source| CaptureError::Map {
-                    name: "SETTINGS",
-                    action: format!("set {index}"),
-                    source: Box::new(source),
-                })?;
-        }
-        let mut selected: HashMap<_, u32, Selection> = take_map(&mut ebpf, "SELECTED")?;
+        set(&mut settings, SETTING_SNAPLEN, snaplen)?;
+        set(&mut settings, SETTING_ENABLED, 1)?;
+        let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
+
+        // Tap first: it needs no capture veth. Its frames count in the slot after the
+        // selected interfaces.
+        let tap_sockets = match &options.tap {
+            Some(tap) => Some(Self::start_tap(
+                &mut ebpf,
+                &mut settings,
+                tap,
+                slots as u32,
+                options.frames_per_queue,
+            )?),
+            None => None,
+        };
+        let (veth, sockets) = if options.interfaces.is_empty() {
+            (None, None)
+        } else {
+            let (veth, sockets) = Self::start_clone_path(&mut ebpf, &mut settings, options)?;
+            (Some(veth), Some(sockets))
+        };
+        let mut capture = Self {
+            _ebpf: ebpf,
+            sockets,
+            tap_sockets,
+            _veth: veth,
+            slots: slots + usize::from(options.tap.is_some()),
+            counters,
+            settings,
+            clock_offset_ns: 0,
+            clock_refreshed: Instant::now(),
+        };
+        capture.refresh_clock();
+        Ok(capture)
+    }
+
+    /// Capture veth, XDP on its peer, one socket per (slot, direction) queue, tc programs.
+    fn start_clone_path(
+        ebpf: &mut Ebpf,
+        settings: &mut Array<MapData, u32>,
+        options: &CaptureOptions,
+    ) -> Result<(veth::CaptureVeth, XskSet), CaptureError> {
+        let queues = options.interfaces.len() as u32 * 2;
+        let veth = veth::CaptureVeth::create(queues)?;
+        set(settings, SETTING_CAPTURE_IFINDEX, veth.ifindex)?;
+        let mut selected: HashMap<_, u32, Selection> = take_map(ebpf, "SELECTED")?;
         for (slot, iface) in options.interfaces.iter().enumerate() {
             selected
                 .insert(
@@ -166,9 +204,7 @@ impl Capture {
                     source: Box::new(source),
                 })?;
         }
-        let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
-
-        let xdp: &mut Xdp = program(&mut ebpf, "podcap_xdp")?;
+        let xdp: &mut Xdp = program(ebpf, "podcap_xdp")?;
         xdp.load()
             .map_err(|source| program_error("podcap_xdp", "load", source))?;
         xdp.attach(veth::CAPTURE_PEER, XdpMode::Driver)
@@ -179,48 +215,56 @@ impl Capture {
                     source,
                 )
             })?;
-
-        let queue_ids: Vec<u32> = (0..queues).collect();
+        // Queue q carries slot q/2 in direction q%2; the socket's tag is the queue itself.
+        let queue_ids: Vec<(u32, u32)> = (0..queues).map(|q| (q, q)).collect();
         let sockets = XskSet::bind(veth::CAPTURE_PEER, &queue_ids, options.frames_per_queue)?;
-        let mut socket_map: XskMap<_> = take_map(&mut ebpf, "SOCKETS")?;
-        for (index, socket) in sockets.sockets.iter().enumerate() {
-            let fd = sockets.raw_fd(index).unwrap_or(-1);
-            socket_map
-                .set(socket.queue, fd, 0)
-                .map_err(|source| CaptureError::Map {
-                    name: "SOCKETS",
-                    action: format!("set queue {}", socket.queue),
-                    source: Box::new(source),
-                })?;
-        }
-        // The map keeps the kernel objects alive; the handle is not needed again.
-        drop(socket_map);
-
+        register_sockets(ebpf, "SOCKETS", &sockets)?;
         for (name, attach_type) in [
             ("podcap_ingress", TcAttachType::Ingress),
             ("podcap_egress", TcAttachType::Egress),
         ] {
-            let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
+            let tc: &mut SchedClassifier = program(ebpf, name)?;
             tc.load().map_err(|source| program_error(name, "load", source))?;
             for iface in &options.interfaces {
                 tc.attach(&iface.name, attach_type)
                     .map_err(|source| program_error(name, &format!("attach to {}", iface.name), source))?;
             }
         }
-        // The selection stays in the kernel; Kubernetes mode will keep this handle to change it.
-        drop(selected);
-        let mut capture = Self {
-            _ebpf: ebpf,
-            sockets,
-            _veth: veth,
-            slots,
-            counters,
-            settings,
-            clock_offset_ns: 0,
-            clock_refreshed: Instant::now(),
-        };
-        capture.refresh_clock();
-        Ok(capture)
+        Ok((veth, sockets))
+    }
+
+    /// XDP on the tap itself (native mode where the driver has it, else generic), one
+    /// socket per rx queue.
+    fn start_tap(
+        ebpf: &mut Ebpf,
+        settings: &mut Array<MapData, u32>,
+        tap: &Interface,
+        slot: u32,
+        frames_per_queue: u32,
+    ) -> Result<XskSet, CaptureError> {
+        let queue = queue_for(slot, DIRECTION_INBOUND);
+        set(settings, SETTING_TAP_COUNTERS, queue)?;
+        let rx_queues = sys::rx_queue_count(&tap.name).clamp(1, MAX_TAP_QUEUES);
+        let xdp: &mut Xdp = program(ebpf, "podcap_tap")?;
+        xdp.load()
+            .map_err(|source| program_error("podcap_tap", "load", source))?;
+        if let Err(native) = xdp.attach(&tap.name, XdpMode::Driver) {
+            log::warn!(
+                "{}: no native XDP ({native}); capturing in generic mode",
+                tap.name
+            );
+            xdp.attach(&tap.name, XdpMode::Skb).map_err(|source| {
+                program_error(
+                    "podcap_tap",
+                    &format!("attach to {} (native and generic mode)", tap.name),
+                    source,
+                )
+            })?;
+        }
+        let queue_ids: Vec<(u32, u32)> = (0..rx_queues).map(|q| (q, queue)).collect();
+        let sockets = XskSet::bind(&tap.name, &queue_ids, frames_per_queue)?;
+        register_sockets(ebpf, "TAP_SOCKETS", &sockets)?;
+        Ok(sockets)
     }
 
     fn refresh_clock(&mut self) {
@@ -230,9 +274,13 @@ impl Capture {
         self.clock_refreshed = Instant::now();
     }
 
+    fn socket_sets(&mut self) -> impl Iterator<Item = &mut XskSet> {
+        self.sockets.iter_mut().chain(self.tap_sockets.iter_mut())
+    }
+
     /// Moves frames from the sockets into `ring` until `stop()` says so, then drains.
     pub fn run(&mut self, ring: &mut RecordProducer, stats: &Stats, mut stop: impl FnMut() -> bool) {
-        let fds = self.sockets.fds();
+        let fds: Vec<_> = self.socket_sets().flat_map(|set| set.fds()).collect();
         let mut warnings = DropWarnings::new(Duration::from_secs(10));
         let mut last_counters = Instant::now();
         loop {
@@ -275,36 +323,12 @@ impl Capture {
     fn drain_once(&mut self, ring: &mut RecordProducer, stats: &Stats) -> usize {
         let offset = self.clock_offset_ns;
         let mut total = 0;
-        for index in 0..self.sockets.sockets.len() {
-            total += self.sockets.receive(index, |queue, frame| {
-                let (slot, _) = slot_of_queue(queue);
-                let Some(slot_stats) = stats.slots.get(slot as usize) else {
-                    return;
-                };
-                let Some((meta, data)) = split_meta(frame) else {
-                    slot_stats
-                        .kernel_drops
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                };
-                slot_stats
-                    .received
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                slot_stats
-                    .received_bytes
-                    .fetch_add(u64::from(meta.original_len), std::sync::atomic::Ordering::Relaxed);
-                let header = RecordHeader {
-                    timestamp_ns: u64::try_from(i128::from(meta.timestamp_ns) + offset).unwrap_or(0),
-                    original_len: meta.original_len,
-                    captured_len: data.len() as u32,
-                    queue,
-                };
-                if !ring.push(&header, data) {
-                    slot_stats
-                        .ring_drops
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
+        for set in self.sockets.iter_mut().chain(self.tap_sockets.iter_mut()) {
+            for index in 0..set.sockets.len() {
+                total += set.receive(index, |queue, frame| {
+                    push_frame(ring, stats, offset, queue, frame);
+                });
+            }
         }
         total
     }
@@ -312,14 +336,9 @@ impl Capture {
     /// Sums the per-CPU queue counters and socket drop counters into `stats`. `quiescent`:
     /// no clone is in flight, so clones that never reached XDP were lost in the veth.
     fn refresh_kernel_counters(&self, stats: &Stats, quiescent: bool) {
-        let mut per_slot = vec![(0u64, 0u64); self.slots];
-        for (index, socket) in self.sockets.sockets.iter().enumerate() {
-            let (slot, _) = slot_of_queue(socket.queue);
-            let Some(entry) = per_slot.get_mut(slot as usize) else {
-                continue;
-            };
+        let read = |index: u32| {
             let mut c = QueueCounters::default();
-            if let Ok(values) = self.counters.get(&socket.queue, 0) {
+            if let Ok(values) = self.counters.get(&index, 0) {
                 for v in values.iter() {
                     c.cloned += v.cloned;
                     c.clone_failed += v.clone_failed;
@@ -327,45 +346,72 @@ impl Capture {
                     c.xdp_dropped += v.xdp_dropped;
                 }
             }
-            let socket_drops = self.sockets.drops(index).unwrap_or_default();
-            if quiescent {
-                log::debug!(
-                    "queue {}: cloned {} clone_failed {} xdp_seen {} xdp_dropped {} xsk rx_dropped {} rx_ring_full {}",
-                    socket.queue, c.cloned, c.clone_failed, c.xdp_seen, c.xdp_dropped, socket_drops.rx_dropped, socket_drops.rx_ring_full
-                );
+            c
+        };
+        let mut per_slot = vec![(0u64, 0u64); self.slots];
+        if let Some(set) = &self.sockets {
+            for (index, socket) in set.sockets.iter().enumerate() {
+                let (slot, _) = slot_of_queue(socket.tag);
+                let Some(entry) = per_slot.get_mut(slot as usize) else {
+                    continue;
+                };
+                let c = read(socket.tag);
+                let socket_drops = set.drops(index).unwrap_or_default();
+                if quiescent {
+                    log::debug!("queue {}: {c:?}, {socket_drops:?}", socket.queue);
+                }
+                // GSO super-frames count once at tc and once per segment at XDP, so only
+                // a shortfall is a loss; exact for traffic without GSO.
+                let veth_lost = if quiescent {
+                    c.cloned.saturating_sub(c.xdp_seen)
+                } else {
+                    0
+                };
+                entry.0 += c.cloned + c.clone_failed;
+                entry.1 += c.clone_failed + c.xdp_dropped + socket_drops.lost() + veth_lost;
             }
-            let veth_lost = if quiescent {
-                c.cloned.saturating_sub(c.xdp_seen)
-            } else {
-                0
-            };
-            entry.0 += c.cloned + c.clone_failed;
-            entry.1 += c.clone_failed
-                + c.xdp_dropped
-                + socket_drops.rx_dropped
-                + socket_drops.rx_ring_full
-                + veth_lost;
+        }
+        if let (Some(set), Some(tap_slot)) = (&self.tap_sockets, self.slots.checked_sub(1)) {
+            let c = read(queue_for(tap_slot as u32, DIRECTION_INBOUND));
+            let socket_drops: u64 = (0..set.sockets.len())
+                .map(|i| set.drops(i).unwrap_or_default().lost())
+                .sum();
+            if let Some(entry) = per_slot.get_mut(tap_slot) {
+                *entry = (c.xdp_seen, c.xdp_dropped + socket_drops);
+            }
         }
         for (slot, (seen, drops)) in per_slot.into_iter().enumerate() {
             if let Some(s) = stats.slots.get(slot) {
-                s.seen.store(seen, std::sync::atomic::Ordering::Relaxed);
-                // fetch_max: malformed frames counted by `drain_once` are part of it too.
-                s.kernel_drops
-                    .fetch_max(drops, std::sync::atomic::Ordering::Relaxed);
+                s.seen.store(seen, Relaxed);
+                // fetch_max: malformed frames counted by `push_frame` are part of it too.
+                s.kernel_drops.fetch_max(drops, Relaxed);
             }
         }
     }
+}
 
-    /// Direction constants re-exported for the writer.
-    #[must_use]
-    pub const fn directions() -> [u32; 2] {
-        [DIRECTION_INBOUND, DIRECTION_OUTBOUND]
-    }
-
-    /// The queue a slot's packets use in `direction`.
-    #[must_use]
-    pub const fn queue(slot: u32, direction: u32) -> u32 {
-        queue_for(slot, direction)
+/// Copies one frame with its metadata into the ring, counting it (or its loss) for its slot.
+fn push_frame(ring: &mut RecordProducer, stats: &Stats, clock_offset_ns: i128, queue: u32, frame: &[u8]) {
+    let (slot, _) = slot_of_queue(queue);
+    let Some(slot_stats) = stats.slots.get(slot as usize) else {
+        return;
+    };
+    let Some((meta, data)) = split_meta(frame) else {
+        slot_stats.kernel_drops.fetch_add(1, Relaxed);
+        return;
+    };
+    slot_stats.received.fetch_add(1, Relaxed);
+    slot_stats
+        .received_bytes
+        .fetch_add(u64::from(meta.original_len), Relaxed);
+    let header = RecordHeader {
+        timestamp_ns: u64::try_from(i128::from(meta.timestamp_ns) + clock_offset_ns).unwrap_or(0),
+        original_len: meta.original_len,
+        captured_len: data.len() as u32,
+        queue,
+    };
+    if !ring.push(&header, data) {
+        slot_stats.ring_drops.fetch_add(1, Relaxed);
     }
 }
 
@@ -380,6 +426,29 @@ fn split_meta(frame: &[u8]) -> Option<(FrameMeta, &[u8])> {
         magic: u32_at(12),
     };
     (meta.magic == FRAME_META_MAGIC).then_some((meta, data))
+}
+
+fn set(settings: &mut Array<MapData, u32>, index: u32, value: u32) -> Result<(), CaptureError> {
+    settings.set(index, value, 0).map_err(|source| CaptureError::Map {
+        name: "SETTINGS",
+        action: format!("set {index}"),
+        source: Box::new(source),
+    })
+}
+
+/// Puts every socket of `sockets` in the XSKMAP `name` at the index of its device queue.
+fn register_sockets(ebpf: &mut Ebpf, name: &'static str, sockets: &XskSet) -> Result<(), CaptureError> {
+    let mut map: XskMap<_> = take_map(ebpf, name)?;
+    for (index, socket) in sockets.sockets.iter().enumerate() {
+        let fd = sockets.raw_fd(index).unwrap_or(-1);
+        map.set(socket.queue, fd, 0).map_err(|source| CaptureError::Map {
+            name,
+            action: format!("set queue {}", socket.queue),
+            source: Box::new(source),
+        })?;
+    }
+    // The map stays in the kernel with the programs that use it.
+    Ok(())
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>

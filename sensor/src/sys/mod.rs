@@ -42,6 +42,18 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
         .saturating_add(ts.tv_nsec.cast_unsigned())
 }
 
+/// Number of rx queues of `name` (`/sys/class/net/NAME/queues/rx-*`); 1 if unknown.
+#[must_use]
+pub fn rx_queue_count(name: &str) -> u32 {
+    let count = std::fs::read_dir(format!("/sys/class/net/{name}/queues")).map_or(1, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count()
+    });
+    u32::try_from(count).unwrap_or(u32::MAX).max(1)
+}
+
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns()`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {

@@ -1,4 +1,4 @@
-//! AF_XDP sockets on a shared UMEM (xsk-rs over libxdp), one per capture-veth queue.
+//! AF_XDP sockets on a shared UMEM (xsk-rs over libxdp), one per device queue.
 //!
 //! Rules: each socket owns a fixed share of the UMEM frames and its own fill ring; a frame
 //! goes back to the fill ring of the socket that received it as soon as its bytes are
@@ -50,9 +50,20 @@ pub struct SocketDrops {
     pub rx_ring_full: u64,
 }
 
+impl SocketDrops {
+    /// Frames lost at this socket.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.rx_dropped + self.rx_ring_full
+    }
+}
+
 /// One AF_XDP socket with its rx ring and fill ring.
 pub struct QueueSocket {
+    /// The device queue the socket is bound to.
     pub queue: u32,
+    /// What the caller calls this socket's frames (handed to `receive`'s callback).
+    pub tag: u32,
     rx: RxQueue,
     fill: FillQueue,
     _tx: TxQueue,
@@ -67,8 +78,8 @@ pub struct XskSet {
 
 impl XskSet {
     /// Creates a UMEM of `queues.len() * frames_per_queue` chunks and binds one socket per
-    /// queue of `iface`.
-    pub fn bind(iface: &str, queues: &[u32], frames_per_queue: u32) -> Result<Self, XskError> {
+    /// `(queue, tag)` of `iface`.
+    pub fn bind(iface: &str, queues: &[(u32, u32)], frames_per_queue: u32) -> Result<Self, XskError> {
         let ring = QueueSize::new(frames_per_queue).map_err(|e| XskError::Config {
             size: frames_per_queue,
             reason: e.to_string(),
@@ -104,7 +115,7 @@ impl XskSet {
             reason: "interface name is not a C string".into(),
         })?;
         let mut sockets = Vec::with_capacity(queues.len());
-        for (i, &queue) in queues.iter().enumerate() {
+        for (i, &(queue, tag)) in queues.iter().enumerate() {
             let socket_err = |reason: String| XskError::Socket {
                 iface: iface.into(),
                 queue,
@@ -126,6 +137,7 @@ impl XskSet {
             }
             sockets.push(QueueSocket {
                 queue,
+                tag,
                 rx,
                 fill,
                 _tx: tx,
@@ -155,7 +167,7 @@ impl XskSet {
             // SAFETY: `desc` came from this UMEM's rx ring; nothing writes the frame until it
             // returns to the fill ring below.
             let data = unsafe { self.umem.data(desc) };
-            each(socket.queue, data.contents());
+            each(socket.tag, data.contents());
         }
         if n > 0 {
             // SAFETY: returning exactly the frames just consumed, which are no longer read.
