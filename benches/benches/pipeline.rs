@@ -18,7 +18,11 @@ fn ring(c: &mut Criterion) {
         let frame = vec![0xa5u8; size];
         let (mut producer, mut consumer) = record_ring(1 << 20);
         let mut out = Vec::with_capacity(2048);
-        let header = RecordHeader { captured_len: size as u32, original_len: size as u32, ..Default::default() };
+        let header = RecordHeader {
+            captured_len: size as u32,
+            original_len: size as u32,
+            ..Default::default()
+        };
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("push_pop_{size}B"), |b| {
             b.iter(|| {
@@ -50,7 +54,13 @@ fn pcapng(c: &mut Criterion) {
                 if writer.len() > (3 << 20) {
                     writer.clear();
                 }
-                writer.packet(0, black_box(1_700_000_000_000_000_000), size as u32, black_box(&frame), Direction::Inbound);
+                writer.packet(
+                    0,
+                    black_box(1_700_000_000_000_000_000),
+                    size as u32,
+                    black_box(&frame),
+                    Direction::Inbound,
+                );
             });
         });
         let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);

@@ -457,3 +457,105 @@ fn tap_interface_frames_are_all_taken_and_recorded() {
     );
     assert_eq!(result.exact, sent.len());
 }
+
+/// Bytes of every file in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn store_stays_within_its_limits_and_its_index_matches() {
+    let _serial = serial();
+    let t = topology("s");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (segment, max) = (256_000u64, 2_000_000u64);
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --segment-size 256KB --max-size 2MB --max-time 10s --segment-time 2s",
+            data.display()
+        ),
+    );
+    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    let watch_dir = data.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = done.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut largest = 0;
+        while !done2.load(std::sync::atomic::Ordering::Relaxed) {
+            largest = largest.max(dir_bytes(&watch_dir));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        largest
+    });
+    t.a.sh("iperf3 -c 198.18.0.2 -n 20M -b 80M");
+    let traffic_end = realtime_ns();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let largest = watcher.join().unwrap();
+    eprintln!("largest store during the transfer: {largest} bytes");
+    assert!(
+        largest <= max + segment + 64_000,
+        "store reached {largest} bytes (max 2MB + one 256KB segment)"
+    );
+
+    // The newest packets are kept.
+    std::thread::sleep(Duration::from_millis(2500)); // the last segment closes (--segment-time 2s)
+    let files: Vec<_> = segments(&data)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pcapng"))
+        .collect();
+    let frames = pcap::read_segments(&files);
+    let newest = frames.iter().map(|f| f.ts_ns).max().unwrap();
+    assert!(
+        newest + 1_000_000_000 > traffic_end,
+        "newest kept packet is {} ms before the end of the traffic",
+        traffic_end.saturating_sub(newest) / 1_000_000
+    );
+    // The index names exactly the finished files, with their packet counts and time ranges.
+    let index = std::fs::read_to_string(data.join("index.tsv")).unwrap();
+    let records: Vec<Vec<&str>> = index
+        .lines()
+        .filter(|l| l.starts_with("seg\t"))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(records.len(), files.len(), "index:\n{index}\nfiles: {files:?}");
+    for (record, file) in records.iter().zip(&files) {
+        assert_eq!(record[2], file.file_name().unwrap().to_str().unwrap());
+        let frames = pcap::read_segments(std::slice::from_ref(file));
+        assert_eq!(record[5].parse::<usize>().unwrap(), frames.len(), "{}", record[2]);
+        let (first, last) = (
+            frames.iter().map(|f| f.ts_ns).min(),
+            frames.iter().map(|f| f.ts_ns).max(),
+        );
+        if let (Some(first), Some(last)) = (first, last) {
+            assert_eq!(
+                (
+                    record[3].parse::<u64>().unwrap(),
+                    record[4].parse::<u64>().unwrap()
+                ),
+                (first, last)
+            );
+        }
+        assert_tshark_clean(file);
+    }
+
+    // Older than the window: gone, with no new traffic to rotate for it.
+    std::thread::sleep(Duration::from_secs(11));
+    let frames = pcap::read_segments(&segments(&data));
+    let horizon = realtime_ns() - 10_000_000_000;
+    assert!(
+        frames.iter().all(|f| f.ts_ns >= horizon),
+        "{} packets older than --max-time remain",
+        frames.iter().filter(|f| f.ts_ns < horizon).count()
+    );
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+}

@@ -9,9 +9,18 @@
 //! - Rotation happens when the segment reaches `segment_size` bytes or has been open for
 //!   `segment_time` with at least one packet in it. The active segment is flushed to the
 //!   kernel at least once a second.
-//! - Retention deletes whole finished segments, oldest first, while the store is larger
-//!   than `max_size` or a segment's last write is older than `max_time`.
+//! - Every finished segment has a record in the time index (`index.rs`, `index.tsv`):
+//!   first/last packet timestamp, packets, bytes, packets per interface, drops. At start
+//!   the index is reconciled with the files (orphans adopted, missing files dropped).
+//! - Retention deletes whole finished segments, oldest first, at every rotation, while the
+//!   store (finished segments plus the active one) is larger than `max_size` or a segment's
+//!   newest packet is older than `max_time`; the store exceeds `max_size` by at most the
+//!   active segment. The index forgets a segment before its file is deleted.
+//! - A segment left `.active` by a crash is cut back to its last complete block and
+//!   finished before anything else happens.
 //! - Sequence numbers only grow: a restart continues after the highest one found.
+pub mod index;
+
 use std::{
     fs::{self, File},
     io::{self, Write},
@@ -19,11 +28,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use self::index::{Index, SegmentRecord};
 use crate::pcapng::{BlockWriter, Direction, InterfaceDescription, InterfaceStatistics};
 
 const ACTIVE_SUFFIX: &str = ".pcapng.active";
 const FINISHED_SUFFIX: &str = ".pcapng";
 const PREFIX: &str = "podcap-";
+/// Retention runs at every rotation and at least this often.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -128,6 +140,10 @@ fn repair_and_finish(active: &Path, finished: &Path) -> io::Result<()> {
     fs::rename(active, finished)
 }
 
+fn file_name(seq: u64) -> String {
+    format!("{PREFIX}{seq:010}{FINISHED_SUFFIX}")
+}
+
 fn segment_path(dir: &Path, seq: u64, active: bool) -> PathBuf {
     dir.join(format!(
         "{PREFIX}{seq:010}{}",
@@ -141,7 +157,7 @@ struct ActiveSegment {
     bytes: u64,
     packets: u64,
     opened: Instant,
-    start_ns: u64,
+    record: SegmentRecord,
 }
 
 /// Writes packets into rotating segments.
@@ -153,6 +169,8 @@ pub struct SegmentWriter {
     active: Option<ActiveSegment>,
     buf: BlockWriter,
     last_flush: Instant,
+    last_retention: Instant,
+    index: Index,
 }
 
 impl SegmentWriter {
@@ -178,6 +196,7 @@ impl SegmentWriter {
                 repair_and_finish(&entry.path(), &segment_path(dir, seq, false)).map_err(dir_err)?;
             }
         }
+        let index = reconcile(dir).map_err(dir_err)?;
         Ok(Self {
             dir: dir.to_owned(),
             limits,
@@ -186,7 +205,22 @@ impl SegmentWriter {
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
+            last_retention: Instant::now(),
+            index,
         })
+    }
+
+    /// The time index of the finished segments.
+    #[must_use]
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Changes the retention limits; they apply at once.
+    pub fn set_retention(&mut self, max_size: u64, max_time: Duration) {
+        self.limits.max_size = max_size;
+        self.limits.max_time = max_time;
+        self.apply_retention();
     }
 
     #[must_use]
@@ -214,8 +248,14 @@ impl SegmentWriter {
             bytes: 0,
             packets: 0,
             opened: Instant::now(),
-            start_ns: now_ns,
+            record: SegmentRecord {
+                seq,
+                file: file_name(seq),
+                first_ns: u64::MAX,
+                ..SegmentRecord::default()
+            },
         });
+        let _ = now_ns;
         Ok(())
     }
 
@@ -236,6 +276,7 @@ impl SegmentWriter {
             .packet(interface_id, timestamp_ns, original_len, data, direction);
         if let Some(active) = &mut self.active {
             active.packets += 1;
+            active.record.note_packet(interface_id, timestamp_ns);
         }
         if self.buf.len() >= WRITE_CHUNK {
             self.write_buffer()?;
@@ -278,6 +319,10 @@ impl SegmentWriter {
             self.write_buffer()?;
             self.last_flush = Instant::now();
         }
+        if self.last_retention.elapsed() >= RETENTION_INTERVAL {
+            self.apply_retention();
+            self.last_retention = Instant::now();
+        }
         self.maybe_rotate(stats)
     }
 
@@ -295,7 +340,7 @@ impl SegmentWriter {
             self.buf.statistics(id, &s, &comment);
         }
         self.write_buffer()?;
-        let Some(active) = self.active.take() else {
+        let Some(mut active) = self.active.take() else {
             return Ok(());
         };
         let from = segment_path(&self.dir, active.seq, true);
@@ -306,27 +351,86 @@ impl SegmentWriter {
         };
         active.file.sync_all().map_err(seg_err)?;
         fs::rename(&from, &to).map_err(seg_err)?;
-        let _ = active.start_ns;
+        let record = &mut active.record;
+        record.bytes = active.bytes;
+        record.drops = (0..self.interfaces.len() as u32)
+            .map(|id| {
+                let s = stats(id);
+                s.kernel_drops + s.sensor_drops
+            })
+            .sum();
+        if record.packets == 0 {
+            let now = crate::sys::realtime_ns();
+            (record.first_ns, record.last_ns) = (now, now);
+        }
+        self.index.insert(active.record);
+        if let Err(e) = self.index.save(&self.dir) {
+            log::warn!("could not save the index of {}: {e}", self.dir.display());
+        }
         self.apply_retention();
         Ok(())
     }
 
-    /// Deletes the oldest finished segments beyond the limits.
+    /// Deletes the oldest finished segments while the store is over `max_size` or their
+    /// newest packet is older than `max_time`. The index stops pointing to a segment (and is
+    /// saved) before its file is deleted.
     pub fn apply_retention(&mut self) {
-        let Ok(segments) = list_segments(&self.dir) else {
-            return;
-        };
-        let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
-        let now = SystemTime::now();
-        for segment in &segments {
-            let too_old = now.duration_since(segment.modified).unwrap_or_default() > self.limits.max_time;
-            if total <= self.limits.max_size && !too_old {
+        let horizon = crate::sys::realtime_ns().saturating_sub(self.limits.max_time.as_nanos() as u64);
+        let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes);
+        while let Some(oldest) = self.index.oldest() {
+            let over_size = self.index.total_bytes() + active_bytes > self.limits.max_size;
+            if !over_size && oldest.last_ns >= horizon {
                 break;
             }
-            match fs::remove_file(&segment.path) {
-                Ok(()) => total -= segment.bytes,
-                Err(e) => log::warn!("retention could not delete {}: {e}", segment.path.display()),
+            let (seq, file) = (oldest.seq, oldest.file.clone());
+            self.index.remove(seq);
+            if let Err(e) = self.index.save(&self.dir) {
+                log::warn!("retention keeps {file}: the index could not be saved: {e}");
+                return;
+            }
+            if let Err(e) = fs::remove_file(self.dir.join(&file)) {
+                log::warn!("retention could not delete {file}: {e}");
             }
         }
     }
+}
+
+/// Loads the index and makes it agree with the files: segments it lacks are scanned and
+/// adopted, records of missing files dropped. A damaged manifest is rebuilt from the files.
+fn reconcile(dir: &Path) -> io::Result<Index> {
+    let mut index = match Index::load(dir) {
+        Ok(Some(index)) => index,
+        Ok(None) => Index::default(),
+        Err(e) => {
+            log::warn!("{e}; rebuilding it from the segments");
+            Index::default()
+        }
+    };
+    let on_disk = list_segments(dir)?;
+    let missing: Vec<u64> = index
+        .records()
+        .iter()
+        .filter(|r| !on_disk.iter().any(|s| s.seq == r.seq))
+        .map(|r| r.seq)
+        .collect();
+    let mut changed = !missing.is_empty();
+    for seq in missing {
+        index.remove(seq);
+    }
+    for segment in on_disk {
+        if index.records().iter().any(|r| r.seq == segment.seq) {
+            continue;
+        }
+        match SegmentRecord::scan(&segment.path, segment.seq) {
+            Ok(record) => {
+                index.insert(record);
+                changed = true;
+            }
+            Err(e) => log::warn!("{}: not adopted into the index: {e}", segment.path.display()),
+        }
+    }
+    if changed || !dir.join(index::MANIFEST).exists() {
+        index.save(dir)?;
+    }
+    Ok(index)
 }

@@ -1,0 +1,394 @@
+//! The store's time index: one record per finished segment, kept in `index.tsv` beside
+//! the segments.
+//!
+//! Rules:
+//! - A segment's time range is that of its packets (first and last timestamp), never its
+//!   file name or mtime: a segment that began before a cut but holds later packets is found.
+//! - The manifest is rewritten whole, atomically: write `index.tsv.tmp`, fsync, rename,
+//!   fsync the directory. Its last line carries the record count and a CRC-32 of every line
+//!   before it; a manifest that fails that check is rebuilt by scanning the segments.
+//! - Lookups of the segments overlapping `[from, to)` cost O(log n + k): records are kept
+//!   sorted by first timestamp, with a running maximum of last timestamps, so two binary
+//!   searches bound the candidates.
+//!
+//! Layout of `index.tsv` (fields separated by one tab, shown here as `→`):
+//! ```text
+//! podcap-index → 1
+//! seg → <seq> → <file> → <first_ns> → <last_ns> → <packets> → <bytes> → <drops> → <if:packets,...>
+//! end → <records> → <crc32 of the lines above, hex>
+//! ```
+use std::{
+    fs,
+    io::{self, Write},
+    path::Path,
+};
+
+use crate::pcapng::read::{parse_packet, parse_statistics, Blocks, Section};
+
+/// File name of the manifest.
+pub const MANIFEST: &str = "index.tsv";
+const HEADER: &str = "podcap-index\t1";
+
+/// What the index knows about one finished segment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentRecord {
+    pub seq: u64,
+    pub file: String,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Drops reported by the segment's statistics blocks (all stages).
+    pub drops: u64,
+    /// Packets per interface id of the segment.
+    pub per_interface: Vec<u64>,
+}
+
+impl SegmentRecord {
+    fn encode(&self) -> String {
+        let per_if: Vec<String> = self
+            .per_interface
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{i}:{n}"))
+            .collect();
+        format!(
+            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            self.seq,
+            self.file,
+            self.first_ns,
+            self.last_ns,
+            self.packets,
+            self.bytes,
+            self.drops,
+            per_if.join(",")
+        )
+    }
+
+    fn decode(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != 9 || f[0] != "seg" || f[2].is_empty() || f[2].contains('/') {
+            return None;
+        }
+        let mut per_interface = Vec::new();
+        for (i, pair) in f[8].split(',').filter(|p| !p.is_empty()).enumerate() {
+            let (id, n) = pair.split_once(':')?;
+            if id.parse::<usize>().ok()? != i {
+                return None;
+            }
+            per_interface.push(n.parse().ok()?);
+        }
+        Some(Self {
+            seq: f[1].parse().ok()?,
+            file: f[2].to_owned(),
+            first_ns: f[3].parse().ok()?,
+            last_ns: f[4].parse().ok()?,
+            packets: f[5].parse().ok()?,
+            bytes: f[6].parse().ok()?,
+            drops: f[7].parse().ok()?,
+            per_interface,
+        })
+    }
+
+    /// Builds the record of a finished segment by reading it.
+    pub fn scan(path: &Path, seq: u64) -> io::Result<Self> {
+        let bytes = fs::read(path)?;
+        let mut record = Self {
+            seq,
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes: bytes.len() as u64,
+            first_ns: u64::MAX,
+            ..Self::default()
+        };
+        let mut section = Section::default();
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        for block in Blocks::new(&bytes) {
+            let block = block.map_err(invalid)?;
+            section.observe(&block).map_err(invalid)?;
+            if let Some(packet) = parse_packet(&block, &section).map_err(invalid)? {
+                record.note_packet(packet.interface_id, packet.timestamp_ns);
+            } else if let Some(stats) = parse_statistics(&block, &section).map_err(invalid)? {
+                record.drops += stats.interface_drops.unwrap_or(0) + stats.os_drops.unwrap_or(0);
+            }
+        }
+        if record.packets == 0 {
+            record.first_ns = 0;
+        }
+        Ok(record)
+    }
+
+    /// Counts one packet.
+    pub fn note_packet(&mut self, interface_id: u32, timestamp_ns: u64) {
+        self.first_ns = self.first_ns.min(timestamp_ns);
+        self.last_ns = self.last_ns.max(timestamp_ns);
+        self.packets += 1;
+        let id = interface_id as usize;
+        if self.per_interface.len() <= id {
+            self.per_interface.resize(id + 1, 0);
+        }
+        self.per_interface[id] += 1;
+    }
+
+    /// Whether any packet lies in `[from, to)`.
+    #[must_use]
+    pub fn overlaps(&self, from: u64, to: u64) -> bool {
+        self.packets > 0 && self.first_ns < to && self.last_ns >= from
+    }
+}
+
+/// The in-memory index.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    /// Sorted by `first_ns` (then `seq`).
+    records: Vec<SegmentRecord>,
+    /// `max_last[i]` = the largest `last_ns` among `records[..=i]`.
+    max_last: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {0} is damaged")]
+    Damaged(String),
+    #[error("cannot read or write the manifest")]
+    Io(#[from] io::Error),
+}
+
+impl Index {
+    #[must_use]
+    pub fn from_records(mut records: Vec<SegmentRecord>) -> Self {
+        records.sort_by_key(|r| (r.first_ns, r.seq));
+        let mut index = Self {
+            records,
+            max_last: Vec::new(),
+        };
+        index.rebuild_max();
+        index
+    }
+
+    fn rebuild_max(&mut self) {
+        let mut max = 0;
+        self.max_last = self
+            .records
+            .iter()
+            .map(|r| {
+                max = max.max(r.last_ns);
+                max
+            })
+            .collect();
+    }
+
+    #[must_use]
+    pub fn records(&self) -> &[SegmentRecord] {
+        &self.records
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    #[must_use]
+    pub fn total_bytes(&self) -> u64 {
+        self.records.iter().map(|r| r.bytes).sum()
+    }
+
+    pub fn insert(&mut self, record: SegmentRecord) {
+        let at = self
+            .records
+            .partition_point(|r| (r.first_ns, r.seq) <= (record.first_ns, record.seq));
+        let appended = at == self.records.len();
+        self.records.insert(at, record);
+        if appended {
+            let prev = self.max_last.last().copied().unwrap_or(0);
+            self.max_last.push(prev.max(self.records[at].last_ns));
+        } else {
+            self.rebuild_max();
+        }
+    }
+
+    /// Removes the record of segment `seq`.
+    pub fn remove(&mut self, seq: u64) -> Option<SegmentRecord> {
+        let at = self.records.iter().position(|r| r.seq == seq)?;
+        let record = self.records.remove(at);
+        self.rebuild_max();
+        Some(record)
+    }
+
+    /// Segments holding packets in `[from, to)`, in first-timestamp order.
+    #[must_use]
+    pub fn overlapping(&self, from: u64, to: u64) -> Vec<&SegmentRecord> {
+        // Candidates start where some segment so far reaches `from`, and end before the
+        // first segment that begins at or after `to`.
+        let lo = self.max_last.partition_point(|&max| max < from);
+        let hi = self.records.partition_point(|r| r.first_ns < to);
+        self.records
+            .get(lo..hi.max(lo))
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.overlaps(from, to))
+            .collect()
+    }
+
+    /// The oldest segment (lowest sequence number).
+    #[must_use]
+    pub fn oldest(&self) -> Option<&SegmentRecord> {
+        self.records.iter().min_by_key(|r| r.seq)
+    }
+
+    /// Writes the manifest atomically into `dir`.
+    pub fn save(&self, dir: &Path) -> io::Result<()> {
+        let mut by_seq: Vec<&SegmentRecord> = self.records.iter().collect();
+        by_seq.sort_by_key(|r| r.seq);
+        let mut body = String::with_capacity(64 + by_seq.len() * 96);
+        body.push_str(HEADER);
+        body.push('\n');
+        for record in by_seq {
+            body.push_str(&record.encode());
+            body.push('\n');
+        }
+        let crc = crc32fast::hash(body.as_bytes());
+        let end = format!("end\t{}\t{crc:08x}\n", self.records.len());
+        body.push_str(&end);
+        let tmp = dir.join(format!("{MANIFEST}.tmp"));
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(body.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, dir.join(MANIFEST))?;
+        fs::File::open(dir)?.sync_all()
+    }
+
+    /// Reads the manifest of `dir`: `Ok(None)` if there is none.
+    pub fn load(dir: &Path) -> Result<Option<Self>, ManifestError> {
+        let path = dir.join(MANIFEST);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(ManifestError::Damaged(path.display().to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let damaged = || ManifestError::Damaged(path.display().to_string());
+        let body_end = text.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
+        let (body, end) = text.split_at(body_end);
+        let end: Vec<&str> = end.trim_end().split('\t').collect();
+        let mut lines = body.lines();
+        if lines.next() != Some(HEADER) || end.len() != 3 || end[0] != "end" {
+            return Err(damaged());
+        }
+        if u32::from_str_radix(end[2], 16).ok() != Some(crc32fast::hash(body.as_bytes())) {
+            return Err(damaged());
+        }
+        let records: Vec<SegmentRecord> = lines
+            .map(SegmentRecord::decode)
+            .collect::<Option<_>>()
+            .ok_or_else(damaged)?;
+        if end[1].parse::<usize>().ok() != Some(records.len()) {
+            return Err(damaged());
+        }
+        Ok(Some(Self::from_records(records)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, first: u64, last: u64) -> SegmentRecord {
+        SegmentRecord {
+            seq,
+            file: format!("podcap-{seq:010}.pcapng"),
+            first_ns: first,
+            last_ns: last,
+            packets: 1,
+            bytes: 100,
+            drops: 0,
+            per_interface: vec![1],
+        }
+    }
+
+    /// A tiny deterministic generator (xorshift), so the property test needs no crate.
+    fn rng(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn lookups_match_a_full_scan() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..50 {
+            let mut records = Vec::new();
+            let mut t = 1_000;
+            for seq in 1..=200 {
+                // Mostly increasing, sometimes overlapping the previous segments.
+                let first = t - rng(&mut seed) % 300;
+                let last = first + rng(&mut seed) % 2_000;
+                t += rng(&mut seed) % 1_000;
+                records.push(record(seq, first, last));
+            }
+            let mut index = Index::default();
+            for r in &records {
+                index.insert(r.clone());
+            }
+            for _ in 0..100 {
+                let from = rng(&mut seed) % (t + 3_000);
+                let to = from + rng(&mut seed) % 5_000;
+                let mut expect: Vec<u64> = records
+                    .iter()
+                    .filter(|r| r.overlaps(from, to))
+                    .map(|r| r.seq)
+                    .collect();
+                let mut got: Vec<u64> = index.overlapping(from, to).iter().map(|r| r.seq).collect();
+                expect.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(got, expect, "[{from}, {to})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_that_began_before_the_cut_is_found() {
+        let index = Index::from_records(vec![record(1, 100, 900), record(2, 200, 300)]);
+        let found: Vec<u64> = index.overlapping(500, 600).iter().map(|r| r.seq).collect();
+        assert_eq!(found, vec![1]);
+    }
+
+    #[test]
+    fn manifest_round_trips_and_detects_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Index::load(dir.path()).unwrap().is_none());
+        let index = Index::from_records(vec![record(1, 10, 20), record(2, 15, 40)]);
+        index.save(dir.path()).unwrap();
+        let loaded = Index::load(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.records(), index.records());
+        let path = dir.path().join(MANIFEST);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("\t20\t", "\t21\t")).unwrap();
+        assert!(matches!(Index::load(dir.path()), Err(ManifestError::Damaged(_))));
+        fs::write(&path, &text[..text.len() - 10]).unwrap();
+        assert!(matches!(Index::load(dir.path()), Err(ManifestError::Damaged(_))));
+    }
+
+    #[test]
+    fn removal_keeps_lookups_right() {
+        let mut index = Index::from_records(vec![
+            record(1, 0, 1_000),
+            record(2, 100, 200),
+            record(3, 300, 400),
+        ]);
+        assert_eq!(index.overlapping(500, 600).len(), 1);
+        index.remove(1);
+        assert!(index.overlapping(500, 600).is_empty());
+        assert_eq!(index.overlapping(150, 350).len(), 2);
+    }
+}
