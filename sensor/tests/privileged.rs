@@ -557,3 +557,51 @@ fn store_stays_within_its_limits_and_its_index_matches() {
     );
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
 }
+
+#[test]
+fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
+    let _serial = serial();
+    let t = topology("k");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = format!(
+        "--iface n0 --data-dir {} --segment-size 64KB --max-size 50MB",
+        data.display()
+    );
+    let _traffic = Proc::spawn("ping", &t.a.exec("ping -i 0.002 -s 600 198.18.0.2"));
+    let mut seed = realtime_ns() | 1;
+    for round in 0..20 {
+        let mut sensor = start_sensor(&t.n, &args);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 900));
+        sensor.signal(9);
+        let _ = sensor.child.wait();
+        assert!(
+            capture_veth_present(&t.n),
+            "round {round}: kill -9 should leave the veth behind"
+        );
+    }
+    let mut last = start_sensor(&t.n, &args);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(last.stop(), Some(0), "{}", last.log_text());
+    assert!(!capture_veth_present(&t.n));
+
+    let files = segments(&data);
+    assert!(files.len() >= 20, "{files:?}");
+    let index = std::fs::read_to_string(data.join("index.tsv")).unwrap();
+    let named: Vec<&str> = index
+        .lines()
+        .filter(|l| l.starts_with("seg\t"))
+        .filter_map(|l| l.split('\t').nth(2))
+        .collect();
+    let on_disk: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(named, on_disk, "the index names exactly the files");
+    for f in &files {
+        assert_tshark_clean(f);
+    }
+}
