@@ -52,28 +52,13 @@ impl CaptureVeth {
         remove_leftover();
         let q = queues.to_string();
         let mtu = CAPTURE_MTU.to_string();
-        ip(&[
-            "link",
-            "add",
-            CAPTURE_IFACE,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            CAPTURE_PEER,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "mtu",
-            &mtu,
-        ])?;
+        // Both sides get the same queues (tx on podcap0 picks the rx queue of podcap1).
+        let side = ["numtxqueues", &q, "numrxqueues", &q, "mtu", &mtu];
+        let mut args = vec!["link", "add", CAPTURE_IFACE];
+        args.extend(side);
+        args.extend(["type", "veth", "peer", "name", CAPTURE_PEER]);
+        args.extend(side);
+        ip(&args)?;
         // From here on, dropping `veth` deletes the pair whatever fails next.
         let mut veth = Self { ifindex: 0, queues };
         for iface in [CAPTURE_IFACE, CAPTURE_PEER] {

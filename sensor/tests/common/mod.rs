@@ -20,42 +20,37 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn serial() -> MutexGuard<'static, ()> {
     assert_eq!(
-        unsafe_free_euid(),
+        podcap_sensor::sys::effective_uid(),
         0,
         "the privileged tests need root (CAP_BPF, CAP_NET_ADMIN): run `cargo xtask test` as root"
     );
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn unsafe_free_euid() -> u32 {
-    podcap_sensor::sys::effective_uid()
+fn shell(cmd: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh")
 }
 
 /// Runs a command, panics with its output if it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn sh");
+    let out = shell(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "`{cmd}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        "`{cmd}` failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout
 }
 
 /// Runs a command, returns (success, stdout + stderr).
 pub fn try_sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn sh");
+    let out = shell(cmd);
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
