@@ -25,7 +25,7 @@ use std::{
     fs::{self, File},
     io::{self, Write},
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use self::index::{Index, SegmentRecord};
@@ -70,7 +70,6 @@ pub struct SegmentFile {
     pub seq: u64,
     pub path: PathBuf,
     pub bytes: u64,
-    pub modified: SystemTime,
 }
 
 /// Checks that `dir` exists (creating it) and is writable, by writing a probe file.
@@ -112,7 +111,6 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
             seq,
             path: entry.path(),
             bytes: meta.len(),
-            modified: meta.modified()?,
         });
     }
     segments.sort_by_key(|s| s.seq);
@@ -155,7 +153,6 @@ struct ActiveSegment {
     seq: u64,
     file: File,
     bytes: u64,
-    packets: u64,
     opened: Instant,
     record: SegmentRecord,
 }
@@ -228,7 +225,7 @@ impl SegmentWriter {
         &self.dir
     }
 
-    fn open_segment(&mut self, now_ns: u64) -> Result<(), StoreError> {
+    fn open_segment(&mut self) -> Result<(), StoreError> {
         let seq = self.next_seq;
         let path = segment_path(&self.dir, seq, true);
         let file = File::create(&path).map_err(|source| StoreError::Segment {
@@ -246,7 +243,6 @@ impl SegmentWriter {
             seq,
             file,
             bytes: 0,
-            packets: 0,
             opened: Instant::now(),
             record: SegmentRecord {
                 seq,
@@ -255,7 +251,6 @@ impl SegmentWriter {
                 ..SegmentRecord::default()
             },
         });
-        let _ = now_ns;
         Ok(())
     }
 
@@ -270,12 +265,11 @@ impl SegmentWriter {
         stats: impl Fn(u32) -> InterfaceStatistics,
     ) -> Result<(), StoreError> {
         if self.active.is_none() {
-            self.open_segment(timestamp_ns)?;
+            self.open_segment()?;
         }
         self.buf
             .packet(interface_id, timestamp_ns, original_len, data, direction);
         if let Some(active) = &mut self.active {
-            active.packets += 1;
             active.record.note_packet(interface_id, timestamp_ns);
         }
         if self.buf.len() >= WRITE_CHUNK {
@@ -306,7 +300,7 @@ impl SegmentWriter {
         let Some(active) = &self.active else { return Ok(()) };
         let size = active.bytes + self.buf.len() as u64;
         let due = size >= self.limits.segment_size
-            || (active.packets > 0 && active.opened.elapsed() >= self.limits.segment_time);
+            || (active.record.packets > 0 && active.opened.elapsed() >= self.limits.segment_time);
         if due {
             self.close_segment(stats)?;
         }
