@@ -164,6 +164,27 @@ fn sensor_records_what_tcpdump_records() {
     );
     assert!(result.exact > 200, "too little traffic compared");
     assert_directions(&captured);
+
+    // The store's slice of the same window: the same packets, in timestamp order.
+    let index = podcap_sensor::store::index::Index::load(&data)
+        .unwrap()
+        .expect("index.tsv");
+    let slice_path = dir.path().join("slice.pcapng");
+    let mut out = std::fs::File::create(&slice_path).unwrap();
+    let stats = podcap_sensor::store::slice::write_slice(&data, &index, from, to, None, &mut out).unwrap();
+    drop(out);
+    assert_tshark_clean(&slice_path);
+    let sliced = pcap::read_segments(&[slice_path]);
+    assert_eq!(stats.late, 0, "packets out of the reorder window");
+    assert!(
+        sliced.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "slice not in timestamp order"
+    );
+    let mut a: Vec<_> = sliced.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
+    let mut b: Vec<_> = captured.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
+    a.sort();
+    b.sort();
+    assert!(a == b, "slice holds {} packets, the window {}", a.len(), b.len());
 }
 
 /// A's packets arrive at n0 (inbound), packets to A leave it (outbound).

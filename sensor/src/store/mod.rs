@@ -20,6 +20,7 @@
 //!   finished before anything else happens.
 //! - Sequence numbers only grow: a restart continues after the highest one found.
 pub mod index;
+pub mod slice;
 
 use std::{
     fs::{self, File},
