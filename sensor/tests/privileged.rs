@@ -165,26 +165,7 @@ fn sensor_records_what_tcpdump_records() {
     assert!(result.exact > 200, "too little traffic compared");
     assert_directions(&captured);
 
-    // The store's slice of the same window: the same packets, in timestamp order.
-    let index = podcap_sensor::store::index::Index::load(&data)
-        .unwrap()
-        .expect("index.tsv");
-    let slice_path = dir.path().join("slice.pcapng");
-    let mut out = std::fs::File::create(&slice_path).unwrap();
-    let stats = podcap_sensor::store::slice::write_slice(&data, &index, from, to, None, &mut out).unwrap();
-    drop(out);
-    assert_tshark_clean(&slice_path);
-    let sliced = pcap::read_segments(&[slice_path]);
-    assert_eq!(stats.late, 0, "packets out of the reorder window");
-    assert!(
-        sliced.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
-        "slice not in timestamp order"
-    );
-    let mut a: Vec<_> = sliced.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
-    let mut b: Vec<_> = captured.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
-    a.sort();
-    b.sort();
-    assert!(a == b, "slice holds {} packets, the window {}", a.len(), b.len());
+    assert_slice_matches(&data, dir.path(), from, to, &captured);
 }
 
 /// A's packets arrive at n0 (inbound), packets to A leave it (outbound).
@@ -625,4 +606,33 @@ fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
     for f in &files {
         assert_tshark_clean(f);
     }
+}
+
+/// The store's slice of `[from, to)` holds the same packets as `captured`, in timestamp order.
+fn assert_slice_matches(
+    data: &std::path::Path,
+    scratch: &std::path::Path,
+    from: u64,
+    to: u64,
+    captured: &[pcap::Frame],
+) {
+    let index = podcap_sensor::store::index::Index::load(data)
+        .unwrap()
+        .expect("index.tsv");
+    let slice_path = scratch.join("slice.pcapng");
+    let mut out = std::fs::File::create(&slice_path).unwrap();
+    let stats = podcap_sensor::store::slice::write_slice(data, &index, from, to, None, &mut out).unwrap();
+    drop(out);
+    assert_tshark_clean(&slice_path);
+    let sliced = pcap::read_segments(&[slice_path]);
+    assert_eq!(stats.late, 0, "packets out of the reorder window");
+    assert!(
+        sliced.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "slice not in timestamp order"
+    );
+    let mut a: Vec<_> = sliced.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
+    let mut b: Vec<_> = captured.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
+    a.sort();
+    b.sort();
+    assert!(a == b, "slice holds {} packets, the window {}", a.len(), b.len());
 }
