@@ -148,6 +148,13 @@ fn spawn_writer(
                 if let Err(e) = store.tick(isb) {
                     log::error!("{e}");
                 }
+                // Packets the disk refused were counted as written when they were buffered.
+                for (slot, lost) in store.take_lost().into_iter().enumerate() {
+                    if let Some(s) = stats.slots.get(slot).filter(|_| lost > 0) {
+                        s.writer_drops.fetch_add(lost, Ordering::Relaxed);
+                        s.written.fetch_sub(lost, Ordering::Relaxed);
+                    }
+                }
                 if consumer.is_finished() {
                     break;
                 }

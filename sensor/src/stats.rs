@@ -1,7 +1,7 @@
 //! Packet and drop counters shared by the capture thread, the writer and (later) the API.
 //!
 //! Rules: drops are never silent. Each is counted at the stage that lost it — `kernel`
-//! (clone, veth, XDP, AF_XDP ring), `ring` (the user-space ring was full), `writer` (the
+//! (clone, veth, XDP, AF_XDP ring), `ring` (the user-space ring was full), `disk` (the
 //! segment could not be written) — per interface slot, and reported in the segment's
 //! Interface Statistics Blocks. All counters are statistics: `Relaxed` loads and stores,
 //! because nothing else is published through them.
@@ -104,6 +104,15 @@ impl DropWarnings {
 
     /// Compares the totals with what was last reported and warns where a stage lost more.
     pub fn check(&mut self, totals: &SlotSnapshot) {
+        self.report(totals, false);
+    }
+
+    /// Reports every drop not yet reported, whatever the interval (at stop).
+    pub fn flush(&mut self, totals: &SlotSnapshot) {
+        self.report(totals, true);
+    }
+
+    fn report(&mut self, totals: &SlotSnapshot, now: bool) {
         let stages = [
             (
                 "kernel",
@@ -115,11 +124,11 @@ impl DropWarnings {
                 totals.ring_drops,
                 "the user-space ring was full: the writer is too slow",
             ),
-            ("writer", totals.writer_drops, "segments could not be written"),
+            ("disk", totals.writer_drops, "segments could not be written"),
         ];
         for (i, (stage, count, why)) in stages.into_iter().enumerate() {
             let (reported, at) = &mut self.last[i];
-            if count > *reported && at.is_none_or(|t| t.elapsed() >= self.interval) {
+            if count > *reported && (now || at.is_none_or(|t| t.elapsed() >= self.interval)) {
                 log::warn!(
                     "dropped {} packets at stage {stage} ({why}); {count} in total",
                     count - *reported

@@ -636,3 +636,73 @@ fn assert_slice_matches(
     b.sort();
     assert!(a == b, "slice holds {} packets, the window {}", a.len(), b.len());
 }
+
+/// A tmpfs mount, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = try_sh(&format!("umount {}", self.0.display()));
+    }
+}
+
+#[test]
+fn a_full_disk_costs_counted_packets_never_a_segment_or_the_sensor() {
+    let _serial = serial();
+    let t = topology("f");
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=3M podcap-test-full {}",
+        mount.display()
+    ));
+    let _tmpfs = Tmpfs(mount.clone());
+    // --max-size above the filesystem: only ENOSPC can stop the writes.
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --segment-size 512KB --max-size 100MB",
+            mount.display()
+        ),
+    );
+    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    t.a.sh("iperf3 -c 198.18.0.2 -n 12M -b 100M");
+    std::thread::sleep(Duration::from_secs(1));
+    // Room came back (the oldest segments went): later packets are recorded again.
+    let after = realtime_ns();
+    t.a.sh("ping -c 20 -i 0.02 198.18.0.2");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        matches!(sensor.child.try_wait(), Ok(None)),
+        "the sensor died on a full disk:\n{}",
+        sensor.log_text()
+    );
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let log = sensor.log_text();
+    assert!(
+        log.contains("No space left on device") && log.contains("stage disk"),
+        "{log}"
+    );
+    let lost: u64 = log
+        .lines()
+        .find_map(|l| l.split("writer ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no final drop count in:\n{log}"));
+    assert!(lost > 0, "a full disk lost nothing? {log}");
+
+    let files = segments(&mount);
+    for f in &files {
+        assert_tshark_clean(f);
+    }
+    let frames = pcap::read_segments(&files);
+    let late_pings = frames
+        .iter()
+        .filter(|f| f.ts_ns >= after && f.data.len() > 34 && f.data[23] == 1)
+        .count();
+    assert_eq!(
+        late_pings, 40,
+        "pings after the disk filled were not all recorded (recovery)"
+    );
+}

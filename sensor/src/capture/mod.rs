@@ -304,6 +304,7 @@ impl Capture {
             }
         }
         self.finish(ring, stats);
+        warnings.flush(&stats.totals());
     }
 
     /// Stops new clones, lets frames in flight arrive, drains them and takes exact counts.

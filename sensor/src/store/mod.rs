@@ -24,7 +24,7 @@ pub mod slice;
 
 use std::{
     fs::{self, File},
-    io::{self, Write},
+    io::{self, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -37,6 +37,8 @@ const FINISHED_SUFFIX: &str = ".pcapng";
 const PREFIX: &str = "podcap-";
 /// Retention runs at every rotation and at least this often.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
+/// Write errors are logged at most this often.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -169,6 +171,11 @@ pub struct SegmentWriter {
     last_flush: Instant,
     last_retention: Instant,
     index: Index,
+    /// (interface id, timestamp) of each packet in `buf`, for the index and for loss counts.
+    buffered: Vec<(u32, u64)>,
+    /// Packets per interface that could not be written.
+    lost: Vec<u64>,
+    last_error_log: Option<Instant>,
 }
 
 impl SegmentWriter {
@@ -195,6 +202,7 @@ impl SegmentWriter {
             }
         }
         let index = reconcile(dir).map_err(dir_err)?;
+        let interface_count = interfaces.len();
         Ok(Self {
             dir: dir.to_owned(),
             limits,
@@ -205,6 +213,9 @@ impl SegmentWriter {
             last_flush: Instant::now(),
             last_retention: Instant::now(),
             index,
+            buffered: Vec::with_capacity(16_384),
+            lost: vec![0; interface_count],
+            last_error_log: None,
         })
     }
 
@@ -235,11 +246,8 @@ impl SegmentWriter {
         })?;
         self.next_seq += 1;
         self.buf.clear();
-        self.buf
-            .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION")));
-        for iface in &self.interfaces {
-            self.buf.interface(iface);
-        }
+        self.buffered.clear();
+        self.write_header();
         self.active = Some(ActiveSegment {
             seq,
             file,
@@ -255,7 +263,8 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Appends one packet (rotating first if the segment is full).
+    /// Appends one packet (rotating first if the segment is full). A packet that cannot be
+    /// written is counted in [`SegmentWriter::take_lost`], never left half in the file.
     pub fn write_packet(
         &mut self,
         interface_id: u32,
@@ -270,31 +279,88 @@ impl SegmentWriter {
         }
         self.buf
             .packet(interface_id, timestamp_ns, original_len, data, direction);
-        if let Some(active) = &mut self.active {
-            active.record.note_packet(interface_id, timestamp_ns);
-        }
+        self.buffered.push((interface_id, timestamp_ns));
         if self.buf.len() >= WRITE_CHUNK {
-            self.write_buffer()?;
+            self.write_buffer();
         }
         self.maybe_rotate(stats)
     }
 
-    fn write_buffer(&mut self) -> Result<(), StoreError> {
-        let Some(active) = &mut self.active else {
-            return Ok(());
-        };
-        if self.buf.is_empty() {
-            return Ok(());
+    /// Packets per interface id that could not be written since the last call.
+    pub fn take_lost(&mut self) -> Vec<u64> {
+        let lost = std::mem::take(&mut self.lost);
+        self.lost = vec![0; self.interfaces.len()];
+        lost
+    }
+
+    fn write_header(&mut self) {
+        self.buf
+            .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION")));
+        for iface in &self.interfaces {
+            self.buf.interface(iface);
         }
-        let result = active.file.write_all(self.buf.bytes());
-        if result.is_ok() {
-            active.bytes += self.buf.len() as u64;
+    }
+
+    /// Writes the buffer to the active segment. On failure the file is cut back to its last
+    /// whole block, the buffered packets are counted as lost, and on a full disk the oldest
+    /// segment is deleted to make room for the next attempt.
+    fn write_buffer(&mut self) {
+        let Some(active) = &mut self.active else { return };
+        if self.buf.is_empty() {
+            return;
+        }
+        match active.file.write_all(self.buf.bytes()) {
+            Ok(()) => {
+                active.bytes += self.buf.len() as u64;
+                for &(interface_id, ts) in &self.buffered {
+                    active.record.note_packet(interface_id, ts);
+                }
+            }
+            Err(error) => {
+                let cut = active
+                    .file
+                    .set_len(active.bytes)
+                    .and_then(|()| active.file.seek(SeekFrom::Start(active.bytes)).map(|_| ()));
+                for &(interface_id, _) in &self.buffered {
+                    if let Some(n) = self.lost.get_mut(interface_id as usize) {
+                        *n += 1;
+                    }
+                }
+                let full = error.raw_os_error() == Some(libc::ENOSPC);
+                if self
+                    .last_error_log
+                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL)
+                {
+                    log::error!(
+                        "cannot write segment {}: {error}; {} packets lost (stage disk){}",
+                        segment_path(&self.dir, active.seq, true).display(),
+                        self.buffered.len(),
+                        if full {
+                            "; deleting the oldest segment to make room"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.last_error_log = Some(Instant::now());
+                }
+                if let Err(e) = cut {
+                    log::error!("could not cut the segment back after a failed write: {e}");
+                }
+                let empty = active.bytes == 0;
+                self.buf.clear();
+                self.buffered.clear();
+                if full {
+                    self.delete_oldest();
+                }
+                if empty {
+                    // The section header never reached the file: it goes first next time.
+                    self.write_header();
+                }
+                return;
+            }
         }
         self.buf.clear();
-        result.map_err(|source| StoreError::Segment {
-            path: segment_path(&self.dir, active.seq, true),
-            source,
-        })
+        self.buffered.clear();
     }
 
     fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
@@ -311,7 +377,7 @@ impl SegmentWriter {
     /// Periodic work: flush at least once a second, rotate by time, apply retention.
     pub fn tick(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
         if self.last_flush.elapsed() >= Duration::from_millis(500) {
-            self.write_buffer()?;
+            self.write_buffer();
             self.last_flush = Instant::now();
         }
         if self.last_retention.elapsed() >= RETENTION_INTERVAL {
@@ -334,7 +400,7 @@ impl SegmentWriter {
             );
             self.buf.statistics(id, &s, &comment);
         }
-        self.write_buffer()?;
+        self.write_buffer();
         let Some(mut active) = self.active.take() else {
             return Ok(());
         };
@@ -377,14 +443,33 @@ impl SegmentWriter {
             if !over_size && oldest.last_ns >= horizon {
                 break;
             }
-            let (seq, file) = (oldest.seq, oldest.file.clone());
-            self.index.remove(seq);
+            let seq = oldest.seq;
+            self.forget_and_delete(seq);
+        }
+    }
+
+    /// Frees room on a full disk: the oldest finished segment goes, whatever the limits.
+    fn delete_oldest(&mut self) {
+        if let Some(seq) = self.index.oldest().map(|r| r.seq) {
+            self.forget_and_delete(seq);
+        }
+    }
+
+    /// Removes segment `seq` from the index, saves the index, then deletes the file. If the
+    /// disk is too full to save the index, the file is deleted anyway (the index in memory
+    /// no longer names it, and a restart drops records of missing files) and the save is
+    /// tried again with the room it freed.
+    fn forget_and_delete(&mut self, seq: u64) {
+        let Some(record) = self.index.remove(seq) else {
+            return;
+        };
+        let saved = self.index.save(&self.dir);
+        if let Err(e) = fs::remove_file(self.dir.join(&record.file)) {
+            log::warn!("could not delete {}: {e}", record.file);
+        }
+        if saved.is_err() {
             if let Err(e) = self.index.save(&self.dir) {
-                log::warn!("retention keeps {file}: the index could not be saved: {e}");
-                return;
-            }
-            if let Err(e) = fs::remove_file(self.dir.join(&file)) {
-                log::warn!("retention could not delete {file}: {e}");
+                log::warn!("could not save the index of {}: {e}", self.dir.display());
             }
         }
     }
