@@ -23,6 +23,7 @@ fn index_lookup(c: &mut Criterion) {
             bytes: 1 << 20,
             drops: 0,
             per_interface: vec![1000],
+            checkpoints: Vec::new(),
         })
         .collect();
     let index = Index::from_records(records.clone());

@@ -42,7 +42,14 @@ pub struct SegmentRecord {
     pub drops: u64,
     /// Packets per interface id of the segment.
     pub per_interface: Vec<u64>,
+    /// Sparse offset index, about one entry per [`CHECKPOINT_BYTES`]: `(offset of a block,
+    /// largest timestamp of every packet before it)`. A slice starting at `from` may seek
+    /// to the last offset whose timestamp is below `from`.
+    pub checkpoints: Vec<(u64, u64)>,
 }
+
+/// Spacing of the sparse offset index.
+pub const CHECKPOINT_BYTES: u64 = 1 << 20;
 
 impl SegmentRecord {
     fn encode(&self) -> String {
@@ -52,8 +59,9 @@ impl SegmentRecord {
             .enumerate()
             .map(|(i, n)| format!("{i}:{n}"))
             .collect();
+        let checkpoints: Vec<String> = self.checkpoints.iter().map(|(o, t)| format!("{o}@{t}")).collect();
         format!(
-            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.seq,
             self.file,
             self.first_ns,
@@ -61,13 +69,14 @@ impl SegmentRecord {
             self.packets,
             self.bytes,
             self.drops,
-            per_if.join(",")
+            per_if.join(","),
+            checkpoints.join(",")
         )
     }
 
     fn decode(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 9 || f[0] != "seg" || f[2].is_empty() || f[2].contains('/') {
+        if f.len() != 10 || f[0] != "seg" || f[2].is_empty() || f[2].contains('/') {
             return None;
         }
         let mut per_interface = Vec::new();
@@ -78,6 +87,11 @@ impl SegmentRecord {
             }
             per_interface.push(n.parse().ok()?);
         }
+        let mut checkpoints = Vec::new();
+        for pair in f[9].split(',').filter(|p| !p.is_empty()) {
+            let (offset, ts) = pair.split_once('@')?;
+            checkpoints.push((offset.parse().ok()?, ts.parse().ok()?));
+        }
         Some(Self {
             seq: f[1].parse().ok()?,
             file: f[2].to_owned(),
@@ -87,7 +101,17 @@ impl SegmentRecord {
             bytes: f[6].parse().ok()?,
             drops: f[7].parse().ok()?,
             per_interface,
+            checkpoints,
         })
+    }
+
+    /// Where a slice that starts at `from` may begin reading (after the header blocks).
+    #[must_use]
+    pub fn seek_offset(&self, from: u64) -> Option<u64> {
+        let usable = self
+            .checkpoints
+            .partition_point(|&(_, max_before)| max_before < from);
+        usable.checked_sub(1).map(|i| self.checkpoints[i].0)
     }
 
     /// Builds the record of a finished segment by reading it.
@@ -105,9 +129,14 @@ impl SegmentRecord {
         };
         let mut section = Section::default();
         let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        let mut last_checkpoint = 0;
         for block in Blocks::new(&bytes) {
             let block = block.map_err(invalid)?;
             section.observe(&block).map_err(invalid)?;
+            if record.packets > 0 && block.offset >= last_checkpoint + CHECKPOINT_BYTES {
+                record.checkpoints.push((block.offset, record.last_ns));
+                last_checkpoint = block.offset;
+            }
             if let Some(packet) = parse_packet(&block, &section).map_err(invalid)? {
                 record.note_packet(packet.interface_id, packet.timestamp_ns);
             } else if let Some(stats) = parse_statistics(&block, &section).map_err(invalid)? {
@@ -312,6 +341,7 @@ mod tests {
             bytes: 100,
             drops: 0,
             per_interface: vec![1],
+            checkpoints: vec![(1 << 20, first)],
         }
     }
 

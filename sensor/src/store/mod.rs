@@ -309,8 +309,13 @@ impl SegmentWriter {
         if self.buf.is_empty() {
             return;
         }
+        let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
+        let checkpoint = (active.record.packets > 0
+            && active.bytes >= last_checkpoint + index::CHECKPOINT_BYTES)
+            .then_some((active.bytes, active.record.last_ns));
         match active.file.write_all(self.buf.bytes()) {
             Ok(()) => {
+                active.record.checkpoints.extend(checkpoint);
                 active.bytes += self.buf.len() as u64;
                 for &(interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);

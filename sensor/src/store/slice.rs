@@ -49,6 +49,8 @@ pub enum SliceError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SliceStats {
     pub segments_read: usize,
+    /// Bytes of segment data read (seeking skips the rest).
+    pub bytes_read: u64,
     pub packets: u64,
     pub bytes_written: u64,
     /// Packets written out of order because they arrived after the reorder window.
@@ -151,7 +153,10 @@ pub fn write_slice(
         let mut section = Section::default();
         let mut local_to_out: Vec<Option<usize>> = Vec::new();
         output.stats.segments_read += 1;
+        let mut seek = record.seek_offset(from);
         while let Some(block) = reader.next_block().map_err(read_err)? {
+            let block_type = block.block_type;
+            output.stats.bytes_read += block.raw.len() as u64;
             section.observe(&block).map_err(read_err)?;
             for (i, iface) in section.interfaces.iter().enumerate().skip(local_to_out.len()) {
                 let wanted = interfaces.is_none_or(|names| names.contains(&iface.name));
@@ -164,9 +169,21 @@ pub fn write_slice(
                         })
                 }));
             }
+            // The header (section and interfaces) is read: skip what the checkpoint says
+            // lies wholly before `from`.
+            if block_type == crate::pcapng::BLOCK_EPB {
+                if let Some(offset) = seek.take().filter(|&o| o > block.offset) {
+                    reader.seek_to(offset).map_err(read_err)?;
+                    continue;
+                }
+            }
             let Some(packet) = parse_packet(&block, &section).map_err(read_err)? else {
                 continue;
             };
+            if packet.timestamp_ns >= to.saturating_add(REORDER_WINDOW_NS) {
+                // Nothing later in this segment is older than `to`, given the reorder window.
+                break;
+            }
             if packet.timestamp_ns < from || packet.timestamp_ns >= to {
                 continue;
             }
@@ -300,6 +317,45 @@ mod tests {
             got.iter().map(|(_, t)| t / ms).collect::<Vec<_>>(),
             vec![95, 280, 290, 2_000]
         );
+    }
+
+    #[test]
+    fn slices_seek_past_what_lies_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ms = 1_000_000;
+        // ~6 MB of 1000-byte packets, one per ms, slightly out of order in pairs.
+        let packets: Vec<(u32, u64)> = (0..6_000u64).map(|i| (0, (i ^ 1) * ms + ms)).collect();
+        let mut w = BlockWriter::default();
+        w.section_header("test");
+        w.interface(&InterfaceDescription {
+            name: "eth0".into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        });
+        for &(_, ts) in &packets {
+            w.packet(0, ts, 1000, &[0u8; 1000], Direction::Inbound);
+        }
+        let path = dir.path().join("podcap-0000000001.pcapng");
+        std::fs::write(&path, w.bytes()).unwrap();
+        let record = SegmentRecord::scan(&path, 1).unwrap();
+        assert!(record.checkpoints.len() >= 5, "{:?}", record.checkpoints);
+        let index = Index::from_records(vec![record]);
+
+        let mut out = Vec::new();
+        let stats = write_slice(dir.path(), &index, 5_000 * ms, 5_100 * ms, None, &mut out).unwrap();
+        assert_eq!(stats.packets, 100);
+        assert!(stats.bytes_read < 2 << 20, "read {} of ~6 MB", stats.bytes_read);
+        let mut section = Section::default();
+        let mut ts = Vec::new();
+        for block in Blocks::new(&out) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(p) = parse_packet(&block, &section).unwrap() {
+                ts.push(p.timestamp_ns / ms);
+            }
+        }
+        assert_eq!(ts, (5_000..5_100).collect::<Vec<_>>());
     }
 
     #[test]
