@@ -30,7 +30,7 @@ fn index_lookup(c: &mut Criterion) {
     let (from, to) = (500_000 * second, 500_300 * second); // a 5-minute slice
     let mut group = c.benchmark_group("index_100k_segments");
     group.bench_function("overlapping_5min", |b| {
-        b.iter(|| black_box(index.overlapping(black_box(from), black_box(to)).len()))
+        b.iter(|| black_box(index.overlapping(black_box(from), black_box(to)).len()));
     });
     // Baseline: the directory-scan approach the index replaces.
     group.bench_function("baseline_full_scan", |b| {
