@@ -90,5 +90,64 @@ fn slice_extraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, index_lookup, slice_extraction);
+/// gzip of a finished segment: throughput, and the ratio printed for two payload kinds.
+fn compression(c: &mut Criterion) {
+    use podcap_sensor::store::compress::Compressor;
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let text =
+        b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: shop.default.svc\r\nAccept: application/json\r\n\r\n";
+    let mut group = c.benchmark_group("gzip_segment_4MB");
+    group.sample_size(10);
+    for kind in ["random_payload", "http_text_payload"] {
+        let mut w = BlockWriter::with_capacity(8 << 20);
+        w.section_header("bench");
+        w.interface(&InterfaceDescription {
+            name: "eth0".into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        });
+        for i in 0..4000u64 {
+            let frame: Vec<u8> = if kind == "random_payload" {
+                (0..125).flat_map(|_| random().to_ne_bytes()).collect()
+            } else {
+                text.iter().copied().cycle().take(1000).collect()
+            };
+            w.packet(0, i * 1000, 1000, &frame, Direction::Inbound);
+        }
+        let path = dir.path().join(format!(
+            "podcap-{}.pcapng",
+            if kind == "random_payload" {
+                "0000000001"
+            } else {
+                "0000000002"
+            }
+        ));
+        std::fs::write(&path, w.bytes()).unwrap();
+        let plain = w.len() as u64;
+        group.throughput(Throughput::Bytes(plain));
+        let mut compressed = 0;
+        group.bench_function(kind, |b| {
+            b.iter(|| {
+                let mut compressor = Compressor::start().unwrap();
+                compressor.submit(1, path.clone());
+                let done = compressor.drain().pop().unwrap().unwrap();
+                compressed = done.bytes;
+            });
+        });
+        #[expect(clippy::cast_precision_loss, reason = "a printed ratio")]
+        let ratio = plain as f64 / compressed.max(1) as f64;
+        println!("gzip_segment_4MB/{kind}: {plain} -> {compressed} bytes, ratio {ratio:.2}");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, index_lookup, slice_extraction, compression);
 criterion_main!(benches);

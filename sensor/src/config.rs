@@ -42,6 +42,9 @@ pub struct Args {
     /// Time window of the store; older segments are deleted.
     #[arg(long, default_value = "1h", value_name = "DUR")]
     pub max_time: String,
+    /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
+    #[arg(long, default_value = "none", value_name = "HOW")]
+    pub compress: String,
     /// Bytes of the ring between the capture and writer threads.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub ring_size: String,
@@ -80,6 +83,8 @@ pub enum ConfigError {
     TapIsSelected { name: String },
     #[error("--iface or --tap: at least one interface is needed")]
     NoInterface,
+    #[error("--compress: {0:?} is not one of none, gzip")]
+    Compress(String),
     #[error("--snaplen: must be between 64 and 262144, got {0}")]
     Snaplen(u32),
     #[error("--xsk-frames: must be a power of two between 64 and 65536, got {0}")]
@@ -97,7 +102,13 @@ impl Args {
         let dur = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
             units::parse_duration(v).map_err(|source| ConfigError::Unit { flag, source })
         };
+        let compress = match self.compress.as_str() {
+            "none" => false,
+            "gzip" => true,
+            other => return Err(ConfigError::Compress(other.to_owned())),
+        };
         let limits = Limits {
+            compress,
             segment_size: size("segment-size", &self.segment_size)?,
             segment_time: dur("segment-time", &self.segment_time)?,
             max_size: size("max-size", &self.max_size)?,

@@ -162,7 +162,7 @@ fn spawn_writer(
                     thread::sleep(Duration::from_millis(5));
                 }
             }
-            store.close_segment(isb)
+            store.finish(isb)
         })
         .map_err(|_| RunError::Thread("writer"))
 }

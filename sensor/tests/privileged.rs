@@ -706,3 +706,54 @@ fn a_full_disk_costs_counted_packets_never_a_segment_or_the_sensor() {
         "pings after the disk filled were not all recorded (recovery)"
     );
 }
+
+#[test]
+fn compressed_segments_are_indexed_readable_and_sliceable() {
+    let _serial = serial();
+    let t = topology("z");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --segment-size 256KB --compress gzip",
+            data.display()
+        ),
+    );
+    t.a.sh("ping -c 200 -i 0.005 -s 1000 198.18.0.2");
+    udp_burst(&t.a, "198.18.0.2", "100,1400", 50);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+
+    let files = segments(&data);
+    assert!(files.len() >= 2, "{files:?}");
+    assert!(
+        files.iter().all(|f| f.to_string_lossy().ends_with(".pcapng.gz")),
+        "{files:?}"
+    );
+    let index = podcap_sensor::store::index::Index::load(&data).unwrap().unwrap();
+    let mut packets = 0;
+    for (record, file) in index.records().iter().zip(&files) {
+        assert_eq!(record.file, file.file_name().unwrap().to_string_lossy());
+        assert_eq!(record.bytes, std::fs::metadata(file).unwrap().len());
+        assert_tshark_clean(file);
+        let counted = sh(&format!(
+            "capinfos -c -M {} | awk -F: '/Number of packets/ {{print $2}}'",
+            file.display()
+        ));
+        assert_eq!(
+            counted.trim().parse::<u64>().unwrap(),
+            record.packets,
+            "{}",
+            file.display()
+        );
+        packets += record.packets;
+    }
+    assert!(packets >= 500, "{packets} packets");
+    let mut out = Vec::new();
+    let stats = podcap_sensor::store::slice::write_slice(&data, &index, 0, u64::MAX, None, &mut out).unwrap();
+    assert_eq!(
+        stats.packets, packets,
+        "a slice over compressed segments holds every packet"
+    );
+}

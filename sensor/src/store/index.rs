@@ -116,7 +116,8 @@ impl SegmentRecord {
 
     /// Builds the record of a finished segment by reading it.
     pub fn scan(path: &Path, seq: u64) -> io::Result<Self> {
-        let bytes = fs::read(path)?;
+        let bytes = super::compress::SegmentReader::read_all(path)?;
+        let compressed = path.to_string_lossy().ends_with(super::compress::GZIP_SUFFIX);
         let mut record = Self {
             seq,
             file: path
@@ -145,6 +146,10 @@ impl SegmentRecord {
         }
         if record.packets == 0 {
             record.first_ns = 0;
+        }
+        if compressed {
+            record.bytes = fs::metadata(path)?.len();
+            record.checkpoints.clear();
         }
         Ok(record)
     }
@@ -241,6 +246,18 @@ impl Index {
         } else {
             self.rebuild_max();
         }
+    }
+
+    /// Points segment `seq` at another file (its compressed form) of `bytes` bytes.
+    pub fn replace_file(&mut self, seq: u64, file: String, bytes: u64) -> bool {
+        let Some(record) = self.records.iter_mut().find(|r| r.seq == seq) else {
+            return false;
+        };
+        record.file = file;
+        record.bytes = bytes;
+        // Offsets of the plain file mean nothing in the compressed one.
+        record.checkpoints.clear();
+        true
     }
 
     /// Removes the record of segment `seq`.

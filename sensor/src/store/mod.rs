@@ -19,6 +19,7 @@
 //! - A segment left `.active` by a crash is cut back to its last complete block and
 //!   finished before anything else happens.
 //! - Sequence numbers only grow: a restart continues after the highest one found.
+pub mod compress;
 pub mod index;
 pub mod slice;
 
@@ -61,6 +62,8 @@ pub enum StoreError {
 /// Limits of the store.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Gzip finished segments (`--compress gzip`).
+    pub compress: bool,
     pub segment_size: u64,
     pub segment_time: Duration,
     pub max_size: u64,
@@ -94,7 +97,8 @@ fn parse_seq(name: &str) -> Option<(u64, bool)> {
     if let Some(seq) = rest.strip_suffix(ACTIVE_SUFFIX) {
         return seq.parse().ok().map(|s| (s, true));
     }
-    rest.strip_suffix(FINISHED_SUFFIX)?
+    rest.strip_suffix(compress::GZIP_SUFFIX)
+        .or_else(|| rest.strip_suffix(FINISHED_SUFFIX))?
         .parse()
         .ok()
         .map(|s| (s, false))
@@ -176,6 +180,7 @@ pub struct SegmentWriter {
     /// Packets per interface that could not be written.
     lost: Vec<u64>,
     last_error_log: Option<Instant>,
+    compressor: Option<compress::Compressor>,
 }
 
 impl SegmentWriter {
@@ -216,6 +221,11 @@ impl SegmentWriter {
             buffered: Vec::with_capacity(16_384),
             lost: vec![0; interface_count],
             last_error_log: None,
+            compressor: if limits.compress {
+                Some(compress::Compressor::start().map_err(dir_err)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -385,6 +395,9 @@ impl SegmentWriter {
             self.write_buffer();
             self.last_flush = Instant::now();
         }
+        if let Some(done) = self.compressor.as_ref().map(compress::Compressor::finished) {
+            self.adopt_compressed(done);
+        }
         if self.last_retention.elapsed() >= RETENTION_INTERVAL {
             self.apply_retention();
             self.last_retention = Instant::now();
@@ -433,8 +446,46 @@ impl SegmentWriter {
         if let Err(e) = self.index.save(&self.dir) {
             log::warn!("could not save the index of {}: {e}", self.dir.display());
         }
+        if let Some(compressor) = &self.compressor {
+            compressor.submit(active.seq, to);
+        }
         self.apply_retention();
         Ok(())
+    }
+
+    /// Closes the active segment and waits for queued compression (at stop).
+    pub fn finish(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
+        let closed = self.close_segment(stats);
+        if let Some(mut compressor) = self.compressor.take() {
+            let done = compressor.drain();
+            self.adopt_compressed(done);
+        }
+        closed
+    }
+
+    /// Points the index at compressed segments, then deletes their originals.
+    fn adopt_compressed(&mut self, done: Vec<Result<compress::Compressed, (u64, io::Error)>>) {
+        for result in done {
+            match result {
+                Ok(c) => {
+                    if !self.index.replace_file(c.seq, c.file.clone(), c.bytes) {
+                        // Retention deleted the segment meanwhile: the copy goes too.
+                        let _ = fs::remove_file(self.dir.join(&c.file));
+                        continue;
+                    }
+                    if let Err(e) = self.index.save(&self.dir) {
+                        log::warn!("could not save the index of {}: {e}", self.dir.display());
+                    }
+                    if let Err(e) = fs::remove_file(&c.original) {
+                        log::warn!(
+                            "could not delete {} after compressing it: {e}",
+                            c.original.display()
+                        );
+                    }
+                }
+                Err((seq, e)) => log::warn!("could not compress segment {seq}: {e}; it stays uncompressed"),
+            }
+        }
     }
 
     /// Deletes the oldest finished segments while the store is over `max_size` or their
@@ -503,7 +554,17 @@ fn reconcile(dir: &Path) -> io::Result<Index> {
         index.remove(seq);
     }
     for segment in on_disk {
-        if index.records().iter().any(|r| r.seq == segment.seq) {
+        if let Some(record) = index.records().iter().find(|r| r.seq == segment.seq) {
+            // The same segment under its other name (plain or compressed), left by a stop
+            // between compressing and deleting: the index names the one that stays.
+            if segment.path.file_name().is_some_and(|n| *n != *record.file) {
+                log::warn!(
+                    "{}: a second copy of segment {}; deleted",
+                    segment.path.display(),
+                    segment.seq
+                );
+                fs::remove_file(&segment.path)?;
+            }
             continue;
         }
         match SegmentRecord::scan(&segment.path, segment.seq) {

@@ -13,12 +13,11 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    fs::File,
-    io::{self, BufReader, Write},
+    io::{self, Write},
     path::Path,
 };
 
-use super::index::Index;
+use super::{compress::SegmentReader, index::Index};
 use crate::pcapng::{
     read::{parse_packet, BlockReader, ReadError, Section},
     BlockWriter, Direction,
@@ -141,19 +140,20 @@ pub fn write_slice(
     let (mut arrival, mut newest) = (0u64, 0u64);
 
     for record in index.overlapping(from, to) {
-        let file = File::open(dir.join(&record.file)).map_err(|source| SliceError::Open {
+        let file = SegmentReader::open(&dir.join(&record.file)).map_err(|source| SliceError::Open {
             file: record.file.clone(),
             source,
         })?;
+        let seekable = file.seekable();
         let read_err = |source| SliceError::Read {
             file: record.file.clone(),
             source,
         };
-        let mut reader = BlockReader::new(BufReader::with_capacity(1 << 20, file));
+        let mut reader = BlockReader::new(file);
         let mut section = Section::default();
         let mut local_to_out: Vec<Option<usize>> = Vec::new();
         output.stats.segments_read += 1;
-        let mut seek = record.seek_offset(from);
+        let mut seek = record.seek_offset(from).filter(|_| seekable);
         while let Some(block) = reader.next_block().map_err(read_err)? {
             let block_type = block.block_type;
             output.stats.bytes_read += block.raw.len() as u64;
