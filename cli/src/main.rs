@@ -1,7 +1,284 @@
-//! `podcap`: the user's command line (snapshots from sensors arrive with the API issue).
-use std::process::ExitCode;
+//! `podcap`: snapshots from every sensor, merged into one time-ordered pcapng.
+//!
+//! Rules: sensors come from a [`source::SensorSource`] (today `--sensor URL`, Kubernetes
+//! discovery later); every sensor is asked at once; a sensor that fails is named with its
+//! reason, the others' packets are kept, and the exit status is non-zero unless
+//! `--allow-partial`. Errors print their whole chain; a closed stdout is not an error.
+mod merge;
+mod source;
+
+use std::{
+    fs::File,
+    io::{self, BufReader, BufWriter, IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    thread,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use podcap_sensor::units;
+use source::{Sensor, SensorSource, StaticSensors};
+
+#[derive(Parser)]
+#[command(
+    name = "podcap",
+    version,
+    about = "Take pod traffic snapshots from podcap sensors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Connection {
+    /// A sensor's API URL (repeatable), like `http://198.18.0.2:9090`.
+    #[arg(long = "sensor", value_name = "URL", required = true)]
+    sensors: Vec<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a time slice from every sensor, merged into one pcapng file.
+    Dump {
+        /// How far back from now (e.g. 5m).
+        #[arg(long, value_name = "DUR", conflicts_with_all = ["from", "to"])]
+        time: Option<String>,
+        /// Start (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// End (RFC 3339; default now).
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Directory for the file, or - for stdout.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        dest: String,
+        /// Exit 0 even if some sensors failed.
+        #[arg(long)]
+        allow_partial: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List what each sensor holds.
+    Segments {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
 
 fn main() -> ExitCode {
-    eprintln!("podcap: no commands yet; the sensor API and `podcap dump` come next");
-    ExitCode::from(2)
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("podcap: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(connection: &Connection) -> Result<Option<String>> {
+    if let Some(path) = &connection.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file: cannot read {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(connection.token.clone().filter(|t| !t.is_empty()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Dump {
+            time,
+            from,
+            to,
+            dest,
+            allow_partial,
+            connection,
+        } => {
+            let now = podcap_sensor::sys::realtime_ns();
+            let (from_ns, to_ns, query) = match (time, from, to) {
+                (Some(t), None, None) => {
+                    let d = units::parse_duration(&t).context("--time")?;
+                    (now.saturating_sub(d.as_nanos() as u64), now, format!("last={t}"))
+                }
+                (None, Some(f), to) => {
+                    let from_ns = units::parse_rfc3339(&f).context("--from")?;
+                    let to_ns = to
+                        .as_deref()
+                        .map(units::parse_rfc3339)
+                        .transpose()
+                        .context("--to")?
+                        .unwrap_or(now);
+                    if from_ns > to_ns {
+                        bail!("--from is after --to");
+                    }
+                    let q = match to {
+                        Some(t) => format!("from={f}&to={t}"),
+                        None => format!("from={f}"),
+                    };
+                    (from_ns, to_ns, q.replace('+', "%2B"))
+                }
+                (None, None, Some(_)) => bail!("--to needs --from"),
+                _ => bail!("give --time DUR, or --from TIME [--to TIME]"),
+            };
+            let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
+            dump(
+                &sensors,
+                token(&connection)?.as_deref(),
+                &query,
+                from_ns,
+                to_ns,
+                &dest,
+                allow_partial,
+            )
+        }
+        Command::Segments { connection } => {
+            let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
+            let token = token(&connection)?;
+            let mut failed = false;
+            for sensor in &sensors {
+                match sensor.get_json("/api/v1/segments", token.as_deref()) {
+                    Ok(list) => {
+                        let list = list.as_array().cloned().unwrap_or_default();
+                        let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
+                        let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
+                        let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
+                        println!(
+                            "{}: {} segments, {}, {} .. {}",
+                            sensor.label,
+                            list.len(),
+                            units::format_size(bytes),
+                            oldest.map_or("-".into(), units::format_utc_compact),
+                            newest.map_or("-".into(), units::format_utc_compact)
+                        );
+                    }
+                    Err(e) => {
+                        eprintln!("podcap: {}: {e:#}", sensor.label);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn dump(
+    sensors: &[Sensor],
+    token: Option<&str>,
+    query: &str,
+    from_ns: u64,
+    to_ns: u64,
+    dest: &str,
+    allow_partial: bool,
+) -> Result<ExitCode> {
+    let scratch = if dest == "-" {
+        std::env::temp_dir()
+    } else {
+        PathBuf::from(dest)
+    };
+    std::fs::create_dir_all(&scratch).with_context(|| format!("--dest {}", scratch.display()))?;
+    let progress = io::stderr().is_terminal();
+    // Every sensor at once, each into its own temporary file.
+    let downloads: Vec<_> = sensors
+        .iter()
+        .enumerate()
+        .map(|(n, sensor)| {
+            let (sensor, token, query) = (sensor.clone(), token.map(str::to_owned), query.to_owned());
+            let path = scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
+            let handle = thread::spawn(move || -> Result<u64> {
+                let mut file = BufWriter::new(File::create(&path)?);
+                let bytes = sensor.download(
+                    &format!("/api/v1/snapshot?{query}"),
+                    token.as_deref(),
+                    &mut file,
+                    progress,
+                )?;
+                file.flush()?;
+                Ok(bytes)
+            });
+            (n, handle)
+        })
+        .collect();
+    let mut inputs = Vec::new();
+    let mut failures = 0;
+    for (n, handle) in downloads {
+        let path = scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
+        match handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("download thread panicked")))
+        {
+            Ok(bytes) => {
+                if progress {
+                    eprintln!("{}: {}", sensors[n].label, units::format_size(bytes));
+                }
+                inputs.push((sensors[n].label.clone(), path));
+            }
+            Err(e) => {
+                eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
+                let _ = std::fs::remove_file(&path);
+                failures += 1;
+            }
+        }
+    }
+    let opened: Vec<merge::Input<BufReader<File>>> = inputs
+        .iter()
+        .map(|(label, path)| {
+            Ok(merge::Input {
+                label: label.clone(),
+                reader: BufReader::new(File::open(path)?),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let name = format!(
+        "podcap-{}-{}.pcapng",
+        units::format_utc_compact(from_ns),
+        units::format_utc_compact(to_ns)
+    );
+    let result = if dest == "-" {
+        merge::merge(opened, &mut io::stdout().lock())
+    } else {
+        let target = PathBuf::from(dest).join(&name);
+        let mut out =
+            BufWriter::new(File::create(&target).with_context(|| format!("creating {}", target.display()))?);
+        let stats = merge::merge(opened, &mut out);
+        if let Ok(s) = &stats {
+            eprintln!(
+                "podcap: wrote {} ({} packets, {}) from {} sensors",
+                target.display(),
+                s.packets,
+                units::format_size(s.bytes),
+                inputs.len()
+            );
+        }
+        stats
+    };
+    for (_, path) in &inputs {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    if failures > 0 && !allow_partial {
+        eprintln!(
+            "podcap: {failures} of {} sensors failed (--allow-partial keeps the rest and exits 0)",
+            sensors.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,15 @@ pub struct Args {
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
     #[arg(long, default_value = "none", value_name = "HOW")]
     pub compress: String,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    pub listen: String,
+    /// File holding the API's bearer token (required to listen beyond loopback).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The API's bearer token (prefer --token-file: the environment is visible in /proc).
+    #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
+    pub token: Option<String>,
     /// Bytes of the ring between the capture and writer threads.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub ring_size: String,
@@ -62,6 +71,8 @@ pub struct Config {
     pub snaplen: u32,
     pub limits: Limits,
     pub ring_bytes: usize,
+    pub listen: std::net::SocketAddr,
+    pub token: Option<String>,
     pub xsk_frames: u32,
 }
 
@@ -83,6 +94,14 @@ pub enum ConfigError {
     TapIsSelected { name: String },
     #[error("--iface or --tap: at least one interface is needed")]
     NoInterface,
+    #[error("--listen: {0:?} is not an address like 127.0.0.1:9090")]
+    Listen(String),
+    #[error("--token-file: cannot read {path}: {source}")]
+    TokenFile { path: String, source: std::io::Error },
+    #[error("--token-file: {0} is empty")]
+    EmptyToken(String),
+    #[error("--listen {0}: listening beyond loopback needs a token (--token-file or PODCAP_TOKEN)")]
+    NoToken(String),
     #[error("--compress: {0:?} is not one of none, gzip")]
     Compress(String),
     #[error("--snaplen: must be between 64 and 262144, got {0}")]
@@ -150,7 +169,30 @@ impl Args {
             }
             None => None,
         };
+        let listen: std::net::SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::Listen(self.listen.clone()))?;
+        let token = match (&self.token_file, self.token) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    return Err(ConfigError::EmptyToken(path.display().to_string()));
+                }
+                Some(token)
+            }
+            (None, token) => token.filter(|t| !t.is_empty()),
+        };
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::NoToken(self.listen));
+        }
         Ok(Config {
+            listen,
+            token,
             interfaces,
             tap,
             data_dir: self.data_dir,

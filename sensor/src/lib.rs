@@ -3,6 +3,7 @@
 //! Modules, one per concept: `capture` (kernel attach, AF_XDP), `ring` (capture → writer),
 //! `pcapng` (encoding and reading), `store` (segments and retention), `stats` (counters and
 //! drops), `config` (flags), `units` (sizes and durations), `sys` (every syscall and FFI).
+pub mod api;
 pub mod capture;
 pub mod config;
 pub mod pcapng;

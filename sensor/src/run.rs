@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    api::{self, ApiState},
     capture::{Capture, CaptureError, CaptureOptions},
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
@@ -28,6 +29,12 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error("--listen {addr}: cannot serve the API")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the {0} thread failed")]
     Thread(&'static str),
 }
@@ -77,6 +84,23 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.data_dir.display(),
         config.snaplen
     );
+    let api_state = ApiState::new(
+        config.data_dir.clone(),
+        config
+            .interfaces
+            .iter()
+            .chain(&config.tap)
+            .map(|i| i.name.clone())
+            .collect(),
+        Arc::clone(&stats),
+        config.token.clone(),
+    );
+    api_state.ready.store(true, Ordering::Relaxed);
+    let api = api::serve(config.listen, api_state, Arc::clone(stop)).map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    log::info!("API on http://{}", config.listen);
     let start_ns = sys::realtime_ns();
     let writer = spawn_writer(store, consumer, Arc::clone(&stats), start_ns)?;
 
@@ -96,6 +120,8 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         totals.ring_drops,
         totals.writer_drops
     );
+    stop.store(true, Ordering::Relaxed);
+    let _ = api.join();
     closed?;
     Ok(())
 }

@@ -1,0 +1,104 @@
+//! Where sensors come from. `StaticSensors` takes `--sensor URL`s; the Kubernetes issue adds
+//! a source that finds sensor pods and port-forwards to them, behind the same trait.
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+
+/// A sensor the CLI can talk to.
+#[derive(Clone, Debug)]
+pub struct Sensor {
+    /// Names the sensor in messages and prefixes its interfaces in merged files.
+    pub label: String,
+    pub base_url: String,
+}
+
+/// Something that lists sensors.
+pub trait SensorSource {
+    fn sensors(&self) -> Result<Vec<Sensor>>;
+}
+
+/// Sensors named on the command line.
+pub struct StaticSensors(Vec<Sensor>);
+
+impl StaticSensors {
+    pub fn new(urls: &[String]) -> Result<Self> {
+        let mut sensors = Vec::new();
+        for url in urls {
+            let Some(rest) = url.strip_prefix("http://") else {
+                bail!("--sensor {url:?}: expected http://HOST:PORT");
+            };
+            let host = rest.split('/').next().unwrap_or_default();
+            if host.is_empty() {
+                bail!("--sensor {url:?}: no host");
+            }
+            sensors.push(Sensor {
+                label: host.to_owned(),
+                base_url: format!("http://{host}"),
+            });
+        }
+        Ok(Self(sensors))
+    }
+}
+
+impl SensorSource for StaticSensors {
+    fn sensors(&self) -> Result<Vec<Sensor>> {
+        Ok(self.0.clone())
+    }
+}
+
+impl Sensor {
+    fn request(&self, path: &str, token: Option<&str>) -> Result<ureq::Response> {
+        let mut request = ureq::get(&format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        match request.call() {
+            Ok(response) => Ok(response),
+            Err(ureq::Error::Status(code, response)) => {
+                let body = response.into_string().unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                bail!("HTTP {code}: {}", message.trim())
+            }
+            Err(e) => Err(e).context("cannot reach the sensor"),
+        }
+    }
+
+    pub fn get_json(&self, path: &str, token: Option<&str>) -> Result<serde_json::Value> {
+        let response = self.request(path, token)?;
+        serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
+    }
+
+    /// Streams the body into `out`; returns its length.
+    pub fn download(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        out: &mut impl Write,
+        progress: bool,
+    ) -> Result<u64> {
+        let mut reader = self.request(path, token)?.into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let mut shown = 0u64;
+        loop {
+            let n = reader.read(&mut buf).context("the download broke off")?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            total += n as u64;
+            if progress && total - shown >= 8 << 20 {
+                eprint!(
+                    "\r{}: {}   ",
+                    self.label,
+                    podcap_sensor::units::format_size(total)
+                );
+                shown = total;
+            }
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,384 @@
+//! The sensor's HTTP API (axum): health, the segment list, time-sliced snapshots, metrics.
+//!
+//! Rules:
+//! - `router(state)` is the whole API; `serve` binds it. Every endpoint but `/healthz` and
+//!   `/readyz` requires the bearer token when one is configured (compared in constant
+//!   time); a sensor refuses to listen beyond loopback without one.
+//! - Bad input is a 4xx with `{"error": "…"}` naming what is wrong; server faults are a
+//!   500 whose details go to the log, not to the client.
+//! - A snapshot streams: the store's slice is written on a blocking thread into a bounded
+//!   channel, so memory does not grow with the slice, and a client that goes away closes
+//!   the channel, which stops the work. At most `MAX_SNAPSHOTS` run at once.
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::{
+    stats::Stats,
+    store::{index::Index, slice},
+    sys, units,
+};
+
+/// Snapshots served at once; more get 503.
+pub const MAX_SNAPSHOTS: usize = 4;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub data_dir: PathBuf,
+    pub interfaces: Vec<String>,
+    pub ready: Arc<AtomicBool>,
+    pub stats: Arc<Stats>,
+    pub token: Option<Arc<str>>,
+    pub snapshots: Arc<Semaphore>,
+}
+
+impl ApiState {
+    #[must_use]
+    pub fn new(data_dir: PathBuf, interfaces: Vec<String>, stats: Arc<Stats>, token: Option<String>) -> Self {
+        Self {
+            data_dir,
+            interfaces,
+            ready: Arc::new(AtomicBool::new(false)),
+            stats,
+            token: token.map(Arc::from),
+            snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
+        }
+    }
+}
+
+/// An error for the client.
+#[derive(Debug)]
+pub enum AppError {
+    BadRequest(String),
+    Unauthorized,
+    Busy,
+    Internal(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required".to_owned(),
+            ),
+            Self::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many snapshots at once; retry".to_owned(),
+            ),
+            Self::Internal(detail) => {
+                log::error!("API: {detail}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (see the sensor's log)".to_owned(),
+                )
+            }
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// The API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/segments", get(segments))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(token) = &state.token else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(AppError::Unauthorized)
+    }
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: capture not attached or store not writable\n",
+        )
+            .into_response()
+    }
+}
+
+/// A time range from `last=DUR` or `from=RFC3339&to=RFC3339` (to defaults to now).
+#[derive(Debug, Default, Deserialize)]
+pub struct RangeQuery {
+    pub last: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub iface: Option<String>,
+}
+
+impl RangeQuery {
+    /// `[from, to)` in ns; errors name the parameter.
+    pub fn range(&self, now_ns: u64) -> Result<(u64, u64), AppError> {
+        let bad = |name: &str, e: units::UnitError| AppError::BadRequest(format!("{name}: {e}"));
+        match (&self.last, &self.from, &self.to) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(AppError::BadRequest(
+                "give either last or from/to, not both".into(),
+            )),
+            (Some(last), None, None) => {
+                let d = units::parse_duration(last).map_err(|e| bad("last", e))?;
+                Ok((
+                    now_ns.saturating_sub(d.as_nanos() as u64),
+                    now_ns.saturating_add(1),
+                ))
+            }
+            (None, from, to) => {
+                let from = from
+                    .as_deref()
+                    .map(units::parse_rfc3339)
+                    .transpose()
+                    .map_err(|e| bad("from", e))?
+                    .unwrap_or(0);
+                let to = to
+                    .as_deref()
+                    .map(units::parse_rfc3339)
+                    .transpose()
+                    .map_err(|e| bad("to", e))?
+                    .unwrap_or(now_ns.saturating_add(1));
+                if from > to {
+                    return Err(AppError::BadRequest("from is after to".into()));
+                }
+                Ok((from, to))
+            }
+        }
+    }
+}
+
+/// A segment as the API lists it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub name: String,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn load_index(state: &ApiState) -> Result<Index, AppError> {
+    Index::load(&state.data_dir)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| AppError::Internal(format!("reading the index: {e}")))
+}
+
+async fn segments(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<RangeQuery>,
+) -> Result<Json<Vec<SegmentInfo>>, AppError> {
+    authorize(&state, &headers)?;
+    let (from, to) = if query.last.is_none() && query.from.is_none() && query.to.is_none() {
+        (0, u64::MAX)
+    } else {
+        query.range(sys::realtime_ns())?
+    };
+    let index = load_index(&state)?;
+    let list = index
+        .overlapping(from, to)
+        .into_iter()
+        .map(|r| SegmentInfo {
+            name: r.file.clone(),
+            first_ns: r.first_ns,
+            last_ns: r.last_ns,
+            packets: r.packets,
+            bytes: r.bytes,
+        })
+        .collect();
+    Ok(Json(list))
+}
+
+/// Feeds a blocking writer into a bounded channel of chunks.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn snapshot(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<RangeQuery>,
+) -> Result<Response, AppError> {
+    authorize(&state, &headers)?;
+    let (from, to) = query.range(sys::realtime_ns())?;
+    let interfaces = match &query.iface {
+        Some(list) => {
+            let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+            if let Some(unknown) = names.iter().find(|n| !state.interfaces.contains(n)) {
+                return Err(AppError::BadRequest(format!(
+                    "iface: unknown interface {unknown:?}"
+                )));
+            }
+            Some(names)
+        }
+        None => None,
+    };
+    let permit = Arc::clone(&state.snapshots)
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy)?;
+    let index = load_index(&state)?;
+    let (tx, rx) = mpsc::channel(8);
+    let dir = state.data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChannelWriter { tx: tx.clone() };
+        if let Err(e) = slice::write_slice(&dir, &index, from, to, interfaces.as_deref(), &mut out) {
+            log::warn!("snapshot [{from}, {to}) ended early: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
+        }
+    });
+    let name = format!(
+        "podcap-{}-{}.pcapng",
+        units::format_utc_compact(from),
+        units::format_utc_compact(to)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, AppError> {
+    authorize(&state, &headers)?;
+    let mut text = String::new();
+    let mut family = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, u64)>| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, v) in values {
+            let _ = writeln!(text, "{name}{{{labels}}} {v}");
+        }
+    };
+    let per_iface = |f: fn(&crate::stats::SlotSnapshot) -> u64| {
+        let state = state.clone();
+        (0..state.interfaces.len()).map(move |i| {
+            (
+                format!("interface=\"{}\"", state.interfaces[i]),
+                f(&state.stats.snapshot(i)),
+            )
+        })
+    };
+    family(
+        "podcap_packets_captured_total",
+        "Packets that reached user space.",
+        &mut per_iface(|s| s.received),
+    );
+    family(
+        "podcap_bytes_captured_total",
+        "Bytes (original lengths) that reached user space.",
+        &mut per_iface(|s| s.received_bytes),
+    );
+    family(
+        "podcap_packets_written_total",
+        "Packets written into segments.",
+        &mut per_iface(|s| s.written),
+    );
+    let totals = state.stats.totals();
+    family(
+        "podcap_drops_total",
+        "Packets lost, by stage.",
+        &mut [
+            ("kernel", totals.kernel_drops),
+            ("ring", totals.ring_drops),
+            ("disk", totals.writer_drops),
+        ]
+        .into_iter()
+        .map(|(stage, v)| (format!("stage=\"{stage}\""), v)),
+    );
+    let index = load_index(&state)?;
+    let _ = write!(
+        text,
+        "# HELP podcap_store_bytes Bytes of finished segments.\n# TYPE podcap_store_bytes gauge\npodcap_store_bytes {}\n# HELP podcap_store_segments Finished segments.\n# TYPE podcap_store_segments gauge\npodcap_store_segments {}\n",
+        index.total_bytes(),
+        index.len()
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Serves `router(state)` on `addr` until `stop` turns true.
+pub fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    std::thread::Builder::new()
+        .name("podcap-api".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let shutdown = async move {
+                    while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, router(state))
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    log::error!("API server failed: {e}");
+                }
+            });
+        })
+}

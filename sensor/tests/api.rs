@@ -1,0 +1,273 @@
+//! The HTTP API through `router(state).oneshot(request)`, every endpoint and every bad
+//! input, plus one real listener on port 0 (axum's testing pattern). No privileges needed:
+//! the store is written by the real `SegmentWriter` into a temporary directory.
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+};
+use http_body_util::BodyExt;
+use podcap_sensor::{
+    api::{router, ApiState, SegmentInfo},
+    pcapng::{
+        read::{parse_packet, Blocks, Section},
+        Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
+    },
+    stats::Stats,
+    store::{Limits, SegmentWriter},
+    sys::realtime_ns,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+const SECOND: u64 = 1_000_000_000;
+
+/// A store with 300 packets on eth0 and eth1, one per 100 ms, ending now.
+fn store() -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let ifaces = ["eth0", "eth1"]
+        .map(|name| InterfaceDescription {
+            name: name.into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        })
+        .to_vec();
+    let limits = Limits {
+        compress: false,
+        segment_size: 4_000,
+        segment_time: Duration::from_hours(1),
+        max_size: 100_000_000,
+        max_time: Duration::from_hours(1),
+    };
+    let mut w = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
+    let start = realtime_ns() - 30 * SECOND;
+    for i in 0..300u64 {
+        let ts = start + i * SECOND / 10;
+        w.write_packet(
+            (i % 2) as u32,
+            ts,
+            100,
+            &ts.to_be_bytes(),
+            Direction::Inbound,
+            |_| InterfaceStatistics::default(),
+        )
+        .unwrap();
+    }
+    w.finish(|_| InterfaceStatistics::default()).unwrap();
+    (dir, start)
+}
+
+fn state(dir: &tempfile::TempDir, token: Option<&str>) -> ApiState {
+    let s = ApiState::new(
+        dir.path().to_owned(),
+        vec!["eth0".into(), "eth1".into()],
+        Arc::new(Stats::new(2)),
+        token.map(str::to_owned),
+    );
+    s.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    s
+}
+
+async fn get(
+    state: &ApiState,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut request = Request::get(uri);
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+fn packets(bytes: &[u8]) -> Vec<(String, u64)> {
+    let mut section = Section::default();
+    let mut out = Vec::new();
+    for block in Blocks::new(bytes) {
+        let block = block.unwrap();
+        section.observe(&block).unwrap();
+        if let Some(p) = parse_packet(&block, &section).unwrap() {
+            out.push((
+                section.interfaces[p.interface_id as usize].name.clone(),
+                p.timestamp_ns,
+            ));
+        }
+    }
+    out
+}
+
+fn error_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["error"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let (dir, _) = store();
+    let s = state(&dir, None);
+    assert_eq!(get(&s, "/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(get(&s, "/readyz", None).await.0, StatusCode::OK);
+    s.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&s, "/readyz", None).await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn segments_list_the_index() {
+    let (dir, start) = store();
+    let s = state(&dir, None);
+    let (status, _, body) = get(&s, "/api/v1/segments", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Vec<SegmentInfo> = serde_json::from_slice(&body).unwrap();
+    assert!(list.len() > 2);
+    assert_eq!(list.iter().map(|s| s.packets).sum::<u64>(), 300);
+    assert_eq!(list.iter().map(|s| s.first_ns).min(), Some(start));
+    let (_, _, body) = get(&s, "/api/v1/segments?last=5s", None).await;
+    let recent: Vec<SegmentInfo> = serde_json::from_slice(&body).unwrap();
+    assert!(!recent.is_empty() && recent.len() < list.len());
+}
+
+#[tokio::test]
+async fn snapshot_holds_exactly_the_slice_in_order() {
+    let (dir, start) = store();
+    let s = state(&dir, None);
+    let from = podcap_sensor::units::format_utc_compact(start);
+    assert_eq!(from.len(), 16);
+    // [start + 10 s, start + 20 s): packets 100..200.
+    let to_rfc = |ns: u64| {
+        let secs = ns / SECOND;
+        let frac = ns % SECOND;
+        let c = podcap_sensor::units::format_utc_compact(secs * SECOND);
+        format!(
+            "{}-{}-{}T{}:{}:{}.{frac:09}Z",
+            &c[0..4],
+            &c[4..6],
+            &c[6..8],
+            &c[9..11],
+            &c[11..13],
+            &c[13..15]
+        )
+    };
+    let uri = format!(
+        "/api/v1/snapshot?from={}&to={}",
+        to_rfc(start + 10 * SECOND),
+        to_rfc(start + 20 * SECOND)
+    );
+    let (status, headers, body) = get(&s, &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-pcapng");
+    assert!(headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("filename=\"podcap-"));
+    let got = packets(&body);
+    assert_eq!(got.len(), 100);
+    assert!(got.windows(2).all(|w| w[0].1 <= w[1].1));
+    assert_eq!(got[0].1, start + 10 * SECOND);
+
+    let (_, _, body) = get(&s, &format!("{uri}&iface=eth1"), None).await;
+    let got = packets(&body);
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|(name, _)| name == "eth1"));
+
+    let (_, _, body) = get(&s, "/api/v1/snapshot?last=1h", None).await;
+    assert_eq!(packets(&body).len(), 300);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_naming_the_problem() {
+    let (dir, _) = store();
+    let s = state(&dir, None);
+    for (uri, needle) in [
+        ("/api/v1/snapshot?last=5x", "last: invalid duration"),
+        ("/api/v1/snapshot?last=0s", "last:"),
+        ("/api/v1/snapshot?from=yesterday", "from: invalid time"),
+        (
+            "/api/v1/snapshot?from=2026-11-23T10:00:00Z&to=2026-11-23T09:00:00Z",
+            "from is after to",
+        ),
+        (
+            "/api/v1/snapshot?last=5m&from=2026-11-23T10:00:00Z",
+            "either last or from/to",
+        ),
+        (
+            "/api/v1/snapshot?last=5m&iface=eth9",
+            "unknown interface \"eth9\"",
+        ),
+        ("/api/v1/segments?to=soon", "to: invalid time"),
+    ] {
+        let (status, _, body) = get(&s, uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        let message = error_of(&body);
+        assert!(message.contains(needle), "{uri}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_guards_everything_but_health() {
+    let (dir, _) = store();
+    let s = state(&dir, Some("s3cret"));
+    assert_eq!(get(&s, "/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(get(&s, "/readyz", None).await.0, StatusCode::OK);
+    for uri in ["/api/v1/segments", "/api/v1/snapshot?last=1m", "/metrics"] {
+        assert_eq!(get(&s, uri, None).await.0, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(
+            get(&s, uri, Some("wrong!")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        assert_eq!(get(&s, uri, Some("s3cret")).await.0, StatusCode::OK, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let (dir, _) = store();
+    let s = state(&dir, None);
+    s.stats.slots[1]
+        .received
+        .store(7, std::sync::atomic::Ordering::Relaxed);
+    let (status, headers, body) = get(&s, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("podcap_packets_captured_total{interface=\"eth1\"} 7"),
+        "{text}"
+    );
+    assert!(text.contains("podcap_drops_total{stage=\"disk\"} 0"));
+    assert!(text.contains("podcap_store_segments "));
+}
+
+#[tokio::test]
+async fn a_real_listener_serves_the_router() {
+    let (dir, _) = store();
+    let s = state(&dir, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(s)).await.unwrap() });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+}
