@@ -95,6 +95,10 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         Arc::clone(&stats),
         config.token.clone(),
     );
+    let api_state = ApiState {
+        view: Some(store.view()),
+        ..api_state
+    };
     api_state.ready.store(true, Ordering::Relaxed);
     let api = api::serve(config.listen, api_state, Arc::clone(stop)).map_err(|source| RunError::Listen {
         addr: config.listen,

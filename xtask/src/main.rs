@@ -106,6 +106,8 @@ fn test(args: &[String]) -> Result<()> {
         util::cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]),
         "cargo clippy",
     )?;
+    // The privileged tests drive the `podcap` CLI binary too.
+    util::cargo_build(&env, false)?;
     // Privileged tests serialise themselves (they share the capture veth name and the
     // kernel); unit tests run in parallel.
     util::run_status(util::cargo(&env).arg("test").args(args), "cargo test")

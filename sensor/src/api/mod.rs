@@ -32,7 +32,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
     stats::Stats,
-    store::{index::Index, slice},
+    store::{
+        index::{Index, SegmentRecord},
+        slice, SharedView,
+    },
     sys, units,
 };
 
@@ -48,6 +51,9 @@ pub struct ApiState {
     pub stats: Arc<Stats>,
     pub token: Option<Arc<str>>,
     pub snapshots: Arc<Semaphore>,
+    /// The running writer's view of the store; without one, the manifest on disk is read
+    /// (finished segments only).
+    pub view: Option<SharedView>,
 }
 
 impl ApiState {
@@ -60,6 +66,7 @@ impl ApiState {
             stats,
             token: token.map(Arc::from),
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
+            view: None,
         }
     }
 }
@@ -203,6 +210,21 @@ fn load_index(state: &ApiState) -> Result<Index, AppError> {
         .map_err(|e| AppError::Internal(format!("reading the index: {e}")))
 }
 
+/// Segments overlapping `[from, to)`, the active one included when the writer shares it.
+fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
+    if let Some(view) = &state.view {
+        let view = view
+            .read()
+            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+        return Ok(view.overlapping(from, to));
+    }
+    Ok(load_index(state)?
+        .overlapping(from, to)
+        .into_iter()
+        .cloned()
+        .collect())
+}
+
 async fn segments(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -214,9 +236,7 @@ async fn segments(
     } else {
         query.range(sys::realtime_ns())?
     };
-    let index = load_index(&state)?;
-    let list = index
-        .overlapping(from, to)
+    let list = overlapping(&state, from, to)?
         .into_iter()
         .map(|r| SegmentInfo {
             name: r.file.clone(),
@@ -269,13 +289,14 @@ async fn snapshot(
     let permit = Arc::clone(&state.snapshots)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy)?;
-    let index = load_index(&state)?;
+    let segments = overlapping(&state, from, to)?;
     let (tx, rx) = mpsc::channel(8);
     let dir = state.data_dir.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut out = ChannelWriter { tx: tx.clone() };
-        if let Err(e) = slice::write_slice(&dir, &index, from, to, interfaces.as_deref(), &mut out) {
+        let refs: Vec<&SegmentRecord> = segments.iter().collect();
+        if let Err(e) = slice::write_segments(&dir, &refs, from, to, interfaces.as_deref(), &mut out) {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
         }

@@ -106,12 +106,22 @@ fn gzip(path: &Path, seq: u64) -> io::Result<Compressed> {
 
 /// Reads a segment, plain or gzip, by its file name.
 pub enum SegmentReader {
-    Plain(BufReader<File>),
+    /// A plain file, read up to `limit` bytes (the part of an active segment known whole).
+    Plain {
+        inner: BufReader<File>,
+        pos: u64,
+        limit: u64,
+    },
     Gzip(Box<BufReader<MultiGzDecoder<File>>>),
 }
 
 impl SegmentReader {
     pub fn open(path: &Path) -> io::Result<Self> {
+        Self::open_limited(path, u64::MAX)
+    }
+
+    /// Opens a segment of which only the first `limit` bytes are read.
+    pub fn open_limited(path: &Path, limit: u64) -> io::Result<Self> {
         let file = File::open(path)?;
         Ok(if path.to_string_lossy().ends_with(GZIP_SUFFIX) {
             Self::Gzip(Box::new(BufReader::with_capacity(
@@ -119,13 +129,17 @@ impl SegmentReader {
                 MultiGzDecoder::new(file),
             )))
         } else {
-            Self::Plain(BufReader::with_capacity(1 << 20, file))
+            Self::Plain {
+                inner: BufReader::with_capacity(1 << 20, file),
+                pos: 0,
+                limit,
+            }
         })
     }
 
     #[must_use]
     pub fn seekable(&self) -> bool {
-        matches!(self, Self::Plain(_))
+        matches!(self, Self::Plain { .. })
     }
 
     /// The whole segment, decompressed.
@@ -139,7 +153,14 @@ impl SegmentReader {
 impl Read for SegmentReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Self::Plain(r) => r.read(buf),
+            Self::Plain { inner, pos, limit } => {
+                let room = usize::try_from(limit.saturating_sub(*pos))
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                let n = inner.read(&mut buf[..room])?;
+                *pos += n as u64;
+                Ok(n)
+            }
             Self::Gzip(r) => r.read(buf),
         }
     }
@@ -148,7 +169,10 @@ impl Read for SegmentReader {
 impl Seek for SegmentReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         match self {
-            Self::Plain(r) => r.seek(pos),
+            Self::Plain { inner, pos: at, .. } => {
+                *at = inner.seek(pos)?;
+                Ok(*at)
+            }
             Self::Gzip(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "compressed segments are read whole",

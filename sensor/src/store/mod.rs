@@ -27,6 +27,7 @@ use std::{
     fs::{self, File},
     io::{self, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -57,6 +58,26 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What readers may slice: finished segments and the whole part of the active one.
+#[derive(Debug, Default)]
+pub struct StoreView {
+    pub index: Index,
+    pub active: Option<SegmentRecord>,
+}
+
+/// Shared between the writer (which updates it) and readers.
+pub type SharedView = Arc<RwLock<StoreView>>;
+
+impl StoreView {
+    /// Segments holding packets in `[from, to)`, the active one last.
+    #[must_use]
+    pub fn overlapping(&self, from: u64, to: u64) -> Vec<SegmentRecord> {
+        let mut list: Vec<SegmentRecord> = self.index.overlapping(from, to).into_iter().cloned().collect();
+        list.extend(self.active.iter().filter(|a| a.overlaps(from, to)).cloned());
+        list
+    }
 }
 
 /// Limits of the store.
@@ -175,6 +196,8 @@ pub struct SegmentWriter {
     last_flush: Instant,
     last_retention: Instant,
     index: Index,
+    /// What readers (the API) see: the index and the active segment's whole part.
+    view: SharedView,
     /// (interface id, timestamp) of each packet in `buf`, for the index and for loss counts.
     buffered: Vec<(u32, u64)>,
     /// Packets per interface that could not be written.
@@ -217,6 +240,10 @@ impl SegmentWriter {
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
             last_retention: Instant::now(),
+            view: Arc::new(RwLock::new(StoreView {
+                index: index.clone(),
+                active: None,
+            })),
             index,
             buffered: Vec::with_capacity(16_384),
             lost: vec![0; interface_count],
@@ -233,6 +260,44 @@ impl SegmentWriter {
     #[must_use]
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// A handle on what readers may slice, kept current by this writer.
+    #[must_use]
+    pub fn view(&self) -> SharedView {
+        Arc::clone(&self.view)
+    }
+
+    /// Publishes the index after a change (rotation, retention, compression).
+    fn publish_index(&self) {
+        let mut view = self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        view.index = self.index.clone();
+        if self.active.is_none() {
+            view.active = None;
+        }
+    }
+
+    /// Publishes how much of the active segment is whole on disk.
+    fn publish_active(&self) {
+        let active = self
+            .active
+            .as_ref()
+            .filter(|a| a.record.packets > 0)
+            .map(|a| SegmentRecord {
+                file: segment_path(&self.dir, a.seq, true)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                bytes: a.bytes,
+                ..a.record.clone()
+            });
+        self.view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .active = active;
     }
 
     /// Changes the retention limits; they apply at once.
@@ -330,6 +395,9 @@ impl SegmentWriter {
                 for &(interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);
                 }
+                self.buf.clear();
+                self.buffered.clear();
+                self.publish_active();
             }
             Err(error) => {
                 let cut = active
@@ -371,11 +439,8 @@ impl SegmentWriter {
                     // The section header never reached the file: it goes first next time.
                     self.write_header();
                 }
-                return;
             }
         }
-        self.buf.clear();
-        self.buffered.clear();
     }
 
     fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
@@ -450,6 +515,7 @@ impl SegmentWriter {
             compressor.submit(active.seq, to);
         }
         self.apply_retention();
+        self.publish_index();
         Ok(())
     }
 
@@ -520,6 +586,8 @@ impl SegmentWriter {
             return;
         };
         let saved = self.index.save(&self.dir);
+        // Readers stop seeing the segment before it goes.
+        self.publish_index();
         if let Err(e) = fs::remove_file(self.dir.join(&record.file)) {
             log::warn!("could not delete {}: {e}", record.file);
         }

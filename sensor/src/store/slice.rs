@@ -17,7 +17,10 @@ use std::{
     path::Path,
 };
 
-use super::{compress::SegmentReader, index::Index};
+use super::{
+    compress::SegmentReader,
+    index::{Index, SegmentRecord},
+};
 use crate::pcapng::{
     read::{parse_packet, BlockReader, ReadError, Section},
     BlockWriter, Direction,
@@ -111,10 +114,23 @@ impl<W: Write> Output<'_, W> {
     }
 }
 
-/// Writes the slice `[from, to)` of the store in `dir` to `out`.
+/// Writes the slice `[from, to)` of the finished segments in `index` to `out`.
 pub fn write_slice(
     dir: &Path,
     index: &Index,
+    from: u64,
+    to: u64,
+    interfaces: Option<&[String]>,
+    out: &mut impl Write,
+) -> Result<SliceStats, SliceError> {
+    write_segments(dir, &index.overlapping(from, to), from, to, interfaces, out)
+}
+
+/// Writes the slice `[from, to)` of `segments` (in first-timestamp order; each read up to
+/// its recorded byte count, so an active segment is read only as far as it is whole).
+pub fn write_segments(
+    dir: &Path,
+    segments: &[&SegmentRecord],
     from: u64,
     to: u64,
     interfaces: Option<&[String]>,
@@ -139,10 +155,12 @@ pub fn write_slice(
     let mut free: Vec<Vec<u8>> = Vec::new();
     let (mut arrival, mut newest) = (0u64, 0u64);
 
-    for record in index.overlapping(from, to) {
-        let file = SegmentReader::open(&dir.join(&record.file)).map_err(|source| SliceError::Open {
-            file: record.file.clone(),
-            source,
+    for record in segments {
+        let file = SegmentReader::open_limited(&dir.join(&record.file), record.bytes).map_err(|source| {
+            SliceError::Open {
+                file: record.file.clone(),
+                source,
+            }
         })?;
         let seekable = file.seekable();
         let read_err = |source| SliceError::Read {
@@ -228,10 +246,7 @@ pub fn write_slice(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        pcapng::{read::Blocks, InterfaceDescription, LINKTYPE_ETHERNET},
-        store::index::SegmentRecord,
-    };
+    use crate::pcapng::{read::Blocks, InterfaceDescription, LINKTYPE_ETHERNET};
 
     fn segment(dir: &Path, seq: u64, ifaces: &[&str], packets: &[(u32, u64)]) -> SegmentRecord {
         let mut w = BlockWriter::default();
