@@ -122,12 +122,35 @@ pub fn run(seconds: u64) -> Result<()> {
         bail!("podcap-sensor exited at start ({status})");
     }
     traffic(seconds)?;
+    thread::sleep(Duration::from_secs(1)); // the sensor flushes at least every 0.5 s
+    let snapshot_dir = util::workspace_root().join("target/demo");
+    let cli = util::target_bin("podcap");
+    let command = format!(
+        "ip netns exec {NODE} {} dump --time 1m --sensor http://127.0.0.1:9090 --dest {}",
+        cli.display(),
+        snapshot_dir.display()
+    );
+    println!(
+        "\ndemo: {}",
+        command.replace(&format!("ip netns exec {NODE} "), "")
+    );
+    sh(&format!("rm -f {}/podcap-*.pcapng", snapshot_dir.display()))?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(Stdio::null())
+        .output()?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("podcap dump failed");
+    }
     sh(&format!("kill -TERM {}", sensor.0.id()))?;
     let status = sensor.0.wait()?;
     if !status.success() {
         bail!("podcap-sensor failed ({status})");
     }
-    summary(&data)
+    summary(&data)?;
+    snapshot_summary(&snapshot_dir)
 }
 
 fn traffic(seconds: u64) -> Result<()> {
@@ -153,6 +176,27 @@ fn traffic(seconds: u64) -> Result<()> {
     }
     let _ = server.0.kill();
     let _ = server.0.wait();
+    Ok(())
+}
+
+fn snapshot_summary(dir: &std::path::Path) -> Result<()> {
+    let snapshot = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pcapng"))
+        .context("podcap dump wrote no file")?;
+    println!(
+        "\ndemo: the snapshot {} (last minute, both pods), first packets:",
+        snapshot.display()
+    );
+    let first = sh(&format!(
+        "tshark -r {} -c 8 -T fields -e frame.time_relative -e frame.interface_name -e _ws.col.Info 2>/dev/null",
+        snapshot.display()
+    ))?;
+    for line in first.lines() {
+        println!("  {line}");
+    }
+    println!("\nOpen it with: wireshark {}", snapshot.display());
     Ok(())
 }
 
@@ -206,6 +250,5 @@ fn summary(data: &PathBuf) -> Result<()> {
     for line in conv.lines().filter(|l| l.contains("<->")).take(6) {
         println!("  {}", line.trim());
     }
-    println!("\nOpen them with: wireshark {}", files[0].display());
     Ok(())
 }
