@@ -65,6 +65,20 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Show, or change, the recording settings of every sensor.
+    Config {
+        /// Start (true) or stop (false) recording without restarting the sensors.
+        #[arg(long, value_name = "BOOL")]
+        enable: Option<bool>,
+        /// Total size of each sensor's store (e.g. 500MB).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Time window of each sensor's store (e.g. 2h).
+        #[arg(long, value_name = "DUR")]
+        max_time: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// List what each sensor holds.
     Segments {
         #[command(flatten)]
@@ -143,6 +157,56 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &dest,
                 allow_partial,
             )
+        }
+        Command::Config {
+            enable,
+            max_size,
+            max_time,
+            connection,
+        } => {
+            // Checked here first, so a typo changes no sensor at all.
+            if let Some(size) = &max_size {
+                units::parse_size(size).context("--max-size")?;
+            }
+            if let Some(time) = &max_time {
+                units::parse_duration(time).context("--max-time")?;
+            }
+            let mut change = serde_json::Map::new();
+            if let Some(enable) = enable {
+                change.insert("enabled".into(), enable.into());
+            }
+            if let Some(size) = max_size {
+                change.insert("maxSize".into(), size.into());
+            }
+            if let Some(time) = max_time {
+                change.insert("maxTime".into(), time.into());
+            }
+            let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
+            let token = token(&connection)?;
+            let mut failed = false;
+            for sensor in &sensors {
+                let answer = if change.is_empty() {
+                    sensor.get_json("/api/v1/config", token.as_deref())
+                } else {
+                    sensor.patch_json(
+                        "/api/v1/config",
+                        token.as_deref(),
+                        &serde_json::Value::Object(change.clone()),
+                    )
+                };
+                match answer {
+                    Ok(settings) => println!("{}: {settings}", sensor.label),
+                    Err(e) => {
+                        eprintln!("podcap: {}: {e:#}", sensor.label);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Segments { connection } => {
             let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;

@@ -48,11 +48,25 @@ impl SensorSource for StaticSensors {
 
 impl Sensor {
     fn request(&self, path: &str, token: Option<&str>) -> Result<ureq::Response> {
-        let mut request = ureq::get(&format!("{}{path}", self.base_url));
+        self.send("GET", path, token, None)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<ureq::Response> {
+        let mut request = ureq::request(method, &format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.set("Authorization", &format!("Bearer {token}"));
         }
-        match request.call() {
+        let result = match body {
+            Some(body) => request.set("Content-Type", "application/json").send_string(body),
+            None => request.call(),
+        };
+        match result {
             Ok(response) => Ok(response),
             Err(ureq::Error::Status(code, response)) => {
                 let body = response.into_string().unwrap_or_default();
@@ -68,6 +82,16 @@ impl Sensor {
 
     pub fn get_json(&self, path: &str, token: Option<&str>) -> Result<serde_json::Value> {
         let response = self.request(path, token)?;
+        serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
+    }
+
+    pub fn patch_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let response = self.send("PATCH", path, token, Some(&body.to_string()))?;
         serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
     }
 

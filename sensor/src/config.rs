@@ -73,6 +73,9 @@ pub struct Config {
     pub ring_bytes: usize,
     pub listen: std::net::SocketAddr,
     pub token: Option<String>,
+    /// `--max-size` and `--max-time` as typed (the settings API shows them so).
+    pub max_size_text: String,
+    pub max_time_text: String,
     pub xsk_frames: u32,
 }
 
@@ -191,6 +194,8 @@ impl Args {
             return Err(ConfigError::NoToken(self.listen));
         }
         Ok(Config {
+            max_size_text: self.max_size.clone(),
+            max_time_text: self.max_time.clone(),
             listen,
             token,
             interfaces,

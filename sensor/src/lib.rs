@@ -9,6 +9,7 @@ pub mod config;
 pub mod pcapng;
 pub mod ring;
 pub mod run;
+pub mod settings;
 pub mod stats;
 pub mod store;
 pub mod sys;

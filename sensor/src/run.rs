@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
     ring::{record_ring, RecordConsumer},
+    settings::RuntimeSettings,
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
@@ -35,6 +36,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Settings(crate::settings::SettingsError),
     #[error("the {0} thread failed")]
     Thread(&'static str),
 }
@@ -65,7 +68,12 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         })
         .collect();
     let stats = Arc::new(Stats::new(interfaces.len()));
-    let store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
+    let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
+    let settings = Arc::new(
+        RuntimeSettings::load(&config.data_dir, &config.max_size_text, &config.max_time_text)
+            .map_err(RunError::Settings)?,
+    );
+    store.set_retention(settings.max_size(), settings.max_time());
     let (mut producer, consumer) = record_ring(config.ring_bytes);
     let mut capture = Capture::start(&CaptureOptions {
         interfaces: config.interfaces.clone(),
@@ -97,6 +105,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     );
     let api_state = ApiState {
         view: Some(store.view()),
+        settings: Some(Arc::clone(&settings)),
         ..api_state
     };
     api_state.ready.store(true, Ordering::Relaxed);
@@ -106,10 +115,16 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     })?;
     log::info!("API on http://{}", config.listen);
     let start_ns = sys::realtime_ns();
-    let writer = spawn_writer(store, consumer, Arc::clone(&stats), start_ns)?;
+    let writer = spawn_writer(
+        store,
+        consumer,
+        Arc::clone(&stats),
+        Arc::clone(&settings),
+        start_ns,
+    )?;
 
     let stop_flag = Arc::clone(stop);
-    capture.run(&mut producer, &stats, || {
+    capture.run(&mut producer, &stats, &settings, || {
         sys::stop_requested() || stop_flag.load(Ordering::Relaxed)
     });
     drop(producer);
@@ -135,6 +150,7 @@ fn spawn_writer(
     mut store: SegmentWriter,
     mut consumer: RecordConsumer,
     stats: Arc<Stats>,
+    settings: Arc<RuntimeSettings>,
     start_ns: u64,
 ) -> Result<thread::JoinHandle<Result<(), StoreError>>, RunError> {
     thread::Builder::new()
@@ -143,7 +159,14 @@ fn spawn_writer(
             let mut data = Vec::with_capacity(1 << 16);
             let isb = |id: u32| interface_statistics(&stats, id, start_ns);
             let mut failing = false;
+            let mut retention = (settings.max_size(), settings.max_time());
             loop {
+                // Limits changed through the API apply at once.
+                let wanted = (settings.max_size(), settings.max_time());
+                if wanted != retention {
+                    retention = wanted;
+                    store.set_retention(wanted.0, wanted.1);
+                }
                 let mut idle = true;
                 while let Some(header) = consumer.pop(&mut data) {
                     idle = false;

@@ -271,3 +271,59 @@ async fn a_real_listener_serves_the_router() {
         "{answer}"
     );
 }
+
+async fn send(state: &ApiState, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn config_shows_changes_validates_and_persists() {
+    let (dir, _) = store();
+    let mut s = state(&dir, None);
+    let settings =
+        Arc::new(podcap_sensor::settings::RuntimeSettings::load(dir.path(), "500MB", "1h").unwrap());
+    s.settings = Some(Arc::clone(&settings));
+    let (status, body) = send(&s, "GET", "/api/v1/config", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::json!({"enabled": true, "maxTime": "1h", "maxSize": "500MB"})
+    );
+
+    let (status, body) = send(
+        &s,
+        "PATCH",
+        "/api/v1/config",
+        r#"{"enabled": false, "maxTime": "2h"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["maxTime"], "2h");
+    assert!(!settings.enabled());
+    assert_eq!(settings.max_time(), Duration::from_hours(2));
+    let reloaded = podcap_sensor::settings::RuntimeSettings::load(dir.path(), "500MB", "1h").unwrap();
+    assert!(!reloaded.enabled(), "persisted");
+
+    for (bad, needle) in [
+        (r#"{"maxSize": "lots"}"#, "maxSize: invalid size"),
+        (r#"{"maxTime": "0s"}"#, "maxTime:"),
+        (r#"{"maxsize": "1GB"}"#, "unknown field `maxsize`"),
+        ("not json", "config:"),
+    ] {
+        let (status, body) = send(&s, "PATCH", "/api/v1/config", bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].as_str().unwrap().contains(needle), "{bad}: {body}");
+    }
+    assert_eq!(settings.max_size(), 500_000_000, "a bad change applied nothing");
+}

@@ -971,3 +971,53 @@ fn podcap_dump_merges_two_nodes_into_one_time_ordered_file() {
     dump1.stop();
     dump2.stop();
 }
+
+#[test]
+fn recording_stops_and_resumes_through_podcap_config() {
+    let _serial = serial();
+    let t = topology("g");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(&t.n, &format!("--iface n0 --data-dir {}", data.display()));
+    let podcap = |args: &str| {
+        try_sh(&t.n.exec(&format!(
+            "{} {args} --sensor http://127.0.0.1:9090",
+            podcap_cli().display()
+        )))
+    };
+    let (ok, text) = podcap("config --enable false --max-time 2h");
+    assert!(
+        ok && text.contains("\"enabled\":false") && text.contains("\"maxTime\":\"2h\""),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let paused = realtime_ns();
+    t.a.sh("ping -c 10 -i 0.02 198.18.0.2");
+    let resumed = realtime_ns();
+    let (ok, text) = podcap("config --enable true");
+    assert!(ok, "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    t.a.sh("ping -c 10 -i 0.02 198.18.0.2");
+    let (ok, text) = podcap("config --max-size lots");
+    assert!(
+        !ok && text.contains("--max-size"),
+        "a bad value is refused before any sensor changes: {text}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let frames = pcap::read_segments(&segments(&data));
+    let pings = |from: u64, to: u64| {
+        frames
+            .iter()
+            .filter(|f| f.ts_ns >= from && f.ts_ns < to && f.data.len() > 34 && f.data[23] == 1)
+            .count()
+    };
+    assert_eq!(pings(paused, resumed), 0, "recorded while disabled");
+    assert_eq!(pings(resumed, u64::MAX), 20, "not recorded after enabling again");
+    // The change survives a restart.
+    let settings = std::fs::read_to_string(data.join("settings.json")).unwrap();
+    assert!(
+        settings.contains("\"maxTime\": \"2h\"") && settings.contains("\"enabled\": true"),
+        "{settings}"
+    );
+}

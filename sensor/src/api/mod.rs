@@ -1,4 +1,5 @@
-//! The sensor's HTTP API (axum): health, the segment list, time-sliced snapshots, metrics.
+//! The sensor's HTTP API (axum): health, the segment list, time-sliced snapshots, the
+//! recording settings, metrics.
 //!
 //! Rules:
 //! - `router(state)` is the whole API; `serve` binds it. Every endpoint but `/healthz` and
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
+    settings::{RuntimeSettings, SettingsDoc, SettingsError},
     stats::Stats,
     store::{
         index::{Index, SegmentRecord},
@@ -54,6 +56,8 @@ pub struct ApiState {
     /// The running writer's view of the store; without one, the manifest on disk is read
     /// (finished segments only).
     pub view: Option<SharedView>,
+    /// The live recording settings (`/api/v1/config`); absent in tests of other endpoints.
+    pub settings: Option<Arc<RuntimeSettings>>,
 }
 
 impl ApiState {
@@ -67,6 +71,7 @@ impl ApiState {
             token: token.map(Arc::from),
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
             view: None,
+            settings: None,
         }
     }
 }
@@ -111,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/segments", get(segments))
         .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/config", get(get_config).patch(patch_config))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -317,6 +323,43 @@ async fn snapshot(
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response())
+}
+
+fn settings(state: &ApiState) -> Result<&RuntimeSettings, AppError> {
+    state
+        .settings
+        .as_deref()
+        .ok_or_else(|| AppError::Internal("no runtime settings".into()))
+}
+
+async fn get_config(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<SettingsDoc>, AppError> {
+    authorize(&state, &headers)?;
+    Ok(Json(settings(&state)?.current()))
+}
+
+async fn patch_config(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<SettingsDoc>, AppError> {
+    authorize(&state, &headers)?;
+    let change: SettingsDoc =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("config: {e}")))?;
+    let settings = settings(&state)?;
+    settings.apply(&change, true).map_err(|e| match e {
+        SettingsError::Invalid { .. } => AppError::BadRequest(e.to_string()),
+        SettingsError::Persist { .. } => {
+            AppError::Internal(format!("{e}: {:?}", std::error::Error::source(&e)))
+        }
+    })?;
+    log::info!(
+        "settings changed through the API: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(Json(settings.current()))
 }
 
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, AppError> {

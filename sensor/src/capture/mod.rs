@@ -29,6 +29,7 @@ use podcap_common::{
 
 use crate::{
     ring::{RecordHeader, RecordProducer},
+    settings::RuntimeSettings,
     stats::{DropWarnings, Stats},
     sys::{
         self,
@@ -279,7 +280,14 @@ impl Capture {
     }
 
     /// Moves frames from the sockets into `ring` until `stop()` says so, then drains.
-    pub fn run(&mut self, ring: &mut RecordProducer, stats: &Stats, mut stop: impl FnMut() -> bool) {
+    pub fn run(
+        &mut self,
+        ring: &mut RecordProducer,
+        stats: &Stats,
+        settings: &RuntimeSettings,
+        mut stop: impl FnMut() -> bool,
+    ) {
+        let mut enabled = true;
         let fds: Vec<_> = self.socket_sets().flat_map(|set| set.fds()).collect();
         let mut warnings = DropWarnings::new(Duration::from_secs(10));
         let mut last_counters = Instant::now();
@@ -292,6 +300,13 @@ impl Capture {
                 if let Err(e) = sys::poll_readable(&fds, Duration::from_millis(100)) {
                     log::warn!("poll on the AF_XDP sockets failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if settings.enabled() != enabled {
+                enabled = settings.enabled();
+                match self.settings.set(SETTING_ENABLED, u32::from(enabled), 0) {
+                    Ok(()) => log::info!("recording {}", if enabled { "enabled" } else { "disabled" }),
+                    Err(e) => log::error!("could not switch recording: {e}"),
                 }
             }
             if self.clock_refreshed.elapsed() >= Duration::from_secs(1) {
