@@ -163,83 +163,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_size,
             max_time,
             connection,
-        } => {
-            // Checked here first, so a typo changes no sensor at all.
-            if let Some(size) = &max_size {
-                units::parse_size(size).context("--max-size")?;
-            }
-            if let Some(time) = &max_time {
-                units::parse_duration(time).context("--max-time")?;
-            }
-            let mut change = serde_json::Map::new();
-            if let Some(enable) = enable {
-                change.insert("enabled".into(), enable.into());
-            }
-            if let Some(size) = max_size {
-                change.insert("maxSize".into(), size.into());
-            }
-            if let Some(time) = max_time {
-                change.insert("maxTime".into(), time.into());
-            }
-            let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
-            let token = token(&connection)?;
-            let mut failed = false;
-            for sensor in &sensors {
-                let answer = if change.is_empty() {
-                    sensor.get_json("/api/v1/config", token.as_deref())
-                } else {
-                    sensor.patch_json(
-                        "/api/v1/config",
-                        token.as_deref(),
-                        &serde_json::Value::Object(change.clone()),
-                    )
-                };
-                match answer {
-                    Ok(settings) => println!("{}: {settings}", sensor.label),
-                    Err(e) => {
-                        eprintln!("podcap: {}: {e:#}", sensor.label);
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Command::Segments { connection } => {
-            let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
-            let token = token(&connection)?;
-            let mut failed = false;
-            for sensor in &sensors {
-                match sensor.get_json("/api/v1/segments", token.as_deref()) {
-                    Ok(list) => {
-                        let list = list.as_array().cloned().unwrap_or_default();
-                        let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
-                        let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
-                        let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
-                        println!(
-                            "{}: {} segments, {}, {} .. {}",
-                            sensor.label,
-                            list.len(),
-                            units::format_size(bytes),
-                            oldest.map_or("-".into(), units::format_utc_compact),
-                            newest.map_or("-".into(), units::format_utc_compact)
-                        );
-                    }
-                    Err(e) => {
-                        eprintln!("podcap: {}: {e:#}", sensor.label);
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        } => config_command(enable, max_size, max_time, &connection),
+        Command::Segments { connection } => segments_command(&connection),
     }
 }
 
@@ -345,4 +270,88 @@ fn dump(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn config_command(
+    enable: Option<bool>,
+    max_size: Option<String>,
+    max_time: Option<String>,
+    connection: &Connection,
+) -> Result<ExitCode> {
+    // Checked here first, so a typo changes no sensor at all.
+    if let Some(size) = &max_size {
+        units::parse_size(size).context("--max-size")?;
+    }
+    if let Some(time) = &max_time {
+        units::parse_duration(time).context("--max-time")?;
+    }
+    let mut change = serde_json::Map::new();
+    if let Some(enable) = enable {
+        change.insert("enabled".into(), enable.into());
+    }
+    if let Some(size) = max_size {
+        change.insert("maxSize".into(), size.into());
+    }
+    if let Some(time) = max_time {
+        change.insert("maxTime".into(), time.into());
+    }
+    let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
+    let token = token(connection)?;
+    let mut failed = false;
+    for sensor in &sensors {
+        let answer = if change.is_empty() {
+            sensor.get_json("/api/v1/config", token.as_deref())
+        } else {
+            sensor.patch_json(
+                "/api/v1/config",
+                token.as_deref(),
+                &serde_json::Value::Object(change.clone()),
+            )
+        };
+        match answer {
+            Ok(settings) => println!("{}: {settings}", sensor.label),
+            Err(e) => {
+                eprintln!("podcap: {}: {e:#}", sensor.label);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn segments_command(connection: &Connection) -> Result<ExitCode> {
+    let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
+    let token = token(connection)?;
+    let mut failed = false;
+    for sensor in &sensors {
+        match sensor.get_json("/api/v1/segments", token.as_deref()) {
+            Ok(list) => {
+                let list = list.as_array().cloned().unwrap_or_default();
+                let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
+                let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
+                let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
+                println!(
+                    "{}: {} segments, {}, {} .. {}",
+                    sensor.label,
+                    list.len(),
+                    units::format_size(bytes),
+                    oldest.map_or("-".into(), units::format_utc_compact),
+                    newest.map_or("-".into(), units::format_utc_compact)
+                );
+            }
+            Err(e) => {
+                eprintln!("podcap: {}: {e:#}", sensor.label);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
