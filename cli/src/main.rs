@@ -4,8 +4,6 @@
 //! discovery later); every sensor is asked at once; a sensor that fails is named with its
 //! reason, the others' packets are kept, and the exit status is non-zero unless
 //! `--allow-partial`. Errors print their whole chain; a closed stdout is not an error.
-mod merge;
-mod source;
 
 use std::{
     fs::File,
@@ -17,8 +15,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use podcap_cli::{
+    merge,
+    source::{Sensor, SensorSource, StaticSensors},
+};
 use podcap_sensor::units;
-use source::{Sensor, SensorSource, StaticSensors};
 
 #[derive(Parser)]
 #[command(
