@@ -1,4 +1,6 @@
-//! The `podcap` CLI's library part: where sensors come from and the merge of their slices
-//! (a library so benchmarks and other front ends such as `kubectl-podcap` can use them).
+//! The `podcap` CLI's library part: where sensors come from, the merge of their slices and
+//! of their live streams (a library so benchmarks and other front ends such as
+//! `kubectl-podcap` can use them).
+pub mod live;
 pub mod merge;
 pub mod source;

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use podcap_cli::{
-    merge,
+    live, merge,
     source::{Sensor, SensorSource, StaticSensors},
 };
 use podcap_sensor::units;
@@ -63,6 +63,18 @@ enum Command {
         /// Exit 0 even if some sensors failed.
         #[arg(long)]
         allow_partial: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stream new packets from every sensor, merged, as pcapng on stdout
+    /// (`podcap live --sensor URL | wireshark -k -i -`).
+    Live {
+        /// Stop after this many packets (like tcpdump -c).
+        #[arg(long, short = 'c', value_name = "N")]
+        count: Option<u64>,
+        /// Only these interfaces (comma-separated, as the sensor names them).
+        #[arg(long, value_name = "IFACES")]
+        iface: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -166,7 +178,59 @@ fn run(cli: Cli) -> Result<ExitCode> {
             connection,
         } => config_command(enable, max_size, max_time, &connection),
         Command::Segments { connection } => segments_command(&connection),
+        Command::Live {
+            count,
+            iface,
+            connection,
+        } => live_command(count, iface.as_deref(), &connection),
     }
+}
+
+fn live_command(count: Option<u64>, iface: Option<&str>, connection: &Connection) -> Result<ExitCode> {
+    if io::stdout().is_terminal() {
+        bail!("live writes pcapng to stdout: pipe it (podcap live ... | wireshark -k -i -) or redirect it to a file");
+    }
+    let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
+    let token = token(connection)?;
+    let path = match iface {
+        Some(list) => format!("/api/v1/live?iface={list}"),
+        None => "/api/v1/live".to_owned(),
+    };
+    let mut inputs = Vec::new();
+    let mut failed = false;
+    for sensor in &sensors {
+        match sensor.stream(&path, token.as_deref()) {
+            Ok(reader) => inputs.push(live::LiveInput {
+                label: sensor.label.clone(),
+                reader,
+            }),
+            Err(e) => {
+                eprintln!("podcap: sensor {} failed: {e:#}", sensor.label);
+                failed = true;
+            }
+        }
+    }
+    if inputs.is_empty() {
+        bail!("no sensor could be reached");
+    }
+    let stats = live::live(
+        inputs,
+        &mut io::stdout().lock(),
+        count,
+        podcap_sensor::sys::realtime_ns,
+    )?;
+    if stats.late > 0 {
+        eprintln!(
+            "podcap: {} packets came after their turn and were written late",
+            stats.late
+        );
+    }
+    let reached_count = count.is_some_and(|c| stats.packets >= c);
+    Ok(if failed || (!reached_count && !stats.failed.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn dump(

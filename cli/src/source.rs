@@ -58,7 +58,11 @@ impl Sensor {
         token: Option<&str>,
         body: Option<&str>,
     ) -> Result<ureq::Response> {
-        let mut request = ureq::request(method, &format!("{}{path}", self.base_url));
+        // A sensor that cannot be reached is named quickly; bodies may stream for long.
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(10))
+            .build();
+        let mut request = agent.request(method, &format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.set("Authorization", &format!("Bearer {token}"));
         }
@@ -93,6 +97,11 @@ impl Sensor {
     ) -> Result<serde_json::Value> {
         let response = self.send("PATCH", path, token, Some(&body.to_string()))?;
         serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
+    }
+
+    /// The body of a GET, to read as it comes (the live stream).
+    pub fn stream(&self, path: &str, token: Option<&str>) -> Result<impl Read + Send + use<>> {
+        Ok(self.request(path, token)?.into_reader())
     }
 
     /// Streams the body into `out`; returns its length.

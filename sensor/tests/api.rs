@@ -219,6 +219,7 @@ async fn a_token_guards_everything_but_health() {
     let s = state(&dir, Some("s3cret"));
     assert_eq!(get(&s, "/healthz", None).await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz", None).await.0, StatusCode::OK);
+    assert_eq!(get(&s, "/api/v1/live", None).await.0, StatusCode::UNAUTHORIZED);
     for uri in ["/api/v1/segments", "/api/v1/snapshot?last=1m", "/metrics"] {
         assert_eq!(get(&s, uri, None).await.0, StatusCode::UNAUTHORIZED, "{uri}");
         assert_eq!(
@@ -326,4 +327,117 @@ async fn config_shows_changes_validates_and_persists() {
         assert!(body["error"].as_str().unwrap().contains(needle), "{bad}: {body}");
     }
     assert_eq!(settings.max_size(), 500_000_000, "a bad change applied nothing");
+}
+
+/// Reads frames of a streaming body into `bytes` until `enough` says stop, the body ends
+/// or 15 s pass.
+async fn read_stream(body: &mut Body, bytes: &mut Vec<u8>, enough: impl Fn(&[u8]) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !enough(bytes) {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_new_packets_in_order_and_ends_with_the_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let ifaces = ["eth0", "eth1"]
+        .map(|name| InterfaceDescription {
+            name: name.into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        })
+        .to_vec();
+    let limits = Limits {
+        compress: false,
+        segment_size: 1_000,
+        segment_time: Duration::from_hours(1),
+        max_size: 100_000_000,
+        max_time: Duration::from_hours(1),
+    };
+    let mut writer = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
+    let old = realtime_ns() - 10 * SECOND;
+    writer
+        .write_packet(0, old, 100, b"old", Direction::Inbound, |_| {
+            InterfaceStatistics::default()
+        })
+        .unwrap();
+    let mut s = state(&dir, None);
+    s.view = Some(writer.view());
+
+    let (status, _, _) = get(&s, "/api/v1/live?iface=eth7", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let response = router(s.clone())
+        .oneshot(
+            Request::get("/api/v1/live?iface=eth1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/x-pcapng");
+    let mut body = response.into_body();
+    let mut stream = Vec::new();
+    read_stream(&mut body, &mut stream, |b| !b.is_empty()).await;
+    assert_eq!(
+        &stream[..4],
+        &0x0A0D_0D0Au32.to_le_bytes(),
+        "a section header comes first"
+    );
+
+    // New packets on both interfaces, some across segment rotations, slightly out of order.
+    let now = realtime_ns();
+    let stamps: Vec<u64> = (0..20u64).map(|i| now + (i ^ 1) * 10_000_000).collect();
+    for (i, &ts) in stamps.iter().enumerate() {
+        writer
+            .write_packet(
+                (i % 2) as u32,
+                ts,
+                100,
+                &ts.to_be_bytes(),
+                Direction::Outbound,
+                |_| InterfaceStatistics::default(),
+            )
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    writer.tick(|_| InterfaceStatistics::default()).unwrap();
+
+    read_stream(&mut body, &mut stream, |b| packets(b).len() >= 10).await;
+    let got = packets(&stream);
+    let mut want: Vec<u64> = stamps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, &t)| t)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(
+        got.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        want,
+        "eth1's new packets, in order, not the old one"
+    );
+    assert!(got.iter().all(|(name, _)| name == "eth1"));
+
+    // The stream ends when the sensor stops.
+    s.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    read_stream(&mut body, &mut stream, |_| false).await;
+    assert_eq!(packets(&stream).len(), 10, "nothing twice");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), body.frame())
+            .await
+            .is_ok_and(|f| f.is_none()),
+        "the body is finished"
+    );
+    writer.finish(|_| InterfaceStatistics::default()).unwrap();
 }

@@ -955,6 +955,39 @@ fn podcap_dump_merges_two_nodes_into_one_time_ordered_file() {
         "older packets in the 3 s dump"
     );
 
+    // `podcap live` merges both sensors' live streams as they come; -c stops it.
+    let live_file = dir.path().join("live.pcapng");
+    let live_cmd = format!(
+        "timeout 30 {} > {}",
+        laptop.exec(&format!("{} live -c 40 {sensors} {auth}", podcap_cli().display())),
+        live_file.display()
+    );
+    let live_start = realtime_ns();
+    let live = std::thread::spawn(move || try_sh(&live_cmd));
+    std::thread::sleep(Duration::from_millis(800));
+    a.sh("ping -c 30 -i 0.05 198.18.1.1");
+    let (ok, text) = live.join().unwrap();
+    assert!(ok, "podcap live failed:\n{text}");
+    assert_tshark_clean(&live_file);
+    let streamed = pcap::read_segments(std::slice::from_ref(&live_file));
+    assert_eq!(streamed.len(), 40, "-c 40");
+    assert!(
+        streamed.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "live merge not in time order"
+    );
+    for node in ["198.18.20.2:9090/poda", "198.18.20.6:9090/podb"] {
+        assert!(streamed.iter().any(|f| f.iface == node), "nothing from {node}");
+    }
+    let mut reference = pcap::read_pcap(&ref1, "poda");
+    reference.extend(pcap::read_pcap(&ref2, "podb"));
+    let reference = pcap::window(&reference, live_start - 2_000_000_000, u64::MAX);
+    let result = pcap::compare(&reference, &streamed);
+    assert!(
+        result.extra.is_empty(),
+        "live packets tcpdump never saw: {:?}",
+        result.extra.first()
+    );
+
     // A sensor that fails is named, the others kept, and the exit status says so.
     let (ok, text) = podcap(&format!(
         "dump --time 1m --dest {} --sensor http://198.18.20.2:9090 --sensor http://198.18.20.6:9091 {auth}",

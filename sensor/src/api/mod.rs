@@ -9,7 +9,16 @@
 //!   500 whose details go to the log, not to the client.
 //! - A snapshot streams: the store's slice is written on a blocking thread into a bounded
 //!   channel, so memory does not grow with the slice, and a client that goes away closes
-//!   the channel, which stops the work. At most `MAX_SNAPSHOTS` run at once.
+//!   the channel, which stops the work; a client that stops reading for `STALL_TIMEOUT`
+//!   is dropped. At most `MAX_SNAPSHOTS` run at once.
+//! - The live stream follows the store: every `LIVE_POLL` it slices `[cursor, now -
+//!   LIVE_DELAY)` with one [`slice::Slicer`], so the stream is one pcapng section in
+//!   timestamp order. `LIVE_DELAY` covers the writer's flush interval (500 ms) and the
+//!   reorder window (200 ms), so a packet is in the store before its time is sliced. It
+//!   costs the capture path nothing: a slow client slows only its own reader. It ends
+//!   when the client goes away or the sensor stops. At most `MAX_LIVE` run at once.
+//! - Every handler must produce its response head within `REQUEST_TIMEOUT` (bodies
+//!   stream on without it).
 use std::{
     fmt::Write as _,
     net::SocketAddr,
@@ -18,6 +27,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use axum::{
@@ -43,6 +53,16 @@ use crate::{
 
 /// Snapshots served at once; more get 503.
 pub const MAX_SNAPSHOTS: usize = 4;
+/// Live streams served at once; more get 503.
+pub const MAX_LIVE: usize = 8;
+/// How far behind the clock the live stream runs.
+pub const LIVE_DELAY: Duration = Duration::from_secs(1);
+/// How often the live stream looks for new packets.
+pub const LIVE_POLL: Duration = Duration::from_millis(250);
+/// A streaming client that reads nothing for this long is dropped.
+pub const STALL_TIMEOUT: Duration = Duration::from_mins(1);
+/// Time for a handler to produce its response head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -53,6 +73,9 @@ pub struct ApiState {
     pub stats: Arc<Stats>,
     pub token: Option<Arc<str>>,
     pub snapshots: Arc<Semaphore>,
+    pub live: Arc<Semaphore>,
+    /// Set when the sensor stops: live streams end so the server can shut down.
+    pub stopping: Arc<AtomicBool>,
     /// The running writer's view of the store; without one, the manifest on disk is read
     /// (finished segments only).
     pub view: Option<SharedView>,
@@ -70,6 +93,8 @@ impl ApiState {
             stats,
             token: token.map(Arc::from),
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
+            live: Arc::new(Semaphore::new(MAX_LIVE)),
+            stopping: Arc::new(AtomicBool::new(false)),
             view: None,
             settings: None,
         }
@@ -81,7 +106,8 @@ impl ApiState {
 pub enum AppError {
     BadRequest(String),
     Unauthorized,
-    Busy,
+    Busy(&'static str),
+    Timeout,
     Internal(String),
 }
 
@@ -93,9 +119,13 @@ impl IntoResponse for AppError {
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".to_owned(),
             ),
-            Self::Busy => (
+            Self::Busy(what) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "too many snapshots at once; retry".to_owned(),
+                format!("too many {what} at once; retry"),
+            ),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request took too long".to_owned(),
             ),
             Self::Internal(detail) => {
                 log::error!("API: {detail}");
@@ -116,9 +146,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/segments", get(segments))
         .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/live", get(live))
         .route("/api/v1/config", get(get_config).patch(patch_config))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(response_timeout))
         .with_state(state)
+}
+
+async fn response_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Ok(response) = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        response
+    } else {
+        log::warn!("a request took longer than {REQUEST_TIMEOUT:?} to answer");
+        AppError::Timeout.into_response()
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -255,17 +296,29 @@ async fn segments(
     Ok(Json(list))
 }
 
-/// Feeds a blocking writer into a bounded channel of chunks.
+/// Feeds a blocking writer into a bounded channel of chunks (used from a blocking thread).
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(buf.to_vec()))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
-        Ok(buf.len())
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let send = tokio::time::timeout(STALL_TIMEOUT, self.tx.send(Ok(buf.to_vec())));
+        match self.runtime.block_on(send) {
+            Ok(Ok(())) => Ok(buf.len()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -280,27 +333,20 @@ async fn snapshot(
 ) -> Result<Response, AppError> {
     authorize(&state, &headers)?;
     let (from, to) = query.range(sys::realtime_ns())?;
-    let interfaces = match &query.iface {
-        Some(list) => {
-            let names: Vec<String> = list.split(',').map(str::to_owned).collect();
-            if let Some(unknown) = names.iter().find(|n| !state.interfaces.contains(n)) {
-                return Err(AppError::BadRequest(format!(
-                    "iface: unknown interface {unknown:?}"
-                )));
-            }
-            Some(names)
-        }
-        None => None,
-    };
+    let interfaces = interfaces(&state, query.iface.as_deref())?;
     let permit = Arc::clone(&state.snapshots)
         .try_acquire_owned()
-        .map_err(|_| AppError::Busy)?;
+        .map_err(|_| AppError::Busy("snapshots"))?;
     let segments = overlapping(&state, from, to)?;
     let (tx, rx) = mpsc::channel(8);
     let dir = state.data_dir.clone();
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut out = ChannelWriter { tx: tx.clone() };
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
         if let Err(e) = slice::write_segments(&dir, &refs, from, to, interfaces.as_deref(), &mut out) {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
@@ -320,6 +366,77 @@ async fn snapshot(
                 format!("attachment; filename=\"{name}\""),
             ),
         ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+/// The `iface=a,b` parameter, checked against the captured interfaces.
+fn interfaces(state: &ApiState, list: Option<&str>) -> Result<Option<Vec<String>>, AppError> {
+    let Some(list) = list else { return Ok(None) };
+    let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+    if let Some(unknown) = names.iter().find(|n| !state.interfaces.contains(n)) {
+        return Err(AppError::BadRequest(format!(
+            "iface: unknown interface {unknown:?}"
+        )));
+    }
+    Ok(Some(names))
+}
+
+/// Query of `/api/v1/live`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    pub iface: Option<String>,
+}
+
+async fn live(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<LiveQuery>,
+) -> Result<Response, AppError> {
+    authorize(&state, &headers)?;
+    let interfaces = interfaces(&state, query.iface.as_deref())?;
+    let permit = Arc::clone(&state.live)
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("live streams"))?;
+    let (tx, rx) = mpsc::channel(8);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
+        let mut slicer = slice::Slicer::default();
+        let delay = LIVE_DELAY.as_nanos() as u64;
+        let mut cursor = sys::realtime_ns().saturating_sub(delay);
+        while !tx.is_closed() && !state.stopping.load(Ordering::Relaxed) && !sys::stop_requested() {
+            let to = sys::realtime_ns().saturating_sub(delay).max(cursor);
+            let segments = match overlapping(&state, cursor, to) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("live stream ended: {e:?}");
+                    break;
+                }
+            };
+            let refs: Vec<&SegmentRecord> = segments.iter().collect();
+            if let Err(e) = slicer.write(
+                &state.data_dir,
+                &refs,
+                cursor,
+                to,
+                interfaces.as_deref(),
+                &mut out,
+            ) {
+                log::debug!("live stream ended: {e}");
+                break;
+            }
+            cursor = to;
+            std::thread::sleep(LIVE_POLL);
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pcapng")],
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response())
@@ -420,9 +537,10 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
 /// Serves `router(state)` on `addr` until `stop` turns true.
 pub fn serve(
     addr: SocketAddr,
-    state: ApiState,
+    mut state: ApiState,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    state.stopping = Arc::clone(&stop);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

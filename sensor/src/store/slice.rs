@@ -57,6 +57,28 @@ pub struct SliceStats {
     pub bytes_written: u64,
     /// Packets written out of order because they arrived after the reorder window.
     pub late: u64,
+    /// Segments deleted by retention between the index lookup and the read.
+    pub segments_missing: usize,
+}
+
+/// Opens a segment by its record: an active segment that was finished (renamed, perhaps
+/// compressed) since the record was taken is found under its new name.
+fn open_segment(dir: &Path, record: &SegmentRecord) -> io::Result<SegmentReader> {
+    let first = SegmentReader::open_limited(&dir.join(&record.file), record.bytes);
+    let Some(finished) = record.file.strip_suffix(".active") else {
+        return first;
+    };
+    match first {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match SegmentReader::open_limited(&dir.join(finished), record.bytes) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    SegmentReader::open(&dir.join(format!("{finished}.gz")))
+                }
+                other => other,
+            }
+        }
+        other => other,
+    }
 }
 
 struct Pending {
@@ -66,22 +88,49 @@ struct Pending {
     data: Vec<u8>,
 }
 
-/// The output side: declares interfaces on first use, writes packets, counts.
-struct Output<'a, W> {
-    out: &'a mut W,
+/// A slicer: writes slices of the store as one pcapng section, one call after another.
+///
+/// The section header goes out with the first call and each interface is declared once,
+/// so consecutive calls for adjacent ranges (the live stream) form one valid stream.
+pub struct Slicer {
     blocks: BlockWriter,
+    header_written: bool,
     /// Raw IDB of each interface found, and its id in the output once written (pcapng
     /// numbers interfaces in the order their blocks appear).
     interfaces: Vec<(Vec<u8>, Option<u32>)>,
+    /// (name, link type) → index in `interfaces`.
+    declared: HashMap<(String, u16), usize>,
     written_interfaces: u32,
     stats: SliceStats,
     emitted_up_to: u64,
+    free: Vec<Vec<u8>>,
 }
 
-impl<W: Write> Output<'_, W> {
-    fn emit(&mut self, ts: u64, p: &Pending) -> Result<(), SliceError> {
+impl Default for Slicer {
+    fn default() -> Self {
+        Self {
+            blocks: BlockWriter::with_capacity(2 << 20),
+            header_written: false,
+            interfaces: Vec::new(),
+            declared: HashMap::new(),
+            written_interfaces: 0,
+            stats: SliceStats::default(),
+            emitted_up_to: 0,
+            free: Vec::new(),
+        }
+    }
+}
+
+impl Slicer {
+    /// What was written so far.
+    #[must_use]
+    pub fn stats(&self) -> SliceStats {
+        self.stats
+    }
+
+    fn emit(&mut self, ts: u64, p: &Pending) {
         let Some((idb, written)) = self.interfaces.get_mut(p.interface) else {
-            return Ok(());
+            return;
         };
         let id = if let Some(id) = *written {
             id
@@ -98,19 +147,140 @@ impl<W: Write> Output<'_, W> {
         self.emitted_up_to = self.emitted_up_to.max(ts);
         self.blocks.packet(id, ts, p.original_len, &p.data, p.direction);
         self.stats.packets += 1;
-        if self.blocks.len() >= 1 << 20 {
-            self.flush()?;
-        }
-        Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SliceError> {
-        self.out
-            .write_all(self.blocks.bytes())
-            .map_err(SliceError::Write)?;
+    fn flush(&mut self, out: &mut impl Write) -> Result<(), SliceError> {
+        out.write_all(self.blocks.bytes()).map_err(SliceError::Write)?;
         self.stats.bytes_written += self.blocks.len() as u64;
         self.blocks.clear();
         Ok(())
+    }
+
+    /// Opens a segment; `None` if retention deleted it since the index was read.
+    fn open(&mut self, dir: &Path, record: &SegmentRecord) -> Result<Option<SegmentReader>, SliceError> {
+        match open_segment(dir, record) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.stats.segments_missing += 1;
+                Ok(None)
+            }
+            Err(source) => Err(SliceError::Open {
+                file: record.file.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the packets of `[from, to)` in `segments` (in first-timestamp order; each
+    /// read up to its recorded byte count, so an active segment is read only as far as it
+    /// is whole), then flushes `out`.
+    pub fn write(
+        &mut self,
+        dir: &Path,
+        segments: &[&SegmentRecord],
+        from: u64,
+        to: u64,
+        interfaces: Option<&[String]>,
+        out: &mut impl Write,
+    ) -> Result<SliceStats, SliceError> {
+        if !self.header_written {
+            self.blocks
+                .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION"), " slice"));
+            self.header_written = true;
+        }
+        // Packets waiting for the reorder window, keyed by (timestamp, arrival number).
+        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let (mut arrival, mut newest) = (0u64, 0u64);
+
+        for record in segments {
+            let Some(file) = self.open(dir, record)? else {
+                continue;
+            };
+            let seekable = file.seekable();
+            let read_err = |source| SliceError::Read {
+                file: record.file.clone(),
+                source,
+            };
+            let mut reader = BlockReader::new(file);
+            let mut section = Section::default();
+            let mut local_to_out: Vec<Option<usize>> = Vec::new();
+            self.stats.segments_read += 1;
+            let mut seek = record.seek_offset(from).filter(|_| seekable);
+            while let Some(block) = reader.next_block().map_err(read_err)? {
+                let block_type = block.block_type;
+                self.stats.bytes_read += block.raw.len() as u64;
+                section.observe(&block).map_err(read_err)?;
+                for (i, iface) in section.interfaces.iter().enumerate().skip(local_to_out.len()) {
+                    let wanted = interfaces.is_none_or(|names| names.contains(&iface.name));
+                    local_to_out.push(wanted.then(|| {
+                        *self
+                            .declared
+                            .entry((iface.name.clone(), iface.link_type))
+                            .or_insert_with(|| {
+                                self.interfaces.push((section.raw_interfaces[i].clone(), None));
+                                self.interfaces.len() - 1
+                            })
+                    }));
+                }
+                // The header (section and interfaces) is read: skip what the checkpoint
+                // says lies wholly before `from`.
+                if block_type == crate::pcapng::BLOCK_EPB {
+                    if let Some(offset) = seek.take().filter(|&o| o > block.offset) {
+                        reader.seek_to(offset).map_err(read_err)?;
+                        continue;
+                    }
+                }
+                let Some(packet) = parse_packet(&block, &section).map_err(read_err)? else {
+                    continue;
+                };
+                if packet.timestamp_ns >= to.saturating_add(REORDER_WINDOW_NS) {
+                    // Nothing later in this segment is older than `to`, given the window.
+                    break;
+                }
+                if packet.timestamp_ns < from || packet.timestamp_ns >= to {
+                    continue;
+                }
+                let Some(Some(interface)) = local_to_out.get(packet.interface_id as usize).copied() else {
+                    continue;
+                };
+                let mut data = self.free.pop().unwrap_or_default();
+                data.clear();
+                data.extend_from_slice(packet.data);
+                let p = Pending {
+                    interface,
+                    original_len: packet.original_len,
+                    direction: packet.direction,
+                    data,
+                };
+                pending.insert(arrival, p);
+                heap.push(Reverse((packet.timestamp_ns, arrival)));
+                arrival += 1;
+                newest = newest.max(packet.timestamp_ns);
+                while let Some(&Reverse((ts, key))) = heap.peek() {
+                    if ts.saturating_add(REORDER_WINDOW_NS) > newest {
+                        break;
+                    }
+                    heap.pop();
+                    if let Some(p) = pending.remove(&key) {
+                        self.emit(ts, &p);
+                        self.free.push(p.data);
+                    }
+                }
+                if self.blocks.len() >= 1 << 20 {
+                    self.flush(out)?;
+                }
+            }
+        }
+        while let Some(Reverse((ts, key))) = heap.pop() {
+            if let Some(p) = pending.remove(&key) {
+                self.emit(ts, &p);
+                self.free.push(p.data);
+            }
+        }
+        self.flush(out)?;
+        out.flush().map_err(SliceError::Write)?;
+        Ok(self.stats)
     }
 }
 
@@ -126,8 +296,7 @@ pub fn write_slice(
     write_segments(dir, &index.overlapping(from, to), from, to, interfaces, out)
 }
 
-/// Writes the slice `[from, to)` of `segments` (in first-timestamp order; each read up to
-/// its recorded byte count, so an active segment is read only as far as it is whole).
+/// Writes the slice `[from, to)` of `segments` as one complete pcapng stream.
 pub fn write_segments(
     dir: &Path,
     segments: &[&SegmentRecord],
@@ -136,111 +305,7 @@ pub fn write_segments(
     interfaces: Option<&[String]>,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    let mut output = Output {
-        out,
-        blocks: BlockWriter::with_capacity(2 << 20),
-        interfaces: Vec::new(),
-        written_interfaces: 0,
-        stats: SliceStats::default(),
-        emitted_up_to: 0,
-    };
-    output
-        .blocks
-        .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION"), " slice"));
-    // (name, link type) → output interface id.
-    let mut declared: HashMap<(String, u16), usize> = HashMap::new();
-    // Packets waiting for the reorder window, keyed by (timestamp, arrival number).
-    let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
-    let mut free: Vec<Vec<u8>> = Vec::new();
-    let (mut arrival, mut newest) = (0u64, 0u64);
-
-    for record in segments {
-        let file = SegmentReader::open_limited(&dir.join(&record.file), record.bytes).map_err(|source| {
-            SliceError::Open {
-                file: record.file.clone(),
-                source,
-            }
-        })?;
-        let seekable = file.seekable();
-        let read_err = |source| SliceError::Read {
-            file: record.file.clone(),
-            source,
-        };
-        let mut reader = BlockReader::new(file);
-        let mut section = Section::default();
-        let mut local_to_out: Vec<Option<usize>> = Vec::new();
-        output.stats.segments_read += 1;
-        let mut seek = record.seek_offset(from).filter(|_| seekable);
-        while let Some(block) = reader.next_block().map_err(read_err)? {
-            let block_type = block.block_type;
-            output.stats.bytes_read += block.raw.len() as u64;
-            section.observe(&block).map_err(read_err)?;
-            for (i, iface) in section.interfaces.iter().enumerate().skip(local_to_out.len()) {
-                let wanted = interfaces.is_none_or(|names| names.contains(&iface.name));
-                local_to_out.push(wanted.then(|| {
-                    *declared
-                        .entry((iface.name.clone(), iface.link_type))
-                        .or_insert_with(|| {
-                            output.interfaces.push((section.raw_interfaces[i].clone(), None));
-                            output.interfaces.len() - 1
-                        })
-                }));
-            }
-            // The header (section and interfaces) is read: skip what the checkpoint says
-            // lies wholly before `from`.
-            if block_type == crate::pcapng::BLOCK_EPB {
-                if let Some(offset) = seek.take().filter(|&o| o > block.offset) {
-                    reader.seek_to(offset).map_err(read_err)?;
-                    continue;
-                }
-            }
-            let Some(packet) = parse_packet(&block, &section).map_err(read_err)? else {
-                continue;
-            };
-            if packet.timestamp_ns >= to.saturating_add(REORDER_WINDOW_NS) {
-                // Nothing later in this segment is older than `to`, given the reorder window.
-                break;
-            }
-            if packet.timestamp_ns < from || packet.timestamp_ns >= to {
-                continue;
-            }
-            let Some(Some(interface)) = local_to_out.get(packet.interface_id as usize).copied() else {
-                continue;
-            };
-            let mut data = free.pop().unwrap_or_default();
-            data.clear();
-            data.extend_from_slice(packet.data);
-            let p = Pending {
-                interface,
-                original_len: packet.original_len,
-                direction: packet.direction,
-                data,
-            };
-            pending.insert(arrival, p);
-            heap.push(Reverse((packet.timestamp_ns, arrival)));
-            arrival += 1;
-            newest = newest.max(packet.timestamp_ns);
-            while let Some(&Reverse((ts, key))) = heap.peek() {
-                if ts.saturating_add(REORDER_WINDOW_NS) > newest {
-                    break;
-                }
-                heap.pop();
-                if let Some(p) = pending.remove(&key) {
-                    output.emit(ts, &p)?;
-                    free.push(p.data);
-                }
-            }
-        }
-    }
-    while let Some(Reverse((ts, key))) = heap.pop() {
-        if let Some(p) = pending.remove(&key) {
-            output.emit(ts, &p)?;
-        }
-    }
-    output.flush()?;
-    output.out.flush().map_err(SliceError::Write)?;
-    Ok(output.stats)
+    Slicer::default().write(dir, segments, from, to, interfaces, out)
 }
 
 #[cfg(test)]
@@ -332,6 +397,48 @@ mod tests {
             got.iter().map(|(_, t)| t / ms).collect::<Vec<_>>(),
             vec![95, 280, 290, 2_000]
         );
+    }
+
+    #[test]
+    fn adjacent_calls_of_one_slicer_form_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let ms = 1_000_000;
+        let a = segment(
+            dir.path(),
+            1,
+            &["eth0", "eth1"],
+            &[(0, 100 * ms), (1, 95 * ms), (1, 300 * ms)],
+        );
+        let b = segment(dir.path(), 2, &["eth1", "eth0"], &[(1, 280 * ms), (0, 400 * ms)]);
+        let index = Index::from_records(vec![a, b]);
+        let mut whole = Vec::new();
+        write_slice(dir.path(), &index, 0, u64::MAX, None, &mut whole).unwrap();
+        let mut pieces = Vec::new();
+        let mut slicer = Slicer::default();
+        for (from, to) in [
+            (0, 99 * ms),
+            (99 * ms, 99 * ms),
+            (99 * ms, 290 * ms),
+            (290 * ms, u64::MAX),
+        ] {
+            let list = index.overlapping(from, to);
+            slicer
+                .write(dir.path(), &list, from, to, None, &mut pieces)
+                .unwrap();
+        }
+        assert_eq!(read_back(&pieces), read_back(&whole));
+        let sections = Blocks::new(&pieces)
+            .filter(|b| b.as_ref().unwrap().block_type == crate::pcapng::BLOCK_SHB)
+            .count();
+        let idbs = Blocks::new(&pieces)
+            .filter(|b| b.as_ref().unwrap().block_type == crate::pcapng::BLOCK_IDB)
+            .count();
+        assert_eq!(
+            (sections, idbs),
+            (1, 2),
+            "one header, each interface declared once"
+        );
+        assert_eq!(slicer.stats().packets, 5);
     }
 
     #[test]
