@@ -862,6 +862,65 @@ fn podcap_cli() -> std::path::PathBuf {
     bin
 }
 
+/// A sensor that fails is named, the others kept, and the exit status says so.
+fn assert_failures_are_named(
+    podcap: &dyn Fn(&str) -> (bool, String),
+    out: &std::path::Path,
+    auth: &str,
+    sensors: &str,
+) {
+    let (ok, text) = podcap(&format!(
+        "dump --time 1m --dest {} --sensor http://198.18.20.2:9090 --sensor http://198.18.20.6:9091 {auth}",
+        out.display()
+    ));
+    assert!(!ok && text.contains("sensor 198.18.20.6:9091 failed"), "{text}");
+    // Without the token: 401, reported.
+    let (ok, text) = podcap(&format!("segments {sensors}"));
+    assert!(!ok && text.contains("HTTP 401"), "{text}");
+}
+
+/// `podcap live` merges both sensors' live streams as they come; -c stops it.
+fn assert_live_merges(
+    a: &Netns,
+    laptop: &Netns,
+    args: &str,
+    ref1: &std::path::Path,
+    ref2: &std::path::Path,
+    scratch: &std::path::Path,
+) {
+    let live_file = scratch.join("live.pcapng");
+    let live_cmd = format!(
+        "timeout 30 {} > {}",
+        laptop.exec(&format!("{} live -c 40 {args}", podcap_cli().display())),
+        live_file.display()
+    );
+    let live_start = realtime_ns();
+    let live = std::thread::spawn(move || try_sh(&live_cmd));
+    std::thread::sleep(Duration::from_millis(800));
+    a.sh("ping -c 30 -i 0.05 198.18.1.1");
+    let (ok, text) = live.join().unwrap();
+    assert!(ok, "podcap live failed:\n{text}");
+    assert_tshark_clean(&live_file);
+    let streamed = pcap::read_segments(std::slice::from_ref(&live_file));
+    assert_eq!(streamed.len(), 40, "-c 40");
+    assert!(
+        streamed.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "live merge not in time order"
+    );
+    for node in ["198.18.20.2:9090/poda", "198.18.20.6:9090/podb"] {
+        assert!(streamed.iter().any(|f| f.iface == node), "nothing from {node}");
+    }
+    let mut reference = pcap::read_pcap(ref1, "poda");
+    reference.extend(pcap::read_pcap(ref2, "podb"));
+    let reference = pcap::window(&reference, live_start - 2_000_000_000, u64::MAX);
+    let result = pcap::compare(&reference, &streamed);
+    assert!(
+        result.extra.is_empty(),
+        "live packets tcpdump never saw: {:?}",
+        result.extra.first()
+    );
+}
+
 #[test]
 fn podcap_dump_merges_two_nodes_into_one_time_ordered_file() {
     let _serial = serial();
@@ -955,48 +1014,16 @@ fn podcap_dump_merges_two_nodes_into_one_time_ordered_file() {
         "older packets in the 3 s dump"
     );
 
-    // `podcap live` merges both sensors' live streams as they come; -c stops it.
-    let live_file = dir.path().join("live.pcapng");
-    let live_cmd = format!(
-        "timeout 30 {} > {}",
-        laptop.exec(&format!("{} live -c 40 {sensors} {auth}", podcap_cli().display())),
-        live_file.display()
-    );
-    let live_start = realtime_ns();
-    let live = std::thread::spawn(move || try_sh(&live_cmd));
-    std::thread::sleep(Duration::from_millis(800));
-    a.sh("ping -c 30 -i 0.05 198.18.1.1");
-    let (ok, text) = live.join().unwrap();
-    assert!(ok, "podcap live failed:\n{text}");
-    assert_tshark_clean(&live_file);
-    let streamed = pcap::read_segments(std::slice::from_ref(&live_file));
-    assert_eq!(streamed.len(), 40, "-c 40");
-    assert!(
-        streamed.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
-        "live merge not in time order"
-    );
-    for node in ["198.18.20.2:9090/poda", "198.18.20.6:9090/podb"] {
-        assert!(streamed.iter().any(|f| f.iface == node), "nothing from {node}");
-    }
-    let mut reference = pcap::read_pcap(&ref1, "poda");
-    reference.extend(pcap::read_pcap(&ref2, "podb"));
-    let reference = pcap::window(&reference, live_start - 2_000_000_000, u64::MAX);
-    let result = pcap::compare(&reference, &streamed);
-    assert!(
-        result.extra.is_empty(),
-        "live packets tcpdump never saw: {:?}",
-        result.extra.first()
+    assert_live_merges(
+        &a,
+        &laptop,
+        &format!("{sensors} {auth}"),
+        &ref1,
+        &ref2,
+        dir.path(),
     );
 
-    // A sensor that fails is named, the others kept, and the exit status says so.
-    let (ok, text) = podcap(&format!(
-        "dump --time 1m --dest {} --sensor http://198.18.20.2:9090 --sensor http://198.18.20.6:9091 {auth}",
-        out3.display()
-    ));
-    assert!(!ok && text.contains("sensor 198.18.20.6:9091 failed"), "{text}");
-    // Without the token: 401, reported.
-    let (ok, text) = podcap(&format!("segments {sensors}"));
-    assert!(!ok && text.contains("HTTP 401"), "{text}");
+    assert_failures_are_named(&podcap, &out3, &auth, sensors);
 
     for s in [&mut s1, &mut s2] {
         assert_eq!(s.stop(), Some(0), "{}", s.log_text());
