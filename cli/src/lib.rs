@@ -3,4 +3,5 @@
 //! `kubectl-podcap` can use them).
 pub mod live;
 pub mod merge;
+pub mod progress;
 pub mod source;

@@ -10,6 +10,7 @@ use std::{
     io::{self, BufReader, BufWriter, IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
+    sync::Arc,
     thread,
 };
 
@@ -17,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use podcap_cli::{
     live, merge,
+    progress::{Board, Tally},
     source::{Sensor, SensorSource, StaticSensors},
 };
 use podcap_sensor::units;
@@ -248,45 +250,49 @@ fn dump(
         PathBuf::from(dest)
     };
     std::fs::create_dir_all(&scratch).with_context(|| format!("--dest {}", scratch.display()))?;
-    let progress = io::stderr().is_terminal();
-    // Every sensor at once, each into its own temporary file.
+    // Every sensor at once, each into its own temporary file; progress on a terminal.
+    let tallies: Vec<Arc<Tally>> = sensors.iter().map(|_| Arc::default()).collect();
+    let board = Board::start(
+        sensors.iter().map(|s| s.label.clone()).collect(),
+        tallies.clone(),
+        io::stderr().is_terminal(),
+    );
+    let part = |n: usize| scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
     let downloads: Vec<_> = sensors
         .iter()
         .enumerate()
         .map(|(n, sensor)| {
             let (sensor, token, query) = (sensor.clone(), token.map(str::to_owned), query.to_owned());
-            let path = scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
-            let handle = thread::spawn(move || -> Result<u64> {
+            let (path, tally) = (part(n), Arc::clone(&tallies[n]));
+            thread::spawn(move || -> Result<u64> {
                 let mut file = BufWriter::new(File::create(&path)?);
                 let bytes = sensor.download(
                     &format!("/api/v1/snapshot?{query}"),
                     token.as_deref(),
                     &mut file,
-                    progress,
+                    &tally,
                 )?;
                 file.flush()?;
                 Ok(bytes)
-            });
-            (n, handle)
+            })
         })
         .collect();
+    let results: Vec<Result<u64>> = downloads
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("download thread panicked")))
+        })
+        .collect();
+    board.finish();
     let mut inputs = Vec::new();
     let mut failures = 0;
-    for (n, handle) in downloads {
-        let path = scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
-        match handle
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("download thread panicked")))
-        {
-            Ok(bytes) => {
-                if progress {
-                    eprintln!("{}: {}", sensors[n].label, units::format_size(bytes));
-                }
-                inputs.push((sensors[n].label.clone(), path));
-            }
+    for (n, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(_) => inputs.push((sensors[n].label.clone(), part(n))),
             Err(e) => {
                 eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(part(n));
                 failures += 1;
             }
         }

@@ -104,18 +104,19 @@ impl Sensor {
         Ok(self.request(path, token)?.into_reader())
     }
 
-    /// Streams the body into `out`; returns its length.
+    /// Streams the body into `out`, counting into `tally`; returns its length.
     pub fn download(
         &self,
         path: &str,
         token: Option<&str>,
         out: &mut impl Write,
-        progress: bool,
+        tally: &crate::progress::Tally,
     ) -> Result<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut reader = self.request(path, token)?.into_reader();
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
-        let mut shown = 0u64;
+        let mut counter = crate::progress::BlockCounter::default();
         loop {
             let n = reader.read(&mut buf).context("the download broke off")?;
             if n == 0 {
@@ -123,15 +124,11 @@ impl Sensor {
             }
             out.write_all(&buf[..n])?;
             total += n as u64;
-            if progress && total - shown >= 8 << 20 {
-                eprint!(
-                    "\r{}: {}   ",
-                    self.label,
-                    podcap_sensor::units::format_size(total)
-                );
-                shown = total;
-            }
+            counter.feed(&buf[..n]);
+            tally.bytes.store(total, Relaxed);
+            tally.packets.store(counter.packets, Relaxed);
         }
+        tally.done.store(true, Relaxed);
         Ok(total)
     }
 }
