@@ -6,6 +6,7 @@ use clap::Parser;
 
 use crate::{
     capture::{self, Interface},
+    filter::Filter,
     store::Limits,
     sys, units,
 };
@@ -60,6 +61,9 @@ pub struct Args {
     /// AF_XDP frames (4 KiB each) per capture queue.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub xsk_frames: u32,
+    /// Record only packets matching this tcpdump filter expression (e.g. "tcp port 80").
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 /// Validated configuration.
@@ -77,6 +81,8 @@ pub struct Config {
     pub max_size_text: String,
     pub max_time_text: String,
     pub xsk_frames: u32,
+    /// `--filter`, compiled.
+    pub filter: Option<Filter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +117,12 @@ pub enum ConfigError {
     Snaplen(u32),
     #[error("--xsk-frames: must be a power of two between 64 and 65536, got {0}")]
     XskFrames(u32),
+    #[error("--filter {expression:?}: {source}")]
+    Filter {
+        expression: String,
+        #[source]
+        source: crate::filter::FilterError,
+    },
     #[error("--segment-size ({segment}) must not exceed --max-size ({max})")]
     SegmentLargerThanStore { segment: String, max: String },
 }
@@ -193,7 +205,15 @@ impl Args {
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(ConfigError::NoToken(self.listen));
         }
+        let filter = self
+            .filter
+            .map(|expression| {
+                Filter::compile(&expression, self.snaplen)
+                    .map_err(|source| ConfigError::Filter { expression, source })
+            })
+            .transpose()?;
         Ok(Config {
+            filter,
             max_size_text: self.max_size.clone(),
             max_time_text: self.max_time.clone(),
             listen,

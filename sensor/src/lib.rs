@@ -6,6 +6,7 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod filter;
 pub mod pcapng;
 pub mod ring;
 pub mod run;

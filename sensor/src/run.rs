@@ -80,6 +80,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         tap: config.tap.clone(),
         snaplen: config.snaplen,
         frames_per_queue: config.xsk_frames,
+        filter: config.filter.clone(),
     })?;
     log::info!(
         "capturing on {} into {} (snaplen {})",

@@ -18,6 +18,8 @@ pub struct SlotStats {
     /// Packets (frames) that reached user space.
     pub received: AtomicU64,
     pub received_bytes: AtomicU64,
+    /// Rejected by the capture filter (`--filter`): not recorded, not a drop.
+    pub filtered: AtomicU64,
     /// Lost in the kernel (snapshot refreshed by the capture thread).
     pub kernel_drops: AtomicU64,
     /// Lost because the user-space ring was full.
@@ -40,6 +42,7 @@ pub struct SlotSnapshot {
     pub seen: u64,
     pub received: u64,
     pub received_bytes: u64,
+    pub filtered: u64,
     pub kernel_drops: u64,
     pub ring_drops: u64,
     pub writer_drops: u64,
@@ -62,6 +65,7 @@ impl Stats {
                 seen: s.seen.load(Relaxed),
                 received: s.received.load(Relaxed),
                 received_bytes: s.received_bytes.load(Relaxed),
+                filtered: s.filtered.load(Relaxed),
                 kernel_drops: s.kernel_drops.load(Relaxed),
                 ring_drops: s.ring_drops.load(Relaxed),
                 writer_drops: s.writer_drops.load(Relaxed),
@@ -78,6 +82,7 @@ impl Stats {
                 seen: a.seen + b.seen,
                 received: a.received + b.received,
                 received_bytes: a.received_bytes + b.received_bytes,
+                filtered: a.filtered + b.filtered,
                 kernel_drops: a.kernel_drops + b.kernel_drops,
                 ring_drops: a.ring_drops + b.ring_drops,
                 writer_drops: a.writer_drops + b.writer_drops,

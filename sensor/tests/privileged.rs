@@ -826,9 +826,11 @@ fn assert_mergecap_order(
         ref1.display(),
         ref2.display()
     ));
-    // The same order as mergecap's, up to the few microseconds by which the two tools'
-    // timestamps of one packet differ: each packet, given mergecap's timestamp for it, comes
-    // no earlier than 2 ms before anything podcap put ahead of it.
+    // The same order as mergecap's, up to the amount by which the two tools' timestamps of
+    // one packet differ (tc hook vs packet socket: microseconds when idle, a few ms when
+    // the 2 cores are busy, 3.9 ms seen under a parallel build): each packet, given
+    // mergecap's timestamp for it, comes no earlier than 20 ms before anything podcap put
+    // ahead of it.
     let by_mergecap = pcap::window(&pcap::read_pcap(&mergecap_out, "-"), from, to);
     assert_eq!(by_mergecap.len(), merged_window.len());
     let mut pool: std::collections::HashMap<&[u8], std::collections::VecDeque<u64>> =
@@ -843,7 +845,7 @@ fn assert_mergecap_order(
             .and_then(std::collections::VecDeque::pop_front)
             .expect("in mergecap's output");
         assert!(
-            ts + 2_000_000 >= latest,
+            ts + 20_000_000 >= latest,
             "packet {i} is {} µs out of mergecap's order",
             (latest - ts) / 1000
         );
@@ -1080,4 +1082,132 @@ fn recording_stops_and_resumes_through_podcap_config() {
         settings.contains("\"maxTime\": \"2h\"") && settings.contains("\"enabled\": true"),
         "{settings}"
     );
+}
+
+/// Filter expressions of every kind (ports, hosts, nets, protocols, IPv6, VLAN, TCP flags,
+/// lengths, negations, and/or) for the `--filter` table.
+const FILTERS: &[&str] = &[
+    "udp",
+    "tcp",
+    "icmp",
+    "ip6",
+    "icmp6",
+    "udp port 9",
+    "tcp port 5201",
+    "host 198.18.0.1",
+    "src host 198.18.0.2",
+    "net 198.18.0.0/30",
+    "dst net 2001:db8::/64",
+    "vlan 42",
+    "vlan",
+    "tcp[tcpflags] & (tcp-syn|tcp-fin) != 0",
+    "not udp",
+    "udp and not port 9",
+    "ip and (icmp or udp) and greater 500",
+    "less 100",
+    "ether proto 0x88b5",
+    "ip[6:2] & 0x1fff != 0 or ip[6] & 0x20 != 0",
+    "ether broadcast",
+    "ip6 and udp and len > 1000",
+];
+
+#[test]
+fn filters_select_exactly_what_tcpdump_selects() {
+    let _serial = serial();
+    let t = topology("f");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let everything = dir.path().join("all.pcap");
+    // Recorded live by the sensor and by tcpdump with the same filter.
+    let live_filter = "udp or icmp6 or tcp[tcpflags] & tcp-syn != 0 or vlan 42";
+    let mut tcpdumps = vec![start_tcpdump(&t.n, "n0", &everything, "")];
+    for (i, expression) in std::iter::once(&live_filter).chain(FILTERS).enumerate() {
+        let file = dir.path().join(format!("f{i}.pcap"));
+        tcpdumps.push(start_tcpdump(&t.n, "n0", &file, &format!("'{expression}'")));
+    }
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --filter '{live_filter}'",
+            data.display()
+        ),
+    );
+    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    // Only the traffic made here counts: tcpdumps and the sensor all see it.
+    let from = realtime_ns();
+    t.a.sh("ping -c 10 -i 0.02 198.18.0.2");
+    t.a.sh("ping -c 3 -i 0.05 -s 3000 198.18.0.2");
+    t.a.sh("ping -6 -c 10 -i 0.02 2001:db8::2");
+    udp_burst(&t.a, "198.18.0.2", "1,100,600,1400,2000", 5);
+    udp_burst(&t.a, "2001:db8::2", "1,1200,3000", 5);
+    t.a.sh("iperf3 -c 198.18.0.2 -n 2M -l 64K -b 200M");
+    t.a.sh(
+        "/usr/bin/python3 -c 'from scapy.all import *\nconf.verb=0\nsendp([Ether(dst=\"ff:ff:ff:ff:ff:ff\")/Dot1Q(vlan=42)/IP(src=\"198.18.0.1\",dst=\"198.18.0.2\")/UDP(dport=7)/Raw(b\"vlan\"), Ether(dst=\"ff:ff:ff:ff:ff:ff\")/Dot1Q(vlan=43)/IP(src=\"198.18.0.1\",dst=\"198.18.0.2\")/UDP(dport=9)/Raw(b\"other\"), Ether(dst=\"ff:ff:ff:ff:ff:ff\",type=0x88b5)/Raw(b\"x\"*46)], iface=\"a0\")'",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let to = realtime_ns();
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    for tcpdump in &mut tcpdumps {
+        tcpdump.stop();
+    }
+    drop(iperf);
+
+    // Live: the sensor's filter recorded what tcpdump's recorded, and nothing else.
+    let recorded = pcap::window(&pcap::read_segments(&segments(&data)), from, to);
+    let wanted = pcap::window(&pcap::read_pcap(&dir.path().join("f0.pcap"), "n0"), from, to);
+    let result = pcap::compare(&wanted, &recorded);
+    assert!(
+        result.missing.is_empty() && result.extra.is_empty(),
+        "{live_filter}: {} missing, {} extra; first: {:?} {:?}",
+        result.missing.len(),
+        result.extra.len(),
+        result.missing.first(),
+        result.extra.first()
+    );
+    assert!(result.exact > 40, "{} packets", result.exact);
+
+    // The table: podcap's filter on every frame tcpdump saw selects exactly the frames a
+    // tcpdump running with that filter saw.
+    let all = pcap::window(&pcap::read_pcap(&everything, "n0"), from, to);
+    assert!(all.len() > 100, "{} frames", all.len());
+    // Each packet socket stamps its own time: frames are compared by length and bytes.
+    let key = |f: &pcap::Frame| (f.orig_len, f.data.clone());
+    for (i, expression) in FILTERS.iter().enumerate() {
+        let filter = podcap_sensor::filter::Filter::compile(expression, 262_144).unwrap();
+        let mut ours: Vec<_> = all
+            .iter()
+            .filter(|f| filter.matches(&f.data, f.orig_len))
+            .map(key)
+            .collect();
+        let theirs = pcap::read_pcap(&dir.path().join(format!("f{}.pcap", i + 1)), "n0");
+        let mut theirs: Vec<_> = pcap::window(&theirs, from, to).iter().map(key).collect();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours.len(), theirs.len(), "{expression}: packet count");
+        if let Some((a, b)) = ours.iter().zip(&theirs).find(|(a, b)| a != b) {
+            panic!(
+                "{expression}: different packets: ours {} {:02x?}, tcpdump's {} {:02x?}",
+                a.0,
+                &a.1[..a.1.len().min(48)],
+                b.0,
+                &b.1[..b.1.len().min(48)]
+            );
+        }
+        assert!(
+            !ours.is_empty(),
+            "{expression} selected nothing: the traffic should exercise it"
+        );
+    }
+
+    // A bad expression is refused with libpcap's message, naming the flag.
+    let text = refused(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --filter 'tcp port 99999'",
+            data.display()
+        ),
+    );
+    assert!(text.contains("--filter") && text.contains("99999"), "{text}");
 }

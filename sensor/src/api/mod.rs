@@ -508,6 +508,11 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
         &mut per_iface(|s| s.received_bytes),
     );
     family(
+        "podcap_packets_filtered_total",
+        "Packets the capture filter rejected (not recorded, not drops).",
+        &mut per_iface(|s| s.filtered),
+    );
+    family(
         "podcap_packets_written_total",
         "Packets written into segments.",
         &mut per_iface(|s| s.written),

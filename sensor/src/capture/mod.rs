@@ -28,6 +28,7 @@ use podcap_common::{
 };
 
 use crate::{
+    filter::Filter,
     ring::{RecordHeader, RecordProducer},
     settings::RuntimeSettings,
     stats::{DropWarnings, Stats},
@@ -97,6 +98,8 @@ pub struct CaptureOptions {
     pub tap: Option<Interface>,
     pub snaplen: u32,
     pub frames_per_queue: u32,
+    /// Only packets this accepts are recorded.
+    pub filter: Option<Filter>,
 }
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
@@ -112,6 +115,7 @@ pub struct Capture {
     settings: Array<MapData, u32>,
     clock_offset_ns: i128,
     clock_refreshed: Instant,
+    filter: Option<Filter>,
 }
 
 fn permission_hint(source: &dyn std::fmt::Display) -> &'static str {
@@ -174,6 +178,7 @@ impl Capture {
             settings,
             clock_offset_ns: 0,
             clock_refreshed: Instant::now(),
+            filter: options.filter.clone(),
         };
         capture.refresh_clock();
         Ok(capture)
@@ -338,11 +343,12 @@ impl Capture {
 
     fn drain_once(&mut self, ring: &mut RecordProducer, stats: &Stats) -> usize {
         let offset = self.clock_offset_ns;
+        let filter = self.filter.as_ref();
         let mut total = 0;
         for set in self.sockets.iter_mut().chain(self.tap_sockets.iter_mut()) {
             for index in 0..set.sockets.len() {
                 total += set.receive(index, |queue, frame| {
-                    push_frame(ring, stats, offset, queue, frame);
+                    push_frame(ring, stats, offset, filter, queue, frame);
                 });
             }
         }
@@ -407,7 +413,14 @@ impl Capture {
 }
 
 /// Copies one frame with its metadata into the ring, counting it (or its loss) for its slot.
-fn push_frame(ring: &mut RecordProducer, stats: &Stats, clock_offset_ns: i128, queue: u32, frame: &[u8]) {
+fn push_frame(
+    ring: &mut RecordProducer,
+    stats: &Stats,
+    clock_offset_ns: i128,
+    filter: Option<&Filter>,
+    queue: u32,
+    frame: &[u8],
+) {
     let (slot, _) = slot_of_queue(queue);
     let Some(slot_stats) = stats.slots.get(slot as usize) else {
         return;
@@ -420,6 +433,10 @@ fn push_frame(ring: &mut RecordProducer, stats: &Stats, clock_offset_ns: i128, q
     slot_stats
         .received_bytes
         .fetch_add(u64::from(meta.original_len), Relaxed);
+    if filter.is_some_and(|f| !f.matches(data, meta.original_len)) {
+        slot_stats.filtered.fetch_add(1, Relaxed);
+        return;
+    }
     let header = RecordHeader {
         timestamp_ns: u64::try_from(i128::from(meta.timestamp_ns) + clock_offset_ns).unwrap_or(0),
         original_len: meta.original_len,
