@@ -8,7 +8,9 @@ use crate::{
     capture::{self, Interface},
     filter::Filter,
     store::Limits,
-    sys, units,
+    sys,
+    targeting::{Targeting, TargetingError},
+    units,
 };
 
 /// Raw flags, as typed.
@@ -37,12 +39,14 @@ pub struct Args {
     /// Time after which a segment with packets is closed.
     #[arg(long, default_value = "1m", value_name = "DUR")]
     pub segment_time: String,
-    /// Total size of the store; oldest segments are deleted beyond it.
-    #[arg(long, default_value = "500MB", value_name = "SIZE")]
-    pub max_size: String,
-    /// Time window of the store; older segments are deleted.
-    #[arg(long, default_value = "1h", value_name = "DUR")]
-    pub max_time: String,
+    /// Total size of the store; oldest segments are deleted beyond it [default: 500MB, or
+    /// pcapdump.maxSize of --config].
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Time window of the store; older segments are deleted [default: 1h, or
+    /// pcapdump.maxTime of --config].
+    #[arg(long, value_name = "DUR")]
+    pub max_time: Option<String>,
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
     #[arg(long, default_value = "none", value_name = "HOW")]
     pub compress: String,
@@ -64,6 +68,11 @@ pub struct Args {
     /// Record only packets matching this tcpdump filter expression (e.g. "tcp port 80").
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
+    /// Targeting file (Kubeshark keys: tap.regex, tap.namespaces, tap.excludedNamespaces,
+    /// tap.bpfOverride, tap.stopped, pcapdump.enabled/maxTime/maxSize), reloaded on change;
+    /// flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Validated configuration.
@@ -81,8 +90,15 @@ pub struct Config {
     pub max_size_text: String,
     pub max_time_text: String,
     pub xsk_frames: u32,
-    /// `--filter`, compiled.
+    /// `--filter`, compiled; else `tap.bpfOverride` of the file.
     pub filter: Option<Filter>,
+    /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
+    pub filter_from_flag: bool,
+    /// `--config`, and what it held at start.
+    pub config_file: Option<PathBuf>,
+    pub targeting: Targeting,
+    /// Recording at start (`pcapdump.enabled` and not `tap.stopped`).
+    pub enabled: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,13 +139,80 @@ pub enum ConfigError {
         #[source]
         source: crate::filter::FilterError,
     },
+    #[error("--config {path}: {source}")]
+    Targeting {
+        path: String,
+        #[source]
+        source: TargetingError,
+    },
     #[error("--segment-size ({segment}) must not exceed --max-size ({max})")]
     SegmentLargerThanStore { segment: String, max: String },
 }
 
+fn resolve_tap(tap: Option<String>, interfaces: &[Interface]) -> Result<Option<Interface>, ConfigError> {
+    Ok(match tap {
+        Some(name) if interfaces.iter().any(|i| i.name == name) => {
+            return Err(ConfigError::TapIsSelected { name });
+        }
+        Some(name) => {
+            let ifindex =
+                sys::interface_index(&name).ok_or_else(|| ConfigError::UnknownTap { name: name.clone() })?;
+            Some(Interface { name, ifindex })
+        }
+        None => None,
+    })
+}
+
+fn read_token(file: Option<&std::path::Path>, token: Option<String>) -> Result<Option<String>, ConfigError> {
+    Ok(match (file, token) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let token = text.trim().to_owned();
+            if token.is_empty() {
+                return Err(ConfigError::EmptyToken(path.display().to_string()));
+            }
+            Some(token)
+        }
+        (None, token) => token.filter(|t| !t.is_empty()),
+    })
+}
+
+fn read_targeting(path: &std::path::Path, snaplen: u32) -> Result<Targeting, ConfigError> {
+    let error = |source| ConfigError::Targeting {
+        path: path.display().to_string(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        error(TargetingError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
+    Targeting::parse(&text, snaplen).map_err(error)
+}
+
 impl Args {
     /// Validates every flag; checks the interfaces exist.
-    pub fn validate(self) -> Result<Config, ConfigError> {
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        let targeting = self
+            .config
+            .as_deref()
+            .map(|p| read_targeting(p, self.snaplen))
+            .transpose()?
+            .unwrap_or_default();
+        let max_size_text = self
+            .max_size
+            .take()
+            .or_else(|| targeting.pcapdump.max_size.clone())
+            .unwrap_or_else(|| "500MB".into());
+        let max_time_text = self
+            .max_time
+            .take()
+            .or_else(|| targeting.pcapdump.max_time.clone())
+            .unwrap_or_else(|| "1h".into());
         let size = |flag: &'static str, v: &str| {
             units::parse_size(v).map_err(|source| ConfigError::Unit { flag, source })
         };
@@ -145,13 +228,13 @@ impl Args {
             compress,
             segment_size: size("segment-size", &self.segment_size)?,
             segment_time: dur("segment-time", &self.segment_time)?,
-            max_size: size("max-size", &self.max_size)?,
-            max_time: dur("max-time", &self.max_time)?,
+            max_size: size("max-size", &max_size_text)?,
+            max_time: dur("max-time", &max_time_text)?,
         };
         if limits.segment_size > limits.max_size {
             return Err(ConfigError::SegmentLargerThanStore {
                 segment: self.segment_size,
-                max: self.max_size,
+                max: max_size_text,
             });
         }
         let ring_bytes = usize::try_from(size("ring-size", &self.ring_size)?).unwrap_or(usize::MAX);
@@ -173,49 +256,31 @@ impl Args {
                 .ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
             interfaces.push(Interface { name, ifindex });
         }
-        let tap = match self.tap {
-            Some(name) if interfaces.iter().any(|i| i.name == name) => {
-                return Err(ConfigError::TapIsSelected { name });
-            }
-            Some(name) => {
-                let ifindex = sys::interface_index(&name)
-                    .ok_or_else(|| ConfigError::UnknownTap { name: name.clone() })?;
-                Some(Interface { name, ifindex })
-            }
-            None => None,
-        };
+        let tap = resolve_tap(self.tap, &interfaces)?;
         let listen: std::net::SocketAddr = self
             .listen
             .parse()
             .map_err(|_| ConfigError::Listen(self.listen.clone()))?;
-        let token = match (&self.token_file, self.token) {
-            (Some(path), _) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let token = text.trim().to_owned();
-                if token.is_empty() {
-                    return Err(ConfigError::EmptyToken(path.display().to_string()));
-                }
-                Some(token)
-            }
-            (None, token) => token.filter(|t| !t.is_empty()),
-        };
+        let token = read_token(self.token_file.as_deref(), self.token)?;
         if !listen.ip().is_loopback() && token.is_none() {
             return Err(ConfigError::NoToken(self.listen));
         }
-        let filter = self
-            .filter
-            .map(|expression| {
+        let filter_from_flag = self.filter.is_some();
+        let filter = match self.filter {
+            Some(expression) => Some(
                 Filter::compile(&expression, self.snaplen)
-                    .map_err(|source| ConfigError::Filter { expression, source })
-            })
-            .transpose()?;
+                    .map_err(|source| ConfigError::Filter { expression, source })?,
+            ),
+            None => targeting.filter.clone(),
+        };
         Ok(Config {
             filter,
-            max_size_text: self.max_size.clone(),
-            max_time_text: self.max_time.clone(),
+            filter_from_flag,
+            config_file: self.config,
+            enabled: targeting.pcapdump.enabled.unwrap_or(true) && !targeting.stopped,
+            targeting,
+            max_size_text,
+            max_time_text,
             listen,
             token,
             interfaces,

@@ -14,4 +14,5 @@ pub mod settings;
 pub mod stats;
 pub mod store;
 pub mod sys;
+pub mod targeting;
 pub mod units;

@@ -18,10 +18,11 @@ use crate::{
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
     ring::{record_ring, RecordConsumer},
-    settings::RuntimeSettings,
+    settings::{RuntimeSettings, SettingsDoc},
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
+    targeting::{ConfigFile, FilterSlot, RELOAD_INTERVAL},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum RunError {
     Settings(crate::settings::SettingsError),
     #[error("the {0} thread failed")]
     Thread(&'static str),
+    #[error("--config: {0}")]
+    Targeting(String),
 }
 
 fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
@@ -54,8 +57,9 @@ fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStati
 }
 
 /// Runs until a stop signal (or `stop` is set).
-pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
-    let interfaces: Vec<InterfaceDescription> = config
+/// One Interface Description Block per captured interface, in slot order.
+fn interface_descriptions(config: &Config) -> Vec<InterfaceDescription> {
+    config
         .interfaces
         .iter()
         .map(|i| (i, "tc ingress and egress"))
@@ -66,13 +70,25 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
             link_type: LINKTYPE_ETHERNET,
             snaplen: config.snaplen,
         })
-        .collect();
+        .collect()
+}
+
+pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
+    let interfaces = interface_descriptions(config);
     let stats = Arc::new(Stats::new(interfaces.len()));
     let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
     let settings = Arc::new(
-        RuntimeSettings::load(&config.data_dir, &config.max_size_text, &config.max_time_text)
-            .map_err(RunError::Settings)?,
+        RuntimeSettings::load_with(
+            &config.data_dir,
+            &SettingsDoc {
+                enabled: Some(config.enabled),
+                max_time: Some(config.max_time_text.clone()),
+                max_size: Some(config.max_size_text.clone()),
+            },
+        )
+        .map_err(RunError::Settings)?,
     );
+    let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
     let (mut producer, consumer) = record_ring(config.ring_bytes);
     let mut capture = Capture::start(&CaptureOptions {
@@ -80,16 +96,12 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         tap: config.tap.clone(),
         snaplen: config.snaplen,
         frames_per_queue: config.xsk_frames,
-        filter: config.filter.clone(),
+        filter: Arc::clone(&filter),
     })?;
+    let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
     log::info!(
         "capturing on {} into {} (snaplen {})",
-        config
-            .interfaces
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        names.join(", "),
         config.data_dir.display(),
         config.snaplen
     );
@@ -110,6 +122,17 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         ..api_state
     };
     api_state.ready.store(true, Ordering::Relaxed);
+    let reloader = match &config.config_file {
+        Some(path) => Some(spawn_reloader(
+            path,
+            config,
+            Arc::clone(&settings),
+            Arc::clone(&filter),
+            Arc::clone(&api_state.config_error),
+            Arc::clone(stop),
+        )?),
+        None => None,
+    };
     let api = api::serve(config.listen, api_state, Arc::clone(stop)).map_err(|source| RunError::Listen {
         addr: config.listen,
         source,
@@ -142,8 +165,62 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     );
     stop.store(true, Ordering::Relaxed);
     let _ = api.join();
+    if let Some(reloader) = reloader {
+        let _ = reloader.join();
+    }
     closed?;
     Ok(())
+}
+
+/// Follows the targeting file: a good new document applies at once (settings persisted,
+/// filter swapped unless `--filter` was given); a bad one is logged and shown on `/readyz`
+/// while the last good one stays in force.
+fn spawn_reloader(
+    path: &std::path::Path,
+    config: &Config,
+    settings: Arc<RuntimeSettings>,
+    filter: Arc<FilterSlot>,
+    config_error: Arc<std::sync::Mutex<Option<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<thread::JoinHandle<()>, RunError> {
+    let (mut file, _) =
+        ConfigFile::open(path, config.snaplen).map_err(|e| RunError::Targeting(e.to_string()))?;
+    let filter_from_flag = config.filter_from_flag;
+    let path = path.display().to_string();
+    thread::Builder::new()
+        .name("podcap-config".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+                thread::sleep(RELOAD_INTERVAL);
+                let error = match file.poll() {
+                    None => continue,
+                    Some(Err(e)) => Some(e.to_string()),
+                    Some(Ok(targeting)) => {
+                        let change = SettingsDoc {
+                            enabled: Some(targeting.pcapdump.enabled.unwrap_or(true) && !targeting.stopped),
+                            ..targeting.pcapdump.clone()
+                        };
+                        match settings.apply(&change, true) {
+                            Ok(()) => {
+                                if !filter_from_flag {
+                                    filter.set(targeting.filter.clone());
+                                }
+                                log::info!("{path}: reloaded");
+                                None
+                            }
+                            Err(e) => Some(e.to_string()),
+                        }
+                    }
+                };
+                if let Some(e) = &error {
+                    log::error!("{path}: {e}; the last good configuration stays in force");
+                }
+                *config_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+            }
+        })
+        .map_err(|_| RunError::Thread("config"))
 }
 
 /// The writer thread: ring → segments, until the capture side is gone and the ring empty.

@@ -65,6 +65,19 @@ pub struct RuntimeSettings {
 impl RuntimeSettings {
     /// Starts from the command line's values, then applies what a previous run persisted.
     pub fn load(dir: &Path, max_size: &str, max_time: &str) -> Result<Self, SettingsError> {
+        Self::load_with(
+            dir,
+            &SettingsDoc {
+                enabled: Some(true),
+                max_time: Some(max_time.into()),
+                max_size: Some(max_size.into()),
+            },
+        )
+    }
+
+    /// Starts from `initial` (flags and the targeting file), then applies what a previous
+    /// run persisted (the last change through the API or a reload wins across restarts).
+    pub fn load_with(dir: &Path, initial: &SettingsDoc) -> Result<Self, SettingsError> {
         let settings = Self {
             enabled: AtomicBool::new(true),
             max_size: AtomicU64::new(0),
@@ -75,14 +88,7 @@ impl RuntimeSettings {
             }),
             path: dir.join(FILE),
         };
-        settings.apply(
-            &SettingsDoc {
-                enabled: None,
-                max_time: Some(max_time.into()),
-                max_size: Some(max_size.into()),
-            },
-            false,
-        )?;
+        settings.apply(initial, false)?;
         match fs::read_to_string(&settings.path) {
             Ok(text) => match serde_json::from_str::<SettingsDoc>(&text) {
                 Ok(saved) => match settings.apply(&saved, false) {

@@ -74,6 +74,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     pub snapshots: Arc<Semaphore>,
     pub live: Arc<Semaphore>,
+    /// Why the targeting file's last change could not apply (shown by `/readyz`).
+    pub config_error: Arc<std::sync::Mutex<Option<String>>>,
     /// Set when the sensor stops: live streams end so the server can shut down.
     pub stopping: Arc<AtomicBool>,
     /// The running writer's view of the store; without one, the manifest on disk is read
@@ -95,6 +97,7 @@ impl ApiState {
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Arc::new(AtomicBool::new(false)),
+            config_error: Arc::default(),
             view: None,
             settings: None,
         }
@@ -184,6 +187,18 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), AppError> {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
+    let config_error = state
+        .config_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(error) = config_error {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: configuration: {error} (the last good configuration stays in force)\n"),
+        )
+            .into_response();
+    }
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -12,7 +12,7 @@
 pub mod veth;
 
 use std::{
-    sync::atomic::Ordering::Relaxed,
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, Instant},
 };
 
@@ -36,6 +36,7 @@ use crate::{
         self,
         xsk::{self, XskSet},
     },
+    targeting::FilterSlot,
 };
 
 /// The eBPF object built by `sensor/build.rs`.
@@ -98,8 +99,8 @@ pub struct CaptureOptions {
     pub tap: Option<Interface>,
     pub snaplen: u32,
     pub frames_per_queue: u32,
-    /// Only packets this accepts are recorded.
-    pub filter: Option<Filter>,
+    /// Only packets the filter in this slot accepts are recorded; it may change any time.
+    pub filter: Arc<FilterSlot>,
 }
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
@@ -115,7 +116,10 @@ pub struct Capture {
     settings: Array<MapData, u32>,
     clock_offset_ns: i128,
     clock_refreshed: Instant,
-    filter: Option<Filter>,
+    filter_slot: Arc<FilterSlot>,
+    /// The slot's filter as of `filter_generation`.
+    filter: Option<Arc<Filter>>,
+    filter_generation: u64,
 }
 
 fn permission_hint(source: &dyn std::fmt::Display) -> &'static str {
@@ -178,7 +182,9 @@ impl Capture {
             settings,
             clock_offset_ns: 0,
             clock_refreshed: Instant::now(),
-            filter: options.filter.clone(),
+            filter_generation: options.filter.generation(),
+            filter: options.filter.get(),
+            filter_slot: Arc::clone(&options.filter),
         };
         capture.refresh_clock();
         Ok(capture)
@@ -317,6 +323,15 @@ impl Capture {
             if self.clock_refreshed.elapsed() >= Duration::from_secs(1) {
                 self.refresh_clock();
             }
+            let generation = self.filter_slot.generation();
+            if generation != self.filter_generation {
+                self.filter = self.filter_slot.get();
+                self.filter_generation = generation;
+                match &self.filter {
+                    Some(f) => log::info!("capture filter now {:?}", f.expression()),
+                    None => log::info!("capture filter removed"),
+                }
+            }
             if last_counters.elapsed() >= Duration::from_secs(1) {
                 self.refresh_kernel_counters(stats, false);
                 warnings.check(&stats.totals());
@@ -343,7 +358,7 @@ impl Capture {
 
     fn drain_once(&mut self, ring: &mut RecordProducer, stats: &Stats) -> usize {
         let offset = self.clock_offset_ns;
-        let filter = self.filter.as_ref();
+        let filter = self.filter.as_deref();
         let mut total = 0;
         for set in self.sockets.iter_mut().chain(self.tap_sockets.iter_mut()) {
             for index in 0..set.sockets.len() {
