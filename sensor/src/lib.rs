@@ -5,6 +5,7 @@
 //! drops), `config` (flags), `units` (sizes and durations), `sys` (every syscall and FFI).
 pub mod api;
 pub mod capture;
+pub mod cluster;
 pub mod config;
 pub mod filter;
 pub mod pcapng;
