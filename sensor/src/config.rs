@@ -28,8 +28,8 @@ pub struct Args {
     #[arg(long, value_name = "IF")]
     pub tap: Option<String>,
     /// Directory for the pcapng segments.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "resolve_pod")]
+    pub data_dir: Option<PathBuf>,
     /// Bytes kept of each packet (the rest is cut; the original length is kept).
     #[arg(long, default_value_t = 262_144, value_name = "N")]
     pub snaplen: u32,
@@ -73,6 +73,13 @@ pub struct Args {
     /// flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print what the kernel sees of the pod with this UID (cgroup, network namespace,
+    /// host-side interfaces) as JSON, and exit.
+    #[arg(long, value_name = "UID")]
+    pub resolve_pod: Option<String>,
+    /// Root of the cgroup tree to search for pods [default: the host's cgroup v2 tree].
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// Validated configuration.
@@ -117,6 +124,8 @@ pub enum ConfigError {
     UnknownTap { name: String },
     #[error("--tap: {name:?} is also given as --iface")]
     TapIsSelected { name: String },
+    #[error("--data-dir: required")]
+    NoDataDir,
     #[error("--iface or --tap: at least one interface is needed")]
     NoInterface,
     #[error("--listen: {0:?} is not an address like 127.0.0.1:9090")]
@@ -285,7 +294,7 @@ impl Args {
             token,
             interfaces,
             tap,
-            data_dir: self.data_dir,
+            data_dir: self.data_dir.ok_or(ConfigError::NoDataDir)?,
             snaplen: self.snaplen.min(capture::max_snaplen()),
             limits,
             ring_bytes,

@@ -1314,3 +1314,210 @@ fn the_targeting_file_applies_reloads_and_keeps_the_last_good_one() {
         "{log}"
     );
 }
+
+/// Cgroup directories made for a test, under the host's cgroup v2 tree; removed (deepest
+/// first) on drop, after the processes put in them are ended.
+struct CgroupTree {
+    root: std::path::PathBuf,
+    dirs: Vec<std::path::PathBuf>,
+    processes: Vec<std::process::Child>,
+}
+
+impl CgroupTree {
+    fn new(tag: &str) -> Self {
+        let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("cgroup.controllers").exists())
+            .expect("a cgroup v2 tree");
+        let root = base.join(format!("podcap-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&root).unwrap();
+        Self {
+            root: root.clone(),
+            dirs: vec![root],
+            processes: Vec::new(),
+        }
+    }
+
+    /// Makes `path` (relative, several levels) and returns it.
+    fn dir(&mut self, path: &str) -> std::path::PathBuf {
+        let mut at = self.root.clone();
+        for part in path.split('/') {
+            at.push(part);
+            if !at.exists() {
+                std::fs::create_dir(&at).unwrap();
+                self.dirs.push(at.clone());
+            }
+        }
+        at
+    }
+
+    /// Starts `sleep` in network namespace `ns` and puts it in cgroup `dir`.
+    fn process(&mut self, ns: &Netns, dir: &std::path::Path) -> u32 {
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", ns.name))
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.processes.push(child);
+        // nsenter execs the command: wait until it is `sleep` in the namespace.
+        for _ in 0..100 {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        pid
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for dir in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The kubelet's cgroups for four pods: A (systemd driver), B (cgroupfs), a hostNetwork
+/// pod H (systemd, its process in the node's namespace) and an idle pod without processes.
+/// Returns the tree and H's container directory.
+fn kubelet_cgroups(
+    node: &Netns,
+    pod_a: &Netns,
+    pod_b: &Netns,
+    uids: [&str; 4],
+) -> (CgroupTree, std::path::PathBuf) {
+    let [uid_a, uid_b, uid_h, uid_idle] = uids;
+    let mut cgroups = CgroupTree::new("resolve");
+    let dir_a = cgroups.dir(&format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-0a.scope",
+        uid_a.replace('-', "_")
+    ));
+    let dir_b = cgroups.dir(&format!("kubepods/burstable/pod{uid_b}/0b0b"));
+    let dir_h = cgroups.dir(&format!(
+        "kubepods.slice/kubepods-pod{}.slice/cri-containerd-0c.scope",
+        uid_h.replace('-', "_")
+    ));
+    cgroups.dir(&format!("kubepods/besteffort/pod{uid_idle}"));
+    cgroups.process(pod_a, &dir_a);
+    cgroups.process(pod_b, &dir_b);
+    cgroups.process(node, &dir_h);
+    (cgroups, dir_h)
+}
+
+#[test]
+fn pods_resolve_to_their_cgroup_namespace_and_host_veths() {
+    let _serial = serial();
+    let node = Netns::new("pcrN");
+    let pod_a = Netns::new("pcrA");
+    let pod_b = Netns::new("pcrB");
+    link(
+        &pod_a,
+        "eth0",
+        &["198.18.40.1/30"],
+        &node,
+        "vpa",
+        &["198.18.40.2/30"],
+    );
+    link(
+        &pod_b,
+        "eth0",
+        &["198.18.41.1/30"],
+        &node,
+        "vpb",
+        &["198.18.41.2/30"],
+    );
+    // A pod with two interfaces (a second network attached, as Multus does).
+    link(
+        &pod_b,
+        "net1",
+        &["198.18.42.1/30"],
+        &node,
+        "vpb2",
+        &["198.18.42.2/30"],
+    );
+    let (uid_a, uid_b, uid_h, uid_idle) = (
+        "aaaaaaaa-1111-2222-3333-444444444444",
+        "bbbbbbbb-1111-2222-3333-444444444444",
+        "cccccccc-1111-2222-3333-444444444444",
+        "dddddddd-1111-2222-3333-444444444444",
+    );
+    let (cgroups, dir_h) = kubelet_cgroups(&node, &pod_a, &pod_b, [uid_a, uid_b, uid_h, uid_idle]);
+    let root = cgroups.root.display().to_string();
+    // nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup tree, which the
+    // sensor on a node (hostNetwork, host /sys) sees.
+    let resolve = |uid: &str| {
+        try_sh(&format!(
+            "nsenter --net=/var/run/netns/{} {} --resolve-pod {uid} --cgroup-root {root}",
+            node.name,
+            sensor_bin()
+        ))
+    };
+    let json = |uid: &str| -> serde_json::Value {
+        let (ok, text) = resolve(uid);
+        assert!(ok, "{uid}: {text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let ifindex = |name: &str| {
+        node.sh(&format!("cat /sys/class/net/{name}/ifindex"))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+
+    let a = json(uid_a);
+    assert_eq!(a["hostNetwork"], false);
+    assert_eq!(
+        a["interfaces"],
+        serde_json::json!([{"name": "vpa", "ifindex": ifindex("vpa"), "podSide": "eth0"}])
+    );
+    let mut b: Vec<(String, String)> = json(uid_b)["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["podSide"].as_str().unwrap().to_owned(),
+                i["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    b.sort();
+    assert_eq!(
+        b,
+        [
+            ("eth0".to_owned(), "vpb".to_owned()),
+            ("net1".to_owned(), "vpb2".to_owned())
+        ]
+    );
+    let h = json(uid_h);
+    assert_eq!(h["hostNetwork"], true);
+    assert_eq!(h["interfaces"], serde_json::json!([]));
+    let pod_dir_h = dir_h.parent().unwrap();
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(pod_dir_h).unwrap().ino()
+    };
+    assert_eq!(
+        h["cgroupId"], inode,
+        "the cgroup v2 id is the pod directory's inode"
+    );
+    assert_eq!(h["cgroupDir"], pod_dir_h.display().to_string());
+
+    let (ok, text) = resolve(uid_idle);
+    assert!(!ok && text.contains("no live process"), "{text}");
+    let (ok, text) = resolve("eeeeeeee-1111-2222-3333-444444444444");
+    assert!(!ok && text.contains("no cgroup"), "{text}");
+}

@@ -3,6 +3,7 @@
 //! Rules: each `unsafe` block carries a `// SAFETY:` line; functions here return
 //! `std::io::Result` with the OS error, and callers add the context (which file, which
 //! interface).
+pub mod netns;
 pub mod pcap;
 pub mod xsk;
 
@@ -28,6 +29,24 @@ pub fn interface_index(name: &str) -> Option<u32> {
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// Name of interface `ifindex` in this network namespace, or `None` if there is none.
+#[must_use]
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires; null means no such
+    // interface.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success `buf` holds a NUL-terminated name.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
