@@ -2,7 +2,8 @@
 //!
 //! Rules: each input is read block by block (memory does not grow with the inputs); each
 //! input's interfaces are declared again in the output with the input's label in front of
-//! their names (`node-a/eth0`), so every packet keeps its interface; packets leave in
+//! their names (`node-a/eth0`), so every packet keeps its interface; Name Resolution
+//! Blocks pass through (each distinct one once); packets leave in
 //! timestamp order (ties keep input order). Inputs are expected in timestamp order, as
 //! sensors serve them.
 use std::{
@@ -50,7 +51,12 @@ pub struct MergeStats {
 
 impl<R: Read> Cursor<R> {
     /// Reads up to the next packet, declaring new interfaces into `out` as they come.
-    fn advance(&mut self, out: &mut BlockWriter, next_id: &mut u32) -> Result<()> {
+    fn advance(
+        &mut self,
+        out: &mut BlockWriter,
+        next_id: &mut u32,
+        names_seen: &mut std::collections::HashSet<Vec<u8>>,
+    ) -> Result<()> {
         // The previous packet's buffer is reused for the next one.
         let mut data = self.head.take().map(|h| h.data).unwrap_or_default();
         while let Some(block) = self
@@ -59,6 +65,9 @@ impl<R: Read> Cursor<R> {
             .with_context(|| format!("reading {}", self.label))?
         {
             self.section.observe(&block)?;
+            if block.block_type == podcap_sensor::pcapng::BLOCK_NRB && names_seen.insert(block.raw.to_vec()) {
+                out.raw(block.raw);
+            }
             while self.ids.len() < self.section.interfaces.len() {
                 let iface = &self.section.interfaces[self.ids.len()];
                 out.interface(&InterfaceDescription {
@@ -106,8 +115,9 @@ pub fn merge<R: Read>(inputs: Vec<Input<R>>, out: &mut impl Write) -> Result<Mer
         })
         .collect();
     let mut heap = BinaryHeap::new();
+    let mut names_seen = std::collections::HashSet::new();
     for (n, cursor) in cursors.iter_mut().enumerate() {
-        cursor.advance(&mut blocks, &mut next_id)?;
+        cursor.advance(&mut blocks, &mut next_id, &mut names_seen)?;
         if let Some(h) = &cursor.head {
             heap.push(Reverse((h.ts, n)));
         }
@@ -119,7 +129,7 @@ pub fn merge<R: Read>(inputs: Vec<Input<R>>, out: &mut impl Write) -> Result<Mer
             blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
             stats.packets += 1;
         }
-        cursor.advance(&mut blocks, &mut next_id)?;
+        cursor.advance(&mut blocks, &mut next_id, &mut names_seen)?;
         if let Some(h) = &cursor.head {
             heap.push(Reverse((h.ts, n)));
         }

@@ -205,6 +205,28 @@ impl BlockWriter {
         self.end(start);
     }
 
+    /// Name Resolution Block: one record per address (Wireshark shows the name for it).
+    pub fn names(&mut self, names: &[(std::net::IpAddr, String)]) {
+        if names.is_empty() {
+            return;
+        }
+        let start = self.begin(BLOCK_NRB);
+        for (ip, name) in names {
+            let mut value = match ip {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            value.extend_from_slice(name.as_bytes());
+            value.push(0);
+            // nrb_record_ipv4 = 1, nrb_record_ipv6 = 2.
+            self.option(if ip.is_ipv4() { 1 } else { 2 }, &value);
+        }
+        // nrb_record_end.
+        self.u16(0);
+        self.u16(0);
+        self.end(start);
+    }
+
     /// Appends an already encoded block (a reader's raw block) unchanged.
     pub fn raw(&mut self, block: &[u8]) {
         self.buf.extend_from_slice(block);

@@ -185,11 +185,29 @@ struct ActiveSegment {
     record: SegmentRecord,
 }
 
+/// Interface ids of one segment: pcapng numbers interfaces in the order of their blocks,
+/// so a slot that changes hands (a new pod) gets a new id and the old block keeps naming
+/// the packets before.
+#[derive(Debug, Default)]
+struct SegmentIds {
+    /// Slot → its current id in the segment.
+    by_slot: Vec<Option<u32>>,
+    /// Id → slot.
+    owners: Vec<u32>,
+    /// Ids whose block reached the file; later ones are only in the buffer.
+    on_disk: u32,
+}
+
 /// Writes packets into rotating segments.
 pub struct SegmentWriter {
     dir: PathBuf,
     limits: Limits,
-    interfaces: Vec<InterfaceDescription>,
+    /// What each capture slot is now (`None`: not assigned yet).
+    slots: Vec<Option<InterfaceDescription>>,
+    /// Names for addresses, written as a Name Resolution Block.
+    names: Vec<(std::net::IpAddr, String)>,
+    /// The active segment's interface ids.
+    ids: SegmentIds,
     next_seq: u64,
     active: Option<ActiveSegment>,
     buf: BlockWriter,
@@ -198,8 +216,9 @@ pub struct SegmentWriter {
     index: Index,
     /// What readers (the API) see: the index and the active segment's whole part.
     view: SharedView,
-    /// (interface id, timestamp) of each packet in `buf`, for the index and for loss counts.
-    buffered: Vec<(u32, u64)>,
+    /// (slot, interface id, timestamp) of each packet in `buf`, for the index and for loss
+    /// counts.
+    buffered: Vec<(u32, u32, u64)>,
     /// Packets per interface that could not be written.
     lost: Vec<u64>,
     last_error_log: Option<Instant>,
@@ -234,7 +253,9 @@ impl SegmentWriter {
         Ok(Self {
             dir: dir.to_owned(),
             limits,
-            interfaces,
+            slots: interfaces.into_iter().map(Some).collect(),
+            names: Vec::new(),
+            ids: SegmentIds::default(),
             next_seq: highest + 1,
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
@@ -342,7 +363,7 @@ impl SegmentWriter {
     /// written is counted in [`SegmentWriter::take_lost`], never left half in the file.
     pub fn write_packet(
         &mut self,
-        interface_id: u32,
+        slot: u32,
         timestamp_ns: u64,
         original_len: u32,
         data: &[u8],
@@ -352,9 +373,12 @@ impl SegmentWriter {
         if self.active.is_none() {
             self.open_segment()?;
         }
-        self.buf
-            .packet(interface_id, timestamp_ns, original_len, data, direction);
-        self.buffered.push((interface_id, timestamp_ns));
+        let id = match self.ids.by_slot.get(slot as usize).copied().flatten() {
+            Some(id) => id,
+            None => self.declare(slot),
+        };
+        self.buf.packet(id, timestamp_ns, original_len, data, direction);
+        self.buffered.push((slot, id, timestamp_ns));
         if self.buf.len() >= WRITE_CHUNK {
             self.write_buffer();
         }
@@ -364,16 +388,68 @@ impl SegmentWriter {
     /// Packets per interface id that could not be written since the last call.
     pub fn take_lost(&mut self) -> Vec<u64> {
         let lost = std::mem::take(&mut self.lost);
-        self.lost = vec![0; self.interfaces.len()];
+        self.lost = vec![0; self.slots.len()];
         lost
     }
 
+    /// Gives `slot` a new interface description (a pod's interface): it applies to the
+    /// slot's next packets, in this segment (a new Interface Description Block) and after.
+    pub fn set_interface(&mut self, slot: u32, description: InterfaceDescription) {
+        let index = slot as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, None);
+            self.lost.resize(index + 1, 0);
+        }
+        self.slots[index] = Some(description);
+        if self.active.is_some() {
+            self.declare(slot);
+        }
+    }
+
+    /// Sets the names for addresses (written now if they changed, and in every segment).
+    pub fn set_names(&mut self, names: Vec<(std::net::IpAddr, String)>) {
+        if names == self.names {
+            return;
+        }
+        self.names = names;
+        if self.active.is_some() {
+            self.buf.names(&self.names);
+        }
+    }
+
+    /// Declares `slot`'s interface in the active segment; returns its id.
+    fn declare(&mut self, slot: u32) -> u32 {
+        let placeholder = InterfaceDescription {
+            name: format!("slot-{slot}"),
+            description: "podcap: an interface no longer known".into(),
+            link_type: crate::pcapng::LINKTYPE_ETHERNET,
+            snaplen: 262_144,
+        };
+        let description = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .unwrap_or(&placeholder);
+        self.buf.interface(description);
+        let id = self.ids.owners.len() as u32;
+        self.ids.owners.push(slot);
+        if self.ids.by_slot.len() <= slot as usize {
+            self.ids.by_slot.resize(slot as usize + 1, None);
+        }
+        self.ids.by_slot[slot as usize] = Some(id);
+        id
+    }
+
     fn write_header(&mut self) {
+        self.ids = SegmentIds::default();
         self.buf
             .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION")));
-        for iface in &self.interfaces {
-            self.buf.interface(iface);
+        for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].is_some() {
+                self.declare(slot);
+            }
         }
+        self.buf.names(&self.names);
     }
 
     /// Writes the buffer to the active segment. On failure the file is cut back to its last
@@ -392,9 +468,10 @@ impl SegmentWriter {
             Ok(()) => {
                 active.record.checkpoints.extend(checkpoint);
                 active.bytes += self.buf.len() as u64;
-                for &(interface_id, ts) in &self.buffered {
+                for &(_, interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);
                 }
+                self.ids.on_disk = self.ids.owners.len() as u32;
                 self.buf.clear();
                 self.buffered.clear();
                 self.publish_active();
@@ -404,9 +481,17 @@ impl SegmentWriter {
                     .file
                     .set_len(active.bytes)
                     .and_then(|()| active.file.seek(SeekFrom::Start(active.bytes)).map(|_| ()));
-                for &(interface_id, _) in &self.buffered {
-                    if let Some(n) = self.lost.get_mut(interface_id as usize) {
+                for &(slot, _, _) in &self.buffered {
+                    if let Some(n) = self.lost.get_mut(slot as usize) {
                         *n += 1;
+                    }
+                }
+                // Interfaces declared in the lost bytes are declared again when needed.
+                let on_disk = self.ids.on_disk;
+                self.ids.owners.truncate(on_disk as usize);
+                for id in &mut self.ids.by_slot {
+                    if id.is_some_and(|id| id >= on_disk) {
+                        *id = None;
                     }
                 }
                 let full = error.raw_os_error() == Some(libc::ENOSPC);
@@ -475,8 +560,15 @@ impl SegmentWriter {
         if self.active.is_none() {
             return Ok(());
         }
-        for id in 0..self.interfaces.len() as u32 {
-            let s = stats(id);
+        let current: Vec<(u32, u32)> = self
+            .ids
+            .by_slot
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, id)| id.map(|id| (slot as u32, id)))
+            .collect();
+        for &(slot, id) in &current {
+            let s = stats(slot);
             let comment = format!(
                 "podcap drops by stage: kernel={} sensor={}",
                 s.kernel_drops, s.sensor_drops
@@ -497,9 +589,10 @@ impl SegmentWriter {
         fs::rename(&from, &to).map_err(seg_err)?;
         let record = &mut active.record;
         record.bytes = active.bytes;
-        record.drops = (0..self.interfaces.len() as u32)
-            .map(|id| {
-                let s = stats(id);
+        record.drops = current
+            .iter()
+            .map(|&(slot, _)| {
+                let s = stats(slot);
                 s.kernel_drops + s.sensor_drops
             })
             .sum();
@@ -691,6 +784,110 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    fn pod_iface(name: &str) -> InterfaceDescription {
+        InterfaceDescription {
+            name: name.into(),
+            description: format!("pod {name}"),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        }
+    }
+
+    fn udp_to(dst: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+        f[30..34].copy_from_slice(&dst);
+        f
+    }
+
+    #[test]
+    fn slots_change_hands_and_names_travel_with_the_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::open(dir.path(), limits(1 << 20, 1 << 30), Vec::new()).unwrap();
+        let none = |_| InterfaceStatistics::default();
+        // Packet times near now: retention by time keeps them.
+        let t0 = crate::sys::realtime_ns();
+        w.set_names(vec![("198.18.7.1".parse().unwrap(), "web-1.shop".into())]);
+        w.set_interface(0, pod_iface("shop/web-1/eth0"));
+        w.write_packet(0, t0 + 10, 60, &udp_to([198, 18, 7, 1]), Direction::Inbound, none)
+            .unwrap();
+        // Slot 0 goes to another pod mid-segment; slot 1 is new.
+        w.set_interface(0, pod_iface("shop/web-9/eth0"));
+        w.set_interface(1, pod_iface("blog/api-1/eth0"));
+        w.write_packet(
+            0,
+            t0 + 20,
+            60,
+            &udp_to([198, 18, 7, 2]),
+            Direction::Outbound,
+            none,
+        )
+        .unwrap();
+        w.write_packet(1, t0 + 30, 60, &udp_to([198, 18, 7, 3]), Direction::Inbound, none)
+            .unwrap();
+        w.close_segment(none).unwrap();
+        w.write_packet(1, t0 + 40, 60, &udp_to([198, 18, 7, 3]), Direction::Inbound, none)
+            .unwrap();
+        w.finish(none).unwrap();
+
+        let mut seen = Vec::new();
+        let mut names_blocks = 0;
+        for file in files(dir.path()) {
+            let bytes = fs::read(dir.path().join(&file)).unwrap();
+            let mut section = crate::pcapng::read::Section::default();
+            for block in crate::pcapng::read::Blocks::new(&bytes) {
+                let block = block.unwrap();
+                section.observe(&block).unwrap();
+                names_blocks += usize::from(block.block_type == crate::pcapng::BLOCK_NRB);
+                if let Some(p) = crate::pcapng::read::parse_packet(&block, &section).unwrap() {
+                    seen.push((
+                        section.interfaces[p.interface_id as usize].name.clone(),
+                        p.timestamp_ns,
+                    ));
+                }
+            }
+            let out = std::process::Command::new("tshark")
+                .args([
+                    "-r",
+                    &dir.path().join(&file).display().to_string(),
+                    "-N",
+                    "n",
+                    "-T",
+                    "fields",
+                ])
+                .args(["-e", "frame.interface_name", "-e", "ip.dst_host"])
+                .output();
+            // tshark reads every segment, and shows the pod's name for its address.
+            if let Ok(out) = out {
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "tshark -r {file}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    text.contains("web-1.shop") || !text.contains("198.18.7.1"),
+                    "{text}"
+                );
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("shop/web-1/eth0".to_owned(), t0 + 10),
+                ("shop/web-9/eth0".to_owned(), t0 + 20),
+                ("blog/api-1/eth0".to_owned(), t0 + 30),
+                ("blog/api-1/eth0".to_owned(), t0 + 40),
+            ]
+        );
+        assert_eq!(names_blocks, 2, "the names head every segment");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   [`REORDER_WINDOW_NS`] older than the newest packet read. A packet that arrives later
 //!   still is written anyway (nothing is dropped) and counted in [`SliceStats::late`].
 //! - Interfaces are identified by name and link type across segments: the output declares
-//!   each one once, just before its first packet.
+//!   each one once, just before its first packet. Name Resolution Blocks are passed on,
+//!   each distinct one once.
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
@@ -104,6 +105,8 @@ pub struct Slicer {
     stats: SliceStats,
     emitted_up_to: u64,
     free: Vec<Vec<u8>>,
+    /// Name Resolution Blocks already passed on (segments repeat them).
+    names_seen: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Default for Slicer {
@@ -117,6 +120,7 @@ impl Default for Slicer {
             stats: SliceStats::default(),
             emitted_up_to: 0,
             free: Vec::new(),
+            names_seen: std::collections::HashSet::new(),
         }
     }
 }
@@ -222,6 +226,10 @@ impl Slicer {
                                 self.interfaces.len() - 1
                             })
                     }));
+                }
+                if block_type == crate::pcapng::BLOCK_NRB && !self.names_seen.contains(block.raw) {
+                    self.names_seen.insert(block.raw.to_vec());
+                    self.blocks.raw(block.raw);
                 }
                 // The header (section and interfaces) is read: skip what the checkpoint
                 // says lies wholly before `from`.
