@@ -62,9 +62,20 @@ pub struct Args {
     /// Bytes of the ring between the capture and writer threads.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub ring_size: String,
-    /// AF_XDP frames (4 KiB each) per capture queue.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub xsk_frames: u32,
+    /// AF_XDP frames (4 KiB each) per capture queue [default: 4096, 1024 with --node].
+    #[arg(long, value_name = "N")]
+    pub xsk_frames: Option<u32>,
+    /// Kubernetes mode: the node this sensor runs on (its pods are watched and the ones the
+    /// targeting selects are captured as they come and go).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Kubernetes API URL without authentication (`kubectl proxy`, tests); else the
+    /// in-cluster service account or the kubeconfig.
+    #[arg(long, value_name = "URL", requires = "node")]
+    pub kube_api: Option<String>,
+    /// Pod interfaces captured at once in Kubernetes mode.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_pods: u32,
     /// Record only packets matching this tcpdump filter expression (e.g. "tcp port 80").
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
@@ -79,6 +90,15 @@ pub struct Args {
     pub resolve_pod: Option<String>,
     /// Root of the cgroup tree to search for pods [default: the host's cgroup v2 tree].
     #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// Kubernetes mode's settings.
+#[derive(Clone, Debug)]
+pub struct Kubernetes {
+    pub node: String,
+    pub api: Option<String>,
+    pub max_pods: u32,
     pub cgroup_root: Option<PathBuf>,
 }
 
@@ -97,6 +117,8 @@ pub struct Config {
     pub max_size_text: String,
     pub max_time_text: String,
     pub xsk_frames: u32,
+    /// Kubernetes mode (`--node`).
+    pub kubernetes: Option<Kubernetes>,
     /// `--filter`, compiled; else `tap.bpfOverride` of the file.
     pub filter: Option<Filter>,
     /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
@@ -126,7 +148,11 @@ pub enum ConfigError {
     TapIsSelected { name: String },
     #[error("--data-dir: required")]
     NoDataDir,
-    #[error("--iface or --tap: at least one interface is needed")]
+    #[error("--tap: not available with --node (Kubernetes mode)")]
+    TapWithNode,
+    #[error("--max-pods: must be between 1 and 256, got {0}")]
+    MaxPods(u32),
+    #[error("--iface, --tap or --node: something to capture is needed")]
     NoInterface,
     #[error("--listen: {0:?} is not an address like 127.0.0.1:9090")]
     Listen(String),
@@ -156,6 +182,19 @@ pub enum ConfigError {
     },
     #[error("--segment-size ({segment}) must not exceed --max-size ({max})")]
     SegmentLargerThanStore { segment: String, max: String },
+}
+
+fn resolve_interfaces(names: Vec<String>) -> Result<Vec<Interface>, ConfigError> {
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for name in names {
+        if interfaces.iter().any(|i| i.name == name) {
+            return Err(ConfigError::DuplicateInterface { name });
+        }
+        let ifindex = sys::interface_index(&name)
+            .ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
+        interfaces.push(Interface { name, ifindex });
+    }
+    Ok(interfaces)
 }
 
 fn resolve_tap(tap: Option<String>, interfaces: &[Interface]) -> Result<Option<Interface>, ConfigError> {
@@ -204,6 +243,23 @@ fn read_targeting(path: &std::path::Path, snaplen: u32) -> Result<Targeting, Con
 }
 
 impl Args {
+    /// `--xsk-frames` (default by mode) and the Kubernetes mode's own flags.
+    fn check_kubernetes_and_frames(&self) -> Result<u32, ConfigError> {
+        let xsk_frames = self
+            .xsk_frames
+            .unwrap_or(if self.node.is_some() { 1024 } else { 4096 });
+        if !xsk_frames.is_power_of_two() || !(64..=65_536).contains(&xsk_frames) {
+            return Err(ConfigError::XskFrames(xsk_frames));
+        }
+        if self.node.is_some() && self.tap.is_some() {
+            return Err(ConfigError::TapWithNode);
+        }
+        if !(1..=256).contains(&self.max_pods) {
+            return Err(ConfigError::MaxPods(self.max_pods));
+        }
+        Ok(xsk_frames)
+    }
+
     /// Validates every flag; checks the interfaces exist.
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         let targeting = self
@@ -250,21 +306,11 @@ impl Args {
         if !(64..=262_144).contains(&self.snaplen) {
             return Err(ConfigError::Snaplen(self.snaplen));
         }
-        if !self.xsk_frames.is_power_of_two() || !(64..=65_536).contains(&self.xsk_frames) {
-            return Err(ConfigError::XskFrames(self.xsk_frames));
-        }
-        if self.ifaces.is_empty() && self.tap.is_none() {
+        let xsk_frames = self.check_kubernetes_and_frames()?;
+        if self.ifaces.is_empty() && self.tap.is_none() && self.node.is_none() {
             return Err(ConfigError::NoInterface);
         }
-        let mut interfaces: Vec<Interface> = Vec::new();
-        for name in self.ifaces {
-            if interfaces.iter().any(|i| i.name == name) {
-                return Err(ConfigError::DuplicateInterface { name });
-            }
-            let ifindex = sys::interface_index(&name)
-                .ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
-            interfaces.push(Interface { name, ifindex });
-        }
+        let interfaces = resolve_interfaces(self.ifaces)?;
         let tap = resolve_tap(self.tap, &interfaces)?;
         let listen: std::net::SocketAddr = self
             .listen
@@ -298,7 +344,13 @@ impl Args {
             snaplen: self.snaplen.min(capture::max_snaplen()),
             limits,
             ring_bytes,
-            xsk_frames: self.xsk_frames,
+            xsk_frames,
+            kubernetes: self.node.map(|node| Kubernetes {
+                node,
+                api: self.kube_api,
+                max_pods: self.max_pods,
+                cgroup_root: self.cgroup_root,
+            }),
         })
     }
 }

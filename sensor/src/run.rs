@@ -15,6 +15,10 @@ use std::{
 use crate::{
     api::{self, ApiState},
     capture::{Capture, CaptureError, CaptureOptions},
+    cluster::{
+        reconcile::{self, Reconciler, WriterCommand},
+        resolve::Resolver,
+    },
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
     ring::{record_ring, RecordConsumer},
@@ -22,7 +26,7 @@ use crate::{
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
-    targeting::{ConfigFile, FilterSlot, RELOAD_INTERVAL},
+    targeting::{ConfigFile, FilterSlot, Targeting, RELOAD_INTERVAL},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,8 @@ pub enum RunError {
     Thread(&'static str),
     #[error("--config: {0}")]
     Targeting(String),
+    #[error("Kubernetes: {0}")]
+    Kubernetes(String),
 }
 
 fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
@@ -75,7 +81,8 @@ fn interface_descriptions(config: &Config) -> Vec<InterfaceDescription> {
 
 pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     let interfaces = interface_descriptions(config);
-    let stats = Arc::new(Stats::new(interfaces.len()));
+    let pool = config.kubernetes.as_ref().map_or(0, |k| k.max_pods);
+    let stats = Arc::new(Stats::new(interfaces.len() + pool as usize));
     let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
     let settings = Arc::new(
         RuntimeSettings::load_with(
@@ -96,8 +103,13 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         tap: config.tap.clone(),
         snaplen: config.snaplen,
         frames_per_queue: config.xsk_frames,
+        pool,
         filter: Arc::clone(&filter),
     })?;
+    let (capture_commands, capture_rx) = std::sync::mpsc::channel();
+    capture.set_commands(capture_rx);
+    let (writer_commands, writer_rx) = std::sync::mpsc::channel();
+    let targeting = Arc::new(std::sync::Mutex::new(config.targeting.clone()));
     let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
     log::info!(
         "capturing on {} into {} (snaplen {})",
@@ -105,22 +117,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.data_dir.display(),
         config.snaplen
     );
-    let api_state = ApiState::new(
-        config.data_dir.clone(),
-        config
-            .interfaces
-            .iter()
-            .chain(&config.tap)
-            .map(|i| i.name.clone())
-            .collect(),
-        Arc::clone(&stats),
-        config.token.clone(),
-    );
-    let api_state = ApiState {
-        view: Some(store.view()),
-        settings: Some(Arc::clone(&settings)),
-        ..api_state
-    };
+    let api_state = api_state(config, &stats, &store, &settings);
     api_state.ready.store(true, Ordering::Relaxed);
     let reloader = match &config.config_file {
         Some(path) => Some(spawn_reloader(
@@ -128,11 +125,13 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
             config,
             Arc::clone(&settings),
             Arc::clone(&filter),
+            Arc::clone(&targeting),
             Arc::clone(&api_state.config_error),
             Arc::clone(stop),
         )?),
         None => None,
     };
+    let pods = start_pods(config, capture_commands, writer_commands, &targeting, stop)?;
     let api = api::serve(config.listen, api_state, Arc::clone(stop)).map_err(|source| RunError::Listen {
         addr: config.listen,
         source,
@@ -145,6 +144,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         Arc::clone(&stats),
         Arc::clone(&settings),
         start_ns,
+        writer_rx,
     )?;
 
     let stop_flag = Arc::clone(stop);
@@ -168,6 +168,9 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     if let Some(reloader) = reloader {
         let _ = reloader.join();
     }
+    if let Some(pods) = pods {
+        let _ = pods.join();
+    }
     closed?;
     Ok(())
 }
@@ -180,6 +183,7 @@ fn spawn_reloader(
     config: &Config,
     settings: Arc<RuntimeSettings>,
     filter: Arc<FilterSlot>,
+    targeting: Arc<std::sync::Mutex<Targeting>>,
     config_error: Arc<std::sync::Mutex<Option<String>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<thread::JoinHandle<()>, RunError> {
@@ -195,16 +199,19 @@ fn spawn_reloader(
                 let error = match file.poll() {
                     None => continue,
                     Some(Err(e)) => Some(e.to_string()),
-                    Some(Ok(targeting)) => {
+                    Some(Ok(next)) => {
                         let change = SettingsDoc {
-                            enabled: Some(targeting.pcapdump.enabled.unwrap_or(true) && !targeting.stopped),
-                            ..targeting.pcapdump.clone()
+                            enabled: Some(next.pcapdump.enabled.unwrap_or(true) && !next.stopped),
+                            ..next.pcapdump.clone()
                         };
                         match settings.apply(&change, true) {
                             Ok(()) => {
                                 if !filter_from_flag {
-                                    filter.set(targeting.filter.clone());
+                                    filter.set(next.filter.clone());
                                 }
+                                *targeting
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
                                 log::info!("{path}: reloaded");
                                 None
                             }
@@ -223,6 +230,76 @@ fn spawn_reloader(
         .map_err(|_| RunError::Thread("config"))
 }
 
+/// What the API serves.
+fn api_state(
+    config: &Config,
+    stats: &Arc<Stats>,
+    store: &SegmentWriter,
+    settings: &Arc<RuntimeSettings>,
+) -> ApiState {
+    // In Kubernetes mode interfaces come and go: `iface=` is not checked against a list.
+    let api_state = ApiState::new(
+        config.data_dir.clone(),
+        if config.kubernetes.is_some() {
+            Vec::new()
+        } else {
+            config
+                .interfaces
+                .iter()
+                .chain(&config.tap)
+                .map(|i| i.name.clone())
+                .collect()
+        },
+        Arc::clone(stats),
+        config.token.clone(),
+    );
+    ApiState {
+        view: Some(store.view()),
+        settings: Some(Arc::clone(settings)),
+        ..api_state
+    }
+}
+
+/// Kubernetes mode: the pod watcher and the reconciler (`None` in standalone mode).
+fn start_pods(
+    config: &Config,
+    capture_commands: std::sync::mpsc::Sender<crate::capture::CaptureCommand>,
+    writer_commands: std::sync::mpsc::Sender<WriterCommand>,
+    targeting: &Arc<std::sync::Mutex<Targeting>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Option<thread::JoinHandle<()>>, RunError> {
+    Ok(match &config.kubernetes {
+        Some(k) => {
+            let resolver = k.cgroup_root.clone().map_or_else(Resolver::detect, Resolver::new);
+            log::info!(
+                "Kubernetes mode: node {}, up to {} pod interfaces, cgroups under {}",
+                k.node,
+                k.max_pods,
+                resolver.cgroup_root().display()
+            );
+            let reconciler = Reconciler::new(
+                k.node.clone(),
+                resolver,
+                config.snaplen,
+                config.interfaces.len() as u32,
+                k.max_pods,
+                capture_commands,
+                writer_commands,
+            );
+            Some(
+                reconcile::spawn(
+                    k.api.as_deref(),
+                    reconciler,
+                    Arc::clone(targeting),
+                    Arc::clone(stop),
+                )
+                .map_err(RunError::Kubernetes)?,
+            )
+        }
+        None => None,
+    })
+}
+
 /// The writer thread: ring → segments, until the capture side is gone and the ring empty.
 fn spawn_writer(
     mut store: SegmentWriter,
@@ -230,6 +307,7 @@ fn spawn_writer(
     stats: Arc<Stats>,
     settings: Arc<RuntimeSettings>,
     start_ns: u64,
+    commands: std::sync::mpsc::Receiver<WriterCommand>,
 ) -> Result<thread::JoinHandle<Result<(), StoreError>>, RunError> {
     thread::Builder::new()
         .name("podcap-writer".into())
@@ -244,6 +322,21 @@ fn spawn_writer(
                 if wanted != retention {
                     retention = wanted;
                     store.set_retention(wanted.0, wanted.1);
+                }
+                // Scope changes come before the packets they describe (the capture attaches
+                // only after this acknowledges).
+                while let Ok(command) = commands.try_recv() {
+                    match command {
+                        WriterCommand::SetInterface {
+                            slot,
+                            description,
+                            ack,
+                        } => {
+                            store.set_interface(slot, description);
+                            let _ = ack.send(());
+                        }
+                        WriterCommand::SetNames(names) => store.set_names(names),
+                    }
                 }
                 let mut idle = true;
                 while let Some(header) = consumer.pop(&mut data) {

@@ -1521,3 +1521,277 @@ fn pods_resolve_to_their_cgroup_namespace_and_host_veths() {
     let (ok, text) = resolve("eeeeeeee-1111-2222-3333-444444444444");
     assert!(!ok && text.contains("no cgroup"), "{text}");
 }
+
+/// A Kubernetes API for one node, in-process: pods and services listed and watched with
+/// the real API's JSON; the test adds and deletes pods while the sensor watches.
+mod fake_api {
+    use std::sync::{Arc, Mutex};
+
+    use axum::{
+        body::Body,
+        extract::{Query, State},
+        response::Response,
+        routing::get,
+        Router,
+    };
+    use serde_json::{json, Value};
+
+    #[derive(Clone)]
+    pub struct Api {
+        pods: Arc<Mutex<Vec<Value>>>,
+        events: tokio::sync::broadcast::Sender<String>,
+        version: Arc<Mutex<u64>>,
+    }
+
+    pub fn pod(uid: &str, namespace: &str, name: &str, ip: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": "1",
+                         "labels": {"app": name}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "main", "image": "app:1"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                       "containerStatuses": [{"name": "main", "ready": true, "restartCount": 0, "image": "app:1",
+                                              "imageID": "", "containerID": format!("containerd://{uid}")}]}
+        })
+    }
+
+    impl Api {
+        pub fn new(pods: Vec<Value>) -> Self {
+            Self {
+                pods: Arc::new(Mutex::new(pods)),
+                events: tokio::sync::broadcast::channel(64).0,
+                version: Arc::new(Mutex::new(10)),
+            }
+        }
+
+        fn next_version(&self) -> String {
+            let mut v = self.version.lock().unwrap();
+            *v += 1;
+            v.to_string()
+        }
+
+        pub fn add(&self, mut pod: Value) {
+            pod["metadata"]["resourceVersion"] = json!(self.next_version());
+            self.pods.lock().unwrap().push(pod.clone());
+            let _ = self
+                .events
+                .send(format!("{}\n", json!({"type": "ADDED", "object": pod})));
+        }
+
+        pub fn delete(&self, uid: &str) {
+            let mut pods = self.pods.lock().unwrap();
+            if let Some(i) = pods.iter().position(|p| p["metadata"]["uid"] == uid) {
+                let mut pod = pods.remove(i);
+                pod["metadata"]["resourceVersion"] = json!(self.next_version());
+                let _ = self
+                    .events
+                    .send(format!("{}\n", json!({"type": "DELETED", "object": pod})));
+            }
+        }
+
+        pub fn router(&self) -> Router {
+            Router::new()
+                .route("/api/v1/pods", get(pods))
+                .route("/api/v1/services", get(services))
+                .with_state(self.clone())
+        }
+    }
+
+    fn watching(params: &[(String, String)]) -> bool {
+        params.iter().any(|(k, v)| k == "watch" && v == "true")
+    }
+
+    fn json_body(value: &Value) -> Response {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(value.to_string()))
+            .unwrap()
+    }
+
+    async fn pods(State(api): State<Api>, Query(params): Query<Vec<(String, String)>>) -> Response {
+        if watching(&params) {
+            let rx = api.events.subscribe();
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(line) => return Some((Ok::<_, std::io::Error>(line), rx)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
+                .unwrap();
+        }
+        let version = api.version.lock().unwrap().to_string();
+        let items = api.pods.lock().unwrap().clone();
+        json_body(
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": version}, "items": items}),
+        )
+    }
+
+    async fn services(Query(params): Query<Vec<(String, String)>>) -> Response {
+        if watching(&params) {
+            return Response::builder()
+                .body(Body::from_stream(futures::stream::pending::<
+                    Result<String, std::io::Error>,
+                >()))
+                .unwrap();
+        }
+        json_body(
+            &json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "5"}, "items": [{
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "shop", "uid": "svc-1", "resourceVersion": "5"},
+                "spec": {"clusterIP": "198.18.59.10", "clusterIPs": ["198.18.59.10"], "ports": [{"port": 80}]}
+            }]}),
+        )
+    }
+}
+
+/// A TCP listener on 127.0.0.1 inside network namespace `ns` (the sensor's).
+fn listener_in(ns: &Netns) -> std::net::TcpListener {
+    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a namespace file, on a thread that ends right after the bind.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// What Kubernetes mode recorded, phase by phase (see the test below).
+fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2, phase3]: [u64; 3]) {
+    let frames = pcap::read_segments(&segments(data));
+    let icmp = |iface: &str, from: u64, to: u64| {
+        frames
+            .iter()
+            .filter(|f| {
+                f.iface == iface && f.ts_ns >= from && f.ts_ns < to && f.data.len() > 34 && f.data[23] == 1
+            })
+            .count()
+    };
+    let end = u64::MAX;
+    assert_eq!(
+        icmp("shop/web-1/eth0", phase1, phase2),
+        10,
+        "web-1 while targeted"
+    );
+    assert_eq!(icmp("shop/web-2/eth0", phase2, phase3), 10, "web-2 once added");
+    assert_eq!(icmp("shop/web-2/eth0", phase3, end), 10);
+    assert_eq!(
+        icmp("shop/web-1/eth0", phase3, end),
+        0,
+        "web-1 after its deletion"
+    );
+    let names: std::collections::BTreeSet<&str> = frames.iter().map(|f| f.iface.as_str()).collect();
+    assert_eq!(
+        names,
+        ["shop/web-1/eth0", "shop/web-2/eth0"].into_iter().collect(),
+        "db-1 is never captured"
+    );
+    // tshark shows the pods' names for their addresses and on the interfaces.
+    let files = segments(data);
+    let shown = sh(&format!(
+        "tshark -r {} -N n -T fields -e frame.interface_name -e ip.src_host -e frame.interface_description",
+        files[0].display()
+    ));
+    assert!(shown.contains("shop/web-1/eth0\tweb-1.shop"), "{shown}");
+    assert!(
+        shown.contains("node=node-1") && shown.contains(&format!("uid={uid_web1}")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
+    let _serial = serial();
+    let node = Netns::new("pckN");
+    let pods: Vec<Netns> = ["pckA", "pckB", "pckC"].iter().map(|n| Netns::new(n)).collect();
+    for (i, (pod, host)) in pods.iter().zip(["vka", "vkb", "vkc"]).enumerate() {
+        link(
+            pod,
+            "eth0",
+            &[&format!("198.18.5{i}.1/30")],
+            &node,
+            host,
+            &[&format!("198.18.5{i}.2/30")],
+        );
+    }
+    let uids = [
+        "a0000000-0000-0000-0000-00000000000a",
+        "b0000000-0000-0000-0000-00000000000b",
+        "c0000000-0000-0000-0000-00000000000c",
+    ];
+    let mut cgroups = CgroupTree::new("k8s");
+    for (pod, uid) in pods.iter().zip(uids) {
+        let dir = cgroups.dir(&format!("kubepods/besteffort/pod{uid}/ctr"));
+        cgroups.process(pod, &dir);
+    }
+    let api = fake_api::Api::new(vec![
+        fake_api::pod(uids[0], "shop", "web-1", "198.18.50.1"),
+        fake_api::pod(uids[2], "shop", "db-1", "198.18.52.1"),
+    ]);
+    let listener = listener_in(&node);
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let router = api.router();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, router).await.unwrap();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "tap:\n  regex: ^web-\n  namespaces: [shop]\n").unwrap();
+    // nsenter, not `ip netns exec`: the sensor must see the host's cgroup tree.
+    let mut sensor = Proc::spawn(
+        "podcap-sensor",
+        &format!(
+            "env RUST_LOG=info nsenter --net=/var/run/netns/{} {} --node node-1 --kube-api http://127.0.0.1:{port} --cgroup-root {} --config {} --data-dir {}",
+            node.name,
+            sensor_bin(),
+            cgroups.root.display(),
+            config.display(),
+            data.display()
+        ),
+    );
+    sensor.wait_for("capturing shop/web-1/eth0", Duration::from_secs(30));
+    let ping = |i: usize| pods[i].sh(&format!("ping -c 5 -i 0.02 198.18.5{i}.2"));
+    let phase1 = realtime_ns();
+    for i in 0..3 {
+        ping(i);
+    }
+    // A pod added while running is captured within a second or two.
+    let added = std::time::Instant::now();
+    api.add(fake_api::pod(uids[1], "shop", "web-2", "198.18.51.1"));
+    sensor.wait_for("capturing shop/web-2/eth0", Duration::from_secs(10));
+    assert!(
+        added.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        added.elapsed()
+    );
+    let phase2 = realtime_ns();
+    for i in 0..3 {
+        ping(i);
+    }
+    // A deleted pod stops being captured.
+    api.delete(uids[0]);
+    sensor.wait_for("stopped capturing shop/web-1/eth0", Duration::from_secs(10));
+    let phase3 = realtime_ns();
+    for i in 0..3 {
+        ping(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    runtime.shutdown_background();
+
+    assert_pods_recorded(&data, uids[0], [phase1, phase2, phase3]);
+}

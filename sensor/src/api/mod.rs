@@ -390,7 +390,11 @@ async fn snapshot(
 fn interfaces(state: &ApiState, list: Option<&str>) -> Result<Option<Vec<String>>, AppError> {
     let Some(list) = list else { return Ok(None) };
     let names: Vec<String> = list.split(',').map(str::to_owned).collect();
-    if let Some(unknown) = names.iter().find(|n| !state.interfaces.contains(n)) {
+    // An empty list: interfaces come and go (Kubernetes mode), nothing to check against.
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !state.interfaces.is_empty() && !state.interfaces.contains(n))
+    {
         return Err(AppError::BadRequest(format!(
             "iface: unknown interface {unknown:?}"
         )));

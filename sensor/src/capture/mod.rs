@@ -18,7 +18,10 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
-    programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode},
+    programs::{
+        tc::{SchedClassifierLinkId, TcAttachType},
+        SchedClassifier, Xdp, XdpMode,
+    },
     Ebpf, EbpfError,
 };
 use podcap_common::{
@@ -99,15 +102,44 @@ pub struct CaptureOptions {
     pub tap: Option<Interface>,
     pub snaplen: u32,
     pub frames_per_queue: u32,
+    /// Slots after `interfaces` kept free for interfaces attached while running
+    /// ([`Capture::attach`]: pods that come and go).
+    pub pool: u32,
     /// Only packets the filter in this slot accepts are recorded; it may change any time.
     pub filter: Arc<FilterSlot>,
+}
+
+/// What the clone route is made of: the capture veth, its sockets, the selection map.
+type ClonePath = (veth::CaptureVeth, XskSet, HashMap<MapData, u32, Selection>);
+
+/// An interface attached while running.
+struct AttachedInterface {
+    ifindex: u32,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
+}
+
+/// A change of the capture scope while running, for the capture thread.
+#[derive(Debug)]
+pub enum CaptureCommand {
+    /// Capture `interface` in `slot` (both directions); the outcome goes to `reply`.
+    Attach {
+        slot: u32,
+        interface: Interface,
+        reply: std::sync::mpsc::Sender<Result<(), String>>,
+    },
+    /// Stop capturing the interface in `slot` (it may already be gone); `done` when no
+    /// new packet of it can come.
+    Detach {
+        slot: u32,
+        done: std::sync::mpsc::Sender<()>,
+    },
 }
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
 /// then the sockets, then the veth.
 pub struct Capture {
     // Owns the programs and, through them, every tc and XDP link.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     sockets: Option<XskSet>,
     tap_sockets: Option<XskSet>,
     _veth: Option<veth::CaptureVeth>,
@@ -116,6 +148,11 @@ pub struct Capture {
     settings: Array<MapData, u32>,
     clock_offset_ns: i128,
     clock_refreshed: Instant,
+    /// The tc program's interface → slot map, and the links of interfaces attached while
+    /// running, by slot.
+    selected: Option<HashMap<MapData, u32, Selection>>,
+    attached: std::collections::HashMap<u32, AttachedInterface>,
+    commands: Option<std::sync::mpsc::Receiver<CaptureCommand>>,
     filter_slot: Arc<FilterSlot>,
     /// The slot's filter as of `filter_generation`.
     filter: Option<Arc<Filter>>,
@@ -137,7 +174,7 @@ fn permission_hint(source: &dyn std::fmt::Display) -> &'static str {
 impl Capture {
     /// Creates the capture veth, loads and attaches everything, binds the sockets.
     pub fn start(options: &CaptureOptions) -> Result<Self, CaptureError> {
-        let slots = options.interfaces.len();
+        let slots = options.interfaces.len() + options.pool as usize;
         if slots > MAX_SLOTS as usize - 1 {
             return Err(CaptureError::TooManyInterfaces { count: slots });
         }
@@ -166,14 +203,14 @@ impl Capture {
             )?),
             None => None,
         };
-        let (veth, sockets) = if options.interfaces.is_empty() {
-            (None, None)
+        let (veth, sockets, selected) = if slots == 0 {
+            (None, None, None)
         } else {
-            let (veth, sockets) = Self::start_clone_path(&mut ebpf, &mut settings, options)?;
-            (Some(veth), Some(sockets))
+            let (veth, sockets, selected) = Self::start_clone_path(&mut ebpf, &mut settings, options)?;
+            (Some(veth), Some(sockets), Some(selected))
         };
         let mut capture = Self {
-            _ebpf: ebpf,
+            ebpf,
             sockets,
             tap_sockets,
             _veth: veth,
@@ -182,6 +219,9 @@ impl Capture {
             settings,
             clock_offset_ns: 0,
             clock_refreshed: Instant::now(),
+            selected,
+            attached: std::collections::HashMap::new(),
+            commands: None,
             filter_generation: options.filter.generation(),
             filter: options.filter.get(),
             filter_slot: Arc::clone(&options.filter),
@@ -195,8 +235,8 @@ impl Capture {
         ebpf: &mut Ebpf,
         settings: &mut Array<MapData, u32>,
         options: &CaptureOptions,
-    ) -> Result<(veth::CaptureVeth, XskSet), CaptureError> {
-        let queues = options.interfaces.len() as u32 * 2;
+    ) -> Result<ClonePath, CaptureError> {
+        let queues = (options.interfaces.len() as u32 + options.pool) * 2;
         let veth = veth::CaptureVeth::create(queues)?;
         set(settings, SETTING_CAPTURE_IFINDEX, veth.ifindex)?;
         let mut selected: HashMap<_, u32, Selection> = take_map(ebpf, "SELECTED")?;
@@ -242,7 +282,108 @@ impl Capture {
                     .map_err(|source| program_error(name, &format!("attach to {}", iface.name), source))?;
             }
         }
-        Ok((veth, sockets))
+        Ok((veth, sockets, selected))
+    }
+
+    /// Takes scope changes from `commands` while running.
+    pub fn set_commands(&mut self, commands: std::sync::mpsc::Receiver<CaptureCommand>) {
+        self.commands = Some(commands);
+    }
+
+    /// Starts capturing `interface` in `slot` (one of the pool's): the tc programs on both
+    /// directions, then the slot in the tc program's map. Undone whole on failure.
+    pub fn attach(&mut self, slot: u32, interface: &Interface) -> Result<(), CaptureError> {
+        self.detach(slot);
+        let mut links = Vec::new();
+        for (name, attach_type) in [
+            ("podcap_ingress", TcAttachType::Ingress),
+            ("podcap_egress", TcAttachType::Egress),
+        ] {
+            let tc: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+            match tc.attach(&interface.name, attach_type) {
+                Ok(link) => links.push((name, link)),
+                Err(source) => {
+                    self.attached.insert(
+                        slot,
+                        AttachedInterface {
+                            ifindex: interface.ifindex,
+                            links,
+                        },
+                    );
+                    self.detach(slot);
+                    return Err(program_error(
+                        name,
+                        &format!("attach to {}", interface.name),
+                        source,
+                    ));
+                }
+            }
+        }
+        self.attached.insert(
+            slot,
+            AttachedInterface {
+                ifindex: interface.ifindex,
+                links,
+            },
+        );
+        let inserted = match &mut self.selected {
+            Some(selected) => selected
+                .insert(interface.ifindex, Selection { slot, flags: 0 }, 0)
+                .map_err(|source| CaptureError::Map {
+                    name: "SELECTED",
+                    action: format!("insert {}", interface.name),
+                    source: Box::new(source),
+                }),
+            None => Err(CaptureError::TooManyInterfaces { count: 0 }),
+        };
+        if let Err(e) = inserted {
+            self.detach(slot);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops capturing the interface in `slot`. An interface that is already gone took its
+    /// tc links with it; what is left is removed, errors ignored.
+    pub fn detach(&mut self, slot: u32) {
+        let Some(attached) = self.attached.remove(&slot) else {
+            return;
+        };
+        if let Some(selected) = &mut self.selected {
+            let _ = selected.remove(&attached.ifindex);
+        }
+        for (name, link) in attached.links {
+            if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, name) {
+                let _ = tc.detach(link);
+            }
+        }
+    }
+
+    fn take_commands(&mut self) {
+        let Some(commands) = self.commands.take() else {
+            return;
+        };
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                CaptureCommand::Attach {
+                    slot,
+                    interface,
+                    reply,
+                } => {
+                    let result = self.attach(slot, &interface).map_err(|e| {
+                        let text = format!("{e}");
+                        log::warn!("cannot capture {}: {text}", interface.name);
+                        text
+                    });
+                    let _ = reply.send(result);
+                }
+                CaptureCommand::Detach { slot, done } => {
+                    self.detach(slot);
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.commands = Some(commands);
     }
 
     /// XDP on the tap itself (native mode where the driver has it, else generic), one
@@ -323,6 +464,7 @@ impl Capture {
             if self.clock_refreshed.elapsed() >= Duration::from_secs(1) {
                 self.refresh_clock();
             }
+            self.take_commands();
             let generation = self.filter_slot.generation();
             if generation != self.filter_generation {
                 self.filter = self.filter_slot.get();

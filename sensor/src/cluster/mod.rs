@@ -10,6 +10,7 @@
 //!   single events. A re-list replaces the store at once (kube's reflector buffers it).
 //! - The view is plain data (`PodInfo`, `ServiceInfo`): selection, resolution and naming
 //!   do not depend on the API types.
+pub mod reconcile;
 pub mod resolve;
 
 use std::{collections::BTreeMap, net::IpAddr};

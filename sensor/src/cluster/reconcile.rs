@@ -1,0 +1,282 @@
+//! Kubernetes mode: keeps the capture scope equal to the targeted pods of this node.
+//!
+//! Rules:
+//! - The desired scope is recomputed from the whole [`ClusterView`] and the targeting in
+//!   force whenever either changes and at least every `RESYNC` (a pod whose processes were
+//!   not started yet resolves later; an interface that vanished is noticed).
+//! - A pod interface gets a free slot of the pool. The writer learns the slot's new
+//!   description (`namespace/pod/iface`, with node, UID, containers and labels) and
+//!   acknowledges before the capture attaches, so no packet of the slot reaches the writer
+//!   before its description. A pod deleted or no longer targeted is detached and its slot
+//!   freed; the segments keep naming it.
+//! - Names for addresses (pods, services) go to the writer when they change.
+//! - hostNetwork pods share the node's interfaces; selecting them by cgroup in the kernel
+//!   is not done yet: they are reported once and skipped.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use super::{resolve::Resolver, ClusterView, PodInfo};
+use crate::{
+    capture::{CaptureCommand, Interface},
+    pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
+    sys,
+    targeting::Targeting,
+};
+
+/// How often the scope is recomputed without a change.
+pub const RESYNC: Duration = Duration::from_secs(1);
+
+/// A change for the writer thread.
+#[derive(Debug)]
+pub enum WriterCommand {
+    /// Packets of `slot` belong to this interface from now on; `ack` when applied.
+    SetInterface {
+        slot: u32,
+        description: InterfaceDescription,
+        ack: mpsc::Sender<()>,
+    },
+    SetNames(Vec<(IpAddr, String)>),
+}
+
+/// What is captured in a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Target {
+    pod_uid: String,
+    ifindex: u32,
+    host_name: String,
+    label: String,
+}
+
+/// The reconciler's state.
+pub struct Reconciler {
+    node: String,
+    resolver: Resolver,
+    snaplen: u32,
+    /// The pool's slots: the first is `first_slot`.
+    first_slot: u32,
+    slots: Vec<Option<Target>>,
+    capture: mpsc::Sender<CaptureCommand>,
+    writer: mpsc::Sender<WriterCommand>,
+    names: Vec<(IpAddr, String)>,
+    reported: BTreeSet<String>,
+}
+
+fn description(
+    node: &str,
+    pod: &PodInfo,
+    host: &str,
+    ifindex: u32,
+    pod_side: &str,
+    snaplen: u32,
+) -> InterfaceDescription {
+    let containers: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    InterfaceDescription {
+        name: format!("{}/{}/{pod_side}", pod.namespace, pod.name),
+        description: format!(
+            "node={node} pod={}/{} uid={} containers={} labels={} host-interface={host} (ifindex {ifindex})",
+            pod.namespace,
+            pod.name,
+            pod.uid,
+            containers.join(","),
+            labels.join(","),
+        ),
+        link_type: LINKTYPE_ETHERNET,
+        snaplen,
+    }
+}
+
+impl Reconciler {
+    #[must_use]
+    pub fn new(
+        node: String,
+        resolver: Resolver,
+        snaplen: u32,
+        first_slot: u32,
+        pool: u32,
+        capture: mpsc::Sender<CaptureCommand>,
+        writer: mpsc::Sender<WriterCommand>,
+    ) -> Self {
+        Self {
+            node,
+            resolver,
+            snaplen,
+            first_slot,
+            slots: vec![None; pool as usize],
+            capture,
+            writer,
+            names: Vec::new(),
+            reported: BTreeSet::new(),
+        }
+    }
+
+    /// Brings the capture scope to what `view` and `targeting` ask for.
+    pub fn reconcile(&mut self, view: &ClusterView, targeting: &Targeting) {
+        let names = view.names();
+        if names != self.names {
+            self.names.clone_from(&names);
+            let _ = self.writer.send(WriterCommand::SetNames(names));
+        }
+        // (pod uid, host ifindex) → what to capture.
+        let mut desired: BTreeMap<(String, u32), (InterfaceDescription, Target)> = BTreeMap::new();
+        for pod in view.selected(targeting) {
+            if pod.host_network {
+                if self.reported.insert(format!("host:{}", pod.uid)) {
+                    log::warn!(
+                        "{}/{}: a hostNetwork pod; capturing it by cgroup is not implemented, skipped",
+                        pod.namespace,
+                        pod.name
+                    );
+                }
+                continue;
+            }
+            match self.resolver.resolve(&pod.uid) {
+                Ok(resolved) => {
+                    for i in resolved.interfaces {
+                        let d = description(&self.node, pod, &i.name, i.ifindex, &i.pod_side, self.snaplen);
+                        let target = Target {
+                            pod_uid: pod.uid.clone(),
+                            ifindex: i.ifindex,
+                            host_name: i.name.clone(),
+                            label: d.name.clone(),
+                        };
+                        desired.insert((pod.uid.clone(), i.ifindex), (d, target));
+                    }
+                }
+                Err(e) => {
+                    if self.reported.insert(format!("{}:{e}", pod.uid)) {
+                        log::info!("{}/{}: {e} (retrying)", pod.namespace, pod.name);
+                    }
+                }
+            }
+        }
+        // What is no longer wanted (or whose interface is gone) goes first, freeing slots.
+        for index in 0..self.slots.len() {
+            let Some(target) = &self.slots[index] else {
+                continue;
+            };
+            let wanted = desired.contains_key(&(target.pod_uid.clone(), target.ifindex));
+            let present = sys::interface_name(target.ifindex).is_some_and(|n| n == target.host_name);
+            if !wanted || !present {
+                let (done, detached) = mpsc::channel();
+                let slot = self.first_slot + index as u32;
+                if self.capture.send(CaptureCommand::Detach { slot, done }).is_ok() {
+                    let _ = detached.recv_timeout(Duration::from_secs(5));
+                }
+                log::info!("stopped capturing {} ({})", target.label, target.host_name);
+                self.slots[index] = None;
+            }
+        }
+        let current: HashMap<(String, u32), usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.as_ref().map(|t| ((t.pod_uid.clone(), t.ifindex), i)))
+            .collect();
+        for (key, (description, target)) in desired {
+            if current.contains_key(&key) {
+                continue;
+            }
+            let Some(index) = self.slots.iter().position(Option::is_none) else {
+                if self.reported.insert(format!("full:{}", target.label)) {
+                    log::warn!(
+                        "{}: every slot of --max-pods is taken; not captured",
+                        target.label
+                    );
+                }
+                continue;
+            };
+            let slot = self.first_slot + index as u32;
+            if self.attach(slot, description, &target) {
+                log::info!("capturing {} ({}, slot {slot})", target.label, target.host_name);
+                self.slots[index] = Some(target);
+            }
+        }
+    }
+
+    fn attach(&self, slot: u32, description: InterfaceDescription, target: &Target) -> bool {
+        let (ack, acked) = mpsc::channel();
+        if self
+            .writer
+            .send(WriterCommand::SetInterface {
+                slot,
+                description,
+                ack,
+            })
+            .is_err()
+            || acked.recv_timeout(Duration::from_secs(5)).is_err()
+        {
+            return false;
+        }
+        let (reply, replied) = mpsc::channel();
+        let interface = Interface {
+            name: target.host_name.clone(),
+            ifindex: target.ifindex,
+        };
+        if self
+            .capture
+            .send(CaptureCommand::Attach {
+                slot,
+                interface,
+                reply,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        matches!(replied.recv_timeout(Duration::from_secs(5)), Ok(Ok(())))
+    }
+}
+
+/// Connects to the API (`api` URL without authentication, else the in-cluster service
+/// account or the kubeconfig), then runs the pod watcher and the reconciler until `stop`.
+pub fn spawn(
+    api: Option<&str>,
+    mut reconciler: Reconciler,
+    targeting: Arc<Mutex<Targeting>>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = runtime.block_on(async {
+        let config = match api {
+            Some(url) => kube::Config::new(url.parse().map_err(|e| format!("--kube-api {url:?}: {e}"))?),
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("no in-cluster service account and no kubeconfig: {e}"))?,
+        };
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    })?;
+    std::thread::Builder::new()
+        .name("podcap-pods".into())
+        .spawn(move || {
+            let (tx, mut rx) = tokio::sync::watch::channel(ClusterView::default());
+            let node = reconciler.node.clone();
+            runtime.spawn(async move { super::watch(client, &node, tx).await });
+            while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+                let changed = runtime.block_on(async { tokio::time::timeout(RESYNC, rx.changed()).await });
+                if let Ok(Err(_)) = changed {
+                    // The watcher ended (it does not, but never spin).
+                    std::thread::sleep(RESYNC);
+                }
+                let view = rx.borrow_and_update().clone();
+                let targeting = targeting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                reconciler.reconcile(&view, &targeting);
+            }
+            runtime.shutdown_background();
+        })
+        .map_err(|e| e.to_string())
+}
