@@ -1701,6 +1701,9 @@ fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2,
         "tshark -r {} -N n -T fields -e frame.interface_name -e ip.src_host -e frame.interface_description",
         files[0].display()
     ));
+    if std::env::var_os("PODCAP_SHOW").is_some() {
+        eprintln!("{shown}");
+    }
     assert!(shown.contains("shop/web-1/eth0\tweb-1.shop"), "{shown}");
     assert!(
         shown.contains("node=node-1") && shown.contains(&format!("uid={uid_web1}")),
