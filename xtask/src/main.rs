@@ -3,13 +3,14 @@
 //! Rules: every task that builds runs `setup` first, and `setup` installs only what is
 //! missing, so it is idempotent and quick on a machine that has everything. Nothing here needs
 //! stdin (CI runs it with none).
+mod capture_bench;
 mod demo;
 mod setup;
 mod util;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -46,10 +47,20 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the criterion benchmarks (`all`, or one benchmark name).
+    /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), a criterion benchmark's
+    /// name, or `all` (criterion, then capture, written to docs/performance.md).
     Bench {
         #[arg(default_value = "all")]
         what: String,
+        /// Rounds of the capture comparison (medians are taken over them).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Frames trafgen sends per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seconds of each TCP transfer.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
     },
 }
 
@@ -84,16 +95,56 @@ fn run(cli: Cli) -> Result<()> {
                 "podcap-sensor",
             )
         }
-        Task::Bench { what } => {
+        Task::Bench {
+            what,
+            rounds,
+            frames,
+            seconds,
+        } => {
+            if what == "capture" {
+                println!("{}", capture_bench::run(rounds, frames, seconds)?);
+                return Ok(());
+            }
             let env = setup::run_and_env()?;
             let mut cmd = util::cargo(&env);
             cmd.args(["bench", "-p", "podcap-benches"]);
             if what != "all" {
                 cmd.args(["--bench", &what]);
             }
-            util::run_status(&mut cmd, "cargo bench")
+            util::run_status(&mut cmd, "cargo bench")?;
+            if what == "all" {
+                let table = capture_bench::run(rounds, frames, seconds)?;
+                write_performance(&table)?;
+            }
+            Ok(())
         }
     }
+}
+
+/// `docs/performance.md`: the capture table with the machine and the date.
+fn write_performance(table: &str) -> Result<()> {
+    let machine = format!(
+        "{} CPUs ({}), kernel {}",
+        util::output("nproc", &[]).unwrap_or_default().trim(),
+        util::output("sh", &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"])
+            .unwrap_or_default()
+            .trim(),
+        util::output("uname", &["-r"]).unwrap_or_default().trim()
+    );
+    let date = util::output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let path = util::workspace_root().join("docs/performance.md");
+    let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    // The hand-written part (what each change bought) follows the marker and is kept.
+    let notes = previous
+        .split_once("<!-- notes -->")
+        .map_or(String::new(), |(_, rest)| rest.to_owned());
+    let text = format!(
+        "# Performance\n\nWritten by `cargo xtask bench all` on {} ({machine}).\n\n## Capture: podcap vs tcpdump on the same veth traffic\n\n{table}\n<!-- notes -->{notes}",
+        date.trim()
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 fn test(args: &[String]) -> Result<()> {

@@ -1,0 +1,148 @@
+//! `cargo xtask bench capture`: podcap against tcpdump (and no capture) on the same veth
+//! traffic, with the team's two harnesses (`benches/harness/`): trafgen frames of 64, 512
+//! and 1500 bytes (`peer_capture.sh`) and an iperf3 TCP bulk transfer with GSO super-frames
+//! (`tcp_capture.sh`).
+//!
+//! Rules: tools alternate within each round (the order rotates every round) so drifts of
+//! this noisy 2-core machine fall on all of them; figures are medians over the rounds and
+//! ratios are taken to the no-capture median of the same run. (CPU per frame is not
+//! measured yet.)
+use std::{fmt::Write as _, path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+/// One harness run's figures.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    /// Frames/s (trafgen) or Gbit/s (TCP) of the sender.
+    rate: f64,
+    /// Captured / arrived (frames) or captured payload / sent (TCP).
+    completeness: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return 0.0;
+    }
+    values[values.len() / 2]
+}
+
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.replace(',', "").parse().ok())
+}
+
+fn run_harness(script: &Path, args: &[String]) -> Result<String> {
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .last()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .with_context(|| {
+            format!(
+                "{} printed nothing: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Runs the comparison and returns the table (Markdown).
+pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
+    if crate::util::output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
+        bail!("the capture benchmark makes network namespaces: run it as root");
+    }
+    let env = crate::setup::run_and_env()?;
+    util::cargo_build(&env, true)?;
+    let root = util::workspace_root();
+    let sensor = root.join("target/release/podcap-sensor");
+    let harness = root.join("benches/harness");
+    let tools: [(&str, String); 3] = [
+        ("none", "sleep 1000".to_owned()),
+        ("tcpdump", "tcpdump -i {IF} -w {OUT} -B 65536 -s 0".to_owned()),
+        (
+            "podcap",
+            format!(
+                "{} --iface {{IF}} --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0",
+                sensor.display()
+            ),
+        ),
+    ];
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| traffic | tool | sender rate (median) | ratio to no capture | completeness (median) |\n|---|---|---|---|---|"
+    );
+    let workloads: Vec<(String, Vec<String>, bool)> = [64, 512, 1500]
+        .iter()
+        .map(|size| {
+            (
+                format!("trafgen {size} B"),
+                vec![size.to_string(), frames.to_string()],
+                false,
+            )
+        })
+        .chain(std::iter::once((
+            "iperf3 TCP (GSO)".to_owned(),
+            vec![seconds.to_string()],
+            true,
+        )))
+        .collect();
+    for (name, args, tcp) in workloads {
+        let script = harness.join(if tcp { "tcp_capture.sh" } else { "peer_capture.sh" });
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); tools.len()];
+        for round in 0..rounds {
+            for k in 0..tools.len() {
+                let t = (k + round) % tools.len();
+                let (label, cmd) = &tools[t];
+                let mut all = args.clone();
+                all.push(cmd.clone());
+                all.push((*label).to_owned());
+                let line = run_harness(&script, &all)?;
+                eprintln!("bench capture: {name} round {round}: {line}");
+                let sample = if tcp {
+                    Sample {
+                        rate: field(&line, "gbit_s=").unwrap_or(0.0),
+                        completeness: field(&line, "completeness=").unwrap_or(0.0),
+                    }
+                } else {
+                    Sample {
+                        rate: field(&line, "send_pps=").unwrap_or(0.0),
+                        completeness: field(&line, "ratio=").unwrap_or(0.0),
+                    }
+                };
+                samples[t].push(sample);
+            }
+        }
+        let base = median(samples[0].iter().map(|s| s.rate).collect());
+        for (t, (label, _)) in tools.iter().enumerate() {
+            let rate = median(samples[t].iter().map(|s| s.rate).collect());
+            let completeness = median(samples[t].iter().map(|s| s.completeness).collect());
+            let unit = if tcp {
+                format!("{rate:.2} Gbit/s")
+            } else {
+                format!("{rate:.0} frames/s")
+            };
+            let done = if *label == "none" {
+                "-".to_owned()
+            } else {
+                format!("{:.1} %", completeness * 100.0)
+            };
+            let _ = writeln!(
+                table,
+                "| {name} | {label} | {unit} | {:.2}x | {done} |",
+                rate / base.max(f64::MIN_POSITIVE)
+            );
+        }
+    }
+    Ok(table)
+}
