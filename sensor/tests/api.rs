@@ -23,9 +23,8 @@ use tower::ServiceExt;
 
 const SECOND: u64 = 1_000_000_000;
 
-/// A store with 300 packets on eth0 and eth1, one per 100 ms, ending now.
-fn store() -> (tempfile::TempDir, u64) {
-    let dir = tempfile::tempdir().unwrap();
+/// A segment writer in `dir` for eth0 and eth1 with segments of `segment_size` bytes.
+fn writer(dir: &tempfile::TempDir, segment_size: u64) -> SegmentWriter {
     let ifaces = ["eth0", "eth1"]
         .map(|name| InterfaceDescription {
             name: name.into(),
@@ -36,12 +35,18 @@ fn store() -> (tempfile::TempDir, u64) {
         .to_vec();
     let limits = Limits {
         compress: false,
-        segment_size: 4_000,
+        segment_size,
         segment_time: Duration::from_hours(1),
         max_size: 100_000_000,
         max_time: Duration::from_hours(1),
     };
-    let mut w = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
+    SegmentWriter::open(dir.path(), limits, ifaces).unwrap()
+}
+
+/// A store with 300 packets on eth0 and eth1, one per 100 ms, ending now.
+fn store() -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(&dir, 4_000);
     let start = realtime_ns() - 30 * SECOND;
     for i in 0..300u64 {
         let ts = start + i * SECOND / 10;
@@ -348,22 +353,7 @@ async fn read_stream(body: &mut Body, bytes: &mut Vec<u8>, enough: impl Fn(&[u8]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_streams_new_packets_in_order_and_ends_with_the_sensor() {
     let dir = tempfile::tempdir().unwrap();
-    let ifaces = ["eth0", "eth1"]
-        .map(|name| InterfaceDescription {
-            name: name.into(),
-            description: String::new(),
-            link_type: LINKTYPE_ETHERNET,
-            snaplen: 65535,
-        })
-        .to_vec();
-    let limits = Limits {
-        compress: false,
-        segment_size: 1_000,
-        segment_time: Duration::from_hours(1),
-        max_size: 100_000_000,
-        max_time: Duration::from_hours(1),
-    };
-    let mut writer = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
+    let mut writer = writer(&dir, 1_000);
     let old = realtime_ns() - 10 * SECOND;
     writer
         .write_packet(0, old, 100, b"old", Direction::Inbound, |_| {
