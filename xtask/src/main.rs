@@ -161,5 +161,10 @@ fn test(args: &[String]) -> Result<()> {
     util::cargo_build(&env, false)?;
     // Privileged tests serialise themselves (they share the capture veth name and the
     // kernel); unit tests run in parallel.
-    util::run_status(util::cargo(&env).arg("test").args(args), "cargo test")
+    util::run_status(util::cargo(&env).arg("test").args(args), "cargo test")?;
+    // The Helm chart: rendered, linted and validated offline (helm/tests).
+    util::run_status(
+        util::command("python3").arg(util::workspace_root().join("helm/tests/render_and_validate.py")),
+        "chart tests",
+    )
 }

@@ -33,6 +33,10 @@ const APT_PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// PyPI packages of the chart tests: the Helm v4 library (no Debian package carries helm)
+/// and the Kubernetes JSON schemas, both used offline.
+const PIP_PACKAGES: &[&str] = &["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0", "pyyaml"];
+
 pub fn run() -> Result<()> {
     run_and_env().map(|_| ())
 }
@@ -41,7 +45,41 @@ pub fn run_and_env() -> Result<BuildEnv> {
     install_apt_packages()?;
     let env = ebpf_toolchain()?;
     install_bpf_linker()?;
+    install_pip_packages()?;
     Ok(env)
+}
+
+fn install_pip_packages() -> Result<()> {
+    if util::output(
+        "python3",
+        &["-c", "import helm_python, kubernetes_validate, yaml"],
+    )
+    .is_some()
+    {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", PIP_PACKAGES.join(" "));
+    let pip = |extra: &[&str]| {
+        util::command("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+            ])
+            .args(extra)
+            .args(PIP_PACKAGES)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A distribution's own Python refuses without the flag; pyenv's takes both.
+    if pip(&[]) || pip(&["--break-system-packages"]) {
+        Ok(())
+    } else {
+        bail!("pip could not install {}", PIP_PACKAGES.join(" "))
+    }
 }
 
 fn install_apt_packages() -> Result<()> {

@@ -1,0 +1,39 @@
+{{- define "podcap.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "podcap.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "podcap.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: sensor
+{{- end -}}
+
+{{- define "podcap.secretName" -}}
+{{- default (printf "%s-token" (include "podcap.fullname" .)) .Values.api.existingSecret -}}
+{{- end -}}
+
+{{/* pcapdump.maxSize ("500MB", "2GiB") as a Kubernetes quantity plus 20 %. */}}
+{{- define "podcap.emptyDirLimit" -}}
+{{- $size := .Values.pcapdump.maxSize | toString -}}
+{{- $number := regexFind "^[0-9]+" $size | atoi -}}
+{{- $unit := trimPrefix (regexFind "^[0-9]+" $size) $size -}}
+{{- /* unit → (kilo unit, how many of it in one unit) */ -}}
+{{- $units := dict "KB" (list "k" 1) "MB" (list "k" 1000) "GB" (list "k" 1000000) "TB" (list "k" 1000000000) "KiB" (list "Ki" 1) "MiB" (list "Ki" 1024) "GiB" (list "Ki" 1048576) "TiB" (list "Ki" 1073741824) -}}
+{{- if not (hasKey $units $unit) -}}
+{{- fail (printf "pcapdump.maxSize: %q is not a size like 500MB or 2GiB" $size) -}}
+{{- end -}}
+{{- $u := get $units $unit -}}
+{{- printf "%d%s" (div (mul $number (index $u 1) 12) 10) (index $u 0) -}}
+{{- end -}}

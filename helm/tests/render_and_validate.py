@@ -1,0 +1,136 @@
+"""Chart tests (run by `cargo xtask test`): render helm/podcap for the default values and
+for several combinations with the Helm v4 library (PyPI `helm-python-sdk`), lint it
+strictly, and validate every rendered object against the Kubernetes JSON schemas offline
+(PyPI `kubernetes-validate`, strict: unknown fields are errors). No cluster is needed.
+"""
+import sys
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import yaml
+
+CHART = Path(__file__).resolve().parent.parent / "podcap"
+# The oldest and the newest Kubernetes the schemas cover.
+KUBERNETES = ["1.25.0", "1.37.0"]
+# Custom resources whose schemas kubernetes-validate does not carry.
+NOT_IN_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+CASES = {
+    "defaults": {},
+    "pvc, existing secret, service monitor": {
+        "persistence": {"type": "persistentVolumeClaim", "existingClaim": "podcap-data"},
+        "api": {"existingSecret": "podcap-api", "existingSecretKey": "bearer"},
+        "serviceMonitor": {"enabled": True},
+    },
+    "emptyDir, privileged, targeting": {
+        "persistence": {"type": "emptyDir"},
+        "podSecurity": {"privileged": True},
+        "tap": {"regex": "^web-", "namespaces": ["shop", "blog"], "excludedNamespaces": ["kube-system"],
+                "bpfOverride": "tcp port 80"},
+        "pcapdump": {"maxSize": "2GiB", "maxTime": "30m"},
+    },
+    "placement and resources": {
+        "tolerations": [],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "priorityClassName": "system-node-critical",
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "api": {"token": "s3cret"},
+    },
+    "stopped": {"tap": {"stopped": True}, "pcapdump": {"enabled": False}},
+}
+
+failures = []
+
+
+def check(case, condition, what):
+    if not condition:
+        failures.append(f"{case}: {what}")
+
+
+def objects(manifests):
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                yield path, doc
+
+
+chart = helm_python.Chart.load(str(CHART))
+for case, values in CASES.items():
+    report = helm_python.lint(str(CHART), values, strict=True, namespace="podcap")
+    problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
+    check(case, not problems, f"helm lint --strict: {problems}")
+    manifests = chart.render(values, name="podcap", namespace="podcap", is_install=True)
+    kinds = {}
+    for path, obj in objects(manifests):
+        kinds[obj["kind"]] = obj
+        if (obj["apiVersion"], obj["kind"]) in NOT_IN_SCHEMAS:
+            continue
+        for version in KUBERNETES:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                failures.append(f"{case}: {path}: {obj['kind']} on {version}: {e.message} at {list(e.path)}")
+    ds = kinds.get("DaemonSet")
+    check(case, ds is not None, "no DaemonSet")
+    if ds is None:
+        continue
+    pod = ds["spec"]["template"]["spec"]
+    sensor = pod["containers"][0]
+    check(case, pod.get("hostNetwork") and pod.get("hostPID"), "hostNetwork and hostPID")
+    check(case, "--node=$(NODE_NAME)" in sensor["args"], "sensor runs in Kubernetes mode")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in sensor["volumeMounts"]}
+    for path in ["/sys/fs/bpf", "/sys/fs/cgroup", "/host/proc", "/data", "/etc/podcap"]:
+        check(case, path in mounts, f"mount {path}")
+    check(case, mounts["/host/proc"].get("readOnly"), "host /proc read-only")
+    role = kinds["ClusterRole"]
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    check(case, verbs == {"get", "list", "watch"}, f"ClusterRole verbs {verbs}")
+    config = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
+    check(case, set(config) == {"tap", "pcapdump"}, f"config keys {set(config)}")
+    token_ref = next(e for e in sensor["env"] if e["name"] == "PODCAP_TOKEN")["valueFrom"]["secretKeyRef"]
+    security = sensor["securityContext"]
+    if case == "defaults":
+        check(case, "hostPath" in volumes["data"], "hostPath data by default")
+        default_limit = chart.render({"persistence": {"type": "emptyDir"}}, name="podcap", namespace="podcap")
+        check(case, "sizeLimit: 600000k" in "".join(default_limit.values()), "500MB plus 20 %")
+        check(case, pod["tolerations"] == [{"operator": "Exists"}], "tolerates every taint")
+        check(case, security["capabilities"]["drop"] == ["ALL"] and not security["privileged"], "least privilege")
+        check(case, "Secret" in kinds and token_ref["name"] == kinds["Secret"]["metadata"]["name"], "generated token")
+        check(case, config["pcapdump"] == {"enabled": True, "maxTime": "1h", "maxSize": "500MB"}, f"{config}")
+    if case == "pvc, existing secret, service monitor":
+        check(case, volumes["data"]["persistentVolumeClaim"]["claimName"] == "podcap-data", "claim")
+        check(case, "--data-dir=/data/$(NODE_NAME)" in sensor["args"], "a directory per node on shared storage")
+        check(case, "Secret" not in kinds and token_ref == {"name": "podcap-api", "key": "bearer"}, f"{token_ref}")
+        check(case, "ServiceMonitor" in kinds, "ServiceMonitor")
+    if case == "emptyDir, privileged, targeting":
+        limit = volumes["data"]["emptyDir"]["sizeLimit"]
+        check(case, limit == "2516582Ki", f"emptyDir sizeLimit {limit}: 2GiB plus 20 %")
+        check(case, security["privileged"] is True, "privileged")
+        check(case, config["tap"]["regex"] == "^web-" and config["tap"]["namespaces"] == ["shop", "blog"], f"{config}")
+        check(case, config["tap"]["bpfOverride"] == "tcp port 80", f"{config}")
+    if case == "placement and resources":
+        check(case, "tolerations" not in pod and pod["nodeSelector"] == {"kubernetes.io/os": "linux"}, "placement")
+        check(case, pod["priorityClassName"] == "system-node-critical", "priority class")
+        check(case, kinds["Secret"]["data"]["token"] == "czNjcmV0", "the given token")
+    if case == "stopped":
+        check(case, config["tap"]["stopped"] is True and config["pcapdump"]["enabled"] is False, f"{config}")
+    print(f"chart: {case}: {len(list(objects(manifests)))} objects rendered and validated")
+
+# Bad values are refused with a message naming the value.
+for bad, needle in [({"persistence": {"type": "nfs"}}, "persistence.type"),
+                    ({"persistence": {"type": "persistentVolumeClaim"}}, "persistence.existingClaim"),
+                    ({"persistence": {"type": "emptyDir"}, "pcapdump": {"maxSize": "lots"}}, "pcapdump.maxSize")]:
+    try:
+        chart.render(bad, name="podcap", namespace="podcap")
+        failures.append(f"{bad}: rendered")
+    except helm_python.HelmError as e:
+        check(str(bad), needle in str(e), f"error does not name {needle}: {e}")
+
+if failures:
+    print("\n".join(failures), file=sys.stderr)
+    sys.exit(1)
+print(f"chart: {len(CASES)} value sets rendered, linted and validated against Kubernetes {' and '.join(KUBERNETES)}")
