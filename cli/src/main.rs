@@ -368,8 +368,7 @@ fn config_command(
     }
     let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
     let token = token(connection)?;
-    let mut failed = false;
-    for sensor in &sensors {
+    Ok(for_each_sensor(&sensors, |sensor| {
         let answer = if change.is_empty() {
             sensor.get_json("/api/v1/config", token.as_deref())
         } else {
@@ -379,50 +378,44 @@ fn config_command(
                 &serde_json::Value::Object(change.clone()),
             )
         };
-        match answer {
-            Ok(settings) => println!("{}: {settings}", sensor.label),
-            Err(e) => {
-                eprintln!("podcap: {}: {e:#}", sensor.label);
-                failed = true;
-            }
+        answer.map(|settings| println!("{}: {settings}", sensor.label))
+    }))
+}
+
+/// Runs `ask` for every sensor in turn; a sensor that fails is named with its reason and
+/// the others still asked; the exit status says whether any failed.
+fn for_each_sensor(sensors: &[Sensor], mut ask: impl FnMut(&Sensor) -> Result<()>) -> ExitCode {
+    let mut failed = false;
+    for sensor in sensors {
+        if let Err(e) = ask(sensor) {
+            eprintln!("podcap: {}: {e:#}", sensor.label);
+            failed = true;
         }
     }
-    Ok(if failed {
+    if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 fn segments_command(connection: &Connection) -> Result<ExitCode> {
     let sensors = StaticSensors::new(&connection.sensors)?.sensors()?;
     let token = token(connection)?;
-    let mut failed = false;
-    for sensor in &sensors {
-        match sensor.get_json("/api/v1/segments", token.as_deref()) {
-            Ok(list) => {
-                let list = list.as_array().cloned().unwrap_or_default();
-                let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
-                let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
-                let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
-                println!(
-                    "{}: {} segments, {}, {} .. {}",
-                    sensor.label,
-                    list.len(),
-                    units::format_size(bytes),
-                    oldest.map_or("-".into(), units::format_utc_compact),
-                    newest.map_or("-".into(), units::format_utc_compact)
-                );
-            }
-            Err(e) => {
-                eprintln!("podcap: {}: {e:#}", sensor.label);
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(for_each_sensor(&sensors, |sensor| {
+        let list = sensor.get_json("/api/v1/segments", token.as_deref())?;
+        let list = list.as_array().cloned().unwrap_or_default();
+        let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
+        let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
+        let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
+        println!(
+            "{}: {} segments, {}, {} .. {}",
+            sensor.label,
+            list.len(),
+            units::format_size(bytes),
+            oldest.map_or("-".into(), units::format_utc_compact),
+            newest.map_or("-".into(), units::format_utc_compact)
+        );
+        Ok(())
+    }))
 }
