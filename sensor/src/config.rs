@@ -50,6 +50,9 @@ pub struct Args {
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
     #[arg(long, default_value = "none", value_name = "HOW")]
     pub compress: String,
+    /// The longest time range one snapshot may span (e.g. 2h); longer requests are refused.
+    #[arg(long, value_name = "DUR")]
+    pub max_slice: Option<String>,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
     pub listen: String,
@@ -119,6 +122,8 @@ pub struct Config {
     pub xsk_frames: u32,
     /// Kubernetes mode (`--node`).
     pub kubernetes: Option<Kubernetes>,
+    /// `--max-slice`.
+    pub max_slice: Option<Duration>,
     /// `--filter`, compiled; else `tap.bpfOverride` of the file.
     pub filter: Option<Filter>,
     /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
@@ -328,7 +333,13 @@ impl Args {
             ),
             None => targeting.filter.clone(),
         };
+        let max_slice = self
+            .max_slice
+            .as_deref()
+            .map(|v| dur("max-slice", v))
+            .transpose()?;
         Ok(Config {
+            max_slice,
             filter,
             filter_from_flag,
             config_file: self.config,

@@ -256,6 +256,7 @@ fn api_state(
     ApiState {
         view: Some(store.view()),
         settings: Some(Arc::clone(settings)),
+        max_slice: config.max_slice,
         ..api_state
     }
 }

@@ -216,6 +216,18 @@ async fn bad_input_is_a_400_naming_the_problem() {
         let message = error_of(&body);
         assert!(message.contains(needle), "{uri}: {message}");
     }
+    // A sensor with --max-slice 10s refuses a longer slice, serves a shorter one.
+    let limited = ApiState {
+        max_slice: Some(Duration::from_secs(10)),
+        ..s
+    };
+    let (status, _, body) = get(&limited, "/api/v1/snapshot?last=1m", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&body).contains("slice too large"), "{}", error_of(&body));
+    assert_eq!(
+        get(&limited, "/api/v1/snapshot?last=5s", None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

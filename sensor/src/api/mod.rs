@@ -74,6 +74,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     pub snapshots: Arc<Semaphore>,
     pub live: Arc<Semaphore>,
+    /// The longest time range one snapshot may span (`--max-slice`); longer ones get 400.
+    pub max_slice: Option<std::time::Duration>,
     /// Why the targeting file's last change could not apply (shown by `/readyz`).
     pub config_error: Arc<std::sync::Mutex<Option<String>>>,
     /// Set when the sensor stops: live streams end so the server can shut down.
@@ -98,6 +100,7 @@ impl ApiState {
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Arc::new(AtomicBool::new(false)),
             config_error: Arc::default(),
+            max_slice: None,
             view: None,
             settings: None,
         }
@@ -348,6 +351,16 @@ async fn snapshot(
 ) -> Result<Response, AppError> {
     authorize(&state, &headers)?;
     let (from, to) = query.range(sys::realtime_ns())?;
+    if let Some(max) = state.max_slice {
+        let span = std::time::Duration::from_nanos(to - from);
+        if span > max {
+            return Err(AppError::BadRequest(format!(
+                "slice too large: it spans {} s, this sensor serves at most {} s (--max-slice)",
+                span.as_secs(),
+                max.as_secs()
+            )));
+        }
+    }
     let interfaces = interfaces(&state, query.iface.as_deref())?;
     let permit = Arc::clone(&state.snapshots)
         .try_acquire_owned()
