@@ -1,5 +1,6 @@
-//! Where sensors come from. `StaticSensors` takes `--sensor URL`s; the Kubernetes issue adds
-//! a source that finds sensor pods and port-forwards to them, behind the same trait.
+//! Where sensors come from, and how one is asked. `StaticSensors` takes `--sensor
+//! [NAME=]URL`s; [`crate::discovery`] finds sensor pods and port-forwards to them, handing
+//! out the same [`Sensor`]s (loopback URLs).
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
@@ -23,16 +24,24 @@ pub struct StaticSensors(Vec<Sensor>);
 impl StaticSensors {
     pub fn new(urls: &[String]) -> Result<Self> {
         let mut sensors = Vec::new();
-        for url in urls {
+        for given in urls {
+            // `NAME=http://...` names the sensor; a URL alone is named by its host.
+            let (name, url) = match given.split_once('=') {
+                Some((name, url)) if !name.contains('/') => (Some(name), url),
+                _ => (None, given.as_str()),
+            };
             let Some(rest) = url.strip_prefix("http://") else {
-                bail!("--sensor {url:?}: expected http://HOST:PORT");
+                bail!("--sensor {given:?}: expected [NAME=]http://HOST:PORT");
             };
             let host = rest.split('/').next().unwrap_or_default();
             if host.is_empty() {
-                bail!("--sensor {url:?}: no host");
+                bail!("--sensor {given:?}: no host");
+            }
+            if name.is_some_and(|n| n.is_empty() || n.contains(char::is_whitespace)) {
+                bail!("--sensor {given:?}: the name before '=' must be a word like node-a");
             }
             sensors.push(Sensor {
-                label: host.to_owned(),
+                label: name.unwrap_or(host).to_owned(),
                 base_url: format!("http://{host}"),
             });
         }

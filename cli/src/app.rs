@@ -1,0 +1,563 @@
+//! The `podcap` program (also run as the kubectl plugin `kubectl-podcap`): snapshots from
+//! every sensor, merged into one time-ordered pcapng.
+//!
+//! Rules: sensors are the `--sensor` URLs or, without any, the sensor pods found through the
+//! Kubernetes API and reached by port-forward ([`crate::discovery`]); at most `--parallel`
+//! sensors are asked at once; a sensor that fails (or a sensor pod that cannot be reached)
+//! is named with its reason, the others' packets are kept, and the exit status is non-zero
+//! unless `--allow-partial`. Errors print their whole chain; a closed stdout is not an error.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, BufWriter, IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    thread,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use podcap_sensor::units;
+
+use crate::{
+    discovery::{Cluster, ClusterOptions, TapScope},
+    live, merge,
+    progress::{Board, Tally},
+    source::{Sensor, SensorSource, StaticSensors},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "podcap",
+    version,
+    about = "Take pod traffic snapshots from podcap sensors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Connection {
+    /// A sensor's API URL (repeatable), like `http://198.18.0.2:9090`, optionally named
+    /// (`node-a=http://...`). Without any, the sensor pods are found through the Kubernetes
+    /// API and reached through its port-forward.
+    #[arg(long = "sensor", value_name = "[NAME=]URL")]
+    sensors: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// How many sensors are asked at once.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
+    token: Option<String>,
+}
+
+/// Where the cluster is, when sensors are found through the Kubernetes API.
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// Namespace podcap is installed in.
+    #[arg(long, default_value = "podcap", value_name = "NS")]
+    namespace: String,
+}
+
+impl ClusterArgs {
+    fn connect(&self) -> Result<Cluster> {
+        Cluster::connect(&ClusterOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a time slice from every sensor, merged into one pcapng file.
+    Dump {
+        /// How far back from now (e.g. 5m).
+        #[arg(long, value_name = "DUR", conflicts_with_all = ["from", "to"])]
+        time: Option<String>,
+        /// Start (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// End (RFC 3339; default now).
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Directory for the file, or - for stdout.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        dest: String,
+        /// Exit 0 even if some sensors failed.
+        #[arg(long)]
+        allow_partial: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stream new packets from every sensor, merged, as pcapng on stdout
+    /// (`podcap live --sensor URL | wireshark -k -i -`).
+    Live {
+        /// Stop after this many packets (like tcpdump -c).
+        #[arg(long, short = 'c', value_name = "N")]
+        count: Option<u64>,
+        /// Only these interfaces (comma-separated, as the sensor names them).
+        #[arg(long, value_name = "IFACES")]
+        iface: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show, or change, the recording settings of every sensor.
+    Config {
+        /// Start (true) or stop (false) recording without restarting the sensors.
+        #[arg(long, value_name = "BOOL")]
+        enable: Option<bool>,
+        /// Total size of each sensor's store (e.g. 500MB).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Time window of each sensor's store (e.g. 2h).
+        #[arg(long, value_name = "DUR")]
+        max_time: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List what each sensor holds.
+    Segments {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Change which pods every sensor records, cluster-wide, by updating podcap's ConfigMap
+    /// (like `kubeshark tap`); the sensors apply it once the kubelet has refreshed the
+    /// mounted file (up to a minute).
+    Tap {
+        /// Pod names to record (a regex; empty or absent: all pods).
+        #[arg(value_name = "REGEX")]
+        regex: Option<String>,
+        /// Only pods in these namespaces (repeatable; none: all namespaces).
+        #[arg(short = 'n', long = "namespaces", value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Never pods in these namespaces (repeatable).
+        #[arg(long = "exclude-namespace", value_name = "NS")]
+        excluded_namespaces: Vec<String>,
+        /// A tcpdump filter on everything recorded (`--filter ''` removes it; absent: kept).
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// Runs the program under the name it was called by (`podcap`, `kubectl podcap`).
+#[must_use]
+pub fn main(program: &'static str) -> ExitCode {
+    let matches = Cli::command().name(program).bin_name(program).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{program}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(connection: &Connection) -> Result<Option<String>> {
+    if let Some(path) = &connection.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--token-file: cannot read {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(connection.token.clone().filter(|t| !t.is_empty()))
+}
+
+/// The sensors a command talks to, and what keeps the way to them open.
+struct Reached {
+    sensors: Vec<Sensor>,
+    /// Sensors that exist but cannot be asked, with the reason.
+    unreachable: Vec<(String, String)>,
+    token: Option<String>,
+    parallel: usize,
+    /// Holds the port-forwards open while the command runs.
+    _cluster: Option<Cluster>,
+}
+
+impl Reached {
+    /// Names the unreachable sensors; true if there were any.
+    fn report_unreachable(&self) -> bool {
+        for (label, reason) in &self.unreachable {
+            eprintln!("podcap: sensor {label} failed: {reason}");
+        }
+        !self.unreachable.is_empty()
+    }
+}
+
+fn reach(connection: &Connection) -> Result<Reached> {
+    let token = token(connection)?;
+    let parallel = usize::from(connection.parallel);
+    if !connection.sensors.is_empty() {
+        return Ok(Reached {
+            sensors: StaticSensors::new(&connection.sensors)?.sensors()?,
+            unreachable: Vec::new(),
+            token,
+            parallel,
+            _cluster: None,
+        });
+    }
+    let cluster = connection.cluster.connect()?;
+    let found = cluster.find_sensors(token.is_none())?;
+    Ok(Reached {
+        sensors: found.sensors,
+        unreachable: found.unreachable,
+        token: token.or(found.token),
+        parallel,
+        _cluster: Some(cluster),
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Dump {
+            time,
+            from,
+            to,
+            dest,
+            allow_partial,
+            connection,
+        } => {
+            let now = podcap_sensor::sys::realtime_ns();
+            let (from_ns, to_ns, query) = match (time, from, to) {
+                (Some(t), None, None) => {
+                    let d = units::parse_duration(&t).context("--time")?;
+                    (now.saturating_sub(d.as_nanos() as u64), now, format!("last={t}"))
+                }
+                (None, Some(f), to) => {
+                    let from_ns = units::parse_rfc3339(&f).context("--from")?;
+                    let to_ns = to
+                        .as_deref()
+                        .map(units::parse_rfc3339)
+                        .transpose()
+                        .context("--to")?
+                        .unwrap_or(now);
+                    if from_ns > to_ns {
+                        bail!("--from is after --to");
+                    }
+                    let q = match to {
+                        Some(t) => format!("from={f}&to={t}"),
+                        None => format!("from={f}"),
+                    };
+                    (from_ns, to_ns, q.replace('+', "%2B"))
+                }
+                (None, None, Some(_)) => bail!("--to needs --from"),
+                _ => bail!("give --time DUR, or --from TIME [--to TIME]"),
+            };
+            dump(&reach(&connection)?, &query, from_ns, to_ns, &dest, allow_partial)
+        }
+        Command::Config {
+            enable,
+            max_size,
+            max_time,
+            connection,
+        } => config_command(enable, max_size, max_time, &connection),
+        Command::Segments { connection } => segments_command(&connection),
+        Command::Live {
+            count,
+            iface,
+            connection,
+        } => live_command(count, iface.as_deref(), &connection),
+        Command::Tap {
+            regex,
+            namespaces,
+            excluded_namespaces,
+            filter,
+            cluster,
+        } => {
+            let scope = TapScope {
+                regex: regex.unwrap_or_default(),
+                namespaces,
+                excluded_namespaces,
+                filter,
+            };
+            let (name, _) = cluster.connect()?.retarget(|doc| scope.apply(doc))?;
+            eprintln!(
+                "podcap: ConfigMap {}/{name} now records {}; the sensors apply it when the \
+                 kubelet refreshes the mounted file (up to a minute)",
+                cluster.namespace,
+                scope.describe()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn live_command(count: Option<u64>, iface: Option<&str>, connection: &Connection) -> Result<ExitCode> {
+    if io::stdout().is_terminal() {
+        bail!("live writes pcapng to stdout: pipe it (podcap live ... | wireshark -k -i -) or redirect it to a file");
+    }
+    let reached = reach(connection)?;
+    let (sensors, token) = (&reached.sensors, &reached.token);
+    let path = match iface {
+        Some(list) => format!("/api/v1/live?iface={list}"),
+        None => "/api/v1/live".to_owned(),
+    };
+    let mut inputs = Vec::new();
+    let mut failed = reached.report_unreachable();
+    for sensor in sensors {
+        match sensor.stream(&path, token.as_deref()) {
+            Ok(reader) => inputs.push(live::LiveInput {
+                label: sensor.label.clone(),
+                reader,
+            }),
+            Err(e) => {
+                eprintln!("podcap: sensor {} failed: {e:#}", sensor.label);
+                failed = true;
+            }
+        }
+    }
+    if inputs.is_empty() {
+        bail!("no sensor could be reached");
+    }
+    let stats = live::live(
+        inputs,
+        &mut io::stdout().lock(),
+        count,
+        podcap_sensor::sys::realtime_ns,
+    )?;
+    if stats.late > 0 {
+        eprintln!(
+            "podcap: {} packets came after their turn and were written late",
+            stats.late
+        );
+    }
+    let reached_count = count.is_some_and(|c| stats.packets >= c);
+    Ok(if failed || (!reached_count && !stats.failed.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn dump(
+    reached: &Reached,
+    query: &str,
+    from_ns: u64,
+    to_ns: u64,
+    dest: &str,
+    allow_partial: bool,
+) -> Result<ExitCode> {
+    let scratch = if dest == "-" {
+        std::env::temp_dir()
+    } else {
+        PathBuf::from(dest)
+    };
+    std::fs::create_dir_all(&scratch).with_context(|| format!("--dest {}", scratch.display()))?;
+    let (sensors, token) = (&reached.sensors, reached.token.as_deref());
+    if sensors.is_empty() {
+        reached.report_unreachable();
+        bail!("no sensor can be reached");
+    }
+    // `--parallel` sensors at a time, each into its own temporary file; progress on a terminal.
+    let tallies: Vec<Arc<Tally>> = sensors.iter().map(|_| Arc::default()).collect();
+    let board = Board::start(
+        sensors.iter().map(|s| s.label.clone()).collect(),
+        tallies.clone(),
+        io::stderr().is_terminal(),
+    );
+    let part = |n: usize| scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
+    let fetch = |n: usize| -> Result<u64> {
+        let mut file = BufWriter::new(File::create(part(n))?);
+        let bytes = sensors[n].download(
+            &format!("/api/v1/snapshot?{query}"),
+            token,
+            &mut file,
+            &tallies[n],
+        )?;
+        file.flush()?;
+        Ok(bytes)
+    };
+    let results = run_bounded(sensors.len(), reached.parallel, fetch);
+    board.finish();
+    let mut inputs = Vec::new();
+    reached.report_unreachable();
+    let mut failures = reached.unreachable.len();
+    for (n, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(_) => inputs.push((sensors[n].label.clone(), part(n))),
+            Err(e) => {
+                eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
+                let _ = std::fs::remove_file(part(n));
+                failures += 1;
+            }
+        }
+    }
+    let opened: Vec<merge::Input<BufReader<File>>> = inputs
+        .iter()
+        .map(|(label, path)| {
+            Ok(merge::Input {
+                label: label.clone(),
+                reader: BufReader::new(File::open(path)?),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let name = format!(
+        "podcap-{}-{}.pcapng",
+        units::format_utc_compact(from_ns),
+        units::format_utc_compact(to_ns)
+    );
+    let result = if dest == "-" {
+        merge::merge(opened, &mut io::stdout().lock())
+    } else {
+        let target = PathBuf::from(dest).join(&name);
+        let mut out =
+            BufWriter::new(File::create(&target).with_context(|| format!("creating {}", target.display()))?);
+        let stats = merge::merge(opened, &mut out);
+        if let Ok(s) = &stats {
+            eprintln!(
+                "podcap: wrote {} ({} packets, {}) from {} sensors",
+                target.display(),
+                s.packets,
+                units::format_size(s.bytes),
+                inputs.len()
+            );
+        }
+        stats
+    };
+    for (_, path) in &inputs {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    if failures > 0 && !allow_partial {
+        eprintln!(
+            "podcap: {failures} of {} sensors failed (--allow-partial keeps the rest and exits 0)",
+            sensors.len() + reached.unreachable.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_command(
+    enable: Option<bool>,
+    max_size: Option<String>,
+    max_time: Option<String>,
+    connection: &Connection,
+) -> Result<ExitCode> {
+    // Checked here first, so a typo changes no sensor at all.
+    if let Some(size) = &max_size {
+        units::parse_size(size).context("--max-size")?;
+    }
+    if let Some(time) = &max_time {
+        units::parse_duration(time).context("--max-time")?;
+    }
+    let mut change = serde_json::Map::new();
+    if let Some(enable) = enable {
+        change.insert("enabled".into(), enable.into());
+    }
+    if let Some(size) = max_size {
+        change.insert("maxSize".into(), size.into());
+    }
+    if let Some(time) = max_time {
+        change.insert("maxTime".into(), time.into());
+    }
+    let reached = reach(connection)?;
+    let token = &reached.token;
+    Ok(for_each_sensor(&reached, |sensor| {
+        let answer = if change.is_empty() {
+            sensor.get_json("/api/v1/config", token.as_deref())
+        } else {
+            sensor.patch_json(
+                "/api/v1/config",
+                token.as_deref(),
+                &serde_json::Value::Object(change.clone()),
+            )
+        };
+        answer.map(|settings| println!("{}: {settings}", sensor.label))
+    }))
+}
+
+/// Runs `ask` for every sensor in turn; a sensor that fails is named with its reason and
+/// the others still asked; the exit status says whether any failed.
+fn for_each_sensor(reached: &Reached, mut ask: impl FnMut(&Sensor) -> Result<()>) -> ExitCode {
+    let mut failed = reached.report_unreachable();
+    for sensor in &reached.sensors {
+        if let Err(e) = ask(sensor) {
+            eprintln!("podcap: {}: {e:#}", sensor.label);
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn segments_command(connection: &Connection) -> Result<ExitCode> {
+    let reached = reach(connection)?;
+    let token = &reached.token;
+    Ok(for_each_sensor(&reached, |sensor| {
+        let list = sensor.get_json("/api/v1/segments", token.as_deref())?;
+        let list = list.as_array().cloned().unwrap_or_default();
+        let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
+        let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
+        let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
+        println!(
+            "{}: {} segments, {}, {} .. {}",
+            sensor.label,
+            list.len(),
+            units::format_size(bytes),
+            oldest.map_or("-".into(), units::format_utc_compact),
+            newest.map_or("-".into(), units::format_utc_compact)
+        );
+        Ok(())
+    }))
+}
+
+/// Runs `work(0..count)` on at most `parallel` threads; results in index order.
+fn run_bounded<T: Send>(
+    count: usize,
+    parallel: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    use std::sync::{atomic::AtomicUsize, Mutex};
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..count).map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..parallel.min(count) {
+            scope.spawn(|| loop {
+                // Relaxed: the counter only hands out indices; results are published by the
+                // mutex and the scope's join.
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= count {
+                    break;
+                }
+                let result = work(n);
+                if let Ok(mut slots) = results.lock() {
+                    slots[n] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("the download did not run"))))
+        .collect()
+}

@@ -1,0 +1,611 @@
+//! CLI discovery through the Kubernetes API, against an in-process HTTP server that serves
+//! the endpoints the CLI uses with the API's JSON (no API server can be installed here):
+//! the sensor pod list by label, the token Secret, the ConfigMap, and the port-forward
+//! WebSocket upgrade (`v4.channel.k8s.io`: one binary channel pair per port, each opened by
+//! a frame carrying the port) carried to real sensors (the sensor's own router and store,
+//! on loopback). The `podcap` and `kubectl-podcap` binaries run as a user would run them.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Output},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    extract::{
+        ws::{Message, WebSocket, WebSocketUpgrade},
+        Path as UrlPath, Query, State,
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use futures::{SinkExt, StreamExt};
+use podcap_sensor::{
+    api::{router, ApiState},
+    pcapng::{
+        read::{parse_packet, Blocks, Section},
+        Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
+    },
+    stats::Stats,
+    store::{Limits, SegmentWriter},
+    sys::realtime_ns,
+};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const TOKEN: &str = "tok-3f9a";
+const NAMESPACE: &str = "podcap";
+const SENSOR_SELECTOR: &str = "app.kubernetes.io/name=podcap,app.kubernetes.io/component=sensor";
+
+/// A real sensor API on loopback serving a store of 120 packets on eth0, one per 100 ms
+/// from 20 s ago, offset by `offset_ms` so two sensors interleave.
+async fn sensor(dir: &tempfile::TempDir, offset_ms: u64, marker: u8) -> SocketAddr {
+    let ifaces = vec![InterfaceDescription {
+        name: "eth0".into(),
+        description: String::new(),
+        link_type: LINKTYPE_ETHERNET,
+        snaplen: 65535,
+    }];
+    let limits = Limits {
+        compress: false,
+        segment_size: 3_000,
+        segment_time: Duration::from_hours(1),
+        max_size: 100_000_000,
+        max_time: Duration::from_hours(1),
+    };
+    let mut writer = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
+    let start = realtime_ns() - 20_000_000_000 + offset_ms * 1_000_000;
+    for i in 0..120u64 {
+        let ts = start + i * 100_000_000;
+        let mut frame = vec![marker; 60];
+        frame[..8].copy_from_slice(&i.to_be_bytes());
+        writer
+            .write_packet(0, ts, 60, &frame, Direction::Outbound, |_| {
+                InterfaceStatistics::default()
+            })
+            .unwrap();
+    }
+    writer.finish(|_| InterfaceStatistics::default()).unwrap();
+    let mut state = ApiState::new(
+        dir.path().to_owned(),
+        vec!["eth0".into()],
+        Arc::new(Stats::new(1)),
+        Some(TOKEN.into()),
+    );
+    state.settings = Some(Arc::new(
+        podcap_sensor::settings::RuntimeSettings::load(dir.path(), "500MB", "1h").unwrap(),
+    ));
+    state.ready.store(true, Ordering::Relaxed);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    addr
+}
+
+/// What the fixture API server knows and saw.
+#[derive(Default)]
+struct Cluster {
+    /// Pod name → where its sensor listens (None: nothing does).
+    sensors: HashMap<String, Option<SocketAddr>>,
+    pods: Vec<Value>,
+    config: Mutex<(u64, String)>,
+    forwards: AtomicUsize,
+    selectors: Mutex<Vec<String>>,
+}
+
+fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": NAMESPACE, "uid": format!("uid-{name}"),
+            "resourceVersion": "4100",
+            "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap",
+                       "app.kubernetes.io/component": "sensor"}
+        },
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": true,
+            "containers": [{
+                "name": "sensor",
+                "image": "ghcr.io/podcap/podcap-sensor:0.1.0",
+                "ports": [{"name": "api", "containerPort": 9090, "protocol": "TCP"}],
+                "env": [
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}},
+                    {"name": "PODCAP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "podcap-token", "key": "token"}}}
+                ]
+            }]
+        },
+        "status": {"phase": phase, "podIP": "198.18.0.10", "hostIP": "198.18.0.10"}
+    })
+}
+
+fn config_map(cluster: &Cluster) -> Value {
+    let (version, text) = cluster.config.lock().unwrap().clone();
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "podcap-config", "namespace": NAMESPACE, "resourceVersion": version.to_string(),
+                     "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap"}},
+        "data": {"config.yaml": text}
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code});
+    (StatusCode::from_u16(code).unwrap(), Json(body)).into_response()
+}
+
+async fn list_pods(
+    State(cluster): State<Arc<Cluster>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let selector = query.get("labelSelector").cloned().unwrap_or_default();
+    cluster.selectors.lock().unwrap().push(selector.clone());
+    let items = if selector == SENSOR_SELECTOR {
+        cluster.pods.clone()
+    } else {
+        Vec::new()
+    };
+    Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "4200"}, "items": items}))
+        .into_response()
+}
+
+async fn get_secret(UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
+    if ns != NAMESPACE || name != "podcap-token" {
+        return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
+    }
+    Json(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": ns, "resourceVersion": "17"},
+                "data": {"token": base64_free::encode(TOKEN.as_bytes())}}))
+    .into_response()
+}
+
+async fn list_config_maps(State(cluster): State<Arc<Cluster>>) -> Response {
+    Json(
+        json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "4200"},
+                "items": [config_map(&cluster)]}),
+    )
+    .into_response()
+}
+
+async fn patch_config_map(
+    State(cluster): State<Arc<Cluster>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/merge-patch+json"
+    );
+    if name != "podcap-config" {
+        return status(404, "NotFound", &format!("configmaps \"{name}\" not found"));
+    }
+    let patch: Value = serde_json::from_str(&body).unwrap();
+    {
+        let mut config = cluster.config.lock().unwrap();
+        if patch["metadata"]["resourceVersion"].as_str() != Some(&config.0.to_string()) {
+            return status(
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+            );
+        }
+        config.0 += 1;
+        patch["data"]["config.yaml"]
+            .as_str()
+            .unwrap()
+            .clone_into(&mut config.1);
+    }
+    Json(config_map(&cluster)).into_response()
+}
+
+/// The port-forward upgrade: relays channel 0 to the pod's sensor; if nothing listens,
+/// the error channel says so, as the kubelet does.
+async fn port_forward(
+    State(cluster): State<Arc<Cluster>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(target) = cluster.sensors.get(&name).copied() else {
+        return status(404, "NotFound", &format!("pods \"{name}\" not found"));
+    };
+    let port: u16 = query["ports"].parse().unwrap();
+    cluster.forwards.fetch_add(1, Ordering::Relaxed);
+    upgrade
+        .protocols(["v4.channel.k8s.io"])
+        .on_upgrade(move |socket| relay(socket, name, target, port))
+}
+
+async fn relay(socket: WebSocket, pod: String, target: Option<SocketAddr>, port: u16) {
+    let (mut sink, mut stream) = socket.split();
+    let [lo, hi] = port.to_le_bytes();
+    for channel in [0u8, 1] {
+        if sink
+            .send(Message::Binary(vec![channel, lo, hi].into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let connected = match target {
+        Some(addr) => TcpStream::connect(addr).await.ok(),
+        None => None,
+    };
+    let Some(tcp) = connected else {
+        // Like the kubelet, the failure to reach the pod is said once the client sends.
+        let _ = stream.next().await;
+        let message = format!(
+            "error forwarding port {port} to pod {pod}, uid : failed to connect to localhost:{port}: connection refused"
+        );
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(message.as_bytes());
+        let _ = sink.send(Message::Binary(frame.into())).await;
+        let _ = sink.close().await;
+        return;
+    };
+    let (mut from_sensor, mut to_sensor) = tcp.into_split();
+    let up = async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let data = match &message {
+                Message::Binary(bytes) if bytes.len() > 1 && bytes[0] == 0 => &bytes[1..],
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if to_sensor.write_all(data).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_sensor.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from_sensor.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut frame = Vec::with_capacity(n + 1);
+                    frame.push(0);
+                    frame.extend_from_slice(&buf[..n]);
+                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    };
+    tokio::join!(up, down);
+}
+
+/// Base64 without another dependency (the Secret's `data` encoding).
+mod base64_free {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pub fn encode(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Fixture {
+    api: SocketAddr,
+    cluster: Arc<Cluster>,
+    sensors: Vec<SocketAddr>,
+    _stores: Vec<tempfile::TempDir>,
+    home: tempfile::TempDir,
+}
+
+const CONFIG: &str = "tap:\n  regex: ''\n  namespaces: []\n  excludedNamespaces: []\n  bpfOverride: ''\n  stopped: false\npcapdump:\n  enabled: true\n  maxTime: 1h\n  maxSize: 500MB\n";
+
+/// Two running sensors (node-a, node-b), a pending one (node-c) and a running pod whose
+/// sensor does not answer (node-d).
+async fn fixture() -> Fixture {
+    let stores = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = sensor(&stores[0], 0, 0xaa).await;
+    let b = sensor(&stores[1], 50, 0xbb).await;
+    let cluster = Arc::new(Cluster {
+        sensors: HashMap::from([
+            ("podcap-7xk2p".into(), Some(a)),
+            ("podcap-m4q9z".into(), Some(b)),
+            ("podcap-d8w3v".into(), None),
+        ]),
+        pods: vec![
+            sensor_pod("podcap-m4q9z", "node-b", "Running"),
+            sensor_pod("podcap-7xk2p", "node-a", "Running"),
+            sensor_pod("podcap-r2n6c", "node-c", "Pending"),
+            sensor_pod("podcap-d8w3v", "node-d", "Running"),
+        ],
+        config: Mutex::new((7, CONFIG.into())),
+        ..Cluster::default()
+    });
+    let app = Router::new()
+        .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            get(port_forward),
+        )
+        .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
+        .route("/api/v1/namespaces/{ns}/configmaps", get(list_config_maps))
+        .route(
+            "/api/v1/namespaces/{ns}/configmaps/{name}",
+            axum::routing::patch(patch_config_map),
+        )
+        .with_state(Arc::clone(&cluster));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://{api}\n\
+         - name: elsewhere\n  cluster:\n    server: http://127.0.0.1:9\n\
+         users:\n- name: dev\n  user: {{}}\n\
+         contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: dev\n\
+         - name: elsewhere\n  context:\n    cluster: elsewhere\n    user: dev\n\
+         current-context: elsewhere\n"
+    );
+    std::fs::write(home.path().join("kubeconfig"), kubeconfig).unwrap();
+    Fixture {
+        api,
+        cluster,
+        sensors: vec![a, b],
+        _stores: stores,
+        home,
+    }
+}
+
+impl Fixture {
+    /// Runs a CLI binary with the fixture's kubeconfig (context `lab`) and no token.
+    async fn run(&self, binary: &'static str, args: &[&str]) -> Output {
+        let kubeconfig = self.home.path().join("kubeconfig");
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new(binary)
+                .args(&args)
+                .env("KUBECONFIG", kubeconfig)
+                .env_remove("PODCAP_TOKEN")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The one pcapng file `dump` wrote into `dir`.
+fn dumped(dir: &Path) -> Vec<u8> {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::read(&files[0]).unwrap()
+}
+
+/// (interface name, timestamp, first payload byte) of every packet.
+fn packets(bytes: &[u8]) -> Vec<(String, u64, u8)> {
+    let mut section = Section::default();
+    let mut out = Vec::new();
+    for block in Blocks::new(bytes) {
+        let block = block.unwrap();
+        section.observe(&block).unwrap();
+        if let Some(p) = parse_packet(&block, &section).unwrap() {
+            out.push((
+                section.interfaces[p.interface_id as usize].name.clone(),
+                p.timestamp_ns,
+                p.data[8],
+            ));
+        }
+    }
+    out
+}
+
+const PODCAP: &str = env!("CARGO_BIN_EXE_podcap");
+const KUBECTL_PODCAP: &str = env!("CARGO_BIN_EXE_kubectl-podcap");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_through_port_forward_equals_dump_from_named_sensors() {
+    let f = fixture().await;
+    // Through the API: sensors found by label, token from their Secret, each reached by
+    // port-forward; node-c (pending) and node-d (nothing answers) are named.
+    let through_api = tempfile::tempdir().unwrap();
+    let output = f
+        .run(
+            PODCAP,
+            &[
+                "dump",
+                "--time",
+                "5m",
+                "--context",
+                "lab",
+                "--allow-partial",
+                "--dest",
+                through_api.path().to_str().unwrap(),
+            ],
+        )
+        .await;
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("sensor node-c failed: pod podcap-r2n6c is Pending"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sensor node-d failed") && err.contains("connection refused"),
+        "{err}"
+    );
+    assert!(f.cluster.forwards.load(Ordering::Relaxed) >= 3);
+    assert!(f
+        .cluster
+        .selectors
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s == SENSOR_SELECTOR));
+
+    // The same sensors named on the command line.
+    let direct = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        format!("node-a=http://{}", f.sensors[0]),
+        format!("node-b=http://{}", f.sensors[1]),
+    );
+    let output = tokio::task::spawn_blocking({
+        let dest = direct.path().to_owned();
+        move || {
+            Command::new(PODCAP)
+                .args(["dump", "--time", "5m", "--sensor", &a, "--sensor", &b, "--dest"])
+                .arg(dest)
+                .env("PODCAP_TOKEN", TOKEN)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let (via_api, via_urls) = (dumped(through_api.path()), dumped(direct.path()));
+    let list = packets(&via_api);
+    assert_eq!(list.len(), 240);
+    assert!(list.windows(2).all(|w| w[0].1 <= w[1].1), "time order");
+    assert_eq!(
+        list.iter()
+            .filter(|p| p.0 == "node-a/eth0" && p.2 == 0xaa)
+            .count(),
+        120
+    );
+    assert_eq!(
+        list.iter()
+            .filter(|p| p.0 == "node-b/eth0" && p.2 == 0xbb)
+            .count(),
+        120
+    );
+    assert!(via_api == via_urls, "the two paths gave different files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_config_and_the_kubectl_plugin_use_discovery() {
+    let f = fixture().await;
+    let output = f.run(KUBECTL_PODCAP, &["segments", "--context", "lab"]).await;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    // node-c and node-d fail, so the exit status says so; the others answer.
+    assert!(!output.status.success());
+    assert!(out.contains("node-a: ") && out.contains("node-b: "), "{out}");
+    assert!(stderr(&output).contains("node-c"), "{}", stderr(&output));
+
+    let output = f
+        .run(PODCAP, &["config", "--context", "lab", "--max-time", "2h"])
+        .await;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        out.matches("\"maxTime\":\"2h\"").count(),
+        2,
+        "{out} {}",
+        stderr(&output)
+    );
+
+    // As a kubectl plugin it names itself the way kubectl users call it.
+    let output = f.run(KUBECTL_PODCAP, &["dump", "--help"]).await;
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: kubectl podcap dump"));
+
+    // The default context points at a dead address: the failure is named, quickly.
+    let output = f.run(PODCAP, &["segments"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("listing the sensor pods"),
+        "{}",
+        stderr(&output)
+    );
+    let _ = f.api;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_rewrites_the_config_map_and_refuses_bad_input() {
+    let f = fixture().await;
+    let output = f
+        .run(
+            PODCAP,
+            &[
+                "tap",
+                "^web-",
+                "-n",
+                "shop",
+                "-n",
+                "blog",
+                "--exclude-namespace",
+                "kube-system",
+                "--filter",
+                "tcp port 80",
+                "--context",
+                "lab",
+            ],
+        )
+        .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("podcap/podcap-config now records pods matching \"^web-\" in shop, blog")
+    );
+    let (version, text) = f.cluster.config.lock().unwrap().clone();
+    assert_eq!(version, 8);
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["tap"]["regex"], "^web-");
+    assert_eq!(doc["tap"]["namespaces"], json!(["shop", "blog"]));
+    assert_eq!(doc["tap"]["excludedNamespaces"], json!(["kube-system"]));
+    assert_eq!(doc["tap"]["bpfOverride"], "tcp port 80");
+    assert_eq!(doc["pcapdump"]["maxSize"], "500MB", "other keys are kept");
+
+    // Without a filter the filter is kept; no regex means all pods.
+    let output = f.run(PODCAP, &["tap", "--context", "lab"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = f.cluster.config.lock().unwrap().1.clone();
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["tap"]["regex"], "");
+    assert_eq!(doc["tap"]["namespaces"], json!([]));
+    assert_eq!(doc["tap"]["bpfOverride"], "tcp port 80");
+
+    // Bad input is named and changes nothing.
+    for (args, expected) in [
+        (vec!["tap", "web-(", "--context", "lab"], "tap.regex"),
+        (
+            vec!["tap", "--filter", "tcp port", "--context", "lab"],
+            "syntax error",
+        ),
+    ] {
+        let before = f.cluster.config.lock().unwrap().clone();
+        let output = f.run(PODCAP, &args).await;
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(*f.cluster.config.lock().unwrap(), before);
+    }
+}
