@@ -38,6 +38,13 @@ CASES = {
         "api": {"token": "s3cret"},
     },
     "stopped": {"tap": {"stopped": True}, "pcapdump": {"enabled": False}},
+    "user roles": {
+        "userRoles": {
+            "snapshot": {"create": True, "subjects": [{"kind": "User", "name": "dev@example.com",
+                                                       "apiGroup": "rbac.authorization.k8s.io"}]},
+            "tap": {"create": True},
+        },
+    },
 }
 
 failures = []
@@ -118,6 +125,19 @@ for case, values in CASES.items():
         check(case, kinds["Secret"]["data"]["token"] == "czNjcmV0", "the given token")
     if case == "stopped":
         check(case, config["tap"]["stopped"] is True and config["pcapdump"]["enabled"] is False, f"{config}")
+    roles = {o["metadata"]["name"]: o for _, o in objects(manifests) if o["kind"] == "Role"}
+    bindings = [o for _, o in objects(manifests) if o["kind"] == "RoleBinding"]
+    if case == "user roles":
+        tap_rules = roles.get("podcap-tap", {}).get("rules", [])
+        check(case, "podcap-snapshot" in roles and "podcap-tap" in roles, f"{sorted(roles)}")
+        check(case, any(r.get("resourceNames") == ["podcap-config"] and "patch" in r["verbs"] for r in tap_rules),
+              f"tap may patch only the ConfigMap: {tap_rules}")
+        check(case, all(not set(r["verbs"]) & {"create", "delete", "patch", "update"} or r.get("resourceNames")
+                        or r["resources"] == ["pods/portforward"]
+                        for o in roles.values() for r in o.get("rules", [])), "nothing else writable")
+        check(case, [b["roleRef"]["name"] for b in bindings] == ["podcap-snapshot"], "only the snapshot Role is bound")
+    else:
+        check(case, not roles and not bindings, "user Roles are opt-in")
     print(f"chart: {case}: {len(list(objects(manifests)))} objects rendered and validated")
 
 # Bad values are refused with a message naming the value.
