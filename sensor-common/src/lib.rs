@@ -56,8 +56,50 @@ pub const SETTING_SNAPLEN: u32 = 1;
 pub const SETTING_ENABLED: u32 = 2;
 /// Index of the `COUNTERS` entry the tap program counts in, in the `SETTINGS` array.
 pub const SETTING_TAP_COUNTERS: u32 = 3;
+/// Index of the number of `HOST_PODS` entries in the `SETTINGS` array (0: the tc programs
+/// on node interfaces look no cgroup up).
+pub const SETTING_HOST_PODS: u32 = 4;
+/// Where the cgroup id of a socket lies, found by user space in the kernel's BTF (there is
+/// no helper for a socket's cgroup in tc programs): the offset of
+/// `sock.sk_cgrp_data.cgroup` in `SETTINGS`...
+pub const SETTING_SOCK_CGROUP_OFFSET: u32 = 5;
+/// ... of `cgroup.kn` ...
+pub const SETTING_CGROUP_KN_OFFSET: u32 = 6;
+/// ... and of `kernfs_node.id` (the cgroup v2 id). All three 0: unknown, and ingress
+/// packets of hostNetwork pods are not attributed.
+pub const SETTING_KN_ID_OFFSET: u32 = 7;
+/// Offset of `cgroup.level` (an `int`).
+pub const SETTING_CGROUP_LEVEL_OFFSET: u32 = 8;
+/// Offset of `cgroup.ancestors` (pointers, kernels from 6.1) or `cgroup.ancestor_ids`
+/// (ids, older kernels; then `SETTING_ANCESTOR_IDS` is 1), indexed by level.
+pub const SETTING_CGROUP_ANCESTORS_OFFSET: u32 = 9;
+pub const SETTING_ANCESTOR_IDS: u32 = 10;
+/// Bit `l` set: some selected hostNetwork pod's cgroup is at level `l` of the cgroup v2
+/// tree. A socket belongs to a pod when its cgroup's ancestor at that level is the pod's
+/// (containers are cgroups below the pod's).
+pub const SETTING_HOST_POD_LEVELS: u32 = 11;
 /// Entries of the `SETTINGS` array.
-pub const SETTINGS_LEN: u32 = 4;
+pub const SETTINGS_LEN: u32 = 12;
+/// Deepest cgroup level a hostNetwork pod's cgroup may sit at.
+pub const MAX_POD_CGROUP_LEVEL: u32 = 15;
+
+/// Bytes of a socket read to reach its cgroup pointer: `SETTING_SOCK_CGROUP_OFFSET` must be
+/// below this minus 8.
+pub const SOCK_READ_LEN: u32 = 2048;
+
+/// Most node interfaces watched for hostNetwork pods.
+pub const MAX_HOST_INTERFACES: u32 = 64;
+
+/// Key of the `HOST_PODS` map: a hostNetwork pod's cgroup (v2 id) on one node interface.
+/// Its value is the [`Selection`] (slot) its packets on that interface are recorded in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupKey {
+    pub cgroup_id: u64,
+    pub ifindex: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
 
 /// Written by the XDP program just before each frame's data (AF_XDP copy mode keeps the
 /// metadata area in the UMEM chunk, ending where the frame starts).
@@ -100,4 +142,6 @@ mod user {
     unsafe impl aya::Pod for super::Selection {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::QueueCounters {}
+    // SAFETY: as above (u64, u32, u32: no padding).
+    unsafe impl aya::Pod for super::CgroupKey {}
 }

@@ -6,6 +6,16 @@
 //!   every path, and they return `TC_ACT_UNSPEC` (TCX "next") so other programs still decide.
 //! - A copy travels by `bpf_clone_redirect` into the capture veth that the sensor owns, on
 //!   the queue that names its interface slot and direction (`podcap_common::queue_for`).
+//! - hostNetwork pods share the node's interfaces: on the node interfaces in
+//!   `HOST_INTERFACES` a packet belongs to a pod by cgroup (`HOST_PODS`): on egress the
+//!   cgroup of the socket that sent it (`bpf_skb_ancestor_cgroup_id` at the levels where
+//!   selected pods' cgroups sit: containers are cgroups below their pod's), on ingress the
+//!   same ancestors of the cgroup of the socket that will receive it (a TCP or UDP socket lookup on the packet's addresses and
+//!   ports; other protocols, IPv6 extension headers and non-first fragments are not
+//!   attributed). tc programs have no helper for a socket's cgroup, so it is read from
+//!   kernel memory (`sock.sk_cgrp_data.cgroup->ancestors[level]->kn->id`) at offsets user
+//!   space finds in the kernel's BTF; without them ingress is not attributed. Lookup references are always
+//!   released.
 //! - The XDP program runs in native mode on the capture veth's peer. It only ever sees our
 //!   clones, so dropping there costs the pods nothing; it counts every frame it cannot hand to
 //!   AF_XDP.
@@ -13,24 +23,41 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{xdp_action, TC_ACT_UNSPEC},
+    bindings::{bpf_sock_tuple, xdp_action, TC_ACT_UNSPEC},
     helpers::{
-        bpf_ktime_get_ns, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-        bpf_xdp_get_buff_len,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        generated::bpf_probe_read_kernel as probe_read_kernel_into,
     },
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, PerCpuArray, XskMap},
     programs::{TcContext, XdpContext},
 };
 use podcap_common::{
-    queue_for, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC,
-    MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, SETTINGS_LEN, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED,
-    SETTING_SNAPLEN, SETTING_TAP_COUNTERS,
+    queue_for, CgroupKey, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
+    FRAME_META_MAGIC, MAX_HOST_INTERFACES, MAX_POD_CGROUP_LEVEL, MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES,
+    SETTINGS_LEN, SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET,
+    SETTING_CGROUP_KN_OFFSET, SETTING_CGROUP_LEVEL_OFFSET, SETTING_ENABLED, SETTING_HOST_PODS,
+    SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_SNAPLEN, SETTING_SOCK_CGROUP_OFFSET,
+    SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
 #[map]
 static SELECTED: HashMap<u32, Selection> = HashMap::with_max_entries(MAX_SLOTS, 0);
+
+/// Node interfaces on which hostNetwork pods are selected by cgroup (value unused).
+#[map]
+static HOST_INTERFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOST_INTERFACES, 0);
+
+/// (cgroup id, node interface) of a selected hostNetwork pod → its slot. Filled by user space.
+#[map]
+static HOST_PODS: HashMap<CgroupKey, Selection> = HashMap::with_max_entries(MAX_SLOTS, 0);
+
+/// Scratch space for the first bytes of a looked-up socket (too large for the stack).
+#[map]
+static SOCK_READ: PerCpuArray<[u8; SOCK_READ_LEN as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Capture settings, indexed by `SETTING_*`.
 #[map]
@@ -75,11 +102,10 @@ fn clone_to_capture(ctx: &TcContext, direction: u32) {
     let skb = ctx.skb.skb;
     // SAFETY: `skb` is the context pointer the kernel handed this program.
     let ifindex = unsafe { (*skb).ifindex };
-    // SAFETY: a lookup in our own map; the value is plain data.
-    let Some(selection) = (unsafe { SELECTED.get(&ifindex) }) else {
+    let Some(slot) = slot_of(ctx, ifindex, direction) else {
         return;
     };
-    let queue = queue_for(selection.slot, direction);
+    let queue = queue_for(slot, direction);
     let capture_ifindex = setting(SETTING_CAPTURE_IFINDEX);
     if queue >= MAX_QUEUES || capture_ifindex == 0 {
         return;
@@ -115,6 +141,174 @@ fn clone_to_capture(ctx: &TcContext, direction: u32) {
         }
         Err(_) => counters.clone_failed += 1,
     }
+}
+
+/// The slot a packet is recorded in: its interface's, or on a node interface its
+/// hostNetwork pod's.
+#[inline(always)]
+fn slot_of(ctx: &TcContext, ifindex: u32, direction: u32) -> Option<u32> {
+    // SAFETY: lookups in our own maps; the values are plain data.
+    if let Some(selection) = unsafe { SELECTED.get(&ifindex) } {
+        return Some(selection.slot);
+    }
+    let levels = setting(SETTING_HOST_POD_LEVELS);
+    // SAFETY: as above.
+    if setting(SETTING_HOST_PODS) == 0 || levels == 0 || unsafe { HOST_INTERFACES.get(&ifindex) }.is_none() {
+        return None;
+    }
+    if direction == DIRECTION_OUTBOUND {
+        // The sending socket's cgroup, at each level where a selected pod's cgroup sits.
+        for level in 1..=MAX_POD_CGROUP_LEVEL {
+            if levels & (1 << level) == 0 {
+                continue;
+            }
+            // SAFETY: helper on the program's own skb; 0 when no socket sent it (forwarded)
+            // or its cgroup is not that deep.
+            let id = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) };
+            if let Some(slot) = host_pod_slot(id, ifindex) {
+                return Some(slot);
+            }
+        }
+        return None;
+    }
+    let cgroup = receiving_socket_cgroup(ctx)?;
+    let own_level = read_kernel::<i32>(cgroup.checked_add(u64::from(setting(SETTING_CGROUP_LEVEL_OFFSET)))?)?;
+    let ancestors = cgroup.checked_add(u64::from(setting(SETTING_CGROUP_ANCESTORS_OFFSET)))?;
+    let ancestor_ids = setting(SETTING_ANCESTOR_IDS) == 1;
+    for level in 1..=MAX_POD_CGROUP_LEVEL {
+        if levels & (1 << level) == 0 || level as i32 > own_level {
+            continue;
+        }
+        let entry = read_kernel::<u64>(ancestors + u64::from(level) * 8)?;
+        let id = if ancestor_ids { entry } else { cgroup_id(entry)? };
+        if let Some(slot) = host_pod_slot(id, ifindex) {
+            return Some(slot);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn host_pod_slot(cgroup_id: u64, ifindex: u32) -> Option<u32> {
+    if cgroup_id == 0 {
+        return None;
+    }
+    let key = CgroupKey {
+        cgroup_id,
+        ifindex,
+        reserved: 0,
+    };
+    // SAFETY: a lookup in our own map; the value is plain data.
+    unsafe { HOST_PODS.get(&key) }.map(|s| s.slot)
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const ETH_HLEN: usize = 14;
+/// `BPF_F_CURRENT_NETNS`: look up in the network namespace of the packet's device.
+const CURRENT_NETNS: u64 = u64::MAX;
+
+/// The address of the cgroup of the local TCP or UDP socket an incoming packet is for.
+#[inline(always)]
+fn receiving_socket_cgroup(ctx: &TcContext) -> Option<u64> {
+    if setting(SETTING_SOCK_CGROUP_OFFSET) == 0 {
+        return None;
+    }
+    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    // SAFETY: an all-zero tuple is a valid value of this plain-data union.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // Addresses and ports are copied as they lie in the packet: the tuple is big-endian.
+    let (tuple_len, protocol) = match ethertype {
+        ETH_P_IP => {
+            let version_ihl = ctx.load::<u8>(ETH_HLEN).ok()?;
+            let header_len = usize::from(version_ihl & 0x0f) * 4;
+            let fragment = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).ok()?);
+            if header_len < 20 || fragment & 0x1fff != 0 {
+                return None;
+            }
+            let protocol = ctx.load::<u8>(ETH_HLEN + 9).ok()?;
+            // The union's IPv4 member: the one the lookup reads with this length.
+            tuple.__bindgen_anon_1.ipv4.saddr = ctx.load::<u32>(ETH_HLEN + 12).ok()?;
+            tuple.__bindgen_anon_1.ipv4.daddr = ctx.load::<u32>(ETH_HLEN + 16).ok()?;
+            tuple.__bindgen_anon_1.ipv4.sport = ctx.load::<u16>(ETH_HLEN + header_len).ok()?;
+            tuple.__bindgen_anon_1.ipv4.dport = ctx.load::<u16>(ETH_HLEN + header_len + 2).ok()?;
+            (12u32, protocol)
+        }
+        ETH_P_IPV6 => {
+            let protocol = ctx.load::<u8>(ETH_HLEN + 6).ok()?;
+            let l4 = ETH_HLEN + 40;
+            // The union's IPv6 member: the one the lookup reads with this length.
+            tuple.__bindgen_anon_1.ipv6.saddr = ctx.load::<[u32; 4]>(ETH_HLEN + 8).ok()?;
+            tuple.__bindgen_anon_1.ipv6.daddr = ctx.load::<[u32; 4]>(ETH_HLEN + 24).ok()?;
+            tuple.__bindgen_anon_1.ipv6.sport = ctx.load::<u16>(l4).ok()?;
+            tuple.__bindgen_anon_1.ipv6.dport = ctx.load::<u16>(l4 + 2).ok()?;
+            (36u32, protocol)
+        }
+        _ => return None,
+    };
+    let skb = ctx.skb.skb.cast();
+    let tuple_ptr = &raw mut tuple;
+    // SAFETY: lookups with our own skb and a tuple on our stack of the length given; the
+    // socket they return is released below on every path.
+    let socket = unsafe {
+        match protocol {
+            IPPROTO_TCP => bpf_sk_lookup_tcp(skb, tuple_ptr, tuple_len, CURRENT_NETNS, 0),
+            IPPROTO_UDP => bpf_sk_lookup_udp(skb, tuple_ptr, tuple_len, CURRENT_NETNS, 0),
+            _ => return None,
+        }
+    };
+    if socket.is_null() {
+        return None;
+    }
+    let cgroup = socket_cgroup(socket.cast());
+    // SAFETY: releases the reference the lookup returned, once.
+    unsafe { bpf_sk_release(socket.cast()) };
+    cgroup
+}
+
+/// `sk->sk_cgrp_data.cgroup`, read at the offset user space found in BTF.
+#[inline(always)]
+fn socket_cgroup(socket: *const u8) -> Option<u64> {
+    let sock_offset = setting(SETTING_SOCK_CGROUP_OFFSET);
+    if sock_offset == 0 || sock_offset > SOCK_READ_LEN - 8 {
+        return None;
+    }
+    let buffer = SOCK_READ.get_ptr_mut(0)?;
+    let len = (sock_offset + 8) & (SOCK_READ_LEN * 2 - 1);
+    if !(8..=SOCK_READ_LEN).contains(&len) {
+        return None;
+    }
+    // SAFETY: reads `len` (<= the buffer's size) bytes of the socket the lookup returned
+    // into our per-CPU buffer; the helper fails cleanly on an unreadable address. (The
+    // socket pointer cannot take an offset: the verifier forbids arithmetic on it.)
+    if unsafe { probe_read_kernel_into(buffer.cast(), len, socket.cast()) } != 0 {
+        return None;
+    }
+    let at = (sock_offset as usize) & (SOCK_READ_LEN as usize - 1);
+    if at + 8 > SOCK_READ_LEN as usize {
+        return None;
+    }
+    // SAFETY: `at + 8` is within the buffer, checked just above.
+    Some(unsafe { core::ptr::read_unaligned(buffer.cast::<u8>().add(at).cast::<u64>()) })
+}
+
+/// `cgroup->kn->id`: the cgroup v2 id of the cgroup at `cgroup`.
+#[inline(always)]
+fn cgroup_id(cgroup: u64) -> Option<u64> {
+    let kernfs_node = read_kernel::<u64>(cgroup.checked_add(u64::from(setting(SETTING_CGROUP_KN_OFFSET)))?)?;
+    read_kernel::<u64>(kernfs_node.checked_add(u64::from(setting(SETTING_KN_ID_OFFSET)))?)
+}
+
+#[inline(always)]
+fn read_kernel<T>(address: u64) -> Option<T> {
+    if address < 4096 {
+        return None;
+    }
+    // SAFETY: the helper copies a `T` from a kernel address, failing cleanly if the
+    // address cannot be read; `T` is plain data here (integers).
+    unsafe { bpf_probe_read_kernel(address as *const T) }.ok()
 }
 
 /// Room kept in front of the frame for [`FrameMeta`].

@@ -79,6 +79,10 @@ pub struct Args {
     /// Pod interfaces captured at once in Kubernetes mode.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_pods: u32,
+    /// Kubernetes mode: a node interface on which hostNetwork pods are recorded, selected
+    /// by cgroup (repeatable) [default: the interfaces of the default routes].
+    #[arg(long = "host-iface", value_name = "IF", requires = "node")]
+    pub host_ifaces: Vec<String>,
     /// Record only packets matching this tcpdump filter expression (e.g. "tcp port 80").
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
@@ -103,6 +107,8 @@ pub struct Kubernetes {
     pub api: Option<String>,
     pub max_pods: u32,
     pub cgroup_root: Option<PathBuf>,
+    /// Node interfaces on which hostNetwork pods are recorded by cgroup.
+    pub host_interfaces: Vec<Interface>,
 }
 
 /// Validated configuration.
@@ -153,6 +159,10 @@ pub enum ConfigError {
     TapIsSelected { name: String },
     #[error("--data-dir: required")]
     NoDataDir,
+    #[error("--host-iface: unknown interface {name:?} (not in this network namespace)")]
+    UnknownHostInterface { name: String },
+    #[error("--host-iface: {name:?} is also given as --iface")]
+    HostInterfaceIsSelected { name: String },
     #[error("--tap: not available with --node (Kubernetes mode)")]
     TapWithNode,
     #[error("--max-pods: must be between 1 and 256, got {0}")]
@@ -200,6 +210,60 @@ fn resolve_interfaces(names: Vec<String>) -> Result<Vec<Interface>, ConfigError>
         interfaces.push(Interface { name, ifindex });
     }
     Ok(interfaces)
+}
+
+/// `--host-iface`s, or without any the interfaces that hold a default route.
+fn resolve_host_interfaces(
+    names: Vec<String>,
+    selected: &[Interface],
+) -> Result<Vec<Interface>, ConfigError> {
+    let names = if names.is_empty() {
+        default_route_interfaces()
+    } else {
+        names
+    };
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for name in names {
+        if selected.iter().any(|i| i.name == name) {
+            return Err(ConfigError::HostInterfaceIsSelected { name });
+        }
+        if interfaces.iter().any(|i| i.name == name) {
+            continue;
+        }
+        let ifindex = sys::interface_index(&name)
+            .ok_or_else(|| ConfigError::UnknownHostInterface { name: name.clone() })?;
+        interfaces.push(Interface { name, ifindex });
+    }
+    Ok(interfaces)
+}
+
+/// The interfaces of this namespace's IPv4 and IPv6 default routes, from `/proc/net`.
+fn default_route_interfaces() -> Vec<String> {
+    let mut names = Vec::new();
+    // /proc/net/route: Iface Destination Gateway ... (hex; destination 00000000 = default).
+    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000" {
+                names.push(fields[0].to_owned());
+            }
+        }
+    }
+    // /proc/net/ipv6_route: dest plen src splen nexthop metric refcnt use flags iface.
+    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() == 10
+                && fields[1] == "00"
+                && fields[0].bytes().all(|b| b == b'0')
+                && fields[9] != "lo"
+            {
+                names.push(fields[9].to_owned());
+            }
+        }
+    }
+    names.dedup();
+    names
 }
 
 fn resolve_tap(tap: Option<String>, interfaces: &[Interface]) -> Result<Option<Interface>, ConfigError> {
@@ -265,6 +329,14 @@ impl Args {
         Ok(xsk_frames)
     }
 
+    /// Kubernetes mode's node interfaces for hostNetwork pods.
+    fn host_interfaces(&mut self, selected: &[Interface]) -> Result<Vec<Interface>, ConfigError> {
+        if self.node.is_none() {
+            return Ok(Vec::new());
+        }
+        resolve_host_interfaces(std::mem::take(&mut self.host_ifaces), selected)
+    }
+
     /// Validates every flag; checks the interfaces exist.
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         let targeting = self
@@ -315,7 +387,8 @@ impl Args {
         if self.ifaces.is_empty() && self.tap.is_none() && self.node.is_none() {
             return Err(ConfigError::NoInterface);
         }
-        let interfaces = resolve_interfaces(self.ifaces)?;
+        let interfaces = resolve_interfaces(std::mem::take(&mut self.ifaces))?;
+        let host_interfaces = self.host_interfaces(&interfaces)?;
         let tap = resolve_tap(self.tap, &interfaces)?;
         let listen: std::net::SocketAddr = self
             .listen
@@ -361,6 +434,7 @@ impl Args {
                 api: self.kube_api,
                 max_pods: self.max_pods,
                 cgroup_root: self.cgroup_root,
+                host_interfaces,
             }),
         })
     }

@@ -105,6 +105,11 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         frames_per_queue: config.xsk_frames,
         pool,
         filter: Arc::clone(&filter),
+        host_interfaces: config
+            .kubernetes
+            .as_ref()
+            .map(|k| k.host_interfaces.clone())
+            .unwrap_or_default(),
     })?;
     let (capture_commands, capture_rx) = std::sync::mpsc::channel();
     capture.set_commands(capture_rx);
@@ -272,11 +277,17 @@ fn start_pods(
     Ok(match &config.kubernetes {
         Some(k) => {
             let resolver = k.cgroup_root.clone().map_or_else(Resolver::detect, Resolver::new);
+            let host: Vec<&str> = k.host_interfaces.iter().map(|i| i.name.as_str()).collect();
             log::info!(
-                "Kubernetes mode: node {}, up to {} pod interfaces, cgroups under {}",
+                "Kubernetes mode: node {}, up to {} pod interfaces, cgroups under {}, hostNetwork pods on {}",
                 k.node,
                 k.max_pods,
-                resolver.cgroup_root().display()
+                resolver.cgroup_root().display(),
+                if host.is_empty() {
+                    "no interface".into()
+                } else {
+                    host.join(", ")
+                }
             );
             let reconciler = Reconciler::new(
                 k.node.clone(),
@@ -286,7 +297,8 @@ fn start_pods(
                 k.max_pods,
                 capture_commands,
                 writer_commands,
-            );
+            )
+            .with_host_interfaces(k.host_interfaces.clone());
             Some(
                 reconcile::spawn(
                     k.api.as_deref(),

@@ -228,6 +228,19 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
     assert!(out.contains("--iface: unknown interface \"nosuch0\""), "{out}");
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-size 5XB"));
     assert!(out.contains("--segment-size: invalid size \"5XB\""), "{out}");
+    let out = refused(&t.n, &format!("--node n1 --host-iface nosuch1 --data-dir {d}"));
+    assert!(
+        out.contains("--host-iface: unknown interface \"nosuch1\""),
+        "{out}"
+    );
+    let out = refused(
+        &t.n,
+        &format!("--node n1 --iface n0 --host-iface n0 --data-dir {d}"),
+    );
+    assert!(
+        out.contains("--host-iface: \"n0\" is also given as --iface"),
+        "{out}"
+    );
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --max-time 10x"));
     assert!(out.contains("--max-time: invalid duration \"10x\""), "{out}");
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-time 0s"));
@@ -1665,6 +1678,154 @@ fn listener_in(ns: &Netns) -> std::net::TcpListener {
     })
 }
 
+/// Runs `f` on a thread inside network namespace `ns` (sockets made there stay there).
+fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a namespace file, on a thread that ends when `f` returns.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// UDP port 7007 and TCP port 7008 echo servers on 198.18.55.1 in `outside`, for `secs`.
+fn echo_servers(outside: &Netns, secs: u64) -> Vec<std::thread::JoinHandle<()>> {
+    let (udp, tcp) = in_netns(outside, || {
+        (
+            std::net::UdpSocket::bind("198.18.55.1:7007").unwrap(),
+            std::net::TcpListener::bind("198.18.55.1:7008").unwrap(),
+        )
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let udp_thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while std::time::Instant::now() < deadline {
+            if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let tcp_thread = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        while std::time::Instant::now() < deadline {
+            let Ok((mut conn, _)) = tcp.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    vec![udp_thread, tcp_thread]
+}
+
+/// The hostNetwork pod's traffic, made by a process in its cgroup in the node's namespace:
+/// 10 UDP echoes from port 40001, then one TCP connection from port 40003 with 5 echoes.
+fn host_pod_traffic(node: &Netns, cgroup: &std::path::Path, scratch: &std::path::Path) {
+    let script = "import socket\n\
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+u.bind(('198.18.55.2', 40001)); u.settimeout(2)\n\
+for i in range(10):\n    u.sendto(b'pod-udp-%d' % i, ('198.18.55.1', 7007)); u.recv(2048)\n\
+t = socket.socket(); t.bind(('198.18.55.2', 40003)); t.settimeout(2)\n\
+t.connect(('198.18.55.1', 7008))\n\
+for i in range(5):\n    t.sendall(b'pod-tcp-%d' % i); t.recv(2048)\n\
+t.close()\n";
+    let file = scratch.join("host-pod.py");
+    std::fs::write(&file, script).unwrap();
+    sh(&format!(
+        "nsenter --net=/var/run/netns/{} sh -c 'echo $$ > {}/cgroup.procs && exec python3 {}'",
+        node.name,
+        cgroup.display(),
+        file.display()
+    ));
+}
+
+/// Node traffic that belongs to no pod: the test process's own UDP echoes from port 40002.
+fn node_traffic(node: &Netns) {
+    let socket = in_netns(node, || std::net::UdpSocket::bind("198.18.55.2:40002").unwrap());
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    for i in 0..10 {
+        socket
+            .send_to(format!("node-{i}").as_bytes(), "198.18.55.1:7007")
+            .unwrap();
+        socket.recv(&mut buf).unwrap();
+    }
+}
+
+/// The UDP/TCP ports of an IPv4 frame, if it has them.
+fn ports(frame: &[u8]) -> Option<(u16, u16)> {
+    if frame.len() < 38 || frame[12..14] != [0x08, 0x00] || ![6, 17].contains(&frame[23]) {
+        return None;
+    }
+    let l4 = 14 + usize::from(frame[14] & 0x0f) * 4;
+    let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    Some((port(l4), port(l4 + 2)))
+}
+
+/// The hostNetwork pod's packets on the node's uplink are exactly tcpdump's packets of its
+/// ports there, each in its direction; no other node traffic is recorded.
+fn assert_host_pod_recorded(data: &std::path::Path, tcpdump: &std::path::Path) {
+    let frames = pcap::read_segments(&segments(data));
+    let uses = |f: &pcap::Frame, port: u16| ports(&f.data).is_some_and(|(a, b)| a == port || b == port);
+    let recorded: Vec<&pcap::Frame> = frames
+        .iter()
+        .filter(|f| f.iface == "shop/web-host/uplink")
+        .collect();
+    assert!(
+        recorded.iter().all(|f| uses(f, 40001) || uses(f, 40003)),
+        "only the pod's sockets on the uplink"
+    );
+    assert!(
+        !frames.iter().any(|f| uses(f, 40002)),
+        "node traffic is not recorded"
+    );
+    let reference: Vec<pcap::Frame> = pcap::read_pcap(tcpdump, "uplink")
+        .into_iter()
+        .filter(|f| uses(f, 40001) || uses(f, 40003))
+        .collect();
+    assert_eq!(
+        reference.iter().filter(|f| uses(f, 40001)).count(),
+        20,
+        "tcpdump saw 10 echoes"
+    );
+    let mut expected: Vec<&[u8]> = reference.iter().map(|f| f.data.as_slice()).collect();
+    let mut got: Vec<&[u8]> = recorded.iter().map(|f| f.data.as_slice()).collect();
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "the pod's packets, as many as tcpdump saw"
+    );
+    assert!(got == expected, "the pod's packets, byte for byte");
+    for f in &recorded {
+        let (source, _) = ports(&f.data).unwrap();
+        let outbound = source == 40001 || source == 40003;
+        assert_eq!(
+            f.direction,
+            if outbound {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            }
+        );
+    }
+}
+
 /// What Kubernetes mode recorded, phase by phase (see the test below).
 fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2, phase3]: [u64; 3]) {
     let frames = pcap::read_segments(&segments(data));
@@ -1692,7 +1853,9 @@ fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2,
     let names: std::collections::BTreeSet<&str> = frames.iter().map(|f| f.iface.as_str()).collect();
     assert_eq!(
         names,
-        ["shop/web-1/eth0", "shop/web-2/eth0"].into_iter().collect(),
+        ["shop/web-1/eth0", "shop/web-2/eth0", "shop/web-host/uplink"]
+            .into_iter()
+            .collect(),
         "db-1 is never captured"
     );
     // tshark shows the pods' names for their addresses and on the interfaces.
@@ -1711,9 +1874,9 @@ fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2,
     );
 }
 
-#[test]
-fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
-    let _serial = serial();
+/// A node N with three pods (their own namespaces, veths vka..vkc) and an uplink to the
+/// outside O (N's default route): the hostNetwork pod's traffic and the node's own go there.
+fn kubernetes_node() -> (Netns, Vec<Netns>, Netns) {
     let node = Netns::new("pckN");
     let pods: Vec<Netns> = ["pckA", "pckB", "pckC"].iter().map(|n| Netns::new(n)).collect();
     for (i, (pod, host)) in pods.iter().zip(["vka", "vkb", "vkc"]).enumerate() {
@@ -1726,6 +1889,23 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
             &[&format!("198.18.5{i}.2/30")],
         );
     }
+    let outside = Netns::new("pckO");
+    link(
+        &node,
+        "uplink",
+        &["198.18.55.2/30"],
+        &outside,
+        "eth0",
+        &["198.18.55.1/30"],
+    );
+    node.sh("ip route add default via 198.18.55.1");
+    (node, pods, outside)
+}
+
+#[test]
+fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
+    let _serial = serial();
+    let (node, pods, outside) = kubernetes_node();
     let uids = [
         "a0000000-0000-0000-0000-00000000000a",
         "b0000000-0000-0000-0000-00000000000b",
@@ -1736,9 +1916,14 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
         let dir = cgroups.dir(&format!("kubepods/besteffort/pod{uid}/ctr"));
         cgroups.process(pod, &dir);
     }
+    let uid_host = "d0000000-0000-0000-0000-00000000000d";
+    let host_cgroup = cgroups.dir(&format!("kubepods/burstable/pod{uid_host}/ctr"));
+    let mut host_pod = fake_api::pod(uid_host, "shop", "web-host", "198.18.55.2");
+    host_pod["spec"]["hostNetwork"] = serde_json::json!(true);
     let api = fake_api::Api::new(vec![
         fake_api::pod(uids[0], "shop", "web-1", "198.18.50.1"),
         fake_api::pod(uids[2], "shop", "db-1", "198.18.52.1"),
+        host_pod,
     ]);
     let listener = listener_in(&node);
     let port = listener.local_addr().unwrap().port();
@@ -1767,6 +1952,14 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
         ),
     );
     sensor.wait_for("capturing shop/web-1/eth0", Duration::from_secs(30));
+    // The default route's interface is where hostNetwork pods are recorded.
+    sensor.wait_for("capturing shop/web-host/uplink", Duration::from_secs(10));
+    let dump = dir.path().join("uplink.pcap");
+    let mut tcpdump = start_tcpdump(&node, "uplink", &dump, "");
+    let echo = echo_servers(&outside, 8);
+    host_pod_traffic(&node, &host_cgroup, dir.path());
+    node_traffic(&node);
+    node.sh("ping -c 3 -i 0.05 198.18.55.1");
     let ping = |i: usize| pods[i].sh(&format!("ping -c 5 -i 0.02 198.18.5{i}.2"));
     let phase1 = realtime_ns();
     for i in 0..3 {
@@ -1794,7 +1987,12 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    tcpdump.stop();
     runtime.shutdown_background();
+    for thread in echo {
+        thread.join().unwrap();
+    }
 
     assert_pods_recorded(&data, uids[0], [phase1, phase2, phase3]);
+    assert_host_pod_recorded(&data, &dump);
 }

@@ -9,6 +9,11 @@
 //!   `queue_for(slot, direction)` of the capture veth, which is how the interface and the
 //!   direction survive the clone (`docs/design/capture-path.md`).
 //! - The capture thread never blocks on the writer: a full ring is a counted drop.
+//! - Node interfaces given as host interfaces carry the tc programs from the start; a
+//!   hostNetwork pod takes a slot per host interface, selected in the kernel by its cgroup
+//!   (`HOST_PODS`), and `SETTING_HOST_PODS` counts those entries so that node traffic costs
+//!   no lookup while there are none.
+pub mod btf;
 pub mod veth;
 
 use std::{
@@ -25,9 +30,11 @@ use aya::{
     Ebpf, EbpfError,
 };
 use podcap_common::{
-    queue_for, slot_of_queue, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, FRAME_META_MAGIC,
-    MAX_SLOTS, MAX_TAP_QUEUES, SETTING_CAPTURE_IFINDEX, SETTING_ENABLED, SETTING_SNAPLEN,
-    SETTING_TAP_COUNTERS,
+    queue_for, slot_of_queue, CgroupKey, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND,
+    FRAME_META_MAGIC, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, MAX_TAP_QUEUES, SETTING_ANCESTOR_IDS,
+    SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
+    SETTING_CGROUP_LEVEL_OFFSET, SETTING_ENABLED, SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS,
+    SETTING_KN_ID_OFFSET, SETTING_SNAPLEN, SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
 
 use crate::{
@@ -84,6 +91,8 @@ pub enum CaptureError {
     },
     #[error(transparent)]
     Xsk(#[from] xsk::XskError),
+    #[error("a pod cgroup at level {level} of the cgroup tree (1 to {MAX_POD_CGROUP_LEVEL} are watched)")]
+    CgroupLevel { level: u32 },
 }
 
 /// One interface to capture from.
@@ -107,15 +116,20 @@ pub struct CaptureOptions {
     pub pool: u32,
     /// Only packets the filter in this slot accepts are recorded; it may change any time.
     pub filter: Arc<FilterSlot>,
+    /// Node interfaces on which hostNetwork pods are recorded by cgroup (Kubernetes mode).
+    pub host_interfaces: Vec<Interface>,
 }
 
 /// What the clone route is made of: the capture veth, its sockets, the selection map.
 type ClonePath = (veth::CaptureVeth, XskSet, HashMap<MapData, u32, Selection>);
 
-/// An interface attached while running.
+/// An interface attached while running, or a hostNetwork pod's cgroup on a node interface.
 struct AttachedInterface {
     ifindex: u32,
     links: Vec<(&'static str, SchedClassifierLinkId)>,
+    /// Set for a hostNetwork pod: the slot is its `HOST_PODS` entry (cgroup id, level),
+    /// not a `SELECTED` one.
+    cgroup_id: Option<(u64, u32)>,
 }
 
 /// A change of the capture scope while running, for the capture thread.
@@ -124,6 +138,16 @@ pub enum CaptureCommand {
     /// Capture `interface` in `slot` (both directions); the outcome goes to `reply`.
     Attach {
         slot: u32,
+        interface: Interface,
+        reply: std::sync::mpsc::Sender<Result<(), String>>,
+    },
+    /// Capture the packets of the hostNetwork pod with this cgroup on node interface
+    /// `interface` (one of the host interfaces) in `slot`; the outcome goes to `reply`.
+    AttachCgroup {
+        slot: u32,
+        cgroup_id: u64,
+        /// The depth of the pod's cgroup in the cgroup v2 tree (the root is 0).
+        level: u32,
         interface: Interface,
         reply: std::sync::mpsc::Sender<Result<(), String>>,
     },
@@ -151,6 +175,11 @@ pub struct Capture {
     /// The tc program's interface → slot map, and the links of interfaces attached while
     /// running, by slot.
     selected: Option<HashMap<MapData, u32, Selection>>,
+    /// hostNetwork pods' (cgroup, node interface) → slot map, and how many entries it has.
+    host_pods: Option<HashMap<MapData, CgroupKey, Selection>>,
+    host_pod_count: u32,
+    /// How many `HOST_PODS` entries sit at each cgroup level.
+    host_pod_levels: [u32; MAX_POD_CGROUP_LEVEL as usize + 1],
     attached: std::collections::HashMap<u32, AttachedInterface>,
     commands: Option<std::sync::mpsc::Receiver<CaptureCommand>>,
     filter_slot: Arc<FilterSlot>,
@@ -203,11 +232,15 @@ impl Capture {
             )?),
             None => None,
         };
-        let (veth, sockets, selected) = if slots == 0 {
-            (None, None, None)
+        let (veth, sockets, selected, host_pods) = if slots == 0 {
+            (None, None, None, None)
         } else {
             let (veth, sockets, selected) = Self::start_clone_path(&mut ebpf, &mut settings, options)?;
-            (Some(veth), Some(sockets), Some(selected))
+            let host_pods = take_map(&mut ebpf, "HOST_PODS")?;
+            if !options.host_interfaces.is_empty() {
+                set_socket_cgroup_offsets(&mut settings)?;
+            }
+            (Some(veth), Some(sockets), Some(selected), Some(host_pods))
         };
         let mut capture = Self {
             ebpf,
@@ -220,6 +253,9 @@ impl Capture {
             clock_offset_ns: 0,
             clock_refreshed: Instant::now(),
             selected,
+            host_pods,
+            host_pod_count: 0,
+            host_pod_levels: [0; MAX_POD_CGROUP_LEVEL as usize + 1],
             attached: std::collections::HashMap::new(),
             commands: None,
             filter_generation: options.filter.generation(),
@@ -277,10 +313,19 @@ impl Capture {
         ] {
             let tc: &mut SchedClassifier = program(ebpf, name)?;
             tc.load().map_err(|source| program_error(name, "load", source))?;
-            for iface in &options.interfaces {
+            for iface in options.interfaces.iter().chain(&options.host_interfaces) {
                 tc.attach(&iface.name, attach_type)
                     .map_err(|source| program_error(name, &format!("attach to {}", iface.name), source))?;
             }
+        }
+        let mut host: HashMap<_, u32, u32> = take_map(ebpf, "HOST_INTERFACES")?;
+        for iface in &options.host_interfaces {
+            host.insert(iface.ifindex, 1, 0)
+                .map_err(|source| CaptureError::Map {
+                    name: "HOST_INTERFACES",
+                    action: format!("insert {}", iface.name),
+                    source: Box::new(source),
+                })?;
         }
         Ok((veth, sockets, selected))
     }
@@ -308,6 +353,7 @@ impl Capture {
                         AttachedInterface {
                             ifindex: interface.ifindex,
                             links,
+                            cgroup_id: None,
                         },
                     );
                     self.detach(slot);
@@ -324,6 +370,7 @@ impl Capture {
             AttachedInterface {
                 ifindex: interface.ifindex,
                 links,
+                cgroup_id: None,
             },
         );
         let inserted = match &mut self.selected {
@@ -343,12 +390,82 @@ impl Capture {
         Ok(())
     }
 
-    /// Stops capturing the interface in `slot`. An interface that is already gone took its
-    /// tc links with it; what is left is removed, errors ignored.
+    /// Starts capturing the hostNetwork pod with `cgroup_id` on node interface `interface`
+    /// (a host interface, whose tc programs are attached from the start) in `slot`.
+    pub fn attach_cgroup(
+        &mut self,
+        slot: u32,
+        cgroup_id: u64,
+        level: u32,
+        interface: &Interface,
+    ) -> Result<(), CaptureError> {
+        self.detach(slot);
+        if !(1..=MAX_POD_CGROUP_LEVEL).contains(&level) {
+            return Err(CaptureError::CgroupLevel { level });
+        }
+        let key = CgroupKey {
+            cgroup_id,
+            ifindex: interface.ifindex,
+            reserved: 0,
+        };
+        let Some(host_pods) = &mut self.host_pods else {
+            return Err(CaptureError::TooManyInterfaces { count: 0 });
+        };
+        host_pods
+            .insert(key, Selection { slot, flags: 0 }, 0)
+            .map_err(|source| CaptureError::Map {
+                name: "HOST_PODS",
+                action: format!("insert cgroup {cgroup_id} on {}", interface.name),
+                source: Box::new(source),
+            })?;
+        self.attached.insert(
+            slot,
+            AttachedInterface {
+                ifindex: interface.ifindex,
+                links: Vec::new(),
+                cgroup_id: Some((cgroup_id, level)),
+            },
+        );
+        self.host_pod_count += 1;
+        self.host_pod_levels[level as usize] += 1;
+        // Levels first: the count turns the lookups on.
+        let mask = self.level_mask();
+        set(&mut self.settings, SETTING_HOST_POD_LEVELS, mask)?;
+        set(&mut self.settings, SETTING_HOST_PODS, self.host_pod_count)
+    }
+
+    fn level_mask(&self) -> u32 {
+        self.host_pod_levels
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .fold(0, |mask, (level, _)| mask | 1 << level)
+    }
+
+    /// Stops capturing the interface (or hostNetwork pod) in `slot`. An interface that is
+    /// already gone took its tc links with it; what is left is removed, errors ignored.
     pub fn detach(&mut self, slot: u32) {
         let Some(attached) = self.attached.remove(&slot) else {
             return;
         };
+        if let Some((cgroup_id, level)) = attached.cgroup_id {
+            let key = CgroupKey {
+                cgroup_id,
+                ifindex: attached.ifindex,
+                reserved: 0,
+            };
+            if let Some(host_pods) = &mut self.host_pods {
+                if host_pods.remove(&key).is_ok() {
+                    self.host_pod_count = self.host_pod_count.saturating_sub(1);
+                    let count = &mut self.host_pod_levels[level as usize];
+                    *count = count.saturating_sub(1);
+                    let _ = set(&mut self.settings, SETTING_HOST_PODS, self.host_pod_count);
+                    let mask = self.level_mask();
+                    let _ = set(&mut self.settings, SETTING_HOST_POD_LEVELS, mask);
+                }
+            }
+            return;
+        }
         if let Some(selected) = &mut self.selected {
             let _ = selected.remove(&attached.ifindex);
         }
@@ -375,6 +492,22 @@ impl Capture {
                         log::warn!("cannot capture {}: {text}", interface.name);
                         text
                     });
+                    let _ = reply.send(result);
+                }
+                CaptureCommand::AttachCgroup {
+                    slot,
+                    cgroup_id,
+                    level,
+                    interface,
+                    reply,
+                } => {
+                    let result = self
+                        .attach_cgroup(slot, cgroup_id, level, &interface)
+                        .map_err(|e| {
+                            let text = format!("{e}");
+                            log::warn!("cannot capture cgroup {cgroup_id} on {}: {text}", interface.name);
+                            text
+                        });
                     let _ = reply.send(result);
                 }
                 CaptureCommand::Detach { slot, done } => {
@@ -616,6 +749,38 @@ fn split_meta(frame: &[u8]) -> Option<(FrameMeta, &[u8])> {
         magic: u32_at(12),
     };
     (meta.magic == FRAME_META_MAGIC).then_some((meta, data))
+}
+
+/// Tells the tc programs where a socket's cgroup id lies (for ingress packets of hostNetwork
+/// pods); without the kernel's BTF they go unattributed, which is logged.
+fn set_socket_cgroup_offsets(settings: &mut Array<MapData, u32>) -> Result<(), CaptureError> {
+    match btf::Btf::kernel().and_then(|b| btf::SocketCgroupOffsets::find(&b)) {
+        Ok(offsets) if offsets.sock_cgroup < SOCK_READ_LEN - 8 => {
+            set(settings, SETTING_CGROUP_KN_OFFSET, offsets.cgroup_kn)?;
+            set(settings, SETTING_KN_ID_OFFSET, offsets.kn_id)?;
+            set(settings, SETTING_CGROUP_LEVEL_OFFSET, offsets.cgroup_level)?;
+            set(
+                settings,
+                SETTING_CGROUP_ANCESTORS_OFFSET,
+                offsets.cgroup_ancestors,
+            )?;
+            set(settings, SETTING_ANCESTOR_IDS, u32::from(offsets.ancestor_ids))?;
+            // Last: a non-zero socket offset turns the ingress lookups on.
+            set(settings, SETTING_SOCK_CGROUP_OFFSET, offsets.sock_cgroup)
+        }
+        Ok(offsets) => {
+            log::warn!(
+                "sock.sk_cgrp_data lies at {} bytes, beyond what the capture reads; packets \
+                 received by hostNetwork pods are not recorded",
+                offsets.sock_cgroup
+            );
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("{e}: packets received by hostNetwork pods are not recorded");
+            Ok(())
+        }
+    }
 }
 
 fn set(settings: &mut Array<MapData, u32>, index: u32, value: u32) -> Result<(), CaptureError> {

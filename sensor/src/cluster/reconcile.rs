@@ -10,10 +10,13 @@
 //!   before its description. A pod deleted or no longer targeted is detached and its slot
 //!   freed; the segments keep naming it.
 //! - Names for addresses (pods, services) go to the writer when they change.
-//! - hostNetwork pods share the node's interfaces; selecting them by cgroup in the kernel
-//!   is not done yet: they are reported once and skipped.
+//! - hostNetwork pods share the node's interfaces: such a pod takes a slot per host
+//!   interface (`--host-iface`), named `namespace/pod/<node interface>`, and the kernel
+//!   selects its packets there by the pod's cgroup. It needs only its cgroup, not a live
+//!   process; with no host interface it is reported once and skipped.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    fmt::Write,
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -52,6 +55,9 @@ struct Target {
     ifindex: u32,
     host_name: String,
     label: String,
+    /// A hostNetwork pod's cgroup id and level (its packets on `ifindex` are selected by
+    /// it).
+    cgroup_id: Option<(u64, u32)>,
 }
 
 /// The reconciler's state.
@@ -64,6 +70,8 @@ pub struct Reconciler {
     slots: Vec<Option<Target>>,
     capture: mpsc::Sender<CaptureCommand>,
     writer: mpsc::Sender<WriterCommand>,
+    /// Node interfaces hostNetwork pods are recorded on.
+    host_interfaces: Vec<Interface>,
     names: Vec<(IpAddr, String)>,
     reported: BTreeSet<String>,
 }
@@ -112,9 +120,18 @@ impl Reconciler {
             slots: vec![None; pool as usize],
             capture,
             writer,
+            host_interfaces: Vec::new(),
             names: Vec::new(),
             reported: BTreeSet::new(),
         }
+    }
+
+    /// Records hostNetwork pods on these node interfaces (where the capture has its tc
+    /// programs for them).
+    #[must_use]
+    pub fn with_host_interfaces(mut self, interfaces: Vec<Interface>) -> Self {
+        self.host_interfaces = interfaces;
+        self
     }
 
     /// Brings the capture scope to what `view` and `targeting` ask for.
@@ -128,13 +145,7 @@ impl Reconciler {
         let mut desired: BTreeMap<(String, u32), (InterfaceDescription, Target)> = BTreeMap::new();
         for pod in view.selected(targeting) {
             if pod.host_network {
-                if self.reported.insert(format!("host:{}", pod.uid)) {
-                    log::warn!(
-                        "{}/{}: a hostNetwork pod; capturing it by cgroup is not implemented, skipped",
-                        pod.namespace,
-                        pod.name
-                    );
-                }
+                self.desire_host_pod(pod, &mut desired);
                 continue;
             }
             match self.resolver.resolve(&pod.uid) {
@@ -146,6 +157,7 @@ impl Reconciler {
                             ifindex: i.ifindex,
                             host_name: i.name.clone(),
                             label: d.name.clone(),
+                            cgroup_id: None,
                         };
                         desired.insert((pod.uid.clone(), i.ifindex), (d, target));
                     }
@@ -162,7 +174,9 @@ impl Reconciler {
             let Some(target) = &self.slots[index] else {
                 continue;
             };
-            let wanted = desired.contains_key(&(target.pod_uid.clone(), target.ifindex));
+            let wanted = desired
+                .get(&(target.pod_uid.clone(), target.ifindex))
+                .is_some_and(|(_, t)| t == target);
             let present = sys::interface_name(target.ifindex).is_some_and(|n| n == target.host_name);
             if !wanted || !present {
                 let (done, detached) = mpsc::channel();
@@ -201,6 +215,66 @@ impl Reconciler {
         }
     }
 
+    /// A hostNetwork pod: a target per host interface, selected by its cgroup.
+    fn desire_host_pod(
+        &mut self,
+        pod: &PodInfo,
+        desired: &mut BTreeMap<(String, u32), (InterfaceDescription, Target)>,
+    ) {
+        if self.host_interfaces.is_empty() {
+            if self.reported.insert(format!("host:{}", pod.uid)) {
+                log::warn!(
+                    "{}/{}: a hostNetwork pod, and no node interface to record it on (--host-iface); skipped",
+                    pod.namespace,
+                    pod.name
+                );
+            }
+            return;
+        }
+        let (cgroup_id, level) = match self.resolver.cgroup_of(&pod.uid) {
+            Ok((dir, id)) => {
+                if let Some(level) = super::resolve::cgroup_level(&dir) {
+                    (id, level)
+                } else {
+                    if self.reported.insert(format!("level:{}", pod.uid)) {
+                        log::warn!(
+                            "{}/{}: {} is not under a cgroup v2 mount; a hostNetwork pod is selected by its v2 cgroup, skipped",
+                            pod.namespace,
+                            pod.name,
+                            dir.display()
+                        );
+                    }
+                    return;
+                }
+            }
+            Err(e) => {
+                if self.reported.insert(format!("{}:{e}", pod.uid)) {
+                    log::info!("{}/{}: {e} (retrying)", pod.namespace, pod.name);
+                }
+                return;
+            }
+        };
+        for host in &self.host_interfaces {
+            let mut d = description(
+                &self.node,
+                pod,
+                &host.name,
+                host.ifindex,
+                &host.name,
+                self.snaplen,
+            );
+            let _ = write!(d.description, " hostNetwork cgroup-id={cgroup_id}");
+            let target = Target {
+                pod_uid: pod.uid.clone(),
+                ifindex: host.ifindex,
+                host_name: host.name.clone(),
+                label: d.name.clone(),
+                cgroup_id: Some((cgroup_id, level)),
+            };
+            desired.insert((pod.uid.clone(), host.ifindex), (d, target));
+        }
+    }
+
     fn attach(&self, slot: u32, description: InterfaceDescription, target: &Target) -> bool {
         let (ack, acked) = mpsc::channel();
         if self
@@ -220,15 +294,21 @@ impl Reconciler {
             name: target.host_name.clone(),
             ifindex: target.ifindex,
         };
-        if self
-            .capture
-            .send(CaptureCommand::Attach {
+        let command = match target.cgroup_id {
+            Some((cgroup_id, level)) => CaptureCommand::AttachCgroup {
+                slot,
+                cgroup_id,
+                level,
+                interface,
+                reply,
+            },
+            None => CaptureCommand::Attach {
                 slot,
                 interface,
                 reply,
-            })
-            .is_err()
-        {
+            },
+        };
+        if self.capture.send(command).is_err() {
             return false;
         }
         matches!(replied.recv_timeout(Duration::from_secs(5)), Ok(Ok(())))

@@ -91,7 +91,9 @@ impl Resolver {
         &self.cgroup_root
     }
 
-    pub fn resolve(&self, uid: &str) -> Result<Resolved, ResolveError> {
+    /// The pod's cgroup directory and its cgroup v2 id, processes or not (what a
+    /// hostNetwork pod is selected by, with [`cgroup_level`]).
+    pub fn cgroup_of(&self, uid: &str) -> Result<(PathBuf, u64), ResolveError> {
         let cgroup_dir = find_pod_cgroup(&self.cgroup_root, uid).ok_or_else(|| ResolveError::NoCgroup {
             uid: uid.to_owned(),
             root: self.cgroup_root.display().to_string(),
@@ -100,6 +102,11 @@ impl Resolver {
             use std::os::unix::fs::MetadataExt;
             fs::metadata(&cgroup_dir).map_or(0, |m| m.ino())
         };
+        Ok((cgroup_dir, cgroup_id))
+    }
+
+    pub fn resolve(&self, uid: &str) -> Result<Resolved, ResolveError> {
+        let (cgroup_dir, cgroup_id) = self.cgroup_of(uid)?;
         let mut pids = Vec::new();
         collect_pids(&cgroup_dir, 0, &mut pids);
         let no_process = || ResolveError::NoProcess {
@@ -143,6 +150,40 @@ impl Resolver {
             interfaces,
         })
     }
+}
+
+/// The depth of cgroup directory `dir` in the cgroup v2 hierarchy (its root is 0), from
+/// the cgroup2 mount it lies under (`/proc/self/mountinfo`, whose root field counts when
+/// the mount shows only a subtree).
+#[must_use]
+pub fn cgroup_level(dir: &Path) -> Option<u32> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(PathBuf, PathBuf)> = None;
+    for line in mountinfo.lines() {
+        let (mount, fs) = line.split_once(" - ")?;
+        if !fs.starts_with("cgroup2 ") {
+            continue;
+        }
+        let fields: Vec<&str> = mount.split(' ').collect();
+        let (Some(root), Some(point)) = (fields.get(3), fields.get(4)) else {
+            continue;
+        };
+        let point = PathBuf::from(point);
+        if dir.starts_with(&point)
+            && best
+                .as_ref()
+                .is_none_or(|(p, _)| point.as_os_str().len() > p.as_os_str().len())
+        {
+            best = Some((point, PathBuf::from(root)));
+        }
+    }
+    let (point, root) = best?;
+    let below = dir.strip_prefix(&point).ok()?.components().count();
+    let above = root
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .count();
+    u32::try_from(below + above).ok()
 }
 
 /// Whether a cgroup directory name is the kubelet's for pod `uid`.
@@ -196,6 +237,17 @@ fn collect_pids(dir: &Path, depth: usize, pids: &mut Vec<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_levels_count_from_the_v2_root() {
+        let root = Resolver::detect().cgroup_root().to_owned();
+        if !root.join("cgroup.controllers").exists() {
+            return; // a v1-only host has no v2 levels
+        }
+        assert_eq!(cgroup_level(&root), Some(0));
+        assert_eq!(cgroup_level(&root.join("kubepods/burstable/pod1")), Some(3));
+        assert_eq!(cgroup_level(Path::new("/nowhere/kubepods")), None);
+    }
 
     #[test]
     fn kubelet_cgroup_names_of_both_drivers() {
