@@ -78,8 +78,37 @@ pub const SETTING_ANCESTOR_IDS: u32 = 10;
 /// tree. A socket belongs to a pod when its cgroup's ancestor at that level is the pod's
 /// (containers are cgroups below the pod's).
 pub const SETTING_HOST_POD_LEVELS: u32 = 11;
+/// Index of the copy channel in `SETTINGS`: [`CHANNEL_AF_XDP`] or [`CHANNEL_RING`].
+pub const SETTING_CHANNEL: u32 = 12;
 /// Entries of the `SETTINGS` array.
-pub const SETTINGS_LEN: u32 = 12;
+pub const SETTINGS_LEN: u32 = 13;
+
+/// Copies travel as clones through the capture veth, XDP and AF_XDP.
+pub const CHANNEL_AF_XDP: u32 = 0;
+/// The tc program copies each packet (GSO super-frames whole) into the BPF ring buffer
+/// `COPIES`: no clone, no veth, no segmentation in the sender's context.
+pub const CHANNEL_RING: u32 = 1;
+/// The largest packet prefix the ring channel carries.
+pub const RING_MAX_CAPTURE: u32 = 65_536;
+
+/// Written by the tc program in front of each copy in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyHeader {
+    /// `bpf_ktime_get_ns()` when the tc program saw the packet (CLOCK_MONOTONIC).
+    pub timestamp_ns: u64,
+    /// The packet's length (a GSO super-frame's whole length).
+    pub original_len: u32,
+    /// Bytes of the packet that follow (the record may be longer: sizes come in classes).
+    pub captured_len: u32,
+    /// The capture queue, as on the AF_XDP route: `queue_for(slot, direction)`.
+    pub queue: u32,
+    /// [`COPY_MAGIC`].
+    pub magic: u32,
+}
+
+/// Marks a [`CopyHeader`] written by the podcap tc program.
+pub const COPY_MAGIC: u32 = 0x7063_7269; // "pcri"
 /// Deepest cgroup level a hostNetwork pod's cgroup may sit at.
 pub const MAX_POD_CGROUP_LEVEL: u32 = 15;
 

@@ -26,19 +26,20 @@ use aya_ebpf::{
     bindings::{bpf_sock_tuple, xdp_action, TC_ACT_UNSPEC},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
         generated::bpf_probe_read_kernel as probe_read_kernel_into,
     },
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, XskMap},
     programs::{TcContext, XdpContext},
 };
 use podcap_common::{
-    queue_for, CgroupKey, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND, DIRECTION_OUTBOUND,
-    FRAME_META_MAGIC, MAX_HOST_INTERFACES, MAX_POD_CGROUP_LEVEL, MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES,
-    SETTINGS_LEN, SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET,
-    SETTING_CGROUP_KN_OFFSET, SETTING_CGROUP_LEVEL_OFFSET, SETTING_ENABLED, SETTING_HOST_PODS,
+    queue_for, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, CHANNEL_RING, COPY_MAGIC,
+    DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC, MAX_HOST_INTERFACES, MAX_POD_CGROUP_LEVEL,
+    MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, RING_MAX_CAPTURE, SETTINGS_LEN, SETTING_ANCESTOR_IDS,
+    SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
+    SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED, SETTING_HOST_PODS,
     SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_SNAPLEN, SETTING_SOCK_CGROUP_OFFSET,
     SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
@@ -58,6 +59,10 @@ static HOST_PODS: HashMap<CgroupKey, Selection> = HashMap::with_max_entries(MAX_
 /// Scratch space for the first bytes of a looked-up socket (too large for the stack).
 #[map]
 static SOCK_READ: PerCpuArray<[u8; SOCK_READ_LEN as usize]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The ring channel's copies (its size is set by user space at load).
+#[map]
+static COPIES: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
 /// Capture settings, indexed by `SETTING_*`.
 #[map]
@@ -113,6 +118,16 @@ fn clone_to_capture(ctx: &TcContext, direction: u32) {
     let Some(counters) = counters(queue) else {
         return;
     };
+    if setting(SETTING_CHANNEL) == CHANNEL_RING {
+        if copy_to_ring(ctx, queue) {
+            counters.cloned += 1;
+            counters.cloned_bytes += u64::from(ctx.len());
+            counters.xdp_seen += 1;
+        } else {
+            counters.clone_failed += 1;
+        }
+        return;
+    }
     // The clone inherits queue_mapping; the capture veth's transmit path picks tx queue
     // `queue_mapping - 1` (a recorded rx queue), which becomes the peer's rx queue.
     // SAFETY: tc programs may read and write `__sk_buff.queue_mapping`.
@@ -309,6 +324,120 @@ fn read_kernel<T>(address: u64) -> Option<T> {
     // SAFETY: the helper copies a `T` from a kernel address, failing cleanly if the
     // address cannot be read; `T` is plain data here (integers).
     unsafe { bpf_probe_read_kernel(address as *const T) }.ok()
+}
+
+/// A ring-buffer record: the header, then room for `N` (a power of two) bytes of the packet.
+#[repr(C)]
+struct CopyRecord<const N: usize> {
+    header: CopyHeader,
+    data: [u8; N],
+}
+
+/// Copies the packet (cut to the snap length) into the ring buffer, in a record of the
+/// smallest size class that holds it (the verifier wants constant reservation sizes). The
+/// packet itself is only read.
+#[inline(always)]
+fn copy_to_ring(ctx: &TcContext, queue: u32) -> bool {
+    // An offloaded VLAN tag is not in the bytes: the copy gets it back in front of the
+    // EtherType, as the AF_XDP route's clone does (and tcpdump shows).
+    let skb = ctx.skb.skb;
+    // SAFETY: reading context fields of our own skb.
+    let (vlan_present, vlan_proto, vlan_tci) =
+        unsafe { ((*skb).vlan_present, (*skb).vlan_proto, (*skb).vlan_tci) };
+    let vlan = if vlan_present != 0 {
+        (u32::from(vlan_proto as u16) << 16) | u32::from(vlan_tci as u16)
+    } else {
+        0
+    };
+    let len = ctx.len() + if vlan != 0 { 4 } else { 0 };
+    let snaplen = setting(SETTING_SNAPLEN);
+    let limit = if snaplen == 0 {
+        RING_MAX_CAPTURE
+    } else {
+        snaplen.min(RING_MAX_CAPTURE)
+    };
+    let cut = len.min(limit);
+    if cut <= 128 {
+        copy_sized::<128>(ctx, queue, len, cut, vlan)
+    } else if cut <= 2048 {
+        copy_sized::<2048>(ctx, queue, len, cut, vlan)
+    } else if cut <= 16384 {
+        copy_sized::<16384>(ctx, queue, len, cut, vlan)
+    } else {
+        copy_sized::<{ RING_MAX_CAPTURE as usize }>(ctx, queue, len, cut, vlan)
+    }
+}
+
+// Not inlined: each size class stays its own function, so the compiler cannot merge the
+// classes' reservation sizes and copy lengths into independent selects that the verifier
+// would have to combine in every way.
+#[inline(never)]
+fn copy_sized<const N: usize>(ctx: &TcContext, queue: u32, original_len: u32, cut: u32, vlan: u32) -> bool {
+    let Some(mut entry) = COPIES.reserve::<CopyRecord<N>>(0) else {
+        return false;
+    };
+    let record = entry.as_mut_ptr();
+    // Through memory, so the compiler cannot drop the checks below on what it knows of the
+    // caller: the verifier does not always know as much.
+    // SAFETY: reads a local.
+    let cut = unsafe { core::ptr::read_volatile(&raw const cut) };
+    if cut == 0 || cut as usize > N {
+        entry.discard(0);
+        return false;
+    }
+    // 1..=N by arithmetic as well (N is a power of two), which is how the verifier sees it
+    // whatever the compiler does with the check above.
+    let captured = ((cut as usize - 1) & (N - 1)) + 1;
+    let skb = ctx.skb.skb.cast();
+    // SAFETY: `record` points to our reservation of `size_of::<CopyRecord<N>>()` bytes.
+    let data: *mut u8 = unsafe { (&raw mut (*record).data).cast() };
+    let loaded = if vlan == 0 {
+        // SAFETY: `captured` (1..=N) bytes of the packet fit `data`.
+        unsafe { bpf_skb_load_bytes(skb, 0, data.cast(), captured as u32) }
+    } else {
+        // Addresses, then the tag, then the rest from the EtherType on.
+        // SAFETY: reads a local, as above.
+        let rest = unsafe { core::ptr::read_volatile(&raw const captured) };
+        if rest <= 16 || rest > N {
+            entry.discard(0);
+            return false;
+        }
+        let rest = rest - 16;
+        // SAFETY: 12 bytes into a record of at least 128; then the 4-byte tag at 12..16;
+        // then `rest` (1..=N-16) bytes at 16.
+        unsafe {
+            if bpf_skb_load_bytes(skb, 0, data.cast(), 12) != 0 {
+                entry.discard(0);
+                return false;
+            }
+            // `vlan_proto` is kept in network order, `vlan_tci` in host order.
+            let tag = ((vlan >> 16) as u16).to_ne_bytes();
+            let tci = (vlan as u16).to_be_bytes();
+            *data.add(12) = tag[0];
+            *data.add(13) = tag[1];
+            *data.add(14) = tci[0];
+            *data.add(15) = tci[1];
+            bpf_skb_load_bytes(skb, 12, data.add(16).cast(), rest as u32)
+        }
+    };
+    if loaded != 0 {
+        entry.discard(0);
+        return false;
+    }
+    let captured = captured as u32;
+    // SAFETY: as above.
+    unsafe {
+        (*record).header = CopyHeader {
+            timestamp_ns: bpf_ktime_get_ns(),
+            original_len,
+            captured_len: captured,
+            queue,
+            magic: COPY_MAGIC,
+        };
+    }
+    // Adaptive wakeup: the reader is woken only when it has caught up.
+    entry.submit(0);
+    true
 }
 
 /// Room kept in front of the frame for [`FrameMeta`].

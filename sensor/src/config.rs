@@ -33,6 +33,11 @@ pub struct Args {
     /// Bytes kept of each packet (the rest is cut; the original length is kept).
     #[arg(long, default_value_t = 262_144, value_name = "N")]
     pub snaplen: u32,
+    /// How copies reach user space: `af-xdp` (clone, capture veth, XDP, AF_XDP; GSO
+    /// super-frames as their wire segments) or `ring` (a copy into a BPF ring buffer by the
+    /// tc program; super-frames whole, up to 64 KiB).
+    #[arg(long, default_value = "af-xdp", value_name = "CHANNEL")]
+    pub channel: String,
     /// Size at which a segment is closed and a new one begun.
     #[arg(long, default_value = "50MB", value_name = "SIZE")]
     pub segment_size: String,
@@ -118,6 +123,7 @@ pub struct Config {
     pub tap: Option<Interface>,
     pub data_dir: PathBuf,
     pub snaplen: u32,
+    pub channel: capture::Channel,
     pub limits: Limits,
     pub ring_bytes: usize,
     pub listen: std::net::SocketAddr,
@@ -179,6 +185,8 @@ pub enum ConfigError {
     NoToken(String),
     #[error("--compress: {0:?} is not one of none, gzip")]
     Compress(String),
+    #[error("--channel: {0:?} is not one of af-xdp, ring")]
+    Channel(String),
     #[error("--snaplen: must be between 64 and 262144, got {0}")]
     Snaplen(u32),
     #[error("--xsk-frames: must be a power of two between 64 and 65536, got {0}")]
@@ -384,6 +392,12 @@ impl Args {
             return Err(ConfigError::Snaplen(self.snaplen));
         }
         let xsk_frames = self.check_kubernetes_and_frames()?;
+        let channel = match self.channel.as_str() {
+            "af-xdp" => capture::Channel::AfXdp,
+            "ring" => capture::Channel::Ring,
+            other => return Err(ConfigError::Channel(other.to_owned())),
+        };
+        let tap_present = self.tap.is_some();
         if self.ifaces.is_empty() && self.tap.is_none() && self.node.is_none() {
             return Err(ConfigError::NoInterface);
         }
@@ -425,7 +439,13 @@ impl Args {
             interfaces,
             tap,
             data_dir: self.data_dir.ok_or(ConfigError::NoDataDir)?,
-            snaplen: self.snaplen.min(capture::max_snaplen()),
+            // A tap is always read through AF_XDP, whose frames are shorter.
+            snaplen: self.snaplen.min(if tap_present {
+                capture::max_snaplen()
+            } else {
+                channel.max_snaplen()
+            }),
+            channel,
             limits,
             ring_bytes,
             xsk_frames,

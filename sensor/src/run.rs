@@ -105,6 +105,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         frames_per_queue: config.xsk_frames,
         pool,
         filter: Arc::clone(&filter),
+        channel: config.channel,
         host_interfaces: config
             .kubernetes
             .as_ref()

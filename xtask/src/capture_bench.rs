@@ -66,16 +66,18 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
     let root = util::workspace_root();
     let sensor = root.join("target/release/podcap-sensor");
     let harness = root.join("benches/harness");
-    let tools: [(&str, String); 3] = [
+    let podcap = |channel: &str| {
+        format!(
+            "{} --iface {{IF}} --channel {channel} --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0",
+            sensor.display()
+        )
+    };
+    // `podcap` is the AF_XDP route, `podcap-ring` the ring-buffer channel.
+    let tools: [(&str, String); 4] = [
         ("none", "sleep 1000".to_owned()),
         ("tcpdump", "tcpdump -i {IF} -w {OUT} -B 65536 -s 0".to_owned()),
-        (
-            "podcap",
-            format!(
-                "{} --iface {{IF}} --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0",
-                sensor.display()
-            ),
-        ),
+        ("podcap", podcap("af-xdp")),
+        ("podcap-ring", podcap("ring")),
     ];
     let mut table = String::new();
     let _ = writeln!(

@@ -17,24 +17,26 @@ pub mod btf;
 pub mod veth;
 
 use std::{
+    os::fd::{AsFd, AsRawFd},
     sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, Instant},
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, XskMap},
     programs::{
         tc::{SchedClassifierLinkId, TcAttachType},
         SchedClassifier, Xdp, XdpMode,
     },
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
 };
 use podcap_common::{
-    queue_for, slot_of_queue, CgroupKey, FrameMeta, QueueCounters, Selection, DIRECTION_INBOUND,
-    FRAME_META_MAGIC, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, MAX_TAP_QUEUES, SETTING_ANCESTOR_IDS,
-    SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
-    SETTING_CGROUP_LEVEL_OFFSET, SETTING_ENABLED, SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS,
-    SETTING_KN_ID_OFFSET, SETTING_SNAPLEN, SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
+    queue_for, slot_of_queue, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, CHANNEL_RING,
+    COPY_MAGIC, DIRECTION_INBOUND, FRAME_META_MAGIC, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, MAX_TAP_QUEUES,
+    RING_MAX_CAPTURE, SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET,
+    SETTING_CGROUP_KN_OFFSET, SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED,
+    SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_SNAPLEN,
+    SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
 
 use crate::{
@@ -59,6 +61,31 @@ const META_LEN: usize = std::mem::size_of::<FrameMeta>();
 pub fn max_snaplen() -> u32 {
     xsk::max_frame_len() - META_LEN as u32
 }
+
+/// How copies of pod packets reach user space (`docs/design/capture-path.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Channel {
+    /// Clones through the capture veth, native XDP and AF_XDP sockets.
+    #[default]
+    AfXdp,
+    /// Copies by the tc program into a BPF ring buffer; GSO super-frames whole.
+    Ring,
+}
+
+impl Channel {
+    /// Longest packet prefix this channel carries.
+    #[must_use]
+    pub fn max_snaplen(self) -> u32 {
+        match self {
+            Self::AfXdp => max_snaplen(),
+            Self::Ring => RING_MAX_CAPTURE,
+        }
+    }
+}
+
+/// Bytes of the ring channel's buffer (a power of two; holds ~1,000 64 KiB super-frames or
+/// ~200,000 small packets).
+const RING_CHANNEL_BYTES: u32 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -118,6 +145,9 @@ pub struct CaptureOptions {
     pub filter: Arc<FilterSlot>,
     /// Node interfaces on which hostNetwork pods are recorded by cgroup (Kubernetes mode).
     pub host_interfaces: Vec<Interface>,
+    /// How copies of selected interfaces' packets reach user space (`--tap` is always
+    /// AF_XDP).
+    pub channel: Channel,
 }
 
 /// What the clone route is made of: the capture veth, its sockets, the selection map.
@@ -183,6 +213,8 @@ pub struct Capture {
     attached: std::collections::HashMap<u32, AttachedInterface>,
     commands: Option<std::sync::mpsc::Receiver<CaptureCommand>>,
     filter_slot: Arc<FilterSlot>,
+    /// The ring channel's buffer, when that is the channel.
+    copies: Option<RingBuf<MapData>>,
     /// The slot's filter as of `filter_generation`.
     filter: Option<Arc<Filter>>,
     filter_generation: u64,
@@ -207,7 +239,11 @@ impl Capture {
         if slots > MAX_SLOTS as usize - 1 {
             return Err(CaptureError::TooManyInterfaces { count: slots });
         }
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| {
+        let mut loader = EbpfLoader::new();
+        if options.channel == Channel::Ring {
+            loader.map_max_entries("COPIES", RING_CHANNEL_BYTES);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| {
             let hint = permission_hint(&format!("{source:?}"));
             CaptureError::Load {
                 hint,
@@ -215,9 +251,19 @@ impl Capture {
             }
         })?;
         let mut settings: Array<_, u32> = take_map(&mut ebpf, "SETTINGS")?;
-        let snaplen = options.snaplen.min(max_snaplen());
+        let snaplen = options.snaplen.min(if options.tap.is_some() {
+            max_snaplen()
+        } else {
+            options.channel.max_snaplen()
+        });
         set(&mut settings, SETTING_SNAPLEN, snaplen)?;
         set(&mut settings, SETTING_ENABLED, 1)?;
+        let copies = if options.channel == Channel::Ring {
+            set(&mut settings, SETTING_CHANNEL, CHANNEL_RING)?;
+            Some(take_map::<RingBuf<MapData>>(&mut ebpf, "COPIES")?)
+        } else {
+            None
+        };
         let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
 
         // Tap first: it needs no capture veth. Its frames count in the slot after the
@@ -261,6 +307,7 @@ impl Capture {
             filter_generation: options.filter.generation(),
             filter: options.filter.get(),
             filter_slot: Arc::clone(&options.filter),
+            copies,
         };
         capture.refresh_clock();
         Ok(capture)
@@ -573,7 +620,10 @@ impl Capture {
         mut stop: impl FnMut() -> bool,
     ) {
         let mut enabled = true;
-        let fds: Vec<_> = self.socket_sets().flat_map(|set| set.fds()).collect();
+        let mut fds: Vec<_> = self.socket_sets().flat_map(|set| set.fds()).collect();
+        if let Some(copies) = &self.copies {
+            fds.push(copies.as_fd().as_raw_fd());
+        }
         let mut warnings = DropWarnings::new(Duration::from_secs(10));
         let mut last_counters = Instant::now();
         loop {
@@ -642,6 +692,16 @@ impl Capture {
                 });
             }
         }
+        if let Some(copies) = &mut self.copies {
+            // Bounded, so commands and counters are still looked at under a flood.
+            for _ in 0..RING_BATCH {
+                let Some(item) = copies.next() else {
+                    break;
+                };
+                push_copy(ring, stats, offset, filter, &item);
+                total += 1;
+            }
+        }
         total
     }
 
@@ -702,7 +762,20 @@ impl Capture {
     }
 }
 
-/// Copies one frame with its metadata into the ring, counting it (or its loss) for its slot.
+/// Ring-buffer records taken per pass of the capture loop.
+const RING_BATCH: usize = 8192;
+
+/// A packet on its way from a channel to the ring.
+struct Arrival<'a> {
+    queue: u32,
+    /// CLOCK_MONOTONIC.
+    timestamp_ns: u64,
+    original_len: u32,
+    data: &'a [u8],
+}
+
+/// Copies one AF_XDP frame with its metadata into the ring, counting it (or its loss) for
+/// its slot.
 fn push_frame(
     ring: &mut RecordProducer,
     stats: &Stats,
@@ -711,29 +784,89 @@ fn push_frame(
     queue: u32,
     frame: &[u8],
 ) {
-    let (slot, _) = slot_of_queue(queue);
-    let Some(slot_stats) = stats.slots.get(slot as usize) else {
+    let Some((meta, data)) = split_meta(frame) else {
+        let (slot, _) = slot_of_queue(queue);
+        if let Some(slot_stats) = stats.slots.get(slot as usize) {
+            slot_stats.kernel_drops.fetch_add(1, Relaxed);
+        }
         return;
     };
-    let Some((meta, data)) = split_meta(frame) else {
-        slot_stats.kernel_drops.fetch_add(1, Relaxed);
+    let copy = Arrival {
+        queue,
+        timestamp_ns: meta.timestamp_ns,
+        original_len: meta.original_len,
+        data,
+    };
+    push(ring, stats, clock_offset_ns, filter, &copy);
+}
+
+/// Copies one ring-channel record into the ring (a record that is not ours is a kernel
+/// drop of no slot: it cannot happen short of a bug, and is not trusted).
+fn push_copy(
+    ring: &mut RecordProducer,
+    stats: &Stats,
+    clock_offset_ns: i128,
+    filter: Option<&Filter>,
+    record: &[u8],
+) {
+    let Some((header, data)) = split_copy(record) else {
+        log::debug!("a ring record of {} bytes without a podcap header", record.len());
+        return;
+    };
+    let copy = Arrival {
+        queue: header.queue,
+        timestamp_ns: header.timestamp_ns,
+        original_len: header.original_len,
+        data,
+    };
+    push(ring, stats, clock_offset_ns, filter, &copy);
+}
+
+fn split_copy(record: &[u8]) -> Option<(CopyHeader, &[u8])> {
+    let (head, rest) = record.split_at_checked(std::mem::size_of::<CopyHeader>())?;
+    let u32_at = |i: usize| u32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&head[0..8]);
+    let header = CopyHeader {
+        timestamp_ns: u64::from_ne_bytes(ts),
+        original_len: u32_at(8),
+        captured_len: u32_at(12),
+        queue: u32_at(16),
+        magic: u32_at(20),
+    };
+    if header.magic != COPY_MAGIC {
+        return None;
+    }
+    Some((header, rest.get(..header.captured_len as usize)?))
+}
+
+/// Counts a packet for its slot, applies the filter and copies it into the ring.
+fn push(
+    ring: &mut RecordProducer,
+    stats: &Stats,
+    clock_offset_ns: i128,
+    filter: Option<&Filter>,
+    copy: &Arrival<'_>,
+) {
+    let (slot, _) = slot_of_queue(copy.queue);
+    let Some(slot_stats) = stats.slots.get(slot as usize) else {
         return;
     };
     slot_stats.received.fetch_add(1, Relaxed);
     slot_stats
         .received_bytes
-        .fetch_add(u64::from(meta.original_len), Relaxed);
-    if filter.is_some_and(|f| !f.matches(data, meta.original_len)) {
+        .fetch_add(u64::from(copy.original_len), Relaxed);
+    if filter.is_some_and(|f| !f.matches(copy.data, copy.original_len)) {
         slot_stats.filtered.fetch_add(1, Relaxed);
         return;
     }
     let header = RecordHeader {
-        timestamp_ns: u64::try_from(i128::from(meta.timestamp_ns) + clock_offset_ns).unwrap_or(0),
-        original_len: meta.original_len,
-        captured_len: data.len() as u32,
-        queue,
+        timestamp_ns: u64::try_from(i128::from(copy.timestamp_ns) + clock_offset_ns).unwrap_or(0),
+        original_len: copy.original_len,
+        captured_len: copy.data.len() as u32,
+        queue: copy.queue,
     };
-    if !ring.push(&header, data) {
+    if !ring.push(&header, copy.data) {
         slot_stats.ring_drops.fetch_add(1, Relaxed);
     }
 }
