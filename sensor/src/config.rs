@@ -337,6 +337,22 @@ impl Args {
         Ok(xsk_frames)
     }
 
+    /// `--channel`, and `--snaplen` cut to what it carries (a tap is always read through
+    /// AF_XDP, whose frames are shorter).
+    fn channel_and_snaplen(&self) -> Result<(capture::Channel, u32), ConfigError> {
+        let channel = match self.channel.as_str() {
+            "af-xdp" => capture::Channel::AfXdp,
+            "ring" => capture::Channel::Ring,
+            other => return Err(ConfigError::Channel(other.to_owned())),
+        };
+        let most = if self.tap.is_some() {
+            capture::max_snaplen()
+        } else {
+            channel.max_snaplen()
+        };
+        Ok((channel, self.snaplen.min(most)))
+    }
+
     /// Kubernetes mode's node interfaces for hostNetwork pods.
     fn host_interfaces(&mut self, selected: &[Interface]) -> Result<Vec<Interface>, ConfigError> {
         if self.node.is_none() {
@@ -392,12 +408,7 @@ impl Args {
             return Err(ConfigError::Snaplen(self.snaplen));
         }
         let xsk_frames = self.check_kubernetes_and_frames()?;
-        let channel = match self.channel.as_str() {
-            "af-xdp" => capture::Channel::AfXdp,
-            "ring" => capture::Channel::Ring,
-            other => return Err(ConfigError::Channel(other.to_owned())),
-        };
-        let tap_present = self.tap.is_some();
+        let (channel, snaplen) = self.channel_and_snaplen()?;
         if self.ifaces.is_empty() && self.tap.is_none() && self.node.is_none() {
             return Err(ConfigError::NoInterface);
         }
@@ -439,12 +450,7 @@ impl Args {
             interfaces,
             tap,
             data_dir: self.data_dir.ok_or(ConfigError::NoDataDir)?,
-            // A tap is always read through AF_XDP, whose frames are shorter.
-            snaplen: self.snaplen.min(if tap_present {
-                capture::max_snaplen()
-            } else {
-                channel.max_snaplen()
-            }),
+            snaplen,
             channel,
             limits,
             ring_bytes,

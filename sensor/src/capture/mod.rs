@@ -768,7 +768,7 @@ const RING_BATCH: usize = 8192;
 /// A packet on its way from a channel to the ring.
 struct Arrival<'a> {
     queue: u32,
-    /// CLOCK_MONOTONIC.
+    /// `CLOCK_MONOTONIC`.
     timestamp_ns: u64,
     original_len: u32,
     data: &'a [u8],
