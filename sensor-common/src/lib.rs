@@ -80,8 +80,12 @@ pub const SETTING_ANCESTOR_IDS: u32 = 10;
 pub const SETTING_HOST_POD_LEVELS: u32 = 11;
 /// Index of the copy channel in `SETTINGS`: [`CHANNEL_AF_XDP`] or [`CHANNEL_RING`].
 pub const SETTING_CHANNEL: u32 = 12;
+/// Index of the ring channel's wakeup switch in `SETTINGS`: 1 while user space waits in
+/// `poll` (a copy wakes it), 0 while it drains on a timer (copies wake nobody: a wakeup per
+/// packet would cost the sender an interrupt each).
+pub const SETTING_RING_WAKEUP: u32 = 13;
 /// Entries of the `SETTINGS` array.
-pub const SETTINGS_LEN: u32 = 13;
+pub const SETTINGS_LEN: u32 = 14;
 
 /// Copies travel as clones through the capture veth, XDP and AF_XDP.
 pub const CHANNEL_AF_XDP: u32 = 0;

@@ -23,7 +23,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, xdp_action, TC_ACT_UNSPEC},
+    bindings::{bpf_sock_tuple, xdp_action, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
         bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push,
@@ -40,8 +40,8 @@ use podcap_common::{
     MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, RING_MAX_CAPTURE, SETTINGS_LEN, SETTING_ANCESTOR_IDS,
     SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
     SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED, SETTING_HOST_PODS,
-    SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_SNAPLEN, SETTING_SOCK_CGROUP_OFFSET,
-    SETTING_TAP_COUNTERS, SOCK_READ_LEN,
+    SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_RING_WAKEUP, SETTING_SNAPLEN,
+    SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
@@ -435,8 +435,14 @@ fn copy_sized<const N: usize>(ctx: &TcContext, queue: u32, original_len: u32, cu
             magic: COPY_MAGIC,
         };
     }
-    // Adaptive wakeup: the reader is woken only when it has caught up.
-    entry.submit(0);
+    // While user space drains on a timer, no wakeup at all; while it waits in poll, the
+    // adaptive one (only when it has caught up).
+    let flags = if setting(SETTING_RING_WAKEUP) == 1 {
+        0
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    entry.submit(flags);
     true
 }
 

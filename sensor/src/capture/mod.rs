@@ -35,7 +35,7 @@ use podcap_common::{
     COPY_MAGIC, DIRECTION_INBOUND, FRAME_META_MAGIC, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, MAX_TAP_QUEUES,
     RING_MAX_CAPTURE, SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET,
     SETTING_CGROUP_KN_OFFSET, SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED,
-    SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_SNAPLEN,
+    SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_RING_WAKEUP, SETTING_SNAPLEN,
     SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
 
@@ -626,16 +626,17 @@ impl Capture {
         }
         let mut warnings = DropWarnings::new(Duration::from_secs(10));
         let mut last_counters = Instant::now();
+        let mut idle_passes = 0u32;
         loop {
             let got = self.drain_once(ring, stats);
-            if got == 0 {
+            if got > 0 {
+                idle_passes = 0;
+            } else {
                 if stop() {
                     break;
                 }
-                if let Err(e) = sys::poll_readable(&fds, Duration::from_millis(100)) {
-                    log::warn!("poll on the AF_XDP sockets failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                idle_passes = idle_passes.saturating_add(1);
+                self.wait(&fds, idle_passes);
             }
             if settings.enabled() != enabled {
                 enabled = settings.enabled();
@@ -665,6 +666,29 @@ impl Capture {
         }
         self.finish(ring, stats);
         warnings.flush(&stats.totals());
+    }
+
+    /// Waits for packets after `idle_passes` empty drains. While traffic flows the loop
+    /// drains on a 1 ms timer and asks the kernel for no wakeup: a wakeup per packet (an
+    /// interrupt and two context switches) costs the sending pod more than the copy. After
+    /// `TIMER_PASSES` empty passes it waits in `poll`, woken by the next packet (`poll` also
+    /// returns at once for copies submitted, unannounced, before the switch).
+    fn wait(&mut self, fds: &[std::os::fd::RawFd], idle_passes: u32) {
+        if idle_passes < TIMER_PASSES {
+            std::thread::sleep(Duration::from_millis(1));
+            return;
+        }
+        let ring_channel = self.copies.is_some();
+        if ring_channel {
+            let _ = self.settings.set(SETTING_RING_WAKEUP, 1, 0);
+        }
+        if let Err(e) = sys::poll_readable(fds, Duration::from_millis(100)) {
+            log::warn!("poll on the capture channels failed: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if ring_channel {
+            let _ = self.settings.set(SETTING_RING_WAKEUP, 0, 0);
+        }
     }
 
     /// Stops new clones, lets frames in flight arrive, drains them and takes exact counts.
@@ -761,6 +785,9 @@ impl Capture {
         }
     }
 }
+
+/// Empty 1 ms passes of the capture loop before it waits in `poll` instead.
+const TIMER_PASSES: u32 = 50;
 
 /// Ring-buffer records taken per pass of the capture loop.
 const RING_BATCH: usize = 8192;
