@@ -36,7 +36,7 @@ pub struct Args {
     /// How copies reach user space: `af-xdp` (clone, capture veth, XDP, AF_XDP; GSO
     /// super-frames as their wire segments) or `ring` (a copy into a BPF ring buffer by the
     /// tc program; super-frames whole, up to 64 KiB).
-    #[arg(long, default_value = "af-xdp", value_name = "CHANNEL")]
+    #[arg(long, default_value = "ring", value_name = "CHANNEL")]
     pub channel: String,
     /// Size at which a segment is closed and a new one begun.
     #[arg(long, default_value = "50MB", value_name = "SIZE")]
@@ -70,7 +70,8 @@ pub struct Args {
     /// Bytes of the ring between the capture and writer threads.
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub ring_size: String,
-    /// AF_XDP frames (4 KiB each) per capture queue [default: 4096, 1024 with --node].
+    /// AF_XDP frames (4 KiB each) per capture queue [default: 64 with --channel ring and no --tap, else
+    /// 4096, 1024 with --node].
     #[arg(long, value_name = "N")]
     pub xsk_frames: Option<u32>,
     /// Kubernetes mode: the node this sensor runs on (its pods are watched and the ones the
@@ -324,7 +325,14 @@ impl Args {
     fn check_kubernetes_and_frames(&self) -> Result<u32, ConfigError> {
         let xsk_frames = self
             .xsk_frames
-            .unwrap_or(if self.node.is_some() { 1024 } else { 4096 });
+            // The ring channel leaves the AF_XDP sockets idle: keep their UMEM small.
+            .unwrap_or(if self.channel == "ring" && self.tap.is_none() {
+                64
+            } else if self.node.is_some() {
+                1024
+            } else {
+                4096
+            });
         if !xsk_frames.is_power_of_two() || !(64..=65_536).contains(&xsk_frames) {
             return Err(ConfigError::XskFrames(xsk_frames));
         }
