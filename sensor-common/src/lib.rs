@@ -160,7 +160,8 @@ pub struct QueueCounters {
     pub cloned_bytes: u64,
     /// Packets whose `bpf_clone_redirect` failed (counted as kernel drops).
     pub clone_failed: u64,
-    /// Frames the XDP program saw on this queue.
+    /// Frames the XDP program saw on this queue (ring channel: copies submitted to the
+    /// ring buffer, so that `cloned - xdp_seen` stays the count lost on the way).
     pub xdp_seen: u64,
     /// Frames the XDP program dropped: no socket on the queue, or no headroom for the
     /// metadata (kernel drops).
