@@ -24,6 +24,7 @@ fn index_lookup(c: &mut Criterion) {
             drops: 0,
             per_interface: vec![1000],
             checkpoints: Vec::new(),
+            max_step_back_ns: 0,
         })
         .collect();
     let index = Index::from_records(records.clone());

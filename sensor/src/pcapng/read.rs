@@ -76,6 +76,17 @@ fn frame(bytes: &[u8], offset: u64, swapped: bool) -> Result<usize, ReadError> {
     Ok(total)
 }
 
+/// The block at the start of `bytes`, its framing checked: `(type, total length)`, or
+/// `None` when `bytes` ends inside it (read more and ask again). `offset` only names the
+/// block in errors.
+pub fn peek_block(bytes: &[u8], offset: u64, swapped: bool) -> Result<Option<(u32, usize)>, ReadError> {
+    match frame(bytes, offset, swapped) {
+        Ok(total) => Ok(Some((u32_at(bytes, 0, swapped).unwrap_or(0), total))),
+        Err(ReadError::Truncated { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Iterates the blocks of an in-memory pcapng file.
 pub struct Blocks<'a> {
     bytes: &'a [u8],
@@ -311,8 +322,17 @@ pub struct Packet<'a> {
     pub direction: Direction,
 }
 
-/// Parses an EPB; `Ok(None)` for any other block.
-pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<Packet<'a>>, ReadError> {
+/// Where and when an EPB's packet was captured, read without touching its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketHeader {
+    pub interface_id: u32,
+    pub timestamp_ns: u64,
+    pub captured_len: u32,
+    pub original_len: u32,
+}
+
+/// Reads an EPB's header and checks its lengths; `Ok(None)` for any other block.
+pub fn parse_packet_header(block: &Block<'_>, section: &Section) -> Result<Option<PacketHeader>, ReadError> {
     if block.block_type != BLOCK_EPB {
         return Ok(None);
     }
@@ -323,7 +343,7 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
     let raw = block.raw;
     let body = &raw[8..raw.len() - 4];
     let s = section.swapped;
-    let (Some(interface_id), Some(high), Some(low), Some(captured), Some(original_len)) = (
+    let (Some(interface_id), Some(high), Some(low), Some(captured_len), Some(original_len)) = (
         u32_at(body, 0, s),
         u32_at(body, 4, s),
         u32_at(body, 8, s),
@@ -332,9 +352,9 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
     ) else {
         return Err(malformed("short packet block"));
     };
-    let data = body
-        .get(20..20 + captured as usize)
-        .ok_or_else(|| malformed("packet longer than its block"))?;
+    if body.len() < 20 + captured_len as usize {
+        return Err(malformed("packet longer than its block"));
+    }
     let ticks = *section
         .ticks_per_second
         .get(interface_id as usize)
@@ -345,15 +365,32 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
     } else {
         ((u128::from(raw_ts) * 1_000_000_000) / u128::from(ticks)) as u64
     };
-    let options_at = 20 + captured as usize + (4 - captured as usize % 4) % 4;
-    let direction = options(body.get(options_at..).unwrap_or_default(), s)
-        .find(|(code, v)| *code == 2 && v.len() == 4)
-        .and_then(|(_, v)| u32_at(v, 0, s))
-        .map_or(Direction::Unknown, Direction::from_epb_flags);
-    Ok(Some(Packet {
+    Ok(Some(PacketHeader {
         interface_id,
         timestamp_ns,
+        captured_len,
         original_len,
+    }))
+}
+
+/// Parses an EPB; `Ok(None)` for any other block.
+pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<Packet<'a>>, ReadError> {
+    let Some(header) = parse_packet_header(block, section)? else {
+        return Ok(None);
+    };
+    let raw = block.raw;
+    let body = &raw[8..raw.len() - 4];
+    let captured = header.captured_len as usize;
+    let data = &body[20..20 + captured];
+    let options_at = 20 + captured + (4 - captured % 4) % 4;
+    let direction = options(body.get(options_at..).unwrap_or_default(), section.swapped)
+        .find(|(code, v)| *code == 2 && v.len() == 4)
+        .and_then(|(_, v)| u32_at(v, 0, section.swapped))
+        .map_or(Direction::Unknown, Direction::from_epb_flags);
+    Ok(Some(Packet {
+        interface_id: header.interface_id,
+        timestamp_ns: header.timestamp_ns,
+        original_len: header.original_len,
         data,
         direction,
     }))

@@ -129,8 +129,10 @@ impl SegmentReader {
                 MultiGzDecoder::new(file),
             )))
         } else {
+            // Small: the slicer reads in large chunks, which then bypass this buffer
+            // instead of being copied through it.
             Self::Plain {
-                inner: BufReader::with_capacity(1 << 20, file),
+                inner: BufReader::with_capacity(64 << 10, file),
                 pos: 0,
                 limit,
             }

@@ -15,6 +15,7 @@
 //! ```text
 //! podcap-index → 1
 //! seg → <seq> → <file> → <first_ns> → <last_ns> → <packets> → <bytes> → <drops> → <if:packets,...>
+//!     → <offset@ts,...> → <max_step_back_ns>
 //! end → <records> → <crc32 of the lines above, hex>
 //! ```
 use std::{
@@ -46,7 +47,15 @@ pub struct SegmentRecord {
     /// largest timestamp of every packet before it)`. A slice starting at `from` may seek
     /// to the last offset whose timestamp is below `from`.
     pub checkpoints: Vec<(u64, u64)>,
+    /// The most any packet's timestamp lies below the largest timestamp before it in the
+    /// segment (0 when the segment is in timestamp order). A slice holds a packet back only
+    /// as long as this says an older one may still follow. [`STEP_BACK_UNKNOWN`] for records
+    /// from a manifest written before the field existed.
+    pub max_step_back_ns: u64,
 }
+
+/// `max_step_back_ns` of a record that does not know it.
+pub const STEP_BACK_UNKNOWN: u64 = u64::MAX;
 
 /// Spacing of the sparse offset index.
 pub const CHECKPOINT_BYTES: u64 = 1 << 20;
@@ -61,7 +70,7 @@ impl SegmentRecord {
             .collect();
         let checkpoints: Vec<String> = self.checkpoints.iter().map(|(o, t)| format!("{o}@{t}")).collect();
         format!(
-            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.seq,
             self.file,
             self.first_ns,
@@ -70,13 +79,15 @@ impl SegmentRecord {
             self.bytes,
             self.drops,
             per_if.join(","),
-            checkpoints.join(",")
+            checkpoints.join(","),
+            self.max_step_back_ns
         )
     }
 
     fn decode(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 10 || f[0] != "seg" || f[2].is_empty() || f[2].contains('/') {
+        // Ten fields before `max_step_back_ns` was added, eleven since.
+        if !(10..=11).contains(&f.len()) || f[0] != "seg" || f[2].is_empty() || f[2].contains('/') {
             return None;
         }
         let mut per_interface = Vec::new();
@@ -102,6 +113,10 @@ impl SegmentRecord {
             drops: f[7].parse().ok()?,
             per_interface,
             checkpoints,
+            max_step_back_ns: match f.get(10) {
+                Some(field) => field.parse().ok()?,
+                None => STEP_BACK_UNKNOWN,
+            },
         })
     }
 
@@ -156,6 +171,11 @@ impl SegmentRecord {
 
     /// Counts one packet.
     pub fn note_packet(&mut self, interface_id: u32, timestamp_ns: u64) {
+        if self.packets > 0 {
+            self.max_step_back_ns = self
+                .max_step_back_ns
+                .max(self.last_ns.saturating_sub(timestamp_ns));
+        }
         self.first_ns = self.first_ns.min(timestamp_ns);
         self.last_ns = self.last_ns.max(timestamp_ns);
         self.packets += 1;
@@ -359,6 +379,7 @@ mod tests {
             drops: 0,
             per_interface: vec![1],
             checkpoints: vec![(1 << 20, first)],
+            max_step_back_ns: seq % 3,
         }
     }
 
@@ -424,6 +445,26 @@ mod tests {
         assert!(matches!(Index::load(dir.path()), Err(ManifestError::Damaged(_))));
         fs::write(&path, &text[..text.len() - 10]).unwrap();
         assert!(matches!(Index::load(dir.path()), Err(ManifestError::Damaged(_))));
+    }
+
+    #[test]
+    fn records_measure_how_far_timestamps_step_back() {
+        let mut r = SegmentRecord {
+            file: "podcap-0000000001.pcapng".into(),
+            first_ns: u64::MAX,
+            ..SegmentRecord::default()
+        };
+        for ts in [1_000, 1_200, 1_150, 1_300, 900, 1_400] {
+            r.note_packet(0, ts);
+        }
+        assert_eq!((r.first_ns, r.last_ns, r.max_step_back_ns), (900, 1_400, 400));
+        // A line from before the field existed: the step back is unknown, not zero.
+        let line = r.encode();
+        let old = line.rsplit_once('\t').unwrap().0;
+        assert_eq!(SegmentRecord::decode(&line), Some(r.clone()));
+        let decoded = SegmentRecord::decode(old).unwrap();
+        assert_eq!(decoded.max_step_back_ns, STEP_BACK_UNKNOWN);
+        assert_eq!(SegmentRecord::decode(&format!("{line}\tx")), None);
     }
 
     #[test]

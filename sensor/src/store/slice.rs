@@ -5,16 +5,23 @@
 //! - Only segments the index says overlap the slice are read; packets are streamed, so
 //!   memory depends on the reorder window, not on the slice's size.
 //! - Segments hold packets in arrival order per capture queue, so timestamps may step back
-//!   by a few milliseconds; packets pass through a heap and leave once they are
-//!   [`REORDER_WINDOW_NS`] older than the newest packet read. A packet that arrives later
-//!   still is written anyway (nothing is dropped) and counted in [`SliceStats::late`].
+//!   by a few milliseconds. Each segment's record says how far at most
+//!   ([`SegmentRecord::max_step_back_ns`]); a packet is held back (in a heap) only until no
+//!   packet still to be read can be older: neither the rest of its segment (by that bound)
+//!   nor a later segment (by their first timestamps). The bound is capped at
+//!   [`REORDER_WINDOW_NS`]; a packet later still is written anyway (nothing is dropped) and
+//!   counted in [`SliceStats::late`].
+//! - Packets that can go out at once (the common case: a segment in timestamp order) are
+//!   not re-encoded: their EPBs go from the read buffer to `out` as they are, in runs, with
+//!   only the interface id rewritten. A segment in another byte order or timestamp unit is
+//!   re-encoded, in nanoseconds.
 //! - Interfaces are identified by name and link type across segments: the output declares
 //!   each one once, just before its first packet. Name Resolution Blocks are passed on,
 //!   each distinct one once.
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    io::{self, Write},
+    io::{self, Read, Seek, Write},
     path::Path,
 };
 
@@ -23,8 +30,8 @@ use super::{
     index::{Index, SegmentRecord},
 };
 use crate::pcapng::{
-    read::{parse_packet, BlockReader, ReadError, Section},
-    BlockWriter, Direction,
+    read::{parse_packet, parse_packet_header, peek_block, Block, ReadError, Section},
+    BlockWriter, BLOCK_EPB, BLOCK_NRB,
 };
 
 /// How far back in time a packet may arrive after a newer one and still be put in order.
@@ -82,23 +89,77 @@ fn open_segment(dir: &Path, record: &SegmentRecord) -> io::Result<SegmentReader>
     }
 }
 
+/// A packet held back until no packet still to be read can be older: its EPB, encoded
+/// for the output except for the interface id, which is set when it is written.
 struct Pending {
+    timestamp_ns: u64,
+    arrival: u64,
     interface: usize,
-    original_len: u32,
-    direction: Direction,
-    data: Vec<u8>,
+    block: Vec<u8>,
 }
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.timestamp_ns, self.arrival).cmp(&(other.timestamp_ns, other.arrival))
+    }
+}
+
+/// An interface of the output.
+struct OutInterface {
+    /// Its IDB as written: the segment's own bytes when they can be copied (native byte
+    /// order, nanosecond timestamps), else re-encoded with nanosecond timestamps.
+    block: Vec<u8>,
+    /// Its id in the output once the IDB is written (pcapng numbers interfaces in the
+    /// order their blocks appear).
+    written: Option<u32>,
+}
+
+/// How a segment's interface maps to the output.
+#[derive(Clone, Copy)]
+struct LocalInterface {
+    out: usize,
+    /// The segment's EPBs of this interface can be copied as they are (only the interface
+    /// id changes): native byte order and nanosecond timestamps, as the output's.
+    copy: bool,
+}
+
+/// Read size once the segment's header is behind; the first read is small, because a
+/// slice that starts late in a segment seeks away right after the header.
+const CHUNK_BYTES: usize = 1 << 20;
+const FIRST_READ_BYTES: usize = 64 << 10;
+/// Runs of packets copied straight from the read buffer at least this long are written
+/// to `out` directly; shorter ones are gathered first, so `out` sees few, large writes.
+const DIRECT_WRITE_BYTES: usize = 64 << 10;
+
+/// Offset of the interface id in an EPB.
+const EPB_INTERFACE_AT: usize = 8;
 
 /// A slicer: writes slices of the store as one pcapng section, one call after another.
 ///
 /// The section header goes out with the first call and each interface is declared once,
 /// so consecutive calls for adjacent ranges (the live stream) form one valid stream.
+///
+/// Packets that can go out as soon as they are read (nothing older can follow: see
+/// [`SegmentRecord::max_step_back_ns`]) are copied from the read buffer as they are, in
+/// runs, with the interface id patched; only the others wait in a heap.
 pub struct Slicer {
     blocks: BlockWriter,
     header_written: bool,
-    /// Raw IDB of each interface found, and its id in the output once written (pcapng
-    /// numbers interfaces in the order their blocks appear).
-    interfaces: Vec<(Vec<u8>, Option<u32>)>,
+    interfaces: Vec<OutInterface>,
     /// (name, link type) → index in `interfaces`.
     declared: HashMap<(String, u16), usize>,
     written_interfaces: u32,
@@ -107,6 +168,13 @@ pub struct Slicer {
     free: Vec<Vec<u8>>,
     /// Name Resolution Blocks already passed on (segments repeat them).
     names_seen: std::collections::HashSet<Vec<u8>>,
+    /// Packets waiting for the reorder window (a min-heap by timestamp, then arrival).
+    heap: BinaryHeap<Reverse<Pending>>,
+    arrival: u64,
+    /// The read buffer, kept between segments and calls.
+    chunk: Vec<u8>,
+    /// Encodes EPBs that cannot be copied as they are.
+    scratch: BlockWriter,
 }
 
 impl Default for Slicer {
@@ -121,8 +189,32 @@ impl Default for Slicer {
             emitted_up_to: 0,
             free: Vec::new(),
             names_seen: std::collections::HashSet::new(),
+            heap: BinaryHeap::new(),
+            arrival: 0,
+            chunk: Vec::new(),
+            scratch: BlockWriter::default(),
         }
     }
+}
+
+/// What one segment's read needs to know about the slice.
+struct SegmentPlan<'a> {
+    from: u64,
+    to: u64,
+    interfaces: Option<&'a [String]>,
+    /// How far this segment's timestamps may step back (capped at the reorder window).
+    step_back: u64,
+    /// No packet of this segment is older than this.
+    first_ns: u64,
+    /// No packet of any later segment is older than this.
+    later_first_ns: u64,
+}
+
+/// A run of EPBs in the read buffer that go out as they are.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    start: usize,
+    end: usize,
 }
 
 impl Slicer {
@@ -132,31 +224,59 @@ impl Slicer {
         self.stats
     }
 
-    fn emit(&mut self, ts: u64, p: &Pending) {
-        let Some((idb, written)) = self.interfaces.get_mut(p.interface) else {
-            return;
-        };
-        let id = if let Some(id) = *written {
-            id
-        } else {
-            self.blocks.raw(idb);
-            let id = self.written_interfaces;
-            *written = Some(id);
-            self.written_interfaces += 1;
-            id
-        };
-        if ts < self.emitted_up_to {
+    /// The output id of `interface`, writing its IDB first if this is its first packet.
+    fn output_id(&mut self, interface: usize) -> u32 {
+        let iface = &mut self.interfaces[interface];
+        if let Some(id) = iface.written {
+            return id;
+        }
+        self.blocks.raw(&iface.block);
+        let id = self.written_interfaces;
+        iface.written = Some(id);
+        self.written_interfaces += 1;
+        id
+    }
+
+    fn count_emitted(&mut self, timestamp_ns: u64) {
+        if timestamp_ns < self.emitted_up_to {
             self.stats.late += 1;
         }
-        self.emitted_up_to = self.emitted_up_to.max(ts);
-        self.blocks.packet(id, ts, p.original_len, &p.data, p.direction);
+        self.emitted_up_to = self.emitted_up_to.max(timestamp_ns);
         self.stats.packets += 1;
+    }
+
+    /// Writes the held-back packets no older than `up_to`, oldest first.
+    fn release(&mut self, up_to: u64) {
+        while self.heap.peek().is_some_and(|Reverse(p)| p.timestamp_ns <= up_to) {
+            let Some(Reverse(mut p)) = self.heap.pop() else {
+                break;
+            };
+            let id = self.output_id(p.interface);
+            p.block[EPB_INTERFACE_AT..EPB_INTERFACE_AT + 4].copy_from_slice(&id.to_ne_bytes());
+            self.blocks.raw(&p.block);
+            self.count_emitted(p.timestamp_ns);
+            self.free.push(p.block);
+        }
     }
 
     fn flush(&mut self, out: &mut impl Write) -> Result<(), SliceError> {
         out.write_all(self.blocks.bytes()).map_err(SliceError::Write)?;
         self.stats.bytes_written += self.blocks.len() as u64;
         self.blocks.clear();
+        Ok(())
+    }
+
+    /// Ends `run`: its blocks go out after everything gathered before them.
+    fn end_run(&mut self, chunk: &[u8], run: &mut Run, out: &mut impl Write) -> Result<(), SliceError> {
+        let bytes = &chunk[run.start..run.end];
+        *run = Run::default();
+        if bytes.len() < DIRECT_WRITE_BYTES {
+            self.blocks.raw(bytes);
+            return Ok(());
+        }
+        self.flush(out)?;
+        out.write_all(bytes).map_err(SliceError::Write)?;
+        self.stats.bytes_written += bytes.len() as u64;
         Ok(())
     }
 
@@ -173,6 +293,281 @@ impl Slicer {
                 source,
             }),
         }
+    }
+
+    /// The output interface of each interface the segment declared since the last call,
+    /// or `None` for one the slice leaves out.
+    fn map_interfaces(
+        &mut self,
+        section: &Section,
+        local: &mut Vec<Option<LocalInterface>>,
+        wanted: Option<&[String]>,
+    ) {
+        for (i, iface) in section.interfaces.iter().enumerate().skip(local.len()) {
+            if !wanted.is_none_or(|names| names.contains(&iface.name)) {
+                local.push(None);
+                continue;
+            }
+            let native_ns = !section.swapped && section.ticks_per_second[i] == 1_000_000_000;
+            let out = *self
+                .declared
+                .entry((iface.name.clone(), iface.link_type))
+                .or_insert_with(|| {
+                    let block = if native_ns {
+                        section.raw_interfaces[i].clone()
+                    } else {
+                        let mut w = BlockWriter::default();
+                        w.interface(iface);
+                        w.bytes().to_vec()
+                    };
+                    self.interfaces.push(OutInterface { block, written: None });
+                    self.interfaces.len() - 1
+                });
+            local.push(Some(LocalInterface { out, copy: native_ns }));
+        }
+    }
+
+    /// Holds a packet back: its EPB as it is when it can be copied, else re-encoded.
+    fn hold(
+        &mut self,
+        block: &Block<'_>,
+        section: &Section,
+        interface: LocalInterface,
+        timestamp_ns: u64,
+    ) -> Result<(), ReadError> {
+        let mut bytes = self.free.pop().unwrap_or_default();
+        bytes.clear();
+        if interface.copy {
+            bytes.extend_from_slice(block.raw);
+        } else if let Some(packet) = parse_packet(block, section)? {
+            self.scratch.clear();
+            self.scratch.packet(
+                0,
+                timestamp_ns,
+                packet.original_len,
+                packet.data,
+                packet.direction,
+            );
+            bytes.extend_from_slice(self.scratch.bytes());
+        }
+        self.heap.push(Reverse(Pending {
+            timestamp_ns,
+            arrival: self.arrival,
+            interface: interface.out,
+            block: bytes,
+        }));
+        self.arrival += 1;
+        Ok(())
+    }
+
+    /// The hot loop: extends `run` over the EPBs from `at` on that go out as they are
+    /// (in the slice, wanted, in order, nothing held back), and returns where it stopped.
+    /// Any block it is not sure of is left to the general path, which checks everything;
+    /// so this loop only changes state for blocks it takes.
+    fn copy_in_order(
+        &mut self,
+        chunk: &mut [u8],
+        mut at: usize,
+        local: &[Option<LocalInterface>],
+        plan: &SegmentPlan<'_>,
+        newest: &mut u64,
+        run: &mut Run,
+    ) -> usize {
+        let word =
+            |bytes: &[u8], i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        if !self.heap.is_empty() || (run.end != at && run.end != run.start) {
+            return at;
+        }
+        if run.end == run.start {
+            *run = Run { start: at, end: at };
+        }
+        while let Some(rest) = chunk.get_mut(at..).filter(|r| r.len() >= 32) {
+            let total = word(rest, 4) as usize;
+            if word(rest, 0) != BLOCK_EPB
+                || total < 32
+                || !total.is_multiple_of(4)
+                || total > rest.len()
+                || word(rest, total - 4) as usize != total
+            {
+                break;
+            }
+            let interface = word(rest, 8);
+            let ts = (u64::from(word(rest, 12)) << 32) | u64::from(word(rest, 16));
+            let captured = word(rest, 20) as usize;
+            let Some(Some(target)) = local.get(interface as usize) else {
+                break;
+            };
+            let Some(id) = self.interfaces[target.out].written else {
+                break;
+            };
+            let safe = (*newest)
+                .max(ts)
+                .saturating_sub(plan.step_back)
+                .max(plan.first_ns)
+                .min(plan.later_first_ns);
+            if 28 + captured + 4 > total || !target.copy || ts < plan.from || ts >= plan.to || ts > safe {
+                break;
+            }
+            *newest = (*newest).max(ts);
+            rest[EPB_INTERFACE_AT..EPB_INTERFACE_AT + 4].copy_from_slice(&id.to_ne_bytes());
+            at += total;
+            run.end = at;
+            self.stats.bytes_read += total as u64;
+            self.count_emitted(ts);
+        }
+        if run.end == run.start {
+            *run = Run::default();
+        }
+        at
+    }
+
+    /// Reads one segment, writing or holding back each of its packets in the slice.
+    fn read_segment(
+        &mut self,
+        mut file: SegmentReader,
+        record: &SegmentRecord,
+        plan: &SegmentPlan<'_>,
+        out: &mut impl Write,
+    ) -> Result<(), SliceError> {
+        let read_err = |source| SliceError::Read {
+            file: record.file.clone(),
+            source,
+        };
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(CHUNK_BYTES.max(chunk.len()), 0);
+        let result = self.read_chunks(&mut file, &mut chunk, record, plan, out);
+        self.chunk = chunk;
+        result.map_err(|e| match e {
+            ChunkError::Read(source) => read_err(source),
+            ChunkError::Slice(e) => e,
+        })
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over a segment's blocks, kept in one place"
+    )]
+    fn read_chunks(
+        &mut self,
+        file: &mut SegmentReader,
+        chunk: &mut Vec<u8>,
+        record: &SegmentRecord,
+        plan: &SegmentPlan<'_>,
+        out: &mut impl Write,
+    ) -> Result<(), ChunkError> {
+        let mut seek = record.seek_offset(plan.from).filter(|_| file.seekable());
+        let mut section = Section::default();
+        let mut local: Vec<Option<LocalInterface>> = Vec::new();
+        let mut newest = 0u64;
+        // chunk[at..end] is read and not yet walked; chunk[0] is at `base` in the file.
+        let (mut base, mut at, mut end) = (0u64, 0usize, 0usize);
+        let mut run = Run::default();
+        let mut read_size = FIRST_READ_BYTES;
+        loop {
+            if seek.is_none() && !section.swapped {
+                at = self.copy_in_order(&mut chunk[..end], at, &local, plan, &mut newest, &mut run);
+            }
+            let offset = base + at as u64;
+            let Some((block_type, total)) = peek_block(&chunk[at..end], offset, section.swapped)? else {
+                // The next block is not all here: keep its start, read more.
+                self.end_run(chunk, &mut run, out)?;
+                chunk.copy_within(at..end, 0);
+                (base, end, at) = (offset, end - at, 0);
+                if end >= 12 {
+                    let total = peek_total(&chunk[..end], section.swapped);
+                    if total > chunk.len() {
+                        chunk.resize(total, 0);
+                    }
+                }
+                let limit = (end + read_size).min(chunk.len());
+                read_size = CHUNK_BYTES;
+                let got = read_some(file, &mut chunk[end..limit])?;
+                if got == 0 {
+                    if end == 0 {
+                        break;
+                    }
+                    return Err(ReadError::Truncated { offset }.into());
+                }
+                end += got;
+                continue;
+            };
+            let (start, stop) = (at, at + total);
+            at = stop;
+            let block = Block {
+                block_type,
+                offset,
+                raw: &chunk[start..stop],
+            };
+            self.stats.bytes_read += total as u64;
+            if block_type != BLOCK_EPB {
+                self.end_run(chunk, &mut run, out)?;
+                section.observe(&block)?;
+                self.map_interfaces(&section, &mut local, plan.interfaces);
+                if block_type == BLOCK_NRB && !section.swapped && !self.names_seen.contains(block.raw) {
+                    self.names_seen.insert(block.raw.to_vec());
+                    self.blocks.raw(block.raw);
+                }
+                continue;
+            }
+            // The header (section and interfaces) is read: skip what the checkpoint says
+            // lies wholly before `from`.
+            if let Some(target) = seek.take().filter(|&o| o > offset) {
+                self.end_run(chunk, &mut run, out)?;
+                file.seek(io::SeekFrom::Start(target)).map_err(ReadError::Io)?;
+                (base, at, end) = (target, 0, 0);
+                continue;
+            }
+            let Some(header) = parse_packet_header(&block, &section)? else {
+                continue;
+            };
+            let ts = header.timestamp_ns;
+            newest = newest.max(ts);
+            if ts >= plan.to.saturating_add(plan.step_back) {
+                // Nothing later in this segment is older than `to`.
+                break;
+            }
+            let wanted = local
+                .get(header.interface_id as usize)
+                .copied()
+                .flatten()
+                .filter(|_| ts >= plan.from && ts < plan.to);
+            let Some(interface) = wanted else {
+                self.end_run(chunk, &mut run, out)?;
+                continue;
+            };
+            // No packet still to be read is older than this.
+            let safe = newest
+                .saturating_sub(plan.step_back)
+                .max(plan.first_ns)
+                .min(plan.later_first_ns);
+            let written = self.interfaces[interface.out].written;
+            match written {
+                Some(id) if interface.copy && ts <= safe && self.heap.is_empty() => {
+                    chunk[start + EPB_INTERFACE_AT..start + EPB_INTERFACE_AT + 4]
+                        .copy_from_slice(&id.to_ne_bytes());
+                    if run.end != start {
+                        self.end_run(chunk, &mut run, out)?;
+                        run.start = start;
+                    }
+                    run.end = stop;
+                    self.count_emitted(ts);
+                }
+                _ => {
+                    self.end_run(chunk, &mut run, out)?;
+                    let block = Block {
+                        raw: &chunk[start..stop],
+                        ..block
+                    };
+                    self.hold(&block, &section, interface, ts)?;
+                    self.release(safe);
+                    if self.blocks.len() >= 1 << 20 {
+                        self.flush(out)?;
+                    }
+                }
+            }
+        }
+        self.end_run(chunk, &mut run, out)?;
+        Ok(())
     }
 
     /// Writes the packets of `[from, to)` in `segments` (in first-timestamp order; each
@@ -192,103 +587,79 @@ impl Slicer {
                 .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION"), " slice"));
             self.header_written = true;
         }
-        // Packets waiting for the reorder window, keyed by (timestamp, arrival number).
-        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-        let mut pending: HashMap<u64, Pending> = HashMap::new();
-        let (mut arrival, mut newest) = (0u64, 0u64);
-
-        for record in segments {
+        // later_first[i]: no packet of segments[i..] is older than this.
+        let mut later_first = vec![u64::MAX; segments.len() + 1];
+        for (i, record) in segments.iter().enumerate().rev() {
+            later_first[i] = later_first[i + 1].min(record.first_ns);
+        }
+        for (i, record) in segments.iter().enumerate() {
+            // Everything held back that no packet still to come can precede goes now.
+            self.release(later_first[i]);
             let Some(file) = self.open(dir, record)? else {
                 continue;
             };
-            let seekable = file.seekable();
-            let read_err = |source| SliceError::Read {
-                file: record.file.clone(),
-                source,
-            };
-            let mut reader = BlockReader::new(file);
-            let mut section = Section::default();
-            let mut local_to_out: Vec<Option<usize>> = Vec::new();
             self.stats.segments_read += 1;
-            let mut seek = record.seek_offset(from).filter(|_| seekable);
-            while let Some(block) = reader.next_block().map_err(read_err)? {
-                let block_type = block.block_type;
-                self.stats.bytes_read += block.raw.len() as u64;
-                section.observe(&block).map_err(read_err)?;
-                for (i, iface) in section.interfaces.iter().enumerate().skip(local_to_out.len()) {
-                    let wanted = interfaces.is_none_or(|names| names.contains(&iface.name));
-                    local_to_out.push(wanted.then(|| {
-                        *self
-                            .declared
-                            .entry((iface.name.clone(), iface.link_type))
-                            .or_insert_with(|| {
-                                self.interfaces.push((section.raw_interfaces[i].clone(), None));
-                                self.interfaces.len() - 1
-                            })
-                    }));
-                }
-                if block_type == crate::pcapng::BLOCK_NRB && !self.names_seen.contains(block.raw) {
-                    self.names_seen.insert(block.raw.to_vec());
-                    self.blocks.raw(block.raw);
-                }
-                // The header (section and interfaces) is read: skip what the checkpoint
-                // says lies wholly before `from`.
-                if block_type == crate::pcapng::BLOCK_EPB {
-                    if let Some(offset) = seek.take().filter(|&o| o > block.offset) {
-                        reader.seek_to(offset).map_err(read_err)?;
-                        continue;
-                    }
-                }
-                let Some(packet) = parse_packet(&block, &section).map_err(read_err)? else {
-                    continue;
-                };
-                if packet.timestamp_ns >= to.saturating_add(REORDER_WINDOW_NS) {
-                    // Nothing later in this segment is older than `to`, given the window.
-                    break;
-                }
-                if packet.timestamp_ns < from || packet.timestamp_ns >= to {
-                    continue;
-                }
-                let Some(Some(interface)) = local_to_out.get(packet.interface_id as usize).copied() else {
-                    continue;
-                };
-                let mut data = self.free.pop().unwrap_or_default();
-                data.clear();
-                data.extend_from_slice(packet.data);
-                let p = Pending {
-                    interface,
-                    original_len: packet.original_len,
-                    direction: packet.direction,
-                    data,
-                };
-                pending.insert(arrival, p);
-                heap.push(Reverse((packet.timestamp_ns, arrival)));
-                arrival += 1;
-                newest = newest.max(packet.timestamp_ns);
-                while let Some(&Reverse((ts, key))) = heap.peek() {
-                    if ts.saturating_add(REORDER_WINDOW_NS) > newest {
-                        break;
-                    }
-                    heap.pop();
-                    if let Some(p) = pending.remove(&key) {
-                        self.emit(ts, &p);
-                        self.free.push(p.data);
-                    }
-                }
-                if self.blocks.len() >= 1 << 20 {
-                    self.flush(out)?;
-                }
-            }
+            let plan = SegmentPlan {
+                from,
+                to,
+                interfaces,
+                step_back: record.max_step_back_ns.min(REORDER_WINDOW_NS),
+                first_ns: record.first_ns,
+                later_first_ns: later_first[i + 1],
+            };
+            self.read_segment(file, record, &plan, out)?;
         }
-        while let Some(Reverse((ts, key))) = heap.pop() {
-            if let Some(p) = pending.remove(&key) {
-                self.emit(ts, &p);
-                self.free.push(p.data);
-            }
-        }
+        self.release(u64::MAX);
         self.flush(out)?;
         out.flush().map_err(SliceError::Write)?;
         Ok(self.stats)
+    }
+}
+
+/// An error while walking a segment's blocks: the segment's, or the slice's.
+enum ChunkError {
+    Read(ReadError),
+    Slice(SliceError),
+}
+
+impl From<ReadError> for ChunkError {
+    fn from(e: ReadError) -> Self {
+        Self::Read(e)
+    }
+}
+
+impl From<SliceError> for ChunkError {
+    fn from(e: SliceError) -> Self {
+        Self::Slice(e)
+    }
+}
+
+/// The total length a block header announces (0 if it cannot be read).
+fn peek_total(bytes: &[u8], swapped: bool) -> usize {
+    let Some(field) = bytes.get(4..8) else { return 0 };
+    let mut value = u32::from_ne_bytes([field[0], field[1], field[2], field[3]]);
+    let shb_swapped = bytes
+        .get(8..12)
+        .map(|m| u32::from_ne_bytes([m[0], m[1], m[2], m[3]]));
+    let is_shb = bytes.get(..4) == Some(&crate::pcapng::BLOCK_SHB.to_ne_bytes()[..]);
+    let swapped = if is_shb {
+        shb_swapped != Some(crate::pcapng::BYTE_ORDER_MAGIC)
+    } else {
+        swapped
+    };
+    if swapped {
+        value = value.swap_bytes();
+    }
+    (value as usize).min(crate::pcapng::read::MAX_BLOCK_LEN)
+}
+
+/// One read, retried when interrupted; 0 at the end.
+fn read_some(file: &mut SegmentReader, buf: &mut [u8]) -> Result<usize, ReadError> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return Ok(other?),
+        }
     }
 }
 
@@ -319,7 +690,7 @@ pub fn write_segments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pcapng::{read::Blocks, InterfaceDescription, LINKTYPE_ETHERNET};
+    use crate::pcapng::{read::Blocks, Direction, InterfaceDescription, LINKTYPE_ETHERNET};
 
     fn segment(dir: &Path, seq: u64, ifaces: &[&str], packets: &[(u32, u64)]) -> SegmentRecord {
         let mut w = BlockWriter::default();
@@ -486,6 +857,153 @@ mod tests {
             }
         }
         assert_eq!(ts, (5_000..5_100).collect::<Vec<_>>());
+    }
+
+    /// A tiny deterministic generator (xorshift), so the property test needs no crate.
+    fn rng(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// Packets as (interface name, timestamp, payload) from a pcapng stream, checking that
+    /// the stream has one section and declares each interface once.
+    fn packets_of(bytes: &[u8]) -> Vec<(String, u64, Vec<u8>)> {
+        let mut section = Section::default();
+        let mut out = Vec::new();
+        for block in Blocks::new(bytes) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(p) = parse_packet(&block, &section).unwrap() {
+                let name = section.interfaces[p.interface_id as usize].name.clone();
+                out.push((name, p.timestamp_ns, p.data.to_vec()));
+            }
+        }
+        let mut names: Vec<&String> = section.interfaces.iter().map(|i| &i.name).collect();
+        let declared = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), declared, "an interface declared twice");
+        out
+    }
+
+    #[test]
+    fn slices_match_a_sort_of_every_packet_whatever_the_disorder() {
+        let mut seed = 0x2545_f491_4f6c_dd1d;
+        let us = 1_000;
+        for round in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let names = ["eth0", "eth1", "eth2"];
+            let mut all = Vec::new();
+            let mut records = Vec::new();
+            let start = 10_000_000_000u64;
+            let mut t = start;
+            // Some rounds in order (copied in runs), others stepping back by up to 3 ms.
+            let disorder = if round % 3 == 0 {
+                0
+            } else {
+                rng(&mut seed) % 3_000 + 1
+            };
+            for seq in 1..=1 + rng(&mut seed) % 4 {
+                let mut w = BlockWriter::default();
+                w.section_header("test");
+                let ifaces = 1 + (rng(&mut seed) % 3) as usize;
+                for name in &names[..ifaces] {
+                    w.interface(&InterfaceDescription {
+                        name: (*name).into(),
+                        description: String::new(),
+                        link_type: LINKTYPE_ETHERNET,
+                        snaplen: 65535,
+                    });
+                }
+                // Segments may begin before the previous one ended.
+                t = t.saturating_sub(rng(&mut seed) % 2 * disorder * us);
+                for _ in 0..rng(&mut seed) % 400 {
+                    t += rng(&mut seed) % 50 * us;
+                    let ts = t - rng(&mut seed) % (disorder + 1) * us;
+                    let iface = (rng(&mut seed) % ifaces as u64) as u32;
+                    let len = (rng(&mut seed) % 3000) as usize;
+                    let mut data = ts.to_be_bytes().to_vec();
+                    data.resize(8 + len, seq as u8);
+                    w.packet(iface, ts, 60, &data, Direction::Inbound);
+                    all.push((names[iface as usize].to_owned(), ts, data));
+                }
+                let path = dir.path().join(format!("podcap-{seq:010}.pcapng"));
+                std::fs::write(&path, w.bytes()).unwrap();
+                records.push(SegmentRecord::scan(&path, seq).unwrap());
+            }
+            let index = Index::from_records(records);
+            let span = t - start;
+            let from = start - 5_000_000 + rng(&mut seed) % (span / 2 + 1);
+            let to = from + rng(&mut seed) % (span + 1);
+            let only = (round % 4 == 1).then(|| vec!["eth1".to_owned(), "eth2".to_owned()]);
+            let mut out = Vec::new();
+            let stats = write_slice(dir.path(), &index, from, to, only.as_deref(), &mut out).unwrap();
+            let got = packets_of(&out);
+            let mut expect: Vec<_> = all
+                .into_iter()
+                .filter(|(name, ts, _)| {
+                    *ts >= from && *ts < to && only.as_ref().is_none_or(|o| o.contains(name))
+                })
+                .collect();
+            expect.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+            assert!(
+                got.windows(2).all(|w| w[0].1 <= w[1].1),
+                "round {round}: out of order"
+            );
+            let mut sorted = got.clone();
+            sorted.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+            let brief = |v: &[(String, u64, Vec<u8>)]| -> Vec<(String, u64, usize)> {
+                v.iter().map(|(n, t, d)| (n.clone(), *t, d.len())).collect()
+            };
+            assert_eq!(
+                brief(&sorted),
+                brief(&expect),
+                "round {round}: disorder {disorder} us, [{from}, {to})"
+            );
+            assert!(sorted == expect, "round {round}: payloads differ");
+            assert_eq!((stats.packets, stats.late), (expect.len() as u64, 0));
+            assert_eq!(stats.bytes_written, out.len() as u64);
+        }
+    }
+
+    #[test]
+    fn segments_with_other_timestamp_units_are_re_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segment 1: microsecond timestamps (if_tsresol 6), written by hand.
+        let mut w = BlockWriter::default();
+        w.section_header("test");
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&1u32.to_ne_bytes());
+        idb.extend_from_slice(&0u32.to_ne_bytes());
+        idb.extend_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+        idb.extend_from_slice(&0u16.to_ne_bytes());
+        idb.extend_from_slice(&65535u32.to_ne_bytes());
+        idb.extend_from_slice(&2u16.to_ne_bytes());
+        idb.extend_from_slice(&4u16.to_ne_bytes());
+        idb.extend_from_slice(b"eth0");
+        idb.extend_from_slice(&9u16.to_ne_bytes());
+        idb.extend_from_slice(&1u16.to_ne_bytes());
+        idb.extend_from_slice(&[6, 0, 0, 0]);
+        idb.extend_from_slice(&[0; 4]);
+        let total = (idb.len() + 4) as u32;
+        idb[4..8].copy_from_slice(&total.to_ne_bytes());
+        idb.extend_from_slice(&total.to_ne_bytes());
+        w.raw(&idb);
+        for us in [10u64, 20, 30] {
+            // The writer stores the value as given: here, microseconds.
+            let ns = us * 1_000;
+            w.packet(0, us, 60, &ns.to_be_bytes(), Direction::Inbound);
+        }
+        std::fs::write(dir.path().join("podcap-0000000001.pcapng"), w.bytes()).unwrap();
+        let a = SegmentRecord::scan(&dir.path().join("podcap-0000000001.pcapng"), 1).unwrap();
+        let b = segment(dir.path(), 2, &["eth0"], &[(0, 25_000), (0, 40_000)]);
+        let index = Index::from_records(vec![a, b]);
+        let mut out = Vec::new();
+        write_slice(dir.path(), &index, 0, u64::MAX, None, &mut out).unwrap();
+        let ts: Vec<u64> = read_back(&out).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(ts, vec![10_000, 20_000, 25_000, 30_000, 40_000]);
     }
 
     #[test]
