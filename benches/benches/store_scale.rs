@@ -33,7 +33,10 @@ const SEGMENT_BYTES: u64 = 50_000_000;
 const EPB_BYTES: u64 = 32 + 1516 + 12;
 
 fn env_gib(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -84,7 +87,13 @@ fn start_ns(gib: u64) -> u64 {
 }
 
 /// Writes packets `first..first + packets` with timestamps `base + i * step`.
-fn write_packets(writer: &mut SegmentWriter, frame: &[u8], base: u64, (first, packets): (u64, u64), step: u64) {
+fn write_packets(
+    writer: &mut SegmentWriter,
+    frame: &[u8],
+    base: u64,
+    (first, packets): (u64, u64),
+    step: u64,
+) {
     for i in first..first + packets {
         writer
             .write_packet(
@@ -142,7 +151,11 @@ fn writer_vs_dd(root: &Path) {
     let frame = vec![0x5au8; FRAME];
     let (mut writer_wall, mut writer_cpu, mut dd_wall, mut dd_cpu) = (vec![], vec![], vec![], vec![]);
     for round in 0..3 {
-        for tool in if round % 2 == 0 { ["writer", "dd"] } else { ["dd", "writer"] } {
+        for tool in if round % 2 == 0 {
+            ["writer", "dd"]
+        } else {
+            ["dd", "writer"]
+        } {
             let dir = tempfile::tempdir_in(root).expect("temporary directory");
             if tool == "writer" {
                 let (wall, cpu) = writer_run(dir.path(), bytes, &frame);
@@ -158,7 +171,12 @@ fn writer_vs_dd(root: &Path) {
         }
     }
     let gb = bytes as f64 / GIB as f64;
-    let (ww, wc, dw, dc) = (median(writer_wall), median(writer_cpu), median(dd_wall), median(dd_cpu));
+    let (ww, wc, dw, dc) = (
+        median(writer_wall),
+        median(writer_cpu),
+        median(dd_wall),
+        median(dd_cpu),
+    );
     println!(
         "store_scale/writer: {gb:.0} GiB of {FRAME}-byte frames: writer {:.2} GiB/s per CPU second ({wc:.2} s CPU, {ww:.2} s wall), dd bs=1M {:.2} GiB/s per CPU second ({dc:.2} s CPU, {dw:.2} s wall): ratio {:.2} per core (goal >= 0.80), {:.2} wall",
         gb / wc,
@@ -201,7 +219,13 @@ fn snapshot_vs_cat(root: &Path) {
     let mut written = 0;
     let mut figures = Vec::new();
     for size in [1, store_gib] {
-        write_packets(&mut writer, &frame, base, (written, size * per_gib - written), step);
+        write_packets(
+            &mut writer,
+            &frame,
+            base,
+            (written, size * per_gib - written),
+            step,
+        );
         written = size * per_gib;
         writer
             .close_segment(|_| InterfaceStatistics::default())
@@ -210,7 +234,10 @@ fn snapshot_vs_cat(root: &Path) {
         let copy = dir.path().join("slice.pcapng");
         let mut out = File::create(&copy).expect("slice file");
         let stats = write_slice(dir.path(), writer.index(), from, to, None, &mut out).expect("slice");
-        assert_eq!(stats.packets, expected, "the slice holds every packet of its 5 minutes");
+        assert_eq!(
+            stats.packets, expected,
+            "the slice holds every packet of its 5 minutes"
+        );
         let slice_bytes = stats.bytes_written;
         let (mut slices, mut cats) = (vec![], vec![]);
         for round in 0..5 {
@@ -244,7 +271,10 @@ fn snapshot_vs_cat(root: &Path) {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument that names neither part skips it.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let root = std::env::temp_dir();
     if wanted("store_scale/writer") {

@@ -148,3 +148,94 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
     }
     Ok(table)
 }
+
+/// `cargo xtask bench memory`: the sensor's resident set sampled every 10 s while trafgen
+/// sends 64-byte frames (the highest packet rate) at full speed for about `minutes`, with
+/// the sensor's default ring sizes and a 1 GB store on tmpfs (retention at work).
+#[expect(clippy::cast_precision_loss, reason = "printed figures")]
+pub fn memory(minutes: u64) -> Result<String> {
+    if crate::util::output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
+        bail!("the memory benchmark makes network namespaces: run it as root");
+    }
+    let env = crate::setup::run_and_env()?;
+    util::cargo_build(&env, true)?;
+    let root = util::workspace_root();
+    let harness = root.join("benches/harness");
+    let log = std::env::temp_dir().join(format!("podcap-rss.{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let command = format!(
+        "bash {} {} 10 {} --iface {{IF}} --data-dir {{OUT}} --segment-size 50MB --max-size 1GB --listen 127.0.0.1:0",
+        harness.join("rss_sample.sh").display(),
+        log.display(),
+        root.join("target/release/podcap-sensor").display()
+    );
+    // About 200k frames/s from one core on this machine.
+    let frames = minutes * 60 * 200_000;
+    let line = run_harness(
+        &harness.join("peer_capture.sh"),
+        &[
+            "64".to_owned(),
+            frames.to_string(),
+            command,
+            "podcap-memory".to_owned(),
+        ],
+    )?;
+    let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let _ = std::fs::remove_file(&log);
+    let smaps_path = log.with_extension("log.smaps");
+    let largest = largest_mappings(&std::fs::read_to_string(&smaps_path).unwrap_or_default());
+    let _ = std::fs::remove_file(&smaps_path);
+    let samples: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (t, kib) = l.split_once(' ')?;
+            Some((t.parse().ok()?, kib.parse().ok()?))
+        })
+        .collect();
+    let Some(&(end, last)) = samples.last() else {
+        bail!("no RSS sample was taken: {line}");
+    };
+    let after_minute = samples.iter().find(|(t, _)| *t >= 60).map_or(last, |s| s.1);
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let sent = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("sent=") || w.starts_with("send_pps="))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(format!(
+        "sensor RSS over {:.1} min of 64 B frames at full rate ({sent}): {:.1} MiB after 1 min, {:.1} MiB peak, {:.1} MiB at the end ({:+.1} MiB from minute 1 to the end); configured: 64 MiB writer ring + 64 MiB BPF ring + 64 AF_XDP frames (0.25 MiB) per queue, so the goal's bound is 64 + 128.25 = 192.25 MiB. Largest mappings at the end: {largest}",
+        end as f64 / 60.0,
+        mib(after_minute),
+        mib(peak),
+        mib(last),
+        mib(last) - mib(after_minute)
+    ))
+}
+
+/// The five mappings of a `/proc/PID/smaps` with the most resident memory, as
+/// `name rss`, largest first.
+#[expect(clippy::cast_precision_loss, reason = "printed figures")]
+fn largest_mappings(smaps: &str) -> String {
+    let mut mappings: Vec<(u64, String)> = Vec::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let name = line.split_whitespace().nth(5).unwrap_or("[anonymous]");
+            mappings.push((0, name.rsplit('/').next().unwrap_or(name).to_owned()));
+        } else if first == "Rss:" {
+            if let (Some(last), Some(kib)) = (mappings.last_mut(), words.next().and_then(|k| k.parse().ok()))
+            {
+                last.0 = kib;
+            }
+        }
+    }
+    mappings.sort_by_key(|m| std::cmp::Reverse(m.0));
+    mappings
+        .iter()
+        .take(5)
+        .map(|(kib, name)| format!("{name} {:.1} MiB", *kib as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -47,8 +47,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), a criterion benchmark's
-    /// name, or `all` (criterion, then capture, written to docs/performance.md).
+    /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `memory` (sensor RSS over
+    /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
+    /// `merge`), or `all` (every one, the capture table and memory line written to
+    /// docs/performance.md).
     Bench {
         #[arg(default_value = "all")]
         what: String,
@@ -61,6 +63,9 @@ enum Task {
         /// Seconds of each TCP transfer.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Minutes of traffic for the memory benchmark.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
     },
 }
 
@@ -100,9 +105,14 @@ fn run(cli: Cli) -> Result<()> {
             rounds,
             frames,
             seconds,
+            minutes,
         } => {
             if what == "capture" {
                 println!("{}", capture_bench::run(rounds, frames, seconds)?);
+                return Ok(());
+            }
+            if what == "memory" {
+                println!("{}", capture_bench::memory(minutes)?);
                 return Ok(());
             }
             let env = setup::run_and_env()?;
@@ -114,7 +124,8 @@ fn run(cli: Cli) -> Result<()> {
             util::run_status(&mut cmd, "cargo bench")?;
             if what == "all" {
                 let table = capture_bench::run(rounds, frames, seconds)?;
-                write_performance(&table)?;
+                let memory = capture_bench::memory(minutes)?;
+                write_performance(&format!("{table}\n{memory}\n"))?;
             }
             Ok(())
         }
