@@ -47,7 +47,9 @@ fn index_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-fn write_segments(dir: &Path, count: u64, packets: u64) -> Index {
+/// Segments of 1000-byte frames, one per µs; with `disorder`, every 8th packet arrives
+/// that many ns late (as capture queues deliver them).
+fn write_segments(dir: &Path, count: u64, packets: u64, disorder: u64) -> Index {
     let mut records = Vec::new();
     let frame = vec![0x42u8; 1000];
     for seq in 1..=count {
@@ -60,7 +62,9 @@ fn write_segments(dir: &Path, count: u64, packets: u64) -> Index {
             snaplen: 65535,
         });
         for i in 0..packets {
-            w.packet(0, (seq * packets + i) * 1000, 1000, &frame, Direction::Inbound);
+            let late = if i % 8 == 7 { disorder } else { 0 };
+            let ts = (seq * packets + i) * 1000 + 10_000_000 - late;
+            w.packet(0, ts, 1000, &frame, Direction::Inbound);
         }
         let path = dir.join(format!("podcap-{seq:010}.pcapng"));
         std::fs::write(&path, w.bytes()).unwrap();
@@ -71,13 +75,29 @@ fn write_segments(dir: &Path, count: u64, packets: u64) -> Index {
 
 fn slice_extraction(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let index = write_segments(dir.path(), 8, 4000); // 8 x ~4 MB
+    let index = write_segments(dir.path(), 8, 4000, 0); // 8 x ~4 MB
+    let disordered_dir = tempfile::tempdir().unwrap();
+    let disordered = write_segments(disordered_dir.path(), 8, 4000, 1_000_000);
     let bytes: u64 = index.records().iter().map(|r| r.bytes).sum();
     let mut group = c.benchmark_group("slice_32MB");
     group.throughput(Throughput::Bytes(bytes));
     group.sample_size(20);
     group.bench_function("write_slice_all", |b| {
         b.iter(|| write_slice(dir.path(), &index, 0, u64::MAX, None, &mut std::io::sink()).unwrap());
+    });
+    // The same bytes with every 8th packet 1 ms late: packets wait in the heap.
+    group.bench_function("write_slice_all_1ms_disorder", |b| {
+        b.iter(|| {
+            write_slice(
+                disordered_dir.path(),
+                &disordered,
+                0,
+                u64::MAX,
+                None,
+                &mut std::io::sink(),
+            )
+            .unwrap()
+        });
     });
     let mut buf = vec![0u8; 1 << 20];
     group.bench_function("baseline_cat_same_files", |b| {

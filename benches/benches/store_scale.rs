@@ -145,27 +145,55 @@ fn dd_run(dir: &Path, bytes: u64) -> (f64, f64) {
     )
 }
 
+/// The same bytes written by this process as plain 1 MiB `write`s into segment-sized
+/// files, each fsynced: dd's work without dd (same allocator, same buffer handling as the
+/// writer), so the difference is the writer's own (encoding, index, rotation).
+fn plain_run(dir: &Path, bytes: u64) -> (f64, f64) {
+    use std::io::Write;
+    let block = vec![0x5au8; 1 << 20];
+    let per_file = SEGMENT_BYTES >> 20;
+    let cpu = cpu_seconds(libc::RUSAGE_SELF);
+    let started = Instant::now();
+    let mut left = bytes >> 20;
+    let mut n = 0;
+    while left > 0 {
+        let mut file = File::create(dir.join(format!("plain.{n}"))).expect("file");
+        for _ in 0..per_file.min(left) {
+            file.write_all(&block).expect("write");
+        }
+        file.sync_all().expect("fsync");
+        left -= per_file.min(left);
+        n += 1;
+    }
+    (
+        started.elapsed().as_secs_f64(),
+        cpu_seconds(libc::RUSAGE_SELF) - cpu,
+    )
+}
+
 fn writer_vs_dd(root: &Path) {
     let gib = env_gib("PODCAP_BENCH_WRITE_GIB", 2);
     let bytes = gib * GIB;
     let frame = vec![0x5au8; FRAME];
     let (mut writer_wall, mut writer_cpu, mut dd_wall, mut dd_cpu) = (vec![], vec![], vec![], vec![]);
+    let (mut plain_wall, mut plain_cpu) = (vec![], vec![]);
     for round in 0..3 {
-        for tool in if round % 2 == 0 {
-            ["writer", "dd"]
-        } else {
-            ["dd", "writer"]
-        } {
+        let mut order = ["writer", "dd", "plain"];
+        order.rotate_left(round % 3);
+        for tool in order {
             let dir = tempfile::tempdir_in(root).expect("temporary directory");
-            if tool == "writer" {
-                let (wall, cpu) = writer_run(dir.path(), bytes, &frame);
-                writer_wall.push(wall);
-                writer_cpu.push(cpu);
-            } else {
-                let (wall, cpu) = dd_run(dir.path(), bytes);
-                dd_wall.push(wall);
-                dd_cpu.push(cpu);
-            }
+            let (wall, cpu) = match tool {
+                "writer" => writer_run(dir.path(), bytes, &frame),
+                "dd" => dd_run(dir.path(), bytes),
+                _ => plain_run(dir.path(), bytes),
+            };
+            let (walls, cpus) = match tool {
+                "writer" => (&mut writer_wall, &mut writer_cpu),
+                "dd" => (&mut dd_wall, &mut dd_cpu),
+                _ => (&mut plain_wall, &mut plain_cpu),
+            };
+            walls.push(wall);
+            cpus.push(cpu);
             // Deleting the files drops their dirty pages: no writeback piles up.
             drop(dir);
         }
@@ -176,6 +204,13 @@ fn writer_vs_dd(root: &Path) {
         median(writer_cpu),
         median(dd_wall),
         median(dd_cpu),
+    );
+    let (pw, pc) = (median(plain_wall), median(plain_cpu));
+    println!(
+        "store_scale/writer: plain 1 MiB writes of the same bytes from this process: {:.2} GiB/s per CPU second ({pc:.2} s CPU, {pw:.2} s wall): writer/plain {:.2} per core, {:.2} wall",
+        gb / pc,
+        pc / wc,
+        pw / ww
     );
     println!(
         "store_scale/writer: {gb:.0} GiB of {FRAME}-byte frames: writer {:.2} GiB/s per CPU second ({wc:.2} s CPU, {ww:.2} s wall), dd bs=1M {:.2} GiB/s per CPU second ({dc:.2} s CPU, {dw:.2} s wall): ratio {:.2} per core (goal >= 0.80), {:.2} wall",
