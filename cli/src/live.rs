@@ -243,7 +243,7 @@ pub fn live<R: Read + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podcap_sensor::pcapng::{read::Blocks, LINKTYPE_ETHERNET};
+    use podcap_sensor::pcapng::{read::packets_with_names, LINKTYPE_ETHERNET};
 
     fn stream(name: &str, stamps: &[u64]) -> Vec<u8> {
         let mut w = BlockWriter::default();
@@ -261,19 +261,11 @@ mod tests {
     }
 
     fn read(bytes: &[u8]) -> Vec<(String, u64)> {
-        let mut section = Section::default();
-        let mut out = Vec::new();
-        for block in Blocks::new(bytes) {
-            let block = block.unwrap();
-            section.observe(&block).unwrap();
-            if let Some(p) = parse_packet(&block, &section).unwrap() {
-                out.push((
-                    section.interfaces[p.interface_id as usize].name.clone(),
-                    p.timestamp_ns,
-                ));
-            }
-        }
-        out
+        packets_with_names(bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(name, p)| (name, p.timestamp_ns))
+            .collect()
     }
 
     #[test]

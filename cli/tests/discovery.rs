@@ -30,8 +30,7 @@ use futures::{SinkExt, StreamExt};
 use podcap_sensor::{
     api::{router, ApiState},
     pcapng::{
-        read::{parse_packet, Blocks, Section},
-        Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
+        read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
     stats::Stats,
     store::{Limits, SegmentWriter},
@@ -411,20 +410,11 @@ fn dumped(dir: &Path) -> Vec<u8> {
 
 /// (interface name, timestamp, first payload byte) of every packet.
 fn packets(bytes: &[u8]) -> Vec<(String, u64, u8)> {
-    let mut section = Section::default();
-    let mut out = Vec::new();
-    for block in Blocks::new(bytes) {
-        let block = block.unwrap();
-        section.observe(&block).unwrap();
-        if let Some(p) = parse_packet(&block, &section).unwrap() {
-            out.push((
-                section.interfaces[p.interface_id as usize].name.clone(),
-                p.timestamp_ns,
-                p.data[8],
-            ));
-        }
-    }
-    out
+    packets_with_names(bytes)
+        .unwrap()
+        .into_iter()
+        .map(|(name, p)| (name, p.timestamp_ns, p.data[8]))
+        .collect()
 }
 
 const PODCAP: &str = env!("CARGO_BIN_EXE_podcap");

@@ -11,8 +11,7 @@ use http_body_util::BodyExt;
 use podcap_sensor::{
     api::{router, ApiState, SegmentInfo},
     pcapng::{
-        read::{parse_packet, Blocks, Section},
-        Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
+        read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
     stats::Stats,
     store::{Limits, SegmentWriter},
@@ -97,19 +96,11 @@ async fn get(
 }
 
 fn packets(bytes: &[u8]) -> Vec<(String, u64)> {
-    let mut section = Section::default();
-    let mut out = Vec::new();
-    for block in Blocks::new(bytes) {
-        let block = block.unwrap();
-        section.observe(&block).unwrap();
-        if let Some(p) = parse_packet(&block, &section).unwrap() {
-            out.push((
-                section.interfaces[p.interface_id as usize].name.clone(),
-                p.timestamp_ns,
-            ));
-        }
-    }
-    out
+    packets_with_names(bytes)
+        .unwrap()
+        .into_iter()
+        .map(|(name, p)| (name, p.timestamp_ns))
+        .collect()
 }
 
 fn error_of(body: &[u8]) -> String {

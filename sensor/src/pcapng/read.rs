@@ -396,6 +396,26 @@ pub fn parse_packet<'a>(block: &Block<'a>, section: &Section) -> Result<Option<P
     }))
 }
 
+/// Every packet of an in-memory pcapng file, in file order, with the name of its interface.
+pub fn packets_with_names(bytes: &[u8]) -> Result<Vec<(String, Packet<'_>)>, ReadError> {
+    let mut section = Section::default();
+    let mut out = Vec::new();
+    for block in Blocks::new(bytes) {
+        let block = block?;
+        section.observe(&block)?;
+        if let Some(packet) = parse_packet(&block, &section)? {
+            // parse_packet has checked that the interface is declared.
+            let name = section
+                .interfaces
+                .get(packet.interface_id as usize)
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            out.push((name, packet));
+        }
+    }
+    Ok(out)
+}
+
 /// Statistics from an Interface Statistics Block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Statistics {

@@ -690,7 +690,10 @@ pub fn write_segments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pcapng::{read::Blocks, Direction, InterfaceDescription, LINKTYPE_ETHERNET};
+    use crate::pcapng::{
+        read::{packets_with_names, Blocks},
+        Direction, InterfaceDescription, LINKTYPE_ETHERNET,
+    };
 
     fn segment(dir: &Path, seq: u64, ifaces: &[&str], packets: &[(u32, u64)]) -> SegmentRecord {
         let mut w = BlockWriter::default();
@@ -712,20 +715,14 @@ mod tests {
     }
 
     fn read_back(bytes: &[u8]) -> Vec<(String, u64)> {
-        let mut section = Section::default();
-        let mut out = Vec::new();
-        for block in Blocks::new(bytes) {
-            let block = block.unwrap();
-            section.observe(&block).unwrap();
-            if let Some(p) = parse_packet(&block, &section).unwrap() {
+        packets_with_names(bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(name, p)| {
                 assert_eq!(p.data, &p.timestamp_ns.to_be_bytes()[..]);
-                out.push((
-                    section.interfaces[p.interface_id as usize].name.clone(),
-                    p.timestamp_ns,
-                ));
-            }
-        }
-        out
+                (name, p.timestamp_ns)
+            })
+            .collect()
     }
 
     #[test]
@@ -870,22 +867,24 @@ mod tests {
     /// Packets as (interface name, timestamp, payload) from a pcapng stream, checking that
     /// the stream has one section and declares each interface once.
     fn packets_of(bytes: &[u8]) -> Vec<(String, u64, Vec<u8>)> {
-        let mut section = Section::default();
-        let mut out = Vec::new();
-        for block in Blocks::new(bytes) {
-            let block = block.unwrap();
-            section.observe(&block).unwrap();
-            if let Some(p) = parse_packet(&block, &section).unwrap() {
-                let name = section.interfaces[p.interface_id as usize].name.clone();
-                out.push((name, p.timestamp_ns, p.data.to_vec()));
-            }
-        }
-        let mut names: Vec<&String> = section.interfaces.iter().map(|i| &i.name).collect();
+        let mut names: Vec<String> = Blocks::new(bytes)
+            .map(Result::unwrap)
+            .filter(|b| b.block_type == crate::pcapng::BLOCK_IDB)
+            .map(|b| {
+                let mut section = Section::default();
+                section.observe(&b).unwrap();
+                section.interfaces[0].name.clone()
+            })
+            .collect();
         let declared = names.len();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), declared, "an interface declared twice");
-        out
+        packets_with_names(bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(name, p)| (name, p.timestamp_ns, p.data.to_vec()))
+            .collect()
     }
 
     #[test]
