@@ -210,6 +210,18 @@ struct SegmentPlan<'a> {
     later_first_ns: u64,
 }
 
+impl SegmentPlan<'_> {
+    /// No packet still to be read is older than this, once the segment's newest packet so
+    /// far is `newest`: the rest of the segment steps back at most `step_back` from it (and
+    /// never below its first timestamp), later segments begin at `later_first_ns` or after.
+    fn no_older_than(&self, newest: u64) -> u64 {
+        newest
+            .saturating_sub(self.step_back)
+            .max(self.first_ns)
+            .min(self.later_first_ns)
+    }
+}
+
 /// A run of EPBs in the read buffer that go out as they are.
 #[derive(Clone, Copy, Default)]
 struct Run {
@@ -400,11 +412,7 @@ impl Slicer {
             let Some(id) = self.interfaces[target.out].written else {
                 break;
             };
-            let safe = (*newest)
-                .max(ts)
-                .saturating_sub(plan.step_back)
-                .max(plan.first_ns)
-                .min(plan.later_first_ns);
+            let safe = plan.no_older_than((*newest).max(ts));
             if 28 + captured + 4 > total || !target.copy || ts < plan.from || ts >= plan.to || ts > safe {
                 break;
             }
@@ -535,11 +543,7 @@ impl Slicer {
                 self.end_run(chunk, &mut run, out)?;
                 continue;
             };
-            // No packet still to be read is older than this.
-            let safe = newest
-                .saturating_sub(plan.step_back)
-                .max(plan.first_ns)
-                .min(plan.later_first_ns);
+            let safe = plan.no_older_than(newest);
             let written = self.interfaces[interface.out].written;
             match written {
                 Some(id) if interface.copy && ts <= safe && self.heap.is_empty() => {
