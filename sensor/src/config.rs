@@ -67,7 +67,10 @@ pub struct Args {
     /// The API's bearer token (prefer --token-file: the environment is visible in /proc).
     #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
     pub token: Option<String>,
-    /// Bytes of the ring between the capture and writer threads.
+    /// Bytes of the buffer between the kernel and the segments: the kernel's ring buffer
+    /// with --channel ring (rounded up to a power of two), and the user-space ring between
+    /// the capture and writer threads wherever AF_XDP sockets deliver (--channel af-xdp,
+    /// --tap).
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub ring_size: String,
     /// AF_XDP frames (4 KiB each) per capture queue [default: 64 with --channel ring and no --tap, else
@@ -190,6 +193,8 @@ pub enum ConfigError {
     Channel(String),
     #[error("--snaplen: must be between 64 and 262144, got {0}")]
     Snaplen(u32),
+    #[error("--ring-size: must be between 1MiB and 1GiB, got {0}")]
+    RingSize(String),
     #[error("--xsk-frames: must be a power of two between 64 and 65536, got {0}")]
     XskFrames(u32),
     #[error("--filter {expression:?}: {source}")]
@@ -370,6 +375,18 @@ impl Args {
     }
 
     /// Validates every flag; checks the interfaces exist.
+    /// `--ring-size` in bytes, 1 MiB to 1 GiB.
+    fn ring_bytes(&self) -> Result<usize, ConfigError> {
+        let bytes = units::parse_size(&self.ring_size).map_err(|source| ConfigError::Unit {
+            flag: "ring-size",
+            source,
+        })?;
+        if !(1 << 20..=1 << 30).contains(&bytes) {
+            return Err(ConfigError::RingSize(self.ring_size.clone()));
+        }
+        Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
+    }
+
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         let targeting = self
             .config
@@ -411,7 +428,7 @@ impl Args {
                 max: max_size_text,
             });
         }
-        let ring_bytes = usize::try_from(size("ring-size", &self.ring_size)?).unwrap_or(usize::MAX);
+        let ring_bytes = self.ring_bytes()?;
         if !(64..=262_144).contains(&self.snaplen) {
             return Err(ConfigError::Snaplen(self.snaplen));
         }

@@ -14,14 +14,14 @@ use std::{
 
 use crate::{
     api::{self, ApiState},
-    capture::{Capture, CaptureError, CaptureOptions},
+    capture::{Capture, CaptureError, CaptureOptions, PacketSink},
     cluster::{
         reconcile::{self, Reconciler, WriterCommand},
         resolve::Resolver,
     },
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
-    ring::{record_ring, RecordConsumer},
+    ring::{record_ring, RecordConsumer, RecordHeader},
     settings::{RuntimeSettings, SettingsDoc},
     stats::Stats,
     store::{SegmentWriter, StoreError},
@@ -97,7 +97,6 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     );
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
-    let (mut producer, consumer) = record_ring(config.ring_bytes);
     let mut capture = Capture::start(&CaptureOptions {
         interfaces: config.interfaces.clone(),
         tap: config.tap.clone(),
@@ -106,6 +105,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         pool,
         filter: Arc::clone(&filter),
         channel: config.channel,
+        ring_bytes: config.ring_bytes,
         host_interfaces: config
             .kubernetes
             .as_ref()
@@ -143,22 +143,14 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         source,
     })?;
     log::info!("API on http://{}", config.listen);
-    let start_ns = sys::realtime_ns();
-    let writer = spawn_writer(
+    let recorder = Recorder::new(
         store,
-        consumer,
         Arc::clone(&stats),
         Arc::clone(&settings),
-        start_ns,
+        sys::realtime_ns(),
         writer_rx,
-    )?;
-
-    let stop_flag = Arc::clone(stop);
-    capture.run(&mut producer, &stats, &settings, || {
-        sys::stop_requested() || stop_flag.load(Ordering::Relaxed)
-    });
-    drop(producer);
-    let closed = writer.join().map_err(|_| RunError::Thread("writer"))?;
+    );
+    let closed = record(&mut capture, recorder, config, &stats, &settings, stop)?;
     drop(capture);
     let totals = stats.totals();
     log::info!(
@@ -179,6 +171,30 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     }
     closed?;
     Ok(())
+}
+
+/// Runs the capture into the segments until a stop signal; returns how the segments closed.
+fn record(
+    capture: &mut Capture,
+    recorder: Recorder,
+    config: &Config,
+    stats: &Stats,
+    settings: &RuntimeSettings,
+    stop: &AtomicBool,
+) -> Result<Result<(), StoreError>, RunError> {
+    let stopping = || sys::stop_requested() || stop.load(Ordering::Relaxed);
+    if capture.delivers_only_copies() {
+        log::info!("one thread from the kernel's ring buffer to the segments");
+        let mut recorder = recorder;
+        capture.run(&mut recorder, stats, settings, stopping);
+        Ok(recorder.finish())
+    } else {
+        let (mut producer, consumer) = record_ring(config.ring_bytes);
+        let writer = spawn_writer(recorder, consumer)?;
+        capture.run(&mut producer, stats, settings, stopping);
+        drop(producer);
+        writer.join().map_err(|_| RunError::Thread("writer"))
+    }
 }
 
 /// Follows the targeting file: a good new document applies at once (settings persisted,
@@ -314,85 +330,149 @@ fn start_pods(
     })
 }
 
-/// The writer thread: ring → segments, until the capture side is gone and the ring empty.
-fn spawn_writer(
-    mut store: SegmentWriter,
-    mut consumer: RecordConsumer,
+/// The writer's side: packets into segments, the writer's commands and the retention
+/// limits, on whichever thread runs it (the writer thread behind the user-space ring, or
+/// the capture thread itself for the ring channel).
+struct Recorder {
+    store: SegmentWriter,
     stats: Arc<Stats>,
     settings: Arc<RuntimeSettings>,
     start_ns: u64,
     commands: std::sync::mpsc::Receiver<WriterCommand>,
+    retention: (u64, Duration),
+    /// A write failed and was logged; the next failures are not, until one succeeds.
+    failing: bool,
+}
+
+impl Recorder {
+    fn new(
+        store: SegmentWriter,
+        stats: Arc<Stats>,
+        settings: Arc<RuntimeSettings>,
+        start_ns: u64,
+        commands: std::sync::mpsc::Receiver<WriterCommand>,
+    ) -> Self {
+        let retention = (settings.max_size(), settings.max_time());
+        Self {
+            store,
+            stats,
+            settings,
+            start_ns,
+            commands,
+            retention,
+            failing: false,
+        }
+    }
+
+    /// Applies changed limits and the scope changes sent so far. Scope changes come before
+    /// the packets they describe: the capture attaches only after this acknowledges.
+    fn apply_commands(&mut self) {
+        let wanted = (self.settings.max_size(), self.settings.max_time());
+        if wanted != self.retention {
+            self.retention = wanted;
+            self.store.set_retention(wanted.0, wanted.1);
+        }
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                WriterCommand::SetInterface {
+                    slot,
+                    description,
+                    ack,
+                } => {
+                    self.store.set_interface(slot, description);
+                    let _ = ack.send(());
+                }
+                WriterCommand::SetNames(names) => self.store.set_names(names),
+            }
+        }
+    }
+
+    fn write(&mut self, header: &RecordHeader, data: &[u8]) {
+        let (slot, direction) = podcap_common::slot_of_queue(header.queue);
+        let direction = if direction == podcap_common::DIRECTION_INBOUND {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        let stats = &*self.stats;
+        let start_ns = self.start_ns;
+        let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
+        match self.store.write_packet(
+            slot,
+            header.timestamp_ns,
+            header.original_len,
+            data,
+            direction,
+            |id| interface_statistics(stats, id, start_ns),
+        ) {
+            Ok(()) => {
+                slot_stats.written.fetch_add(1, Ordering::Relaxed);
+                self.failing = false;
+            }
+            Err(e) => {
+                slot_stats.writer_drops.fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    log::error!("{e:#}");
+                    self.failing = true;
+                }
+            }
+        }
+    }
+
+    /// Flushing, rotation by time, retention; packets the disk refused (counted as written
+    /// when they were buffered) move to the writer's drops.
+    fn tick(&mut self) {
+        let (stats, start_ns) = (&*self.stats, self.start_ns);
+        if let Err(e) = self.store.tick(|id| interface_statistics(stats, id, start_ns)) {
+            log::error!("{e}");
+        }
+        for (slot, lost) in self.store.take_lost().into_iter().enumerate() {
+            if let Some(s) = self.stats.slots.get(slot).filter(|_| lost > 0) {
+                s.writer_drops.fetch_add(lost, Ordering::Relaxed);
+                s.written.fetch_sub(lost, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        self.apply_commands();
+        let (stats, start_ns) = (&*self.stats, self.start_ns);
+        self.store.finish(|id| interface_statistics(stats, id, start_ns))
+    }
+}
+
+/// The ring channel without AF_XDP sockets: the capture thread writes each copy straight
+/// from the kernel's ring buffer into the segment's buffer, with no user-space ring and no
+/// second thread between them (`docs/design/capture-path.md`, "One thread").
+impl PacketSink for Recorder {
+    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
+        self.write(header, data);
+        true
+    }
+
+    fn after_pass(&mut self) {
+        self.apply_commands();
+        self.tick();
+    }
+}
+
+/// The writer thread: ring → segments, until the capture side is gone and the ring empty.
+fn spawn_writer(
+    mut recorder: Recorder,
+    mut consumer: RecordConsumer,
 ) -> Result<thread::JoinHandle<Result<(), StoreError>>, RunError> {
     thread::Builder::new()
         .name("podcap-writer".into())
         .spawn(move || {
             let mut data = Vec::with_capacity(1 << 16);
-            let isb = |id: u32| interface_statistics(&stats, id, start_ns);
-            let mut failing = false;
-            let mut retention = (settings.max_size(), settings.max_time());
             loop {
-                // Limits changed through the API apply at once.
-                let wanted = (settings.max_size(), settings.max_time());
-                if wanted != retention {
-                    retention = wanted;
-                    store.set_retention(wanted.0, wanted.1);
-                }
-                // Scope changes come before the packets they describe (the capture attaches
-                // only after this acknowledges).
-                while let Ok(command) = commands.try_recv() {
-                    match command {
-                        WriterCommand::SetInterface {
-                            slot,
-                            description,
-                            ack,
-                        } => {
-                            store.set_interface(slot, description);
-                            let _ = ack.send(());
-                        }
-                        WriterCommand::SetNames(names) => store.set_names(names),
-                    }
-                }
+                recorder.apply_commands();
                 let mut idle = true;
                 while let Some(header) = consumer.pop(&mut data) {
                     idle = false;
-                    let (slot, direction) = podcap_common::slot_of_queue(header.queue);
-                    let direction = if direction == podcap_common::DIRECTION_INBOUND {
-                        Direction::Inbound
-                    } else {
-                        Direction::Outbound
-                    };
-                    let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
-                    match store.write_packet(
-                        slot,
-                        header.timestamp_ns,
-                        header.original_len,
-                        &data,
-                        direction,
-                        isb,
-                    ) {
-                        Ok(()) => {
-                            slot_stats.written.fetch_add(1, Ordering::Relaxed);
-                            failing = false;
-                        }
-                        Err(e) => {
-                            slot_stats.writer_drops.fetch_add(1, Ordering::Relaxed);
-                            if !failing {
-                                log::error!("{e:#}");
-                                failing = true;
-                            }
-                        }
-                    }
+                    recorder.write(&header, &data);
                 }
-                if let Err(e) = store.tick(isb) {
-                    log::error!("{e}");
-                }
-                // Packets the disk refused were counted as written when they were buffered.
-                for (slot, lost) in store.take_lost().into_iter().enumerate() {
-                    if let Some(s) = stats.slots.get(slot).filter(|_| lost > 0) {
-                        s.writer_drops.fetch_add(lost, Ordering::Relaxed);
-                        s.written.fetch_sub(lost, Ordering::Relaxed);
-                    }
-                }
+                recorder.tick();
                 if consumer.is_finished() {
                     break;
                 }
@@ -400,7 +480,7 @@ fn spawn_writer(
                     thread::sleep(Duration::from_millis(5));
                 }
             }
-            store.finish(isb)
+            recorder.finish()
         })
         .map_err(|_| RunError::Thread("writer"))
 }

@@ -8,7 +8,10 @@
 //! - Each selected interface owns a slot; its packets travel on queue
 //!   `queue_for(slot, direction)` of the capture veth, which is how the interface and the
 //!   direction survive the clone (`docs/design/capture-path.md`).
-//! - The capture thread never blocks on the writer: a full ring is a counted drop.
+//! - Packets leave through a [`PacketSink`]: the user-space ring to the writer thread (a
+//!   full ring is a counted drop, so the capture thread never blocks on the writer), or,
+//!   for the ring channel without AF_XDP sockets, the writer itself on this thread (the
+//!   kernel's ring buffer is then the only buffer, and a full one a kernel-stage drop).
 //! - Node interfaces given as host interfaces carry the tc programs from the start; a
 //!   hostNetwork pod takes a slot per host interface, selected in the kernel by its cgroup
 //!   (`HOST_PODS`), and `SETTING_HOST_PODS` counts those entries so that node traffic costs
@@ -84,9 +87,11 @@ impl Channel {
     }
 }
 
-/// Bytes of the ring channel's buffer (a power of two; holds ~1,000 64 KiB super-frames or
-/// ~200,000 small packets).
-const RING_CHANNEL_BYTES: u32 = 64 << 20;
+/// Bytes of the ring channel's buffer for `--ring-size`: the kernel wants a power of two
+/// (the default 64 MiB holds ~1,000 64 KiB super-frames or ~200,000 small packets).
+fn ring_channel_bytes(requested: usize) -> u32 {
+    u32::try_from(requested.next_power_of_two()).unwrap_or(1 << 31)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -149,6 +154,8 @@ pub struct CaptureOptions {
     /// How copies of selected interfaces' packets reach user space (`--tap` is always
     /// AF_XDP).
     pub channel: Channel,
+    /// Bytes of the ring channel's buffer in the kernel (rounded up to a power of two).
+    pub ring_bytes: usize,
 }
 
 /// What the clone route is made of: the capture veth, its sockets, the selection map.
@@ -242,7 +249,7 @@ impl Capture {
         }
         let mut loader = EbpfLoader::new();
         if options.channel == Channel::Ring {
-            loader.map_max_entries("COPIES", RING_CHANNEL_BYTES);
+            loader.map_max_entries("COPIES", ring_channel_bytes(options.ring_bytes));
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| {
             let hint = permission_hint(&format!("{source:?}"));
@@ -608,6 +615,13 @@ impl Capture {
         self.clock_refreshed = Instant::now();
     }
 
+    /// Whether every packet comes from the kernel's ring buffer (the ring channel without
+    /// `--tap`), which can then hold packets while the segments take them on this thread.
+    #[must_use]
+    pub fn delivers_only_copies(&self) -> bool {
+        self.copies.is_some() && self.tap_sockets.is_none()
+    }
+
     fn socket_sets(&mut self) -> impl Iterator<Item = &mut XskSet> {
         self.sockets.iter_mut().chain(self.tap_sockets.iter_mut())
     }
@@ -615,7 +629,7 @@ impl Capture {
     /// Moves frames from the sockets into `ring` until `stop()` says so, then drains.
     pub fn run(
         &mut self,
-        ring: &mut RecordProducer,
+        sink: &mut impl PacketSink,
         stats: &Stats,
         settings: &RuntimeSettings,
         mut stop: impl FnMut() -> bool,
@@ -629,7 +643,7 @@ impl Capture {
         let mut last_counters = Instant::now();
         let mut idle_passes = 0u32;
         loop {
-            let got = self.drain_once(ring, stats);
+            let got = self.drain_once(sink, stats);
             if got > 0 {
                 idle_passes = 0;
             } else {
@@ -639,6 +653,7 @@ impl Capture {
                 idle_passes = idle_passes.saturating_add(1);
                 self.wait(&fds, idle_passes);
             }
+            sink.after_pass();
             if settings.enabled() != enabled {
                 enabled = settings.enabled();
                 match self.settings.set(SETTING_ENABLED, u32::from(enabled), 0) {
@@ -665,7 +680,7 @@ impl Capture {
                 last_counters = Instant::now();
             }
         }
-        self.finish(ring, stats);
+        self.finish(sink, stats);
         warnings.flush(&stats.totals());
     }
 
@@ -693,27 +708,28 @@ impl Capture {
     }
 
     /// Stops new clones, lets frames in flight arrive, drains them and takes exact counts.
-    fn finish(&mut self, ring: &mut RecordProducer, stats: &Stats) {
+    fn finish(&mut self, sink: &mut impl PacketSink, stats: &Stats) {
         if let Err(e) = self.settings.set(SETTING_ENABLED, 0, 0) {
             log::warn!("could not stop the tc programs before the final drain: {e}");
         }
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
-            if self.drain_once(ring, stats) == 0 {
+            if self.drain_once(sink, stats) == 0 {
                 std::thread::sleep(Duration::from_millis(20));
             }
+            sink.after_pass();
         }
         self.refresh_kernel_counters(stats, true);
     }
 
-    fn drain_once(&mut self, ring: &mut RecordProducer, stats: &Stats) -> usize {
+    fn drain_once(&mut self, sink: &mut impl PacketSink, stats: &Stats) -> usize {
         let offset = self.clock_offset_ns;
         let filter = self.filter.as_deref();
         let mut total = 0;
         for set in self.sockets.iter_mut().chain(self.tap_sockets.iter_mut()) {
             for index in 0..set.sockets.len() {
                 total += set.receive(index, |queue, frame| {
-                    push_frame(ring, stats, offset, filter, queue, frame);
+                    push_frame(sink, stats, offset, filter, queue, frame);
                 });
             }
         }
@@ -723,7 +739,7 @@ impl Capture {
                 let Some(item) = copies.next() else {
                     break;
                 };
-                push_copy(ring, stats, offset, filter, &item);
+                push_copy(sink, stats, offset, filter, &item);
                 total += 1;
             }
         }
@@ -787,6 +803,21 @@ impl Capture {
     }
 }
 
+/// Where the capture loop delivers packets.
+pub trait PacketSink {
+    /// Takes one packet; `false` if there was no room (counted as a ring-stage drop).
+    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool;
+
+    /// Called after every pass of the capture loop (at least every 100 ms).
+    fn after_pass(&mut self) {}
+}
+
+impl PacketSink for RecordProducer {
+    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
+        self.push(header, data)
+    }
+}
+
 /// Empty 1 ms passes of the capture loop before it waits in `poll` instead.
 const TIMER_PASSES: u32 = 50;
 
@@ -805,7 +836,7 @@ struct Arrival<'a> {
 /// Copies one AF_XDP frame with its metadata into the ring, counting it (or its loss) for
 /// its slot.
 fn push_frame(
-    ring: &mut RecordProducer,
+    sink: &mut impl PacketSink,
     stats: &Stats,
     clock_offset_ns: i128,
     filter: Option<&Filter>,
@@ -825,13 +856,13 @@ fn push_frame(
         original_len: meta.original_len,
         data,
     };
-    push(ring, stats, clock_offset_ns, filter, &copy);
+    push(sink, stats, clock_offset_ns, filter, &copy);
 }
 
 /// Copies one ring-channel record into the ring (a record that is not ours is a kernel
 /// drop of no slot: it cannot happen short of a bug, and is not trusted).
 fn push_copy(
-    ring: &mut RecordProducer,
+    sink: &mut impl PacketSink,
     stats: &Stats,
     clock_offset_ns: i128,
     filter: Option<&Filter>,
@@ -847,7 +878,7 @@ fn push_copy(
         original_len: header.original_len,
         data,
     };
-    push(ring, stats, clock_offset_ns, filter, &copy);
+    push(sink, stats, clock_offset_ns, filter, &copy);
 }
 
 fn split_copy(record: &[u8]) -> Option<(CopyHeader, &[u8])> {
@@ -870,7 +901,7 @@ fn split_copy(record: &[u8]) -> Option<(CopyHeader, &[u8])> {
 
 /// Counts a packet for its slot, applies the filter and copies it into the ring.
 fn push(
-    ring: &mut RecordProducer,
+    sink: &mut impl PacketSink,
     stats: &Stats,
     clock_offset_ns: i128,
     filter: Option<&Filter>,
@@ -894,7 +925,7 @@ fn push(
         captured_len: copy.data.len() as u32,
         queue: copy.queue,
     };
-    if !ring.push(&header, copy.data) {
+    if !sink.accept(&header, copy.data) {
         slot_stats.ring_drops.fetch_add(1, Relaxed);
     }
 }
