@@ -80,6 +80,27 @@ fn pad4(len: usize) -> usize {
     (4 - len % 4) % 4
 }
 
+/// What follows the packet data of an Enhanced Packet Block built by
+/// [`BlockWriter::packet_around`]: at most 3 bytes of padding, the flags option with the
+/// end of options, and the trailing block length.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketTail {
+    bytes: [u8; 20],
+    len: usize,
+}
+
+impl PacketTail {
+    fn push(&mut self, part: &[u8]) {
+        self.bytes[self.len..self.len + part.len()].copy_from_slice(part);
+        self.len += part.len();
+    }
+
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Builds blocks into one reusable buffer.
 #[derive(Debug, Default)]
 pub struct BlockWriter {
@@ -205,6 +226,42 @@ impl BlockWriter {
         self.end(start);
     }
 
+    /// The same Enhanced Packet Block as [`BlockWriter::packet`] without copying the packet:
+    /// the block's head is built here, and the returned tail (padding, options, trailing
+    /// length) must follow `data_len` bytes of packet data in the file.
+    pub fn packet_around(
+        &mut self,
+        interface_id: u32,
+        timestamp_ns: u64,
+        original_len: u32,
+        data_len: usize,
+        direction: Direction,
+    ) -> PacketTail {
+        let pad = pad4(data_len);
+        let options = if direction == Direction::Unknown { 0 } else { 12 };
+        let total = (28 + data_len + pad + options + 4) as u32;
+        self.u32(BLOCK_EPB);
+        self.u32(total);
+        self.u32(interface_id);
+        self.ts(timestamp_ns);
+        self.u32(data_len as u32);
+        self.u32(original_len.max(data_len as u32));
+        // The padding is the tail's first, zeroed, bytes.
+        let mut tail = PacketTail {
+            len: pad,
+            ..PacketTail::default()
+        };
+        if direction != Direction::Unknown {
+            tail.push(&EPB_FLAGS.to_ne_bytes());
+            tail.push(&4u16.to_ne_bytes());
+            tail.push(&(direction as u32).to_ne_bytes());
+            tail.push(&OPT_END.to_ne_bytes());
+            tail.push(&0u16.to_ne_bytes());
+        }
+        tail.push(&total.to_ne_bytes());
+        tail
+    }
+
     /// Name Resolution Block: one record per address (Wireshark shows the name for it).
     pub fn names(&mut self, names: &[(std::net::IpAddr, String)]) {
         if names.is_empty() {
@@ -259,6 +316,23 @@ impl BlockWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packet_written_around_its_data_is_the_same_block() {
+        for direction in [Direction::Unknown, Direction::Inbound, Direction::Outbound] {
+            for len in 0u8..9 {
+                let data: Vec<u8> = (0..len).collect();
+                let mut copied = BlockWriter::default();
+                copied.packet(3, 1_700_000_000_000_000_007, 1500, &data, direction);
+                let mut around = BlockWriter::default();
+                let tail = around.packet_around(3, 1_700_000_000_000_000_007, 1500, data.len(), direction);
+                let mut bytes = around.bytes().to_vec();
+                bytes.extend_from_slice(&data);
+                bytes.extend_from_slice(tail.bytes());
+                assert_eq!(bytes, copied.bytes(), "{direction:?}, {len} bytes");
+            }
+        }
+    }
 
     #[test]
     fn blocks_are_padded_and_lengths_match() {

@@ -44,6 +44,11 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// Packets of at least this many bytes are written from the caller's memory rather than
+/// copied into the buffer: above it the copy costs more than a system call of its own
+/// (`docs/design/capture-path.md`, "One thread").
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("data directory {path} is not usable")]
@@ -377,10 +382,19 @@ impl SegmentWriter {
             Some(id) => id,
             None => self.declare(slot),
         };
-        self.buf.packet(id, timestamp_ns, original_len, data, direction);
         self.buffered.push((slot, id, timestamp_ns));
-        if self.buf.len() >= WRITE_CHUNK {
-            self.write_buffer();
+        if data.len() >= DIRECT_WRITE_MIN {
+            // Large packets (GSO super-frames) go from the caller's memory (the kernel's
+            // ring buffer) to the file in the same system call as the buffer before them.
+            let tail = self
+                .buf
+                .packet_around(id, timestamp_ns, original_len, data.len(), direction);
+            self.write_out(&[data, tail.bytes()]);
+        } else {
+            self.buf.packet(id, timestamp_ns, original_len, data, direction);
+            if self.buf.len() >= WRITE_CHUNK {
+                self.write_buffer();
+            }
         }
         self.maybe_rotate(stats)
     }
@@ -456,18 +470,25 @@ impl SegmentWriter {
     /// whole block, the buffered packets are counted as lost, and on a full disk the oldest
     /// segment is deleted to make room for the next attempt.
     fn write_buffer(&mut self) {
+        self.write_out(&[]);
+    }
+
+    /// [`SegmentWriter::write_buffer`] with `after` written behind the buffer in the same
+    /// system call (the parts of a block the buffer holds the head of).
+    fn write_out(&mut self, after: &[&[u8]]) {
+        let len = self.buf.len() + after.iter().map(|part| part.len()).sum::<usize>();
         let Some(active) = &mut self.active else { return };
-        if self.buf.is_empty() {
+        if len == 0 {
             return;
         }
         let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
         let checkpoint = (active.record.packets > 0
             && active.bytes >= last_checkpoint + index::CHECKPOINT_BYTES)
             .then_some((active.bytes, active.record.last_ns));
-        match active.file.write_all(self.buf.bytes()) {
+        match write_all_vectored(&mut active.file, self.buf.bytes(), after) {
             Ok(()) => {
                 active.record.checkpoints.extend(checkpoint);
-                active.bytes += self.buf.len() as u64;
+                active.bytes += len as u64;
                 for &(_, interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);
                 }
@@ -694,6 +715,25 @@ impl SegmentWriter {
 
 /// Loads the index and makes it agree with the files: segments it lacks are scanned and
 /// adopted, records of missing files dropped. A damaged manifest is rebuilt from the files.
+/// Writes `first` and then every part of `rest` with as few `writev` calls as it takes.
+fn write_all_vectored(file: &mut File, first: &[u8], rest: &[&[u8]]) -> io::Result<()> {
+    let mut parts: Vec<io::IoSlice<'_>> = std::iter::once(first)
+        .chain(rest.iter().copied())
+        .filter(|part| !part.is_empty())
+        .map(io::IoSlice::new)
+        .collect();
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match file.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn reconcile(dir: &Path) -> io::Result<Index> {
     let mut index = match Index::load(dir) {
         Ok(Some(index)) => index,
@@ -773,6 +813,46 @@ mod tests {
                 InterfaceStatistics::default()
             })
             .unwrap();
+        }
+    }
+
+    #[test]
+    fn large_packets_written_from_the_callers_memory_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segments of ~200 KB: rotation falls on direct writes too.
+        let mut w = writer(dir.path(), limits(200_000, 100_000_000));
+        let sizes: [u32; 8] = [60, 16_383, 16_384, 16_385, 40_001, 65_535, 1_514, 3];
+        let mut sent = Vec::new();
+        let t0 = crate::sys::realtime_ns();
+        for i in 0..40u64 {
+            let len = sizes[i as usize % sizes.len()];
+            let data: Vec<u8> = (0..len).map(|b| (u64::from(b) * 7 + i) as u8).collect();
+            let direction = if i % 3 == 0 {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            };
+            w.write_packet(0, t0 + i, len + 4, &data, direction, |_| {
+                InterfaceStatistics::default()
+            })
+            .unwrap();
+            sent.push((t0 + i, len + 4, data, direction));
+        }
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        let names = files(dir.path());
+        assert!(names.len() > 2, "no rotation: {names:?}");
+        let mut read = Vec::new();
+        for name in &names {
+            let bytes = fs::read(dir.path().join(name)).unwrap();
+            for (_, p) in crate::pcapng::read::packets_with_names(&bytes).unwrap() {
+                read.push((p.timestamp_ns, p.original_len, p.data.to_vec(), p.direction));
+            }
+        }
+        assert_eq!(read, sent);
+        // Every segment's index record counts its bytes as the file holds them.
+        for record in w.index().records() {
+            let len = fs::metadata(dir.path().join(&record.file)).unwrap().len();
+            assert_eq!(record.bytes, len, "{}", record.file);
         }
     }
 
