@@ -713,8 +713,6 @@ impl SegmentWriter {
     }
 }
 
-/// Loads the index and makes it agree with the files: segments it lacks are scanned and
-/// adopted, records of missing files dropped. A damaged manifest is rebuilt from the files.
 /// Writes `first` and then every part of `rest` with as few `writev` calls as it takes.
 fn write_all_vectored(file: &mut File, first: &[u8], rest: &[&[u8]]) -> io::Result<()> {
     let mut parts: Vec<io::IoSlice<'_>> = std::iter::once(first)
@@ -734,6 +732,8 @@ fn write_all_vectored(file: &mut File, first: &[u8], rest: &[&[u8]]) -> io::Resu
     Ok(())
 }
 
+/// Loads the index and makes it agree with the files: segments it lacks are scanned and
+/// adopted, records of missing files dropped. A damaged manifest is rebuilt from the files.
 fn reconcile(dir: &Path) -> io::Result<Index> {
     let mut index = match Index::load(dir) {
         Ok(Some(index)) => index,
