@@ -2,7 +2,15 @@
 //!
 //! Rules:
 //! - One segment is written at a time, as `podcap-<seq>.pcapng.active`; a finished segment
-//!   is fsynced and renamed to `podcap-<seq>.pcapng`, and never modified again.
+//!   is fsynced and renamed to `podcap-<seq>.pcapng`, and never modified while the store
+//!   holds it.
+//! - Files are recycled (not with `--compress`): the first segment retention removes is kept
+//!   as the spare (`podcap-spare.recycle`, out of the index; it stands for the next active
+//!   segment in the size limit) and overwritten as the next active segment, which then costs the page cache no new
+//!   pages (`docs/design/store.md`, "Recycled files"). Only when no reader has it open: a
+//!   write lease proves that; else it is deleted. A recycled segment's Section Header
+//!   carries the length written so far (rewritten after every write), so a crash never
+//!   leaves the old file's bytes after the new ones; at close the file is cut to its length.
 //! - A segment is complete pcapng on its own: Section Header, one Interface Description
 //!   Block per captured interface (interface id = slot), Enhanced Packet Blocks, and at
 //!   close one Interface Statistics Block per interface with the drop counts.
@@ -15,7 +23,7 @@
 //! - Retention deletes whole finished segments, oldest first, at every rotation, while the
 //!   store (finished segments plus the active one) is larger than `max_size` or a segment's
 //!   newest packet is older than `max_time`; the store exceeds `max_size` by at most the
-//!   active segment. The index forgets a segment before its file is deleted.
+//!   active segment (or the spare waiting to become it). The index forgets a segment before its file is deleted.
 //! - A segment left `.active` by a crash is cut back to its last complete block and
 //!   finished before anything else happens.
 //! - Sequence numbers only grow: a restart continues after the highest one found.
@@ -26,6 +34,7 @@ pub mod slice;
 use std::{
     fs::{self, File},
     io::{self, Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
@@ -43,6 +52,9 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
 const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
+
+/// The file retention keeps to be overwritten as the next segment.
+const SPARE_NAME: &str = "podcap-spare.recycle";
 
 /// Packets of at least this many bytes are written from the caller's memory rather than
 /// copied into the buffer: above it the copy costs more than a system call of its own
@@ -154,7 +166,9 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
 /// its finished name, so readers never meet a half-written block.
 fn repair_and_finish(active: &Path, finished: &Path) -> io::Result<()> {
     let bytes = fs::read(active)?;
-    let keep = crate::pcapng::read::complete_prefix_len(&bytes);
+    // A recycled file says how much of it is this segment's; the rest is an old one's.
+    let own = declared_section_end(&bytes).map_or(&bytes[..], |end| &bytes[..end.min(bytes.len())]);
+    let keep = crate::pcapng::read::complete_prefix_len(own);
     if keep < bytes.len() {
         log::warn!(
             "{}: cut {} bytes of a block the previous run did not finish",
@@ -169,6 +183,21 @@ fn repair_and_finish(active: &Path, finished: &Path) -> io::Result<()> {
         return fs::remove_file(active);
     }
     fs::rename(active, finished)
+}
+
+/// Offset 16 of a Section Header Block: the section's length after the block, -1 unknown.
+const SECTION_LENGTH_AT: u64 = 16;
+
+/// Where the first section of `bytes` (a segment in this machine's byte order) ends by its
+/// Section Header's own account, if it gives one.
+fn declared_section_end(bytes: &[u8]) -> Option<usize> {
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    if u32_at(0)? != crate::pcapng::BLOCK_SHB || u32_at(8)? != crate::pcapng::BYTE_ORDER_MAGIC {
+        return None;
+    }
+    let header_len = u32_at(4)? as usize;
+    let section = i64::from_ne_bytes(bytes.get(16..24)?.try_into().ok()?);
+    usize::try_from(section).ok()?.checked_add(header_len)
 }
 
 fn file_name(seq: u64) -> String {
@@ -188,6 +217,11 @@ struct ActiveSegment {
     bytes: u64,
     opened: Instant,
     record: SegmentRecord,
+    /// Bytes of an old segment the file held when it was recycled (0: a new file); they
+    /// count in the store's size until overwritten, and are cut off at close.
+    recycled_len: u64,
+    /// Bytes of the Section Header Block at the start of the file.
+    header_len: u64,
 }
 
 /// Interface ids of one segment: pcapng numbers interfaces in the order of their blocks,
@@ -228,6 +262,8 @@ pub struct SegmentWriter {
     lost: Vec<u64>,
     last_error_log: Option<Instant>,
     compressor: Option<compress::Compressor>,
+    /// Bytes of the spare file, if retention kept one.
+    spare: Option<u64>,
 }
 
 impl SegmentWriter {
@@ -252,6 +288,11 @@ impl SegmentWriter {
             if active {
                 repair_and_finish(&entry.path(), &segment_path(dir, seq, false)).map_err(dir_err)?;
             }
+        }
+        // A spare left by the previous run is not worth a lease check of its history.
+        match fs::remove_file(dir.join(SPARE_NAME)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(dir_err(e)),
+            _ => {}
         }
         let index = reconcile(dir).map_err(dir_err)?;
         let interface_count = interfaces.len();
@@ -279,6 +320,7 @@ impl SegmentWriter {
             } else {
                 None
             },
+            spare: None,
         })
     }
 
@@ -341,18 +383,32 @@ impl SegmentWriter {
     fn open_segment(&mut self) -> Result<(), StoreError> {
         let seq = self.next_seq;
         let path = segment_path(&self.dir, seq, true);
-        let file = File::create(&path).map_err(|source| StoreError::Segment {
-            path: path.clone(),
-            source,
-        })?;
+        let (file, recycled_len) = match self.take_spare(&path) {
+            Some(recycled) => recycled,
+            None => (
+                File::create(&path).map_err(|source| StoreError::Segment {
+                    path: path.clone(),
+                    source,
+                })?,
+                0,
+            ),
+        };
         self.next_seq += 1;
         self.buf.clear();
         self.buffered.clear();
         self.write_header();
+        let header_len = self
+            .buf
+            .bytes()
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u32::from_ne_bytes(b)));
         self.active = Some(ActiveSegment {
             seq,
             file,
             bytes: 0,
+            recycled_len,
+            header_len,
             opened: Instant::now(),
             record: SegmentRecord {
                 seq,
@@ -362,6 +418,27 @@ impl SegmentWriter {
             },
         });
         Ok(())
+    }
+
+    /// The spare, renamed to `path` and open for overwriting, with its length; `None` (and
+    /// the spare deleted) if a reader still has it open or anything fails.
+    fn take_spare(&mut self, path: &Path) -> Option<(File, u64)> {
+        let len = self.spare.take()?;
+        let spare = self.dir.join(SPARE_NAME);
+        let reusable = fs::OpenOptions::new()
+            .write(true)
+            .open(&spare)
+            .and_then(|file| Ok((crate::sys::is_only_opener(&file)?, file)));
+        match reusable {
+            Ok((true, file)) => match fs::rename(&spare, path) {
+                Ok(()) => return Some((file, len)),
+                Err(e) => log::warn!("could not recycle {}: {e}", spare.display()),
+            },
+            Ok((false, _)) => log::debug!("{SPARE_NAME} is still being read: deleted, not recycled"),
+            Err(e) => log::warn!("could not recycle {}: {e}", spare.display()),
+        }
+        let _ = fs::remove_file(&spare);
+        None
     }
 
     /// Appends one packet (rotating first if the segment is full). A packet that cannot be
@@ -489,6 +566,15 @@ impl SegmentWriter {
             Ok(()) => {
                 active.record.checkpoints.extend(checkpoint);
                 active.bytes += len as u64;
+                if active.recycled_len > 0 {
+                    let section = active.bytes.saturating_sub(active.header_len);
+                    if let Err(e) = active
+                        .file
+                        .write_all_at(&section.to_ne_bytes(), SECTION_LENGTH_AT)
+                    {
+                        log::warn!("could not note the length of a recycled segment: {e}");
+                    }
+                }
                 for &(_, interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);
                 }
@@ -606,6 +692,9 @@ impl SegmentWriter {
             path: from.clone(),
             source,
         };
+        if active.recycled_len > active.bytes {
+            active.file.set_len(active.bytes).map_err(seg_err)?;
+        }
         active.file.sync_all().map_err(seg_err)?;
         fs::rename(&from, &to).map_err(seg_err)?;
         let record = &mut active.record;
@@ -673,36 +762,54 @@ impl SegmentWriter {
     /// saved) before its file is deleted.
     pub fn apply_retention(&mut self) {
         let horizon = crate::sys::realtime_ns().saturating_sub(self.limits.max_time.as_nanos() as u64);
-        let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes);
+        let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes.max(a.recycled_len));
+        // The spare is the next active segment's file: like the active segment, it takes the
+        // store past `max_size` by at most one segment, and it is not counted twice.
         while let Some(oldest) = self.index.oldest() {
             let over_size = self.index.total_bytes() + active_bytes > self.limits.max_size;
             if !over_size && oldest.last_ns >= horizon {
                 break;
             }
             let seq = oldest.seq;
-            self.forget_and_delete(seq);
+            let recycle = self.spare.is_none() && self.compressor.is_none();
+            self.forget_and_delete(seq, recycle);
+        }
+    }
+
+    fn delete_spare(&mut self) {
+        if self.spare.take().is_some() {
+            let _ = fs::remove_file(self.dir.join(SPARE_NAME));
         }
     }
 
     /// Frees room on a full disk: the oldest finished segment goes, whatever the limits.
     fn delete_oldest(&mut self) {
-        if let Some(seq) = self.index.oldest().map(|r| r.seq) {
-            self.forget_and_delete(seq);
+        if self.spare.is_some() {
+            self.delete_spare();
+        } else if let Some(seq) = self.index.oldest().map(|r| r.seq) {
+            self.forget_and_delete(seq, false);
         }
     }
 
-    /// Removes segment `seq` from the index, saves the index, then deletes the file. If the
+    /// Removes segment `seq` from the index, saves the index, then deletes the file (or, with
+    /// `recycle`, keeps it as the spare). If the
     /// disk is too full to save the index, the file is deleted anyway (the index in memory
     /// no longer names it, and a restart drops records of missing files) and the save is
     /// tried again with the room it freed.
-    fn forget_and_delete(&mut self, seq: u64) {
+    fn forget_and_delete(&mut self, seq: u64, recycle: bool) {
         let Some(record) = self.index.remove(seq) else {
             return;
         };
         let saved = self.index.save(&self.dir);
         // Readers stop seeing the segment before it goes.
         self.publish_index();
-        if let Err(e) = fs::remove_file(self.dir.join(&record.file)) {
+        let path = self.dir.join(&record.file);
+        let kept = recycle
+            && record.file.ends_with(FINISHED_SUFFIX)
+            && fs::rename(&path, self.dir.join(SPARE_NAME)).is_ok();
+        if kept {
+            self.spare = Some(record.bytes);
+        } else if let Err(e) = fs::remove_file(&path) {
             log::warn!("could not delete {}: {e}", record.file);
         }
         if saved.is_err() {
@@ -854,6 +961,129 @@ mod tests {
             let len = fs::metadata(dir.path().join(&record.file)).unwrap().len();
             assert_eq!(record.bytes, len, "{}", record.file);
         }
+    }
+
+    /// Every packet timestamp of a segment file, checked to be whole pcapng first.
+    fn whole_segment_timestamps(path: &Path) -> Vec<u64> {
+        let bytes = fs::read(path).unwrap();
+        assert_eq!(
+            crate::pcapng::read::complete_prefix_len(&bytes),
+            bytes.len(),
+            "{} has bytes after its last whole block",
+            path.display()
+        );
+        if let Some(end) = declared_section_end(&bytes) {
+            assert_eq!(end, bytes.len(), "{}: section length", path.display());
+        }
+        crate::pcapng::read::packets_with_names(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p.timestamp_ns)
+            .collect()
+    }
+
+    #[test]
+    fn retention_recycles_files_and_nothing_of_the_old_segments_survives() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), limits(100_000, 300_000));
+        let t0 = crate::sys::realtime_ns();
+        let mut owners = std::collections::HashMap::new();
+        let mut recycled = 0;
+        for round in 0..30 {
+            write(&mut w, 100, t0 + round * 100);
+            for name in files(dir.path()) {
+                let inode = fs::metadata(dir.path().join(&name)).unwrap().ino();
+                let base = name.trim_end_matches(".active").to_owned();
+                if owners
+                    .insert(inode, base.clone())
+                    .is_some_and(|before| before != base)
+                {
+                    recycled += 1;
+                }
+            }
+        }
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        assert!(recycled > 5, "files were recycled {recycled} times");
+        let records = w.index().records().to_vec();
+        assert!(records.len() >= 2, "{records:?}");
+        let mut previous = 0;
+        for record in &records {
+            let path = dir.path().join(&record.file);
+            assert_eq!(
+                fs::metadata(&path).unwrap().len(),
+                record.bytes,
+                "{}",
+                record.file
+            );
+            let timestamps = whole_segment_timestamps(&path);
+            assert_eq!(timestamps.len() as u64, record.packets, "{}", record.file);
+            for ts in timestamps {
+                assert!(ts > previous, "{}: {ts} after {previous}", record.file);
+                previous = ts;
+            }
+        }
+        assert_eq!(previous, t0 + 2_999, "the newest packet is the last written");
+        // Nothing but the segments, the index and at most one spare of one segment.
+        let on_disk: u64 = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 300_000 + 2 * 110_000, "{on_disk} bytes on disk");
+    }
+
+    #[test]
+    fn a_crash_in_a_recycled_segment_keeps_none_of_the_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), limits(100_000, 250_000));
+        let t0 = crate::sys::realtime_ns();
+        write(&mut w, 1_000, t0);
+        // Let the next packets open a segment in the spare, then crash (no finish).
+        while w.spare.is_none() || w.active.is_some() {
+            write(&mut w, 1, t0 + 1_000);
+        }
+        // Packets like the old segment's, so its blocks would line up behind them.
+        write(&mut w, 3, t0 + 2_000);
+        w.write_buffer();
+        let seq = w.active.as_ref().unwrap().seq;
+        assert!(
+            w.active.as_ref().unwrap().recycled_len > 60_000,
+            "the segment is not recycled"
+        );
+        let active = segment_path(dir.path(), seq, true);
+        assert!(
+            fs::metadata(&active).unwrap().len() > 60_000,
+            "no old bytes to leave behind"
+        );
+        drop(w);
+
+        let w = writer(dir.path(), limits(100_000, 250_000));
+        let finished = segment_path(dir.path(), seq, false);
+        let timestamps = whole_segment_timestamps(&finished);
+        assert_eq!(
+            timestamps,
+            [t0 + 2_000, t0 + 2_001, t0 + 2_002],
+            "exactly the packets written"
+        );
+        assert!(w.index().records().iter().any(|r| r.seq == seq));
+    }
+
+    #[test]
+    fn a_file_still_being_read_is_not_overwritten() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), limits(100_000, 250_000));
+        let t0 = crate::sys::realtime_ns();
+        write(&mut w, 150, t0);
+        let first = w.index().records()[0].file.clone();
+        let mut reader = File::open(dir.path().join(&first)).unwrap();
+        let before = fs::read(dir.path().join(&first)).unwrap();
+        write(&mut w, 1_000, t0 + 150);
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        assert!(!dir.path().join(&first).exists(), "retention kept {first}");
+        let mut after = Vec::new();
+        reader.read_to_end(&mut after).unwrap();
+        assert!(after == before, "{first} changed under its reader");
     }
 
     fn files(dir: &Path) -> Vec<String> {

@@ -15,6 +15,29 @@ use std::{
     time::Duration,
 };
 
+/// Whether `file` (opened for writing) is the only open description of its inode, checked
+/// by taking a write lease and giving it back at once: the kernel grants one only when no
+/// other descriptor, in this process or another, has the file open. `Ok(false)` when
+/// someone has it open; an error when leases are not available (`fs.leases-enable`).
+pub fn is_only_opener(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is an open descriptor owned by `file` for the whole call; F_SETLEASE
+    // takes an integer argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(false),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: as above; releases the lease just taken.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// The effective user id.
 #[must_use]
 pub fn effective_uid() -> u32 {
