@@ -6,7 +6,9 @@
 //!   1514-byte frames into the page cache (50 MB segments, as the sensor's default), against
 //!   `dd` writing as many bytes with the writer's block size (1 MiB) into files of the
 //!   segment size, each fsynced at its end like a finished segment. Compared per core: CPU
-//!   seconds of the writing process against dd's; wall time is printed too.
+//!   seconds of the writing process against dd's; wall time is printed too. The writer
+//!   runs twice: into an empty store (every segment a new file) and into a store held at
+//!   4 segments (`--max-size` 200 MB: retention recycles files, a sensor's steady state).
 //! - Snapshot: a store grows to `PODCAP_BENCH_STORE_GIB` (10) GiB; the same 5-minute slice
 //!   is cut when the store holds 1 GiB and again at full size, and compared with `cat` of
 //!   the slice's own bytes (both from the page cache, both to /dev/null).
@@ -58,11 +60,15 @@ fn cpu_seconds(who: i32) -> f64 {
 }
 
 fn limits() -> Limits {
+    limits_of(u64::MAX)
+}
+
+fn limits_of(max_size: u64) -> Limits {
     Limits {
         compress: false,
         segment_size: SEGMENT_BYTES,
         segment_time: Duration::from_hours(24),
-        max_size: u64::MAX,
+        max_size,
         max_time: Duration::from_hours(24 * 365),
     }
 }
@@ -109,11 +115,11 @@ fn write_packets(
 }
 
 /// One writer run: (wall seconds, CPU seconds of this thread).
-fn writer_run(dir: &Path, bytes: u64, frame: &[u8]) -> (f64, f64) {
+fn writer_run(dir: &Path, bytes: u64, frame: &[u8], max_size: u64) -> (f64, f64) {
     let packets = bytes / EPB_BYTES;
     let cpu = cpu_seconds(libc::RUSAGE_SELF);
     let started = Instant::now();
-    let mut writer = SegmentWriter::open(dir, limits(), vec![interface()]).expect("store opens");
+    let mut writer = SegmentWriter::open(dir, limits_of(max_size), vec![interface()]).expect("store opens");
     write_packets(&mut writer, frame, start_ns(1), (0, packets), 1_000);
     writer
         .finish(|_| InterfaceStatistics::default())
@@ -177,18 +183,21 @@ fn writer_vs_dd(root: &Path) {
     let frame = vec![0x5au8; FRAME];
     let (mut writer_wall, mut writer_cpu, mut dd_wall, mut dd_cpu) = (vec![], vec![], vec![], vec![]);
     let (mut plain_wall, mut plain_cpu) = (vec![], vec![]);
+    let (mut full_wall, mut full_cpu) = (vec![], vec![]);
     for round in 0..3 {
-        let mut order = ["writer", "dd", "plain"];
-        order.rotate_left(round % 3);
+        let mut order = ["writer", "dd", "plain", "writer-full"];
+        order.rotate_left(round % 4);
         for tool in order {
             let dir = tempfile::tempdir_in(root).expect("temporary directory");
             let (wall, cpu) = match tool {
-                "writer" => writer_run(dir.path(), bytes, &frame),
+                "writer" => writer_run(dir.path(), bytes, &frame, u64::MAX),
+                "writer-full" => writer_run(dir.path(), bytes, &frame, 4 * SEGMENT_BYTES),
                 "dd" => dd_run(dir.path(), bytes),
                 _ => plain_run(dir.path(), bytes),
             };
             let (walls, cpus) = match tool {
                 "writer" => (&mut writer_wall, &mut writer_cpu),
+                "writer-full" => (&mut full_wall, &mut full_cpu),
                 "dd" => (&mut dd_wall, &mut dd_cpu),
                 _ => (&mut plain_wall, &mut plain_cpu),
             };
@@ -206,6 +215,13 @@ fn writer_vs_dd(root: &Path) {
         median(dd_cpu),
     );
     let (pw, pc) = (median(plain_wall), median(plain_cpu));
+    let (fw, fc) = (median(full_wall), median(full_cpu));
+    println!(
+        "store_scale/writer: into a store held at 4 segments (files recycled): {:.2} GiB/s per CPU second ({fc:.2} s CPU, {fw:.2} s wall): {:.2}x less CPU than into an empty store, {:.2}x dd per core",
+        gb / fc,
+        wc / fc,
+        dc / fc
+    );
     println!(
         "store_scale/writer: plain 1 MiB writes of the same bytes from this process: {:.2} GiB/s per CPU second ({pc:.2} s CPU, {pw:.2} s wall): writer/plain {:.2} per core, {:.2} wall",
         gb / pc,
