@@ -264,6 +264,9 @@ pub struct SegmentWriter {
     compressor: Option<compress::Compressor>,
     /// Bytes of the spare file, if retention kept one.
     spare: Option<u64>,
+    /// Whether retention keeps a spare: not with compression, nor after recycling failed
+    /// (a file system without leases, say), which is said once.
+    recycling: bool,
 }
 
 impl SegmentWriter {
@@ -321,6 +324,7 @@ impl SegmentWriter {
                 None
             },
             spare: None,
+            recycling: !limits.compress,
         })
     }
 
@@ -435,7 +439,13 @@ impl SegmentWriter {
                 Err(e) => log::warn!("could not recycle {}: {e}", spare.display()),
             },
             Ok((false, _)) => log::debug!("{SPARE_NAME} is still being read: deleted, not recycled"),
-            Err(e) => log::warn!("could not recycle {}: {e}", spare.display()),
+            Err(e) => {
+                log::warn!(
+                    "could not recycle {}: {e}; segments are written into new files from now on",
+                    spare.display()
+                );
+                self.recycling = false;
+            }
         }
         let _ = fs::remove_file(&spare);
         None
@@ -771,7 +781,7 @@ impl SegmentWriter {
                 break;
             }
             let seq = oldest.seq;
-            let recycle = self.spare.is_none() && self.compressor.is_none();
+            let recycle = self.recycling && self.spare.is_none();
             self.forget_and_delete(seq, recycle);
         }
     }
