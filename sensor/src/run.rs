@@ -1,4 +1,5 @@
-//! Runs the sensor: capture thread → ring → writer thread, until SIGTERM/SIGINT.
+//! Runs the sensor until SIGTERM/SIGINT: capture thread → ring → writer thread, or, for the
+//! ring channel without `--tap`, one thread from the kernel's ring buffer to the segments.
 //!
 //! Rules: the capture path is attached last and detached first; on a stop signal the
 //! capture thread drains what is in flight, then the writer drains the ring and closes the

@@ -1,4 +1,5 @@
-//! The capture path: tc clone → capture veth → native XDP → AF_XDP → ring.
+//! The capture path: tc copy → BPF ring buffer (the ring channel), or tc clone → capture
+//! veth → native XDP → AF_XDP (`--channel af-xdp`, `--tap`); then a [`PacketSink`].
 //!
 //! Rules:
 //! - Everything attached to the kernel is owned here and released on drop, in reverse
@@ -626,7 +627,7 @@ impl Capture {
         self.sockets.iter_mut().chain(self.tap_sockets.iter_mut())
     }
 
-    /// Moves frames from the sockets into `ring` until `stop()` says so, then drains.
+    /// Moves packets from the channels into `sink` until `stop()` says so, then drains.
     pub fn run(
         &mut self,
         sink: &mut impl PacketSink,
@@ -833,7 +834,7 @@ struct Arrival<'a> {
     data: &'a [u8],
 }
 
-/// Copies one AF_XDP frame with its metadata into the ring, counting it (or its loss) for
+/// Hands one AF_XDP frame with its metadata to the sink, counting it (or its loss) for
 /// its slot.
 fn push_frame(
     sink: &mut impl PacketSink,
@@ -859,7 +860,7 @@ fn push_frame(
     push(sink, stats, clock_offset_ns, filter, &copy);
 }
 
-/// Copies one ring-channel record into the ring (a record that is not ours is a kernel
+/// Hands one ring-channel record to the sink (a record that is not ours is a kernel
 /// drop of no slot: it cannot happen short of a bug, and is not trusted).
 fn push_copy(
     sink: &mut impl PacketSink,
@@ -899,7 +900,7 @@ fn split_copy(record: &[u8]) -> Option<(CopyHeader, &[u8])> {
     Some((header, rest.get(..header.captured_len as usize)?))
 }
 
-/// Counts a packet for its slot, applies the filter and copies it into the ring.
+/// Counts a packet for its slot, applies the filter and hands it to the sink.
 fn push(
     sink: &mut impl PacketSink,
     stats: &Stats,

@@ -6,11 +6,12 @@
 //!   holds it.
 //! - Files are recycled (not with `--compress`): the first segment retention removes is kept
 //!   as the spare (`podcap-spare.recycle`, out of the index; it stands for the next active
-//!   segment in the size limit) and overwritten as the next active segment, which then costs the page cache no new
-//!   pages (`docs/design/store.md`, "Recycled files"). Only when no reader has it open: a
-//!   write lease proves that; else it is deleted. A recycled segment's Section Header
-//!   carries the length written so far (rewritten after every write), so a crash never
-//!   leaves the old file's bytes after the new ones; at close the file is cut to its length.
+//!   segment in the size limit) and overwritten as the next active segment, which then
+//!   costs the page cache no new pages (`docs/design/store.md`, "Recycled files"). Only
+//!   when no reader has it open: a write lease proves that; else it is deleted. A recycled
+//!   segment's Section Header carries the length written so far (rewritten after every
+//!   write), so a crash never leaves the old file's bytes after the new ones; at close the
+//!   file is cut to its length.
 //! - A segment is complete pcapng on its own: Section Header, one Interface Description
 //!   Block per captured interface (interface id = slot), Enhanced Packet Blocks, and at
 //!   close one Interface Statistics Block per interface with the drop counts.
@@ -23,7 +24,8 @@
 //! - Retention deletes whole finished segments, oldest first, at every rotation, while the
 //!   store (finished segments plus the active one) is larger than `max_size` or a segment's
 //!   newest packet is older than `max_time`; the store exceeds `max_size` by at most the
-//!   active segment (or the spare waiting to become it). The index forgets a segment before its file is deleted.
+//!   active segment (or the spare waiting to become it). The index forgets a segment
+//!   before its file is deleted.
 //! - A segment left `.active` by a crash is cut back to its last complete block and
 //!   finished before anything else happens.
 //! - Sequence numbers only grow: a restart continues after the highest one found.
