@@ -3,10 +3,15 @@
 //! and 1500 bytes (`peer_capture.sh`) and an iperf3 TCP bulk transfer with GSO super-frames
 //! (`tcp_capture.sh`).
 //!
+//! Besides tcpdump and no capture, podcap runs three ways: the AF_XDP route and the ring
+//! channel into a new store, and the ring channel into a full one (`steady_store.sh`, files
+//! recycled: a sensor's steady state).
+//!
 //! Rules: tools alternate within each round (the order rotates every round) so drifts of
 //! this noisy 2-core machine fall on all of them; figures are medians over the rounds and
-//! ratios are taken to the no-capture median of the same run. (CPU per frame is not
-//! measured yet.)
+//! ratios are taken to the no-capture median of the same run. CPU is the busy time of all
+//! cores (`/proc/stat`) while the sender runs, per frame or per GB: the capture's own
+//! threads and the work it adds to the sender's context (the copy in its softirq) alike.
 use std::{fmt::Write as _, path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +25,9 @@ struct Sample {
     rate: f64,
     /// Captured / arrived (frames) or captured payload / sent (TCP).
     completeness: f64,
+    /// Busy CPU time of all cores while the sender ran: µs per frame (trafgen) or s per GB
+    /// sent (TCP).
+    cpu: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -36,10 +44,29 @@ fn field(line: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.replace(',', "").parse().ok())
 }
 
-fn run_harness(script: &Path, args: &[String]) -> Result<String> {
+/// A capture command the harnesses run, and the seconds it gets to start before traffic.
+#[derive(Clone)]
+struct Tool {
+    label: &'static str,
+    command: String,
+    settle_s: u32,
+}
+
+impl Tool {
+    fn new(label: &'static str, command: String) -> Self {
+        Self {
+            label,
+            command,
+            settle_s: 2,
+        }
+    }
+}
+
+fn run_harness(script: &Path, args: &[String], settle_s: u32) -> Result<String> {
     let out = Command::new("bash")
         .arg(script)
         .args(args)
+        .env("SETTLE", settle_s.to_string())
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -56,6 +83,45 @@ fn run_harness(script: &Path, args: &[String]) -> Result<String> {
         })
 }
 
+/// The capture commands every workload runs, and the TCP workload's page-cache floor.
+fn tools(harness: &Path, sensor: &Path) -> (Vec<Tool>, Tool) {
+    let podcap = |channel: &str| {
+        format!(
+            "{} --iface {{IF}} --channel {channel} --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0",
+            sensor.display()
+        )
+    };
+    // `podcap` is the AF_XDP route, `podcap-ring` the ring-buffer channel, both into a new
+    // store; `podcap-steady` the ring channel into a full store (files recycled).
+    let capture_tools: Vec<Tool> = vec![
+        Tool::new("none", "sleep 1000".to_owned()),
+        Tool::new("tcpdump", "tcpdump -i {IF} -w {OUT} -B 65536 -s 0".to_owned()),
+        Tool::new("podcap", podcap("af-xdp")),
+        Tool::new("podcap-ring", podcap("ring")),
+        Tool {
+            label: "podcap-steady",
+            // 5 GB holds what any run here records (TCP: ~3.5 GB at most), so the packets
+            // counted are all there; filling it takes most of the 15 s.
+            command: format!(
+                "bash {} {{OUT}} 5120 64 {} --iface {{IF}} --channel ring --listen 127.0.0.1:0",
+                harness.join("steady_store.sh").display(),
+                sensor.display()
+            ),
+            settle_s: 15,
+        },
+    ];
+    // With TCP: no capture, only 900 MB/s (about what a capture of that transfer writes)
+    // written into tmpfs by another process: the cost of the page cache alone.
+    let floor = Tool::new(
+        "write-only 900 MB/s",
+        format!(
+            "python3 {} 900 {{OUT}}",
+            harness.join("page_cache_floor.py").display()
+        ),
+    );
+    (capture_tools, floor)
+}
+
 /// Runs the comparison and returns the table (Markdown).
 pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
     if crate::util::output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
@@ -64,34 +130,12 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
     let env = crate::setup::run_and_env()?;
     util::cargo_build(&env, true)?;
     let root = util::workspace_root();
-    let sensor = root.join("target/release/podcap-sensor");
     let harness = root.join("benches/harness");
-    let podcap = |channel: &str| {
-        format!(
-            "{} --iface {{IF}} --channel {channel} --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0",
-            sensor.display()
-        )
-    };
-    // `podcap` is the AF_XDP route, `podcap-ring` the ring-buffer channel.
-    let capture_tools: Vec<(&str, String)> = vec![
-        ("none", "sleep 1000".to_owned()),
-        ("tcpdump", "tcpdump -i {IF} -w {OUT} -B 65536 -s 0".to_owned()),
-        ("podcap", podcap("af-xdp")),
-        ("podcap-ring", podcap("ring")),
-    ];
-    // With TCP: no capture, only 900 MB/s (about what a capture of that transfer writes)
-    // written into tmpfs by another process: the cost of the page cache alone.
-    let floor = (
-        "write-only 900 MB/s",
-        format!(
-            "python3 {} 900 {{OUT}}",
-            harness.join("page_cache_floor.py").display()
-        ),
-    );
+    let (capture_tools, floor) = tools(&harness, &root.join("target/release/podcap-sensor"));
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| traffic | tool | sender rate (median) | ratio to no capture | completeness (median) |\n|---|---|---|---|---|"
+        "| traffic | tool | sender rate (median) | ratio to no capture | completeness (median) | busy CPU, all cores (median) |\n|---|---|---|---|---|---|"
     );
     let workloads: Vec<(String, Vec<String>, bool)> = [64, 512, 1500]
         .iter()
@@ -118,34 +162,37 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
         for round in 0..rounds {
             for k in 0..tools.len() {
                 let t = (k + round) % tools.len();
-                let (label, cmd) = &tools[t];
+                let tool = &tools[t];
                 let mut all = args.clone();
-                all.push(cmd.clone());
-                all.push((*label).to_owned());
-                let line = run_harness(&script, &all)?;
+                all.push(tool.command.clone());
+                all.push(tool.label.to_owned());
+                let line = run_harness(&script, &all, tool.settle_s)?;
                 eprintln!("bench capture: {name} round {round}: {line}");
                 let sample = if tcp {
                     Sample {
                         rate: field(&line, "gbit_s=").unwrap_or(0.0),
                         completeness: field(&line, "completeness=").unwrap_or(0.0),
+                        cpu: field(&line, "cpu_s_per_gb=").unwrap_or(0.0),
                     }
                 } else {
                     Sample {
                         rate: field(&line, "send_pps=").unwrap_or(0.0),
                         completeness: field(&line, "ratio=").unwrap_or(0.0),
+                        cpu: field(&line, "cpu_us_per_frame=").unwrap_or(0.0),
                     }
                 };
                 samples[t].push(sample);
             }
         }
         let base = median(samples[0].iter().map(|s| s.rate).collect());
-        for (t, (label, _)) in tools.iter().enumerate() {
+        for (t, Tool { label, .. }) in tools.iter().enumerate() {
             let rate = median(samples[t].iter().map(|s| s.rate).collect());
             let completeness = median(samples[t].iter().map(|s| s.completeness).collect());
-            let unit = if tcp {
-                format!("{rate:.2} Gbit/s")
+            let cpu = median(samples[t].iter().map(|s| s.cpu).collect());
+            let (unit, cpu) = if tcp {
+                (format!("{rate:.2} Gbit/s"), format!("{cpu:.2} s/GB"))
             } else {
-                format!("{rate:.0} frames/s")
+                (format!("{rate:.0} frames/s"), format!("{cpu:.2} µs/frame"))
             };
             let done = if *label == "none" || label.starts_with("write-only") {
                 "-".to_owned()
@@ -154,13 +201,27 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
             };
             let _ = writeln!(
                 table,
-                "| {name} | {label} | {unit} | {:.2}x | {done} |",
+                "| {name} | {label} | {unit} | {:.2}x | {done} | {cpu} |",
                 rate / base.max(f64::MIN_POSITIVE)
             );
         }
     }
+    table.push_str(LEGEND);
     Ok(table)
 }
+
+/// What the table's tools are, printed under it.
+const LEGEND: &str = "
+`podcap` is `--channel af-xdp` (clone, capture veth, XDP, AF_XDP) and `podcap-ring` the
+default `--channel ring`, both into a new store (8 GB, nothing retired); `podcap-steady` is
+the ring channel into a store already full (`benches/harness/steady_store.sh`: 5 GB of
+64 MB segments), so every rotation overwrites a retired segment's file, as a sensor does
+once it has run for `--max-size` worth of traffic. `write-only` records nothing: another
+process writes 900 MB/s into tmpfs, the page cache's cost of keeping a TCP capture. Busy
+CPU is all cores' busy time (`/proc/stat`) while the sender runs, per frame or GB sent: it
+includes the sender and receiver themselves (compare with `none`) and what a capture adds
+in their context (its copy in the sender's softirq) as well as its own threads.
+";
 
 /// `cargo xtask bench memory`: the sensor's resident set sampled every 10 s while trafgen
 /// sends 64-byte frames (the highest packet rate) at full speed for about `minutes`, with
@@ -192,6 +253,7 @@ pub fn memory(minutes: u64) -> Result<String> {
             command,
             "podcap-memory".to_owned(),
         ],
+        2,
     )?;
     let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let _ = std::fs::remove_file(&log);
