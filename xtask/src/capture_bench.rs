@@ -101,13 +101,14 @@ fn tools(harness: &Path, sensor: &Path) -> (Vec<Tool>, Tool) {
         Tool {
             label: "podcap-steady",
             // 5 GB holds what any run here records (TCP: ~3.5 GB at most), so the packets
-            // counted are all there; filling it takes most of the 15 s.
+            // counted are all there. Filling it took 8 s and the sensor's first scan of
+            // it (no index yet) 7 s: 30 s leaves room for a slow phase of this VM.
             command: format!(
                 "bash {} {{OUT}} 5120 64 {} --iface {{IF}} --channel ring --listen 127.0.0.1:0",
                 harness.join("steady_store.sh").display(),
                 sensor.display()
             ),
-            settle_s: 15,
+            settle_s: 30,
         },
     ];
     // With TCP: no capture, only 900 MB/s (about what a capture of that transfer writes)
