@@ -123,8 +123,15 @@ fn tools(harness: &Path, sensor: &Path) -> (Vec<Tool>, Tool) {
     (capture_tools, floor)
 }
 
-/// Runs the comparison and returns the table (Markdown).
-pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
+/// What a comparison produced: the table (Markdown) and every run's harness line, so
+/// figures other than the table's medians (ratios within a round) can be checked.
+pub struct Report {
+    pub table: String,
+    pub rounds: String,
+}
+
+/// Runs the comparison.
+pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<Report> {
     if crate::util::output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
         bail!("the capture benchmark makes network namespaces: run it as root");
     }
@@ -134,6 +141,7 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
     let harness = root.join("benches/harness");
     let (capture_tools, floor) = tools(&harness, &root.join("target/release/podcap-sensor"));
     let mut table = String::new();
+    let mut lines = String::new();
     let _ = writeln!(
         table,
         "| traffic | tool | sender rate (median) | ratio to no capture | completeness (median) | busy CPU, all cores (median) |\n|---|---|---|---|---|---|"
@@ -169,6 +177,7 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
                 all.push(tool.label.to_owned());
                 let line = run_harness(&script, &all, tool.settle_s)?;
                 eprintln!("bench capture: {name} round {round}: {line}");
+                let _ = writeln!(lines, "{name} round {round}: {line}");
                 let sample = if tcp {
                     Sample {
                         rate: field(&line, "gbit_s=").unwrap_or(0.0),
@@ -208,7 +217,7 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<String> {
         }
     }
     table.push_str(LEGEND);
-    Ok(table)
+    Ok(Report { table, rounds: lines })
 }
 
 /// What the table's tools are, printed under it.

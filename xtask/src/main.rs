@@ -108,7 +108,7 @@ fn run(cli: Cli) -> Result<()> {
             minutes,
         } => {
             if what == "capture" {
-                println!("{}", capture_bench::run(rounds, frames, seconds)?);
+                println!("{}", capture_bench::run(rounds, frames, seconds)?.table);
                 return Ok(());
             }
             if what == "memory" {
@@ -123,17 +123,18 @@ fn run(cli: Cli) -> Result<()> {
             }
             util::run_status(&mut cmd, "cargo bench")?;
             if what == "all" {
-                let table = capture_bench::run(rounds, frames, seconds)?;
+                let capture = capture_bench::run(rounds, frames, seconds)?;
                 let memory = capture_bench::memory(minutes)?;
-                write_performance(&format!("{table}\n{memory}\n"))?;
+                write_performance(&format!("{}\n{memory}\n", capture.table), &capture.rounds)?;
             }
             Ok(())
         }
     }
 }
 
-/// `docs/performance.md`: the capture table with the machine and the date.
-fn write_performance(table: &str) -> Result<()> {
+/// `docs/performance.md`: the capture table with the machine and the date; and beside it
+/// `docs/performance-rounds.log`, every harness line the table was made of.
+fn write_performance(table: &str, rounds: &str) -> Result<()> {
     let machine = format!(
         "{} CPUs ({}), kernel {}",
         util::output("nproc", &[]).unwrap_or_default().trim(),
@@ -155,6 +156,9 @@ fn write_performance(table: &str) -> Result<()> {
     );
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
+    let rounds_path = path.with_file_name("performance-rounds.log");
+    std::fs::write(&rounds_path, rounds).with_context(|| format!("writing {}", rounds_path.display()))?;
+    println!("wrote {}", rounds_path.display());
     Ok(())
 }
 
