@@ -6,7 +6,7 @@
 //!   memory depends on the reorder window, not on the slice's size.
 //! - Segments hold packets in arrival order per capture queue, so timestamps may step back
 //!   by a few milliseconds. Each segment's record says how far at most
-//!   ([`SegmentRecord::max_step_back_ns`]); a packet is held back (in a heap) only until no
+//!   ([`SegmentRecord::max_step_back_ns`]); a packet is held back only until no
 //!   packet still to be read can be older: neither the rest of its segment (by that bound)
 //!   nor a later segment (by their first timestamps). The bound is capped at
 //!   [`REORDER_WINDOW_NS`]; a packet later still is written anyway (nothing is dropped) and
@@ -20,7 +20,7 @@
 //!   each distinct one once.
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap, VecDeque},
     io::{self, Read, Seek, Write},
     path::Path,
 };
@@ -155,7 +155,8 @@ const EPB_INTERFACE_AT: usize = 8;
 ///
 /// Packets that can go out as soon as they are read (nothing older can follow: see
 /// [`SegmentRecord::max_step_back_ns`]) are copied from the read buffer as they are, in
-/// runs, with the interface id patched; only the others wait in a heap.
+/// runs, with the interface id patched; only the others wait: those in timestamp order
+/// in a queue, those that step back in a heap, and both are released merged.
 pub struct Slicer {
     blocks: BlockWriter,
     header_written: bool,
@@ -168,7 +169,12 @@ pub struct Slicer {
     free: Vec<Vec<u8>>,
     /// Name Resolution Blocks already passed on (segments repeat them).
     names_seen: std::collections::HashSet<Vec<u8>>,
-    /// Packets waiting for the reorder window (a min-heap by timestamp, then arrival).
+    /// Packets waiting for the reorder window that arrived no older than the newest
+    /// packet held before them: in order by (timestamp, arrival), oldest at the front.
+    /// Most held packets are these, and they cost no heap operations.
+    in_order: VecDeque<Pending>,
+    /// Packets waiting for the reorder window that stepped back behind a held one: a
+    /// min-heap by timestamp, then arrival.
     heap: BinaryHeap<Reverse<Pending>>,
     arrival: u64,
     /// The read buffer, kept between segments and calls.
@@ -189,6 +195,7 @@ impl Default for Slicer {
             emitted_up_to: 0,
             free: Vec::new(),
             names_seen: std::collections::HashSet::new(),
+            in_order: VecDeque::new(),
             heap: BinaryHeap::new(),
             arrival: 0,
             chunk: Vec::new(),
@@ -257,10 +264,30 @@ impl Slicer {
         self.stats.packets += 1;
     }
 
-    /// Writes the held-back packets no older than `up_to`, oldest first.
+    /// Whether no packet is held back.
+    fn holds_nothing(&self) -> bool {
+        self.in_order.is_empty() && self.heap.is_empty()
+    }
+
+    /// Writes the held-back packets no older than `up_to`, oldest first: the queue and
+    /// the heap merged by (timestamp, arrival).
     fn release(&mut self, up_to: u64) {
-        while self.heap.peek().is_some_and(|Reverse(p)| p.timestamp_ns <= up_to) {
-            let Some(Reverse(mut p)) = self.heap.pop() else {
+        loop {
+            let (oldest, from_queue) = match (self.in_order.front(), self.heap.peek()) {
+                (Some(queued), Some(Reverse(stepped_back))) if stepped_back < queued => (stepped_back, false),
+                (Some(queued), _) => (queued, true),
+                (None, Some(Reverse(stepped_back))) => (stepped_back, false),
+                (None, None) => break,
+            };
+            if oldest.timestamp_ns > up_to {
+                break;
+            }
+            let popped = if from_queue {
+                self.in_order.pop_front()
+            } else {
+                self.heap.pop().map(|Reverse(p)| p)
+            };
+            let Some(mut p) = popped else {
                 break;
             };
             let id = self.output_id(p.interface);
@@ -362,12 +389,22 @@ impl Slicer {
             );
             bytes.extend_from_slice(self.scratch.bytes());
         }
-        self.heap.push(Reverse(Pending {
+        let pending = Pending {
             timestamp_ns,
             arrival: self.arrival,
             interface: interface.out,
             block: bytes,
-        }));
+        };
+        // Arrival only grows, so a packet no older than the queue's newest sorts after it.
+        if self
+            .in_order
+            .back()
+            .is_none_or(|newest| timestamp_ns >= newest.timestamp_ns)
+        {
+            self.in_order.push_back(pending);
+        } else {
+            self.heap.push(Reverse(pending));
+        }
         self.arrival += 1;
         Ok(())
     }
@@ -387,7 +424,7 @@ impl Slicer {
     ) -> usize {
         let word =
             |bytes: &[u8], i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        if !self.heap.is_empty() || (run.end != at && run.end != run.start) {
+        if !self.holds_nothing() || (run.end != at && run.end != run.start) {
             return at;
         }
         if run.end == run.start {
@@ -546,7 +583,7 @@ impl Slicer {
             let safe = plan.no_older_than(newest);
             let written = self.interfaces[interface.out].written;
             match written {
-                Some(id) if interface.copy && ts <= safe && self.heap.is_empty() => {
+                Some(id) if interface.copy && ts <= safe && self.holds_nothing() => {
                     chunk[start + EPB_INTERFACE_AT..start + EPB_INTERFACE_AT + 4]
                         .copy_from_slice(&id.to_ne_bytes());
                     if run.end != start {
