@@ -52,7 +52,7 @@ fn merging(c: &mut Criterion) {
                     reader: BufReader::with_capacity(1 << 20, File::open(f).unwrap()),
                 })
                 .collect();
-            black_box(merge(inputs, &mut std::io::sink()).unwrap())
+            black_box(merge(inputs, &[], &mut std::io::sink()).unwrap())
         });
     });
     if Command::new("mergecap").arg("-h").output().is_ok() {

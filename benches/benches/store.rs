@@ -25,6 +25,7 @@ fn index_lookup(c: &mut Criterion) {
             per_interface: vec![1000],
             checkpoints: Vec::new(),
             max_step_back_ns: 0,
+            damaged: Vec::new(),
         })
         .collect();
     let index = Index::from_records(records.clone());

@@ -24,7 +24,7 @@ use crate::{
     discovery::{Cluster, ClusterOptions, TapScope},
     live, merge,
     progress::{Board, Tally},
-    source::{Sensor, SensorSource, StaticSensors},
+    source::{Refused, Sensor, SensorSource, StaticSensors},
 };
 
 #[derive(Parser)]
@@ -97,9 +97,12 @@ enum Command {
         /// Directory for the file, or - for stdout.
         #[arg(long, default_value = ".", value_name = "DIR")]
         dest: String,
-        /// Exit 0 even if some sensors failed.
+        /// Exit 0 even if some sensors failed or data was lost (the file says what).
         #[arg(long)]
         allow_partial: bool,
+        /// Replace a file of the same name in --dest.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -126,6 +129,10 @@ enum Command {
         /// Time window of each sensor's store (e.g. 2h).
         #[arg(long, value_name = "DUR")]
         max_time: Option<String>,
+        /// Apply a retention change even though it deletes recorded data at once (without
+        /// it, such a change only says what it would delete).
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -239,13 +246,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             to,
             dest,
             allow_partial,
+            force,
             connection,
         } => {
             let now = podcap_sensor::sys::realtime_ns();
             let (from_ns, to_ns, query) = match (time, from, to) {
                 (Some(t), None, None) => {
-                    let d = units::parse_duration(&t).context("--time")?;
-                    (now.saturating_sub(d.as_nanos() as u64), now, format!("last={t}"))
+                    let from_ns = units::parse_last(&t, now).context("--time")?;
+                    (from_ns, now, format!("last={t}"))
                 }
                 (None, Some(f), to) => {
                     let from_ns = units::parse_rfc3339(&f).context("--from")?;
@@ -267,14 +275,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, None, Some(_)) => bail!("--to needs --from"),
                 _ => bail!("give --time DUR, or --from TIME [--to TIME]"),
             };
-            dump(&reach(&connection)?, &query, from_ns, to_ns, &dest, allow_partial)
+            dump(
+                &reach(&connection)?,
+                &query,
+                (from_ns, to_ns),
+                &dest,
+                (allow_partial, force),
+            )
         }
         Command::Config {
             enable,
             max_size,
             max_time,
+            yes,
             connection,
-        } => config_command(enable, max_size, max_time, &connection),
+        } => config_command(enable, max_size, max_time, yes, &connection),
         Command::Segments { connection } => segments_command(&connection),
         Command::Live {
             count,
@@ -346,116 +361,180 @@ fn live_command(count: Option<u64>, iface: Option<&str>, connection: &Connection
         );
     }
     let reached_count = count.is_some_and(|c| stats.packets >= c);
-    Ok(if failed || (!reached_count && !stats.failed.is_empty()) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if failed || !stats.losses.is_empty() || (!reached_count && !stats.failed.is_empty()) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn dump(
     reached: &Reached,
     query: &str,
-    from_ns: u64,
-    to_ns: u64,
+    (from_ns, to_ns): (u64, u64),
     dest: &str,
-    allow_partial: bool,
+    (allow_partial, force): (bool, bool),
 ) -> Result<ExitCode> {
-    let scratch = if dest == "-" {
+    let to_stdout = dest == "-";
+    let folder = if to_stdout {
         std::env::temp_dir()
     } else {
         PathBuf::from(dest)
     };
-    std::fs::create_dir_all(&scratch).with_context(|| format!("--dest {}", scratch.display()))?;
-    let (sensors, token) = (&reached.sensors, reached.token.as_deref());
+    std::fs::create_dir_all(&folder).with_context(|| format!("--dest {}", folder.display()))?;
+    let sensors = &reached.sensors;
     if sensors.is_empty() {
         reached.report_unreachable();
         bail!("no sensor can be reached");
     }
-    // `--parallel` sensors at a time, each into its own temporary file; progress on a terminal.
-    let tallies: Vec<Arc<Tally>> = sensors.iter().map(|_| Arc::default()).collect();
-    let board = Board::start(
-        sensors.iter().map(|s| s.label.clone()).collect(),
-        tallies.clone(),
-        io::stderr().is_terminal(),
-    );
-    let part = |n: usize| scratch.join(format!(".podcap-{}-{n}.part", std::process::id()));
-    let fetch = |n: usize| -> Result<u64> {
-        let mut file = BufWriter::new(File::create(part(n))?);
-        let bytes = sensors[n].download(
-            &format!("/api/v1/snapshot?{query}"),
-            token,
-            &mut file,
-            &tallies[n],
-        )?;
-        file.flush()?;
-        Ok(bytes)
-    };
-    let results = run_bounded(sensors.len(), reached.parallel, fetch);
-    board.finish();
-    let mut inputs = Vec::new();
-    reached.report_unreachable();
-    let mut failures = reached.unreachable.len();
-    for (n, result) in results.into_iter().enumerate() {
-        match result {
-            Ok(_) => inputs.push((sensors[n].label.clone(), part(n))),
-            Err(e) => {
-                eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
-                let _ = std::fs::remove_file(part(n));
-                failures += 1;
-            }
-        }
-    }
-    let opened: Vec<merge::Input<BufReader<File>>> = inputs
+    let (parts, failed) = download(reached, query, &folder)?;
+    let opened: Vec<merge::Input<BufReader<File>>> = sensors
         .iter()
-        .map(|(label, path)| {
+        .zip(&parts)
+        .map(|(sensor, part)| {
             Ok(merge::Input {
-                label: label.clone(),
-                reader: BufReader::new(File::open(path)?),
+                label: sensor.label.clone(),
+                reader: BufReader::new(part.reopen()?),
             })
         })
         .collect::<Result<_>>()?;
-    let name = format!(
-        "podcap-{}-{}.pcapng",
+    let mut comments = vec![format!(
+        "podcap dump of {} to {} from {}",
         units::format_utc_compact(from_ns),
-        units::format_utc_compact(to_ns)
-    );
-    let result = if dest == "-" {
-        merge::merge(opened, &mut io::stdout().lock())
+        units::format_utc_compact(to_ns),
+        sensors
+            .iter()
+            .map(|s| s.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    if !failed.is_empty() {
+        comments.push(format!("failed: {}", failed.join("; ")));
+    }
+    let every_sensor_failed = failed.len() == sensors.len() + reached.unreachable.len();
+    let stats = if to_stdout {
+        if every_sensor_failed {
+            bail!("no sensor could give its slice; nothing written");
+        }
+        merge::merge(opened, &comments, &mut io::stdout().lock())?
     } else {
-        let target = PathBuf::from(dest).join(&name);
-        let mut out =
-            BufWriter::new(File::create(&target).with_context(|| format!("creating {}", target.display()))?);
-        let stats = merge::merge(opened, &mut out);
-        if let Ok(s) = &stats {
-            eprintln!(
-                "podcap: wrote {} ({} packets, {}) from {} sensors",
-                target.display(),
-                s.packets,
-                units::format_size(s.bytes),
-                inputs.len()
+        let name = format!(
+            "podcap-{}-{}.pcapng",
+            units::format_utc_compact(from_ns),
+            units::format_utc_compact(to_ns)
+        );
+        let target = folder.join(&name);
+        if target.exists() && !force {
+            bail!(
+                "{} already exists: move it away, give another --dest, or --force to replace it",
+                target.display()
             );
         }
+        let output = temporary(&folder, ".pcapng")?;
+        let stats = merge::merge(opened, &comments, &mut BufWriter::new(output.as_file()))?;
+        if every_sensor_failed && stats.packets == 0 {
+            bail!("no sensor could give its slice; nothing written");
+        }
+        output.as_file().sync_all()?;
+        let persisted = if force {
+            output.persist(&target).map(|_| ())
+        } else {
+            output.persist_noclobber(&target).map(|_| ())
+        };
+        persisted.with_context(|| format!("writing {}", target.display()))?;
+        eprintln!(
+            "podcap: wrote {} ({} packets, {}) from {} sensors",
+            target.display(),
+            stats.packets,
+            units::format_size(stats.bytes),
+            sensors.len() - failed.len().min(sensors.len())
+        );
         stats
     };
-    for (_, path) in &inputs {
-        let _ = std::fs::remove_file(path);
+    for loss in &stats.losses {
+        eprintln!("podcap: lost: {loss}");
     }
-    result?;
-    if failures > 0 && !allow_partial {
+    let partial = !failed.is_empty() || !stats.losses.is_empty();
+    if partial && !allow_partial {
         eprintln!(
-            "podcap: {failures} of {} sensors failed (--allow-partial keeps the rest and exits 0)",
-            sensors.len() + reached.unreachable.len()
+            "podcap: the file is incomplete: {} of {} sensors failed, {} losses noted in it (--allow-partial exits 0)",
+            failed.len(),
+            sensors.len() + reached.unreachable.len(),
+            stats.losses.len()
         );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each sensor's slice into a temporary file of its own in `folder`, `--parallel` at a
+/// time, progress on a terminal; the files (what arrived, also from a sensor that failed
+/// half way) and the sensors that failed, with their reason.
+fn download(
+    reached: &Reached,
+    query: &str,
+    folder: &std::path::Path,
+) -> Result<(Vec<tempfile::NamedTempFile>, Vec<String>)> {
+    let (sensors, token) = (&reached.sensors, reached.token.as_deref());
+    // Each sensor's slice goes into a temporary file of its own, created exclusively with
+    // a random name (never through a name another user could have planted).
+    let parts = sensors
+        .iter()
+        .map(|_| temporary(folder, ".part"))
+        .collect::<Result<Vec<_>>>()?;
+    // `--parallel` sensors at a time; progress on a terminal.
+    let tallies: Vec<Arc<Tally>> = sensors.iter().map(|_| Arc::default()).collect();
+    let board = Board::start(
+        sensors.iter().map(|s| s.label.clone()).collect(),
+        tallies.clone(),
+        io::stderr().is_terminal(),
+    );
+    let fetch = |n: usize| -> Result<u64> {
+        let mut file = BufWriter::new(parts[n].as_file());
+        let bytes = sensors[n].download(
+            &format!("/api/v1/snapshot?{query}"),
+            token,
+            &mut file,
+            &tallies[n],
+        );
+        file.flush()?;
+        bytes
+    };
+    let results = run_bounded(sensors.len(), reached.parallel, fetch);
+    board.finish();
+    reached.report_unreachable();
+    let mut failed: Vec<String> = reached
+        .unreachable
+        .iter()
+        .map(|(label, reason)| format!("{label} ({reason})"))
+        .collect();
+    for (n, result) in results.iter().enumerate() {
+        if let Err(e) = result {
+            // What arrived before the failure is kept: the merge takes its whole blocks.
+            eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
+            failed.push(format!("{} ({e:#})", sensors[n].label));
+        }
+    }
+    Ok((parts, failed))
+}
+
+/// A temporary file in `folder`, created exclusively with a random name (never through a
+/// name another user could have planted), removed unless persisted.
+fn temporary(folder: &std::path::Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".podcap-")
+        .suffix(suffix)
+        .tempfile_in(folder)
+        .with_context(|| format!("creating a temporary file in {}", folder.display()))
+}
+
 fn config_command(
     enable: Option<bool>,
     max_size: Option<String>,
     max_time: Option<String>,
+    yes: bool,
     connection: &Connection,
 ) -> Result<ExitCode> {
     // Checked here first, so a typo changes no sensor at all.
@@ -469,25 +548,68 @@ fn config_command(
     if let Some(enable) = enable {
         change.insert("enabled".into(), enable.into());
     }
+    let retention_changes = max_size.is_some() || max_time.is_some();
     if let Some(size) = max_size {
         change.insert("maxSize".into(), size.into());
     }
     if let Some(time) = max_time {
         change.insert("maxTime".into(), time.into());
     }
+    let change = serde_json::Value::Object(change);
     let reached = reach(connection)?;
     let token = &reached.token;
+    if change.as_object().is_some_and(serde_json::Map::is_empty) {
+        return Ok(for_each_sensor(&reached, |sensor| {
+            let settings = sensor.get_json("/api/v1/config", token.as_deref())?;
+            println!("{}: {settings}", sensor.label);
+            Ok(())
+        }));
+    }
+    // Every sensor that can be asked checks the change first: one that refuses it, or a
+    // change that would delete recorded data without --yes, changes no sensor at all.
+    if retention_changes {
+        let mut doomed = Vec::new();
+        for sensor in &reached.sensors {
+            let answer = match sensor.patch_json("/api/v1/config?dryRun=true", token.as_deref(), &change) {
+                Ok(answer) => answer,
+                // A 4xx: the sensor read the change and said no (a 5xx is a way that failed).
+                Err(e)
+                    if e.downcast_ref::<Refused>()
+                        .is_some_and(|r| (400..500).contains(&r.status)) =>
+                {
+                    bail!(
+                        "sensor {} refused the change, so no sensor was changed: {e:#}",
+                        sensor.label
+                    );
+                }
+                // It cannot be asked: the change below names it again.
+                Err(_) => continue,
+            };
+            let retired = &answer["wouldRetire"];
+            let segments = retired["segments"].as_u64().unwrap_or(0);
+            if segments > 0 {
+                doomed.push(format!(
+                    "{}: would delete {segments} segments now ({}, {} packets)",
+                    sensor.label,
+                    units::format_size(retired["bytes"].as_u64().unwrap_or(0)),
+                    retired["packets"].as_u64().unwrap_or(0)
+                ));
+            }
+        }
+        if !doomed.is_empty() && !yes {
+            for line in &doomed {
+                eprintln!("podcap: {line}");
+            }
+            bail!(
+                "this change deletes recorded data on {} sensors; nothing was changed: run it again with --yes to apply it",
+                doomed.len()
+            );
+        }
+    }
     Ok(for_each_sensor(&reached, |sensor| {
-        let answer = if change.is_empty() {
-            sensor.get_json("/api/v1/config", token.as_deref())
-        } else {
-            sensor.patch_json(
-                "/api/v1/config",
-                token.as_deref(),
-                &serde_json::Value::Object(change.clone()),
-            )
-        };
-        answer.map(|settings| println!("{}: {settings}", sensor.label))
+        let settings = sensor.patch_json("/api/v1/config", token.as_deref(), &change)?;
+        println!("{}: {settings}", sensor.label);
+        Ok(())
     }))
 }
 

@@ -7,7 +7,9 @@
 //! writing them in timestamp order; with one sensor nothing is held. A packet that comes
 //! later than its turn is still written (never dropped) and counted. Output is flushed
 //! after every batch so a pipe reader (`wireshark -k -i -`) sees packets at once. A sensor
-//! that fails is named with its reason; the stream goes on while one sensor is left.
+//! that fails is named with its reason; the stream goes on while one sensor is left. A
+//! sensor's note on damage it skipped (a new section with `podcap-damage` comments) is
+//! named on stderr and counted; its interfaces keep their ids.
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
@@ -18,15 +20,23 @@ use std::{
 };
 
 use anyhow::Result;
-use podcap_sensor::pcapng::{
-    read::{parse_packet, BlockReader, Section},
-    BlockWriter, Direction, InterfaceDescription,
+use podcap_sensor::{
+    pcapng::{
+        read::{parse_packet, section_comments, BlockReader, Section},
+        BlockWriter, Direction, InterfaceDescription,
+    },
+    store::slice::DAMAGE_PREFIX,
 };
 
 /// How long packets wait for other sensors' packets of the same time.
 pub const HOLD: Duration = Duration::from_secs(2);
 
 enum Event {
+    /// A new section of a source: its interfaces are declared again; its comments.
+    Section {
+        source: usize,
+        comments: Vec<String>,
+    },
     Interface {
         source: usize,
         description: InterfaceDescription,
@@ -59,6 +69,8 @@ pub struct LiveStats {
     pub late: u64,
     /// Sensors that failed, with their reason.
     pub failed: Vec<(String, String)>,
+    /// Damage the sensors skipped, each line naming its sensor.
+    pub losses: Vec<String>,
 }
 
 fn read_stream<R: Read>(source: usize, reader: R, tx: &mpsc::SyncSender<Event>) -> Result<(), String> {
@@ -72,6 +84,12 @@ fn read_stream<R: Read>(source: usize, reader: R, tx: &mpsc::SyncSender<Event>) 
             Err(e) => return Err(format!("the stream broke off: {e}")),
         };
         section.observe(&block).map_err(|e| e.to_string())?;
+        if block.block_type == podcap_sensor::pcapng::BLOCK_SHB {
+            declared = 0;
+            let comments = section_comments(&block);
+            tx.send(Event::Section { source, comments })
+                .map_err(|_| "stopped".to_owned())?;
+        }
         while declared < section.interfaces.len() {
             let iface = &section.interfaces[declared];
             let description = InterfaceDescription {
@@ -160,7 +178,7 @@ pub fn live<R: Read + Send + 'static>(
     now_ns: impl Fn() -> u64,
 ) -> Result<LiveStats> {
     let hold = if inputs.len() > 1 {
-        HOLD.as_nanos() as u64
+        podcap_sensor::units::duration_ns(HOLD)
     } else {
         0
     };
@@ -190,19 +208,33 @@ pub fn live<R: Read + Send + 'static>(
         .section_header(concat!("podcap ", env!("CARGO_PKG_VERSION"), " live"));
     queue.release(None, 0, out)?;
 
+    // Output id of each interface of a source's current section; by (source, name, link
+    // type) across its sections.
     let mut ids: Vec<Vec<u32>> = vec![Vec::new(); labels.len()];
+    let mut known: HashMap<(usize, String, u16), u32> = HashMap::new();
     let mut next_id = 0u32;
     let mut open = labels.len();
     let limit = count.unwrap_or(u64::MAX);
     while open > 0 && queue.stats.packets < limit {
         match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Section { source, comments }) => {
+                ids[source].clear();
+                for comment in comments.iter().filter_map(|c| c.strip_prefix(DAMAGE_PREFIX)) {
+                    eprintln!("podcap: sensor {}: lost: {comment}", labels[source]);
+                    queue.stats.losses.push(format!("{}: {comment}", labels[source]));
+                }
+            }
             Ok(Event::Interface { source, description }) => {
-                queue.blocks.interface(&InterfaceDescription {
-                    name: format!("{}/{}", labels[source], description.name),
-                    ..description
+                let name = format!("{}/{}", labels[source], description.name);
+                let key = (source, name.clone(), description.link_type);
+                let id = *known.entry(key).or_insert_with(|| {
+                    queue
+                        .blocks
+                        .interface(&InterfaceDescription { name, ..description });
+                    next_id += 1;
+                    next_id - 1
                 });
-                ids[source].push(next_id);
-                next_id += 1;
+                ids[source].push(id);
             }
             Ok(Event::Packet {
                 source,

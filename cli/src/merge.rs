@@ -6,16 +6,25 @@
 //! Blocks pass through (each distinct one once); packets leave in
 //! timestamp order (ties keep input order). Inputs are expected in timestamp order, as
 //! sensors serve them.
+//! - An input that breaks off (a download cut short) or holds a block that cannot be read
+//!   gives every packet before that point; what was lost is said in the stats. An input's
+//!   new section (a sensor's note on damage it skipped, see the sensor's slice rules) keeps
+//!   its interfaces; its damage comments are collected, named after the input.
+//! - When anything was lost, the output ends with a note of its own: a section whose
+//!   comments name every loss, so the file itself says it is incomplete.
 use std::{
     cmp::Reverse,
     collections::BinaryHeap,
     io::{Read, Write},
 };
 
-use anyhow::{Context, Result};
-use podcap_sensor::pcapng::{
-    read::{parse_packet, BlockReader, Section},
-    BlockWriter, Direction, InterfaceDescription,
+use anyhow::Result;
+use podcap_sensor::{
+    pcapng::{
+        read::{parse_packet, section_comments, BlockReader, Section},
+        BlockWriter, Direction, InterfaceDescription, BLOCK_SHB,
+    },
+    store::slice::DAMAGE_PREFIX,
 };
 
 /// One input: a label for its interfaces and its bytes.
@@ -28,8 +37,10 @@ struct Cursor<R> {
     label: String,
     reader: BlockReader<R>,
     section: Section,
-    /// Output id of each of this input's interfaces.
+    /// Output id of each interface of this input's current section.
     ids: Vec<u32>,
+    /// Set once the input can give nothing more (ended, or broke off).
+    done: bool,
     /// The packet waiting to be merged.
     head: Option<Head>,
 }
@@ -43,67 +54,115 @@ struct Head {
 }
 
 /// What the merge wrote.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct MergeStats {
     pub packets: u64,
     pub bytes: u64,
+    /// Everything lost on the way, each line naming its input (`node-a: ...`).
+    pub losses: Vec<String>,
+}
+
+/// Output ids of interfaces, by input and (name, link type): a section that declares an
+/// interface again reuses its id.
+#[derive(Default)]
+struct Interfaces {
+    ids: std::collections::HashMap<(usize, String, u16), u32>,
+    next: u32,
 }
 
 impl<R: Read> Cursor<R> {
-    /// Reads up to the next packet, declaring new interfaces into `out` as they come.
+    /// Reads up to the next packet, declaring new interfaces into `out` as they come. A
+    /// read error ends the input and is noted in `losses`.
     fn advance(
         &mut self,
+        input: usize,
         out: &mut BlockWriter,
-        next_id: &mut u32,
+        interfaces: &mut Interfaces,
         names_seen: &mut std::collections::HashSet<Vec<u8>>,
-    ) -> Result<()> {
+        losses: &mut Vec<String>,
+    ) {
         // The previous packet's buffer is reused for the next one.
         let mut data = self.head.take().map(|h| h.data).unwrap_or_default();
-        while let Some(block) = self
-            .reader
-            .next_block()
-            .with_context(|| format!("reading {}", self.label))?
-        {
-            self.section.observe(&block)?;
+        while !self.done {
+            let offset = self.reader.offset();
+            let block = match self.reader.next_block() {
+                Ok(Some(block)) => block,
+                Ok(None) => break,
+                Err(e) => {
+                    losses.push(format!("{}: the data ends at byte {offset}: {e}", self.label));
+                    break;
+                }
+            };
+            if let Err(e) = self.section.observe(&block) {
+                losses.push(format!("{}: {e}", self.label));
+                break;
+            }
+            if block.block_type == BLOCK_SHB {
+                self.ids.clear();
+                losses.extend(
+                    section_comments(&block)
+                        .into_iter()
+                        .filter(|c| c.starts_with(DAMAGE_PREFIX))
+                        .map(|c| format!("{}: {}", self.label, c.trim_start_matches(DAMAGE_PREFIX))),
+                );
+            }
             if block.block_type == podcap_sensor::pcapng::BLOCK_NRB && names_seen.insert(block.raw.to_vec()) {
                 out.raw(block.raw);
             }
             while self.ids.len() < self.section.interfaces.len() {
                 let iface = &self.section.interfaces[self.ids.len()];
-                out.interface(&InterfaceDescription {
-                    name: format!("{}/{}", self.label, iface.name),
-                    description: iface.description.clone(),
-                    link_type: iface.link_type,
-                    snaplen: iface.snaplen,
+                let name = format!("{}/{}", self.label, iface.name);
+                let key = (input, name.clone(), iface.link_type);
+                let id = *interfaces.ids.entry(key).or_insert_with(|| {
+                    out.interface(&InterfaceDescription {
+                        name,
+                        description: iface.description.clone(),
+                        link_type: iface.link_type,
+                        snaplen: iface.snaplen,
+                    });
+                    interfaces.next += 1;
+                    interfaces.next - 1
                 });
-                self.ids.push(*next_id);
-                *next_id += 1;
+                self.ids.push(id);
             }
-            if let Some(p) = parse_packet(&block, &self.section)? {
-                let Some(&interface) = self.ids.get(p.interface_id as usize) else {
-                    continue;
-                };
-                data.clear();
-                data.extend_from_slice(p.data);
-                self.head = Some(Head {
-                    ts: p.timestamp_ns,
-                    interface,
-                    original_len: p.original_len,
-                    direction: p.direction,
-                    data,
-                });
-                return Ok(());
+            match parse_packet(&block, &self.section) {
+                Ok(Some(p)) => {
+                    let Some(&interface) = self.ids.get(p.interface_id as usize) else {
+                        continue;
+                    };
+                    data.clear();
+                    data.extend_from_slice(p.data);
+                    self.head = Some(Head {
+                        ts: p.timestamp_ns,
+                        interface,
+                        original_len: p.original_len,
+                        direction: p.direction,
+                        data,
+                    });
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    losses.push(format!("{}: {e}", self.label));
+                    break;
+                }
             }
         }
-        Ok(())
+        self.done = true;
     }
 }
 
-/// Merges `inputs` into one pcapng section written to `out`.
-pub fn merge<R: Read>(inputs: Vec<Input<R>>, out: &mut impl Write) -> Result<MergeStats> {
+/// Merges `inputs` into one pcapng stream written to `out`, its Section Header carrying
+/// `comments` (what the file holds: the window, the sources, any that failed); anything
+/// lost on the way is in the stats and in a note at the end of the stream.
+pub fn merge<R: Read>(
+    inputs: Vec<Input<R>>,
+    comments: &[String],
+    out: &mut impl Write,
+) -> Result<MergeStats> {
     let mut blocks = BlockWriter::with_capacity(2 << 20);
-    blocks.section_header(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"));
-    let mut next_id = 0;
+    blocks.section_header_with_comments(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"), comments);
+    let mut interfaces = Interfaces::default();
     let mut cursors: Vec<Cursor<R>> = inputs
         .into_iter()
         .map(|i| Cursor {
@@ -111,25 +170,38 @@ pub fn merge<R: Read>(inputs: Vec<Input<R>>, out: &mut impl Write) -> Result<Mer
             reader: BlockReader::new(i.reader),
             section: Section::default(),
             ids: Vec::new(),
+            done: false,
             head: None,
         })
         .collect();
     let mut heap = BinaryHeap::new();
     let mut names_seen = std::collections::HashSet::new();
+    let mut stats = MergeStats::default();
     for (n, cursor) in cursors.iter_mut().enumerate() {
-        cursor.advance(&mut blocks, &mut next_id, &mut names_seen)?;
+        cursor.advance(
+            n,
+            &mut blocks,
+            &mut interfaces,
+            &mut names_seen,
+            &mut stats.losses,
+        );
         if let Some(h) = &cursor.head {
             heap.push(Reverse((h.ts, n)));
         }
     }
-    let mut stats = MergeStats::default();
     while let Some(Reverse((_, n))) = heap.pop() {
         let cursor = &mut cursors[n];
         if let Some(h) = &cursor.head {
             blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
             stats.packets += 1;
         }
-        cursor.advance(&mut blocks, &mut next_id, &mut names_seen)?;
+        cursor.advance(
+            n,
+            &mut blocks,
+            &mut interfaces,
+            &mut names_seen,
+            &mut stats.losses,
+        );
         if let Some(h) = &cursor.head {
             heap.push(Reverse((h.ts, n)));
         }
@@ -139,8 +211,127 @@ pub fn merge<R: Read>(inputs: Vec<Input<R>>, out: &mut impl Write) -> Result<Mer
             blocks.clear();
         }
     }
+    if !stats.losses.is_empty() {
+        let notes: Vec<String> = stats
+            .losses
+            .iter()
+            .map(|l| format!("{DAMAGE_PREFIX}{l}"))
+            .collect();
+        blocks.section_header_with_comments(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"), &notes);
+    }
     out.write_all(blocks.bytes())?;
     stats.bytes += blocks.len() as u64;
     out.flush()?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podcap_sensor::pcapng::{
+        read::{packets_with_names, Blocks},
+        LINKTYPE_ETHERNET,
+    };
+
+    fn stream(stamps: &[u64], note: Option<&str>, more: &[u64]) -> Vec<u8> {
+        let mut w = BlockWriter::default();
+        let iface = InterfaceDescription {
+            name: "eth0".into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        };
+        w.section_header("test");
+        w.interface(&iface);
+        for &ts in stamps {
+            w.packet(0, ts, 8, &ts.to_be_bytes(), Direction::Inbound);
+        }
+        if let Some(note) = note {
+            w.section_header_with_comments("test", &[format!("{DAMAGE_PREFIX}{note}")]);
+            if !more.is_empty() {
+                w.interface(&iface);
+            }
+            for &ts in more {
+                w.packet(0, ts, 8, &ts.to_be_bytes(), Direction::Inbound);
+            }
+        }
+        w.bytes().to_vec()
+    }
+
+    fn interface_blocks(bytes: &[u8]) -> usize {
+        Blocks::new(bytes)
+            .filter(|b| b.as_ref().unwrap().block_type == podcap_sensor::pcapng::BLOCK_IDB)
+            .count()
+    }
+
+    fn run(inputs: Vec<(&str, Vec<u8>)>) -> (Vec<(String, u64)>, MergeStats, Vec<String>) {
+        let inputs = inputs
+            .into_iter()
+            .map(|(label, bytes)| Input {
+                label: label.into(),
+                reader: std::io::Cursor::new(bytes),
+            })
+            .collect();
+        let mut out = Vec::new();
+        let stats = merge(inputs, &["window".into()], &mut out).unwrap();
+        assert_eq!(
+            interface_blocks(&out),
+            2,
+            "each input's one interface, declared once"
+        );
+        let comments = Blocks::new(&out)
+            .flat_map(|b| podcap_sensor::pcapng::read::section_comments(&b.unwrap()))
+            .collect();
+        let packets = packets_with_names(&out)
+            .unwrap()
+            .into_iter()
+            .map(|(name, p)| (name, p.timestamp_ns))
+            .collect();
+        (packets, stats, comments)
+    }
+
+    #[test]
+    fn a_broken_input_gives_every_whole_packet_and_the_loss_is_said() {
+        let mut broken = stream(&[10, 30, 50], None, &[]);
+        broken.truncate(broken.len() - 7);
+        let (packets, stats, comments) = run(vec![("a", broken), ("b", stream(&[20, 40], None, &[]))]);
+        let names_and_times: Vec<(&str, u64)> = packets.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        assert_eq!(
+            names_and_times,
+            vec![("a/eth0", 10), ("b/eth0", 20), ("a/eth0", 30), ("b/eth0", 40)]
+        );
+        assert_eq!(stats.losses.len(), 1, "{:?}", stats.losses);
+        assert!(
+            stats.losses[0].starts_with("a: the data ends at byte"),
+            "{:?}",
+            stats.losses
+        );
+        assert_eq!(comments[0], "window");
+        assert_eq!(comments[1], format!("{DAMAGE_PREFIX}{}", stats.losses[0]));
+    }
+
+    #[test]
+    fn a_sensors_damage_note_is_kept_named_and_its_interfaces_stay_one() {
+        let noted = stream(
+            &[10, 30],
+            Some("podcap-0000000002.pcapng bytes 0..56 skipped"),
+            &[50],
+        );
+        let (packets, stats, comments) = run(vec![("a", noted), ("b", stream(&[20], None, &[]))]);
+        let times: Vec<u64> = packets.iter().map(|(_, t)| *t).collect();
+        assert_eq!(times, vec![10, 20, 30, 50]);
+        assert_eq!(
+            stats.losses,
+            vec!["a: podcap-0000000002.pcapng bytes 0..56 skipped".to_owned()]
+        );
+        assert_eq!(comments.len(), 2, "{comments:?}");
+        // The interface declared again after the note is the same interface in the output.
+        let out_ifaces = packets.iter().filter(|(n, _)| n == "a/eth0").count();
+        assert_eq!(out_ifaces, 3);
+        let clean = run(vec![
+            ("a", stream(&[1], None, &[])),
+            ("b", stream(&[2], None, &[])),
+        ]);
+        assert!(clean.1.losses.is_empty() && clean.2 == vec!["window".to_owned()]);
+    }
 }

@@ -5,6 +5,21 @@ use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
 
+/// A sensor answered, and said no (an HTTP error status, with its message).
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// A sensor the CLI can talk to.
 #[derive(Clone, Debug)]
 pub struct Sensor {
@@ -87,7 +102,11 @@ impl Sensor {
                     .ok()
                     .and_then(|v| v["error"].as_str().map(str::to_owned))
                     .unwrap_or(body);
-                bail!("HTTP {code}: {}", message.trim())
+                Err(Refused {
+                    status: code,
+                    message: message.trim().to_owned(),
+                }
+                .into())
             }
             Err(e) => Err(e).context("cannot reach the sensor"),
         }

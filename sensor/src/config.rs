@@ -7,6 +7,7 @@ use clap::Parser;
 use crate::{
     capture::{self, Interface},
     filter::Filter,
+    settings::{Floors, SettingsDoc, SettingsError, StartInputs},
     store::Limits,
     sys,
     targeting::{Targeting, TargetingError},
@@ -132,9 +133,11 @@ pub struct Config {
     pub ring_bytes: usize,
     pub listen: std::net::SocketAddr,
     pub token: Option<String>,
-    /// `--max-size` and `--max-time` as typed (the settings API shows them so).
-    pub max_size_text: String,
-    pub max_time_text: String,
+    /// What the settings start from: explicit flags and the targeting file's keys
+    /// (`settings.rs` has the precedence).
+    pub settings: StartInputs,
+    /// The smallest retention the store accepts.
+    pub floors: Floors,
     pub xsk_frames: u32,
     /// Kubernetes mode (`--node`).
     pub kubernetes: Option<Kubernetes>,
@@ -147,8 +150,6 @@ pub struct Config {
     /// `--config`, and what it held at start.
     pub config_file: Option<PathBuf>,
     pub targeting: Targeting,
-    /// Recording at start (`pcapdump.enabled` and not `tap.stopped`).
-    pub enabled: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,8 +210,20 @@ pub enum ConfigError {
         #[source]
         source: TargetingError,
     },
-    #[error("--segment-size ({segment}) must not exceed --max-size ({max})")]
-    SegmentLargerThanStore { segment: String, max: String },
+    #[error("--{flag} ({value}) keeps fewer than {min} segments of --{segment_flag} ({segment}): give at least {least}", min = crate::settings::MIN_SEGMENTS)]
+    RetentionTooSmall {
+        flag: &'static str,
+        value: String,
+        segment_flag: &'static str,
+        segment: String,
+        least: String,
+    },
+    #[error("--config {path}: pcapdump.{source}")]
+    FileRetention {
+        path: String,
+        #[source]
+        source: SettingsError,
+    },
 }
 
 fn resolve_interfaces(names: Vec<String>) -> Result<Vec<Interface>, ConfigError> {
@@ -387,23 +400,9 @@ impl Args {
         Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
     }
 
-    pub fn validate(mut self) -> Result<Config, ConfigError> {
-        let targeting = self
-            .config
-            .as_deref()
-            .map(|p| read_targeting(p, self.snaplen))
-            .transpose()?
-            .unwrap_or_default();
-        let max_size_text = self
-            .max_size
-            .take()
-            .or_else(|| targeting.pcapdump.max_size.clone())
-            .unwrap_or_else(|| "500MB".into());
-        let max_time_text = self
-            .max_time
-            .take()
-            .or_else(|| targeting.pcapdump.max_time.clone())
-            .unwrap_or_else(|| "1h".into());
+    /// The store's limits, the settings' start inputs (explicit flags, the file's keys) and
+    /// the smallest retention: flags checked naming the flag, the file's keys naming the key.
+    fn retention(&mut self, targeting: &Targeting) -> Result<(Limits, StartInputs, Floors), ConfigError> {
         let size = |flag: &'static str, v: &str| {
             units::parse_size(v).map_err(|source| ConfigError::Unit { flag, source })
         };
@@ -415,19 +414,79 @@ impl Args {
             "gzip" => true,
             other => return Err(ConfigError::Compress(other.to_owned())),
         };
-        let limits = Limits {
-            compress,
+        let floors = Floors {
             segment_size: size("segment-size", &self.segment_size)?,
             segment_time: dur("segment-time", &self.segment_time)?,
-            max_size: size("max-size", &max_size_text)?,
-            max_time: dur("max-time", &max_time_text)?,
         };
-        if limits.segment_size > limits.max_size {
-            return Err(ConfigError::SegmentLargerThanStore {
-                segment: self.segment_size,
-                max: max_size_text,
-            });
-        }
+        let settings = StartInputs {
+            flags: SettingsDoc {
+                enabled: None,
+                max_time: self.max_time.take(),
+                max_size: self.max_size.take(),
+            },
+            targeting: targeting.settings(),
+        };
+        let flag_error = |e: SettingsError| match e {
+            SettingsError::Invalid { key, source } => ConfigError::Unit {
+                flag: if key == "maxSize" { "max-size" } else { "max-time" },
+                source,
+            },
+            SettingsError::TooSmall {
+                key, value, least, ..
+            } => {
+                let (flag, segment_flag, segment) = if key == "maxSize" {
+                    ("max-size", "segment-size", self.segment_size.clone())
+                } else {
+                    ("max-time", "segment-time", self.segment_time.clone())
+                };
+                ConfigError::RetentionTooSmall {
+                    flag,
+                    value,
+                    segment_flag,
+                    segment,
+                    least,
+                }
+            }
+            other @ SettingsError::Persist { .. } => ConfigError::FileRetention {
+                path: String::new(),
+                source: other,
+            },
+        };
+        let (flag_size, flag_time) = floors.check(&settings.flags).map_err(flag_error)?;
+        let (file_size, file_time) =
+            floors
+                .check(&settings.targeting)
+                .map_err(|source| ConfigError::FileRetention {
+                    path: self
+                        .config
+                        .as_deref()
+                        .unwrap_or_else(|| std::path::Path::new(""))
+                        .display()
+                        .to_string(),
+                    source,
+                })?;
+        let limits = Limits {
+            compress,
+            segment_size: floors.segment_size,
+            segment_time: floors.segment_time,
+            max_size: flag_size
+                .or(file_size)
+                .map_or_else(|| size("max-size", crate::settings::DEFAULT_MAX_SIZE), Ok)?,
+            max_time: flag_time
+                .or(file_time)
+                .map_or_else(|| dur("max-time", crate::settings::DEFAULT_MAX_TIME), Ok)?,
+        };
+        Ok((limits, settings, floors))
+    }
+
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        let targeting = self
+            .config
+            .as_deref()
+            .map(|p| read_targeting(p, self.snaplen))
+            .transpose()?
+            .unwrap_or_default();
+        let (limits, settings, floors) = self.retention(&targeting)?;
         let ring_bytes = self.ring_bytes()?;
         if !(64..=262_144).contains(&self.snaplen) {
             return Err(ConfigError::Snaplen(self.snaplen));
@@ -459,17 +518,21 @@ impl Args {
         let max_slice = self
             .max_slice
             .as_deref()
-            .map(|v| dur("max-slice", v))
+            .map(|v| {
+                units::parse_duration(v).map_err(|source| ConfigError::Unit {
+                    flag: "max-slice",
+                    source,
+                })
+            })
             .transpose()?;
         Ok(Config {
             max_slice,
             filter,
             filter_from_flag,
             config_file: self.config,
-            enabled: targeting.pcapdump.enabled.unwrap_or(true) && !targeting.stopped,
             targeting,
-            max_size_text,
-            max_time_text,
+            settings,
+            floors,
             listen,
             token,
             interfaces,

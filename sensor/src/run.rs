@@ -23,7 +23,7 @@ use crate::{
     config::Config,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
     ring::{record_ring, RecordConsumer, RecordHeader},
-    settings::{RuntimeSettings, SettingsDoc},
+    settings::RuntimeSettings,
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
@@ -86,15 +86,8 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     let stats = Arc::new(Stats::new(interfaces.len() + pool as usize));
     let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
     let settings = Arc::new(
-        RuntimeSettings::load_with(
-            &config.data_dir,
-            &SettingsDoc {
-                enabled: Some(config.enabled),
-                max_time: Some(config.max_time_text.clone()),
-                max_size: Some(config.max_size_text.clone()),
-            },
-        )
-        .map_err(RunError::Settings)?,
+        RuntimeSettings::start(&config.data_dir, config.settings.clone(), config.floors)
+            .map_err(RunError::Settings)?,
     );
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
@@ -198,9 +191,9 @@ fn record(
     }
 }
 
-/// Follows the targeting file: a good new document applies at once (settings persisted,
-/// filter swapped unless `--filter` was given); a bad one is logged and shown on `/readyz`
-/// while the last good one stays in force.
+/// Follows the targeting file: a good new document applies at once (what changed of the
+/// settings, persisted; the filter swapped unless `--filter` was given); a bad one is
+/// logged and shown on `/readyz` while the last good one stays in force.
 fn spawn_reloader(
     path: &std::path::Path,
     config: &Config,
@@ -222,25 +215,19 @@ fn spawn_reloader(
                 let error = match file.poll() {
                     None => continue,
                     Some(Err(e)) => Some(e.to_string()),
-                    Some(Ok(next)) => {
-                        let change = SettingsDoc {
-                            enabled: Some(next.pcapdump.enabled.unwrap_or(true) && !next.stopped),
-                            ..next.pcapdump.clone()
-                        };
-                        match settings.apply(&change, true) {
-                            Ok(()) => {
-                                if !filter_from_flag {
-                                    filter.set(next.filter.clone());
-                                }
-                                *targeting
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-                                log::info!("{path}: reloaded");
-                                None
+                    Some(Ok(next)) => match settings.apply_targeting(&next.settings()) {
+                        Ok(()) => {
+                            if !filter_from_flag {
+                                filter.set(next.filter.clone());
                             }
-                            Err(e) => Some(e.to_string()),
+                            *targeting
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+                            log::info!("{path}: reloaded");
+                            None
                         }
-                    }
+                        Err(e) => Some(e.to_string()),
+                    },
                 };
                 if let Some(e) = &error {
                     log::error!("{path}: {e}; the last good configuration stays in force");

@@ -185,6 +185,20 @@ impl Targeting {
         Ok(())
     }
 
+    /// What the file says of the recording settings (`None` for keys it leaves out);
+    /// `tap.stopped: true` means not enabled, whatever `pcapdump.enabled` says.
+    #[must_use]
+    pub fn settings(&self) -> SettingsDoc {
+        SettingsDoc {
+            enabled: if self.stopped {
+                Some(false)
+            } else {
+                self.pcapdump.enabled
+            },
+            ..self.pcapdump.clone()
+        }
+    }
+
     /// Whether a pod is targeted.
     #[must_use]
     pub fn selects(&self, namespace: &str, pod: &str) -> bool {

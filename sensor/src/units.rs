@@ -3,8 +3,9 @@
 //!
 //! Rules: decimal suffixes (`KB`, `MB`, `GB`, `TB`) are powers of 1000 as in tcpdump's `-C`;
 //! binary ones (`KiB`, `MiB`, `GiB`, `TiB`) and Kubernetes quantities (`Ki`, `Mi`, `Gi`) are
-//! powers of 1024. A bare number is bytes or seconds. Zero, overflow, unknown units and
-//! empty input are errors that quote the input.
+//! powers of 1024. A bare number is refused with an example of the right form: `5` could
+//! be bytes, tcpdump's megabytes or seconds, and a wrong guess can wipe a store. Zero,
+//! overflow, unknown units and empty input are errors that quote the input too.
 use std::time::Duration;
 
 /// A size or duration that could not be parsed.
@@ -20,6 +21,25 @@ pub enum UnitError {
     Time { input: String },
     #[error("{input:?} must be greater than zero")]
     Zero { input: String },
+    #[error("{input:?} has no unit: give one, like {input}MB, {input}MiB or {input}Gi for a size, {input}s, {input}m or {input}h for a duration")]
+    NoUnit { input: String },
+    #[error("{input:?} reaches back before 1970: give a shorter duration")]
+    BeforeEpoch { input: String },
+}
+
+/// Nanoseconds of `duration`, saturating at `u64::MAX` (584 years).
+#[must_use]
+pub fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The start of "the last `input`" before `now_ns`: an error (never a wrap) when that lies
+/// before the epoch.
+pub fn parse_last(input: &str, now_ns: u64) -> Result<u64, UnitError> {
+    let span = duration_ns(parse_duration(input)?);
+    now_ns.checked_sub(span).ok_or_else(|| UnitError::BeforeEpoch {
+        input: input.to_owned(),
+    })
 }
 
 /// Parses a size in bytes.
@@ -34,6 +54,11 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
         return Err(err());
+    }
+    if unit.trim().is_empty() {
+        return Err(UnitError::NoUnit {
+            input: text.to_owned(),
+        });
     }
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -87,8 +112,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
         return Err(err());
     }
     if rest.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = rest.parse().map_err(|_| err())?;
-        return nonzero(Duration::from_secs(secs), input);
+        return Err(UnitError::NoUnit {
+            input: rest.to_owned(),
+        });
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
@@ -161,7 +187,19 @@ pub fn parse_rfc3339(input: &str) -> Result<u64, UnitError> {
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return Err(err());
     }
     let mut at = 19;
@@ -199,6 +237,29 @@ pub fn parse_rfc3339(input: &str) -> Result<u64, UnitError> {
 /// Formats ns since the epoch as a compact UTC time for file names (`20261123T160000Z`).
 #[must_use]
 pub fn format_utc_compact(ns: u64) -> String {
+    let (year, month, day, secs) = civil_from_ns(ns);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Formats ns since the epoch as RFC 3339 in UTC, to the second (`2026-11-23T16:00:00Z`).
+#[must_use]
+pub fn format_rfc3339(ns: u64) -> String {
+    let (year, month, day, secs) = civil_from_ns(ns);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// (year, month, day, seconds into the day) of ns since the epoch, in UTC.
+fn civil_from_ns(ns: u64) -> (i64, i64, i64, i64) {
     let secs = i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Inverse of days_from_civil.
@@ -211,12 +272,7 @@ pub fn format_utc_compact(ns: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (year, month, day, rem)
 }
 
 /// Formats bytes for people (`12.3 MB`).
@@ -248,7 +304,7 @@ mod tests {
         assert_eq!(parse_size("256KB"), Ok(256_000));
         assert_eq!(parse_size("512Mi"), Ok(512 << 20));
         assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
         assert_eq!(parse_size(" 2 mb "), Ok(2_000_000));
     }
 
@@ -270,12 +326,35 @@ mod tests {
     }
 
     #[test]
+    fn bare_numbers_are_refused_with_an_example() {
+        let err = parse_size("5").unwrap_err();
+        assert_eq!(err, UnitError::NoUnit { input: "5".into() });
+        assert!(err.to_string().contains("like 5MB"), "{err}");
+        let err = parse_duration("10").unwrap_err();
+        assert!(err.to_string().contains("10s"), "{err}");
+    }
+
+    #[test]
+    fn the_last_duration_never_wraps() {
+        let now = 1_795_449_600_000_000_000;
+        assert_eq!(parse_last("5m", now), Ok(now - 300_000_000_000));
+        assert_eq!(
+            parse_last("213504d", now),
+            Err(UnitError::BeforeEpoch {
+                input: "213504d".into()
+            })
+        );
+        assert!(parse_last("99999999999999d", now).is_err());
+        assert_eq!(duration_ns(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_mins(5)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_mins(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_hours(48)));
     }
 
@@ -300,10 +379,15 @@ mod tests {
         );
         assert_eq!(format_utc_compact(1_795_449_600_500_000_000), "20261123T160000Z");
         assert_eq!(format_utc_compact(0), "19700101T000000Z");
+        assert_eq!(format_rfc3339(1_795_449_600_500_000_000), "2026-11-23T16:00:00Z");
+        assert!(parse_rfc3339("2028-02-29T00:00:00Z").is_ok(), "a leap day");
         for bad in [
             "",
             "2026-11-23",
             "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-02-31T00:00:00Z",
+            "2026-04-31T00:00:00Z",
             "2026-11-23T16:00:00",
             "2026-11-23T16:00:00.Z",
             "yesterday",

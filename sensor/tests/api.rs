@@ -13,6 +13,7 @@ use podcap_sensor::{
     pcapng::{
         read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
+    settings::{Floors, RuntimeSettings, StartInputs},
     stats::Stats,
     store::{Limits, SegmentWriter},
     sys::realtime_ns,
@@ -187,6 +188,11 @@ async fn bad_input_is_a_400_naming_the_problem() {
     for (uri, needle) in [
         ("/api/v1/snapshot?last=5x", "last: invalid duration"),
         ("/api/v1/snapshot?last=0s", "last:"),
+        (
+            "/api/v1/snapshot?last=213504d",
+            "last: \"213504d\" reaches back before 1970",
+        ),
+        ("/api/v1/snapshot?last=5", "last: \"5\" has no unit"),
         ("/api/v1/snapshot?from=yesterday", "from: invalid time"),
         (
             "/api/v1/snapshot?from=2026-11-23T10:00:00Z&to=2026-11-23T09:00:00Z",
@@ -296,19 +302,28 @@ async fn send(state: &ApiState, method: &str, uri: &str, body: &str) -> (StatusC
     )
 }
 
+fn settings_in(dir: &tempfile::TempDir, floors: podcap_sensor::settings::Floors) -> Arc<RuntimeSettings> {
+    Arc::new(RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap())
+}
+
 #[tokio::test]
 async fn config_shows_changes_validates_and_persists() {
     let (dir, _) = store();
     let mut s = state(&dir, None);
-    let settings =
-        Arc::new(podcap_sensor::settings::RuntimeSettings::load(dir.path(), "500MB", "1h").unwrap());
+    let settings = settings_in(&dir, Floors::DEFAULT);
     s.settings = Some(Arc::clone(&settings));
     let (status, body) = send(&s, "GET", "/api/v1/config", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        body,
-        serde_json::json!({"enabled": true, "maxTime": "1h", "maxSize": "500MB"})
+        (&body["enabled"], &body["maxTime"], &body["maxSize"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("1h"),
+            &serde_json::json!("500MB")
+        )
     );
+    assert_eq!(body["sources"]["maxSize"]["source"], "flag", "{body}");
+    assert_eq!(body["sources"]["enabled"]["source"], "default", "{body}");
 
     let (status, body) = send(
         &s,
@@ -319,22 +334,70 @@ async fn config_shows_changes_validates_and_persists() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["maxTime"], "2h");
+    assert_eq!(body["sources"]["maxTime"]["source"], "api", "{body}");
     assert!(!settings.enabled());
     assert_eq!(settings.max_time(), Duration::from_hours(2));
-    let reloaded = podcap_sensor::settings::RuntimeSettings::load(dir.path(), "500MB", "1h").unwrap();
+    let reloaded =
+        RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), Floors::DEFAULT).unwrap();
     assert!(!reloaded.enabled(), "persisted");
 
     for (bad, needle) in [
         (r#"{"maxSize": "lots"}"#, "maxSize: invalid size"),
         (r#"{"maxTime": "0s"}"#, "maxTime:"),
         (r#"{"maxsize": "1GB"}"#, "unknown field `maxsize`"),
+        (r#"{"maxSize": "1"}"#, "maxSize: \"1\" has no unit"),
+        (
+            r#"{"maxSize": "5MB"}"#,
+            "maxSize: 5MB keeps fewer than 4 segments",
+        ),
+        (
+            r#"{"maxTime": "1ms"}"#,
+            "maxTime: 1ms keeps fewer than 4 segments",
+        ),
         ("not json", "config:"),
     ] {
         let (status, body) = send(&s, "PATCH", "/api/v1/config", bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(body["error"].as_str().unwrap().contains(needle), "{bad}: {body}");
     }
+    let (status, body) = send(&s, "PATCH", "/api/v1/config?force=yes", r#"{"maxTime": "3h"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown parameter: {body}");
     assert_eq!(settings.max_size(), 500_000_000, "a bad change applied nothing");
+    assert_eq!(settings.max_time(), Duration::from_hours(2));
+}
+
+#[tokio::test]
+async fn a_dry_run_says_what_a_shrink_would_retire_and_changes_nothing() {
+    let (dir, _) = store();
+    let mut s = state(&dir, None);
+    // Floors of tiny segments.
+    let floors = Floors {
+        segment_size: 1_000,
+        segment_time: Duration::from_secs(1),
+    };
+    let settings = settings_in(&dir, floors);
+    s.settings = Some(Arc::clone(&settings));
+    let index = podcap_sensor::store::index::Index::load(dir.path())
+        .unwrap()
+        .unwrap();
+    let stored = index.total_bytes();
+    let (status, body) = send(&s, "PATCH", "/api/v1/config?dryRun=true", r#"{"maxSize": "6kB"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dryRun"], true);
+    assert_eq!(body["maxSize"], "6kB");
+    let retired = &body["wouldRetire"];
+    let bytes = retired["bytes"].as_u64().unwrap();
+    assert!(stored > 10_000, "{stored}");
+    assert!(retired["segments"].as_u64().unwrap() > 0, "{body}");
+    assert!(
+        stored - bytes <= 6_000 && stored - bytes > 1_000,
+        "{stored} {body}"
+    );
+    assert!(retired["packets"].as_u64().unwrap() > 0);
+    assert_eq!(settings.max_size(), 500_000_000, "a dry run changes nothing");
+    // Growing retires nothing.
+    let (_, body) = send(&s, "PATCH", "/api/v1/config?dryRun=true", r#"{"maxSize": "1GB"}"#).await;
+    assert_eq!(body["wouldRetire"]["segments"], 0, "{body}");
 }
 
 /// Reads frames of a streaming body into `bytes` until `enough` says stop, the body ends

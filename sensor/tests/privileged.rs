@@ -274,7 +274,17 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
         &format!("--iface n0 --data-dir {d} --segment-size 2GB --max-size 1GB"),
     );
     assert!(
-        out.contains("--segment-size (2GB) must not exceed --max-size (1GB)"),
+        out.contains(
+            "--max-size (1GB) keeps fewer than 4 segments of --segment-size (2GB): give at least 8.0 GB"
+        ),
+        "{out}"
+    );
+    // Destructive values are refused at start as they are through the API.
+    let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --max-size 5"));
+    assert!(out.contains("--max-size: \"5\" has no unit"), "{out}");
+    let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --max-time 1ms"));
+    assert!(
+        out.contains("--max-time (1ms) keeps fewer than 4 segments of --segment-time (1m)"),
         "{out}"
     );
 

@@ -42,11 +42,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
-    settings::{RuntimeSettings, SettingsDoc, SettingsError},
+    settings::{Retired, RuntimeSettings, SettingsDoc, SettingsError, SettingsView},
     stats::Stats,
     store::{
         index::{Index, SegmentRecord},
-        slice, SharedView,
+        retention, slice, SharedView,
     },
     sys, units,
 };
@@ -147,16 +147,32 @@ impl IntoResponse for AppError {
 
 /// The API.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    // The token is checked before anything of the request is read: a client without one
+    // gets 401 whatever its query or body.
+    let protected = Router::new()
         .route("/api/v1/segments", get(segments))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/live", get(live))
         .route("/api/v1/config", get(get_config).patch(patch_config))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
         .layer(axum::middleware::from_fn(response_timeout))
         .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn response_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -231,11 +247,8 @@ impl RangeQuery {
                 "give either last or from/to, not both".into(),
             )),
             (Some(last), None, None) => {
-                let d = units::parse_duration(last).map_err(|e| bad("last", e))?;
-                Ok((
-                    now_ns.saturating_sub(d.as_nanos() as u64),
-                    now_ns.saturating_add(1),
-                ))
+                let from = units::parse_last(last, now_ns).map_err(|e| bad("last", e))?;
+                Ok((from, now_ns.saturating_add(1)))
             }
             (None, from, to) => {
                 let from = from
@@ -292,10 +305,8 @@ fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord
 
 async fn segments(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Query(query): Query<RangeQuery>,
 ) -> Result<Json<Vec<SegmentInfo>>, AppError> {
-    authorize(&state, &headers)?;
     let (from, to) = if query.last.is_none() && query.from.is_none() && query.to.is_none() {
         (0, u64::MAX)
     } else {
@@ -346,10 +357,8 @@ impl std::io::Write for ChannelWriter {
 
 async fn snapshot(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Query(query): Query<RangeQuery>,
 ) -> Result<Response, AppError> {
-    authorize(&state, &headers)?;
     let (from, to) = query.range(sys::realtime_ns())?;
     if let Some(max) = state.max_slice {
         let span = std::time::Duration::from_nanos(to - from);
@@ -421,12 +430,7 @@ pub struct LiveQuery {
     pub iface: Option<String>,
 }
 
-async fn live(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Query(query): Query<LiveQuery>,
-) -> Result<Response, AppError> {
-    authorize(&state, &headers)?;
+async fn live(State(state): State<ApiState>, Query(query): Query<LiveQuery>) -> Result<Response, AppError> {
     let interfaces = interfaces(&state, query.iface.as_deref())?;
     let permit = Arc::clone(&state.live)
         .try_acquire_owned()
@@ -440,7 +444,7 @@ async fn live(
             runtime,
         };
         let mut slicer = slice::Slicer::default();
-        let delay = LIVE_DELAY.as_nanos() as u64;
+        let delay = units::duration_ns(LIVE_DELAY);
         let mut cursor = sys::realtime_ns().saturating_sub(delay);
         while !tx.is_closed() && !state.stopping.load(Ordering::Relaxed) && !sys::stop_requested() {
             let to = sys::realtime_ns().saturating_sub(delay).max(cursor);
@@ -481,38 +485,74 @@ fn settings(state: &ApiState) -> Result<&RuntimeSettings, AppError> {
         .ok_or_else(|| AppError::Internal("no runtime settings".into()))
 }
 
-async fn get_config(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<Json<SettingsDoc>, AppError> {
-    authorize(&state, &headers)?;
-    Ok(Json(settings(&state)?.current()))
+async fn get_config(State(state): State<ApiState>) -> Result<Json<SettingsView>, AppError> {
+    Ok(Json(settings(&state)?.view()))
+}
+
+/// Query of `PATCH /api/v1/config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigQuery {
+    /// Check the change and say what it would retire, without applying it.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 async fn patch_config(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    Query(query): Query<ConfigQuery>,
     body: axum::body::Bytes,
-) -> Result<Json<SettingsDoc>, AppError> {
-    authorize(&state, &headers)?;
+) -> Result<Json<SettingsView>, AppError> {
     let change: SettingsDoc =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("config: {e}")))?;
     let settings = settings(&state)?;
-    settings.apply(&change, true).map_err(|e| match e {
-        SettingsError::Invalid { .. } => AppError::BadRequest(e.to_string()),
+    let invalid = |e: SettingsError| match e {
         SettingsError::Persist { .. } => {
             AppError::Internal(format!("{e}: {:?}", std::error::Error::source(&e)))
         }
-    })?;
+        other => AppError::BadRequest(other.to_string()),
+    };
+    if query.dry_run {
+        let (max_size, max_time) = settings.check(&change).map_err(invalid)?;
+        let mut view = settings.view();
+        view.enabled = change.enabled.unwrap_or(view.enabled);
+        view.max_size = change.max_size.clone().unwrap_or(view.max_size);
+        view.max_time = change.max_time.clone().unwrap_or(view.max_time);
+        view.dry_run = Some(true);
+        view.would_retire = Some(would_retire(&state, max_size, max_time)?);
+        return Ok(Json(view));
+    }
+    let view = settings.apply_api(&change).map_err(invalid)?;
     log::info!(
         "settings changed through the API: {}",
         String::from_utf8_lossy(&body)
     );
-    Ok(Json(settings.current()))
+    Ok(Json(view))
 }
 
-async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, AppError> {
-    authorize(&state, &headers)?;
+/// What retention would retire now under `max_size` and `max_time`.
+fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) -> Result<Retired, AppError> {
+    let horizon = sys::realtime_ns().saturating_sub(units::duration_ns(max_time));
+    let retired = |records: &[SegmentRecord], active_bytes: u64| {
+        retention::to_retire(records, active_bytes, max_size, horizon)
+            .iter()
+            .fold(Retired::default(), |sum, r| Retired {
+                segments: sum.segments + 1,
+                bytes: sum.bytes.saturating_add(r.bytes),
+                packets: sum.packets.saturating_add(r.packets),
+            })
+    };
+    if let Some(view) = &state.view {
+        let view = view
+            .read()
+            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+        let active = view.active.as_ref().map_or(0, |a| a.bytes);
+        return Ok(retired(view.index.records(), active));
+    }
+    Ok(retired(load_index(state)?.records(), 0))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Result<Response, AppError> {
     let mut text = String::new();
     let mut family = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, u64)>| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -17,6 +17,8 @@ pub const BLOCK_IDB: u32 = 1;
 pub const BLOCK_NRB: u32 = 4;
 pub const BLOCK_ISB: u32 = 5;
 pub const BLOCK_EPB: u32 = 6;
+/// Decryption Secrets Block.
+pub const BLOCK_DSB: u32 = 0x0A;
 pub const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 /// LINKTYPE_ETHERNET.
@@ -176,11 +178,25 @@ impl BlockWriter {
 
     /// Section Header Block (section length unknown: -1).
     pub fn section_header(&mut self, application: &str) {
+        self.section_header_with_comments(application, &[]);
+    }
+
+    /// Section Header Block with comments (`opt_comment`, one per line given): what a
+    /// reader should know about the section, or about the stream before it.
+    pub fn section_header_with_comments(&mut self, application: &str, comments: &[String]) {
         let start = self.begin(BLOCK_SHB);
         self.u32(BYTE_ORDER_MAGIC);
         self.u16(1);
         self.u16(0);
         self.buf.extend_from_slice(&(-1i64).to_ne_bytes());
+        for comment in comments {
+            // An option holds at most 65535 bytes; a longer comment is cut at a character.
+            let mut end = comment.len().min(usize::from(u16::MAX));
+            while !comment.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.option(OPT_COMMENT, &comment.as_bytes()[..end]);
+        }
         self.option(SHB_USERAPPL, application.as_bytes());
         self.end_options();
         self.end(start);

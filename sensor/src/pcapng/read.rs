@@ -5,7 +5,7 @@
 //! that ends inside a block is `Truncated`, which repair tells apart from corruption.
 use std::io::{self, Read};
 
-use super::{Direction, InterfaceDescription, BLOCK_EPB, BLOCK_IDB, BLOCK_SHB, BYTE_ORDER_MAGIC};
+use super::{Direction, InterfaceDescription, BLOCK_DSB, BLOCK_EPB, BLOCK_IDB, BLOCK_SHB, BYTE_ORDER_MAGIC};
 
 /// Largest block accepted (a 256 KiB packet plus options, with room to spare).
 pub const MAX_BLOCK_LEN: usize = 16 << 20;
@@ -74,6 +74,184 @@ fn frame(bytes: &[u8], offset: u64, swapped: bool) -> Result<usize, ReadError> {
         return Err(malformed("trailing length differs"));
     }
     Ok(total)
+}
+
+/// Whether `bytes` starts with a well-framed block of a type podcap reads (SHB, IDB, NRB,
+/// ISB, EPB, DSB) whose fixed fields fit; its total length if so. What resynchronisation
+/// after damage accepts as the next block.
+fn plausible_block(bytes: &[u8], swapped: bool) -> Option<usize> {
+    // The SHB's type reads the same in both byte orders; `frame` checks its magic.
+    let block_type = u32_at(bytes, 0, swapped)?;
+    let total = frame(bytes, 0, swapped).ok()?;
+    let body = total - 12;
+    let fits = match block_type {
+        BLOCK_SHB => body >= 16,
+        BLOCK_IDB => body >= 8,
+        BLOCK_EPB => {
+            let captured = u32_at(bytes, 20, swapped)? as usize;
+            body >= 20 && captured <= body - 20
+        }
+        super::BLOCK_NRB | BLOCK_DSB => body >= 4,
+        super::BLOCK_ISB => body >= 12,
+        _ => false,
+    };
+    fits.then_some(total)
+}
+
+/// How far a search for the next block got in a buffer that may not hold the whole file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resync {
+    /// A plausible block begins here.
+    Found(usize),
+    /// Nothing before this offset can begin a block; from here on, more bytes are needed
+    /// to tell (a block header announcing more than the buffer holds, or too few bytes).
+    NeedMore(usize),
+}
+
+/// Searches `bytes` from `from` for the next plausible block, in steps of 4 (blocks are
+/// multiples of 4 long, so every block of a file starts 4-aligned). The way past damage:
+/// what lies between is skipped, and said to be.
+#[must_use]
+pub fn resync(bytes: &[u8], from: usize, swapped: bool) -> Resync {
+    let mut at = from.saturating_add(3) & !3;
+    while at.saturating_add(12) <= bytes.len() {
+        let rest = &bytes[at..];
+        if plausible_block(rest, swapped).is_some() {
+            return Resync::Found(at);
+        }
+        let announced = u32_at(rest, 4, swapped).unwrap_or(0) as usize;
+        let known_type = matches!(
+            u32_at(rest, 0, swapped),
+            Some(BLOCK_SHB | BLOCK_IDB | BLOCK_EPB | BLOCK_DSB | super::BLOCK_NRB | super::BLOCK_ISB)
+        );
+        if known_type && announced > rest.len() && announced <= MAX_BLOCK_LEN && announced.is_multiple_of(4) {
+            return Resync::NeedMore(at);
+        }
+        at += 4;
+    }
+    Resync::NeedMore(at.min(bytes.len()))
+}
+
+/// Where the next plausible block begins in the whole input `bytes` at or after `from`;
+/// `None` if none does.
+#[must_use]
+pub fn next_plausible_block(bytes: &[u8], from: usize, swapped: bool) -> Option<usize> {
+    let mut at = from;
+    loop {
+        match resync(bytes, at, swapped) {
+            Resync::Found(found) => return Some(found),
+            // A header announcing more than the input holds is not a block of it.
+            Resync::NeedMore(undecided) if undecided.saturating_add(12) <= bytes.len() => at = undecided + 4,
+            Resync::NeedMore(_) => return None,
+        }
+    }
+}
+
+/// The comments (`opt_comment`) of a Section Header Block; empty for any other block.
+#[must_use]
+pub fn section_comments(block: &Block<'_>) -> Vec<String> {
+    if block.block_type != BLOCK_SHB {
+        return Vec::new();
+    }
+    let swapped = u32_at(block.raw, 8, false) != Some(BYTE_ORDER_MAGIC);
+    options(block.body().get(16..).unwrap_or_default(), swapped)
+        .filter(|(code, _)| *code == 1)
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .collect()
+}
+
+/// Checks that `bytes` begins with a whole Section Header Block of pcapng version 1.
+pub fn check_section_header(bytes: &[u8]) -> Result<(), ReadError> {
+    let malformed = |reason| ReadError::Malformed { offset: 0, reason };
+    if u32_at(bytes, 0, false) != Some(BLOCK_SHB) {
+        return Err(malformed("no section header at the start"));
+    }
+    let total = frame(bytes, 0, false)?;
+    let swapped = u32_at(bytes, 8, false) != Some(BYTE_ORDER_MAGIC);
+    if total < 28 {
+        return Err(malformed("section header too short"));
+    }
+    if u16_at(bytes, 12, swapped) != Some(1) {
+        return Err(malformed("section header of an unknown pcapng version"));
+    }
+    Ok(())
+}
+
+/// A piece of a damaged file: a block, or a run of bytes that holds none.
+#[derive(Clone, Copy, Debug)]
+pub enum Piece<'a> {
+    Block(Block<'a>),
+    Damaged(Damage),
+}
+
+/// Bytes of a file that could not be read as blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub offset: u64,
+    pub len: u64,
+    pub reason: &'static str,
+}
+
+/// Iterates the blocks of an in-memory pcapng file that may be damaged: past a block that
+/// cannot be read it goes on at the next plausible block, and yields what it skipped as
+/// [`Piece::Damaged`]. A file that does not begin with a section header is read in this
+/// machine's byte order.
+pub struct SalvagedBlocks<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    swapped: bool,
+}
+
+impl<'a> SalvagedBlocks<'a> {
+    #[must_use]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            offset: 0,
+            swapped: false,
+        }
+    }
+}
+
+impl<'a> Iterator for SalvagedBlocks<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.offset..).filter(|r| !r.is_empty())?;
+        let offset = self.offset;
+        let damaged_shb = offset == 0 && check_section_header(rest).is_err();
+        match frame(rest, offset as u64, self.swapped) {
+            Ok(total) if !damaged_shb => {
+                let raw = &rest[..total];
+                let block_type = u32_at(raw, 0, self.swapped).unwrap_or(0);
+                if block_type == BLOCK_SHB {
+                    self.swapped = u32_at(raw, 8, false) != Some(BYTE_ORDER_MAGIC);
+                }
+                self.offset += total;
+                Some(Piece::Block(Block {
+                    block_type,
+                    offset: offset as u64,
+                    raw,
+                }))
+            }
+            result => {
+                let reason = match result {
+                    _ if damaged_shb => "damaged section header",
+                    Err(ReadError::Truncated { .. }) => "ends inside a block",
+                    Err(ReadError::Malformed { reason, .. }) => reason,
+                    _ => "unreadable",
+                };
+                let next =
+                    next_plausible_block(self.bytes, offset + 4, self.swapped).unwrap_or(self.bytes.len());
+                self.offset = next;
+                Some(Piece::Damaged(Damage {
+                    offset: offset as u64,
+                    len: (next - offset) as u64,
+                    reason,
+                }))
+            }
+        }
+    }
 }
 
 /// The block at the start of `bytes`, its framing checked: `(type, total length)`, or
@@ -466,4 +644,121 @@ pub fn complete_prefix_len(bytes: &[u8]) -> usize {
         }
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcapng::{BlockWriter, LINKTYPE_ETHERNET};
+
+    /// A segment: SHB, IDB, ten EPBs; and the offset of each EPB.
+    fn segment() -> (Vec<u8>, Vec<usize>) {
+        let mut w = BlockWriter::default();
+        w.section_header("test");
+        w.interface(&InterfaceDescription {
+            name: "eth0".into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        });
+        let mut offsets = Vec::new();
+        for i in 0..10u64 {
+            offsets.push(w.len());
+            w.packet(0, 1_000 + i, 100, &[i as u8; 100], Direction::Inbound);
+        }
+        (w.bytes().to_vec(), offsets)
+    }
+
+    /// (packet timestamps, damage) of a salvaged read.
+    fn salvage(bytes: &[u8]) -> (Vec<u64>, Vec<Damage>) {
+        let mut section = Section::default();
+        let (mut packets, mut damage) = (Vec::new(), Vec::new());
+        for piece in SalvagedBlocks::new(bytes) {
+            match piece {
+                Piece::Block(block) => {
+                    section.observe(&block).unwrap();
+                    if let Some(p) = parse_packet(&block, &section).unwrap() {
+                        packets.push(p.timestamp_ns);
+                    }
+                }
+                Piece::Damaged(d) => damage.push(d),
+            }
+        }
+        (packets, damage)
+    }
+
+    #[test]
+    fn damage_is_skipped_to_the_next_block_and_said() {
+        let (clean, epb) = segment();
+        let all: Vec<u64> = (1_000..1_010).collect();
+        assert_eq!(salvage(&clean), (all.clone(), Vec::new()));
+
+        // A flipped first byte: the section header is damage, everything after it reads.
+        let mut bytes = clean.clone();
+        bytes[0] ^= 0xff;
+        let (packets, damage) = salvage(&bytes);
+        assert_eq!(packets, all);
+        assert_eq!(damage.len(), 1);
+        assert_eq!(
+            (damage[0].offset, damage[0].reason),
+            (0, "damaged section header")
+        );
+
+        // The header's length flipped: the same.
+        let mut bytes = clean.clone();
+        bytes[4] ^= 0x40;
+        let (packets, damage) = salvage(&bytes);
+        assert_eq!((packets, damage.len()), (all.clone(), 1));
+
+        // A packet's length field damaged: that packet is lost, the rest read.
+        let mut bytes = clean.clone();
+        bytes[epb[3] + 4] ^= 0x13;
+        let (packets, damage) = salvage(&bytes);
+        let expect: Vec<u64> = all.iter().copied().filter(|&t| t != 1_003).collect();
+        assert_eq!(packets, expect);
+        assert_eq!(damage.len(), 1);
+        assert_eq!(damage[0].offset, epb[3] as u64);
+        assert_eq!(damage[0].len, (epb[4] - epb[3]) as u64);
+
+        // Zeros over two packets (a lost write): skipped, said, the rest read.
+        let mut bytes = clean.clone();
+        bytes[epb[5]..epb[7] + 8].fill(0);
+        let (packets, damage) = salvage(&bytes);
+        assert_eq!(packets, vec![1_000, 1_001, 1_002, 1_003, 1_004, 1_008, 1_009]);
+        assert_eq!(damage[0].offset, epb[5] as u64);
+
+        // Cut inside a packet: everything before it, and the torn tail said.
+        let bytes = &clean[..epb[8] + 30];
+        let (packets, damage) = salvage(bytes);
+        assert_eq!(packets, all[..8].to_vec());
+        assert_eq!((damage.len(), damage[0].reason), (1, "ends inside a block"));
+        assert_eq!(damage[0].offset + damage[0].len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn resync_asks_for_more_rather_than_guessing() {
+        let (clean, epb) = segment();
+        // Only the head of the block at epb[2] is here: undecided, not "nothing".
+        let cut = &clean[..epb[2] + 40];
+        assert_eq!(resync(cut, epb[1] + 4, false), Resync::NeedMore(epb[2]));
+        assert_eq!(resync(&clean, epb[1] + 4, false), Resync::Found(epb[2]));
+        // Unaligned starts round up to the next multiple of four.
+        assert_eq!(resync(&clean, epb[1] + 1, false), Resync::Found(epb[2]));
+        assert_eq!(next_plausible_block(cut, epb[1] + 4, false), None);
+    }
+
+    #[test]
+    fn section_headers_are_checked_and_carry_comments() {
+        let (clean, _) = segment();
+        assert!(check_section_header(&clean).is_ok());
+        for at in [0, 4, 8, 12] {
+            let mut bytes = clean.clone();
+            bytes[at] ^= 0x55;
+            assert!(check_section_header(&bytes).is_err(), "byte {at} flipped");
+        }
+        let mut w = BlockWriter::default();
+        w.section_header_with_comments("t", &["one".into(), "two, longer".into()]);
+        let block = Blocks::new(w.bytes()).next().unwrap().unwrap();
+        assert_eq!(section_comments(&block), vec!["one", "two, longer"]);
+    }
 }

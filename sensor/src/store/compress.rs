@@ -16,8 +16,7 @@ use std::{
 
 use flate2::{read::MultiGzDecoder, write::GzEncoder, Compression};
 
-/// Suffix of a compressed finished segment.
-pub const GZIP_SUFFIX: &str = ".pcapng.gz";
+use super::name::GZIP_SUFFIX;
 
 /// A segment the compressor finished.
 #[derive(Debug)]
@@ -139,6 +138,16 @@ impl SegmentReader {
         })
     }
 
+    /// At the end of a plain segment read up to a limit: how many bytes short of the
+    /// limit the file ended (`None` when it did not, or the limit is unknown).
+    #[must_use]
+    pub fn short_by(&self) -> Option<u64> {
+        match self {
+            Self::Plain { pos, limit, .. } if *limit != u64::MAX && pos < limit => Some(limit - pos),
+            _ => None,
+        }
+    }
+
     #[must_use]
     pub fn seekable(&self) -> bool {
         matches!(self, Self::Plain { .. })
@@ -149,6 +158,25 @@ impl SegmentReader {
         let mut bytes = Vec::new();
         Self::open(path)?.read_to_end(&mut bytes)?;
         Ok(bytes)
+    }
+
+    /// As much of the segment as can be read, and whether a read error (a damaged gzip
+    /// stream, an I/O error) left the rest unread. Only opening it can fail.
+    pub fn read_readable(path: &Path) -> io::Result<(Vec<u8>, bool)> {
+        let mut reader = Self::open(path)?;
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) => return Ok((bytes, false)),
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("{}: unreadable after byte {}: {e}", path.display(), bytes.len());
+                    return Ok((bytes, true));
+                }
+            }
+        }
     }
 }
 

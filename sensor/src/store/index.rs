@@ -15,7 +15,7 @@
 //! ```text
 //! podcap-index → 1
 //! seg → <seq> → <file> → <first_ns> → <last_ns> → <packets> → <bytes> → <drops> → <if:packets,...>
-//!     → <offset@ts,...> → <max_step_back_ns>
+//!     → <offset@ts,...> → <max_step_back_ns> → <offset+len,...>
 //! end → <records> → <crc32 of the lines above, hex>
 //! ```
 use std::{
@@ -24,7 +24,7 @@ use std::{
     path::Path,
 };
 
-use crate::pcapng::read::{parse_packet, parse_statistics, Blocks, Section};
+use crate::pcapng::read::{parse_packet, parse_statistics, Piece, SalvagedBlocks, Section};
 
 /// File name of the manifest.
 pub const MANIFEST: &str = "index.tsv";
@@ -52,6 +52,9 @@ pub struct SegmentRecord {
     /// as long as this says an older one may still follow. [`STEP_BACK_UNKNOWN`] for records
     /// from a manifest written before the field existed.
     pub max_step_back_ns: u64,
+    /// Byte ranges `(offset, len)` of the file that could not be read as blocks (only in
+    /// quarantined files; `len` 0: from `offset` to the end of a compressed file).
+    pub damaged: Vec<(u64, u64)>,
 }
 
 /// `max_step_back_ns` of a record that does not know it.
@@ -69,8 +72,9 @@ impl SegmentRecord {
             .map(|(i, n)| format!("{i}:{n}"))
             .collect();
         let checkpoints: Vec<String> = self.checkpoints.iter().map(|(o, t)| format!("{o}@{t}")).collect();
+        let damaged: Vec<String> = self.damaged.iter().map(|(o, l)| format!("{o}+{l}")).collect();
         format!(
-            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "seg\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.seq,
             self.file,
             self.first_ns,
@@ -80,14 +84,22 @@ impl SegmentRecord {
             self.drops,
             per_if.join(","),
             checkpoints.join(","),
-            self.max_step_back_ns
+            self.max_step_back_ns,
+            damaged.join(",")
         )
     }
 
     fn decode(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split('\t').collect();
-        // Ten fields before `max_step_back_ns` was added, eleven since.
-        if !(10..=11).contains(&f.len()) || f[0] != "seg" || f[2].is_empty() || f[2].contains('/') {
+        // Ten fields before `max_step_back_ns` was added, eleven before `damaged`, twelve since.
+        if !(10..=12).contains(&f.len()) || f[0] != "seg" {
+            return None;
+        }
+        let seq: u64 = f[1].parse().ok()?;
+        // The file must be one of the store's names for this very segment: a record is
+        // never a way to open another path.
+        let (name, _) = super::name::parse_indexed(f[2])?;
+        if name.seq != seq || name.kind == super::name::Kind::Active {
             return None;
         }
         let mut per_interface = Vec::new();
@@ -103,8 +115,19 @@ impl SegmentRecord {
             let (offset, ts) = pair.split_once('@')?;
             checkpoints.push((offset.parse().ok()?, ts.parse().ok()?));
         }
+        let mut damaged = Vec::new();
+        for pair in f
+            .get(11)
+            .copied()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            let (offset, len) = pair.split_once('+')?;
+            damaged.push((offset.parse().ok()?, len.parse().ok()?));
+        }
         Some(Self {
-            seq: f[1].parse().ok()?,
+            seq,
             file: f[2].to_owned(),
             first_ns: f[3].parse().ok()?,
             last_ns: f[4].parse().ok()?,
@@ -117,6 +140,7 @@ impl SegmentRecord {
                 Some(field) => field.parse().ok()?,
                 None => STEP_BACK_UNKNOWN,
             },
+            damaged,
         })
     }
 
@@ -129,10 +153,11 @@ impl SegmentRecord {
         usable.checked_sub(1).map(|i| self.checkpoints[i].0)
     }
 
-    /// Builds the record of a finished segment by reading it.
+    /// Builds the record of a finished segment by reading it. Damage does not stop it: the
+    /// readable blocks are counted and what could not be read is listed in `damaged`.
     pub fn scan(path: &Path, seq: u64) -> io::Result<Self> {
-        let bytes = super::compress::SegmentReader::read_all(path)?;
-        let compressed = path.to_string_lossy().ends_with(super::compress::GZIP_SUFFIX);
+        let (bytes, unreadable_rest) = super::compress::SegmentReader::read_readable(path)?;
+        let compressed = path.to_string_lossy().ends_with(super::name::GZIP_SUFFIX);
         let mut record = Self {
             seq,
             file: path
@@ -144,20 +169,41 @@ impl SegmentRecord {
             ..Self::default()
         };
         let mut section = Section::default();
-        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
         let mut last_checkpoint = 0;
-        for block in Blocks::new(&bytes) {
-            let block = block.map_err(invalid)?;
-            section.observe(&block).map_err(invalid)?;
+        for piece in SalvagedBlocks::new(&bytes) {
+            let block = match piece {
+                Piece::Block(block) => block,
+                Piece::Damaged(damage) => {
+                    record.damaged.push((damage.offset, damage.len));
+                    continue;
+                }
+            };
+            let whole = (block.offset, block.raw.len() as u64);
+            if section.observe(&block).is_err() {
+                record.damaged.push(whole);
+                continue;
+            }
             if record.packets > 0 && block.offset >= last_checkpoint + CHECKPOINT_BYTES {
                 record.checkpoints.push((block.offset, record.last_ns));
                 last_checkpoint = block.offset;
             }
-            if let Some(packet) = parse_packet(&block, &section).map_err(invalid)? {
-                record.note_packet(packet.interface_id, packet.timestamp_ns);
-            } else if let Some(stats) = parse_statistics(&block, &section).map_err(invalid)? {
-                record.drops += stats.interface_drops.unwrap_or(0) + stats.os_drops.unwrap_or(0);
+            match parse_packet(&block, &section) {
+                Ok(Some(packet)) => record.note_packet(packet.interface_id, packet.timestamp_ns),
+                Ok(None) => match parse_statistics(&block, &section) {
+                    Ok(Some(stats)) => {
+                        record.drops = record
+                            .drops
+                            .saturating_add(stats.interface_drops.unwrap_or(0))
+                            .saturating_add(stats.os_drops.unwrap_or(0));
+                    }
+                    Ok(None) => {}
+                    Err(_) => record.damaged.push(whole),
+                },
+                Err(_) => record.damaged.push(whole),
             }
+        }
+        if unreadable_rest {
+            record.damaged.push((bytes.len() as u64, 0));
         }
         if record.packets == 0 {
             record.first_ns = 0;
@@ -380,6 +426,11 @@ mod tests {
             per_interface: vec![1],
             checkpoints: vec![(1 << 20, first)],
             max_step_back_ns: seq % 3,
+            damaged: if seq.is_multiple_of(4) {
+                vec![(64, 128)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -450,6 +501,7 @@ mod tests {
     #[test]
     fn records_measure_how_far_timestamps_step_back() {
         let mut r = SegmentRecord {
+            seq: 1,
             file: "podcap-0000000001.pcapng".into(),
             first_ns: u64::MAX,
             ..SegmentRecord::default()
@@ -460,7 +512,7 @@ mod tests {
         assert_eq!((r.first_ns, r.last_ns, r.max_step_back_ns), (900, 1_400, 400));
         // A line from before the field existed: the step back is unknown, not zero.
         let line = r.encode();
-        let old = line.rsplit_once('\t').unwrap().0;
+        let old = line.rsplit_once('\t').unwrap().0.rsplit_once('\t').unwrap().0;
         assert_eq!(SegmentRecord::decode(&line), Some(r.clone()));
         let decoded = SegmentRecord::decode(old).unwrap();
         assert_eq!(decoded.max_step_back_ns, STEP_BACK_UNKNOWN);

@@ -20,17 +20,21 @@
 //!   kernel at least once a second.
 //! - Every finished segment has a record in the time index (`index.rs`, `index.tsv`):
 //!   first/last packet timestamp, packets, bytes, packets per interface, drops. At start
-//!   the index is reconciled with the files (orphans adopted, missing files dropped).
+//!   `recover.rs` checks the files and the index against each other before anything is
+//!   written (its rules: crash repair, quarantine, stray names).
 //! - Retention deletes whole finished segments, oldest first, at every rotation, while the
 //!   store (finished segments plus the active one) is larger than `max_size` or a segment's
 //!   newest packet is older than `max_time`; the store exceeds `max_size` by at most the
 //!   active segment (or the spare waiting to become it). The index forgets a segment
 //!   before its file is deleted.
-//! - A segment left `.active` by a crash is cut back to its last complete block and
-//!   finished before anything else happens.
-//! - Sequence numbers only grow: a restart continues after the highest one found.
+//! - Sequence numbers only grow: a restart continues after the highest one found, and a
+//!   name is never reused: new files are created exclusively and renamed without
+//!   replacing (`name.rs` owns the naming).
 pub mod compress;
 pub mod index;
+pub mod name;
+pub mod recover;
+pub mod retention;
 pub mod slice;
 
 use std::{
@@ -42,21 +46,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use self::index::{Index, SegmentRecord};
+use self::{
+    index::{Index, SegmentRecord},
+    name::{Kind, SegmentName, SPARE_NAME},
+    recover::{RecoveryReport, SECTION_LENGTH_AT},
+};
 use crate::pcapng::{BlockWriter, Direction, InterfaceDescription, InterfaceStatistics};
 
-const ACTIVE_SUFFIX: &str = ".pcapng.active";
-const FINISHED_SUFFIX: &str = ".pcapng";
-const PREFIX: &str = "podcap-";
 /// Retention runs at every rotation and at least this often.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
 /// Write errors are logged at most this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
-
-/// The file retention keeps to be overwritten as the next segment.
-const SPARE_NAME: &str = "podcap-spare.recycle";
 
 /// Packets of at least this many bytes are written from the caller's memory rather than
 /// copied into the buffer: above it the copy costs more than a system call of its own
@@ -71,6 +73,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("segment numbers are used up: the store holds segment {highest}, the largest a name can carry; move the files away to start again at 1")]
+    SequenceExhausted { highest: u64 },
     #[error("cannot write segment {path}")]
     Segment {
         path: PathBuf,
@@ -110,14 +114,6 @@ pub struct Limits {
     pub max_time: Duration,
 }
 
-/// A finished segment on disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SegmentFile {
-    pub seq: u64,
-    pub path: PathBuf,
-    pub bytes: u64,
-}
-
 /// Checks that `dir` exists (creating it) and is writable, by writing a probe file.
 pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::DataDir {
@@ -130,87 +126,6 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
         .and_then(|mut f| f.write_all(b"probe"))
         .map_err(err)?;
     fs::remove_file(&probe).map_err(err)
-}
-
-fn parse_seq(name: &str) -> Option<(u64, bool)> {
-    let rest = name.strip_prefix(PREFIX)?;
-    if let Some(seq) = rest.strip_suffix(ACTIVE_SUFFIX) {
-        return seq.parse().ok().map(|s| (s, true));
-    }
-    rest.strip_suffix(compress::GZIP_SUFFIX)
-        .or_else(|| rest.strip_suffix(FINISHED_SUFFIX))?
-        .parse()
-        .ok()
-        .map(|s| (s, false))
-}
-
-/// Finished segments in `dir`, oldest (lowest sequence) first.
-pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
-    let mut segments = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some((seq, false)) = name.to_str().and_then(parse_seq) else {
-            continue;
-        };
-        let meta = entry.metadata()?;
-        segments.push(SegmentFile {
-            seq,
-            path: entry.path(),
-            bytes: meta.len(),
-        });
-    }
-    segments.sort_by_key(|s| s.seq);
-    Ok(segments)
-}
-
-/// Cuts a segment left `.active` by a crash back to its last complete block and gives it
-/// its finished name, so readers never meet a half-written block.
-fn repair_and_finish(active: &Path, finished: &Path) -> io::Result<()> {
-    let bytes = fs::read(active)?;
-    // A recycled file says how much of it is this segment's; the rest is an old one's.
-    let own = declared_section_end(&bytes).map_or(&bytes[..], |end| &bytes[..end.min(bytes.len())]);
-    let keep = crate::pcapng::read::complete_prefix_len(own);
-    if keep < bytes.len() {
-        log::warn!(
-            "{}: cut {} bytes of a block the previous run did not finish",
-            active.display(),
-            bytes.len() - keep
-        );
-        let file = fs::OpenOptions::new().write(true).open(active)?;
-        file.set_len(keep as u64)?;
-        file.sync_all()?;
-    }
-    if keep == 0 {
-        return fs::remove_file(active);
-    }
-    fs::rename(active, finished)
-}
-
-/// Offset 16 of a Section Header Block: the section's length after the block, -1 unknown.
-const SECTION_LENGTH_AT: u64 = 16;
-
-/// Where the first section of `bytes` (a segment in this machine's byte order) ends by its
-/// Section Header's own account, if it gives one.
-fn declared_section_end(bytes: &[u8]) -> Option<usize> {
-    let u32_at = |at: usize| Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-    if u32_at(0)? != crate::pcapng::BLOCK_SHB || u32_at(8)? != crate::pcapng::BYTE_ORDER_MAGIC {
-        return None;
-    }
-    let header_len = u32_at(4)? as usize;
-    let section = i64::from_ne_bytes(bytes.get(16..24)?.try_into().ok()?);
-    usize::try_from(section).ok()?.checked_add(header_len)
-}
-
-fn file_name(seq: u64) -> String {
-    format!("{PREFIX}{seq:010}{FINISHED_SUFFIX}")
-}
-
-fn segment_path(dir: &Path, seq: u64, active: bool) -> PathBuf {
-    dir.join(format!(
-        "{PREFIX}{seq:010}{}",
-        if active { ACTIVE_SUFFIX } else { FINISHED_SUFFIX }
-    ))
 }
 
 struct ActiveSegment {
@@ -269,6 +184,8 @@ pub struct SegmentWriter {
     /// Whether retention keeps a spare: not with compression, nor after recycling failed
     /// (a file system without leases, say), which is said once.
     recycling: bool,
+    /// What start-up recovery found.
+    recovery: RecoveryReport,
 }
 
 impl SegmentWriter {
@@ -283,23 +200,16 @@ impl SegmentWriter {
             path: dir.to_owned(),
             source,
         };
-        let mut highest = 0;
-        for entry in fs::read_dir(dir).map_err(dir_err)? {
-            let entry = entry.map_err(dir_err)?;
-            let Some((seq, active)) = entry.file_name().to_str().and_then(parse_seq) else {
-                continue;
-            };
-            highest = highest.max(seq);
-            if active {
-                repair_and_finish(&entry.path(), &segment_path(dir, seq, false)).map_err(dir_err)?;
-            }
+        // A spare left by the previous run is not worth a lease check of its history:
+        // recovery deletes it.
+        let recovered = recover::recover(dir).map_err(dir_err)?;
+        if !recovered.report.is_empty() {
+            log::warn!("store recovery: {:?}", recovered.report);
         }
-        // A spare left by the previous run is not worth a lease check of its history.
-        match fs::remove_file(dir.join(SPARE_NAME)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(dir_err(e)),
-            _ => {}
-        }
-        let index = reconcile(dir).map_err(dir_err)?;
+        let next_seq = name::next_seq(recovered.highest_seq).ok_or(StoreError::SequenceExhausted {
+            highest: recovered.highest_seq,
+        })?;
+        let index = recovered.index;
         let interface_count = interfaces.len();
         Ok(Self {
             dir: dir.to_owned(),
@@ -307,7 +217,8 @@ impl SegmentWriter {
             slots: interfaces.into_iter().map(Some).collect(),
             names: Vec::new(),
             ids: SegmentIds::default(),
-            next_seq: highest + 1,
+            next_seq,
+            recovery: recovered.report,
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
@@ -328,6 +239,12 @@ impl SegmentWriter {
             spare: None,
             recycling: !limits.compress,
         })
+    }
+
+    /// What start-up recovery found and did.
+    #[must_use]
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
     }
 
     /// The time index of the finished segments.
@@ -361,10 +278,7 @@ impl SegmentWriter {
             .as_ref()
             .filter(|a| a.record.packets > 0)
             .map(|a| SegmentRecord {
-                file: segment_path(&self.dir, a.seq, true)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                file: SegmentName::active(a.seq).file_name(),
                 bytes: a.bytes,
                 ..a.record.clone()
             });
@@ -388,18 +302,28 @@ impl SegmentWriter {
 
     fn open_segment(&mut self) -> Result<(), StoreError> {
         let seq = self.next_seq;
-        let path = segment_path(&self.dir, seq, true);
+        if seq > name::MAX_SEQ {
+            return Err(StoreError::SequenceExhausted {
+                highest: name::MAX_SEQ,
+            });
+        }
+        let path = SegmentName::active(seq).path_in(&self.dir);
         let (file, recycled_len) = match self.take_spare(&path) {
             Some(recycled) => recycled,
             None => (
-                File::create(&path).map_err(|source| StoreError::Segment {
-                    path: path.clone(),
-                    source,
-                })?,
+                // Exclusively: a file of that name is not the store's to overwrite.
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|source| StoreError::Segment {
+                        path: path.clone(),
+                        source,
+                    })?,
                 0,
             ),
         };
-        self.next_seq += 1;
+        self.next_seq = seq + 1;
         self.buf.clear();
         self.buffered.clear();
         self.write_header();
@@ -418,7 +342,7 @@ impl SegmentWriter {
             opened: Instant::now(),
             record: SegmentRecord {
                 seq,
-                file: file_name(seq),
+                file: SegmentName::finished(seq).file_name(),
                 first_ns: u64::MAX,
                 ..SegmentRecord::default()
             },
@@ -436,7 +360,7 @@ impl SegmentWriter {
             .open(&spare)
             .and_then(|file| Ok((crate::sys::is_only_opener(&file)?, file)));
         match reusable {
-            Ok((true, file)) => match fs::rename(&spare, path) {
+            Ok((true, file)) => match crate::sys::rename_noreplace(&spare, path) {
                 Ok(()) => return Some((file, len)),
                 Err(e) => log::warn!("could not recycle {}: {e}", spare.display()),
             },
@@ -620,7 +544,7 @@ impl SegmentWriter {
                 {
                     log::error!(
                         "cannot write segment {}: {error}; {} packets lost (stage disk){}",
-                        segment_path(&self.dir, active.seq, true).display(),
+                        SegmentName::active(active.seq).path_in(&self.dir).display(),
                         self.buffered.len(),
                         if full {
                             "; deleting the oldest segment to make room"
@@ -698,8 +622,8 @@ impl SegmentWriter {
         let Some(mut active) = self.active.take() else {
             return Ok(());
         };
-        let from = segment_path(&self.dir, active.seq, true);
-        let to = segment_path(&self.dir, active.seq, false);
+        let from = SegmentName::active(active.seq).path_in(&self.dir);
+        let to = SegmentName::finished(active.seq).path_in(&self.dir);
         let seg_err = |source| StoreError::Segment {
             path: from.clone(),
             source,
@@ -708,7 +632,7 @@ impl SegmentWriter {
             active.file.set_len(active.bytes).map_err(seg_err)?;
         }
         active.file.sync_all().map_err(seg_err)?;
-        fs::rename(&from, &to).map_err(seg_err)?;
+        crate::sys::rename_noreplace(&from, &to).map_err(seg_err)?;
         let record = &mut active.record;
         record.bytes = active.bytes;
         record.drops = current
@@ -773,16 +697,17 @@ impl SegmentWriter {
     /// newest packet is older than `max_time`. The index stops pointing to a segment (and is
     /// saved) before its file is deleted.
     pub fn apply_retention(&mut self) {
-        let horizon = crate::sys::realtime_ns().saturating_sub(self.limits.max_time.as_nanos() as u64);
+        let horizon =
+            crate::sys::realtime_ns().saturating_sub(crate::units::duration_ns(self.limits.max_time));
         let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes.max(a.recycled_len));
         // The spare is the next active segment's file: like the active segment, it takes the
         // store past `max_size` by at most one segment, and it is not counted twice.
-        while let Some(oldest) = self.index.oldest() {
-            let over_size = self.index.total_bytes() + active_bytes > self.limits.max_size;
-            if !over_size && oldest.last_ns >= horizon {
-                break;
-            }
-            let seq = oldest.seq;
+        let doomed: Vec<u64> =
+            retention::to_retire(self.index.records(), active_bytes, self.limits.max_size, horizon)
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+        for seq in doomed {
             let recycle = self.recycling && self.spare.is_none();
             self.forget_and_delete(seq, recycle);
         }
@@ -816,9 +741,11 @@ impl SegmentWriter {
         // Readers stop seeing the segment before it goes.
         self.publish_index();
         let path = self.dir.join(&record.file);
-        let kept = recycle
-            && record.file.ends_with(FINISHED_SUFFIX)
-            && fs::rename(&path, self.dir.join(SPARE_NAME)).is_ok();
+        // Only a plain segment of the store's own is worth overwriting: not a compressed
+        // one, not one from quarantine.
+        let plain = name::parse_indexed(&record.file).is_some_and(|(n, q)| n.kind == Kind::Finished && !q);
+        let kept =
+            recycle && plain && crate::sys::rename_noreplace(&path, &self.dir.join(SPARE_NAME)).is_ok();
         if kept {
             self.spare = Some(record.bytes);
         } else if let Err(e) = fs::remove_file(&path) {
@@ -851,62 +778,12 @@ fn write_all_vectored(file: &mut File, first: &[u8], rest: &[&[u8]]) -> io::Resu
     Ok(())
 }
 
-/// Loads the index and makes it agree with the files: segments it lacks are scanned and
-/// adopted, records of missing files dropped. A damaged manifest is rebuilt from the files.
-fn reconcile(dir: &Path) -> io::Result<Index> {
-    let mut index = match Index::load(dir) {
-        Ok(Some(index)) => index,
-        Ok(None) => Index::default(),
-        Err(e) => {
-            log::warn!("{e}; rebuilding it from the segments");
-            Index::default()
-        }
-    };
-    let on_disk = list_segments(dir)?;
-    let missing: Vec<u64> = index
-        .records()
-        .iter()
-        .filter(|r| !on_disk.iter().any(|s| s.seq == r.seq))
-        .map(|r| r.seq)
-        .collect();
-    let mut changed = !missing.is_empty();
-    for seq in missing {
-        index.remove(seq);
-    }
-    for segment in on_disk {
-        if let Some(record) = index.records().iter().find(|r| r.seq == segment.seq) {
-            // The same segment under its other name (plain or compressed), left by a stop
-            // between compressing and deleting: the index names the one that stays.
-            if segment.path.file_name().is_some_and(|n| *n != *record.file) {
-                log::warn!(
-                    "{}: a second copy of segment {}; deleted",
-                    segment.path.display(),
-                    segment.seq
-                );
-                fs::remove_file(&segment.path)?;
-            }
-            continue;
-        }
-        match SegmentRecord::scan(&segment.path, segment.seq) {
-            Ok(record) => {
-                index.insert(record);
-                changed = true;
-            }
-            Err(e) => log::warn!("{}: not adopted into the index: {e}", segment.path.display()),
-        }
-    }
-    if changed || !dir.join(index::MANIFEST).exists() {
-        index.save(dir)?;
-    }
-    Ok(index)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pcapng::LINKTYPE_ETHERNET;
 
-    fn limits(segment_size: u64, max_size: u64) -> Limits {
+    pub(super) fn limits(segment_size: u64, max_size: u64) -> Limits {
         Limits {
             compress: false,
             segment_size,
@@ -916,7 +793,7 @@ mod tests {
         }
     }
 
-    fn writer(dir: &Path, limits: Limits) -> SegmentWriter {
+    pub(super) fn writer(dir: &Path, limits: Limits) -> SegmentWriter {
         let iface = InterfaceDescription {
             name: "eth0".into(),
             description: String::new(),
@@ -926,7 +803,7 @@ mod tests {
         SegmentWriter::open(dir, limits, vec![iface]).unwrap()
     }
 
-    fn write(w: &mut SegmentWriter, count: u64, start_ns: u64) {
+    pub(super) fn write(w: &mut SegmentWriter, count: u64, start_ns: u64) {
         for i in 0..count {
             w.write_packet(0, start_ns + i, 1000, &[7u8; 1000], Direction::Inbound, |_| {
                 InterfaceStatistics::default()
@@ -984,7 +861,7 @@ mod tests {
             "{} has bytes after its last whole block",
             path.display()
         );
-        if let Some(end) = declared_section_end(&bytes) {
+        if let Some(end) = recover::declared_section_end(&bytes) {
             assert_eq!(end, bytes.len(), "{}: section length", path.display());
         }
         crate::pcapng::read::packets_with_names(&bytes)
@@ -1062,7 +939,7 @@ mod tests {
             w.active.as_ref().unwrap().recycled_len > 60_000,
             "the segment is not recycled"
         );
-        let active = segment_path(dir.path(), seq, true);
+        let active = SegmentName::active(seq).path_in(dir.path());
         assert!(
             fs::metadata(&active).unwrap().len() > 60_000,
             "no old bytes to leave behind"
@@ -1070,7 +947,7 @@ mod tests {
         drop(w);
 
         let w = writer(dir.path(), limits(100_000, 250_000));
-        let finished = segment_path(dir.path(), seq, false);
+        let finished = SegmentName::finished(seq).path_in(dir.path());
         let timestamps = whole_segment_timestamps(&finished);
         assert_eq!(
             timestamps,
@@ -1098,11 +975,11 @@ mod tests {
         assert!(after == before, "{first} changed under its reader");
     }
 
-    fn files(dir: &Path) -> Vec<String> {
+    pub(super) fn files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(PREFIX))
+            .filter(|n| n.starts_with(name::PREFIX))
             .collect();
         names.sort();
         names
@@ -1281,5 +1158,72 @@ mod tests {
             Index::load(dir.path()).unwrap().is_some(),
             "the rebuilt manifest was saved"
         );
+    }
+
+    #[test]
+    fn a_stray_name_never_moves_the_sequence_or_replaces_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::sys::realtime_ns();
+        let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+        write(&mut w, 150, now);
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        drop(w);
+        let before: Vec<(String, Vec<u8>)> = files(dir.path())
+            .into_iter()
+            .map(|n| (n.clone(), fs::read(dir.path().join(&n)).unwrap()))
+            .collect();
+        assert!(before.len() >= 3, "{before:?}");
+        let stray = dir.path().join("podcap-18446744073709551615.pcapng");
+        fs::write(&stray, b"not a segment").unwrap();
+
+        let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+        assert!(
+            w.recovery()
+                .ignored
+                .iter()
+                .any(|f| f.ends_with("podcap-18446744073709551615.pcapng")),
+            "{:?}",
+            w.recovery()
+        );
+        write(&mut w, 150, now + 1_000);
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        for (name, bytes) in &before {
+            assert!(
+                fs::read(dir.path().join(name)).unwrap() == *bytes,
+                "{name} changed"
+            );
+        }
+        let mut seqs: Vec<u64> = w.index().records().iter().map(|r| r.seq).collect();
+        let count = seqs.len();
+        seqs.dedup();
+        assert_eq!(seqs.len(), count, "one record per segment");
+        assert!(count >= 2 * before.len(), "{count} records");
+        assert_eq!(
+            fs::read(&stray).unwrap(),
+            b"not a segment",
+            "the stray is left alone"
+        );
+    }
+
+    #[test]
+    fn a_store_whose_numbers_are_used_up_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+        write(&mut w, 10, crate::sys::realtime_ns());
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        drop(w);
+        fs::rename(
+            dir.path().join("podcap-0000000001.pcapng"),
+            dir.path().join("podcap-9999999999.pcapng"),
+        )
+        .unwrap();
+        let Err(error) = SegmentWriter::open(dir.path(), limits(50_000, 100_000_000), Vec::new()) else {
+            panic!("the store opened");
+        };
+        assert!(
+            error.to_string().contains("segment numbers are used up"),
+            "{error}"
+        );
+        assert!(dir.path().join("podcap-9999999999.pcapng").exists());
     }
 }

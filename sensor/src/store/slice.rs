@@ -18,6 +18,13 @@
 //! - Interfaces are identified by name and link type across segments: the output declares
 //!   each one once, just before its first packet. Name Resolution Blocks are passed on,
 //!   each distinct one once.
+//! - Damage never ends a slice and is never hidden: a block that cannot be read is skipped
+//!   up to the next plausible block (a read error, the rest of the segment), a file shorter
+//!   than its index record is damage too, and so is a segment retention retired while the
+//!   slice ran. The stream then carries a note: a Section Header Block whose comments
+//!   ([`DAMAGE_PREFIX`]) name each segment and byte range, at the end of a slice (each call
+//!   of the live stream). Packets after a note are in its new section, their interfaces
+//!   declared again. Only a failure to write the output ends a slice.
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap, VecDeque},
@@ -28,29 +35,56 @@ use std::{
 use super::{
     compress::SegmentReader,
     index::{Index, SegmentRecord},
+    name::Kind,
 };
 use crate::pcapng::{
-    read::{parse_packet, parse_packet_header, peek_block, Block, ReadError, Section},
+    read::{
+        check_section_header, parse_packet, parse_packet_header, peek_block, resync, Block, ReadError,
+        Resync, Section,
+    },
     BlockWriter, BLOCK_EPB, BLOCK_NRB,
 };
 
 /// How far back in time a packet may arrive after a newer one and still be put in order.
 pub const REORDER_WINDOW_NS: u64 = 200_000_000;
 
+/// How a section comment of a slice that names damage begins.
+pub const DAMAGE_PREFIX: &str = "podcap-damage: ";
+
+/// A part of a segment a slice could not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub file: String,
+    pub offset: u64,
+    /// Bytes skipped (`None`: the rest of the segment, its length unknown).
+    pub len: Option<u64>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.len {
+            Some(len) => write!(
+                f,
+                "{DAMAGE_PREFIX}{} bytes {}..{} ({len} bytes) skipped: {}",
+                self.file,
+                self.offset,
+                self.offset.saturating_add(len),
+                self.reason
+            ),
+            None => write!(
+                f,
+                "{DAMAGE_PREFIX}{} from byte {} on skipped: {}",
+                self.file, self.offset, self.reason
+            ),
+        }
+    }
+}
+
+/// Why a slice ended early: only its output can make it (damage in the store is skipped
+/// and noted instead).
 #[derive(Debug, thiserror::Error)]
 pub enum SliceError {
-    #[error("cannot read segment {file}")]
-    Read {
-        file: String,
-        #[source]
-        source: ReadError,
-    },
-    #[error("cannot open segment {file}")]
-    Open {
-        file: String,
-        #[source]
-        source: io::Error,
-    },
     #[error("writing the slice failed")]
     Write(#[source] io::Error),
 }
@@ -67,20 +101,29 @@ pub struct SliceStats {
     pub late: u64,
     /// Segments deleted by retention between the index lookup and the read.
     pub segments_missing: usize,
+    /// Damaged parts skipped (each named in the stream's notes).
+    pub damaged: usize,
 }
 
 /// Opens a segment by its record: an active segment that was finished (renamed, perhaps
-/// compressed) since the record was taken is found under its new name.
+/// compressed) since the record was taken is found under its new name. A record that
+/// names anything but one of the store's files is refused.
 fn open_segment(dir: &Path, record: &SegmentRecord) -> io::Result<SegmentReader> {
-    let first = SegmentReader::open_limited(&dir.join(&record.file), record.bytes);
-    let Some(finished) = record.file.strip_suffix(".active") else {
-        return first;
+    let Some((name, quarantined)) = super::name::parse_indexed(&record.file) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the index names a file that is not a segment",
+        ));
     };
+    let first = SegmentReader::open_limited(&dir.join(&record.file), record.bytes);
+    if name.kind != Kind::Active || quarantined {
+        return first;
+    }
     match first {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            match SegmentReader::open_limited(&dir.join(finished), record.bytes) {
+            match SegmentReader::open_limited(&name.with_kind(Kind::Finished).path_in(dir), record.bytes) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    SegmentReader::open(&dir.join(format!("{finished}.gz")))
+                    SegmentReader::open(&name.with_kind(Kind::Gzip).path_in(dir))
                 }
                 other => other,
             }
@@ -181,6 +224,8 @@ pub struct Slicer {
     chunk: Vec<u8>,
     /// Encodes EPBs that cannot be copied as they are.
     scratch: BlockWriter,
+    /// Damage met since the last note.
+    damage: Vec<Damage>,
 }
 
 impl Default for Slicer {
@@ -200,6 +245,7 @@ impl Default for Slicer {
             arrival: 0,
             chunk: Vec::new(),
             scratch: BlockWriter::default(),
+            damage: Vec::new(),
         }
     }
 }
@@ -319,19 +365,59 @@ impl Slicer {
         Ok(())
     }
 
-    /// Opens a segment; `None` if retention deleted it since the index was read.
-    fn open(&mut self, dir: &Path, record: &SegmentRecord) -> Result<Option<SegmentReader>, SliceError> {
+    /// Opens a segment; `None` (and the reason in the slice's damage) if it cannot be:
+    /// retention deleted it since the index was read, or it cannot be opened.
+    fn open(&mut self, dir: &Path, record: &SegmentRecord) -> Option<SegmentReader> {
         match open_segment(dir, record) {
-            Ok(file) => Ok(Some(file)),
+            Ok(file) => Some(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.stats.segments_missing += 1;
-                Ok(None)
+                self.note_damage(
+                    record,
+                    0,
+                    None,
+                    "retired by retention while the slice was read".into(),
+                );
+                None
             }
-            Err(source) => Err(SliceError::Open {
-                file: record.file.clone(),
-                source,
-            }),
+            Err(e) => {
+                log::warn!("slice: cannot open {}: {e}", record.file);
+                self.note_damage(record, 0, None, format!("cannot be opened: {e}"));
+                None
+            }
         }
+    }
+
+    /// Remembers a part of `record` the slice skips, for the next note.
+    fn note_damage(&mut self, record: &SegmentRecord, offset: u64, len: Option<u64>, reason: String) {
+        self.stats.damaged += 1;
+        self.damage.push(Damage {
+            file: record.file.clone(),
+            offset,
+            len,
+            reason,
+        });
+    }
+
+    /// Writes a note naming the damage met since the last one, as a new section (see the
+    /// module rules); the interfaces are declared again before their next packet.
+    fn write_damage_note(&mut self) {
+        if self.damage.is_empty() {
+            return;
+        }
+        let comments: Vec<String> = self.damage.drain(..).map(|d| d.to_string()).collect();
+        for comment in &comments {
+            log::warn!("slice: {comment}");
+        }
+        self.blocks.section_header_with_comments(
+            concat!("podcap-sensor ", env!("CARGO_PKG_VERSION"), " slice"),
+            &comments,
+        );
+        for iface in &mut self.interfaces {
+            iface.written = None;
+        }
+        self.written_interfaces = 0;
+        self.names_seen.clear();
     }
 
     /// The output interface of each interface the segment declared since the last call,
@@ -474,18 +560,11 @@ impl Slicer {
         plan: &SegmentPlan<'_>,
         out: &mut impl Write,
     ) -> Result<(), SliceError> {
-        let read_err = |source| SliceError::Read {
-            file: record.file.clone(),
-            source,
-        };
         let mut chunk = std::mem::take(&mut self.chunk);
         chunk.resize(CHUNK_BYTES.max(chunk.len()), 0);
         let result = self.read_chunks(&mut file, &mut chunk, record, plan, out);
         self.chunk = chunk;
-        result.map_err(|e| match e {
-            ChunkError::Read(source) => read_err(source),
-            ChunkError::Slice(e) => e,
-        })
+        result
     }
 
     #[expect(
@@ -499,7 +578,7 @@ impl Slicer {
         record: &SegmentRecord,
         plan: &SegmentPlan<'_>,
         out: &mut impl Write,
-    ) -> Result<(), ChunkError> {
+    ) -> Result<(), SliceError> {
         let mut seek = record.seek_offset(plan.from).filter(|_| file.seekable());
         let mut section = Section::default();
         let mut local: Vec<Option<LocalInterface>> = Vec::new();
@@ -508,33 +587,76 @@ impl Slicer {
         let (mut base, mut at, mut end) = (0u64, 0usize, 0usize);
         let mut run = Run::default();
         let mut read_size = FIRST_READ_BYTES;
+        // Damage being skipped: where it began and why; the walk looks for the next block.
+        let mut skipping: Option<(u64, &'static str)> = None;
         loop {
-            if seek.is_none() && !section.swapped {
+            if let Some((start, reason)) = skipping {
+                match resync(&chunk[..end], at, section.swapped) {
+                    Resync::Found(found) => {
+                        let len = (base + found as u64).saturating_sub(start);
+                        self.note_damage(record, start, Some(len), reason.into());
+                        (at, skipping) = (found, None);
+                    }
+                    Resync::NeedMore(undecided) => at = undecided,
+                }
+            } else if seek.is_none() && !section.swapped {
                 at = self.copy_in_order(&mut chunk[..end], at, &local, plan, &mut newest, &mut run);
             }
             let offset = base + at as u64;
-            let Some((block_type, total)) = peek_block(&chunk[at..end], offset, section.swapped)? else {
-                // The next block is not all here: keep its start, read more.
-                self.end_run(chunk, &mut run, out)?;
-                chunk.copy_within(at..end, 0);
-                (base, end, at) = (offset, end - at, 0);
-                if end >= 12 {
-                    let total = peek_total(&chunk[..end], section.swapped);
-                    if total > chunk.len() {
-                        chunk.resize(total, 0);
-                    }
+            let peeked = if skipping.is_some() {
+                Ok(None)
+            } else {
+                peek_block(&chunk[at..end], offset, section.swapped)
+            };
+            let (block_type, total) = match peeked {
+                Ok(Some(found)) => found,
+                Err(e) => {
+                    self.end_run(chunk, &mut run, out)?;
+                    let reason = if offset == 0 {
+                        "damaged section header"
+                    } else {
+                        reason_of(&e)
+                    };
+                    skipping = Some((offset, reason));
+                    at += 4;
+                    continue;
                 }
-                let limit = (end + read_size).min(chunk.len());
-                read_size = CHUNK_BYTES;
-                let got = read_some(file, &mut chunk[end..limit])?;
-                if got == 0 {
-                    if end == 0 {
+                Ok(None) => {
+                    // The next block is not all here: keep its start, read more.
+                    self.end_run(chunk, &mut run, out)?;
+                    chunk.copy_within(at..end, 0);
+                    (base, end, at) = (offset, end - at, 0);
+                    if end >= 12 {
+                        let total = peek_total(&chunk[..end], section.swapped);
+                        if total > chunk.len() {
+                            chunk.resize(total, 0);
+                        }
+                    }
+                    let limit = (end + read_size).min(chunk.len());
+                    read_size = CHUNK_BYTES;
+                    let start = skipping.map_or(offset, |(start, _)| start);
+                    let got = match read_some(file, &mut chunk[end..limit]) {
+                        Ok(got) => got,
+                        Err(e) => {
+                            self.note_damage(record, start, None, format!("read error: {e}"));
+                            break;
+                        }
+                    };
+                    if got == 0 {
+                        if end > 0 || skipping.is_some() {
+                            let reason = skipping.map_or("ends inside a block", |(_, reason)| reason);
+                            let len = (base + end as u64).saturating_sub(start);
+                            self.note_damage(record, start, Some(len), reason.into());
+                        }
+                        if let Some(short) = file.short_by() {
+                            let reason = format!("{short} bytes shorter than its index record says");
+                            self.note_damage(record, base + end as u64, Some(short), reason);
+                        }
                         break;
                     }
-                    return Err(ReadError::Truncated { offset }.into());
+                    end += got;
+                    continue;
                 }
-                end += got;
-                continue;
             };
             let (start, stop) = (at, at + total);
             at = stop;
@@ -543,10 +665,23 @@ impl Slicer {
                 offset,
                 raw: &chunk[start..stop],
             };
+            let whole = |reason: &str| (offset, Some(total as u64), reason.to_owned());
             self.stats.bytes_read += total as u64;
             if block_type != BLOCK_EPB {
                 self.end_run(chunk, &mut run, out)?;
-                section.observe(&block)?;
+                let damage = if offset == 0 && check_section_header(block.raw).is_err() {
+                    Some(whole("damaged section header"))
+                } else if !READ_TYPES.contains(&block_type) {
+                    Some(whole("a block of a type podcap does not write"))
+                } else if section.observe(&block).is_err() {
+                    Some(whole("unreadable interface block"))
+                } else {
+                    None
+                };
+                if let Some((offset, len, reason)) = damage {
+                    self.note_damage(record, offset, len, reason);
+                    continue;
+                }
                 self.map_interfaces(&section, &mut local, plan.interfaces);
                 if block_type == BLOCK_NRB && !section.swapped && !self.names_seen.contains(block.raw) {
                     self.names_seen.insert(block.raw.to_vec());
@@ -558,12 +693,22 @@ impl Slicer {
             // lies wholly before `from`.
             if let Some(target) = seek.take().filter(|&o| o > offset) {
                 self.end_run(chunk, &mut run, out)?;
-                file.seek(io::SeekFrom::Start(target)).map_err(ReadError::Io)?;
+                if let Err(e) = file.seek(io::SeekFrom::Start(target)) {
+                    self.note_damage(record, target, None, format!("cannot seek: {e}"));
+                    break;
+                }
                 (base, at, end) = (target, 0, 0);
                 continue;
             }
-            let Some(header) = parse_packet_header(&block, &section)? else {
-                continue;
+            let header = match parse_packet_header(&block, &section) {
+                Ok(Some(header)) => header,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.end_run(chunk, &mut run, out)?;
+                    let (offset, len, _) = whole("");
+                    self.note_damage(record, offset, len, reason_of(&e).into());
+                    continue;
+                }
             };
             let ts = header.timestamp_ns;
             newest = newest.max(ts);
@@ -599,7 +744,11 @@ impl Slicer {
                         raw: &chunk[start..stop],
                         ..block
                     };
-                    self.hold(&block, &section, interface, ts)?;
+                    if let Err(e) = self.hold(&block, &section, interface, ts) {
+                        let (offset, len, _) = whole("");
+                        self.note_damage(record, offset, len, reason_of(&e).into());
+                        continue;
+                    }
                     self.release(safe);
                     if self.blocks.len() >= 1 << 20 {
                         self.flush(out)?;
@@ -636,7 +785,7 @@ impl Slicer {
         for (i, record) in segments.iter().enumerate() {
             // Everything held back that no packet still to come can precede goes now.
             self.release(later_first[i]);
-            let Some(file) = self.open(dir, record)? else {
+            let Some(file) = self.open(dir, record) else {
                 continue;
             };
             self.stats.segments_read += 1;
@@ -651,27 +800,29 @@ impl Slicer {
             self.read_segment(file, record, &plan, out)?;
         }
         self.release(u64::MAX);
+        self.write_damage_note();
         self.flush(out)?;
         out.flush().map_err(SliceError::Write)?;
         Ok(self.stats)
     }
 }
 
-/// An error while walking a segment's blocks: the segment's, or the slice's.
-enum ChunkError {
-    Read(ReadError),
-    Slice(SliceError),
-}
+/// Block types a segment holds; any other is damage (a flipped type, say).
+const READ_TYPES: [u32; 6] = [
+    crate::pcapng::BLOCK_SHB,
+    crate::pcapng::BLOCK_IDB,
+    BLOCK_NRB,
+    crate::pcapng::BLOCK_ISB,
+    BLOCK_EPB,
+    crate::pcapng::BLOCK_DSB,
+];
 
-impl From<ReadError> for ChunkError {
-    fn from(e: ReadError) -> Self {
-        Self::Read(e)
-    }
-}
-
-impl From<SliceError> for ChunkError {
-    fn from(e: SliceError) -> Self {
-        Self::Slice(e)
+/// Why a block could not be read, in a few words.
+fn reason_of(error: &ReadError) -> &'static str {
+    match error {
+        ReadError::Truncated { .. } => "ends inside a block",
+        ReadError::Malformed { reason, .. } => reason,
+        ReadError::Io(_) => "read error",
     }
 }
 
@@ -695,11 +846,11 @@ fn peek_total(bytes: &[u8], swapped: bool) -> usize {
 }
 
 /// One read, retried when interrupted; 0 at the end.
-fn read_some(file: &mut SegmentReader, buf: &mut [u8]) -> Result<usize, ReadError> {
+fn read_some(file: &mut SegmentReader, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return Ok(other?),
+            other => return other,
         }
     }
 }

@@ -38,6 +38,40 @@ pub fn is_only_opener(file: &std::fs::File) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`): the store
+/// never replaces a file by renaming over it. An existing `to` is `AlreadyExists`. On a
+/// file system without the flag, a check and a plain rename stand in (not atomic against
+/// another process, which the store's own single writer does not need).
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from_c = CString::new(from.as_os_str().as_bytes())?;
+    let to_c = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call; AT_FDCWD
+    // makes relative paths relative to the working directory, as `rename` does.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(from, to)
+        }
+        _ => Err(error),
+    }
+}
+
 /// The effective user id.
 #[must_use]
 pub fn effective_uid() -> u32 {

@@ -1,0 +1,110 @@
+//! What the CLI's tests share: a real sensor API on loopback (the sensor's own router and
+//! store) and readers of what `podcap` wrote.
+#![allow(dead_code, reason = "each test target uses some of these")]
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::Output,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use podcap_sensor::{
+    api::{router, ApiState},
+    pcapng::{
+        read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
+    },
+    settings::{Floors, RuntimeSettings, StartInputs},
+    stats::Stats,
+    store::{Limits, SegmentWriter},
+    sys::realtime_ns,
+};
+use tokio::net::TcpListener;
+
+pub const TOKEN: &str = "tok-3f9a";
+pub const PODCAP: &str = env!("CARGO_BIN_EXE_podcap");
+
+/// Floors for the tiny segments of [`sensor`]'s store (3 kB, 1 s).
+pub const SMALL_FLOORS: Floors = Floors {
+    segment_size: 3_000,
+    segment_time: Duration::from_secs(1),
+};
+
+/// A real sensor API on loopback serving a store of 120 packets on eth0, one per 100 ms
+/// from 20 s ago, offset by `offset_ms` so two sensors interleave.
+pub async fn sensor(dir: &tempfile::TempDir, offset_ms: u64, marker: u8) -> SocketAddr {
+    sensor_with(dir, offset_ms, marker, Floors::DEFAULT).await
+}
+
+/// [`sensor`] whose settings take `floors`.
+pub async fn sensor_with(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors: Floors) -> SocketAddr {
+    let ifaces = vec![InterfaceDescription {
+        name: "eth0".into(),
+        description: String::new(),
+        link_type: LINKTYPE_ETHERNET,
+        snaplen: 65535,
+    }];
+    let limits = Limits {
+        compress: false,
+        segment_size: 3_000,
+        segment_time: Duration::from_hours(1),
+        max_size: 100_000_000,
+        max_time: Duration::from_hours(1),
+    };
+    let mut writer = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
+    let start = realtime_ns() - 20_000_000_000 + offset_ms * 1_000_000;
+    for i in 0..120u64 {
+        let ts = start + i * 100_000_000;
+        let mut frame = vec![marker; 60];
+        frame[..8].copy_from_slice(&i.to_be_bytes());
+        writer
+            .write_packet(0, ts, 60, &frame, Direction::Outbound, |_| {
+                InterfaceStatistics::default()
+            })
+            .unwrap();
+    }
+    writer.finish(|_| InterfaceStatistics::default()).unwrap();
+    let mut state = ApiState::new(
+        dir.path().to_owned(),
+        vec!["eth0".into()],
+        Arc::new(Stats::new(1)),
+        Some(TOKEN.into()),
+    );
+    state.settings = Some(Arc::new(
+        RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
+    ));
+    state.ready.store(true, Ordering::Relaxed);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    addr
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The one pcapng file `dump` wrote into `dir`.
+pub fn dumped(dir: &Path) -> Vec<u8> {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::read(&files[0]).unwrap()
+}
+
+/// (interface name, timestamp, first payload byte) of every packet.
+pub fn packets(bytes: &[u8]) -> Vec<(String, u64, u8)> {
+    packets_with_names(bytes)
+        .unwrap()
+        .into_iter()
+        .map(|(name, p)| (name, p.timestamp_ns, p.data[8]))
+        .collect()
+}
+
+/// The bytes after the first block (the Section Header).
+pub fn after_section_header(bytes: &[u8]) -> &[u8] {
+    let len = u32::from_ne_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    &bytes[len..]
+}

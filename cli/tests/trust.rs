@@ -1,0 +1,283 @@
+//! What `podcap` does when things go wrong, tried as a clumsy user and a hostile world
+//! would: a damaged store, a sensor that breaks off half way, a retention change that
+//! deletes data, a destination that already holds the file. Real sensors (the sensor's own
+//! router and store) on loopback; the `podcap` binary runs as a user runs it.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    process::{Command, Output},
+};
+
+use common::{dumped, packets, sensor, sensor_with, stderr, PODCAP, SMALL_FLOORS, TOKEN};
+use podcap_sensor::{
+    pcapng::{
+        read::{section_comments, Blocks},
+        BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET,
+    },
+    store::index::Index,
+};
+
+async fn podcap(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(PODCAP)
+            .args(&args)
+            .env("PODCAP_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Every section comment of a pcapng file.
+fn comments(bytes: &[u8]) -> Vec<String> {
+    Blocks::new(bytes)
+        .flat_map(|b| section_comments(&b.unwrap()))
+        .collect()
+}
+
+/// tshark reads the file without a complaint.
+fn assert_tshark_reads(bytes: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let Ok(out) = Command::new("tshark").arg("-r").arg(file.path()).output() else {
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    let complaints = err.lines().filter(|l| !l.contains("Running as user")).count();
+    assert!(out.status.success() && complaints == 0, "tshark: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_segment_costs_its_own_packets_only_and_is_named() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (sensor(&dir_a, 0, 0xaa).await, sensor(&dir_b, 50, 0xbb).await);
+    // A finished segment of node-a cut in the middle of a block behind its back.
+    let index = Index::load(dir_a.path()).unwrap().unwrap();
+    let victim = index.records()[3].clone();
+    let path = dir_a.path().join(&victim.file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(victim.bytes / 2 + 2)
+        .unwrap();
+    let readable = {
+        let bytes = std::fs::read(&path).unwrap();
+        podcap_sensor::pcapng::read::SalvagedBlocks::new(&bytes)
+            .filter(|p| {
+                matches!(p, podcap_sensor::pcapng::read::Piece::Block(b) if b.block_type == podcap_sensor::pcapng::BLOCK_EPB)
+            })
+            .count()
+    };
+    let unreadable = victim.packets - readable as u64;
+    assert!(unreadable > 0);
+
+    let dest = tempfile::tempdir().unwrap();
+    let sensors = [format!("node-a=http://{a}"), format!("node-b=http://{b}")];
+    let run = |extra: &[&str]| {
+        let mut list = args(&[
+            "dump",
+            "--time",
+            "5m",
+            "--sensor",
+            &sensors[0],
+            "--sensor",
+            &sensors[1],
+        ]);
+        list.extend(args(&["--dest", dest.path().to_str().unwrap()]));
+        list.extend(args(extra));
+        list
+    };
+    let output = podcap(run(&[])).await;
+    let err = stderr(&output);
+    assert!(
+        !output.status.success(),
+        "damage makes the exit status fail: {err}"
+    );
+    assert!(err.contains(&victim.file) && err.contains("node-a"), "{err}");
+    let file = dumped(dest.path());
+    let list = packets(&file);
+    assert_eq!(
+        list.len() as u64,
+        240 - unreadable,
+        "every readable packet: {err}"
+    );
+    assert!(list.windows(2).all(|w| w[0].1 <= w[1].1), "time order");
+    let notes = comments(&file);
+    assert!(notes[0].starts_with("podcap dump of"), "{notes:?}");
+    assert!(
+        notes.last().unwrap().contains(&victim.file),
+        "the file says what it lacks: {notes:?}"
+    );
+    assert_tshark_reads(&file);
+
+    // The same with --allow-partial: exit 0; the file is not replaced without --force.
+    let output = podcap(run(&["--allow-partial"])).await;
+    let err = stderr(&output);
+    if err.contains("already exists") {
+        assert!(!output.status.success(), "{err}");
+        assert!(err.contains("--force"), "{err}");
+        let output = podcap(run(&["--allow-partial", "--force"])).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+    } else {
+        // The two runs fell in different seconds: two names.
+        assert!(output.status.success(), "{err}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// A sensor that answers with the head of a slice and then drops the connection.
+fn breaking_sensor() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let mut w = BlockWriter::default();
+            w.section_header("test");
+            w.interface(&InterfaceDescription {
+                name: "eth0".into(),
+                description: String::new(),
+                link_type: LINKTYPE_ETHERNET,
+                snaplen: 65535,
+            });
+            let now = podcap_sensor::sys::realtime_ns() - 1_000_000_000;
+            for i in 0..3u64 {
+                w.packet(0, now + i, 60, &[0xcc; 60], Direction::Inbound);
+            }
+            // The third packet cut in the middle.
+            let body = &w.bytes()[..w.len() - 50];
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-pcapng\r\ntransfer-encoding: chunked\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes());
+            let _ = write!(stream, "{:x}\r\n", body.len());
+            let _ = stream.write_all(body);
+            let _ = stream.write_all(b"\r\n");
+            // No last chunk: the connection just ends.
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_that_breaks_off_keeps_what_it_sent_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sensor(&dir, 0, 0xaa).await;
+    let broken = breaking_sensor();
+    let dest = tempfile::tempdir().unwrap();
+    let output = podcap(args(&[
+        "dump",
+        "--time",
+        "5m",
+        "--sensor",
+        &format!("good=http://{good}"),
+        "--sensor",
+        &format!("broken=http://{broken}"),
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ]))
+    .await;
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("sensor broken failed"), "{err}");
+    let file = dumped(dest.path());
+    let list = packets(&file);
+    let from_broken = list.iter().filter(|p| p.0 == "broken/eth0").count();
+    assert_eq!(from_broken, 2, "the two whole packets it sent are kept: {err}");
+    assert_eq!(list.len(), 122);
+    let notes = comments(&file);
+    assert!(notes[1].starts_with("failed: broken"), "{notes:?}");
+    assert!(
+        notes.last().unwrap().contains("broken: the data ends at byte"),
+        "{notes:?}"
+    );
+
+    // Every sensor failing writes no file at all.
+    let empty = tempfile::tempdir().unwrap();
+    let output = podcap(args(&[
+        "dump",
+        "--time",
+        "5m",
+        "--sensor",
+        "http://127.0.0.1:9",
+        "--dest",
+        empty.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("nothing written"), "{}", stderr(&output));
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+}
+
+async fn config_of(addr: std::net::SocketAddr) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        let body = ureq::get(&format!("http://{addr}/api/v1/config"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_change_that_deletes_data_needs_yes_and_a_refused_one_changes_no_sensor() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = sensor_with(&dir_a, 0, 0xaa, SMALL_FLOORS).await;
+    // node-b has the default floors: 12kB is below what it accepts.
+    let b = sensor(&dir_b, 0, 0xbb).await;
+    let config = |sensors: &[std::net::SocketAddr], extra: &[&str]| {
+        let mut list = args(&["config"]);
+        for s in sensors {
+            list.extend(args(&["--sensor", &format!("http://{s}")]));
+        }
+        list.extend(args(extra));
+        list
+    };
+    let before = Index::load(dir_a.path()).unwrap().unwrap().len();
+
+    let output = podcap(config(&[a, b], &["--max-size", "12kB"])).await;
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("refused the change, so no sensor was changed"),
+        "{err}"
+    );
+    assert_eq!(config_of(a).await["maxSize"], "500MB", "node-a unchanged");
+
+    let output = podcap(config(&[a], &["--max-size", "12kB"])).await;
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("would delete") && err.contains("--yes"), "{err}");
+    assert_eq!(
+        config_of(a).await["maxSize"],
+        "500MB",
+        "nothing changed without --yes"
+    );
+    assert_eq!(Index::load(dir_a.path()).unwrap().unwrap().len(), before);
+
+    // Growing it deletes nothing and needs no --yes; shrinking with --yes applies.
+    let output = podcap(config(&[a], &["--max-size", "1GB"])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = podcap(config(&[a], &["--max-size", "12kB", "--yes"])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = config_of(a).await;
+    assert_eq!(shown["maxSize"], "12kB");
+    assert_eq!(shown["sources"]["maxSize"]["source"], "api", "{shown}");
+}

@@ -1,0 +1,617 @@
+//! Start-up recovery: the store trusts nothing it did not just write.
+//!
+//! Rules:
+//! - Only the store's own names count ([`super::name`]); anything else is listed in the
+//!   report and left alone: never read, renamed, deleted or used to pick a sequence number.
+//! - A segment left `.active` by a crash is cut back to its last whole block when only its
+//!   tail is torn (the write the crash interrupted) and finished. One whose Section Header
+//!   is damaged, or that holds damage with readable blocks after it, is moved to
+//!   quarantine whole: never cut, never deleted.
+//! - Every index record is checked against its file (length; for plain files the Section
+//!   Header and the framing of the last block); a record that disagrees is rebuilt by
+//!   reading the file.
+//! - A finished file with damage in it is moved to `quarantine/`. Its readable packets stay
+//!   in the index (served, with the damage said), it counts in the store's size and
+//!   retention retires it like any segment.
+//! - Deleted here, and only these: an empty `.active` file, the spare, and a second copy
+//!   of a segment (plain beside compressed, left by a stop between compressing and deleting
+//!   the original) that the index does not name.
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{self, Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+};
+
+use super::{
+    index::{self, Index, SegmentRecord},
+    name::{self, Kind, SegmentName, QUARANTINE_DIR, SPARE_NAME},
+};
+use crate::pcapng::read::{check_section_header, complete_prefix_len, next_plausible_block};
+
+/// What recovery found and did, for the log and `/api/v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Segments a crash left unfinished, cut back to their last whole block.
+    pub repaired: Vec<String>,
+    /// Files moved to quarantine, with why.
+    pub quarantined: Vec<String>,
+    /// Names that look like the store's but are not (left alone).
+    pub ignored: Vec<String>,
+    /// Index records rebuilt because their file disagreed with them.
+    pub rebuilt: Vec<String>,
+    /// Index records whose file is gone.
+    pub missing: Vec<String>,
+}
+
+impl RecoveryReport {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The store as recovery leaves it.
+#[derive(Debug)]
+pub struct Recovered {
+    pub index: Index,
+    /// The highest sequence number any of the store's files carries (0: none).
+    pub highest_seq: u64,
+    pub report: RecoveryReport,
+}
+
+/// A file of the store found on disk.
+#[derive(Clone, Debug)]
+struct Found {
+    name: SegmentName,
+    quarantined: bool,
+    path: PathBuf,
+}
+
+impl Found {
+    /// How the index names it.
+    fn indexed_name(&self) -> String {
+        if self.quarantined {
+            name::quarantined(&self.name)
+        } else {
+            self.name.file_name()
+        }
+    }
+}
+
+/// Recovers the store in `dir` (which exists): see the module rules.
+pub fn recover(dir: &Path) -> io::Result<Recovered> {
+    let mut report = RecoveryReport::default();
+    let mut found = list(dir, false, &mut report)?;
+    let quarantine = dir.join(QUARANTINE_DIR);
+    if quarantine.is_dir() {
+        found.extend(list(&quarantine, true, &mut report)?);
+    }
+    let highest_seq = found.iter().map(|f| f.name.seq).max().unwrap_or(0);
+    match fs::remove_file(dir.join(SPARE_NAME)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    for f in &mut found {
+        if f.name.kind == Kind::Active {
+            finish_active(dir, f, &mut report)?;
+        }
+    }
+    let mut index = match Index::load(dir) {
+        Ok(Some(index)) => index,
+        Ok(None) => Index::default(),
+        Err(e) => {
+            log::warn!("{e}; rebuilding it from the segments");
+            Index::default()
+        }
+    };
+    let changed = reconcile(dir, &mut index, found, &mut report)?;
+    if changed || !dir.join(index::MANIFEST).exists() {
+        index.save(dir)?;
+    }
+    Ok(Recovered {
+        index,
+        highest_seq,
+        report,
+    })
+}
+
+/// The store's files in `dir`; names that only look like the store's go to the report.
+fn list(dir: &Path, quarantined: bool, report: &mut RecoveryReport) -> io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let text = file_name.to_string_lossy();
+        match SegmentName::parse(&text) {
+            Some(name) if entry.file_type()?.is_file() => found.push(Found {
+                name,
+                quarantined,
+                path: entry.path(),
+            }),
+            parsed => {
+                let temporary = text.ends_with(".tmp") || text == SPARE_NAME;
+                if (parsed.is_some() || text.starts_with(name::PREFIX)) && !temporary {
+                    log::warn!(
+                        "{}: not one of the store's segment names; left alone",
+                        entry.path().display()
+                    );
+                    report.ignored.push(entry.path().display().to_string());
+                }
+            }
+        }
+    }
+    found.sort_by_key(|f| (f.name.seq, f.name.kind != Kind::Finished));
+    Ok(found)
+}
+
+/// Offset 16 of a Section Header Block: the section's length after the block, -1 unknown.
+pub(super) const SECTION_LENGTH_AT: u64 = 16;
+
+/// Where the first section of `bytes` (a segment in this machine's byte order) ends by its
+/// Section Header's own account, if it gives one.
+pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    if u32_at(0)? != crate::pcapng::BLOCK_SHB || u32_at(8)? != crate::pcapng::BYTE_ORDER_MAGIC {
+        return None;
+    }
+    let header_len = u32_at(4)? as usize;
+    let section = i64::from_ne_bytes(bytes.get(16..24)?.try_into().ok()?);
+    usize::try_from(section).ok()?.checked_add(header_len)
+}
+
+/// Finishes a segment a crash left `.active`: cut back and renamed, or quarantined whole.
+fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::Result<()> {
+    let bytes = fs::read(&f.path)?;
+    if bytes.is_empty() && !f.quarantined {
+        log::info!("{}: empty, removed", f.path.display());
+        return fs::remove_file(&f.path);
+    }
+    // A recycled file says how much of it is this segment's; the rest is an old one's.
+    let own_len = declared_section_end(&bytes).map_or(bytes.len(), |end| end.min(bytes.len()));
+    let own = &bytes[..own_len];
+    let keep = complete_prefix_len(own);
+    let torn_tail_only = check_section_header(own).is_ok()
+        && next_plausible_block(own, keep.saturating_add(4), false).is_none();
+    let file = fs::OpenOptions::new().write(true).open(&f.path)?;
+    if torn_tail_only && !f.quarantined {
+        if keep < bytes.len() {
+            log::warn!(
+                "{}: cut {} bytes of a block the previous run did not finish",
+                f.path.display(),
+                bytes.len() - keep
+            );
+            report.repaired.push(format!(
+                "{}: cut {} bytes of an unfinished block",
+                f.name.file_name(),
+                bytes.len() - keep
+            ));
+            file.set_len(keep as u64)?;
+        }
+        file.sync_all()?;
+        let finished = f.name.with_kind(Kind::Finished);
+        crate::sys::rename_noreplace(&f.path, &finished.path_in(dir))?;
+        *f = Found {
+            name: finished,
+            quarantined: false,
+            path: finished.path_in(dir),
+        };
+        return Ok(());
+    }
+    // The old segment's bytes behind a recycled one are not this segment's damage.
+    if own_len < bytes.len() {
+        file.set_len(own_len as u64)?;
+    }
+    file.sync_all()?;
+    let reason = if check_section_header(own).is_err() {
+        "damaged section header"
+    } else {
+        "damaged blocks before readable ones"
+    };
+    let finished = f.name.with_kind(Kind::Finished);
+    let target = move_to_quarantine(dir, &f.path, &finished, reason, report)?;
+    *f = Found {
+        name: finished,
+        quarantined: true,
+        path: target,
+    };
+    Ok(())
+}
+
+/// Moves `path` into quarantine as `name`; returns where it is now.
+fn move_to_quarantine(
+    dir: &Path,
+    path: &Path,
+    name: &SegmentName,
+    reason: &str,
+    report: &mut RecoveryReport,
+) -> io::Result<PathBuf> {
+    let quarantine = dir.join(QUARANTINE_DIR);
+    fs::create_dir_all(&quarantine)?;
+    let target = name.path_in(&quarantine);
+    crate::sys::rename_noreplace(path, &target)?;
+    fs::File::open(&quarantine)?.sync_all()?;
+    fs::File::open(dir)?.sync_all()?;
+    log::warn!(
+        "{}: {reason}; moved to {} (its readable packets are still served)",
+        path.display(),
+        target.display()
+    );
+    report
+        .quarantined
+        .push(format!("{}: {reason}", name::quarantined(name)));
+    Ok(target)
+}
+
+/// Makes `index` agree with the files found; returns whether it changed.
+fn reconcile(
+    dir: &Path,
+    index: &mut Index,
+    found: Vec<Found>,
+    report: &mut RecoveryReport,
+) -> io::Result<bool> {
+    let mut by_seq: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
+    for f in found {
+        by_seq.entry(f.name.seq).or_default().push(f);
+    }
+    let mut changed = false;
+    // Records whose file is gone.
+    let gone: Vec<u64> = index
+        .records()
+        .iter()
+        .filter(|r| {
+            by_seq
+                .get(&r.seq)
+                .is_none_or(|files| !files.iter().any(|f| f.indexed_name() == r.file))
+        })
+        .map(|r| r.seq)
+        .collect();
+    for seq in gone {
+        if let Some(record) = index.remove(seq) {
+            log::warn!("{}: in the index but not on disk; forgotten", record.file);
+            report.missing.push(record.file);
+            changed = true;
+        }
+    }
+    for (seq, files) in by_seq {
+        // The file the index names, else a plain one, else any.
+        let indexed = index
+            .records()
+            .iter()
+            .find(|r| r.seq == seq)
+            .map(|r| r.file.clone());
+        let keep = files
+            .iter()
+            .position(|f| Some(f.indexed_name()) == indexed)
+            .or_else(|| {
+                files
+                    .iter()
+                    .position(|f| f.name.kind == Kind::Finished && !f.quarantined)
+            })
+            .unwrap_or(0);
+        for (i, other) in files.iter().enumerate() {
+            if i == keep {
+                continue;
+            }
+            if other.quarantined || files[keep].quarantined {
+                log::warn!(
+                    "{}: a second file of segment {seq}; left alone",
+                    other.path.display()
+                );
+                report.ignored.push(other.path.display().to_string());
+            } else {
+                log::warn!(
+                    "{}: a second copy of segment {seq}; deleted",
+                    other.path.display()
+                );
+                fs::remove_file(&other.path)?;
+            }
+        }
+        let file = &files[keep];
+        if let Some(record) = index.records().iter().find(|r| r.seq == seq) {
+            if matches_file(record, &file.path)? {
+                continue;
+            }
+            log::warn!("{}: differs from its index record; read again", record.file);
+            report.rebuilt.push(record.file.clone());
+            index.remove(seq);
+        }
+        index.insert(adopt(dir, file, report)?);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Reads a file into a record; a finished file with damage goes to quarantine first.
+fn adopt(dir: &Path, file: &Found, report: &mut RecoveryReport) -> io::Result<SegmentRecord> {
+    let mut record = SegmentRecord::scan(&file.path, file.name.seq)?;
+    if !record.damaged.is_empty() && !file.quarantined {
+        let ranges: Vec<String> = record
+            .damaged
+            .iter()
+            .map(|(offset, len)| format!("{offset}+{len}"))
+            .collect();
+        let reason = format!("damaged at bytes {}", ranges.join(","));
+        move_to_quarantine(dir, &file.path, &file.name, &reason, report)?;
+    }
+    if !record.damaged.is_empty() || file.quarantined {
+        record.file = name::quarantined(&file.name);
+        // Offsets in a damaged file are only safe where a whole read found them.
+        record.checkpoints.clear();
+    }
+    Ok(record)
+}
+
+/// Whether `path` still is what `record` says: its length, and for a plain segment its
+/// Section Header and the framing of its last block.
+fn matches_file(record: &SegmentRecord, path: &Path) -> io::Result<bool> {
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len != record.bytes {
+        return Ok(false);
+    }
+    let Some((name, quarantined)) = name::parse_indexed(&record.file) else {
+        return Ok(false);
+    };
+    if quarantined || name.kind != Kind::Finished {
+        return Ok(true);
+    }
+    // A Section Header of the store's writer is well under 4 KiB.
+    let mut head = vec![0u8; usize::try_from(len.min(4096)).unwrap_or(4096)];
+    file.read_exact(&mut head)?;
+    if check_section_header(&head).is_err() {
+        return Ok(false);
+    }
+    // The last 4 bytes are the last block's length, which its first 4 after the type repeat.
+    if len < 12 {
+        return Ok(false);
+    }
+    let mut tail = [0u8; 4];
+    file.seek(SeekFrom::Start(len - 4))?;
+    file.read_exact(&mut tail)?;
+    let last_len = u64::from(u32::from_ne_bytes(tail));
+    if last_len < 12 || last_len > len || last_len % 4 != 0 {
+        return Ok(false);
+    }
+    let mut lead = [0u8; 4];
+    file.seek(SeekFrom::Start(len - last_len + 4))?;
+    file.read_exact(&mut lead)?;
+    Ok(lead == tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        pcapng::{
+            read::{packets_with_names, section_comments, Blocks},
+            InterfaceStatistics,
+        },
+        store::{
+            slice,
+            tests::{limits, write, writer},
+            SegmentWriter,
+        },
+    };
+
+    const NONE: fn(u32) -> InterfaceStatistics = |_| InterfaceStatistics::default();
+
+    /// Every packet timestamp a slice of the whole store gives, and its damage notes.
+    fn slice_all(w: &SegmentWriter) -> (Vec<u64>, Vec<String>) {
+        let mut out = Vec::new();
+        let stats = slice::write_slice(&w.dir, w.index(), 0, u64::MAX, None, &mut out).unwrap();
+        let notes: Vec<String> = Blocks::new(&out)
+            .flat_map(|b| section_comments(&b.unwrap()))
+            .collect();
+        assert_eq!(stats.damaged, notes.len(), "{notes:?}");
+        assert_readers_take(&out);
+        let packets = packets_with_names(&out)
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p.timestamp_ns)
+            .collect();
+        (packets, notes)
+    }
+
+    /// tshark and capinfos read the bytes without a complaint (when installed).
+    fn assert_readers_take(bytes: &[u8]) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), bytes).unwrap();
+        for (tool, args) in [("tshark", &["-r"][..]), ("capinfos", &[][..])] {
+            let Ok(out) = std::process::Command::new(tool)
+                .args(args)
+                .arg(file.path())
+                .output()
+            else {
+                continue;
+            };
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let complaints = stderr
+                .lines()
+                .filter(|l| !l.contains("Running as user \"root\"") && !l.trim().is_empty())
+                .count();
+            assert!(out.status.success() && complaints == 0, "{tool}: {stderr}");
+        }
+    }
+
+    /// A store of finished segments and one left `.active` by a crash; the packets' times.
+    fn crashed_store(dir: &Path, t0: u64) -> (u64, Vec<u64>) {
+        let mut w = writer(dir, limits(50_000, 100_000_000));
+        write(&mut w, 120, t0);
+        w.write_buffer();
+        let seq = w.active.as_ref().unwrap().seq;
+        assert!(
+            w.active.as_ref().unwrap().bytes > 2_000,
+            "a packet or two in the active segment"
+        );
+        drop(w); // no finish: as a kill -9 leaves it
+        (seq, (t0..t0 + 120).collect())
+    }
+
+    #[test]
+    fn an_active_segment_with_a_damaged_header_goes_to_quarantine_whole() {
+        for byte in [0usize, 4] {
+            let dir = tempfile::tempdir().unwrap();
+            let t0 = crate::sys::realtime_ns();
+            let (seq, written) = crashed_store(dir.path(), t0);
+            let active = SegmentName::active(seq).path_in(dir.path());
+            let mut bytes = fs::read(&active).unwrap();
+            bytes[byte] ^= 0x5a;
+            fs::write(&active, &bytes).unwrap();
+
+            let w = writer(dir.path(), limits(50_000, 100_000_000));
+            let quarantined = dir.path().join(name::quarantined(&SegmentName::finished(seq)));
+            assert_eq!(
+                fs::read(&quarantined).unwrap(),
+                bytes,
+                "byte {byte}: kept whole, uncut"
+            );
+            assert!(!active.exists());
+            assert_eq!(w.recovery().quarantined.len(), 1, "{:?}", w.recovery());
+            let record = w.index().records().iter().find(|r| r.seq == seq).unwrap();
+            assert_eq!(record.file, name::quarantined(&SegmentName::finished(seq)));
+            assert!(!record.damaged.is_empty());
+            // Every packet is still served (only the header was hit), and the damage said.
+            let (packets, notes) = slice_all(&w);
+            assert_eq!(packets, written, "byte {byte}");
+            assert_eq!(notes.len(), 1, "{notes:?}");
+            assert!(notes[0].contains("damaged section header"), "{notes:?}");
+            assert!(
+                w.index().total_bytes() >= bytes.len() as u64,
+                "counted in the size"
+            );
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = crate::sys::realtime_ns();
+        let (seq, written) = crashed_store(dir.path(), t0);
+        let active = SegmentName::active(seq).path_in(dir.path());
+        let whole = fs::read(&active).unwrap();
+        // Half a block written when the crash came.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[whole.len() - 1_100..whole.len() - 400]);
+        fs::write(&active, &torn).unwrap();
+        let w = writer(dir.path(), limits(50_000, 100_000_000));
+        let finished = SegmentName::finished(seq).path_in(dir.path());
+        assert_eq!(fs::read(&finished).unwrap(), whole);
+        assert!(w.recovery().quarantined.is_empty(), "{:?}", w.recovery());
+        assert_eq!(w.recovery().repaired.len(), 1);
+        let (packets, notes) = slice_all(&w);
+        assert_eq!((packets, notes), (written, Vec::new()));
+    }
+
+    #[test]
+    fn a_damaged_finished_segment_is_found_at_start_and_its_readable_packets_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = crate::sys::realtime_ns();
+        let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+        write(&mut w, 200, t0);
+        w.finish(NONE).unwrap();
+        let second = w.index().records()[1].clone();
+        drop(w);
+        // Cut it in the middle of a block, as a failing disk or a stray `truncate` would.
+        let path = dir.path().join(&second.file);
+        let cut = second.bytes / 2 + 3;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+
+        let w = writer(dir.path(), limits(50_000, 100_000_000));
+        assert_eq!(
+            w.recovery().rebuilt,
+            vec![second.file.clone()],
+            "{:?}",
+            w.recovery()
+        );
+        let record = w
+            .index()
+            .records()
+            .iter()
+            .find(|r| r.seq == second.seq)
+            .unwrap()
+            .clone();
+        assert_eq!(record.file, name::quarantined(&SegmentName::finished(second.seq)));
+        assert!(record.packets > 0 && record.packets < second.packets);
+        let (packets, notes) = slice_all(&w);
+        let lost = second.packets - record.packets;
+        assert_eq!(packets.len() as u64, 200 - lost, "every readable packet");
+        assert!(packets.windows(2).all(|p| p[0] < p[1]), "in order");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains(&record.file), "{notes:?}");
+    }
+
+    #[test]
+    fn damage_met_while_serving_is_skipped_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = crate::sys::realtime_ns();
+        let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+        write(&mut w, 200, t0);
+        w.finish(NONE).unwrap();
+        let records = w.index().records().to_vec();
+        assert!(records.len() >= 3);
+        // One segment cut short, another with a block's length damaged, behind the
+        // running store's back.
+        let first = dir.path().join(&records[0].file);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(records[0].bytes - 500)
+            .unwrap();
+        let third = dir.path().join(&records[2].file);
+        let mut bytes = fs::read(&third).unwrap();
+        let epb = bytes.len() / 2;
+        let at = (epb..bytes.len() - 4)
+            .find(|&i| bytes[i..i + 4] == crate::pcapng::BLOCK_EPB.to_ne_bytes())
+            .unwrap();
+        bytes[at + 5] ^= 0x7f;
+        fs::write(&third, &bytes).unwrap();
+
+        let (packets, notes) = slice_all(&w);
+        assert!(
+            packets.len() < 200 && packets.len() > 150,
+            "{} packets",
+            packets.len()
+        );
+        assert!(packets.windows(2).all(|p| p[0] < p[1]), "in order");
+        // The last packet of every segment after the damage is there.
+        assert_eq!(packets.last(), Some(&(t0 + 199)));
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(&records[0].file) && n.contains("shorter")),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains(&records[2].file)), "{notes:?}");
+    }
+
+    #[test]
+    fn quarantined_files_count_in_the_size_and_are_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = crate::sys::realtime_ns();
+        let (seq, _) = crashed_store(dir.path(), t0);
+        let active = SegmentName::active(seq).path_in(dir.path());
+        let mut bytes = fs::read(&active).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&active, &bytes).unwrap();
+        let mut w = writer(dir.path(), limits(50_000, 300_000));
+        let quarantined = dir.path().join(name::quarantined(&SegmentName::finished(seq)));
+        assert!(quarantined.exists());
+        write(&mut w, 2_000, t0 + 1_000);
+        w.finish(NONE).unwrap();
+        assert!(!quarantined.exists(), "retention retired it");
+        assert!(w
+            .index()
+            .records()
+            .iter()
+            .all(|r| !r.file.starts_with(QUARANTINE_DIR)));
+        assert!(w.index().total_bytes() <= 300_000);
+    }
+}
