@@ -8,7 +8,7 @@ use crate::{
     capture::{self, Interface},
     filter::Filter,
     settings::{Floors, SettingsDoc, SettingsError, StartInputs},
-    store::Limits,
+    store::{Limits, MinFree},
     sys,
     targeting::{Targeting, TargetingError},
     units,
@@ -53,6 +53,11 @@ pub struct Args {
     /// pcapdump.maxTime of --config].
     #[arg(long, value_name = "DUR")]
     pub max_time: Option<String>,
+    /// Keep this much of the store's file system free by retiring the oldest segments
+    /// early (SIZE, or N% of the file system); without it, no segment is ever deleted for
+    /// room and a full disk costs new packets instead (counted, and /readyz fails).
+    #[arg(long, value_name = "SIZE|N%")]
+    pub min_free: Option<String>,
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
     #[arg(long, default_value = "none", value_name = "HOW")]
     pub compress: String,
@@ -138,6 +143,8 @@ pub struct Config {
     pub settings: StartInputs,
     /// The smallest retention the store accepts.
     pub floors: Floors,
+    /// `--min-free`.
+    pub min_free: Option<MinFree>,
     pub xsk_frames: u32,
     /// Kubernetes mode (`--node`).
     pub kubernetes: Option<Kubernetes>,
@@ -188,6 +195,8 @@ pub enum ConfigError {
     EmptyToken(String),
     #[error("--listen {0}: listening beyond loopback needs a token (--token-file or PODCAP_TOKEN)")]
     NoToken(String),
+    #[error("--min-free: {0:?} is not a size (like 2GB) or a percentage from 1% to 99%")]
+    MinFree(String),
     #[error("--compress: {0:?} is not one of none, gzip")]
     Compress(String),
     #[error("--channel: {0:?} is not one of af-xdp, ring")]
@@ -336,6 +345,23 @@ fn read_targeting(path: &std::path::Path, snaplen: u32) -> Result<Targeting, Con
         })
     })?;
     Targeting::parse(&text, snaplen).map_err(error)
+}
+
+/// `--min-free`: a size, or a percentage of the file system.
+fn parse_min_free(text: &str) -> Result<MinFree, ConfigError> {
+    let error = || ConfigError::MinFree(text.to_owned());
+    match text.trim().strip_suffix('%') {
+        Some(number) => match number.trim().parse::<u8>() {
+            Ok(percent) if (1..=99).contains(&percent) => Ok(MinFree::Percent(percent)),
+            _ => Err(error()),
+        },
+        None => units::parse_size(text)
+            .map(MinFree::Bytes)
+            .map_err(|source| ConfigError::Unit {
+                flag: "min-free",
+                source,
+            }),
+    }
 }
 
 impl Args {
@@ -525,7 +551,9 @@ impl Args {
                 })
             })
             .transpose()?;
+        let min_free = self.min_free.as_deref().map(parse_min_free).transpose()?;
         Ok(Config {
+            min_free,
             max_slice,
             filter,
             filter_from_flag,

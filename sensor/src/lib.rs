@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cluster;
 pub mod config;
 pub mod filter;
+pub mod health;
 pub mod pcapng;
 pub mod ring;
 pub mod run;

@@ -91,6 +91,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     );
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
+    store.set_min_free(config.min_free);
     let mut capture = Capture::start(&CaptureOptions {
         interfaces: config.interfaces.clone(),
         tap: config.tap.clone(),
@@ -117,8 +118,11 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.data_dir.display(),
         config.snaplen
     );
+    log::info!("settings: {}", settings.describe());
     let api_state = api_state(config, &stats, &store, &settings);
-    api_state.ready.store(true, Ordering::Relaxed);
+    let health = Arc::clone(&api_state.health);
+    api_state.health.set_disk(store.disk());
+    api_state.health.set_attached(true);
     let reloader = match &config.config_file {
         Some(path) => Some(spawn_reloader(
             path,
@@ -141,10 +145,12 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         store,
         Arc::clone(&stats),
         Arc::clone(&settings),
+        Arc::clone(&health),
         sys::realtime_ns(),
         writer_rx,
     );
     let closed = record(&mut capture, recorder, config, &stats, &settings, stop)?;
+    health.set_attached(false);
     drop(capture);
     let totals = stats.totals();
     log::info!(
@@ -264,6 +270,7 @@ fn api_state(
         config.token.clone(),
     );
     ApiState {
+        recovery: Arc::new(store.recovery().clone()),
         view: Some(store.view()),
         settings: Some(Arc::clone(settings)),
         max_slice: config.max_slice,
@@ -325,6 +332,8 @@ struct Recorder {
     store: SegmentWriter,
     stats: Arc<Stats>,
     settings: Arc<RuntimeSettings>,
+    /// Where the store's state is published for readiness and status.
+    health: Arc<crate::health::Health>,
     start_ns: u64,
     commands: std::sync::mpsc::Receiver<WriterCommand>,
     retention: (u64, Duration),
@@ -337,6 +346,7 @@ impl Recorder {
         store: SegmentWriter,
         stats: Arc<Stats>,
         settings: Arc<RuntimeSettings>,
+        health: Arc<crate::health::Health>,
         start_ns: u64,
         commands: std::sync::mpsc::Receiver<WriterCommand>,
     ) -> Self {
@@ -345,6 +355,7 @@ impl Recorder {
             store,
             stats,
             settings,
+            health,
             start_ns,
             commands,
             retention,
@@ -420,6 +431,7 @@ impl Recorder {
                 s.written.fetch_sub(lost, Ordering::Relaxed);
             }
         }
+        self.health.set_disk(self.store.disk());
     }
 
     fn finish(mut self) -> Result<(), StoreError> {

@@ -365,16 +365,6 @@ impl RuntimeSettings {
             path,
             floors,
         };
-        let view = settings.view();
-        log::info!(
-            "settings: enabled {} ({:?}), maxTime {} ({:?}), maxSize {} ({:?})",
-            view.enabled,
-            view.sources.enabled.source,
-            view.max_time,
-            view.sources.max_time.source,
-            view.max_size,
-            view.sources.max_size.source
-        );
         settings.persist(&settings.lock())?;
         Ok(settings)
     }
@@ -428,6 +418,21 @@ impl RuntimeSettings {
     #[must_use]
     pub fn floors(&self) -> Floors {
         self.floors
+    }
+
+    /// The settings in force and where each came from, in a line for the log.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let view = self.view();
+        format!(
+            "recording {} ({:?}), maxTime {} ({:?}), maxSize {} ({:?})",
+            if view.enabled { "enabled" } else { "disabled" },
+            view.sources.enabled.source,
+            view.max_time,
+            view.sources.max_time.source,
+            view.max_size,
+            view.sources.max_size.source
+        )
     }
 
     /// The settings in force and where each came from.

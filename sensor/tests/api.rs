@@ -71,7 +71,7 @@ fn state(dir: &tempfile::TempDir, token: Option<&str>) -> ApiState {
         Arc::new(Stats::new(2)),
         token.map(str::to_owned),
     );
-    s.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    s.health.set_attached(true);
     s
 }
 
@@ -110,13 +110,82 @@ fn error_of(body: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn health_and_readiness() {
+async fn readiness_tells_the_truth_and_status_says_why() {
     let (dir, _) = store();
-    let s = state(&dir, None);
+    let mut s = state(&dir, None);
+    let settings = settings_in(&dir, Floors::DEFAULT);
+    s.settings = Some(Arc::clone(&settings));
+    let readyz = |s: &ApiState| {
+        let s = s.clone();
+        async move {
+            let (status, _, body) = get(&s, "/readyz", None).await;
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let recording = |s: &ApiState| {
+        let s = s.clone();
+        async move {
+            let (_, _, body) = get(&s, "/api/v1/status", None).await;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (v["recording"].as_str().unwrap().to_owned(), v)
+        }
+    };
     assert_eq!(get(&s, "/healthz", None).await.0, StatusCode::OK);
-    assert_eq!(get(&s, "/readyz", None).await.0, StatusCode::OK);
-    s.ready.store(false, std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(get(&s, "/readyz", None).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(readyz(&s).await.0, StatusCode::OK);
+    let (state_now, body) = recording(&s).await;
+    assert_eq!(state_now, "recording", "{body}");
+    assert!(body["store"]["segments"].as_u64().unwrap() > 2, "{body}");
+
+    settings
+        .apply_api(&podcap_sensor::settings::SettingsDoc {
+            enabled: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+    let (status, text) = readyz(&s).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("recording is disabled"), "{text}");
+    assert_eq!(recording(&s).await.0, "disabled");
+    settings
+        .apply_api(&podcap_sensor::settings::SettingsDoc {
+            enabled: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+
+    let full = podcap_sensor::health::DiskState {
+        failing: Some(podcap_sensor::health::WriteFailure {
+            since: "2026-11-30T10:00:00Z".into(),
+            error: "No space left on device (os error 28)".into(),
+            disk_full: true,
+        }),
+        ..Default::default()
+    };
+    s.health.set_disk(&full);
+    let (status, text) = readyz(&s).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        text.contains("the disk is full") && text.contains("--min-free"),
+        "{text}"
+    );
+    let (state_now, body) = recording(&s).await;
+    assert_eq!(state_now, "disk-full", "{body}");
+    assert_eq!(body["disk"]["failing"]["since"], "2026-11-30T10:00:00Z", "{body}");
+    let (_, _, metrics) = get(&s, "/metrics", None).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("\npodcap_ready 0\n") && metrics.contains("\npodcap_write_failing 1\n"),
+        "{metrics}"
+    );
+    s.health.set_disk(&podcap_sensor::health::DiskState::default());
+    assert_eq!(
+        readyz(&s).await.0,
+        StatusCode::OK,
+        "ready again once writes succeed"
+    );
+
+    s.health.set_attached(false);
+    assert_eq!(readyz(&s).await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]

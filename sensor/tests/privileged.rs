@@ -700,31 +700,56 @@ impl Drop for Tmpfs {
     }
 }
 
+/// "N packets seen, M written; drops: kernel a, ring b, writer c" of the sensor's last line.
+fn final_counts(log: &str) -> (u64, u64, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("packets seen,"))
+        .unwrap_or_else(|| panic!("no final counts in:\n{log}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let tail = &numbers[numbers.len() - 5..];
+    (tail[0], tail[1], tail[2] + tail[3] + tail[4])
+}
+
+/// A small tmpfs at `path`, unmounted on drop.
+fn small_tmpfs(path: &std::path::Path, size: &str) -> Tmpfs {
+    std::fs::create_dir(path).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size={size} podcap-test-full {}",
+        path.display()
+    ));
+    Tmpfs(path.to_owned())
+}
+
 #[test]
-fn a_full_disk_costs_counted_packets_never_a_segment_or_the_sensor() {
+fn the_stores_own_traffic_fills_the_disk_and_min_free_retires_early_visibly() {
     let _serial = serial();
     let t = topology("f");
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
-    std::fs::create_dir(&mount).unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=3M podcap-test-full {}",
-        mount.display()
-    ));
-    let _tmpfs = Tmpfs(mount.clone());
-    // --max-size above the filesystem: only ENOSPC can stop the writes.
+    let _tmpfs = small_tmpfs(&mount, "3M");
+    // --max-size above the file system: --min-free is what makes room.
     let mut sensor = start_sensor(
         &t.n,
         &format!(
-            "--iface n0 --data-dir {} --segment-size 512KB --max-size 100MB",
+            "--iface n0 --data-dir {} --segment-size 256KB --max-size 100MB --min-free 512KB",
             mount.display()
         ),
     );
     let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
     iperf.wait_for("Server listening", Duration::from_secs(10));
     t.a.sh("iperf3 -c 198.18.0.2 -n 12M -b 100M");
-    std::thread::sleep(Duration::from_secs(1));
-    // Room came back (the oldest segments went): later packets are recorded again.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = t.n.sh("curl -s http://127.0.0.1:9090/api/v1/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["disk"]["earlyRetiredSegments"].as_u64().unwrap() > 0,
+        "early retirement is shown: {status}"
+    );
+    assert_eq!(status["disk"]["minFreeBytes"], 512_000, "{status}");
     let after = realtime_ns();
     t.a.sh("ping -c 20 -i 0.02 198.18.0.2");
     std::thread::sleep(Duration::from_millis(700));
@@ -736,15 +761,11 @@ fn a_full_disk_costs_counted_packets_never_a_segment_or_the_sensor() {
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     let log = sensor.log_text();
     assert!(
-        log.contains("No space left on device") && log.contains("stage disk"),
+        log.contains("early: the disk has less free than --min-free"),
         "{log}"
     );
-    let lost: u64 = log
-        .lines()
-        .find_map(|l| l.split("writer ").nth(1))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no final drop count in:\n{log}"));
-    assert!(lost > 0, "a full disk lost nothing? {log}");
+    let (seen, written, dropped) = final_counts(&log);
+    assert_eq!(seen, written + dropped, "every packet written or counted: {log}");
 
     let files = segments(&mount);
     for f in &files {
@@ -757,8 +778,85 @@ fn a_full_disk_costs_counted_packets_never_a_segment_or_the_sensor() {
         .count();
     assert_eq!(
         late_pings, 40,
-        "pings after the disk filled were not all recorded (recovery)"
+        "pings after the disk filled were not all recorded"
     );
+}
+
+#[test]
+fn another_process_fills_the_disk_and_the_store_keeps_every_segment() {
+    let _serial = serial();
+    let t = topology("h");
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    let _tmpfs = small_tmpfs(&mount, "4M");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --segment-size 64KB --max-size 100MB --segment-time 1s",
+            mount.display()
+        ),
+    );
+    let readyz = || t.n.sh("curl -s http://127.0.0.1:9090/readyz");
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&t.n.sh("curl -s http://127.0.0.1:9090/api/v1/status")).unwrap()
+    };
+    t.a.sh("ping -c 100 -i 0.01 -s 1000 198.18.0.2");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = segments(&mount)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    assert!(before.len() >= 2, "{before:?}");
+    assert!(readyz().starts_with("ready"), "{}", readyz());
+
+    // Another tenant of the disk takes all of it.
+    let filler = mount.join("filler");
+    let _ = try_sh(&format!(
+        "dd if=/dev/zero of={} bs=64k 2>/dev/null",
+        filler.display()
+    ));
+    let traffic = Proc::spawn("ping", &t.a.exec("ping -i 0.01 -s 1000 198.18.0.2"));
+    std::thread::sleep(Duration::from_millis(2_500));
+    let not_ready = readyz();
+    assert!(
+        not_ready.contains("not ready") && not_ready.contains("the disk is full"),
+        "{not_ready}"
+    );
+    let full = status();
+    assert_eq!(full["recording"], "disk-full", "{full}");
+    assert_eq!(full["disk"]["earlyRetiredSegments"], 0, "{full}");
+    for (path, bytes) in &before {
+        assert!(
+            std::fs::read(path).is_ok_and(|now| now == *bytes),
+            "{} was deleted or changed to make room",
+            path.display()
+        );
+    }
+
+    // Room comes back: recording resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(readyz().starts_with("ready"), "{}", readyz());
+    assert_eq!(status()["recording"], "recording");
+    drop(traffic);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = realtime_ns();
+    t.a.sh("ping -c 20 -i 0.02 198.18.0.2");
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let log = sensor.log_text();
+    let (seen, written, dropped) = final_counts(&log);
+    assert!(dropped > 0, "the full disk cost counted packets: {log}");
+    assert_eq!(seen, written + dropped, "{log}");
+    let files = segments(&mount);
+    for f in &files {
+        assert_tshark_clean(f);
+    }
+    let late_pings = pcap::read_segments(&files)
+        .iter()
+        .filter(|f| f.ts_ns >= after && f.data.len() > 34 && f.data[23] == 1)
+        .count();
+    assert_eq!(late_pings, 40, "recording resumed when room came back");
 }
 
 #[test]

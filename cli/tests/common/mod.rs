@@ -1,13 +1,7 @@
 //! What the CLI's tests share: a real sensor API on loopback (the sensor's own router and
 //! store) and readers of what `podcap` wrote.
 #![allow(dead_code, reason = "each test target uses some of these")]
-use std::{
-    net::SocketAddr,
-    path::Path,
-    process::Output,
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, process::Output, sync::Arc, time::Duration};
 
 use podcap_sensor::{
     api::{router, ApiState},
@@ -73,7 +67,7 @@ pub async fn sensor_with(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, fl
     state.settings = Some(Arc::new(
         RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
     ));
-    state.ready.store(true, Ordering::Relaxed);
+    state.health.set_attached(true);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });

@@ -27,6 +27,11 @@
 //!   newest packet is older than `max_time`; the store exceeds `max_size` by at most the
 //!   active segment (or the spare waiting to become it). The index forgets a segment
 //!   before its file is deleted.
+//! - The file system is shared: with `--min-free` ([`MinFree`]) the store retires its oldest
+//!   segments early to leave that much free (checked with retention, and at once when a
+//!   write finds the disk full), counted and shown (`DiskState`). Without it the store never
+//!   deletes a segment for space: a full disk costs the new packets (counted as drops,
+//!   readiness fails) until room comes back. The spare is never data and goes first.
 //! - Sequence numbers only grow: a restart continues after the highest one found, and a
 //!   name is never reused: new files are created exclusively and renamed without
 //!   replacing (`name.rs` owns the naming).
@@ -51,7 +56,10 @@ use self::{
     name::{Kind, SegmentName, SPARE_NAME},
     recover::{RecoveryReport, SECTION_LENGTH_AT},
 };
-use crate::pcapng::{BlockWriter, Direction, InterfaceDescription, InterfaceStatistics};
+use crate::{
+    health::{DiskState, WriteFailure},
+    pcapng::{BlockWriter, Direction, InterfaceDescription, InterfaceStatistics},
+};
 
 /// Retention runs at every rotation and at least this often.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
@@ -186,6 +194,29 @@ pub struct SegmentWriter {
     recycling: bool,
     /// What start-up recovery found.
     recovery: RecoveryReport,
+    /// `--min-free`, if the store may retire segments early to keep room on the disk.
+    min_free: Option<MinFree>,
+    /// The file system and the writes, as last seen.
+    disk: DiskState,
+}
+
+/// How much of its file system the store leaves free (`--min-free`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinFree {
+    Bytes(u64),
+    /// A percentage of the file system's size (1 to 99).
+    Percent(u8),
+}
+
+impl MinFree {
+    /// Bytes to leave free on a file system of `total` bytes.
+    #[must_use]
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes,
+            Self::Percent(percent) => total / 100 * u64::from(percent),
+        }
+    }
 }
 
 impl SegmentWriter {
@@ -219,6 +250,8 @@ impl SegmentWriter {
             ids: SegmentIds::default(),
             next_seq,
             recovery: recovered.report,
+            min_free: None,
+            disk: DiskState::default(),
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
@@ -245,6 +278,19 @@ impl SegmentWriter {
     #[must_use]
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    /// Lets the store retire segments early to leave `min_free` free (see the rules).
+    pub fn set_min_free(&mut self, min_free: Option<MinFree>) {
+        self.min_free = min_free;
+        self.disk.min_free_bytes = 0;
+        self.keep_room();
+    }
+
+    /// The file system and the writes, as last seen.
+    #[must_use]
+    pub fn disk(&self) -> &DiskState {
+        &self.disk
     }
 
     /// The time index of the finished segments.
@@ -518,6 +564,10 @@ impl SegmentWriter {
                 self.buf.clear();
                 self.buffered.clear();
                 self.publish_active();
+                if self.disk.failing.is_some() {
+                    log::info!("writes to {} succeed again", self.dir.display());
+                    self.disk.failing = None;
+                }
             }
             Err(error) => {
                 let cut = active
@@ -546,14 +596,23 @@ impl SegmentWriter {
                         "cannot write segment {}: {error}; {} packets lost (stage disk){}",
                         SegmentName::active(active.seq).path_in(&self.dir).display(),
                         self.buffered.len(),
-                        if full {
-                            "; deleting the oldest segment to make room"
-                        } else {
-                            ""
+                        match (full, self.min_free) {
+                            (true, Some(_)) => "; retiring the oldest segment early (--min-free)",
+                            (true, None) => "; no segment is deleted for room without --min-free",
+                            _ => "",
                         }
                     );
                     self.last_error_log = Some(Instant::now());
                 }
+                let since = self.disk.failing.take().map_or_else(
+                    || crate::units::format_rfc3339(crate::sys::realtime_ns()),
+                    |f| f.since,
+                );
+                self.disk.failing = Some(WriteFailure {
+                    since,
+                    error: error.to_string(),
+                    disk_full: full,
+                });
                 if let Err(e) = cut {
                     log::error!("could not cut the segment back after a failed write: {e}");
                 }
@@ -561,7 +620,7 @@ impl SegmentWriter {
                 self.buf.clear();
                 self.buffered.clear();
                 if full {
-                    self.delete_oldest();
+                    self.make_room();
                 }
                 if empty {
                     // The section header never reached the file: it goes first next time.
@@ -711,6 +770,7 @@ impl SegmentWriter {
             let recycle = self.recycling && self.spare.is_none();
             self.forget_and_delete(seq, recycle);
         }
+        self.keep_room();
     }
 
     fn delete_spare(&mut self) {
@@ -719,12 +779,54 @@ impl SegmentWriter {
         }
     }
 
-    /// Frees room on a full disk: the oldest finished segment goes, whatever the limits.
-    fn delete_oldest(&mut self) {
+    /// Frees room on a full disk: the spare (never data) goes; with `--min-free`, also the
+    /// oldest finished segment, counted as retired early.
+    fn make_room(&mut self) {
         if self.spare.is_some() {
             self.delete_spare();
-        } else if let Some(seq) = self.index.oldest().map(|r| r.seq) {
-            self.forget_and_delete(seq, false);
+        } else if self.min_free.is_some() {
+            self.retire_early();
+        }
+    }
+
+    /// Retires the oldest finished segment for room; false if there is none.
+    fn retire_early(&mut self) -> bool {
+        let Some((seq, bytes)) = self.index.oldest().map(|r| (r.seq, r.bytes)) else {
+            return false;
+        };
+        log::warn!(
+            "retiring segment {seq} early: the disk has less free than --min-free ({} free)",
+            crate::units::format_size(self.disk.free_bytes)
+        );
+        self.forget_and_delete(seq, false);
+        self.disk.early_retired_segments += 1;
+        self.disk.early_retired_bytes = self.disk.early_retired_bytes.saturating_add(bytes);
+        true
+    }
+
+    /// Measures the file system; with `--min-free`, retires the oldest segments while it
+    /// has less free than that.
+    fn keep_room(&mut self) {
+        loop {
+            match crate::sys::fs_space(&self.dir) {
+                Ok((free, total)) => {
+                    self.disk.free_bytes = free;
+                    self.disk.total_bytes = total;
+                    self.disk.min_free_bytes = self.min_free.map_or(0, |m| m.bytes_of(total));
+                }
+                Err(e) => {
+                    log::warn!("cannot measure the file system of {}: {e}", self.dir.display());
+                    return;
+                }
+            }
+            if self.disk.free_bytes >= self.disk.min_free_bytes {
+                return;
+            }
+            if self.spare.is_some() {
+                self.delete_spare();
+            } else if !self.retire_early() {
+                return;
+            }
         }
     }
 

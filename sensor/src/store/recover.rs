@@ -92,10 +92,12 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    for f in &mut found {
-        if f.name.kind == Kind::Active {
-            finish_active(dir, f, &mut report)?;
+    let mut kept = Vec::with_capacity(found.len());
+    for mut f in found {
+        if f.name.kind == Kind::Active && !finish_active(dir, &mut f, &mut report)? {
+            continue;
         }
+        kept.push(f);
     }
     let mut index = match Index::load(dir) {
         Ok(Some(index)) => index,
@@ -105,7 +107,7 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
             Index::default()
         }
     };
-    let changed = reconcile(dir, &mut index, found, &mut report)?;
+    let changed = reconcile(dir, &mut index, kept, &mut report)?;
     if changed || !dir.join(index::MANIFEST).exists() {
         index.save(dir)?;
     }
@@ -160,12 +162,14 @@ pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
     usize::try_from(section).ok()?.checked_add(header_len)
 }
 
-/// Finishes a segment a crash left `.active`: cut back and renamed, or quarantined whole.
-fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::Result<()> {
+/// Finishes a segment a crash left `.active`: cut back and renamed, or quarantined whole;
+/// false if it was empty and is gone.
+fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::Result<bool> {
     let bytes = fs::read(&f.path)?;
     if bytes.is_empty() && !f.quarantined {
         log::info!("{}: empty, removed", f.path.display());
-        return fs::remove_file(&f.path);
+        fs::remove_file(&f.path)?;
+        return Ok(false);
     }
     // A recycled file says how much of it is this segment's; the rest is an old one's.
     let own_len = declared_section_end(&bytes).map_or(bytes.len(), |end| end.min(bytes.len()));
@@ -196,7 +200,7 @@ fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::
             quarantined: false,
             path: finished.path_in(dir),
         };
-        return Ok(());
+        return Ok(true);
     }
     // The old segment's bytes behind a recycled one are not this segment's damage.
     if own_len < bytes.len() {
@@ -215,7 +219,7 @@ fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::
         quarantined: true,
         path: target,
     };
-    Ok(())
+    Ok(true)
 }
 
 /// Moves `path` into quarantine as `name`; returns where it is now.
@@ -481,6 +485,20 @@ mod tests {
                 "counted in the size"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_active_segment_is_removed_and_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = crate::sys::realtime_ns();
+        let (seq, written) = crashed_store(dir.path(), t0);
+        let active = SegmentName::active(seq).path_in(dir.path());
+        let lost = packets_with_names(&fs::read(&active).unwrap()).unwrap().len();
+        fs::write(&active, b"").unwrap();
+        let w = writer(dir.path(), limits(50_000, 100_000_000));
+        assert!(!active.exists());
+        let (packets, notes) = slice_all(&w);
+        assert_eq!((packets.len(), notes.len()), (written.len() - lost, 0));
     }
 
     #[test]

@@ -72,6 +72,27 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
     }
 }
 
+/// Space of the file system holding `path`: (bytes available to this user, total bytes).
+pub fn fs_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero statvfs is a valid value of the plain C struct; it is only read
+    // after statvfs filled it.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a writable statvfs, both
+    // alive for the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &raw mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion, reason = "the field types differ between targets")]
+    let (block, available, total) = (
+        u64::from(stats.f_frsize),
+        u64::from(stats.f_bavail),
+        u64::from(stats.f_blocks),
+    );
+    Ok((available.saturating_mul(block), total.saturating_mul(block)))
+}
+
 /// The effective user id.
 #[must_use]
 pub fn effective_uid() -> u32 {

@@ -1,0 +1,88 @@
+//! `GET/PATCH /api/v1/config`: the recording settings (rules in `crate::settings`), and
+//! the dry run that says what a retention change would retire.
+use axum::{
+    extract::{Query, State},
+    Json,
+};
+use serde::Deserialize;
+
+use super::{slices::load_index, ApiState, AppError};
+use crate::{
+    settings::{Retired, RuntimeSettings, SettingsDoc, SettingsError, SettingsView},
+    store::{index::SegmentRecord, retention},
+    sys, units,
+};
+
+fn settings(state: &ApiState) -> Result<&RuntimeSettings, AppError> {
+    state
+        .settings
+        .as_deref()
+        .ok_or_else(|| AppError::Internal("no runtime settings".into()))
+}
+
+pub(super) async fn get_config(State(state): State<ApiState>) -> Result<Json<SettingsView>, AppError> {
+    Ok(Json(settings(&state)?.view()))
+}
+
+/// Query of `PATCH /api/v1/config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigQuery {
+    /// Check the change and say what it would retire, without applying it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub(super) async fn patch_config(
+    State(state): State<ApiState>,
+    Query(query): Query<ConfigQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<SettingsView>, AppError> {
+    let change: SettingsDoc =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("config: {e}")))?;
+    let settings = settings(&state)?;
+    let invalid = |e: SettingsError| match e {
+        SettingsError::Persist { .. } => {
+            AppError::Internal(format!("{e}: {:?}", std::error::Error::source(&e)))
+        }
+        other => AppError::BadRequest(other.to_string()),
+    };
+    if query.dry_run {
+        let (max_size, max_time) = settings.check(&change).map_err(invalid)?;
+        let mut view = settings.view();
+        view.enabled = change.enabled.unwrap_or(view.enabled);
+        view.max_size = change.max_size.clone().unwrap_or(view.max_size);
+        view.max_time = change.max_time.clone().unwrap_or(view.max_time);
+        view.dry_run = Some(true);
+        view.would_retire = Some(would_retire(&state, max_size, max_time)?);
+        return Ok(Json(view));
+    }
+    let view = settings.apply_api(&change).map_err(invalid)?;
+    log::info!(
+        "settings changed through the API: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(Json(view))
+}
+
+/// What retention would retire now under `max_size` and `max_time`.
+fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) -> Result<Retired, AppError> {
+    let horizon = sys::realtime_ns().saturating_sub(units::duration_ns(max_time));
+    let retired = |records: &[SegmentRecord], active_bytes: u64| {
+        retention::to_retire(records, active_bytes, max_size, horizon)
+            .iter()
+            .fold(Retired::default(), |sum, r| Retired {
+                segments: sum.segments + 1,
+                bytes: sum.bytes.saturating_add(r.bytes),
+                packets: sum.packets.saturating_add(r.packets),
+            })
+    };
+    if let Some(view) = &state.view {
+        let view = view
+            .read()
+            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+        let active = view.active.as_ref().map_or(0, |a| a.bytes);
+        return Ok(retired(view.index.records(), active));
+    }
+    Ok(retired(load_index(state)?.records(), 0))
+}

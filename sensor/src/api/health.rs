@@ -1,0 +1,107 @@
+//! `/readyz` and `/api/v1/status`: readiness that tells the truth, and the state behind it
+//! (rules in `crate::health`).
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+
+use super::{slices::load_index, ApiState, AppError};
+use crate::units;
+
+/// Why the sensor is not ready, if it is not (see `health.rs`).
+pub(super) fn not_ready(state: &ApiState) -> Option<String> {
+    let config_error = state
+        .config_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(error) = config_error {
+        return Some(format!(
+            "configuration: {error} (the last good configuration stays in force)"
+        ));
+    }
+    if !state.health.attached() {
+        return Some("capture not attached".into());
+    }
+    if state.settings.as_ref().is_some_and(|s| !s.enabled()) {
+        return Some("recording is disabled (podcap config --enable true)".into());
+    }
+    if let Some(failing) = state.health.disk().failing {
+        return Some(format!(
+            "writes to the store fail since {}: {}{}",
+            failing.since,
+            failing.error,
+            if failing.disk_full {
+                " (the disk is full; --min-free lets the sensor retire old segments for room)"
+            } else {
+                ""
+            }
+        ));
+    }
+    None
+}
+
+pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+    match not_ready(&state) {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
+    }
+}
+
+/// `GET /api/v1/status`: what the sensor is doing and why.
+pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {
+    let reason = not_ready(&state);
+    let disk = state.health.disk();
+    let recording = match (&reason, &disk.failing) {
+        (_, Some(f)) if f.disk_full => "disk-full",
+        (_, Some(_)) => "write-failing",
+        _ if state.settings.as_ref().is_some_and(|s| !s.enabled()) => "disabled",
+        _ if !state.health.attached() => "starting",
+        _ => "recording",
+    };
+    let (index, active) = match &state.view {
+        Some(view) => {
+            let view = view
+                .read()
+                .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+            (view.index.clone(), view.active.clone())
+        }
+        None => (load_index(&state)?, None),
+    };
+    let quarantined = index
+        .records()
+        .iter()
+        .filter(|r| r.file.starts_with(crate::store::name::QUARANTINE_DIR))
+        .count();
+    let oldest = index
+        .records()
+        .iter()
+        .filter(|r| r.packets > 0)
+        .map(|r| r.first_ns)
+        .min();
+    let newest = index
+        .records()
+        .iter()
+        .chain(active.as_ref())
+        .filter(|r| r.packets > 0)
+        .map(|r| r.last_ns)
+        .max();
+    let totals = state.stats.totals();
+    Ok(Json(serde_json::json!({
+        "recording": recording,
+        "ready": reason.is_none(),
+        "notReadyBecause": reason,
+        "store": {
+            "segments": index.len(),
+            "bytes": index.total_bytes(),
+            "quarantinedSegments": quarantined,
+            "oldestPacket": oldest.map(units::format_rfc3339),
+            "newestPacket": newest.map(units::format_rfc3339),
+        },
+        "disk": disk,
+        "drops": {"kernel": totals.kernel_drops, "ring": totals.ring_drops, "disk": totals.writer_drops},
+        "recovery": &*state.recovery,
+    })))
+}

@@ -1,0 +1,274 @@
+//! The store's contents over HTTP: the segment list, time-sliced snapshots and the live
+//! stream (their rules are the module rules of `api`).
+use std::sync::{atomic::Ordering, Arc};
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::header,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{ApiState, AppError, LIVE_DELAY, LIVE_POLL, STALL_TIMEOUT};
+use crate::{
+    store::{
+        index::{Index, SegmentRecord},
+        slice,
+    },
+    sys, units,
+};
+
+/// A time range from `last=DUR` or `from=RFC3339&to=RFC3339` (to defaults to now).
+#[derive(Debug, Default, Deserialize)]
+pub struct RangeQuery {
+    pub last: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub iface: Option<String>,
+}
+
+impl RangeQuery {
+    /// `[from, to)` in ns; errors name the parameter.
+    pub fn range(&self, now_ns: u64) -> Result<(u64, u64), AppError> {
+        let bad = |name: &str, e: units::UnitError| AppError::BadRequest(format!("{name}: {e}"));
+        match (&self.last, &self.from, &self.to) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(AppError::BadRequest(
+                "give either last or from/to, not both".into(),
+            )),
+            (Some(last), None, None) => {
+                let from = units::parse_last(last, now_ns).map_err(|e| bad("last", e))?;
+                Ok((from, now_ns.saturating_add(1)))
+            }
+            (None, from, to) => {
+                let from = from
+                    .as_deref()
+                    .map(units::parse_rfc3339)
+                    .transpose()
+                    .map_err(|e| bad("from", e))?
+                    .unwrap_or(0);
+                let to = to
+                    .as_deref()
+                    .map(units::parse_rfc3339)
+                    .transpose()
+                    .map_err(|e| bad("to", e))?
+                    .unwrap_or(now_ns.saturating_add(1));
+                if from > to {
+                    return Err(AppError::BadRequest("from is after to".into()));
+                }
+                Ok((from, to))
+            }
+        }
+    }
+}
+
+/// A segment as the API lists it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub name: String,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub(super) fn load_index(state: &ApiState) -> Result<Index, AppError> {
+    Index::load(&state.data_dir)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| AppError::Internal(format!("reading the index: {e}")))
+}
+
+/// Segments overlapping `[from, to)`, the active one included when the writer shares it.
+fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
+    if let Some(view) = &state.view {
+        let view = view
+            .read()
+            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+        return Ok(view.overlapping(from, to));
+    }
+    Ok(load_index(state)?
+        .overlapping(from, to)
+        .into_iter()
+        .cloned()
+        .collect())
+}
+
+pub(super) async fn segments(
+    State(state): State<ApiState>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Json<Vec<SegmentInfo>>, AppError> {
+    let (from, to) = if query.last.is_none() && query.from.is_none() && query.to.is_none() {
+        (0, u64::MAX)
+    } else {
+        query.range(sys::realtime_ns())?
+    };
+    let list = overlapping(&state, from, to)?
+        .into_iter()
+        .map(|r| SegmentInfo {
+            name: r.file.clone(),
+            first_ns: r.first_ns,
+            last_ns: r.last_ns,
+            packets: r.packets,
+            bytes: r.bytes,
+        })
+        .collect();
+    Ok(Json(list))
+}
+
+/// Feeds a blocking writer into a bounded channel of chunks (used from a blocking thread).
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let send = tokio::time::timeout(STALL_TIMEOUT, self.tx.send(Ok(buf.to_vec())));
+        match self.runtime.block_on(send) {
+            Ok(Ok(())) => Ok(buf.len()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) async fn snapshot(
+    State(state): State<ApiState>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Response, AppError> {
+    let (from, to) = query.range(sys::realtime_ns())?;
+    if let Some(max) = state.max_slice {
+        let span = std::time::Duration::from_nanos(to - from);
+        if span > max {
+            return Err(AppError::BadRequest(format!(
+                "slice too large: it spans {} s, this sensor serves at most {} s (--max-slice)",
+                span.as_secs(),
+                max.as_secs()
+            )));
+        }
+    }
+    let interfaces = interfaces(&state, query.iface.as_deref())?;
+    let permit = Arc::clone(&state.snapshots)
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("snapshots"))?;
+    let segments = overlapping(&state, from, to)?;
+    let (tx, rx) = mpsc::channel(8);
+    let dir = state.data_dir.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
+        let refs: Vec<&SegmentRecord> = segments.iter().collect();
+        if let Err(e) = slice::write_segments(&dir, &refs, from, to, interfaces.as_deref(), &mut out) {
+            log::warn!("snapshot [{from}, {to}) ended early: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
+        }
+    });
+    let name = format!(
+        "podcap-{}-{}.pcapng",
+        units::format_utc_compact(from),
+        units::format_utc_compact(to)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+/// The `iface=a,b` parameter, checked against the captured interfaces.
+fn interfaces(state: &ApiState, list: Option<&str>) -> Result<Option<Vec<String>>, AppError> {
+    let Some(list) = list else { return Ok(None) };
+    let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+    // An empty list: interfaces come and go (Kubernetes mode), nothing to check against.
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !state.interfaces.is_empty() && !state.interfaces.contains(n))
+    {
+        return Err(AppError::BadRequest(format!(
+            "iface: unknown interface {unknown:?}"
+        )));
+    }
+    Ok(Some(names))
+}
+
+/// Query of `/api/v1/live`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    pub iface: Option<String>,
+}
+
+pub(super) async fn live(
+    State(state): State<ApiState>,
+    Query(query): Query<LiveQuery>,
+) -> Result<Response, AppError> {
+    let interfaces = interfaces(&state, query.iface.as_deref())?;
+    let permit = Arc::clone(&state.live)
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("live streams"))?;
+    let (tx, rx) = mpsc::channel(8);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
+        let mut slicer = slice::Slicer::default();
+        let delay = units::duration_ns(LIVE_DELAY);
+        let mut cursor = sys::realtime_ns().saturating_sub(delay);
+        while !tx.is_closed() && !state.stopping.load(Ordering::Relaxed) && !sys::stop_requested() {
+            let to = sys::realtime_ns().saturating_sub(delay).max(cursor);
+            let segments = match overlapping(&state, cursor, to) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("live stream ended: {e:?}");
+                    break;
+                }
+            };
+            let refs: Vec<&SegmentRecord> = segments.iter().collect();
+            if let Err(e) = slicer.write(
+                &state.data_dir,
+                &refs,
+                cursor,
+                to,
+                interfaces.as_deref(),
+                &mut out,
+            ) {
+                log::debug!("live stream ended: {e}");
+                break;
+            }
+            cursor = to;
+            std::thread::sleep(LIVE_POLL);
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pcapng")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
