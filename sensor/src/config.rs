@@ -73,6 +73,24 @@ pub struct Args {
     /// The API's bearer token (prefer --token-file: the environment is visible in /proc).
     #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
     pub token: Option<String>,
+    /// File holding the API's admin token: it alone may change the settings (and it reads
+    /// too). Without it, the settings cannot be changed through the API once a read token
+    /// is set.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    #[arg(
+        long = "admin-token",
+        env = "PODCAP_ADMIN_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub admin_token: Option<String>,
+    /// Serve the API over TLS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Bytes of the buffer between the kernel and the segments: the kernel's ring buffer
     /// with --channel ring (rounded up to a power of two), and the user-space ring between
     /// the capture and writer threads wherever AF_XDP sockets deliver (--channel af-xdp,
@@ -138,6 +156,9 @@ pub struct Config {
     pub ring_bytes: usize,
     pub listen: std::net::SocketAddr,
     pub token: Option<String>,
+    pub admin_token: Option<String>,
+    /// `--tls-cert` and `--tls-key` (checked: they make a TLS configuration).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// What the settings start from: explicit flags and the targeting file's keys
     /// (`settings.rs` has the precedence).
     pub settings: StartInputs,
@@ -189,10 +210,18 @@ pub enum ConfigError {
     NoInterface,
     #[error("--listen: {0:?} is not an address like 127.0.0.1:9090")]
     Listen(String),
-    #[error("--token-file: cannot read {path}: {source}")]
-    TokenFile { path: String, source: std::io::Error },
-    #[error("--token-file: {0} is empty")]
-    EmptyToken(String),
+    #[error("--{flag}: cannot read {path}: {source}")]
+    TokenFile {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--{flag}: {path} is empty")]
+    EmptyToken { flag: &'static str, path: String },
+    #[error("--admin-token-file: the admin token must differ from the read token")]
+    SameTokens,
+    #[error(transparent)]
+    Tls(#[from] crate::api::server::TlsError),
     #[error("--listen {0}: listening beyond loopback needs a token (--token-file or PODCAP_TOKEN)")]
     NoToken(String),
     #[error("--min-free: {0:?} is not a size (like 2GB) or a percentage from 1% to 99%")]
@@ -316,16 +345,24 @@ fn resolve_tap(tap: Option<String>, interfaces: &[Interface]) -> Result<Option<I
     })
 }
 
-fn read_token(file: Option<&std::path::Path>, token: Option<String>) -> Result<Option<String>, ConfigError> {
+fn read_token(
+    flag: &'static str,
+    file: Option<&std::path::Path>,
+    token: Option<String>,
+) -> Result<Option<String>, ConfigError> {
     Ok(match (file, token) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                flag,
                 path: path.display().to_string(),
                 source,
             })?;
             let token = text.trim().to_owned();
             if token.is_empty() {
-                return Err(ConfigError::EmptyToken(path.display().to_string()));
+                return Err(ConfigError::EmptyToken {
+                    flag,
+                    path: path.display().to_string(),
+                });
             }
             Some(token)
         }
@@ -529,10 +566,25 @@ impl Args {
             .listen
             .parse()
             .map_err(|_| ConfigError::Listen(self.listen.clone()))?;
-        let token = read_token(self.token_file.as_deref(), self.token)?;
-        if !listen.ip().is_loopback() && token.is_none() {
+        let token = read_token("token-file", self.token_file.as_deref(), self.token)?;
+        let admin_token = read_token(
+            "admin-token-file",
+            self.admin_token_file.as_deref(),
+            self.admin_token,
+        )?;
+        if token.is_some() && token == admin_token {
+            return Err(ConfigError::SameTokens);
+        }
+        if !listen.ip().is_loopback() && token.is_none() && admin_token.is_none() {
             return Err(ConfigError::NoToken(self.listen));
         }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::api::server::tls_acceptor(&cert, &key)?;
+                Some((cert, key))
+            }
+            _ => None,
+        };
         let filter_from_flag = self.filter.is_some();
         let filter = match self.filter {
             Some(expression) => Some(
@@ -563,6 +615,8 @@ impl Args {
             floors,
             listen,
             token,
+            admin_token,
+            tls,
             interfaces,
             tap,
             data_dir: self.data_dir.ok_or(ConfigError::NoDataDir)?,

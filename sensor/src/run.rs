@@ -44,6 +44,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Settings(crate::settings::SettingsError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("the {0} thread failed")]
     Thread(&'static str),
     #[error("--config: {0}")]
@@ -136,11 +138,19 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         None => None,
     };
     let pods = start_pods(config, capture_commands, writer_commands, &targeting, stop)?;
-    let api = api::serve(config.listen, api_state, Arc::clone(stop)).map_err(|source| RunError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    log::info!("API on http://{}", config.listen);
+    let tls = match &config.tls {
+        Some((cert, key)) => {
+            Some(api::server::tls_acceptor(cert, key).map_err(|e| RunError::Tls(e.to_string()))?)
+        }
+        None => None,
+    };
+    let api_url = api::server::describe(config.listen, tls.is_some());
+    let api =
+        api::serve(config.listen, api_state, tls, Arc::clone(stop)).map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    log::info!("API on {api_url}");
     let recorder = Recorder::new(
         store,
         Arc::clone(&stats),
@@ -270,6 +280,7 @@ fn api_state(
         config.token.clone(),
     );
     ApiState {
+        admin_token: config.admin_token.as_deref().map(Arc::from),
         recovery: Arc::new(store.recovery().clone()),
         view: Some(store.view()),
         settings: Some(Arc::clone(settings)),

@@ -566,3 +566,82 @@ async fn live_streams_new_packets_in_order_and_ends_with_the_sensor() {
     );
     writer.finish(|_| InterfaceStatistics::default()).unwrap();
 }
+
+async fn request_with(
+    state: &ApiState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_anything_of_the_request_is_read() {
+    let (dir, _) = store();
+    let mut s = state(&dir, Some("reader"));
+    s.settings = Some(settings_in(&dir, Floors::DEFAULT));
+    for (method, uri, body) in [
+        ("GET", "/api/v1/snapshot?last=bogus", Vec::new()),
+        ("GET", "/api/v1/segments?foo=bar", Vec::new()),
+        ("PATCH", "/api/v1/config", vec![b'x'; 3 << 20]),
+        ("PATCH", "/api/v1/config?dryRun=maybe", b"not json".to_vec()),
+        ("GET", "/api/v1/status", Vec::new()),
+    ] {
+        let (status, text) = request_with(&s, method, uri, None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_read_token_reads_and_only_the_admin_token_changes_the_settings() {
+    let (dir, _) = store();
+    let mut s = state(&dir, Some("reader"));
+    let settings = settings_in(&dir, Floors::DEFAULT);
+    s.settings = Some(Arc::clone(&settings));
+    let change = br#"{"enabled": false}"#.to_vec();
+    // A read token and no admin token: nobody changes the settings.
+    let (status, text) = request_with(&s, "PATCH", "/api/v1/config", Some("reader"), change.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("admin token"), "{text}");
+    s.admin_token = Some(Arc::from("admin"));
+    for uri in [
+        "/api/v1/segments",
+        "/api/v1/snapshot?last=1h",
+        "/api/v1/config",
+        "/api/v1/status",
+        "/metrics",
+    ] {
+        assert_eq!(
+            request_with(&s, "GET", uri, Some("reader"), Vec::new()).await.0,
+            StatusCode::OK,
+            "{uri}"
+        );
+        assert_eq!(
+            request_with(&s, "GET", uri, Some("admin"), Vec::new()).await.0,
+            StatusCode::OK,
+            "{uri}"
+        );
+        assert_eq!(
+            request_with(&s, "GET", uri, Some("guess"), Vec::new()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (status, _) = request_with(&s, "PATCH", "/api/v1/config", Some("reader"), change.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(settings.enabled(), "the read token changed nothing");
+    let (status, text) = request_with(&s, "PATCH", "/api/v1/config", Some("admin"), change).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(!settings.enabled());
+}

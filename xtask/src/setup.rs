@@ -8,7 +8,8 @@ use anyhow::{bail, Result};
 use crate::util::{self, BuildEnv};
 
 /// Debian packages: eBPF build (llvm-22-dev for bpf-linker), libxdp's C build for xsk-rs,
-/// and the real tools the tests compare against or drive traffic with.
+/// and the real tools the tests compare against or drive traffic with (openssl makes the
+/// TLS tests' certificates, curl checks them).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "clang",
@@ -29,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "python3-scapy",
     "bpftool",
+    "openssl",
+    "curl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

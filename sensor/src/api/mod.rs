@@ -2,9 +2,15 @@
 //! recording settings, metrics.
 //!
 //! Rules:
-//! - `router(state)` is the whole API; `serve` binds it. Every endpoint but `/healthz` and
-//!   `/readyz` requires the bearer token when one is configured (compared in constant
-//!   time); a sensor refuses to listen beyond loopback without one.
+//! - `router(state)` is the whole API; `serve` binds it (`server.rs`: connection limits,
+//!   timeouts, TLS, stopping). Every endpoint but `/healthz` and `/readyz` requires a
+//!   bearer token when one is configured (compared in constant time), checked before
+//!   anything else of the request is read. Two roles: the read token (`--token-file`)
+//!   reads (segments, snapshots, live, status, metrics, the settings); changing the
+//!   settings needs the admin token (`--admin-token-file`), which also reads. With a read
+//!   token and no admin token, nobody can change the settings through the API. Without
+//!   any token (only on loopback) everything is open. A sensor refuses to listen beyond
+//!   loopback without a token.
 //! - Bad input is a 4xx with `{"error": "…"}` naming what is wrong; server faults are a
 //!   500 whose details go to the log, not to the client.
 //! - A snapshot streams: the store's slice is written on a blocking thread into a bounded
@@ -22,10 +28,7 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
 
@@ -38,11 +41,12 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{health::Health, settings::RuntimeSettings, stats::Stats, store::SharedView, sys};
+use crate::{health::Health, settings::RuntimeSettings, stats::Stats, store::SharedView};
 
 mod config;
 mod health;
 mod metrics;
+pub mod server;
 mod slices;
 
 pub use self::{
@@ -71,7 +75,10 @@ pub struct ApiState {
     /// Capture attached, and the store's file system as the writer last saw it.
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,
+    /// The read token.
     pub token: Option<Arc<str>>,
+    /// The admin token (changes the settings; reads too).
+    pub admin_token: Option<Arc<str>>,
     pub snapshots: Arc<Semaphore>,
     pub live: Arc<Semaphore>,
     /// The longest time range one snapshot may span (`--max-slice`); longer ones get 400.
@@ -98,6 +105,7 @@ impl ApiState {
             health: Arc::default(),
             stats,
             token: token.map(Arc::from),
+            admin_token: None,
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -115,6 +123,8 @@ impl ApiState {
 pub enum AppError {
     BadRequest(String),
     Unauthorized,
+    /// A valid token of a role that may not do this.
+    Forbidden(&'static str),
     Busy(&'static str),
     Timeout,
     Internal(String),
@@ -128,6 +138,7 @@ impl IntoResponse for AppError {
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".to_owned(),
             ),
+            Self::Forbidden(what) => (StatusCode::FORBIDDEN, what.to_owned()),
             Self::Busy(what) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("too many {what} at once; retry"),
@@ -176,10 +187,23 @@ async fn require_token(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match authorize(&state, request.headers()) {
+    // Only changing the settings is the admin's.
+    let role = if request.method() == axum::http::Method::GET {
+        Role::Read
+    } else {
+        Role::Admin
+    };
+    match authorize(&state, request.headers(), role) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// What a request needs its token for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Read,
+    Admin,
 }
 
 async fn response_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -198,24 +222,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), AppError> {
-    let Some(token) = &state.token else { return Ok(()) };
+fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Result<(), AppError> {
+    if state.token.is_none() && state.admin_token.is_none() {
+        return Ok(());
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AppError::Unauthorized)
+        .unwrap_or_default()
+        .as_bytes();
+    let matches = |token: &Option<Arc<str>>| {
+        token
+            .as_ref()
+            .is_some_and(|t| constant_time_eq(given, t.as_bytes()))
+    };
+    if matches(&state.admin_token) {
+        return Ok(());
+    }
+    match (matches(&state.token), role) {
+        (true, Role::Read) => Ok(()),
+        (true, Role::Admin) => Err(AppError::Forbidden(
+            "changing the settings needs the admin token (the sensor's --admin-token-file)",
+        )),
+        (false, _) => Err(AppError::Unauthorized),
     }
 }
 
-/// Serves `router(state)` on `addr` until `stop` turns true.
+/// Serves `router(state)` on `addr` (TLS with `tls`) until `stop` turns true, on a thread
+/// of its own (rules in `server.rs`).
 pub fn serve(
     addr: SocketAddr,
     mut state: ApiState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     state.stopping = Arc::clone(&stop);
@@ -227,18 +266,12 @@ pub fn serve(
     std::thread::Builder::new()
         .name("podcap-api".into())
         .spawn(move || {
-            runtime.block_on(async move {
-                let shutdown = async move {
-                    while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                };
-                if let Err(e) = axum::serve(listener, router(state))
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    log::error!("API server failed: {e}");
-                }
-            });
+            runtime.block_on(server::run(
+                listener,
+                router(state),
+                tls,
+                server::ServerLimits::default(),
+                stop,
+            ));
         })
 }
