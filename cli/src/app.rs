@@ -21,7 +21,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use podcap_sensor::units;
 
 use crate::{
-    discovery::{Cluster, ClusterOptions, TapScope},
+    discovery::{Cluster, ClusterOptions, Role, TapScope},
     live, merge,
     progress::{Board, Tally},
     source::{Refused, Sensor, SensorSource, StaticSensors},
@@ -50,9 +50,14 @@ struct Connection {
     /// How many sensors are asked at once.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     parallel: u16,
-    /// File holding the bearer token.
+    /// File holding the bearer token (the sensors' read token; changing settings needs
+    /// their admin token). Without it, it is read from the Secret the sensor pods name.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Certificate authorities (PEM) that `https://` sensors are checked against, instead
+    /// of the public ones.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
     token: Option<String>,
 }
@@ -215,12 +220,13 @@ impl Reached {
     }
 }
 
-fn reach(connection: &Connection) -> Result<Reached> {
+fn reach(connection: &Connection, role: Role) -> Result<Reached> {
     let token = token(connection)?;
     let parallel = usize::from(connection.parallel);
+    let agent = crate::source::agent(connection.ca_file.as_deref())?;
     if !connection.sensors.is_empty() {
         return Ok(Reached {
-            sensors: StaticSensors::new(&connection.sensors)?.sensors()?,
+            sensors: StaticSensors::new(&connection.sensors, &agent)?.sensors()?,
             unreachable: Vec::new(),
             token,
             parallel,
@@ -228,7 +234,7 @@ fn reach(connection: &Connection) -> Result<Reached> {
         });
     }
     let cluster = connection.cluster.connect()?;
-    let found = cluster.find_sensors(token.is_none())?;
+    let found = cluster.find_sensors(&agent, token.is_none().then_some(role))?;
     Ok(Reached {
         sensors: found.sensors,
         unreachable: found.unreachable,
@@ -276,7 +282,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ => bail!("give --time DUR, or --from TIME [--to TIME]"),
             };
             dump(
-                &reach(&connection)?,
+                &reach(&connection, Role::Read)?,
                 &query,
                 (from_ns, to_ns),
                 &dest,
@@ -325,7 +331,7 @@ fn live_command(count: Option<u64>, iface: Option<&str>, connection: &Connection
     if io::stdout().is_terminal() {
         bail!("live writes pcapng to stdout: pipe it (podcap live ... | wireshark -k -i -) or redirect it to a file");
     }
-    let reached = reach(connection)?;
+    let reached = reach(connection, Role::Read)?;
     let (sensors, token) = (&reached.sensors, &reached.token);
     let path = match iface {
         Some(list) => format!("/api/v1/live?iface={list}"),
@@ -555,10 +561,11 @@ fn config_command(
     if let Some(time) = max_time {
         change.insert("maxTime".into(), time.into());
     }
+    let only_show = change.is_empty();
     let change = serde_json::Value::Object(change);
-    let reached = reach(connection)?;
+    let reached = reach(connection, if only_show { Role::Read } else { Role::Admin })?;
     let token = &reached.token;
-    if change.as_object().is_some_and(serde_json::Map::is_empty) {
+    if only_show {
         return Ok(for_each_sensor(&reached, |sensor| {
             let settings = sensor.get_json("/api/v1/config", token.as_deref())?;
             println!("{}: {settings}", sensor.label);
@@ -631,7 +638,7 @@ fn for_each_sensor(reached: &Reached, mut ask: impl FnMut(&Sensor) -> Result<()>
 }
 
 fn segments_command(connection: &Connection) -> Result<ExitCode> {
-    let reached = reach(connection)?;
+    let reached = reach(connection, Role::Read)?;
     let token = &reached.token;
     Ok(for_each_sensor(&reached, |sensor| {
         let list = sensor.get_json("/api/v1/segments", token.as_deref())?;

@@ -109,8 +109,9 @@ impl Cluster {
         format!("namespace {} of {}", self.namespace, self.context)
     }
 
-    /// Lists the sensor pods and opens a loopback port-forward to each running one.
-    pub fn find_sensors(&self, want_token: bool) -> Result<Found> {
+    /// Lists the sensor pods and opens a loopback port-forward to each running one; with
+    /// `want_token`, reads the token of that role from the Secret the pods name.
+    pub fn find_sensors(&self, agent: &ureq::Agent, want_token: Option<Role>) -> Result<Found> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let runtime = self.runtime();
         let list = runtime
@@ -149,8 +150,8 @@ impl Cluster {
                 found.unreachable.push((label, format!("pod {name} is {phase}")));
                 continue;
             }
-            if token_source.is_none() {
-                token_source = token_reference(&pod);
+            if let (None, Some(role)) = (&token_source, want_token) {
+                token_source = token_reference(&pod, role);
             }
             let port = api_port(&pod);
             let listener = runtime
@@ -161,9 +162,10 @@ impl Cluster {
             found.sensors.push(Sensor {
                 label,
                 base_url: format!("http://{local}"),
+                agent: agent.clone(),
             });
         }
-        if want_token && !found.sensors.is_empty() {
+        if let (Some(role), false) = (want_token, found.sensors.is_empty()) {
             found.token = match token_source {
                 None => None,
                 Some(TokenSource::Value(value)) => Some(value),
@@ -172,9 +174,11 @@ impl Cluster {
                         .block_on(self.secret_value(&name, &key))
                         .with_context(|| {
                             format!(
-                                "reading the sensors' token from Secret {}/{name} (or pass \
-                                 --token-file or PODCAP_TOKEN)",
-                                self.namespace
+                                "reading the sensors' {} from Secret {}/{name} (your role needs \
+                                 get on it: the chart's {}; or pass --token-file or PODCAP_TOKEN)",
+                                role.token_name(),
+                                self.namespace,
+                                role.chart_role()
                             )
                         })?,
                 ),
@@ -353,14 +357,67 @@ enum TokenSource {
     Secret { name: String, key: String },
 }
 
-/// Where the pod's `PODCAP_TOKEN` comes from.
-fn token_reference(pod: &Pod) -> Option<TokenSource> {
+/// What a command does with the sensors, and so which token it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Reading: segments, snapshots, live, the settings.
+    Read,
+    /// Changing the settings.
+    Admin,
+}
+
+impl Role {
+    /// The pod annotation naming the Secret (key `token`) with this role's token.
+    fn annotation(self) -> &'static str {
+        match self {
+            Self::Read => "podcap.io/token-secret",
+            Self::Admin => "podcap.io/admin-token-secret",
+        }
+    }
+
+    /// The environment variable older charts passed the token in.
+    fn env(self) -> &'static str {
+        match self {
+            Self::Read => "PODCAP_TOKEN",
+            Self::Admin => "PODCAP_ADMIN_TOKEN",
+        }
+    }
+
+    fn token_name(self) -> &'static str {
+        match self {
+            Self::Read => "read token",
+            Self::Admin => "admin token",
+        }
+    }
+
+    fn chart_role(self) -> &'static str {
+        match self {
+            Self::Read => "userRoles.snapshot",
+            Self::Admin => "userRoles.admin",
+        }
+    }
+}
+
+/// Where the pod's token of `role` comes from: the Secret its annotation names, else
+/// (older charts) the Secret or value of its environment variable.
+fn token_reference(pod: &Pod, role: Role) -> Option<TokenSource> {
+    if let Some(name) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(role.annotation()))
+    {
+        return Some(TokenSource::Secret {
+            name: name.clone(),
+            key: "token".into(),
+        });
+    }
     let var = pod
         .spec
         .iter()
         .flat_map(|s| &s.containers)
         .flat_map(|c| c.env.iter().flatten())
-        .find(|e| e.name == "PODCAP_TOKEN")?;
+        .find(|e| e.name == role.env())?;
     if let Some(value) = &var.value {
         return Some(TokenSource::Value(value.clone()));
     }

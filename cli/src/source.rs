@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 /// A sensor answered, and said no (an HTTP error status, with its message).
 #[derive(Debug)]
@@ -26,6 +27,34 @@ pub struct Sensor {
     /// Names the sensor in messages and prefixes its interfaces in merged files.
     pub label: String,
     pub base_url: String,
+    /// How it is reached: one agent per command (its connections, its TLS roots).
+    pub agent: ureq::Agent,
+}
+
+/// The HTTP(S) agent of a command: sensors that cannot be reached are named quickly
+/// (bodies may stream for long); `https://` sensors are checked against the roots of
+/// `ca_file` (PEM) when given, else the public roots.
+pub fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent> {
+    let builder = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10));
+    let Some(path) = ca_file else {
+        return Ok(builder.build());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("--ca-file {}", path.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        bail!("--ca-file {}: no certificate in it", path.display());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(builder.tls_config(std::sync::Arc::new(config)).build())
 }
 
 /// Something that lists sensors.
@@ -37,7 +66,7 @@ pub trait SensorSource {
 pub struct StaticSensors(Vec<Sensor>);
 
 impl StaticSensors {
-    pub fn new(urls: &[String]) -> Result<Self> {
+    pub fn new(urls: &[String], agent: &ureq::Agent) -> Result<Self> {
         let mut sensors = Vec::new();
         for given in urls {
             // `NAME=http://...` names the sensor; a URL alone is named by its host.
@@ -45,8 +74,10 @@ impl StaticSensors {
                 Some((name, url)) if !name.contains('/') => (Some(name), url),
                 _ => (None, given.as_str()),
             };
-            let Some(rest) = url.strip_prefix("http://") else {
-                bail!("--sensor {given:?}: expected [NAME=]http://HOST:PORT");
+            let (scheme, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+                (Some(rest), _) => ("http", rest),
+                (_, Some(rest)) => ("https", rest),
+                _ => bail!("--sensor {given:?}: expected [NAME=]http://HOST:PORT or https://HOST:PORT"),
             };
             let host = rest.split('/').next().unwrap_or_default();
             if host.is_empty() {
@@ -57,7 +88,8 @@ impl StaticSensors {
             }
             sensors.push(Sensor {
                 label: name.unwrap_or(host).to_owned(),
-                base_url: format!("http://{host}"),
+                base_url: format!("{scheme}://{host}"),
+                agent: agent.clone(),
             });
         }
         Ok(Self(sensors))
@@ -82,11 +114,7 @@ impl Sensor {
         token: Option<&str>,
         body: Option<&str>,
     ) -> Result<ureq::Response> {
-        // A sensor that cannot be reached is named quickly; bodies may stream for long.
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(std::time::Duration::from_secs(10))
-            .build();
-        let mut request = agent.request(method, &format!("{}{path}", self.base_url));
+        let mut request = self.agent.request(method, &format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.set("Authorization", &format!("Bearer {token}"));
         }

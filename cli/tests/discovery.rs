@@ -26,7 +26,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use common::{after_section_header, dumped, packets, sensor, stderr, PODCAP, TOKEN};
+use common::{after_section_header, dumped, packets, sensor, stderr, ADMIN_TOKEN, PODCAP, TOKEN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
@@ -46,6 +46,8 @@ struct Cluster {
     config: Mutex<(u64, String)>,
     forwards: AtomicUsize,
     selectors: Mutex<Vec<String>>,
+    /// The user may not read the admin token's Secret (only the snapshot role).
+    forbid_admin: std::sync::atomic::AtomicBool,
 }
 
 fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
@@ -56,7 +58,9 @@ fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
             "name": name, "namespace": NAMESPACE, "uid": format!("uid-{name}"),
             "resourceVersion": "4100",
             "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap",
-                       "app.kubernetes.io/component": "sensor"}
+                       "app.kubernetes.io/component": "sensor"},
+            "annotations": {"podcap.io/token-secret": "podcap-token",
+                            "podcap.io/admin-token-secret": "podcap-admin-token"}
         },
         "spec": {
             "nodeName": node,
@@ -66,8 +70,7 @@ fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
                 "image": "ghcr.io/podcap/podcap-sensor:0.1.0",
                 "ports": [{"name": "api", "containerPort": 9090, "protocol": "TCP"}],
                 "env": [
-                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}},
-                    {"name": "PODCAP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "podcap-token", "key": "token"}}}
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}}
                 ]
             }]
         },
@@ -106,13 +109,29 @@ async fn list_pods(
         .into_response()
 }
 
-async fn get_secret(UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
-    if ns != NAMESPACE || name != "podcap-token" {
+async fn get_secret(
+    State(cluster): State<Arc<Cluster>>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    let token = match name.as_str() {
+        _ if ns != NAMESPACE => None,
+        "podcap-token" => Some(TOKEN),
+        "podcap-admin-token" if cluster.forbid_admin.load(Ordering::Relaxed) => {
+            return status(
+                403,
+                "Forbidden",
+                &format!("secrets \"{name}\" is forbidden: User \"viewer\" cannot get resource \"secrets\""),
+            );
+        }
+        "podcap-admin-token" => Some(ADMIN_TOKEN),
+        _ => None,
+    };
+    let Some(token) = token else {
         return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
-    }
+    };
     Json(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": name, "namespace": ns, "resourceVersion": "17"},
-                "data": {"token": base64_free::encode(TOKEN.as_bytes())}}))
+                "data": {"token": base64_free::encode(token.as_bytes())}}))
     .into_response()
 }
 
@@ -447,6 +466,21 @@ async fn segments_config_and_the_kubectl_plugin_use_discovery() {
         "{out} {}",
         stderr(&output)
     );
+    // A user with only the snapshot role cannot read the admin token: the change is refused
+    // naming the Secret and the role it takes; reading still works.
+    f.cluster.forbid_admin.store(true, Ordering::Relaxed);
+    let output = f
+        .run(PODCAP, &["config", "--context", "lab", "--max-time", "3h"])
+        .await;
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        err.contains("admin token from Secret podcap/podcap-admin-token") && err.contains("userRoles.admin"),
+        "{err}"
+    );
+    let output = f.run(PODCAP, &["config", "--context", "lab"]).await;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(out.matches("\"maxTime\":\"2h\"").count(), 2, "{out}");
 
     // As a kubectl plugin it names itself the way kubectl users call it.
     let output = f.run(KUBECTL_PODCAP, &["dump", "--help"]).await;

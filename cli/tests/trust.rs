@@ -9,7 +9,7 @@ use std::{
     process::{Command, Output},
 };
 
-use common::{dumped, packets, sensor, sensor_with, stderr, PODCAP, SMALL_FLOORS, TOKEN};
+use common::{dumped, packets, sensor, sensor_with, stderr, ADMIN_TOKEN, PODCAP, SMALL_FLOORS, TOKEN};
 use podcap_sensor::{
     pcapng::{
         read::{section_comments, Blocks},
@@ -19,10 +19,15 @@ use podcap_sensor::{
 };
 
 async fn podcap(args: Vec<String>) -> Output {
+    podcap_with(TOKEN, args).await
+}
+
+/// `podcap` with `token` in `PODCAP_TOKEN`.
+async fn podcap_with(token: &'static str, args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         Command::new(PODCAP)
             .args(&args)
-            .env("PODCAP_TOKEN", TOKEN)
+            .env("PODCAP_TOKEN", token)
             .output()
             .unwrap()
     })
@@ -252,7 +257,7 @@ async fn a_retention_change_that_deletes_data_needs_yes_and_a_refused_one_change
     };
     let before = Index::load(dir_a.path()).unwrap().unwrap().len();
 
-    let output = podcap(config(&[a, b], &["--max-size", "12kB"])).await;
+    let output = podcap_with(ADMIN_TOKEN, config(&[a, b], &["--max-size", "12kB"])).await;
     let err = stderr(&output);
     assert!(!output.status.success(), "{err}");
     assert!(
@@ -261,7 +266,7 @@ async fn a_retention_change_that_deletes_data_needs_yes_and_a_refused_one_change
     );
     assert_eq!(config_of(a).await["maxSize"], "500MB", "node-a unchanged");
 
-    let output = podcap(config(&[a], &["--max-size", "12kB"])).await;
+    let output = podcap_with(ADMIN_TOKEN, config(&[a], &["--max-size", "12kB"])).await;
     let err = stderr(&output);
     assert!(!output.status.success(), "{err}");
     assert!(err.contains("would delete") && err.contains("--yes"), "{err}");
@@ -273,11 +278,47 @@ async fn a_retention_change_that_deletes_data_needs_yes_and_a_refused_one_change
     assert_eq!(Index::load(dir_a.path()).unwrap().unwrap().len(), before);
 
     // Growing it deletes nothing and needs no --yes; shrinking with --yes applies.
-    let output = podcap(config(&[a], &["--max-size", "1GB"])).await;
+    let output = podcap_with(ADMIN_TOKEN, config(&[a], &["--max-size", "1GB"])).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let output = podcap(config(&[a], &["--max-size", "12kB", "--yes"])).await;
+    let output = podcap_with(ADMIN_TOKEN, config(&[a], &["--max-size", "12kB", "--yes"])).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let shown = config_of(a).await;
     assert_eq!(shown["maxSize"], "12kB");
     assert_eq!(shown["sources"]["maxSize"]["source"], "api", "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_over_https_checks_the_sensor_against_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::certificates(dir.path());
+    let acceptor = podcap_sensor::api::server::tls_acceptor(&cert, &key).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let state = common::sensor_state(&store, 0, 0xaa, podcap_sensor::settings::Floors::DEFAULT);
+    let addr = common::serve(state, Some(acceptor)).await;
+    let url = format!("node-a=https://localhost:{}", addr.port());
+    let dest = tempfile::tempdir().unwrap();
+    let dump = |extra: &[&str]| {
+        let mut list = args(&[
+            "dump",
+            "--time",
+            "5m",
+            "--sensor",
+            &url,
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ]);
+        list.extend(args(extra));
+        list
+    };
+    // Not trusted without the CA: named, nothing written.
+    let output = podcap(dump(&[])).await;
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("sensor node-a failed") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let output = podcap(dump(&["--ca-file", ca.to_str().unwrap()])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(packets(&dumped(dest.path())).len(), 120);
 }

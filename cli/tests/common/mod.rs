@@ -4,7 +4,11 @@
 use std::{net::SocketAddr, path::Path, process::Output, sync::Arc, time::Duration};
 
 use podcap_sensor::{
-    api::{router, ApiState},
+    api::{
+        router,
+        server::{self, ServerLimits},
+        ApiState,
+    },
     pcapng::{
         read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
@@ -16,6 +20,7 @@ use podcap_sensor::{
 use tokio::net::TcpListener;
 
 pub const TOKEN: &str = "tok-3f9a";
+pub const ADMIN_TOKEN: &str = "adm-77c1";
 pub const PODCAP: &str = env!("CARGO_BIN_EXE_podcap");
 
 /// Floors for the tiny segments of [`sensor`]'s store (3 kB, 1 s).
@@ -32,6 +37,11 @@ pub async fn sensor(dir: &tempfile::TempDir, offset_ms: u64, marker: u8) -> Sock
 
 /// [`sensor`] whose settings take `floors`.
 pub async fn sensor_with(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors: Floors) -> SocketAddr {
+    serve(sensor_state(dir, offset_ms, marker, floors), None).await
+}
+
+/// The state of [`sensor_with`]: a store of 120 packets and settings with `floors`.
+pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors: Floors) -> ApiState {
     let ifaces = vec![InterfaceDescription {
         name: "eth0".into(),
         description: String::new(),
@@ -67,11 +77,48 @@ pub async fn sensor_with(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, fl
     state.settings = Some(Arc::new(
         RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
     ));
+    state.admin_token = Some(ADMIN_TOKEN.into());
     state.health.set_attached(true);
+    state
+}
+
+/// Serves `state` on a loopback port with the sensor's own listener (TLS with `tls`).
+pub async fn serve(state: ApiState, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(server::run(
+        listener,
+        router(state),
+        tls,
+        ServerLimits::default(),
+        stop,
+    ));
     addr
+}
+
+/// A certificate authority and a server certificate it signed for `localhost` and
+/// 127.0.0.1, made by openssl: (CA certificate, server certificate, server key) files.
+pub fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let script = r"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=podcap-test-ca -keyout ca.key -out ca.crt
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+  -keyout tls.key -out tls.csr
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
+openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out tls.crt
+";
+    let status = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sh");
+    assert!(
+        status.success(),
+        "openssl could not make the certificates (cargo xtask setup installs openssl)"
+    );
+    (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"))
 }
 
 pub fn stderr(output: &Output) -> String {
