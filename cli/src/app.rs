@@ -24,7 +24,7 @@ use crate::{
     discovery::{Cluster, ClusterOptions, Role, TapScope},
     live, merge,
     progress::{Board, Tally},
-    source::{Refused, Sensor, SensorSource, StaticSensors},
+    source::{named_sensors, Refused, Sensor},
 };
 
 #[derive(Parser)]
@@ -226,7 +226,7 @@ fn reach(connection: &Connection, role: Role) -> Result<Reached> {
     let agent = crate::source::agent(connection.ca_file.as_deref())?;
     if !connection.sensors.is_empty() {
         return Ok(Reached {
-            sensors: StaticSensors::new(&connection.sensors, &agent)?.sensors()?,
+            sensors: named_sensors(&connection.sensors, &agent)?,
             unreachable: Vec::new(),
             token,
             parallel,

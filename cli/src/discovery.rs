@@ -19,7 +19,7 @@
 //! - The ConfigMap is changed with a merge patch carrying the `resourceVersion` read, so a
 //!   concurrent change fails instead of being overwritten; the new document is validated
 //!   with the sensor's own parser before anything is sent.
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -130,6 +130,7 @@ impl Cluster {
             token: None,
         };
         let mut token_source = None;
+        let mut tls_secret = None;
         let mut items = list.items;
         items.sort_by_key(node_of);
         for pod in items {
@@ -153,17 +154,40 @@ impl Cluster {
             if let (None, Some(role)) = (&token_source, want_token) {
                 token_source = token_reference(&pod, role);
             }
+            if tls_secret.is_none() {
+                tls_secret = annotation(&pod, TLS_ANNOTATION);
+            }
             let port = api_port(&pod);
             let listener = runtime
                 .block_on(TcpListener::bind("127.0.0.1:0"))
                 .context("opening a loopback port for a port-forward")?;
             let local = listener.local_addr()?;
-            runtime.spawn(forward(listener, pods.clone(), name, port));
+            let failure = TunnelFailure::default();
+            runtime.spawn(forward(listener, pods.clone(), name, port, Arc::clone(&failure)));
             found.sensors.push(Sensor {
                 label,
                 base_url: format!("http://{local}"),
                 agent: agent.clone(),
+                tunnel_failure: Some(failure),
             });
+        }
+        // Sensors serving TLS are checked against the CA in the Secret their pods name,
+        // through the loopback end of the port-forward (their certificate names 127.0.0.1).
+        if let (Some(name), false) = (tls_secret, found.sensors.is_empty()) {
+            let ca = runtime
+                .block_on(self.secret_value(&name, "ca.crt"))
+                .with_context(|| {
+                    format!(
+                        "reading the sensors' CA from Secret {}/{name} (your role needs get on it)",
+                        self.namespace
+                    )
+                })?;
+            let agent = crate::source::agent_trusting(ca.as_bytes())
+                .with_context(|| format!("the CA in Secret {}/{name}", self.namespace))?;
+            for sensor in &mut found.sensors {
+                sensor.base_url = sensor.base_url.replacen("http://", "https://", 1);
+                sensor.agent = agent.clone();
+            }
         }
         if let (Some(role), false) = (want_token, found.sensors.is_empty()) {
             found.token = match token_source {
@@ -398,17 +422,19 @@ impl Role {
     }
 }
 
+/// The pod annotation naming the Secret with the API's CA (`ca.crt`) when it serves TLS.
+const TLS_ANNOTATION: &str = "podcap.io/tls-secret";
+
+fn annotation(pod: &Pod, key: &str) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
 /// Where the pod's token of `role` comes from: the Secret its annotation names, else
 /// (older charts) the Secret or value of its environment variable.
 fn token_reference(pod: &Pod, role: Role) -> Option<TokenSource> {
-    if let Some(name) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(role.annotation()))
-    {
+    if let Some(name) = annotation(pod, role.annotation()) {
         return Some(TokenSource::Secret {
-            name: name.clone(),
+            name,
             key: "token".into(),
         });
     }
@@ -429,21 +455,38 @@ fn token_reference(pod: &Pod, role: Role) -> Option<TokenSource> {
 }
 
 /// Serves one sensor's loopback listener: each connection is one port-forward.
-async fn forward(listener: TcpListener, pods: Api<Pod>, pod: String, port: u16) {
+async fn forward(listener: TcpListener, pods: Api<Pod>, pod: String, port: u16, failure: TunnelFailure) {
     while let Ok((connection, _)) = listener.accept().await {
-        tokio::spawn(forward_connection(connection, pods.clone(), pod.clone(), port));
+        tokio::spawn(forward_connection(
+            connection,
+            pods.clone(),
+            pod.clone(),
+            port,
+            Arc::clone(&failure),
+        ));
     }
 }
 
-async fn forward_connection(mut connection: TcpStream, pods: Api<Pod>, pod: String, port: u16) {
+/// Why the last forward of a sensor failed: the local end also gets a `502`, which a TLS
+/// client cannot read, so the reason is kept here for the error message too.
+pub type TunnelFailure = Arc<std::sync::Mutex<Option<String>>>;
+
+async fn forward_connection(
+    mut connection: TcpStream,
+    pods: Api<Pod>,
+    pod: String,
+    port: u16,
+    failure: TunnelFailure,
+) {
+    let fail = |reason: String| {
+        *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.clone());
+        reason
+    };
     let mut forwarder = match timed(pods.portforward(&pod, &[port])).await {
         Ok(forwarder) => forwarder,
         Err(e) => {
-            refuse(
-                &mut connection,
-                &format!("port-forward to pod {pod} refused: {e:#}"),
-            )
-            .await;
+            let reason = fail(format!("port-forward to pod {pod} refused: {e:#}"));
+            refuse(&mut connection, &reason).await;
             return;
         }
     };
@@ -480,7 +523,7 @@ async fn forward_connection(mut connection: TcpStream, pods: Api<Pod>, pod: Stri
                 _ => "the pod closed the connection".into(),
             },
         };
-        let answer = bad_gateway(&format!("port-forward to pod {pod}: {reason}"));
+        let answer = bad_gateway(&fail(format!("port-forward to pod {pod}: {reason}")));
         let _ = local_write.write_all(answer.as_bytes()).await;
     }
     let _ = local_write.shutdown().await;

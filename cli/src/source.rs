@@ -1,4 +1,4 @@
-//! Where sensors come from, and how one is asked. `StaticSensors` takes `--sensor
+//! Where sensors come from, and how one is asked. [`named_sensors`] takes `--sensor
 //! [NAME=]URL`s; [`crate::discovery`] finds sensor pods and port-forwards to them, handing
 //! out the same [`Sensor`]s (loopback URLs).
 use std::io::{Read, Write};
@@ -29,23 +29,34 @@ pub struct Sensor {
     pub base_url: String,
     /// How it is reached: one agent per command (its connections, its TLS roots).
     pub agent: ureq::Agent,
+    /// Through a port-forward: why its last forward failed, if it did.
+    pub tunnel_failure: Option<crate::discovery::TunnelFailure>,
 }
 
 /// The HTTP(S) agent of a command: sensors that cannot be reached are named quickly
 /// (bodies may stream for long); `https://` sensors are checked against the roots of
 /// `ca_file` (PEM) when given, else the public roots.
 pub fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent> {
-    let builder = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10));
-    let Some(path) = ca_file else {
-        return Ok(builder.build());
-    };
+    match ca_file {
+        None => Ok(agent_builder().build()),
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+            agent_trusting(&pem).with_context(|| format!("--ca-file {}", path.display()))
+        }
+    }
+}
+
+fn agent_builder() -> ureq::AgentBuilder {
+    ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10))
+}
+
+/// An agent that trusts only the certificate authorities in `pem`.
+pub fn agent_trusting(pem: &[u8]) -> Result<ureq::Agent> {
     let mut roots = rustls::RootCertStore::empty();
-    let certificates = CertificateDer::pem_file_iter(path)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .with_context(|| format!("--ca-file {}", path.display()))?;
+    let certificates = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?;
     let (added, _) = roots.add_parsable_certificates(certificates);
     if added == 0 {
-        bail!("--ca-file {}: no certificate in it", path.display());
+        bail!("no certificate in it");
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -54,52 +65,38 @@ pub fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent> {
     .context("TLS")?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(builder.tls_config(std::sync::Arc::new(config)).build())
+    Ok(agent_builder().tls_config(std::sync::Arc::new(config)).build())
 }
 
-/// Something that lists sensors.
-pub trait SensorSource {
-    fn sensors(&self) -> Result<Vec<Sensor>>;
-}
-
-/// Sensors named on the command line.
-pub struct StaticSensors(Vec<Sensor>);
-
-impl StaticSensors {
-    pub fn new(urls: &[String], agent: &ureq::Agent) -> Result<Self> {
-        let mut sensors = Vec::new();
-        for given in urls {
-            // `NAME=http://...` names the sensor; a URL alone is named by its host.
-            let (name, url) = match given.split_once('=') {
-                Some((name, url)) if !name.contains('/') => (Some(name), url),
-                _ => (None, given.as_str()),
-            };
-            let (scheme, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-                (Some(rest), _) => ("http", rest),
-                (_, Some(rest)) => ("https", rest),
-                _ => bail!("--sensor {given:?}: expected [NAME=]http://HOST:PORT or https://HOST:PORT"),
-            };
-            let host = rest.split('/').next().unwrap_or_default();
-            if host.is_empty() {
-                bail!("--sensor {given:?}: no host");
-            }
-            if name.is_some_and(|n| n.is_empty() || n.contains(char::is_whitespace)) {
-                bail!("--sensor {given:?}: the name before '=' must be a word like node-a");
-            }
-            sensors.push(Sensor {
-                label: name.unwrap_or(host).to_owned(),
-                base_url: format!("{scheme}://{host}"),
-                agent: agent.clone(),
-            });
+/// The sensors named on the command line (`--sensor [NAME=]URL`).
+pub fn named_sensors(urls: &[String], agent: &ureq::Agent) -> Result<Vec<Sensor>> {
+    let mut sensors = Vec::new();
+    for given in urls {
+        // `NAME=http://...` names the sensor; a URL alone is named by its host.
+        let (name, url) = match given.split_once('=') {
+            Some((name, url)) if !name.contains('/') => (Some(name), url),
+            _ => (None, given.as_str()),
+        };
+        let (scheme, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => ("http", rest),
+            (_, Some(rest)) => ("https", rest),
+            _ => bail!("--sensor {given:?}: expected [NAME=]http://HOST:PORT or https://HOST:PORT"),
+        };
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() {
+            bail!("--sensor {given:?}: no host");
         }
-        Ok(Self(sensors))
+        if name.is_some_and(|n| n.is_empty() || n.contains(char::is_whitespace)) {
+            bail!("--sensor {given:?}: the name before '=' must be a word like node-a");
+        }
+        sensors.push(Sensor {
+            label: name.unwrap_or(host).to_owned(),
+            base_url: format!("{scheme}://{host}"),
+            agent: agent.clone(),
+            tunnel_failure: None,
+        });
     }
-}
-
-impl SensorSource for StaticSensors {
-    fn sensors(&self) -> Result<Vec<Sensor>> {
-        Ok(self.0.clone())
-    }
+    Ok(sensors)
 }
 
 impl Sensor {
@@ -136,7 +133,17 @@ impl Sensor {
                 }
                 .into())
             }
-            Err(e) => Err(e).context("cannot reach the sensor"),
+            Err(e) => {
+                let tunnel = self.tunnel_failure.as_ref().and_then(|f| {
+                    f.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone()
+                });
+                match tunnel {
+                    Some(reason) => bail!("cannot reach the sensor: {reason}"),
+                    None => Err(e).context("cannot reach the sensor"),
+                }
+            }
         }
     }
 

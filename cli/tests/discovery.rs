@@ -26,8 +26,9 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use common::{after_section_header, dumped, packets, sensor, stderr, ADMIN_TOKEN, PODCAP, TOKEN};
+use common::{after_section_header, dumped, packets, stderr, ADMIN_TOKEN, PODCAP, TOKEN};
 use futures::{SinkExt, StreamExt};
+use podcap_sensor::settings::Floors;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -48,6 +49,8 @@ struct Cluster {
     selectors: Mutex<Vec<String>>,
     /// The user may not read the admin token's Secret (only the snapshot role).
     forbid_admin: std::sync::atomic::AtomicBool,
+    /// The CA of the sensors' certificate (`ca.crt` of the TLS Secret).
+    ca: String,
 }
 
 fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
@@ -60,7 +63,8 @@ fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
             "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap",
                        "app.kubernetes.io/component": "sensor"},
             "annotations": {"podcap.io/token-secret": "podcap-token",
-                            "podcap.io/admin-token-secret": "podcap-admin-token"}
+                            "podcap.io/admin-token-secret": "podcap-admin-token",
+                            "podcap.io/tls-secret": "podcap-tls"}
         },
         "spec": {
             "nodeName": node,
@@ -113,6 +117,14 @@ async fn get_secret(
     State(cluster): State<Arc<Cluster>>,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> Response {
+    if ns == NAMESPACE && name == "podcap-tls" {
+        return Json(
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": {"name": name, "namespace": ns, "resourceVersion": "18"},
+                    "data": {"ca.crt": base64_free::encode(cluster.ca.as_bytes())}}),
+        )
+        .into_response();
+    }
     let token = match name.as_str() {
         _ if ns != NAMESPACE => None,
         "podcap-token" => Some(TOKEN),
@@ -281,6 +293,8 @@ struct Fixture {
     sensors: Vec<SocketAddr>,
     _stores: Vec<tempfile::TempDir>,
     home: tempfile::TempDir,
+    /// The CA the sensors' TLS certificate was signed by.
+    ca: std::path::PathBuf,
 }
 
 const CONFIG: &str = "tap:\n  regex: ''\n  namespaces: []\n  excludedNamespaces: []\n  bpfOverride: ''\n  stopped: false\npcapdump:\n  enabled: true\n  maxTime: 1h\n  maxSize: 500MB\n";
@@ -289,8 +303,12 @@ const CONFIG: &str = "tap:\n  regex: ''\n  namespaces: []\n  excludedNamespaces:
 /// sensor does not answer (node-d).
 async fn fixture() -> Fixture {
     let stores = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = sensor(&stores[0], 0, 0xaa).await;
-    let b = sensor(&stores[1], 50, 0xbb).await;
+    // The sensors serve TLS, as the chart sets them up.
+    let home = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::certificates(home.path());
+    let tls = || Some(podcap_sensor::api::server::tls_acceptor(&cert, &key).unwrap());
+    let a = common::serve(common::sensor_state(&stores[0], 0, 0xaa, Floors::DEFAULT), tls()).await;
+    let b = common::serve(common::sensor_state(&stores[1], 50, 0xbb, Floors::DEFAULT), tls()).await;
     let cluster = Arc::new(Cluster {
         sensors: HashMap::from([
             ("podcap-7xk2p".into(), Some(a)),
@@ -304,6 +322,7 @@ async fn fixture() -> Fixture {
             sensor_pod("podcap-d8w3v", "node-d", "Running"),
         ],
         config: Mutex::new((7, CONFIG.into())),
+        ca: std::fs::read_to_string(&ca).unwrap(),
         ..Cluster::default()
     });
     let app = Router::new()
@@ -322,7 +341,6 @@ async fn fixture() -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let home = tempfile::tempdir().unwrap();
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://{api}\n\
          - name: elsewhere\n  cluster:\n    server: http://127.0.0.1:9\n\
@@ -338,6 +356,7 @@ async fn fixture() -> Fixture {
         sensors: vec![a, b],
         _stores: stores,
         home,
+        ca,
     }
 }
 
@@ -404,14 +423,26 @@ async fn dump_through_port_forward_equals_dump_from_named_sensors() {
     // The same sensors named on the command line.
     let direct = tempfile::tempdir().unwrap();
     let (a, b) = (
-        format!("node-a=http://{}", f.sensors[0]),
-        format!("node-b=http://{}", f.sensors[1]),
+        format!("node-a=https://localhost:{}", f.sensors[0].port()),
+        format!("node-b=https://localhost:{}", f.sensors[1].port()),
     );
     let output = tokio::task::spawn_blocking({
         let dest = direct.path().to_owned();
+        let ca = f.ca.clone();
         move || {
             Command::new(PODCAP)
-                .args(["dump", "--time", "5m", "--sensor", &a, "--sensor", &b, "--dest"])
+                .args([
+                    "dump",
+                    "--time",
+                    "5m",
+                    "--sensor",
+                    &a,
+                    "--sensor",
+                    &b,
+                    "--ca-file",
+                ])
+                .arg(&ca)
+                .arg("--dest")
                 .arg(dest)
                 .env("PODCAP_TOKEN", TOKEN)
                 .output()

@@ -20,8 +20,14 @@ CASES = {
     "defaults": {},
     "pvc, existing secret, service monitor": {
         "persistence": {"type": "persistentVolumeClaim", "existingClaim": "podcap-data"},
-        "api": {"existingSecret": "podcap-api", "existingSecretKey": "bearer"},
+        "api": {"existingSecret": "podcap-api", "existingSecretKey": "bearer",
+                "tls": {"enabled": True, "existingSecret": "podcap-cert"}},
         "serviceMonitor": {"enabled": True},
+    },
+    "no tls, no min-free, unconfined": {
+        "api": {"tls": {"enabled": False}},
+        "pcapdump": {"minFree": ""},
+        "podSecurity": {"seccompProfile": ""},
     },
     "emptyDir, privileged, targeting": {
         "persistence": {"type": "emptyDir"},
@@ -42,6 +48,8 @@ CASES = {
         "userRoles": {
             "snapshot": {"create": True, "subjects": [{"kind": "User", "name": "dev@example.com",
                                                        "apiGroup": "rbac.authorization.k8s.io"}]},
+            "admin": {"create": True, "subjects": [{"kind": "Group", "name": "sre",
+                                                    "apiGroup": "rbac.authorization.k8s.io"}]},
             "tap": {"create": True},
         },
     },
@@ -90,15 +98,41 @@ for case, values in CASES.items():
     check(case, "--node=$(NODE_NAME)" in sensor["args"], "sensor runs in Kubernetes mode")
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in sensor["volumeMounts"]}
-    for path in ["/sys/fs/bpf", "/sys/fs/cgroup", "/host/proc", "/data", "/etc/podcap"]:
+    for path in ["/sys/fs/cgroup", "/data", "/etc/podcap", "/var/run/podcap/token", "/var/run/podcap/admin-token"]:
         check(case, path in mounts, f"mount {path}")
-    check(case, mounts["/host/proc"].get("readOnly"), "host /proc read-only")
+    # Nothing the sensor does not use: no bpffs (nothing is pinned), no host /proc mount
+    # (hostPID gives /proc), no token in the environment.
+    for path in ["/sys/fs/bpf", "/host/proc"]:
+        check(case, path not in mounts, f"{path} is mounted but unused")
+    check(case, all(e["name"] not in ("PODCAP_TOKEN", "PODCAP_ADMIN_TOKEN") for e in sensor.get("env", [])),
+          "tokens come from files, not the environment")
+    check(case, all(m.get("readOnly") for p, m in mounts.items() if p != "/data"), "only /data is writable")
+    check(case, "--token-file=/var/run/podcap/token/token" in sensor["args"]
+          and "--admin-token-file=/var/run/podcap/admin-token/token" in sensor["args"], "both token files")
+    annotations = ds["spec"]["template"]["metadata"]["annotations"]
+    token_secret = volumes["token"]["secret"]
+    admin_secret = volumes["admin-token"]["secret"]
+    check(case, annotations["podcap.io/token-secret"] == token_secret["secretName"], "the CLI finds the read token")
+    check(case, annotations["podcap.io/admin-token-secret"] == admin_secret["secretName"], "the CLI finds the admin token")
+    check(case, token_secret["secretName"] != admin_secret["secretName"], "two tokens, two Secrets")
+    tls = values.get("api", {}).get("tls", {}).get("enabled", True)
+    probe = sensor["readinessProbe"]["httpGet"]
+    check(case, (probe.get("scheme") == "HTTPS") == tls, f"probe scheme {probe}")
+    check(case, ("--tls-cert=/var/run/podcap/tls/tls.crt" in sensor["args"]) == tls, "TLS flags")
+    check(case, ("podcap.io/tls-secret" in annotations) == tls, "the CLI finds the CA")
+    check(case, sensor["securityContext"].get("readOnlyRootFilesystem") is True, "read-only root")
+    seccomp = values.get("podSecurity", {}).get("seccompProfile", "RuntimeDefault")
+    check(case, pod.get("securityContext", {}).get("seccompProfile", {}).get("type") == (seccomp or None),
+          f"seccomp {pod.get('securityContext')}")
+    min_free = values.get("pcapdump", {}).get("minFree", "15%")
+    check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]
     verbs = {v for rule in role["rules"] for v in rule["verbs"]}
     check(case, verbs == {"get", "list", "watch"}, f"ClusterRole verbs {verbs}")
     config = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
     check(case, set(config) == {"tap", "pcapdump"}, f"config keys {set(config)}")
-    token_ref = next(e for e in sensor["env"] if e["name"] == "PODCAP_TOKEN")["valueFrom"]["secretKeyRef"]
+    token_ref = token_secret["secretName"], token_secret["items"][0]["key"]
+    secrets = {o["metadata"]["name"]: o for _, o in objects(manifests) if o["kind"] == "Secret"}
     security = sensor["securityContext"]
     if case == "defaults":
         check(case, "hostPath" in volumes["data"], "hostPath data by default")
@@ -106,13 +140,18 @@ for case, values in CASES.items():
         check(case, "sizeLimit: 600000k" in "".join(default_limit.values()), "500MB plus 20 %")
         check(case, pod["tolerations"] == [{"operator": "Exists"}], "tolerates every taint")
         check(case, security["capabilities"]["drop"] == ["ALL"] and not security["privileged"], "least privilege")
-        check(case, "Secret" in kinds and token_ref["name"] == kinds["Secret"]["metadata"]["name"], "generated token")
+        check(case, token_ref[0] in secrets and admin_secret["secretName"] in secrets, "generated tokens")
+        generated = secrets["podcap-tls"]["data"]
+        check(case, {"tls.crt", "tls.key", "ca.crt"} <= set(generated), "a generated certificate and its CA")
         check(case, config["pcapdump"] == {"enabled": True, "maxTime": "1h", "maxSize": "500MB"}, f"{config}")
     if case == "pvc, existing secret, service monitor":
         check(case, volumes["data"]["persistentVolumeClaim"]["claimName"] == "podcap-data", "claim")
         check(case, "--data-dir=/data/$(NODE_NAME)" in sensor["args"], "a directory per node on shared storage")
-        check(case, "Secret" not in kinds and token_ref == {"name": "podcap-api", "key": "bearer"}, f"{token_ref}")
-        check(case, "ServiceMonitor" in kinds, "ServiceMonitor")
+        check(case, "podcap-api" not in secrets and token_ref == ("podcap-api", "bearer"), f"{token_ref}")
+        check(case, set(secrets) == {"podcap-admin-token"}, f"only the admin token is made: {sorted(secrets)}")
+        monitor = kinds.get("ServiceMonitor", {"spec": {"endpoints": [{}]}})["spec"]["endpoints"][0]
+        check(case, monitor.get("scheme") == "https"
+              and monitor["tlsConfig"]["ca"]["secret"] == {"name": "podcap-cert", "key": "ca.crt"}, f"{monitor}")
     if case == "emptyDir, privileged, targeting":
         limit = volumes["data"]["emptyDir"]["sizeLimit"]
         check(case, limit == "2516582Ki", f"emptyDir sizeLimit {limit}: 2GiB plus 20 %")
@@ -122,20 +161,26 @@ for case, values in CASES.items():
     if case == "placement and resources":
         check(case, "tolerations" not in pod and pod["nodeSelector"] == {"kubernetes.io/os": "linux"}, "placement")
         check(case, pod["priorityClassName"] == "system-node-critical", "priority class")
-        check(case, kinds["Secret"]["data"]["token"] == "czNjcmV0", "the given token")
+        check(case, secrets["podcap-token"]["data"]["token"] == "czNjcmV0", "the given token")
     if case == "stopped":
         check(case, config["tap"]["stopped"] is True and config["pcapdump"]["enabled"] is False, f"{config}")
     roles = {o["metadata"]["name"]: o for _, o in objects(manifests) if o["kind"] == "Role"}
     bindings = [o for _, o in objects(manifests) if o["kind"] == "RoleBinding"]
     if case == "user roles":
         tap_rules = roles.get("podcap-tap", {}).get("rules", [])
-        check(case, "podcap-snapshot" in roles and "podcap-tap" in roles, f"{sorted(roles)}")
+        check(case, {"podcap-snapshot", "podcap-admin", "podcap-tap"} <= set(roles), f"{sorted(roles)}")
+        secret_names = lambda role: [n for r in roles.get(role, {}).get("rules", []) if r["resources"] == ["secrets"]
+                                     for n in r.get("resourceNames", [])]
+        check(case, secret_names("podcap-snapshot") == ["podcap-token", "podcap-tls"],
+              f"the snapshot role reads the read token and the CA only: {secret_names('podcap-snapshot')}")
+        check(case, "podcap-admin-token" in secret_names("podcap-admin"), "the admin role reads the admin token")
         check(case, any(r.get("resourceNames") == ["podcap-config"] and "patch" in r["verbs"] for r in tap_rules),
               f"tap may patch only the ConfigMap: {tap_rules}")
         check(case, all(not set(r["verbs"]) & {"create", "delete", "patch", "update"} or r.get("resourceNames")
                         or r["resources"] == ["pods/portforward"]
                         for o in roles.values() for r in o.get("rules", [])), "nothing else writable")
-        check(case, [b["roleRef"]["name"] for b in bindings] == ["podcap-snapshot"], "only the snapshot Role is bound")
+        check(case, [b["roleRef"]["name"] for b in bindings] == ["podcap-snapshot", "podcap-admin"],
+              f"only the Roles with subjects are bound: {[b['roleRef']['name'] for b in bindings]}")
     else:
         check(case, not roles and not bindings, "user Roles are opt-in")
     print(f"chart: {case}: {len(list(objects(manifests)))} objects rendered and validated")

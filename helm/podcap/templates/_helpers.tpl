@@ -24,6 +24,22 @@ app.kubernetes.io/component: sensor
 {{- default (printf "%s-token" (include "podcap.fullname" .)) .Values.api.existingSecret -}}
 {{- end -}}
 
+{{- define "podcap.secretKey" -}}
+{{- if .Values.api.existingSecret }}{{ .Values.api.existingSecretKey }}{{ else }}token{{ end -}}
+{{- end -}}
+
+{{- define "podcap.adminSecretName" -}}
+{{- default (printf "%s-admin-token" (include "podcap.fullname" .)) .Values.api.existingAdminSecret -}}
+{{- end -}}
+
+{{- define "podcap.adminSecretKey" -}}
+{{- if .Values.api.existingAdminSecret }}{{ .Values.api.existingAdminSecretKey }}{{ else }}token{{ end -}}
+{{- end -}}
+
+{{- define "podcap.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "podcap.fullname" .)) .Values.api.tls.existingSecret -}}
+{{- end -}}
+
 {{/* pcapdump.maxSize ("500MB", "2GiB") as a Kubernetes quantity plus 20 %. */}}
 {{- define "podcap.emptyDirLimit" -}}
 {{- $size := .Values.pcapdump.maxSize | toString -}}
