@@ -318,6 +318,49 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
 }
 
 #[test]
+fn a_second_sensor_in_the_namespace_is_refused_and_the_first_keeps_recording() {
+    let _serial = serial();
+    let t = topology("v");
+    let dir = tempfile::tempdir().unwrap();
+    let (first_data, second_data) = (dir.path().join("one"), dir.path().join("two"));
+    let args = |data: &std::path::Path, port: u16| {
+        format!(
+            "--iface n0 --channel af-xdp --data-dir {} --listen 127.0.0.1:{port}",
+            data.display()
+        )
+    };
+    let mut first = start_sensor(&t.n, &args(&first_data, 9090));
+    let (ok, out) = try_sh(&t.n.exec(&format!("{} {}", sensor_bin(), args(&second_data, 9091))));
+    assert!(!ok, "a second sensor started:\n{out}");
+    assert!(
+        out.contains(&format!("another podcap-sensor (pid {})", first.child.id())),
+        "{out}"
+    );
+    assert!(
+        capture_veth_present(&t.n),
+        "the second sensor deleted the first one's veth"
+    );
+    let from = realtime_ns();
+    t.a.sh("ping -c 10 -i 0.02 198.18.0.2");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(first.stop(), Some(0), "{}", first.log_text());
+    let pings = pcap::read_segments(&segments(&first_data))
+        .iter()
+        .filter(|f| f.ts_ns >= from && f.data.len() > 34 && f.data[23] == 1)
+        .count();
+    assert_eq!(pings, 20, "the first sensor kept recording");
+
+    // A sensor killed with -9 holds nothing: the next one takes over its leftover veth.
+    let crashed = start_sensor(&t.n, &args(&first_data, 9090));
+    crashed.signal(9);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(capture_veth_present(&t.n), "kill -9 leaves the veth behind");
+    let mut next = start_sensor(&t.n, &args(&second_data, 9091));
+    assert_eq!(next.stop(), Some(0), "{}", next.log_text());
+    assert!(!capture_veth_present(&t.n));
+}
+
+#[test]
 fn a_run_after_a_crash_cleans_up_and_repairs() {
     let _serial = serial();
     let t = topology("c");
@@ -1417,7 +1460,13 @@ fn the_targeting_file_applies_reloads_and_keeps_the_last_good_one() {
     traffic();
     write("pcapdump:\n  enabled: false\n");
     reload();
-    assert!(readyz().starts_with("ready"), "{}", readyz());
+    // The good document clears the configuration error; readiness now says why it is not
+    // recording.
+    let text = readyz();
+    assert!(
+        text.contains("not ready: recording is disabled") && !text.contains("tap.regex"),
+        "{text}"
+    );
     let phase4 = realtime_ns();
     traffic();
     let end = realtime_ns();

@@ -1,8 +1,11 @@
 //! The capture veth pair: `podcap0` receives the tc clones, `podcap1` (its peer) runs the
 //! XDP program that hands them to AF_XDP.
 //!
-//! Rules: the pair is owned by a [`CaptureVeth`] whose `Drop` deletes it; a pair left by a
-//! crashed run is deleted before a new one is made. It carries no addresses and no IPv6 (so
+//! Rules: the pair is owned by a [`CaptureVeth`] whose `Drop` deletes it. Ownership is a
+//! claim on a name in the network namespace ([`crate::sys::claim_name`], freed by the
+//! kernel when the owner dies): a pair whose name is claimed by a live sensor is never
+//! touched and the new sensor is refused naming its pid; a pair left by a crashed run
+//! (nobody claims it) is deleted before a new one is made. It carries no addresses and no IPv6 (so
 //! the host never sends its own frames into it), and has one queue per (slot, direction).
 use std::{fs, io, process::Command};
 
@@ -19,6 +22,10 @@ pub enum VethError {
     Spawn(#[source] io::Error),
     #[error("`ip {args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
+    #[error("another podcap-sensor (pid {pid}) in this network namespace owns the capture veth {CAPTURE_IFACE}: run one sensor per network namespace")]
+    Owned { pid: u32 },
+    #[error("cannot claim the capture veth")]
+    Claim(#[source] io::Error),
     #[error("cannot configure the capture veth: {path}")]
     Sysctl {
         path: String,
@@ -44,11 +51,20 @@ fn ip(args: &[&str]) -> Result<(), VethError> {
 pub struct CaptureVeth {
     pub ifindex: u32,
     pub queues: u32,
+    /// The claim on the pair's name, released (after the pair is deleted) on drop.
+    _claim: std::os::fd::OwnedFd,
 }
 
+/// The name claimed by the sensor that owns the capture veth of its network namespace.
+const CLAIM: &str = "podcap-capture-veth";
+
 impl CaptureVeth {
-    /// Deletes a leftover pair, then creates a fresh one with `queues` queues, up.
+    /// Claims the pair, deletes one a crashed run left, then creates a fresh one with
+    /// `queues` queues, up.
     pub fn create(queues: u32) -> Result<Self, VethError> {
+        let claim = crate::sys::claim_name(CLAIM)
+            .map_err(VethError::Claim)?
+            .map_err(|pid| VethError::Owned { pid })?;
         remove_leftover();
         let q = queues.to_string();
         let mtu = CAPTURE_MTU.to_string();
@@ -60,7 +76,11 @@ impl CaptureVeth {
         args.extend(side);
         ip(&args)?;
         // From here on, dropping `veth` deletes the pair whatever fails next.
-        let mut veth = Self { ifindex: 0, queues };
+        let mut veth = Self {
+            ifindex: 0,
+            queues,
+            _claim: claim,
+        };
         for iface in [CAPTURE_IFACE, CAPTURE_PEER] {
             let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
             match fs::write(&path, "1") {
@@ -79,8 +99,9 @@ impl CaptureVeth {
     }
 }
 
-/// Deletes a capture veth pair left by an earlier run (deleting one side deletes both).
-pub fn remove_leftover() {
+/// Deletes a capture veth pair left by an earlier run (deleting one side deletes both);
+/// only for the holder of the claim.
+fn remove_leftover() {
     if crate::sys::interface_index(CAPTURE_IFACE).is_some() {
         let _ = ip(&["link", "del", CAPTURE_IFACE]);
     }

@@ -93,6 +93,76 @@ pub fn fs_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
     Ok((available.saturating_mul(block), total.saturating_mul(block)))
 }
 
+/// A name claimed in this network namespace for as long as the returned socket lives:
+/// an abstract unix socket, whose names are per network namespace and which the kernel
+/// frees when its process ends (a `kill -9` included). `Ok(Err(pid))` when a live process
+/// holds it (its pid, 0 if unknown).
+pub fn claim_name(name: &str) -> io::Result<Result<std::os::fd::OwnedFd, u32>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let address = || -> (libc::sockaddr_un, libc::socklen_t) {
+        // SAFETY: an all-zero sockaddr_un is a valid value of the plain C struct.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        // sun_path[0] stays 0: the abstract namespace.
+        let bytes = name.as_bytes();
+        let len = bytes.len().min(addr.sun_path.len() - 1);
+        for (slot, byte) in addr.sun_path[1..=len].iter_mut().zip(bytes) {
+            *slot = (*byte).cast_signed();
+        }
+        let size = std::mem::size_of::<libc::sa_family_t>() + 1 + len;
+        (addr, size as libc::socklen_t)
+    };
+    let socket = || -> io::Result<OwnedFd> {
+        // SAFETY: socket() takes plain integers and returns a new descriptor or -1.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let owner = socket()?;
+    let (addr, len) = address();
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes for the call.
+    let bound = unsafe { libc::bind(owner.as_raw_fd(), (&raw const addr).cast(), len) };
+    if bound == 0 {
+        // SAFETY: listen on the descriptor just bound; a backlog of 1 lets others ask who
+        // holds the name.
+        if unsafe { libc::listen(owner.as_raw_fd(), 1) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(Ok(owner));
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EADDRINUSE) {
+        return Err(error);
+    }
+    // Held: ask the holder's pid.
+    let asker = socket()?;
+    // SAFETY: as for bind.
+    if unsafe { libc::connect(asker.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
+        return Ok(Err(0));
+    }
+    // SAFETY: an all-zero ucred is valid; getsockopt fills at most `size` bytes of it.
+    let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut size = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `credentials` and `size` are valid, writable and outlive the call.
+    let got = unsafe {
+        libc::getsockopt(
+            asker.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &raw mut size,
+        )
+    };
+    Ok(Err(if got == 0 {
+        credentials.pid.cast_unsigned()
+    } else {
+        0
+    }))
+}
+
 /// The effective user id.
 #[must_use]
 pub fn effective_uid() -> u32 {
