@@ -350,6 +350,9 @@ struct Recorder {
     retention: (u64, Duration),
     /// A write failed and was logged; the next failures are not, until one succeeds.
     failing: bool,
+    /// Slots that are pods' host-side veths (Kubernetes mode): their directions are turned
+    /// around to be the pod's.
+    pod_side: Vec<bool>,
 }
 
 impl Recorder {
@@ -371,6 +374,7 @@ impl Recorder {
             commands,
             retention,
             failing: false,
+            pod_side: Vec::new(),
         }
     }
 
@@ -387,9 +391,15 @@ impl Recorder {
                 WriterCommand::SetInterface {
                     slot,
                     description,
+                    pod_side,
                     ack,
                 } => {
                     self.store.set_interface(slot, description);
+                    let index = slot as usize;
+                    if self.pod_side.len() <= index {
+                        self.pod_side.resize(index + 1, false);
+                    }
+                    self.pod_side[index] = pod_side;
                     let _ = ack.send(());
                 }
                 WriterCommand::SetNames(names) => self.store.set_names(names),
@@ -399,7 +409,11 @@ impl Recorder {
 
     fn write(&mut self, header: &RecordHeader, data: &[u8]) {
         let (slot, direction) = podcap_common::slot_of_queue(header.queue);
-        let direction = if direction == podcap_common::DIRECTION_INBOUND {
+        // tc ingress of a pod's host-side veth is what the pod sends: the pod's view turns
+        // it around.
+        let inbound = (direction == podcap_common::DIRECTION_INBOUND)
+            != self.pod_side.get(slot as usize).copied().unwrap_or(false);
+        let direction = if inbound {
             Direction::Inbound
         } else {
             Direction::Outbound

@@ -2038,6 +2038,28 @@ fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2,
         0,
         "web-1 after its deletion"
     );
+    // Directions are the pod's: what it sends (its own address as the source) is
+    // outbound, what it receives inbound (tcpdump -Q out/in inside the pod would agree).
+    for (iface, own) in [
+        ("shop/web-1/eth0", [198, 18, 50, 1]),
+        ("shop/web-2/eth0", [198, 18, 51, 1]),
+    ] {
+        let ipv4: Vec<&pcap::Frame> = frames
+            .iter()
+            .filter(|f| f.iface == iface && f.data.len() > 34 && f.data[12..14] == [8, 0])
+            .collect();
+        assert!(ipv4.len() >= 20, "{iface}: {} IPv4 frames", ipv4.len());
+        for f in ipv4 {
+            let expected = if f.data[26..30] == own {
+                Direction::Outbound
+            } else if f.data[30..34] == own {
+                Direction::Inbound
+            } else {
+                continue;
+            };
+            assert_eq!(f.direction, expected, "{iface}: {:?}", &f.data[26..34]);
+        }
+    }
     let names: std::collections::BTreeSet<&str> = frames.iter().map(|f| f.iface.as_str()).collect();
     assert_eq!(
         names,

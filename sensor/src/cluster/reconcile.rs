@@ -40,9 +40,12 @@ pub const RESYNC: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub enum WriterCommand {
     /// Packets of `slot` belong to this interface from now on; `ack` when applied.
+    /// `pod_side`: the slot is a pod's host-side veth, whose tc ingress is what the pod
+    /// sends, so directions are turned around to be the pod's (into it: inbound).
     SetInterface {
         slot: u32,
         description: InterfaceDescription,
+        pod_side: bool,
         ack: mpsc::Sender<()>,
     },
     SetNames(Vec<(IpAddr, String)>),
@@ -282,6 +285,9 @@ impl Reconciler {
             .send(WriterCommand::SetInterface {
                 slot,
                 description,
+                // A hostNetwork pod is recorded on the node's own interfaces, where the
+                // node's direction is already the pod's.
+                pod_side: target.cgroup_id.is_none(),
                 ack,
             })
             .is_err()
