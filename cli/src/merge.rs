@@ -10,6 +10,9 @@
 //!   gives every packet before that point; what was lost is said in the stats. An input's
 //!   new section (a sensor's note on damage it skipped, see the sensor's slice rules) keeps
 //!   its interfaces; its damage comments are collected, named after the input.
+//! - Statistics blocks of the inputs (a snapshot's drops per interface) are added up per
+//!   output interface and written at the end, so the merged file still says what was lost
+//!   in its window.
 //! - When anything was lost, the output ends with a note of its own: a section whose
 //!   comments name every loss, so the file itself says it is incomplete.
 use std::{
@@ -21,8 +24,8 @@ use std::{
 use anyhow::Result;
 use podcap_sensor::{
     pcapng::{
-        read::{parse_packet, section_comments, BlockReader, Section},
-        BlockWriter, Direction, InterfaceDescription, BLOCK_SHB,
+        read::{parse_packet, parse_statistics, section_comments, BlockReader, Section},
+        BlockWriter, Direction, InterfaceDescription, InterfaceStatistics, BLOCK_SHB,
     },
     store::slice::DAMAGE_PREFIX,
 };
@@ -63,11 +66,12 @@ pub struct MergeStats {
 }
 
 /// Output ids of interfaces, by input and (name, link type): a section that declares an
-/// interface again reuses its id.
+/// interface again reuses its id. And per output id, the inputs' statistics added up.
 #[derive(Default)]
 struct Interfaces {
     ids: std::collections::HashMap<(usize, String, u16), u32>,
     next: u32,
+    statistics: std::collections::BTreeMap<u32, InterfaceStatistics>,
 }
 
 impl<R: Read> Cursor<R> {
@@ -124,6 +128,21 @@ impl<R: Read> Cursor<R> {
                     interfaces.next - 1
                 });
                 self.ids.push(id);
+            }
+            if let Ok(Some(stats)) = parse_statistics(&block, &self.section) {
+                if let Some(&id) = self.ids.get(stats.interface_id as usize) {
+                    let sum = interfaces.statistics.entry(id).or_insert(InterfaceStatistics {
+                        start_ns: u64::MAX,
+                        ..InterfaceStatistics::default()
+                    });
+                    sum.start_ns = sum.start_ns.min(stats.start_ns.unwrap_or(u64::MAX));
+                    sum.end_ns = sum.end_ns.max(stats.end_ns.unwrap_or(0));
+                    sum.received = sum.received.saturating_add(stats.received.unwrap_or(0));
+                    sum.kernel_drops = sum
+                        .kernel_drops
+                        .saturating_add(stats.interface_drops.unwrap_or(0));
+                    sum.sensor_drops = sum.sensor_drops.saturating_add(stats.os_drops.unwrap_or(0));
+                }
             }
             match parse_packet(&block, &self.section) {
                 Ok(Some(p)) => {
@@ -210,6 +229,16 @@ pub fn merge<R: Read>(
             stats.bytes += blocks.len() as u64;
             blocks.clear();
         }
+    }
+    for (&id, sum) in &mut interfaces.statistics {
+        if sum.start_ns == u64::MAX {
+            sum.start_ns = sum.end_ns;
+        }
+        let comment = format!(
+            "podcap: what the sensor's segments of this window lost: kernel={} sensor={}",
+            sum.kernel_drops, sum.sensor_drops
+        );
+        blocks.statistics(id, sum, &comment);
     }
     if !stats.losses.is_empty() {
         let notes: Vec<String> = stats
@@ -333,5 +362,61 @@ mod tests {
             ("b", stream(&[2], None, &[])),
         ]);
         assert!(clean.1.losses.is_empty() && clean.2 == vec!["window".to_owned()]);
+    }
+
+    #[test]
+    fn the_inputs_statistics_are_added_up_per_interface() {
+        let with_statistics = |drops: &[u64]| {
+            let mut bytes = stream(&[10, 20], None, &[]);
+            let mut w = BlockWriter::default();
+            for (k, &d) in drops.iter().enumerate() {
+                let stats = InterfaceStatistics {
+                    start_ns: 5 + k as u64,
+                    end_ns: 30 + k as u64,
+                    received: 10 * d,
+                    kernel_drops: d,
+                    sensor_drops: 1,
+                };
+                w.statistics(0, &stats, "");
+            }
+            bytes.extend_from_slice(w.bytes());
+            bytes
+        };
+        let inputs = vec![
+            Input {
+                label: "a".to_owned(),
+                reader: std::io::Cursor::new(with_statistics(&[3, 4])),
+            },
+            Input {
+                label: "b".to_owned(),
+                reader: std::io::Cursor::new(with_statistics(&[7])),
+            },
+        ];
+        let mut out = Vec::new();
+        merge(inputs, &[], &mut out).unwrap();
+        let mut section = Section::default();
+        let mut found = Vec::new();
+        for block in Blocks::new(&out) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(s) = parse_statistics(&block, &section).unwrap() {
+                let name = section.interfaces[s.interface_id as usize].name.clone();
+                found.push((
+                    name,
+                    s.interface_drops,
+                    s.os_drops,
+                    s.received,
+                    s.start_ns,
+                    s.end_ns,
+                ));
+            }
+        }
+        assert_eq!(
+            found,
+            vec![
+                ("a/eth0".to_owned(), Some(7), Some(2), Some(70), Some(5), Some(31)),
+                ("b/eth0".to_owned(), Some(7), Some(1), Some(70), Some(5), Some(30)),
+            ]
+        );
     }
 }

@@ -478,12 +478,10 @@ fn drops_are_counted_exactly() {
 
         let files = segments(&data);
         let written = pcap::read_segments(&files).len() as u64;
-        let last = files.last().unwrap();
-        let stats = pcap::read_last_statistics(last);
-        let received = stats.received.unwrap();
-        let dropped = stats.interface_drops.unwrap() + stats.os_drops.unwrap();
+        let (received, dropped) = pcap::sum_statistics(&files);
         eprintln!(
-            "{channel}: crossed n0 {crossed}, isb received {received}, written {written}, dropped {dropped} ({stats:?})"
+            "{channel}: crossed n0 {crossed}, isb received {received}, written {written}, dropped {dropped} ({} segments)",
+            files.len()
         );
         assert_eq!(
             received, crossed,

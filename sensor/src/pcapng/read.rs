@@ -598,6 +598,9 @@ pub fn packets_with_names(bytes: &[u8]) -> Result<Vec<(String, Packet<'_>)>, Rea
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Statistics {
     pub interface_id: u32,
+    /// `isb_starttime` and `isb_endtime`, in ns.
+    pub start_ns: Option<u64>,
+    pub end_ns: Option<u64>,
     pub received: Option<u64>,
     pub interface_drops: Option<u64>,
     pub os_drops: Option<u64>,
@@ -622,8 +625,25 @@ pub fn parse_statistics(block: &Block<'_>, section: &Section) -> Result<Option<S
         let v = u64::from_ne_bytes(v.try_into().ok()?);
         Some(if s { v.swap_bytes() } else { v })
     };
+    let ticks = section
+        .ticks_per_second
+        .get(interface_id as usize)
+        .copied()
+        .unwrap_or(1_000_000);
+    let time = |v: &[u8]| {
+        let high = u64::from(u32_at(v, 0, s)?);
+        let low = u64::from(u32_at(v, 4, s)?);
+        let raw = (high << 32) | low;
+        Some(if ticks == 1_000_000_000 {
+            raw
+        } else {
+            ((u128::from(raw) * 1_000_000_000) / u128::from(ticks.max(1))) as u64
+        })
+    };
     for (code, v) in options(body.get(12..).unwrap_or_default(), s) {
         match code {
+            2 => stats.start_ns = time(v),
+            3 => stats.end_ns = time(v),
             4 => stats.received = value(v),
             5 => stats.interface_drops = value(v),
             7 => stats.os_drops = value(v),

@@ -198,6 +198,9 @@ pub struct SegmentWriter {
     min_free: Option<MinFree>,
     /// The file system and the writes, as last seen.
     disk: DiskState,
+    /// Per slot, its cumulative statistics when a segment last closed: a segment's
+    /// statistics blocks count only what happened since (see `segment_statistics`).
+    closed_statistics: Vec<Option<InterfaceStatistics>>,
 }
 
 /// How much of its file system the store leaves free (`--min-free`).
@@ -252,6 +255,7 @@ impl SegmentWriter {
             recovery: recovered.report,
             min_free: None,
             disk: DiskState::default(),
+            closed_statistics: Vec::new(),
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
@@ -669,10 +673,14 @@ impl SegmentWriter {
             .enumerate()
             .filter_map(|(slot, id)| id.map(|id| (slot as u32, id)))
             .collect();
+        let mut segment_drops = 0u64;
         for &(slot, id) in &current {
-            let s = stats(slot);
+            let s = self.segment_statistics(slot, stats(slot));
+            segment_drops = segment_drops
+                .saturating_add(s.kernel_drops)
+                .saturating_add(s.sensor_drops);
             let comment = format!(
-                "podcap drops by stage: kernel={} sensor={}",
+                "podcap drops by stage since the interface's previous statistics: kernel={} sensor={}",
                 s.kernel_drops, s.sensor_drops
             );
             self.buf.statistics(id, &s, &comment);
@@ -694,13 +702,7 @@ impl SegmentWriter {
         crate::sys::rename_noreplace(&from, &to).map_err(seg_err)?;
         let record = &mut active.record;
         record.bytes = active.bytes;
-        record.drops = current
-            .iter()
-            .map(|&(slot, _)| {
-                let s = stats(slot);
-                s.kernel_drops + s.sensor_drops
-            })
-            .sum();
+        record.drops = segment_drops;
         if record.packets == 0 {
             let now = crate::sys::realtime_ns();
             (record.first_ns, record.last_ns) = (now, now);
@@ -715,6 +717,25 @@ impl SegmentWriter {
         self.apply_retention();
         self.publish_index();
         Ok(())
+    }
+
+    /// A slot's statistics for the segment being closed, from its cumulative ones: what
+    /// happened since the slot's statistics were last written (or since the start), so
+    /// each file says what was lost while it was written, and slices can add them up.
+    fn segment_statistics(&mut self, slot: u32, now: InterfaceStatistics) -> InterfaceStatistics {
+        let index = slot as usize;
+        if self.closed_statistics.len() <= index {
+            self.closed_statistics.resize(index + 1, None);
+        }
+        let before = self.closed_statistics[index].replace(now);
+        let Some(before) = before else { return now };
+        InterfaceStatistics {
+            start_ns: before.end_ns,
+            end_ns: now.end_ns,
+            received: now.received.saturating_sub(before.received),
+            kernel_drops: now.kernel_drops.saturating_sub(before.kernel_drops),
+            sensor_drops: now.sensor_drops.saturating_sub(before.sensor_drops),
+        }
     }
 
     /// Closes the active segment and waits for queued compression (at stop).
@@ -1327,5 +1348,76 @@ pub(super) mod tests {
             "{error}"
         );
         assert!(dir.path().join("podcap-9999999999.pcapng").exists());
+    }
+
+    /// (interface drops, os drops, received) of every statistics block in `bytes`.
+    fn statistics_blocks(bytes: &[u8]) -> Vec<(u64, u64, u64)> {
+        let mut section = crate::pcapng::read::Section::default();
+        let mut found = Vec::new();
+        for block in crate::pcapng::read::Blocks::new(bytes) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(s) = crate::pcapng::read::parse_statistics(&block, &section).unwrap() {
+                found.push((
+                    s.interface_drops.unwrap(),
+                    s.os_drops.unwrap(),
+                    s.received.unwrap(),
+                ));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn segments_count_their_own_losses_and_a_snapshot_adds_up_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), limits(8_000, 100_000_000));
+        let t0 = crate::sys::realtime_ns() - 1_000_000;
+        // Cumulative counters as the capture keeps them: every packet, one kernel drop and
+        // two received.
+        let cumulative = |i: u64| InterfaceStatistics {
+            start_ns: t0,
+            end_ns: t0 + i,
+            received: 2 * i,
+            kernel_drops: i,
+            sensor_drops: i / 10,
+        };
+        for i in 0..300u64 {
+            w.write_packet(0, t0 + i, 100, &[1u8; 100], Direction::Inbound, |_| cumulative(i))
+                .unwrap();
+        }
+        w.finish(|_| cumulative(300)).unwrap();
+        let records = w.index().records().to_vec();
+        assert!(records.len() >= 4, "{} segments", records.len());
+        let per_segment: Vec<(u64, u64, u64)> = records
+            .iter()
+            .map(|r| statistics_blocks(&fs::read(dir.path().join(&r.file)).unwrap())[0])
+            .collect();
+        let total = per_segment
+            .iter()
+            .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
+        assert_eq!(
+            total,
+            (300, 30, 600),
+            "the segments' own counts add up to the whole"
+        );
+        for (record, (kernel, sensor, _)) in records.iter().zip(&per_segment) {
+            assert_eq!(record.drops, kernel + sensor, "{}", record.file);
+        }
+        // A snapshot of the middle segments (cut inside them) says what they lost.
+        let (from, to) = (records[1].first_ns + 1, records[2].last_ns - 1);
+        let mut out = Vec::new();
+        slice::write_slice(dir.path(), w.index(), from, to, None, &mut out).unwrap();
+        let window = statistics_blocks(&out);
+        let expect = (
+            per_segment[1].0 + per_segment[2].0,
+            per_segment[1].1 + per_segment[2].1,
+            per_segment[1].2 + per_segment[2].2,
+        );
+        assert_eq!(
+            window,
+            vec![expect],
+            "one block for eth0 with the two segments' sums"
+        );
     }
 }

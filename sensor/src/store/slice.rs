@@ -18,6 +18,10 @@
 //! - Interfaces are identified by name and link type across segments: the output declares
 //!   each one once, just before its first packet. Name Resolution Blocks are passed on,
 //!   each distinct one once.
+//! - A snapshot says what was lost: the statistics blocks of the segments it reads (each
+//!   counts what its segment's time lost; read from the segment's end when the slice stops
+//!   early) are added up per interface and written, one per interface, before the stream
+//!   ends. The live stream carries none.
 //! - Damage never ends a slice and is never hidden: a block that cannot be read is skipped
 //!   up to the next plausible block (a read error, the rest of the segment), a file shorter
 //!   than its index record is damage too, and so is a segment retention retired while the
@@ -226,6 +230,18 @@ pub struct Slicer {
     scratch: BlockWriter,
     /// Damage met since the last note.
     damage: Vec<Damage>,
+    /// Whether the window's statistics are gathered and written (snapshots).
+    statistics: bool,
+    /// Per output interface: the statistics of the segments read.
+    window: Vec<Option<WindowStatistics>>,
+}
+
+/// What the statistics blocks of a slice's segments add up to for one interface.
+#[derive(Clone, Copy, Debug, Default)]
+struct WindowStatistics {
+    received: u64,
+    interface_drops: u64,
+    os_drops: u64,
 }
 
 impl Default for Slicer {
@@ -246,6 +262,8 @@ impl Default for Slicer {
             chunk: Vec::new(),
             scratch: BlockWriter::default(),
             damage: Vec::new(),
+            statistics: false,
+            window: Vec::new(),
         }
     }
 }
@@ -283,6 +301,112 @@ struct Run {
 }
 
 impl Slicer {
+    /// A slicer for a snapshot: the window's statistics are written at its end.
+    #[must_use]
+    pub fn with_statistics() -> Self {
+        Self {
+            statistics: true,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a statistics block of a segment to its interface's window statistics.
+    fn note_statistics(&mut self, block: &Block<'_>, section: &Section, local: &[Option<LocalInterface>]) {
+        let Ok(Some(stats)) = crate::pcapng::read::parse_statistics(block, section) else {
+            return;
+        };
+        let Some(Some(interface)) = local.get(stats.interface_id as usize) else {
+            return;
+        };
+        if self.window.len() <= interface.out {
+            self.window.resize(interface.out + 1, None);
+        }
+        let sum = self.window[interface.out].get_or_insert_default();
+        sum.received = sum.received.saturating_add(stats.received.unwrap_or(0));
+        sum.interface_drops = sum
+            .interface_drops
+            .saturating_add(stats.interface_drops.unwrap_or(0));
+        sum.os_drops = sum.os_drops.saturating_add(stats.os_drops.unwrap_or(0));
+    }
+
+    /// The statistics blocks at the end of a plain segment the slice stopped reading early,
+    /// walked backwards by their trailing lengths.
+    fn trailing_statistics(
+        &mut self,
+        file: &mut SegmentReader,
+        record: &SegmentRecord,
+        section: &Section,
+        local: &[Option<LocalInterface>],
+    ) {
+        if !file.seekable() || record.file.ends_with(".active") {
+            return;
+        }
+        let mut end = record.bytes;
+        let (mut word, mut raw) = ([0u8; 4], Vec::new());
+        let order = |b: [u8; 4]| {
+            let v = u32::from_ne_bytes(b);
+            if section.swapped {
+                v.swap_bytes()
+            } else {
+                v
+            }
+        };
+        // Statistics blocks are small; a segment has one per interface.
+        while end >= 12 {
+            let read = file
+                .seek(io::SeekFrom::Start(end - 4))
+                .and_then(|_| file.read_exact(&mut word));
+            let len = u64::from(order(word));
+            if read.is_err() || len < 12 || len > end || len % 4 != 0 || len > 1 << 16 {
+                return;
+            }
+            raw.resize(len as usize, 0);
+            if file
+                .seek(io::SeekFrom::Start(end - len))
+                .and_then(|_| file.read_exact(&mut raw))
+                .is_err()
+            {
+                return;
+            }
+            let block_type = order([raw[0], raw[1], raw[2], raw[3]]);
+            if block_type != crate::pcapng::BLOCK_ISB
+                || order([raw[4], raw[5], raw[6], raw[7]]) as usize != raw.len()
+            {
+                return;
+            }
+            let block = Block {
+                block_type,
+                offset: end - len,
+                raw: &raw,
+            };
+            self.note_statistics(&block, section, local);
+            end -= len;
+        }
+    }
+
+    /// One statistics block per interface of the output that the window's segments had
+    /// statistics for, covering `[from, to)`.
+    fn write_window_statistics(&mut self, from: u64, to: u64) {
+        let end = to.min(crate::sys::realtime_ns());
+        for (out, sum) in self.window.iter().enumerate() {
+            let (Some(sum), Some(id)) = (sum, self.interfaces.get(out).and_then(|i| i.written)) else {
+                continue;
+            };
+            let stats = crate::pcapng::InterfaceStatistics {
+                start_ns: from,
+                end_ns: end,
+                received: sum.received,
+                kernel_drops: sum.interface_drops,
+                sensor_drops: sum.os_drops,
+            };
+            let comment = format!(
+                "podcap: what the segments of this window lost (each segment counts its own time): kernel={} sensor={}",
+                sum.interface_drops, sum.os_drops
+            );
+            self.blocks.statistics(id, &stats, &comment);
+        }
+    }
+
     /// What was written so far.
     #[must_use]
     pub fn stats(&self) -> SliceStats {
@@ -589,6 +713,7 @@ impl Slicer {
         let mut read_size = FIRST_READ_BYTES;
         // Damage being skipped: where it began and why; the walk looks for the next block.
         let mut skipping: Option<(u64, &'static str)> = None;
+        let mut statistics_read = false;
         loop {
             if let Some((start, reason)) = skipping {
                 match resync(&chunk[..end], at, section.swapped) {
@@ -683,6 +808,10 @@ impl Slicer {
                     continue;
                 }
                 self.map_interfaces(&section, &mut local, plan.interfaces);
+                if block_type == crate::pcapng::BLOCK_ISB && self.statistics {
+                    statistics_read = true;
+                    self.note_statistics(&block, &section, &local);
+                }
                 if block_type == BLOCK_NRB && !section.swapped && !self.names_seen.contains(block.raw) {
                     self.names_seen.insert(block.raw.to_vec());
                     self.blocks.raw(block.raw);
@@ -713,7 +842,12 @@ impl Slicer {
             let ts = header.timestamp_ns;
             newest = newest.max(ts);
             if ts >= plan.to.saturating_add(plan.step_back) {
-                // Nothing later in this segment is older than `to`.
+                // Nothing later in this segment is older than `to`; its statistics are at
+                // its end.
+                if self.statistics && !statistics_read {
+                    self.end_run(chunk, &mut run, out)?;
+                    self.trailing_statistics(file, record, &section, &local);
+                }
                 break;
             }
             let wanted = local
@@ -800,6 +934,9 @@ impl Slicer {
             self.read_segment(file, record, &plan, out)?;
         }
         self.release(u64::MAX);
+        if self.statistics {
+            self.write_window_statistics(from, to);
+        }
         self.write_damage_note();
         self.flush(out)?;
         out.flush().map_err(SliceError::Write)?;
@@ -876,7 +1013,7 @@ pub fn write_segments(
     interfaces: Option<&[String]>,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    Slicer::default().write(dir, segments, from, to, interfaces, out)
+    Slicer::with_statistics().write(dir, segments, from, to, interfaces, out)
 }
 
 #[cfg(test)]

@@ -223,17 +223,23 @@ pub fn window(frames: &[Frame], from: u64, to: u64) -> Vec<Frame> {
         .collect()
 }
 
-/// The last Interface Statistics Block of a segment.
-pub fn read_last_statistics(file: &Path) -> podcap_sensor::pcapng::read::Statistics {
-    let bytes = std::fs::read(file).unwrap();
-    let mut section = Section::default();
-    let mut last = None;
-    for block in Blocks::new(&bytes) {
-        let block = block.unwrap();
-        section.observe(&block).unwrap();
-        if let Some(s) = podcap_sensor::pcapng::read::parse_statistics(&block, &section).unwrap() {
-            last = Some(s);
+/// The Interface Statistics Blocks of every segment added up (each segment counts what
+/// happened while it was written): (received, dropped).
+pub fn sum_statistics(files: &[std::path::PathBuf]) -> (u64, u64) {
+    let (mut received, mut dropped, mut blocks) = (0, 0, 0);
+    for file in files {
+        let bytes = std::fs::read(file).unwrap();
+        let mut section = Section::default();
+        for block in Blocks::new(&bytes) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(s) = podcap_sensor::pcapng::read::parse_statistics(&block, &section).unwrap() {
+                received += s.received.unwrap();
+                dropped += s.interface_drops.unwrap() + s.os_drops.unwrap();
+                blocks += 1;
+            }
         }
     }
-    last.unwrap_or_else(|| panic!("{} has no statistics block", file.display()))
+    assert!(blocks > 0, "no statistics block in {files:?}");
+    (received, dropped)
 }
