@@ -24,7 +24,7 @@ use std::{
 use anyhow::Result;
 use podcap_sensor::{
     pcapng::{
-        read::{parse_packet, parse_statistics, section_comments, BlockReader, Section},
+        read::{names_valid, parse_packet, parse_statistics, section_comments, BlockReader, Section},
         BlockWriter, Direction, InterfaceDescription, InterfaceStatistics, BLOCK_SHB,
     },
     store::slice::DAMAGE_PREFIX,
@@ -110,7 +110,10 @@ impl<R: Read> Cursor<R> {
                         .map(|c| format!("{}: {}", self.label, c.trim_start_matches(DAMAGE_PREFIX))),
                 );
             }
-            if block.block_type == podcap_sensor::pcapng::BLOCK_NRB && names_seen.insert(block.raw.to_vec()) {
+            if block.block_type == podcap_sensor::pcapng::BLOCK_NRB
+                && names_valid(&block, self.section.swapped)
+                && names_seen.insert(block.raw.to_vec())
+            {
                 out.raw(block.raw);
             }
             while self.ids.len() < self.section.interfaces.len() {

@@ -3,6 +3,9 @@
 //! Rules: never trust a length. A block shorter than 12 bytes, longer than the input, not a
 //! multiple of 4 or whose trailing length disagrees is an error naming its offset; a file
 //! that ends inside a block is `Truncated`, which repair tells apart from corruption.
+//! Blocks that are passed on byte for byte (interface, packet and name blocks) are checked
+//! whole first, their options and records included: a block another reader would refuse
+//! is an error here too.
 use std::io::{self, Read};
 
 use super::{Direction, InterfaceDescription, BLOCK_DSB, BLOCK_EPB, BLOCK_IDB, BLOCK_SHB, BYTE_ORDER_MAGIC};
@@ -457,12 +460,81 @@ fn options(body: &[u8], swapped: bool) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// Options of a packet block whose length the format fixes (code, length): flags, drop
+/// count, packet id, queue.
+pub const PACKET_OPTIONS: &[(u16, u16)] = &[(2, 4), (4, 8), (5, 8), (6, 4)];
+/// Options of an interface block whose length the format fixes: addresses, speed, time
+/// resolution and zone, FCS length, time offset, tx and rx speed.
+pub const INTERFACE_OPTIONS: &[(u16, u16)] = &[
+    (4, 8),
+    (5, 17),
+    (6, 6),
+    (7, 8),
+    (8, 8),
+    (9, 1),
+    (10, 4),
+    (13, 1),
+    (14, 8),
+    (15, 8),
+    (16, 8),
+];
+
+/// Whether an options area is well formed: every option fits with its padding, options
+/// of a fixed length (`fixed`: code, length) have it, and an end-of-options, if there, is
+/// the last thing in it.
+#[must_use]
+pub fn options_valid(mut area: &[u8], swapped: bool, fixed: &[(u16, u16)]) -> bool {
+    while !area.is_empty() {
+        let (Some(code), Some(len)) = (u16_at(area, 0, swapped), u16_at(area, 2, swapped)) else {
+            return false;
+        };
+        if code == 0 {
+            return len == 0 && area.len() == 4;
+        }
+        if fixed.iter().any(|&(c, l)| c == code && l != len) {
+            return false;
+        }
+        let padded = (usize::from(len) + 3) & !3;
+        let Some(rest) = area.get(4 + padded..) else {
+            return false;
+        };
+        area = rest;
+    }
+    true
+}
+
+/// Whether a Name Resolution Block is well formed: its records, each fitting with its
+/// padding, up to the end-of-records, then valid options.
+#[must_use]
+pub fn names_valid(block: &Block<'_>, swapped: bool) -> bool {
+    let mut area = block.body();
+    loop {
+        let (Some(kind), Some(len)) = (u16_at(area, 0, swapped), u16_at(area, 2, swapped)) else {
+            return false;
+        };
+        let padded = (usize::from(len) + 3) & !3;
+        let Some(rest) = area.get(4 + padded..) else {
+            return false;
+        };
+        area = rest;
+        if kind == 0 {
+            return len == 0 && options_valid(area, swapped, &[]);
+        }
+    }
+}
+
 fn parse_interface(block: &Block<'_>, swapped: bool) -> Result<(InterfaceDescription, u64), ReadError> {
     let body = block.body();
     let malformed = || ReadError::Malformed {
         offset: block.offset,
         reason: "short interface block",
     };
+    if !options_valid(body.get(8..).unwrap_or_default(), swapped, INTERFACE_OPTIONS) {
+        return Err(ReadError::Malformed {
+            offset: block.offset,
+            reason: "malformed interface options",
+        });
+    }
     let link_type = u16_at(body, 0, swapped).ok_or_else(malformed)?;
     let snaplen = u32_at(body, 4, swapped).ok_or_else(malformed)?;
     let mut iface = InterfaceDescription {
@@ -532,6 +604,13 @@ pub fn parse_packet_header(block: &Block<'_>, section: &Section) -> Result<Optio
     };
     if body.len() < 20 + captured_len as usize {
         return Err(malformed("packet longer than its block"));
+    }
+    let options_at = 20 + (captured_len as usize).next_multiple_of(4);
+    if !body
+        .get(options_at..)
+        .is_some_and(|options| options_valid(options, s, PACKET_OPTIONS))
+    {
+        return Err(malformed("malformed packet options"));
     }
     let ticks = *section
         .ticks_per_second
@@ -780,5 +859,55 @@ mod tests {
         w.section_header_with_comments("t", &["one".into(), "two, longer".into()]);
         let block = Blocks::new(w.bytes()).next().unwrap().unwrap();
         assert_eq!(section_comments(&block), vec!["one", "two, longer"]);
+    }
+
+    #[test]
+    fn blocks_passed_on_byte_for_byte_are_checked_whole() {
+        let option = |code: u16, value: &[u8]| {
+            let mut o = code.to_ne_bytes().to_vec();
+            o.extend_from_slice(&(value.len() as u16).to_ne_bytes());
+            o.extend_from_slice(value);
+            o.resize(o.len().next_multiple_of(4), 0);
+            o
+        };
+        let end = [0u8; 4];
+        let flags = option(2, &1u32.to_ne_bytes());
+        assert!(options_valid(&[], false, PACKET_OPTIONS), "no options");
+        assert!(options_valid(
+            &[flags.clone(), end.to_vec()].concat(),
+            false,
+            PACKET_OPTIONS
+        ));
+        assert!(
+            options_valid(&flags, false, PACKET_OPTIONS),
+            "the block may end the list"
+        );
+        assert!(
+            !options_valid(&option(2, &[1, 0]), false, PACKET_OPTIONS),
+            "flags of 2 bytes"
+        );
+        assert!(
+            !options_valid(&[&end[..], &flags].concat(), false, PACKET_OPTIONS),
+            "after the end"
+        );
+        let mut long = flags.clone();
+        long[2] = 200;
+        assert!(
+            !options_valid(&long, false, PACKET_OPTIONS),
+            "longer than the block"
+        );
+        assert!(
+            !options_valid(&[1, 0], false, PACKET_OPTIONS),
+            "a torn option header"
+        );
+
+        let mut w = BlockWriter::default();
+        w.names(&[("198.18.0.1".parse().unwrap(), "web-1.shop".into())]);
+        let block = Blocks::new(w.bytes()).next().unwrap().unwrap();
+        assert!(names_valid(&block, false));
+        let mut raw = block.raw.to_vec();
+        raw[10] = 0xff; // the first record's length
+        let damaged = Block { raw: &raw, ..block };
+        assert!(!names_valid(&damaged, false));
     }
 }

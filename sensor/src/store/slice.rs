@@ -43,8 +43,8 @@ use super::{
 };
 use crate::pcapng::{
     read::{
-        check_section_header, parse_packet, parse_packet_header, peek_block, resync, Block, ReadError,
-        Resync, Section,
+        check_section_header, names_valid, next_plausible_block, options_valid, parse_packet,
+        parse_packet_header, peek_block, resync, Block, ReadError, Resync, Section, PACKET_OPTIONS,
     },
     BlockWriter, BLOCK_EPB, BLOCK_NRB,
 };
@@ -660,7 +660,14 @@ impl Slicer {
                 break;
             };
             let safe = plan.no_older_than((*newest).max(ts));
-            if 28 + captured + 4 > total || !target.copy || ts < plan.from || ts >= plan.to || ts > safe {
+            let options_at = 28 + captured.next_multiple_of(4);
+            if options_at + 4 > total
+                || !options_valid(&rest[options_at..total - 4], false, PACKET_OPTIONS)
+                || !target.copy
+                || ts < plan.from
+                || ts >= plan.to
+                || ts > safe
+            {
                 break;
             }
             *newest = (*newest).max(ts);
@@ -714,9 +721,18 @@ impl Slicer {
         // Damage being skipped: where it began and why; the walk looks for the next block.
         let mut skipping: Option<(u64, &'static str)> = None;
         let mut statistics_read = false;
+        // The file has no more bytes: a block header announcing more is damage, not a
+        // block to wait for.
+        let mut eof = false;
         loop {
             if let Some((start, reason)) = skipping {
-                match resync(&chunk[..end], at, section.swapped) {
+                let found = if eof {
+                    next_plausible_block(&chunk[..end], at, section.swapped)
+                        .map_or(Resync::NeedMore(end), Resync::Found)
+                } else {
+                    resync(&chunk[..end], at, section.swapped)
+                };
+                match found {
                     Resync::Found(found) => {
                         let len = (base + found as u64).saturating_sub(start);
                         self.note_damage(record, start, Some(len), reason.into());
@@ -747,8 +763,25 @@ impl Slicer {
                     continue;
                 }
                 Ok(None) => {
-                    // The next block is not all here: keep its start, read more.
                     self.end_run(chunk, &mut run, out)?;
+                    if eof {
+                        // Nothing more will come: what is left cannot be a whole block.
+                        if skipping.is_none() && at < end {
+                            skipping = Some((offset, "a block longer than the rest of the file"));
+                            at += 4;
+                            continue;
+                        }
+                        if let Some((start, reason)) = skipping {
+                            let len = (base + end as u64).saturating_sub(start);
+                            self.note_damage(record, start, Some(len), reason.into());
+                        }
+                        if let Some(short) = file.short_by() {
+                            let reason = format!("{short} bytes shorter than its index record says");
+                            self.note_damage(record, base + end as u64, Some(short), reason);
+                        }
+                        break;
+                    }
+                    // The next block is not all here: keep its start, read more.
                     chunk.copy_within(at..end, 0);
                     (base, end, at) = (offset, end - at, 0);
                     if end >= 12 {
@@ -759,7 +792,7 @@ impl Slicer {
                     }
                     let limit = (end + read_size).min(chunk.len());
                     read_size = CHUNK_BYTES;
-                    let start = skipping.map_or(offset, |(start, _)| start);
+                    let start = skipping.map_or(base, |(start, _)| start);
                     let got = match read_some(file, &mut chunk[end..limit]) {
                         Ok(got) => got,
                         Err(e) => {
@@ -768,16 +801,8 @@ impl Slicer {
                         }
                     };
                     if got == 0 {
-                        if end > 0 || skipping.is_some() {
-                            let reason = skipping.map_or("ends inside a block", |(_, reason)| reason);
-                            let len = (base + end as u64).saturating_sub(start);
-                            self.note_damage(record, start, Some(len), reason.into());
-                        }
-                        if let Some(short) = file.short_by() {
-                            let reason = format!("{short} bytes shorter than its index record says");
-                            self.note_damage(record, base + end as u64, Some(short), reason);
-                        }
-                        break;
+                        eof = true;
+                        continue;
                     }
                     end += got;
                     continue;
@@ -811,6 +836,11 @@ impl Slicer {
                 if block_type == crate::pcapng::BLOCK_ISB && self.statistics {
                     statistics_read = true;
                     self.note_statistics(&block, &section, &local);
+                }
+                if block_type == BLOCK_NRB && !names_valid(&block, section.swapped) {
+                    let (offset, len, _) = whole("");
+                    self.note_damage(record, offset, len, "malformed name resolution block".into());
+                    continue;
                 }
                 if block_type == BLOCK_NRB && !section.swapped && !self.names_seen.contains(block.raw) {
                     self.names_seen.insert(block.raw.to_vec());
