@@ -358,6 +358,12 @@ fn a_second_sensor_in_the_namespace_is_refused_and_the_first_keeps_recording() {
     let mut next = start_sensor(&t.n, &args(&second_data, 9091));
     assert_eq!(next.stop(), Some(0), "{}", next.log_text());
     assert!(!capture_veth_present(&t.n));
+    report(
+        "a second sensor starts in the same network namespace",
+        "once, and once after the first was `kill -9`ed",
+        "nothing: the first keeps recording",
+        "refused naming the owner's pid; after a `kill -9` the next sensor takes over",
+    );
 }
 
 #[test]
@@ -667,12 +673,14 @@ fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
     );
     let _traffic = Proc::spawn("ping", &t.a.exec("ping -i 0.002 -s 600 198.18.0.2"));
     let mut seed = realtime_ns() | 1;
+    let mut kills = Vec::new();
     for round in 0..20 {
         let mut sensor = start_sensor(&t.n, &args);
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 900));
+        kills.push(realtime_ns());
         sensor.signal(9);
         let _ = sensor.child.wait();
         assert!(
@@ -701,6 +709,32 @@ fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
     for f in &files {
         assert_tshark_clean(f);
     }
+    // What each kill cost: the gap in the recorded pings around it (the dead sensor's
+    // unflushed half second and the next one's start).
+    let mut stamps: Vec<u64> = pcap::read_segments(&files).iter().map(|f| f.ts_ns).collect();
+    stamps.sort_unstable();
+    let gaps: Vec<f64> = kills
+        .iter()
+        .filter_map(|&k| {
+            let after = stamps.partition_point(|&t| t < k);
+            let (before, next) = (stamps.get(after.checked_sub(1)?)?, stamps.get(after)?);
+            Some(Duration::from_nanos(next - before).as_secs_f64())
+        })
+        .collect();
+    assert_eq!(gaps.len(), kills.len(), "packets on both sides of every kill");
+    let worst = gaps.iter().copied().fold(0.0, f64::max);
+    let median = {
+        let mut g = gaps.clone();
+        g.sort_by(f64::total_cmp);
+        g[g.len() / 2]
+    };
+    eprintln!("kill -9: gaps {gaps:.2?} s");
+    report(
+        "`kill -9` of the sensor under traffic (500 pings/s), at random moments",
+        &format!("{} times", kills.len()),
+        &format!("{median:.2} s of traffic per kill (median), {worst:.2} s at most: the unflushed tail and the restart"),
+        "every file tshark-clean after restart; the index names exactly the files",
+    );
 }
 
 /// The store's slice of `[from, to)` holds the same packets as `captured`, in timestamp order.
@@ -821,6 +855,15 @@ fn the_stores_own_traffic_fills_the_disk_and_min_free_retires_early_visibly() {
         late_pings, 40,
         "pings after the disk filled were not all recorded"
     );
+    report(
+        "the store's own traffic fills its 3 MB disk (`--min-free 512KB`)",
+        "once, 12 MB of TCP at 100 Mbit/s",
+        &format!(
+            "{} oldest segments retired early, {dropped} packets dropped (counted)",
+            status["disk"]["earlyRetiredSegments"]
+        ),
+        "status and metrics count the early retirements; recording goes on",
+    );
 }
 
 #[test]
@@ -898,6 +941,12 @@ fn another_process_fills_the_disk_and_the_store_keeps_every_segment() {
         .filter(|f| f.ts_ns >= after && f.data.len() > 34 && f.data[23] == 1)
         .count();
     assert_eq!(late_pings, 40, "recording resumed when room came back");
+    report(
+        "another process fills the store's disk (no `--min-free`)",
+        "once",
+        &format!("{dropped} new packets (counted as drops); no segment"),
+        "`/readyz` not ready naming the full disk, status `disk-full`; recording resumes by itself",
+    );
 }
 
 #[test]

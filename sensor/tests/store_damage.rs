@@ -11,6 +11,8 @@
 //! - opening the store again changes nothing (recovery is idempotent).
 //!
 //! Set `PODCAP_DAMAGE_ROUNDS` for a longer run (`cargo xtask test` runs the default).
+mod common;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -336,5 +338,11 @@ fn a_damaged_store_never_crashes_hides_or_invents_a_packet() {
     }
     eprintln!(
         "store damage: {rounds} rounds, {lost_rounds} lost packets, {noted_rounds} of those said so in the slice or the recovery report"
+    );
+    common::report(
+        "random damage to a copy of a real store (truncation, flipped bits, zeroed runs, a bad or missing index, strays, copies, missing files), restarted twice",
+        &format!("{rounds} rounds"),
+        &format!("only the damaged blocks' packets ({lost_rounds} rounds lost some); no crash, nothing invented"),
+        &format!("{noted_rounds} of {lost_rounds} named the damage in the slice or the recovery report (the others: a file removed or emptied)"),
     );
 }

@@ -162,6 +162,40 @@ fn write_performance(table: &str, rounds: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes the fault table of docs/reliability.md (between its markers) from the rows the
+/// fault tests reported, in the order they ran.
+fn write_reliability(report: &std::path::Path) -> Result<()> {
+    let rows = std::fs::read_to_string(report).unwrap_or_default();
+    let mut table = String::from("| fault | tried | lost | what podcap did and said |\n|---|---|---|---|\n");
+    for line in rows.lines() {
+        let cells: Vec<&str> = line.split('\t').collect();
+        if cells.len() == 4 {
+            table.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+    }
+    let date = util::output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let path = util::workspace_root().join("docs/reliability.md");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some((head, rest)), true) = (text.split_once(FAULTS_BEGIN), text.contains(FAULTS_END)) else {
+        anyhow::bail!(
+            "{} lacks the markers {FAULTS_BEGIN} and {FAULTS_END}",
+            path.display()
+        );
+    };
+    let tail = rest.split_once(FAULTS_END).map_or("", |(_, tail)| tail);
+    let written = format!(
+        "{head}{FAULTS_BEGIN}\nWritten by `cargo xtask test` on {} ({} rows).\n\n{table}{FAULTS_END}{tail}",
+        date.trim(),
+        rows.lines().count()
+    );
+    std::fs::write(&path, written).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote the fault table of {}", path.display());
+    Ok(())
+}
+
+const FAULTS_BEGIN: &str = "<!-- faults: written by cargo xtask test -->";
+const FAULTS_END: &str = "<!-- /faults -->";
+
 fn test(args: &[String]) -> Result<()> {
     let env = setup::run_and_env()?;
     util::run_status(
@@ -175,8 +209,20 @@ fn test(args: &[String]) -> Result<()> {
     // The privileged tests drive the `podcap` CLI binary too.
     util::cargo_build(&env, false)?;
     // Privileged tests serialise themselves (they share the capture veth name and the
-    // kernel); unit tests run in parallel.
-    util::run_status(util::cargo(&env).arg("test").args(args), "cargo test")?;
+    // kernel); unit tests run in parallel. The fault tests add rows to the report that
+    // docs/reliability.md's table is written from.
+    let report = util::target_dir().join("fault-report.tsv");
+    let _ = std::fs::remove_file(&report);
+    util::run_status(
+        util::cargo(&env)
+            .arg("test")
+            .args(args)
+            .env("PODCAP_FAULT_REPORT", &report),
+        "cargo test",
+    )?;
+    if args.is_empty() {
+        write_reliability(&report)?;
+    }
     // The Helm chart: rendered, linted and validated offline (helm/tests).
     util::run_status(
         util::command("python3").arg(util::workspace_root().join("helm/tests/render_and_validate.py")),

@@ -16,10 +16,12 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
 pub fn target_bin(name: &str) -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    target.join("debug").join(name)
+    target_dir().join("debug").join(name)
 }
 
 pub fn command(program: impl Into<PathBuf>) -> Command {

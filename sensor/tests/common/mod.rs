@@ -14,6 +14,24 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Adds a row to the fault report (`PODCAP_FAULT_REPORT`, set by `cargo xtask test`, which
+/// writes the table of `docs/reliability.md` from it): the fault, how often it was tried,
+/// what was lost, and what the sensor said.
+pub fn report(fault: &str, tried: &str, lost: &str, said: &str) {
+    let Some(path) = std::env::var_os("PODCAP_FAULT_REPORT") else {
+        return;
+    };
+    let line = format!("{fault}\t{tried}\t{lost}\t{said}\n");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!("cannot add to the fault report {}: {e}", path.to_string_lossy());
+    }
+}
+
 /// Privileged tests share the kernel (and the capture veth name inside their namespaces):
 /// they take this lock so they run one at a time whatever `--test-threads` says.
 static SERIAL: Mutex<()> = Mutex::new(());
