@@ -170,7 +170,9 @@ fn write_reliability(report: &std::path::Path) -> Result<()> {
     for line in rows.lines() {
         let cells: Vec<&str> = line.split('\t').collect();
         if cells.len() == 4 {
-            table.push_str(&format!("| {} |\n", cells.join(" | ")));
+            table.push_str("| ");
+            table.push_str(&cells.join(" | "));
+            table.push_str(" |\n");
         }
     }
     let date = util::output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
