@@ -276,6 +276,8 @@ async fn bad_input_is_a_400_naming_the_problem() {
             "unknown interface \"eth9\"",
         ),
         ("/api/v1/segments?to=soon", "to: invalid time"),
+        ("/api/v1/segments?foo=bar", "unknown field `foo`"),
+        ("/api/v1/snapshot?last=5m&lst=1h", "unknown field `lst`"),
     ] {
         let (status, _, body) = get(&s, uri, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");

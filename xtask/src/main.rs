@@ -4,6 +4,7 @@
 //! missing, so it is idempotent and quick on a machine that has everything. Nothing here needs
 //! stdin (CI runs it with none).
 mod capture_bench;
+mod conformance;
 mod demo;
 mod setup;
 mod util;
@@ -224,6 +225,7 @@ fn test(args: &[String]) -> Result<()> {
     )?;
     if args.is_empty() {
         write_reliability(&report)?;
+        conformance::run(&env)?;
     }
     // The Helm chart: rendered, linted and validated offline (helm/tests).
     util::run_status(

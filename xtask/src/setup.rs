@@ -36,9 +36,15 @@ const APT_PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// PyPI packages of the chart tests: the Helm v4 library (no Debian package carries helm)
-/// and the Kubernetes JSON schemas, both used offline.
-const PIP_PACKAGES: &[&str] = &["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0", "pyyaml"];
+/// PyPI packages of the chart tests (the Helm v4 library, as no Debian package carries helm,
+/// and the Kubernetes JSON schemas, both used offline) and of the API conformance run
+/// (schemathesis).
+const PIP_PACKAGES: &[&str] = &[
+    "helm-python-sdk==0.2.2",
+    "kubernetes-validate==1.37.0",
+    "pyyaml",
+    "schemathesis==4.32.5",
+];
 
 pub fn run() -> Result<()> {
     run_and_env().map(|_| ())
@@ -55,7 +61,10 @@ pub fn run_and_env() -> Result<BuildEnv> {
 fn install_pip_packages() -> Result<()> {
     if util::output(
         "python3",
-        &["-c", "import helm_python, kubernetes_validate, yaml"],
+        &[
+            "-c",
+            "import helm_python, kubernetes_validate, yaml, schemathesis",
+        ],
     )
     .is_some()
     {

@@ -1,12 +1,9 @@
 //! `GET/PATCH /api/v1/config`: the recording settings (rules in `crate::settings`), and
 //! the dry run that says what a retention change would retire.
-use axum::{
-    extract::{Query, State},
-    Json,
-};
+use axum::{extract::State, Json};
 use serde::Deserialize;
 
-use super::{slices::load_index, ApiState, AppError};
+use super::{slices::load_index, ApiState, AppError, Params};
 use crate::{
     settings::{Retired, RuntimeSettings, SettingsDoc, SettingsError, SettingsView},
     store::{index::SegmentRecord, retention},
@@ -35,7 +32,7 @@ pub struct ConfigQuery {
 
 pub(super) async fn patch_config(
     State(state): State<ApiState>,
-    Query(query): Query<ConfigQuery>,
+    Params(query): Params<ConfigQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<SettingsView>, AppError> {
     let change: SettingsDoc =

@@ -25,6 +25,8 @@
 //!   when the client goes away or the sensor stops. At most `MAX_LIVE` run at once.
 //! - Every handler must produce its response head within `REQUEST_TIMEOUT` (bodies
 //!   stream on without it).
+//! - Query parameters a handler does not know are a 400, like bad values.
+//! - `openapi.json` describes every endpoint as it answers; schemathesis checks that.
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -177,9 +179,33 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(protected)
         .layer(axum::middleware::from_fn(response_timeout))
         .with_state(state)
+}
+
+/// A query string read into `T`: any problem with it (an unknown parameter, a value of the
+/// wrong kind) is a 400 naming it, as JSON like every error of the API.
+pub(crate) struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// The API described for tools: `OpenAPI` 3 (`openapi.json`; schemathesis runs against it in
+/// `cargo xtask test`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn require_token(

@@ -4,7 +4,7 @@ use std::sync::{atomic::Ordering, Arc};
 
 use axum::{
     body::Body,
-    extract::{Query, State},
+    extract::State,
     http::header,
     response::{IntoResponse, Response},
     Json,
@@ -12,7 +12,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{ApiState, AppError, LIVE_DELAY, LIVE_POLL, STALL_TIMEOUT};
+use super::{ApiState, AppError, Params, LIVE_DELAY, LIVE_POLL, STALL_TIMEOUT};
 use crate::{
     store::{
         index::{Index, SegmentRecord},
@@ -23,6 +23,7 @@ use crate::{
 
 /// A time range from `last=DUR` or `from=RFC3339&to=RFC3339` (to defaults to now).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RangeQuery {
     pub last: Option<String>,
     pub from: Option<String>,
@@ -97,7 +98,7 @@ fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord
 
 pub(super) async fn segments(
     State(state): State<ApiState>,
-    Query(query): Query<RangeQuery>,
+    Params(query): Params<RangeQuery>,
 ) -> Result<Json<Vec<SegmentInfo>>, AppError> {
     let (from, to) = if query.last.is_none() && query.from.is_none() && query.to.is_none() {
         (0, u64::MAX)
@@ -149,7 +150,7 @@ impl std::io::Write for ChannelWriter {
 
 pub(super) async fn snapshot(
     State(state): State<ApiState>,
-    Query(query): Query<RangeQuery>,
+    Params(query): Params<RangeQuery>,
 ) -> Result<Response, AppError> {
     let (from, to) = query.range(sys::realtime_ns())?;
     if let Some(max) = state.max_slice {
@@ -218,13 +219,14 @@ fn interfaces(state: &ApiState, list: Option<&str>) -> Result<Option<Vec<String>
 
 /// Query of `/api/v1/live`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LiveQuery {
     pub iface: Option<String>,
 }
 
 pub(super) async fn live(
     State(state): State<ApiState>,
-    Query(query): Query<LiveQuery>,
+    Params(query): Params<LiveQuery>,
 ) -> Result<Response, AppError> {
     let interfaces = interfaces(&state, query.iface.as_deref())?;
     let permit = Arc::clone(&state.live)
