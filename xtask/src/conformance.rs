@@ -58,24 +58,33 @@ pub fn run(env: &BuildEnv) -> Result<()> {
         util::run_status(
             util::command("python3")
                 .args(["-m", "schemathesis.cli", "run", &schema, "--checks", checks])
-                // A never-ending stream is no request-response pair to check.
-                .args(["--exclude-path", "/api/v1/live"])
+                // A never-ending stream is no request-response pair to check; /readyz answers
+                // 503 by design once a generated PATCH disabled recording (its rules are
+                // tested in sensor/tests/api.rs).
+                .args(["--exclude-path", "/api/v1/live", "--exclude-path", "/readyz"])
                 .args(["--max-examples", "25", "--seed", "42", "--workers", "1"])
-                .args(["--request-timeout", "15", "--no-color"])
+                .args([
+                    "--request-timeout",
+                    "15",
+                    "--no-color",
+                    "--generation-database",
+                    "none",
+                ])
                 .args(extra),
             what,
         )
     };
+    // Without a token first: it can change nothing the second run then meets.
+    schemathesis(
+        &[],
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        "schemathesis (no token)",
+    )?;
     let admin = format!("Authorization: Bearer {ADMIN_TOKEN}");
     schemathesis(
         &["-H", &admin],
         "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,ignored_auth",
         "schemathesis (admin token)",
-    )?;
-    schemathesis(
-        &[],
-        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        "schemathesis (no token)",
     )?;
     drop(fixture);
     Ok(())
