@@ -3,7 +3,7 @@
 use std::{fs::File, hint::black_box, io::BufReader, path::PathBuf, process::Command};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use podcap_cli::merge::{merge, Input};
+use podcap_format::merge::{merge, Input};
 use podcap_sensor::pcapng::{BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET};
 
 fn node_files(dir: &std::path::Path) -> (Vec<PathBuf>, u64) {

@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use podcap_sensor::{
     pcapng::{BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET},
     store::{
-        index::{Index, SegmentRecord},
+        index::{self, Index, SegmentRecord},
         slice::write_slice,
     },
 };
@@ -69,7 +69,7 @@ fn write_segments(dir: &Path, count: u64, packets: u64, disorder: u64) -> Index 
         }
         let path = dir.join(format!("podcap-{seq:010}.pcapng"));
         std::fs::write(&path, w.bytes()).unwrap();
-        records.push(SegmentRecord::scan(&path, seq).unwrap());
+        records.push(index::scan(&path, seq).unwrap());
     }
     Index::from_records(records)
 }

@@ -18,11 +18,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use podcap_sensor::units;
+use podcap_format::{merge, units};
 
 use crate::{
     discovery::{Cluster, ClusterOptions, Role, TapScope},
-    live, merge,
+    live,
     progress::{Board, Tally},
     source::{named_sensors, Refused, Sensor},
 };
@@ -255,7 +255,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             force,
             connection,
         } => {
-            let now = podcap_sensor::sys::realtime_ns();
+            let now = podcap_format::units::now_ns();
             let (from_ns, to_ns, query) = match (time, from, to) {
                 (Some(t), None, None) => {
                     let from_ns = units::parse_last(&t, now).context("--time")?;
@@ -358,7 +358,7 @@ fn live_command(count: Option<u64>, iface: Option<&str>, connection: &Connection
         inputs,
         &mut io::stdout().lock(),
         count,
-        podcap_sensor::sys::realtime_ns,
+        podcap_format::units::now_ns,
     )?;
     if stats.late > 0 {
         eprintln!(

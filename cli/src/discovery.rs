@@ -294,8 +294,40 @@ pub fn edit_document(
     };
     change(&mut root)?;
     let updated = serde_yaml::to_string(&root)?;
-    podcap_sensor::targeting::Targeting::parse(&updated, u32::from(u16::MAX))?;
+    let doc = podcap_format::targeting::TargetingDoc::parse(&updated)?;
+    if let Some(expression) = &doc.bpf_override {
+        check_filter(expression)?;
+    }
     Ok(updated)
+}
+
+/// Checks a tcpdump filter expression as the sensors will compile it, with the local
+/// tcpdump's libpcap (`tcpdump -y EN10MB -d`: no capture, no privileges) so that the CLI
+/// needs no C library of its own. Without tcpdump the sensors check it: a bad expression
+/// shows on their `/readyz`, and the last good one stays in force.
+fn check_filter(expression: &str) -> Result<()> {
+    let output = std::process::Command::new("tcpdump")
+        .args(["-y", "EN10MB", "-d", "--", expression])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match output {
+        Err(_) => {
+            eprintln!(
+                "podcap: tcpdump is not installed here, so the sensors check the filter: a bad one shows on their /readyz and the last good one stays in force"
+            );
+            Ok(())
+        }
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => {
+            let message = String::from_utf8_lossy(&out.stderr);
+            let reason = message
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("refused")
+                .trim_start_matches("tcpdump: ");
+            bail!("tap.bpfOverride {expression:?}: {reason}")
+        }
+    }
 }
 
 async fn client(options: &ClusterOptions) -> Result<(Client, String)> {

@@ -20,12 +20,9 @@ use std::{
 };
 
 use anyhow::Result;
-use podcap_sensor::{
-    pcapng::{
-        read::{parse_packet, section_comments, BlockReader, Section},
-        BlockWriter, Direction, InterfaceDescription,
-    },
-    store::slice::DAMAGE_PREFIX,
+use podcap_format::pcapng::{
+    read::{parse_packet, section_comments, BlockReader, Section},
+    BlockWriter, Direction, InterfaceDescription, DAMAGE_PREFIX,
 };
 
 /// How long packets wait for other sensors' packets of the same time.
@@ -84,7 +81,7 @@ fn read_stream<R: Read>(source: usize, reader: R, tx: &mpsc::SyncSender<Event>) 
             Err(e) => return Err(format!("the stream broke off: {e}")),
         };
         section.observe(&block).map_err(|e| e.to_string())?;
-        if block.block_type == podcap_sensor::pcapng::BLOCK_SHB {
+        if block.block_type == podcap_format::pcapng::BLOCK_SHB {
             declared = 0;
             let comments = section_comments(&block);
             tx.send(Event::Section { source, comments })
@@ -178,7 +175,7 @@ pub fn live<R: Read + Send + 'static>(
     now_ns: impl Fn() -> u64,
 ) -> Result<LiveStats> {
     let hold = if inputs.len() > 1 {
-        podcap_sensor::units::duration_ns(HOLD)
+        podcap_format::units::duration_ns(HOLD)
     } else {
         0
     };
@@ -275,7 +272,7 @@ pub fn live<R: Read + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podcap_sensor::pcapng::{read::packets_with_names, LINKTYPE_ETHERNET};
+    use podcap_format::pcapng::{read::packets_with_names, LINKTYPE_ETHERNET};
 
     fn stream(name: &str, stamps: &[u64]) -> Vec<u8> {
         let mut w = BlockWriter::default();

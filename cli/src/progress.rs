@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use podcap_sensor::units::format_size;
+use podcap_format::units::format_size;
 
 /// One sensor's counters.
 #[derive(Debug, Default)]
@@ -54,7 +54,7 @@ impl BlockCounter {
                     u32::from_le_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]);
                 let total =
                     u32::from_le_bytes([self.header[4], self.header[5], self.header[6], self.header[7]]);
-                if block_type == podcap_sensor::pcapng::BLOCK_EPB {
+                if block_type == podcap_format::pcapng::BLOCK_EPB {
                     self.packets += 1;
                 }
                 // Sensors write little-endian sections; a bad length stops the counting,
@@ -125,7 +125,7 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podcap_sensor::pcapng::{BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET};
+    use podcap_format::pcapng::{BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET};
 
     #[test]
     fn counts_packets_across_any_split() {

@@ -9,7 +9,6 @@ pub mod cluster;
 pub mod config;
 pub mod filter;
 pub mod health;
-pub mod pcapng;
 pub mod ring;
 pub mod run;
 pub mod settings;
@@ -17,4 +16,6 @@ pub mod stats;
 pub mod store;
 pub mod sys;
 pub mod targeting;
-pub mod units;
+
+// The formats live in podcap-format; these paths stay for the sensor's own code.
+pub use podcap_format::{pcapng, units};

@@ -44,17 +44,7 @@ pub const MIN_SEGMENTS: u64 = 4;
 pub const DEFAULT_MAX_SIZE: &str = "500MB";
 pub const DEFAULT_MAX_TIME: &str = "1h";
 
-/// The settings as the API takes them (and as flags and the targeting file give them).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SettingsDoc {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_size: Option<String>,
-}
+pub use podcap_format::settings::SettingsDoc;
 
 /// Who set a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,210 +33,42 @@ use std::{
     time::Duration,
 };
 
-use regex::Regex;
-use serde_yaml::Value;
+pub use podcap_format::targeting::{TargetingDoc, TargetingError};
 
-use crate::{filter::Filter, settings::SettingsDoc, units};
+use crate::filter::Filter;
 
 /// How often the file is looked at.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Kubeshark `tap` keys podcap accepts and ignores.
-const IGNORED_TAP_KEYS: &[&str] = &[
-    "docker",
-    "proxy",
-    "release",
-    "persistentStorage",
-    "storageLimit",
-    "resources",
-    "nodeSelectorTerms",
-    "tolerations",
-    "auth",
-    "ingress",
-    "debug",
-    "telemetry",
-    "dashboard",
-    "packetCapture",
-    "tls",
-    "labels",
-    "annotations",
-    "priorityClass",
-    "serviceMesh",
-    "ipv6",
-    "hostNetwork",
-    "capabilities",
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum TargetingError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("not valid YAML: {0}")]
-    Yaml(String),
-    #[error("{key}: {message}")]
-    Key { key: String, message: String },
-}
-
-fn key_error(key: &str, message: impl Into<String>) -> TargetingError {
-    TargetingError::Key {
-        key: key.to_owned(),
-        message: message.into(),
-    }
-}
-
-/// A validated targeting document.
+/// A validated targeting document with its filter compiled; reads as the document.
 #[derive(Clone, Debug, Default)]
 pub struct Targeting {
-    /// Pod names to record (`None`: all).
-    pub regex: Option<Regex>,
-    pub namespaces: Vec<String>,
-    pub excluded_namespaces: Vec<String>,
+    pub doc: TargetingDoc,
     /// `tap.bpfOverride`, compiled.
     pub filter: Option<Filter>,
-    pub stopped: bool,
-    /// `pcapdump.*`, in the form the settings take.
-    pub pcapdump: SettingsDoc,
+}
+
+impl std::ops::Deref for Targeting {
+    type Target = TargetingDoc;
+
+    fn deref(&self) -> &TargetingDoc {
+        &self.doc
+    }
 }
 
 impl Targeting {
-    /// Parses and validates a document.
+    /// Parses and validates a document, compiling its filter for `snaplen`.
     pub fn parse(text: &str, snaplen: u32) -> Result<Self, TargetingError> {
-        let root: Value = serde_yaml::from_str(text).map_err(|e| TargetingError::Yaml(e.to_string()))?;
-        let mut targeting = Self::default();
-        let root = match root {
-            Value::Null => return Ok(targeting),
-            Value::Mapping(m) => m,
-            _ => return Err(TargetingError::Yaml("the document is not a mapping".into())),
-        };
-        if let Some(tap) = root.get("tap") {
-            targeting.parse_tap(tap, snaplen)?;
-        }
-        if let Some(pcapdump) = root.get("pcapdump") {
-            targeting.parse_pcapdump(pcapdump)?;
-        }
-        Ok(targeting)
-    }
-
-    fn parse_tap(&mut self, tap: &Value, snaplen: u32) -> Result<(), TargetingError> {
-        let Value::Mapping(tap) = tap else {
-            return Err(key_error("tap", "expected a mapping"));
-        };
-        for (key, value) in tap {
-            let name = key.as_str().unwrap_or_default();
-            let full = format!("tap.{name}");
-            match name {
-                "regex" => {
-                    let text = string(&full, value)?;
-                    if !text.is_empty() {
-                        self.regex = Some(Regex::new(&text).map_err(|e| key_error(&full, e.to_string()))?);
-                    }
-                }
-                "namespaces" => self.namespaces = strings(&full, value)?,
-                "excludedNamespaces" => self.excluded_namespaces = strings(&full, value)?,
-                "bpfOverride" => {
-                    let text = string(&full, value)?;
-                    if !text.trim().is_empty() {
-                        self.filter = Some(
-                            Filter::compile(&text, snaplen).map_err(|e| key_error(&full, e.to_string()))?,
-                        );
-                    }
-                }
-                "stopped" => self.stopped = boolean(&full, value)?,
-                other if IGNORED_TAP_KEYS.contains(&other) => {}
-                _ => {
-                    return Err(key_error(
-                        &full,
-                        "unknown key (known: regex, namespaces, excludedNamespaces, bpfOverride, stopped)",
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn parse_pcapdump(&mut self, pcapdump: &Value) -> Result<(), TargetingError> {
-        let Value::Mapping(pcapdump) = pcapdump else {
-            return Err(key_error("pcapdump", "expected a mapping"));
-        };
-        for (key, value) in pcapdump {
-            let name = key.as_str().unwrap_or_default();
-            let full = format!("pcapdump.{name}");
-            match name {
-                "enabled" => self.pcapdump.enabled = Some(boolean(&full, value)?),
-                "maxTime" => {
-                    let text = string(&full, value)?;
-                    units::parse_duration(&text).map_err(|e| key_error(&full, e.to_string()))?;
-                    self.pcapdump.max_time = Some(text);
-                }
-                "maxSize" => {
-                    let text = string(&full, value)?;
-                    units::parse_size(&text).map_err(|e| key_error(&full, e.to_string()))?;
-                    self.pcapdump.max_size = Some(text);
-                }
-                // Kubeshark's keys for its own dump cadence: podcap rotates by itself.
-                "timeInterval" | "debug" | "dest" => {}
-                _ => return Err(key_error(&full, "unknown key (known: enabled, maxTime, maxSize)")),
-            }
-        }
-        Ok(())
-    }
-
-    /// What the file says of the recording settings (`None` for keys it leaves out);
-    /// `tap.stopped: true` means not enabled, whatever `pcapdump.enabled` says.
-    #[must_use]
-    pub fn settings(&self) -> SettingsDoc {
-        SettingsDoc {
-            enabled: if self.stopped {
-                Some(false)
-            } else {
-                self.pcapdump.enabled
-            },
-            ..self.pcapdump.clone()
-        }
-    }
-
-    /// Whether a pod is targeted.
-    #[must_use]
-    pub fn selects(&self, namespace: &str, pod: &str) -> bool {
-        !self.stopped
-            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
-            && !self.excluded_namespaces.iter().any(|n| n == namespace)
-            && self.regex.as_ref().is_none_or(|r| r.is_match(pod))
-    }
-}
-
-fn string(key: &str, value: &Value) -> Result<String, TargetingError> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Number(n) => Ok(n.to_string()),
-        _ => Err(key_error(key, "expected a string")),
-    }
-}
-
-fn strings(key: &str, value: &Value) -> Result<Vec<String>, TargetingError> {
-    match value {
-        Value::Null => Ok(Vec::new()),
-        Value::Sequence(items) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                _ => Err(key_error(key, "expected a list of names")),
+        let doc = TargetingDoc::parse(text)?;
+        let filter = doc
+            .bpf_override
+            .as_deref()
+            .map(|text| {
+                Filter::compile(text, snaplen)
+                    .map_err(|e| podcap_format::targeting::key_error("tap.bpfOverride", e.to_string()))
             })
-            .collect(),
-        _ => Err(key_error(key, "expected a list of names")),
-    }
-}
-
-fn boolean(key: &str, value: &Value) -> Result<bool, TargetingError> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
-        _ => Err(key_error(key, "expected true or false")),
+            .transpose()?;
+        Ok(Self { doc, filter })
     }
 }
 
@@ -333,6 +165,7 @@ impl ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::SettingsDoc;
 
     #[test]
     fn a_full_document_parses_and_selects() {

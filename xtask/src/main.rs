@@ -163,6 +163,47 @@ fn write_performance(table: &str, rounds: &str) -> Result<()> {
     Ok(())
 }
 
+/// The CLI builds on a laptop without the eBPF toolchain or the sensor's C libraries: its
+/// build (normal and build dependencies) holds no sensor crate, no aya, no libbpf or libxdp,
+/// no libpcap binding.
+fn cli_stands_alone(env: &util::BuildEnv) -> Result<()> {
+    const FORBIDDEN: &[&str] = &[
+        "podcap-sensor",
+        "podcap-ebpf",
+        "podcap-common",
+        "aya",
+        "xsk-rs",
+        "libxdp-sys",
+        "libbpf-sys",
+        "pcap-sys",
+    ];
+    let out = util::cargo(env)
+        .args([
+            "tree",
+            "-p",
+            "podcap-cli",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .context("cargo tree")?;
+    anyhow::ensure!(out.status.success(), "cargo tree -p podcap-cli failed");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| FORBIDDEN.contains(name) || name.starts_with("aya"))
+        .collect();
+    anyhow::ensure!(
+        found.is_empty(),
+        "the CLI must build without the sensor's toolchain, but depends on {found:?}"
+    );
+    println!("podcap-cli depends on none of {FORBIDDEN:?}");
+    Ok(())
+}
+
 /// Writes the fault table of docs/reliability.md (between its markers) from the rows the
 /// fault tests reported, in the order they ran.
 fn write_reliability(report: &std::path::Path) -> Result<()> {
@@ -209,6 +250,7 @@ fn test(args: &[String]) -> Result<()> {
         util::cargo(&env).args(["clippy", "--all-targets", "--", "-D", "warnings"]),
         "cargo clippy",
     )?;
+    cli_stands_alone(&env)?;
     // The privileged tests drive the `podcap` CLI binary too.
     util::cargo_build(&env, false)?;
     // Privileged tests serialise themselves (they share the capture veth name and the

@@ -37,7 +37,7 @@
 //!   replacing (`name.rs` owns the naming).
 pub mod compress;
 pub mod index;
-pub mod name;
+pub use podcap_format::segment_name as name;
 pub mod recover;
 pub mod retention;
 pub mod slice;

@@ -328,7 +328,7 @@ fn reconcile(
 
 /// Reads a file into a record; a finished file with damage goes to quarantine first.
 fn adopt(dir: &Path, file: &Found, report: &mut RecoveryReport) -> io::Result<SegmentRecord> {
-    let mut record = SegmentRecord::scan(&file.path, file.name.seq)?;
+    let mut record = index::scan(&file.path, file.name.seq)?;
     if !record.damaged.is_empty() && !file.quarantined {
         let ranges: Vec<String> = record
             .damaged

@@ -52,8 +52,7 @@ use crate::pcapng::{
 /// How far back in time a packet may arrive after a newer one and still be put in order.
 pub const REORDER_WINDOW_NS: u64 = 200_000_000;
 
-/// How a section comment of a slice that names damage begins.
-pub const DAMAGE_PREFIX: &str = "podcap-damage: ";
+pub use crate::pcapng::DAMAGE_PREFIX;
 
 /// A part of a segment a slice could not read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1053,6 +1052,7 @@ mod tests {
         read::{packets_with_names, Blocks},
         Direction, InterfaceDescription, LINKTYPE_ETHERNET,
     };
+    use crate::store::index;
 
     fn segment(dir: &Path, seq: u64, ifaces: &[&str], packets: &[(u32, u64)]) -> SegmentRecord {
         let mut w = BlockWriter::default();
@@ -1070,7 +1070,7 @@ mod tests {
         }
         let path = dir.join(format!("podcap-{seq:010}.pcapng"));
         std::fs::write(&path, w.bytes()).unwrap();
-        SegmentRecord::scan(&path, seq).unwrap()
+        index::scan(&path, seq).unwrap()
     }
 
     fn read_back(bytes: &[u8]) -> Vec<(String, u64)> {
@@ -1195,7 +1195,7 @@ mod tests {
         }
         let path = dir.path().join("podcap-0000000001.pcapng");
         std::fs::write(&path, w.bytes()).unwrap();
-        let record = SegmentRecord::scan(&path, 1).unwrap();
+        let record = index::scan(&path, 1).unwrap();
         assert!(record.checkpoints.len() >= 5, "{:?}", record.checkpoints);
         let index = Index::from_records(vec![record]);
 
@@ -1289,7 +1289,7 @@ mod tests {
                 }
                 let path = dir.path().join(format!("podcap-{seq:010}.pcapng"));
                 std::fs::write(&path, w.bytes()).unwrap();
-                records.push(SegmentRecord::scan(&path, seq).unwrap());
+                records.push(index::scan(&path, seq).unwrap());
             }
             let index = Index::from_records(records);
             let span = t - start;
@@ -1355,7 +1355,7 @@ mod tests {
             w.packet(0, us, 60, &ns.to_be_bytes(), Direction::Inbound);
         }
         std::fs::write(dir.path().join("podcap-0000000001.pcapng"), w.bytes()).unwrap();
-        let a = SegmentRecord::scan(&dir.path().join("podcap-0000000001.pcapng"), 1).unwrap();
+        let a = index::scan(&dir.path().join("podcap-0000000001.pcapng"), 1).unwrap();
         let b = segment(dir.path(), 2, &["eth0"], &[(0, 25_000), (0, 40_000)]);
         let index = Index::from_records(vec![a, b]);
         let mut out = Vec::new();

@@ -27,6 +27,14 @@ pub enum UnitError {
     BeforeEpoch { input: String },
 }
 
+/// Now, in ns since the Unix epoch (the system clock; 0 before 1970).
+#[must_use]
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, duration_ns)
+}
+
 /// Nanoseconds of `duration`, saturating at `u64::MAX` (584 years).
 #[must_use]
 pub fn duration_ns(duration: Duration) -> u64 {

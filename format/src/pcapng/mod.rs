@@ -21,6 +21,11 @@ pub const BLOCK_EPB: u32 = 6;
 pub const BLOCK_DSB: u32 = 0x0A;
 pub const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
+/// How a Section Header comment that names lost data begins: podcap writes one at the end
+/// of a stream that had to skip damage (`podcap-damage: <what> …`), and readers collect
+/// them.
+pub const DAMAGE_PREFIX: &str = "podcap-damage: ";
+
 /// LINKTYPE_ETHERNET.
 pub const LINKTYPE_ETHERNET: u16 = 1;
 

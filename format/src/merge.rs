@@ -21,13 +21,9 @@ use std::{
     io::{Read, Write},
 };
 
-use anyhow::Result;
-use podcap_sensor::{
-    pcapng::{
-        read::{names_valid, parse_packet, parse_statistics, section_comments, BlockReader, Section},
-        BlockWriter, Direction, InterfaceDescription, InterfaceStatistics, BLOCK_SHB,
-    },
-    store::slice::DAMAGE_PREFIX,
+use crate::pcapng::{
+    read::{names_valid, parse_packet, parse_statistics, section_comments, BlockReader, Section},
+    BlockWriter, Direction, InterfaceDescription, InterfaceStatistics, BLOCK_SHB, DAMAGE_PREFIX,
 };
 
 /// One input: a label for its interfaces and its bytes.
@@ -110,7 +106,7 @@ impl<R: Read> Cursor<R> {
                         .map(|c| format!("{}: {}", self.label, c.trim_start_matches(DAMAGE_PREFIX))),
                 );
             }
-            if block.block_type == podcap_sensor::pcapng::BLOCK_NRB
+            if block.block_type == crate::pcapng::BLOCK_NRB
                 && names_valid(&block, self.section.swapped)
                 && names_seen.insert(block.raw.to_vec())
             {
@@ -181,7 +177,7 @@ pub fn merge<R: Read>(
     inputs: Vec<Input<R>>,
     comments: &[String],
     out: &mut impl Write,
-) -> Result<MergeStats> {
+) -> std::io::Result<MergeStats> {
     let mut blocks = BlockWriter::with_capacity(2 << 20);
     blocks.section_header_with_comments(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"), comments);
     let mut interfaces = Interfaces::default();
@@ -260,7 +256,7 @@ pub fn merge<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podcap_sensor::pcapng::{
+    use crate::pcapng::{
         read::{packets_with_names, Blocks},
         LINKTYPE_ETHERNET,
     };
@@ -292,7 +288,7 @@ mod tests {
 
     fn interface_blocks(bytes: &[u8]) -> usize {
         Blocks::new(bytes)
-            .filter(|b| b.as_ref().unwrap().block_type == podcap_sensor::pcapng::BLOCK_IDB)
+            .filter(|b| b.as_ref().unwrap().block_type == crate::pcapng::BLOCK_IDB)
             .count()
     }
 
@@ -312,7 +308,7 @@ mod tests {
             "each input's one interface, declared once"
         );
         let comments = Blocks::new(&out)
-            .flat_map(|b| podcap_sensor::pcapng::read::section_comments(&b.unwrap()))
+            .flat_map(|b| crate::pcapng::read::section_comments(&b.unwrap()))
             .collect();
         let packets = packets_with_names(&out)
             .unwrap()
