@@ -28,7 +28,7 @@ use axum::{
 };
 use common::{after_section_header, dumped, packets, stderr, ADMIN_TOKEN, PODCAP, TOKEN};
 use futures::{SinkExt, StreamExt};
-use podcap_sensor::settings::Floors;
+use podcap_sensor::config::settings::Floors;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

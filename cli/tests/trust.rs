@@ -293,7 +293,7 @@ async fn dump_over_https_checks_the_sensor_against_the_ca_file() {
     let (ca, cert, key) = common::certificates(dir.path());
     let acceptor = podcap_sensor::api::server::tls_acceptor(&cert, &key).unwrap();
     let store = tempfile::tempdir().unwrap();
-    let state = common::sensor_state(&store, 0, 0xaa, podcap_sensor::settings::Floors::DEFAULT);
+    let state = common::sensor_state(&store, 0, 0xaa, podcap_sensor::config::settings::Floors::DEFAULT);
     let addr = common::serve(state, Some(acceptor)).await;
     let url = format!("node-a=https://localhost:{}", addr.port());
     let dest = tempfile::tempdir().unwrap();

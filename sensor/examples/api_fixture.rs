@@ -15,8 +15,8 @@ use podcap_sensor::{
         server::{self, ServerLimits},
         ApiState,
     },
+    config::settings::{Floors, RuntimeSettings, StartInputs},
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
-    settings::{Floors, RuntimeSettings, StartInputs},
     stats::Stats,
     store::{Limits, SegmentWriter},
 };

@@ -1,8 +1,11 @@
 //! podcap-sensor: records pod traffic into rotating pcapng segments.
 //!
-//! Modules, one per concept: `capture` (kernel attach, AF_XDP), `ring` (capture → writer),
-//! `pcapng` (encoding and reading), `store` (segments and retention), `stats` (counters and
-//! drops), `config` (flags), `units` (sizes and durations), `sys` (every syscall and FFI).
+//! Folders in the order a packet travels: `capture` (kernel attach, the ring buffer,
+//! AF_XDP), `ring` (capture → writer thread), `writer` (packets into segments), `store`
+//! (segments, recovery, retention, slices), `api` (HTTP); beside them `config` (flags,
+//! settings, targeting), `cluster` (Kubernetes mode), `health`, `stats` (counters and
+//! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
+//! `docs/architecture.md` has the map.
 pub mod api;
 pub mod capture;
 pub mod cluster;
@@ -11,11 +14,10 @@ pub mod filter;
 pub mod health;
 pub mod ring;
 pub mod run;
-pub mod settings;
 pub mod stats;
 pub mod store;
 pub mod sys;
-pub mod targeting;
+pub mod writer;
 
 // The formats live in podcap-format; these paths stay for the sensor's own code.
 pub use podcap_format::{pcapng, units};

@@ -1,5 +1,7 @@
-//! Runs the sensor until SIGTERM/SIGINT: capture thread → ring → writer thread, or, for the
-//! ring channel without `--tap`, one thread from the kernel's ring buffer to the segments.
+//! Runs the sensor until SIGTERM/SIGINT, wiring the stages: capture → (ring →) writer →
+//! store, the API beside them, the targeting file's reloader and in Kubernetes mode the
+//! pod watcher; capture thread → ring → writer thread, or, for the ring channel without
+//! `--tap`, one thread from the kernel's ring buffer to the segments.
 //!
 //! Rules: the capture path is attached last and detached first; on a stop signal the
 //! capture thread drains what is in flight, then the writer drains the ring and closes the
@@ -10,24 +12,26 @@ use std::{
         Arc,
     },
     thread,
-    time::Duration,
 };
 
 use crate::{
     api::{self, ApiState},
-    capture::{Capture, CaptureError, CaptureOptions, PacketSink},
+    capture::{Capture, CaptureError, CaptureOptions},
     cluster::{
-        reconcile::{self, Reconciler, WriterCommand},
+        reconcile::{self, Reconciler},
         resolve::Resolver,
     },
-    config::Config,
-    pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
-    ring::{record_ring, RecordConsumer, RecordHeader},
-    settings::RuntimeSettings,
+    config::{
+        settings::RuntimeSettings,
+        targeting::{ConfigFile, FilterSlot, Targeting, RELOAD_INTERVAL},
+        Config,
+    },
+    pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
+    ring::record_ring,
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
-    targeting::{ConfigFile, FilterSlot, Targeting, RELOAD_INTERVAL},
+    writer::{spawn_writer, Recorder, WriterCommand},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,29 +47,17 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Settings(crate::settings::SettingsError),
+    Settings(crate::config::settings::SettingsError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("the {0} thread failed")]
     Thread(&'static str),
-    #[error("--config: {0}")]
+    #[error("--targeting: {0}")]
     Targeting(String),
     #[error("Kubernetes: {0}")]
     Kubernetes(String),
 }
 
-fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
-    let s = stats.snapshot(id as usize);
-    InterfaceStatistics {
-        start_ns,
-        end_ns: sys::realtime_ns(),
-        received: s.seen,
-        kernel_drops: s.kernel_drops,
-        sensor_drops: s.ring_drops + s.writer_drops,
-    }
-}
-
-/// Runs until a stop signal (or `stop` is set).
 /// One Interface Description Block per captured interface, in slot order.
 fn interface_descriptions(config: &Config) -> Vec<InterfaceDescription> {
     config
@@ -82,6 +74,7 @@ fn interface_descriptions(config: &Config) -> Vec<InterfaceDescription> {
         .collect()
 }
 
+/// Runs until a stop signal (or `stop` is set).
 pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     let interfaces = interface_descriptions(config);
     let pool = config.kubernetes.as_ref().map_or(0, |k| k.max_pods);
@@ -125,7 +118,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());
     api_state.health.set_attached(true);
-    let reloader = match &config.config_file {
+    let reloader = match &config.targeting_file {
         Some(path) => Some(spawn_reloader(
             path,
             config,
@@ -200,7 +193,7 @@ fn record(
         Ok(recorder.finish())
     } else {
         let (mut producer, consumer) = record_ring(config.ring_bytes);
-        let writer = spawn_writer(recorder, consumer)?;
+        let writer = spawn_writer(recorder, consumer).map_err(|_| RunError::Thread("writer"))?;
         capture.run(&mut producer, stats, settings, stopping);
         drop(producer);
         writer.join().map_err(|_| RunError::Thread("writer"))
@@ -224,7 +217,7 @@ fn spawn_reloader(
     let filter_from_flag = config.filter_from_flag;
     let path = path.display().to_string();
     thread::Builder::new()
-        .name("podcap-config".into())
+        .name("podcap-targeting".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
                 thread::sleep(RELOAD_INTERVAL);
@@ -334,178 +327,4 @@ fn start_pods(
         }
         None => None,
     })
-}
-
-/// The writer's side: packets into segments, the writer's commands and the retention
-/// limits, on whichever thread runs it (the writer thread behind the user-space ring, or
-/// the capture thread itself for the ring channel).
-struct Recorder {
-    store: SegmentWriter,
-    stats: Arc<Stats>,
-    settings: Arc<RuntimeSettings>,
-    /// Where the store's state is published for readiness and status.
-    health: Arc<crate::health::Health>,
-    start_ns: u64,
-    commands: std::sync::mpsc::Receiver<WriterCommand>,
-    retention: (u64, Duration),
-    /// A write failed and was logged; the next failures are not, until one succeeds.
-    failing: bool,
-    /// Slots that are pods' host-side veths (Kubernetes mode): their directions are turned
-    /// around to be the pod's.
-    pod_side: Vec<bool>,
-}
-
-impl Recorder {
-    fn new(
-        store: SegmentWriter,
-        stats: Arc<Stats>,
-        settings: Arc<RuntimeSettings>,
-        health: Arc<crate::health::Health>,
-        start_ns: u64,
-        commands: std::sync::mpsc::Receiver<WriterCommand>,
-    ) -> Self {
-        let retention = (settings.max_size(), settings.max_time());
-        Self {
-            store,
-            stats,
-            settings,
-            health,
-            start_ns,
-            commands,
-            retention,
-            failing: false,
-            pod_side: Vec::new(),
-        }
-    }
-
-    /// Applies changed limits and the scope changes sent so far. Scope changes come before
-    /// the packets they describe: the capture attaches only after this acknowledges.
-    fn apply_commands(&mut self) {
-        let wanted = (self.settings.max_size(), self.settings.max_time());
-        if wanted != self.retention {
-            self.retention = wanted;
-            self.store.set_retention(wanted.0, wanted.1);
-        }
-        while let Ok(command) = self.commands.try_recv() {
-            match command {
-                WriterCommand::SetInterface {
-                    slot,
-                    description,
-                    pod_side,
-                    ack,
-                } => {
-                    self.store.set_interface(slot, description);
-                    let index = slot as usize;
-                    if self.pod_side.len() <= index {
-                        self.pod_side.resize(index + 1, false);
-                    }
-                    self.pod_side[index] = pod_side;
-                    let _ = ack.send(());
-                }
-                WriterCommand::SetNames(names) => self.store.set_names(names),
-            }
-        }
-    }
-
-    fn write(&mut self, header: &RecordHeader, data: &[u8]) {
-        let (slot, direction) = podcap_common::slot_of_queue(header.queue);
-        // tc ingress of a pod's host-side veth is what the pod sends: the pod's view turns
-        // it around.
-        let inbound = (direction == podcap_common::DIRECTION_INBOUND)
-            != self.pod_side.get(slot as usize).copied().unwrap_or(false);
-        let direction = if inbound {
-            Direction::Inbound
-        } else {
-            Direction::Outbound
-        };
-        let stats = &*self.stats;
-        let start_ns = self.start_ns;
-        let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
-        match self.store.write_packet(
-            slot,
-            header.timestamp_ns,
-            header.original_len,
-            data,
-            direction,
-            |id| interface_statistics(stats, id, start_ns),
-        ) {
-            Ok(()) => {
-                slot_stats.written.fetch_add(1, Ordering::Relaxed);
-                self.failing = false;
-            }
-            Err(e) => {
-                slot_stats.writer_drops.fetch_add(1, Ordering::Relaxed);
-                if !self.failing {
-                    log::error!("{e:#}");
-                    self.failing = true;
-                }
-            }
-        }
-    }
-
-    /// Flushing, rotation by time, retention; packets the disk refused (counted as written
-    /// when they were buffered) move to the writer's drops.
-    fn tick(&mut self) {
-        let (stats, start_ns) = (&*self.stats, self.start_ns);
-        if let Err(e) = self.store.tick(|id| interface_statistics(stats, id, start_ns)) {
-            log::error!("{e}");
-        }
-        for (slot, lost) in self.store.take_lost().into_iter().enumerate() {
-            if let Some(s) = self.stats.slots.get(slot).filter(|_| lost > 0) {
-                s.writer_drops.fetch_add(lost, Ordering::Relaxed);
-                s.written.fetch_sub(lost, Ordering::Relaxed);
-            }
-        }
-        self.health.set_disk(self.store.disk());
-    }
-
-    fn finish(mut self) -> Result<(), StoreError> {
-        self.apply_commands();
-        let (stats, start_ns) = (&*self.stats, self.start_ns);
-        self.store.finish(|id| interface_statistics(stats, id, start_ns))
-    }
-}
-
-/// The ring channel without AF_XDP sockets: the capture thread writes each copy straight
-/// from the kernel's ring buffer into the segment's buffer, with no user-space ring and no
-/// second thread between them (`docs/design/capture-path.md`, "One thread").
-impl PacketSink for Recorder {
-    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
-        self.write(header, data);
-        true
-    }
-
-    fn after_pass(&mut self) {
-        self.apply_commands();
-        self.tick();
-    }
-}
-
-/// The writer thread: ring → segments, until the capture side is gone and the ring empty.
-fn spawn_writer(
-    mut recorder: Recorder,
-    mut consumer: RecordConsumer,
-) -> Result<thread::JoinHandle<Result<(), StoreError>>, RunError> {
-    thread::Builder::new()
-        .name("podcap-writer".into())
-        .spawn(move || {
-            let mut data = Vec::with_capacity(1 << 16);
-            loop {
-                recorder.apply_commands();
-                let mut idle = true;
-                while let Some(header) = consumer.pop(&mut data) {
-                    idle = false;
-                    recorder.write(&header, &data);
-                }
-                recorder.tick();
-                if consumer.is_finished() {
-                    break;
-                }
-                if idle {
-                    thread::sleep(Duration::from_millis(5));
-                }
-            }
-            recorder.finish()
-        })
-        .map_err(|_| RunError::Thread("writer"))
 }

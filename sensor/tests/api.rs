@@ -10,10 +10,10 @@ use axum::{
 use http_body_util::BodyExt;
 use podcap_sensor::{
     api::{router, ApiState, SegmentInfo},
+    config::settings::{Floors, RuntimeSettings, StartInputs},
     pcapng::{
         read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
-    settings::{Floors, RuntimeSettings, StartInputs},
     stats::Stats,
     store::{Limits, SegmentWriter},
     sys::realtime_ns,
@@ -137,7 +137,7 @@ async fn readiness_tells_the_truth_and_status_says_why() {
     assert!(body["store"]["segments"].as_u64().unwrap() > 2, "{body}");
 
     settings
-        .apply_api(&podcap_sensor::settings::SettingsDoc {
+        .apply_api(&podcap_sensor::config::settings::SettingsDoc {
             enabled: Some(false),
             ..Default::default()
         })
@@ -147,7 +147,7 @@ async fn readiness_tells_the_truth_and_status_says_why() {
     assert!(text.contains("recording is disabled"), "{text}");
     assert_eq!(recording(&s).await.0, "disabled");
     settings
-        .apply_api(&podcap_sensor::settings::SettingsDoc {
+        .apply_api(&podcap_sensor::config::settings::SettingsDoc {
             enabled: Some(true),
             ..Default::default()
         })
@@ -373,7 +373,10 @@ async fn send(state: &ApiState, method: &str, uri: &str, body: &str) -> (StatusC
     )
 }
 
-fn settings_in(dir: &tempfile::TempDir, floors: podcap_sensor::settings::Floors) -> Arc<RuntimeSettings> {
+fn settings_in(
+    dir: &tempfile::TempDir,
+    floors: podcap_sensor::config::settings::Floors,
+) -> Arc<RuntimeSettings> {
     Arc::new(RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap())
 }
 

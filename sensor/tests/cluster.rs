@@ -18,7 +18,7 @@ use axum::{
 };
 use podcap_sensor::{
     cluster::{watch, ClusterView},
-    targeting::Targeting,
+    config::targeting::Targeting,
 };
 use serde_json::{json, Value};
 

@@ -278,7 +278,9 @@ fn test(args: &[String]) -> Result<()> {
         util::cargo(&env)
             .arg("test")
             .args(args)
-            .env("PODCAP_FAULT_REPORT", &report),
+            .env("PODCAP_FAULT_REPORT", &report)
+            // Here a privileged test that cannot run fails; plain `cargo test` skips it.
+            .env("PODCAP_REQUIRE_PRIVILEGED", "1"),
         "cargo test",
     )?;
     if args.is_empty() {

@@ -9,10 +9,10 @@ use podcap_sensor::{
         server::{self, ServerLimits},
         ApiState,
     },
+    config::settings::{Floors, RuntimeSettings, StartInputs},
     pcapng::{
         read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
-    settings::{Floors, RuntimeSettings, StartInputs},
     stats::Stats,
     store::{Limits, SegmentWriter},
     sys::realtime_ns,

@@ -1,11 +1,11 @@
-//! `GET/PATCH /api/v1/config`: the recording settings (rules in `crate::settings`), and
+//! `GET/PATCH /api/v1/config`: the recording settings (rules in `crate::config::settings`), and
 //! the dry run that says what a retention change would retire.
 use axum::{extract::State, Json};
 use serde::Deserialize;
 
 use super::{slices::load_index, ApiState, AppError, Params};
 use crate::{
-    settings::{Retired, RuntimeSettings, SettingsDoc, SettingsError, SettingsView},
+    config::settings::{Retired, RuntimeSettings, SettingsDoc, SettingsError, SettingsView},
     store::{index::SegmentRecord, retention},
     sys, units,
 };

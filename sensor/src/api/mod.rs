@@ -43,7 +43,7 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{health::Health, settings::RuntimeSettings, stats::Stats, store::SharedView};
+use crate::{config::settings::RuntimeSettings, health::Health, stats::Stats, store::SharedView};
 
 mod config;
 mod health;

@@ -44,15 +44,14 @@ use podcap_common::{
 };
 
 use crate::{
+    config::{settings::RuntimeSettings, targeting::FilterSlot},
     filter::Filter,
     ring::{RecordHeader, RecordProducer},
-    settings::RuntimeSettings,
     stats::{DropWarnings, Stats},
     sys::{
         self,
         xsk::{self, XskSet},
     },
-    targeting::FilterSlot,
 };
 
 /// The eBPF object built by `sensor/build.rs`.

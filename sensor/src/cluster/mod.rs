@@ -22,7 +22,7 @@ use kube::{
     Api, Client, ResourceExt,
 };
 
-use crate::targeting::Targeting;
+use crate::config::targeting::Targeting;
 
 /// A container of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]

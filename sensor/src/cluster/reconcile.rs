@@ -28,28 +28,16 @@ use std::{
 use super::{resolve::Resolver, ClusterView, PodInfo};
 use crate::{
     capture::{CaptureCommand, Interface},
+    config::targeting::Targeting,
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
     sys,
-    targeting::Targeting,
 };
 
 /// How often the scope is recomputed without a change.
 pub const RESYNC: Duration = Duration::from_secs(1);
 
 /// A change for the writer thread.
-#[derive(Debug)]
-pub enum WriterCommand {
-    /// Packets of `slot` belong to this interface from now on; `ack` when applied.
-    /// `pod_side`: the slot is a pod's host-side veth, whose tc ingress is what the pod
-    /// sends, so directions are turned around to be the pod's (into it: inbound).
-    SetInterface {
-        slot: u32,
-        description: InterfaceDescription,
-        pod_side: bool,
-        ack: mpsc::Sender<()>,
-    },
-    SetNames(Vec<(IpAddr, String)>),
-}
+pub use crate::writer::WriterCommand;
 
 /// What is captured in a slot.
 #[derive(Clone, Debug, PartialEq, Eq)]

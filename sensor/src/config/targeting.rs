@@ -165,7 +165,7 @@ impl ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::SettingsDoc;
+    use crate::config::settings::SettingsDoc;
 
     #[test]
     fn a_full_document_parses_and_selects() {

@@ -6,12 +6,13 @@ use clap::Parser;
 
 use crate::{
     capture::{self, Interface},
+    config::{
+        settings::{Floors, SettingsDoc, SettingsError, StartInputs},
+        targeting::{Targeting, TargetingError},
+    },
     filter::Filter,
-    settings::{Floors, SettingsDoc, SettingsError, StartInputs},
     store::{Limits, MinFree},
-    sys,
-    targeting::{Targeting, TargetingError},
-    units,
+    sys, units,
 };
 
 /// Raw flags, as typed.
@@ -121,9 +122,9 @@ pub struct Args {
     pub filter: Option<String>,
     /// Targeting file (Kubeshark keys: tap.regex, tap.namespaces, tap.excludedNamespaces,
     /// tap.bpfOverride, tap.stopped, pcapdump.enabled/maxTime/maxSize), reloaded on change;
-    /// flags win over it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// at one start a flag wins over it (`--config` is its old name).
+    #[arg(long = "targeting", visible_alias = "config", value_name = "FILE")]
+    pub targeting_file: Option<PathBuf>,
     /// Print what the kernel sees of the pod with this UID (cgroup, network namespace,
     /// host-side interfaces) as JSON, and exit.
     #[arg(long, value_name = "UID")]
@@ -176,7 +177,7 @@ pub struct Config {
     /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
     pub filter_from_flag: bool,
     /// `--config`, and what it held at start.
-    pub config_file: Option<PathBuf>,
+    pub targeting_file: Option<PathBuf>,
     pub targeting: Targeting,
 }
 
@@ -242,13 +243,13 @@ pub enum ConfigError {
         #[source]
         source: crate::filter::FilterError,
     },
-    #[error("--config {path}: {source}")]
+    #[error("--targeting {path}: {source}")]
     Targeting {
         path: String,
         #[source]
         source: TargetingError,
     },
-    #[error("--{flag} ({value}) keeps fewer than {min} segments of --{segment_flag} ({segment}): give at least {least}", min = crate::settings::MIN_SEGMENTS)]
+    #[error("--{flag} ({value}) keeps fewer than {min} segments of --{segment_flag} ({segment}): give at least {least}", min = crate::config::settings::MIN_SEGMENTS)]
     RetentionTooSmall {
         flag: &'static str,
         value: String,
@@ -256,7 +257,7 @@ pub enum ConfigError {
         segment: String,
         least: String,
     },
-    #[error("--config {path}: pcapdump.{source}")]
+    #[error("--targeting {path}: pcapdump.{source}")]
     FileRetention {
         path: String,
         #[source]
@@ -521,7 +522,7 @@ impl Args {
                 .check(&settings.targeting)
                 .map_err(|source| ConfigError::FileRetention {
                     path: self
-                        .config
+                        .targeting_file
                         .as_deref()
                         .unwrap_or_else(|| std::path::Path::new(""))
                         .display()
@@ -534,17 +535,17 @@ impl Args {
             segment_time: floors.segment_time,
             max_size: flag_size
                 .or(file_size)
-                .map_or_else(|| size("max-size", crate::settings::DEFAULT_MAX_SIZE), Ok)?,
+                .map_or_else(|| size("max-size", crate::config::settings::DEFAULT_MAX_SIZE), Ok)?,
             max_time: flag_time
                 .or(file_time)
-                .map_or_else(|| dur("max-time", crate::settings::DEFAULT_MAX_TIME), Ok)?,
+                .map_or_else(|| dur("max-time", crate::config::settings::DEFAULT_MAX_TIME), Ok)?,
         };
         Ok((limits, settings, floors))
     }
 
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         let targeting = self
-            .config
+            .targeting_file
             .as_deref()
             .map(|p| read_targeting(p, self.snaplen))
             .transpose()?
@@ -609,7 +610,7 @@ impl Args {
             max_slice,
             filter,
             filter_from_flag,
-            config_file: self.config,
+            targeting_file: self.targeting_file,
             targeting,
             settings,
             floors,

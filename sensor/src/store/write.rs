@@ -1,0 +1,784 @@
+//! Writing segments: the active segment, rotation, recycled files, the disk policy and
+//! each segment's statistics (the rules are the store's, in `mod.rs`).
+use std::{
+    fs::{self, File},
+    io::{self, Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use super::{
+    compress,
+    index::{self, Index, SegmentRecord},
+    name::{self, Kind, SegmentName, SPARE_NAME},
+    prepare_dir, recover,
+    recover::{RecoveryReport, SECTION_LENGTH_AT},
+    retention, Limits, MinFree, SharedView, StoreError, StoreView,
+};
+use crate::{
+    health::{DiskState, WriteFailure},
+    pcapng::{BlockWriter, Direction, InterfaceDescription, InterfaceStatistics},
+};
+
+/// Retention runs at every rotation and at least this often.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
+/// Write errors are logged at most this often.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
+/// Bytes gathered before a write to the file.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Packets of at least this many bytes are written from the caller's memory rather than
+/// copied into the buffer: above it the copy costs more than a system call of its own
+/// (`docs/design/capture-path.md`, "One thread").
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
+
+pub(in crate::store) struct ActiveSegment {
+    pub(in crate::store) seq: u64,
+    file: File,
+    pub(in crate::store) bytes: u64,
+    opened: Instant,
+    record: SegmentRecord,
+    /// Bytes of an old segment the file held when it was recycled (0: a new file); they
+    /// count in the store's size until overwritten, and are cut off at close.
+    recycled_len: u64,
+    /// Bytes of the Section Header Block at the start of the file.
+    header_len: u64,
+}
+
+/// Interface ids of one segment: pcapng numbers interfaces in the order of their blocks,
+/// so a slot that changes hands (a new pod) gets a new id and the old block keeps naming
+/// the packets before.
+#[derive(Debug, Default)]
+struct SegmentIds {
+    /// Slot → its current id in the segment.
+    by_slot: Vec<Option<u32>>,
+    /// Id → slot.
+    owners: Vec<u32>,
+    /// Ids whose block reached the file; later ones are only in the buffer.
+    on_disk: u32,
+}
+
+/// Writes packets into rotating segments.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    limits: Limits,
+    /// What each capture slot is now (`None`: not assigned yet).
+    slots: Vec<Option<InterfaceDescription>>,
+    /// Names for addresses, written as a Name Resolution Block.
+    names: Vec<(std::net::IpAddr, String)>,
+    /// The active segment's interface ids.
+    ids: SegmentIds,
+    next_seq: u64,
+    pub(in crate::store) active: Option<ActiveSegment>,
+    buf: BlockWriter,
+    last_flush: Instant,
+    last_retention: Instant,
+    index: Index,
+    /// What readers (the API) see: the index and the active segment's whole part.
+    view: SharedView,
+    /// (slot, interface id, timestamp) of each packet in `buf`, for the index and for loss
+    /// counts.
+    buffered: Vec<(u32, u32, u64)>,
+    /// Packets per interface that could not be written.
+    lost: Vec<u64>,
+    last_error_log: Option<Instant>,
+    compressor: Option<compress::Compressor>,
+    /// Bytes of the spare file, if retention kept one.
+    spare: Option<u64>,
+    /// Whether retention keeps a spare: not with compression, nor after recycling failed
+    /// (a file system without leases, say), which is said once.
+    recycling: bool,
+    /// What start-up recovery found.
+    recovery: RecoveryReport,
+    /// `--min-free`, if the store may retire segments early to keep room on the disk.
+    min_free: Option<MinFree>,
+    /// The file system and the writes, as last seen.
+    disk: DiskState,
+    /// Per slot, its cumulative statistics when a segment last closed: a segment's
+    /// statistics blocks count only what happened since (see `segment_statistics`).
+    closed_statistics: Vec<Option<InterfaceStatistics>>,
+}
+
+impl SegmentWriter {
+    /// Opens the store; an `.active` segment left by a crash is finished first.
+    pub fn open(
+        dir: &Path,
+        limits: Limits,
+        interfaces: Vec<InterfaceDescription>,
+    ) -> Result<Self, StoreError> {
+        prepare_dir(dir)?;
+        let dir_err = |source| StoreError::DataDir {
+            path: dir.to_owned(),
+            source,
+        };
+        // A spare left by the previous run is not worth a lease check of its history:
+        // recovery deletes it.
+        let recovered = recover::recover(dir).map_err(dir_err)?;
+        if !recovered.report.is_empty() {
+            log::warn!("store recovery: {:?}", recovered.report);
+        }
+        let next_seq = name::next_seq(recovered.highest_seq).ok_or(StoreError::SequenceExhausted {
+            highest: recovered.highest_seq,
+        })?;
+        let index = recovered.index;
+        let interface_count = interfaces.len();
+        Ok(Self {
+            dir: dir.to_owned(),
+            limits,
+            slots: interfaces.into_iter().map(Some).collect(),
+            names: Vec::new(),
+            ids: SegmentIds::default(),
+            next_seq,
+            recovery: recovered.report,
+            min_free: None,
+            disk: DiskState::default(),
+            closed_statistics: Vec::new(),
+            active: None,
+            buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
+            last_flush: Instant::now(),
+            last_retention: Instant::now(),
+            view: Arc::new(RwLock::new(StoreView {
+                index: index.clone(),
+                active: None,
+            })),
+            index,
+            buffered: Vec::with_capacity(16_384),
+            lost: vec![0; interface_count],
+            last_error_log: None,
+            compressor: if limits.compress {
+                Some(compress::Compressor::start().map_err(dir_err)?)
+            } else {
+                None
+            },
+            spare: None,
+            recycling: !limits.compress,
+        })
+    }
+
+    /// What start-up recovery found and did.
+    #[must_use]
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Lets the store retire segments early to leave `min_free` free (see the rules).
+    pub fn set_min_free(&mut self, min_free: Option<MinFree>) {
+        self.min_free = min_free;
+        self.disk.min_free_bytes = 0;
+        self.keep_room();
+    }
+
+    /// The file system and the writes, as last seen.
+    #[must_use]
+    pub fn disk(&self) -> &DiskState {
+        &self.disk
+    }
+
+    /// The time index of the finished segments.
+    #[must_use]
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// A handle on what readers may slice, kept current by this writer.
+    #[must_use]
+    pub fn view(&self) -> SharedView {
+        Arc::clone(&self.view)
+    }
+
+    /// Publishes the index after a change (rotation, retention, compression).
+    fn publish_index(&self) {
+        let mut view = self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        view.index = self.index.clone();
+        if self.active.is_none() {
+            view.active = None;
+        }
+    }
+
+    /// Publishes how much of the active segment is whole on disk.
+    fn publish_active(&self) {
+        let active = self
+            .active
+            .as_ref()
+            .filter(|a| a.record.packets > 0)
+            .map(|a| SegmentRecord {
+                file: SegmentName::active(a.seq).file_name(),
+                bytes: a.bytes,
+                ..a.record.clone()
+            });
+        self.view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .active = active;
+    }
+
+    /// Changes the retention limits; they apply at once.
+    pub fn set_retention(&mut self, max_size: u64, max_time: Duration) {
+        self.limits.max_size = max_size;
+        self.limits.max_time = max_time;
+        self.apply_retention();
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_segment(&mut self) -> Result<(), StoreError> {
+        let seq = self.next_seq;
+        if seq > name::MAX_SEQ {
+            return Err(StoreError::SequenceExhausted {
+                highest: name::MAX_SEQ,
+            });
+        }
+        let path = SegmentName::active(seq).path_in(&self.dir);
+        let (file, recycled_len) = match self.take_spare(&path) {
+            Some(recycled) => recycled,
+            None => (
+                // Exclusively: a file of that name is not the store's to overwrite.
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|source| StoreError::Segment {
+                        path: path.clone(),
+                        source,
+                    })?,
+                0,
+            ),
+        };
+        self.next_seq = seq + 1;
+        self.buf.clear();
+        self.buffered.clear();
+        self.write_header();
+        let header_len = self
+            .buf
+            .bytes()
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u32::from_ne_bytes(b)));
+        self.active = Some(ActiveSegment {
+            seq,
+            file,
+            bytes: 0,
+            recycled_len,
+            header_len,
+            opened: Instant::now(),
+            record: SegmentRecord {
+                seq,
+                file: SegmentName::finished(seq).file_name(),
+                first_ns: u64::MAX,
+                ..SegmentRecord::default()
+            },
+        });
+        Ok(())
+    }
+
+    /// The spare, renamed to `path` and open for overwriting, with its length; `None` (and
+    /// the spare deleted) if a reader still has it open or anything fails.
+    fn take_spare(&mut self, path: &Path) -> Option<(File, u64)> {
+        let len = self.spare.take()?;
+        let spare = self.dir.join(SPARE_NAME);
+        let reusable = fs::OpenOptions::new()
+            .write(true)
+            .open(&spare)
+            .and_then(|file| Ok((crate::sys::is_only_opener(&file)?, file)));
+        match reusable {
+            Ok((true, file)) => match crate::sys::rename_noreplace(&spare, path) {
+                Ok(()) => return Some((file, len)),
+                Err(e) => log::warn!("could not recycle {}: {e}", spare.display()),
+            },
+            Ok((false, _)) => log::debug!("{SPARE_NAME} is still being read: deleted, not recycled"),
+            Err(e) => {
+                log::warn!(
+                    "could not recycle {}: {e}; segments are written into new files from now on",
+                    spare.display()
+                );
+                self.recycling = false;
+            }
+        }
+        let _ = fs::remove_file(&spare);
+        None
+    }
+
+    /// Appends one packet (rotating first if the segment is full). A packet that cannot be
+    /// written is counted in [`SegmentWriter::take_lost`], never left half in the file.
+    pub fn write_packet(
+        &mut self,
+        slot: u32,
+        timestamp_ns: u64,
+        original_len: u32,
+        data: &[u8],
+        direction: Direction,
+        stats: impl Fn(u32) -> InterfaceStatistics,
+    ) -> Result<(), StoreError> {
+        if self.active.is_none() {
+            self.open_segment()?;
+        }
+        let id = match self.ids.by_slot.get(slot as usize).copied().flatten() {
+            Some(id) => id,
+            None => self.declare(slot),
+        };
+        self.buffered.push((slot, id, timestamp_ns));
+        if data.len() >= DIRECT_WRITE_MIN {
+            // Large packets (GSO super-frames) go from the caller's memory (the kernel's
+            // ring buffer) to the file in the same system call as the buffer before them.
+            let tail = self
+                .buf
+                .packet_around(id, timestamp_ns, original_len, data.len(), direction);
+            self.write_out(&[data, tail.bytes()]);
+        } else {
+            self.buf.packet(id, timestamp_ns, original_len, data, direction);
+            if self.buf.len() >= WRITE_CHUNK {
+                self.write_buffer();
+            }
+        }
+        self.maybe_rotate(stats)
+    }
+
+    /// Packets per interface id that could not be written since the last call.
+    pub fn take_lost(&mut self) -> Vec<u64> {
+        let lost = std::mem::take(&mut self.lost);
+        self.lost = vec![0; self.slots.len()];
+        lost
+    }
+
+    /// Gives `slot` a new interface description (a pod's interface): it applies to the
+    /// slot's next packets, in this segment (a new Interface Description Block) and after.
+    pub fn set_interface(&mut self, slot: u32, description: InterfaceDescription) {
+        let index = slot as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, None);
+            self.lost.resize(index + 1, 0);
+        }
+        self.slots[index] = Some(description);
+        if self.active.is_some() {
+            self.declare(slot);
+        }
+    }
+
+    /// Sets the names for addresses (written now if they changed, and in every segment).
+    pub fn set_names(&mut self, names: Vec<(std::net::IpAddr, String)>) {
+        if names == self.names {
+            return;
+        }
+        self.names = names;
+        if self.active.is_some() {
+            self.buf.names(&self.names);
+        }
+    }
+
+    /// Declares `slot`'s interface in the active segment; returns its id.
+    fn declare(&mut self, slot: u32) -> u32 {
+        let placeholder = InterfaceDescription {
+            name: format!("slot-{slot}"),
+            description: "podcap: an interface no longer known".into(),
+            link_type: crate::pcapng::LINKTYPE_ETHERNET,
+            snaplen: 262_144,
+        };
+        let description = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .unwrap_or(&placeholder);
+        self.buf.interface(description);
+        let id = self.ids.owners.len() as u32;
+        self.ids.owners.push(slot);
+        if self.ids.by_slot.len() <= slot as usize {
+            self.ids.by_slot.resize(slot as usize + 1, None);
+        }
+        self.ids.by_slot[slot as usize] = Some(id);
+        id
+    }
+
+    fn write_header(&mut self) {
+        self.ids = SegmentIds::default();
+        self.buf
+            .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION")));
+        for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].is_some() {
+                self.declare(slot);
+            }
+        }
+        self.buf.names(&self.names);
+    }
+
+    /// Writes the buffer to the active segment. On failure the file is cut back to its last
+    /// whole block, the buffered packets are counted as lost, and on a full disk the oldest
+    /// segment is deleted to make room for the next attempt.
+    pub(in crate::store) fn write_buffer(&mut self) {
+        self.write_out(&[]);
+    }
+
+    /// [`SegmentWriter::write_buffer`] with `after` written behind the buffer in the same
+    /// system call (the parts of a block the buffer holds the head of).
+    fn write_out(&mut self, after: &[&[u8]]) {
+        let len = self.buf.len() + after.iter().map(|part| part.len()).sum::<usize>();
+        let Some(active) = &mut self.active else { return };
+        if len == 0 {
+            return;
+        }
+        let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
+        let checkpoint = (active.record.packets > 0
+            && active.bytes >= last_checkpoint + index::CHECKPOINT_BYTES)
+            .then_some((active.bytes, active.record.last_ns));
+        match write_all_vectored(&mut active.file, self.buf.bytes(), after) {
+            Ok(()) => {
+                active.record.checkpoints.extend(checkpoint);
+                active.bytes += len as u64;
+                if active.recycled_len > 0 {
+                    let section = active.bytes.saturating_sub(active.header_len);
+                    if let Err(e) = active
+                        .file
+                        .write_all_at(&section.to_ne_bytes(), SECTION_LENGTH_AT)
+                    {
+                        log::warn!("could not note the length of a recycled segment: {e}");
+                    }
+                }
+                for &(_, interface_id, ts) in &self.buffered {
+                    active.record.note_packet(interface_id, ts);
+                }
+                self.ids.on_disk = self.ids.owners.len() as u32;
+                self.buf.clear();
+                self.buffered.clear();
+                self.publish_active();
+                if self.disk.failing.is_some() {
+                    log::info!("writes to {} succeed again", self.dir.display());
+                    self.disk.failing = None;
+                }
+            }
+            Err(error) => {
+                let cut = active
+                    .file
+                    .set_len(active.bytes)
+                    .and_then(|()| active.file.seek(SeekFrom::Start(active.bytes)).map(|_| ()));
+                for &(slot, _, _) in &self.buffered {
+                    if let Some(n) = self.lost.get_mut(slot as usize) {
+                        *n += 1;
+                    }
+                }
+                // Interfaces declared in the lost bytes are declared again when needed.
+                let on_disk = self.ids.on_disk;
+                self.ids.owners.truncate(on_disk as usize);
+                for id in &mut self.ids.by_slot {
+                    if id.is_some_and(|id| id >= on_disk) {
+                        *id = None;
+                    }
+                }
+                let full = error.raw_os_error() == Some(libc::ENOSPC);
+                if self
+                    .last_error_log
+                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL)
+                {
+                    log::error!(
+                        "cannot write segment {}: {error}; {} packets lost (stage disk){}",
+                        SegmentName::active(active.seq).path_in(&self.dir).display(),
+                        self.buffered.len(),
+                        match (full, self.min_free) {
+                            (true, Some(_)) => "; retiring the oldest segment early (--min-free)",
+                            (true, None) => "; no segment is deleted for room without --min-free",
+                            _ => "",
+                        }
+                    );
+                    self.last_error_log = Some(Instant::now());
+                }
+                let since = self.disk.failing.take().map_or_else(
+                    || crate::units::format_rfc3339(crate::sys::realtime_ns()),
+                    |f| f.since,
+                );
+                self.disk.failing = Some(WriteFailure {
+                    since,
+                    error: error.to_string(),
+                    disk_full: full,
+                });
+                if let Err(e) = cut {
+                    log::error!("could not cut the segment back after a failed write: {e}");
+                }
+                let empty = active.bytes == 0;
+                self.buf.clear();
+                self.buffered.clear();
+                if full {
+                    self.make_room();
+                }
+                if empty {
+                    // The section header never reached the file: it goes first next time.
+                    self.write_header();
+                }
+            }
+        }
+    }
+
+    fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
+        let Some(active) = &self.active else { return Ok(()) };
+        let size = active.bytes + self.buf.len() as u64;
+        let due = size >= self.limits.segment_size
+            || (active.record.packets > 0 && active.opened.elapsed() >= self.limits.segment_time);
+        if due {
+            self.close_segment(stats)?;
+        }
+        Ok(())
+    }
+
+    /// Periodic work: flush at least once a second, rotate by time, apply retention.
+    pub fn tick(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
+        if self.last_flush.elapsed() >= Duration::from_millis(500) {
+            self.write_buffer();
+            self.last_flush = Instant::now();
+        }
+        if let Some(done) = self.compressor.as_ref().map(compress::Compressor::finished) {
+            self.adopt_compressed(done);
+        }
+        if self.last_retention.elapsed() >= RETENTION_INTERVAL {
+            self.apply_retention();
+            self.last_retention = Instant::now();
+        }
+        self.maybe_rotate(stats)
+    }
+
+    /// Writes the statistics blocks, syncs and renames the active segment to its final name.
+    pub fn close_segment(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
+        if self.active.is_none() {
+            return Ok(());
+        }
+        let current: Vec<(u32, u32)> = self
+            .ids
+            .by_slot
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, id)| id.map(|id| (slot as u32, id)))
+            .collect();
+        let mut segment_drops = 0u64;
+        for &(slot, id) in &current {
+            let s = self.segment_statistics(slot, stats(slot));
+            segment_drops = segment_drops
+                .saturating_add(s.kernel_drops)
+                .saturating_add(s.sensor_drops);
+            let comment = format!(
+                "podcap drops by stage since the interface's previous statistics: kernel={} sensor={}",
+                s.kernel_drops, s.sensor_drops
+            );
+            self.buf.statistics(id, &s, &comment);
+        }
+        self.write_buffer();
+        let Some(mut active) = self.active.take() else {
+            return Ok(());
+        };
+        let from = SegmentName::active(active.seq).path_in(&self.dir);
+        let to = SegmentName::finished(active.seq).path_in(&self.dir);
+        let seg_err = |source| StoreError::Segment {
+            path: from.clone(),
+            source,
+        };
+        if active.recycled_len > active.bytes {
+            active.file.set_len(active.bytes).map_err(seg_err)?;
+        }
+        active.file.sync_all().map_err(seg_err)?;
+        crate::sys::rename_noreplace(&from, &to).map_err(seg_err)?;
+        let record = &mut active.record;
+        record.bytes = active.bytes;
+        record.drops = segment_drops;
+        if record.packets == 0 {
+            let now = crate::sys::realtime_ns();
+            (record.first_ns, record.last_ns) = (now, now);
+        }
+        self.index.insert(active.record);
+        if let Err(e) = self.index.save(&self.dir) {
+            log::warn!("could not save the index of {}: {e}", self.dir.display());
+        }
+        if let Some(compressor) = &self.compressor {
+            compressor.submit(active.seq, to);
+        }
+        self.apply_retention();
+        self.publish_index();
+        Ok(())
+    }
+
+    /// A slot's statistics for the segment being closed, from its cumulative ones: what
+    /// happened since the slot's statistics were last written (or since the start), so
+    /// each file says what was lost while it was written, and slices can add them up.
+    fn segment_statistics(&mut self, slot: u32, now: InterfaceStatistics) -> InterfaceStatistics {
+        let index = slot as usize;
+        if self.closed_statistics.len() <= index {
+            self.closed_statistics.resize(index + 1, None);
+        }
+        let before = self.closed_statistics[index].replace(now);
+        let Some(before) = before else { return now };
+        InterfaceStatistics {
+            start_ns: before.end_ns,
+            end_ns: now.end_ns,
+            received: now.received.saturating_sub(before.received),
+            kernel_drops: now.kernel_drops.saturating_sub(before.kernel_drops),
+            sensor_drops: now.sensor_drops.saturating_sub(before.sensor_drops),
+        }
+    }
+
+    /// Closes the active segment and waits for queued compression (at stop).
+    pub fn finish(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
+        let closed = self.close_segment(stats);
+        if let Some(mut compressor) = self.compressor.take() {
+            let done = compressor.drain();
+            self.adopt_compressed(done);
+        }
+        closed
+    }
+
+    /// Points the index at compressed segments, then deletes their originals.
+    fn adopt_compressed(&mut self, done: Vec<Result<compress::Compressed, (u64, io::Error)>>) {
+        for result in done {
+            match result {
+                Ok(c) => {
+                    if !self.index.replace_file(c.seq, c.file.clone(), c.bytes) {
+                        // Retention deleted the segment meanwhile: the copy goes too.
+                        let _ = fs::remove_file(self.dir.join(&c.file));
+                        continue;
+                    }
+                    if let Err(e) = self.index.save(&self.dir) {
+                        log::warn!("could not save the index of {}: {e}", self.dir.display());
+                    }
+                    if let Err(e) = fs::remove_file(&c.original) {
+                        log::warn!(
+                            "could not delete {} after compressing it: {e}",
+                            c.original.display()
+                        );
+                    }
+                }
+                Err((seq, e)) => log::warn!("could not compress segment {seq}: {e}; it stays uncompressed"),
+            }
+        }
+    }
+
+    /// Deletes the oldest finished segments while the store is over `max_size` or their
+    /// newest packet is older than `max_time`. The index stops pointing to a segment (and is
+    /// saved) before its file is deleted.
+    pub fn apply_retention(&mut self) {
+        let horizon =
+            crate::sys::realtime_ns().saturating_sub(crate::units::duration_ns(self.limits.max_time));
+        let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes.max(a.recycled_len));
+        // The spare is the next active segment's file: like the active segment, it takes the
+        // store past `max_size` by at most one segment, and it is not counted twice.
+        let doomed: Vec<u64> =
+            retention::to_retire(self.index.records(), active_bytes, self.limits.max_size, horizon)
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+        for seq in doomed {
+            let recycle = self.recycling && self.spare.is_none();
+            self.forget_and_delete(seq, recycle);
+        }
+        self.keep_room();
+    }
+
+    fn delete_spare(&mut self) {
+        if self.spare.take().is_some() {
+            let _ = fs::remove_file(self.dir.join(SPARE_NAME));
+        }
+    }
+
+    /// Frees room on a full disk: the spare (never data) goes; with `--min-free`, also the
+    /// oldest finished segment, counted as retired early.
+    fn make_room(&mut self) {
+        if self.spare.is_some() {
+            self.delete_spare();
+        } else if self.min_free.is_some() {
+            self.retire_early();
+        }
+    }
+
+    /// Retires the oldest finished segment for room; false if there is none.
+    fn retire_early(&mut self) -> bool {
+        let Some((seq, bytes)) = self.index.oldest().map(|r| (r.seq, r.bytes)) else {
+            return false;
+        };
+        log::warn!(
+            "retiring segment {seq} early: the disk has less free than --min-free ({} free)",
+            crate::units::format_size(self.disk.free_bytes)
+        );
+        self.forget_and_delete(seq, false);
+        self.disk.early_retired_segments += 1;
+        self.disk.early_retired_bytes = self.disk.early_retired_bytes.saturating_add(bytes);
+        true
+    }
+
+    /// Measures the file system; with `--min-free`, retires the oldest segments while it
+    /// has less free than that.
+    fn keep_room(&mut self) {
+        loop {
+            match crate::sys::fs_space(&self.dir) {
+                Ok((free, total)) => {
+                    self.disk.free_bytes = free;
+                    self.disk.total_bytes = total;
+                    self.disk.min_free_bytes = self.min_free.map_or(0, |m| m.bytes_of(total));
+                }
+                Err(e) => {
+                    log::warn!("cannot measure the file system of {}: {e}", self.dir.display());
+                    return;
+                }
+            }
+            if self.disk.free_bytes >= self.disk.min_free_bytes {
+                return;
+            }
+            if self.spare.is_some() {
+                self.delete_spare();
+            } else if !self.retire_early() {
+                return;
+            }
+        }
+    }
+
+    /// Removes segment `seq` from the index, saves the index, then deletes the file (or, with
+    /// `recycle`, keeps it as the spare). If the
+    /// disk is too full to save the index, the file is deleted anyway (the index in memory
+    /// no longer names it, and a restart drops records of missing files) and the save is
+    /// tried again with the room it freed.
+    fn forget_and_delete(&mut self, seq: u64, recycle: bool) {
+        let Some(record) = self.index.remove(seq) else {
+            return;
+        };
+        let saved = self.index.save(&self.dir);
+        // Readers stop seeing the segment before it goes.
+        self.publish_index();
+        let path = self.dir.join(&record.file);
+        // Only a plain segment of the store's own is worth overwriting: not a compressed
+        // one, not one from quarantine.
+        let plain = name::parse_indexed(&record.file).is_some_and(|(n, q)| n.kind == Kind::Finished && !q);
+        let kept =
+            recycle && plain && crate::sys::rename_noreplace(&path, &self.dir.join(SPARE_NAME)).is_ok();
+        if kept {
+            self.spare = Some(record.bytes);
+        } else if let Err(e) = fs::remove_file(&path) {
+            log::warn!("could not delete {}: {e}", record.file);
+        }
+        if saved.is_err() {
+            if let Err(e) = self.index.save(&self.dir) {
+                log::warn!("could not save the index of {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// Writes `first` and then every part of `rest` with as few `writev` calls as it takes.
+fn write_all_vectored(file: &mut File, first: &[u8], rest: &[&[u8]]) -> io::Result<()> {
+    let mut parts: Vec<io::IoSlice<'_>> = std::iter::once(first)
+        .chain(rest.iter().copied())
+        .filter(|part| !part.is_empty())
+        .map(io::IoSlice::new)
+        .collect();
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match file.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests;

@@ -1,0 +1,229 @@
+//! The writer stage: packets into segments. Between the capture and the store it turns a
+//! packet's queue into its slot and direction (the pod's direction for pod veths in
+//! Kubernetes mode), applies the settings' retention and the reconciler's scope changes
+//! (new pods' interfaces, names) before the packets they describe, counts what the disk
+//! refused as drops, and publishes the store's health.
+//!
+//! Rules: it runs on whichever thread drives it — the capture thread itself for the ring
+//! channel (one thread from the kernel's ring buffer to the segment file), or its own
+//! thread behind the user-space ring for AF_XDP; a scope change is acknowledged only once
+//! applied, and the capture attaches a slot only after that; on stop it closes the segment
+//! with exact statistics.
+use std::{
+    net::IpAddr,
+    sync::{atomic::Ordering, mpsc, Arc},
+    thread,
+    time::Duration,
+};
+
+use crate::{
+    capture::PacketSink,
+    config::settings::RuntimeSettings,
+    health::Health,
+    pcapng::{Direction, InterfaceDescription, InterfaceStatistics},
+    ring::{RecordConsumer, RecordHeader},
+    stats::Stats,
+    store::{SegmentWriter, StoreError},
+    sys,
+};
+
+/// What the Kubernetes reconciler tells the writer, in order with the packets.
+#[derive(Debug)]
+pub enum WriterCommand {
+    /// Packets of `slot` belong to this interface from now on; `ack` when applied.
+    /// `pod_side`: the slot is a pod's host-side veth, whose tc ingress is what the pod
+    /// sends, so directions are turned around to be the pod's (into it: inbound).
+    SetInterface {
+        slot: u32,
+        description: InterfaceDescription,
+        pod_side: bool,
+        ack: mpsc::Sender<()>,
+    },
+    SetNames(Vec<(IpAddr, String)>),
+}
+
+/// A slot's statistics for its statistics blocks, from the shared counters.
+#[must_use]
+pub fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
+    let s = stats.snapshot(id as usize);
+    InterfaceStatistics {
+        start_ns,
+        end_ns: sys::realtime_ns(),
+        received: s.seen,
+        kernel_drops: s.kernel_drops,
+        sensor_drops: s.ring_drops + s.writer_drops,
+    }
+}
+
+/// The writer's side: packets into segments, the writer's commands and the retention
+/// limits, on whichever thread runs it (the writer thread behind the user-space ring, or
+/// the capture thread itself for the ring channel).
+pub struct Recorder {
+    store: SegmentWriter,
+    stats: Arc<Stats>,
+    settings: Arc<RuntimeSettings>,
+    /// Where the store's state is published for readiness and status.
+    health: Arc<Health>,
+    start_ns: u64,
+    commands: mpsc::Receiver<WriterCommand>,
+    retention: (u64, Duration),
+    /// A write failed and was logged; the next failures are not, until one succeeds.
+    failing: bool,
+    /// Slots that are pods' host-side veths (Kubernetes mode): their directions are turned
+    /// around to be the pod's.
+    pod_side: Vec<bool>,
+}
+
+impl Recorder {
+    pub fn new(
+        store: SegmentWriter,
+        stats: Arc<Stats>,
+        settings: Arc<RuntimeSettings>,
+        health: Arc<Health>,
+        start_ns: u64,
+        commands: mpsc::Receiver<WriterCommand>,
+    ) -> Self {
+        let retention = (settings.max_size(), settings.max_time());
+        Self {
+            store,
+            stats,
+            settings,
+            health,
+            start_ns,
+            commands,
+            retention,
+            failing: false,
+            pod_side: Vec::new(),
+        }
+    }
+
+    /// Applies changed limits and the scope changes sent so far. Scope changes come before
+    /// the packets they describe: the capture attaches only after this acknowledges.
+    fn apply_commands(&mut self) {
+        let wanted = (self.settings.max_size(), self.settings.max_time());
+        if wanted != self.retention {
+            self.retention = wanted;
+            self.store.set_retention(wanted.0, wanted.1);
+        }
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                WriterCommand::SetInterface {
+                    slot,
+                    description,
+                    pod_side,
+                    ack,
+                } => {
+                    self.store.set_interface(slot, description);
+                    let index = slot as usize;
+                    if self.pod_side.len() <= index {
+                        self.pod_side.resize(index + 1, false);
+                    }
+                    self.pod_side[index] = pod_side;
+                    let _ = ack.send(());
+                }
+                WriterCommand::SetNames(names) => self.store.set_names(names),
+            }
+        }
+    }
+
+    fn write(&mut self, header: &RecordHeader, data: &[u8]) {
+        let (slot, direction) = podcap_common::slot_of_queue(header.queue);
+        // tc ingress of a pod's host-side veth is what the pod sends: the pod's view turns
+        // it around.
+        let inbound = (direction == podcap_common::DIRECTION_INBOUND)
+            != self.pod_side.get(slot as usize).copied().unwrap_or(false);
+        let direction = if inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        let stats = &*self.stats;
+        let start_ns = self.start_ns;
+        let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
+        match self.store.write_packet(
+            slot,
+            header.timestamp_ns,
+            header.original_len,
+            data,
+            direction,
+            |id| interface_statistics(stats, id, start_ns),
+        ) {
+            Ok(()) => {
+                slot_stats.written.fetch_add(1, Ordering::Relaxed);
+                self.failing = false;
+            }
+            Err(e) => {
+                slot_stats.writer_drops.fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    log::error!("{e:#}");
+                    self.failing = true;
+                }
+            }
+        }
+    }
+
+    /// Flushing, rotation by time, retention; packets the disk refused (counted as written
+    /// when they were buffered) move to the writer's drops.
+    fn tick(&mut self) {
+        let (stats, start_ns) = (&*self.stats, self.start_ns);
+        if let Err(e) = self.store.tick(|id| interface_statistics(stats, id, start_ns)) {
+            log::error!("{e}");
+        }
+        for (slot, lost) in self.store.take_lost().into_iter().enumerate() {
+            if let Some(s) = self.stats.slots.get(slot).filter(|_| lost > 0) {
+                s.writer_drops.fetch_add(lost, Ordering::Relaxed);
+                s.written.fetch_sub(lost, Ordering::Relaxed);
+            }
+        }
+        self.health.set_disk(self.store.disk());
+    }
+
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        self.apply_commands();
+        let (stats, start_ns) = (&*self.stats, self.start_ns);
+        self.store.finish(|id| interface_statistics(stats, id, start_ns))
+    }
+}
+
+/// The ring channel without AF_XDP sockets: the capture thread writes each copy straight
+/// from the kernel's ring buffer into the segment's buffer, with no user-space ring and no
+/// second thread between them (`docs/design/capture-path.md`, "One thread").
+impl PacketSink for Recorder {
+    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
+        self.write(header, data);
+        true
+    }
+
+    fn after_pass(&mut self) {
+        self.apply_commands();
+        self.tick();
+    }
+}
+
+/// The writer thread: ring → segments, until the capture side is gone and the ring empty.
+pub fn spawn_writer(
+    mut recorder: Recorder,
+    mut consumer: RecordConsumer,
+) -> std::io::Result<thread::JoinHandle<Result<(), StoreError>>> {
+    thread::Builder::new()
+        .name("podcap-writer".into())
+        .spawn(move || {
+            let mut data = Vec::with_capacity(1 << 16);
+            loop {
+                recorder.apply_commands();
+                let mut idle = true;
+                while let Some(header) = consumer.pop(&mut data) {
+                    idle = false;
+                    recorder.write(&header, &data);
+                }
+                recorder.tick();
+                if consumer.is_finished() {
+                    break;
+                }
+                if idle {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            recorder.finish()
+        })
+}
