@@ -84,7 +84,17 @@ fn slice_extraction(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes));
     group.sample_size(20);
     group.bench_function("write_slice_all", |b| {
-        b.iter(|| write_slice(dir.path(), &index, 0, u64::MAX, None, &mut std::io::sink()).unwrap());
+        b.iter(|| {
+            write_slice(
+                dir.path(),
+                &index,
+                0,
+                u64::MAX,
+                &podcap_sensor::store::slice::Selection::default(),
+                &mut std::io::sink(),
+            )
+            .unwrap()
+        });
     });
     // The same bytes with every 8th packet 1 ms late: packets wait in the heap.
     group.bench_function("write_slice_all_1ms_disorder", |b| {
@@ -94,7 +104,7 @@ fn slice_extraction(c: &mut Criterion) {
                 &disordered,
                 0,
                 u64::MAX,
-                None,
+                &podcap_sensor::store::slice::Selection::default(),
                 &mut std::io::sink(),
             )
             .unwrap()

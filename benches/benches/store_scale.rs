@@ -241,7 +241,15 @@ fn writer_vs_dd(root: &Path) {
 fn slice_run(dir: &Path, writer: &SegmentWriter, from: u64, to: u64) -> (f64, u64) {
     let mut null = File::create("/dev/null").expect("/dev/null");
     let started = Instant::now();
-    let stats = write_slice(dir, writer.index(), from, to, None, &mut null).expect("slice");
+    let stats = write_slice(
+        dir,
+        writer.index(),
+        from,
+        to,
+        &podcap_sensor::store::slice::Selection::default(),
+        &mut null,
+    )
+    .expect("slice");
     (started.elapsed().as_secs_f64(), stats.packets)
 }
 
@@ -284,7 +292,15 @@ fn snapshot_vs_cat(root: &Path) {
         // The slice's own bytes, for cat.
         let copy = dir.path().join("slice.pcapng");
         let mut out = File::create(&copy).expect("slice file");
-        let stats = write_slice(dir.path(), writer.index(), from, to, None, &mut out).expect("slice");
+        let stats = write_slice(
+            dir.path(),
+            writer.index(),
+            from,
+            to,
+            &podcap_sensor::store::slice::Selection::default(),
+            &mut out,
+        )
+        .expect("slice");
         assert_eq!(
             stats.packets, expected,
             "the slice holds every packet of its 5 minutes"

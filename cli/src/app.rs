@@ -71,9 +71,105 @@ struct ClusterArgs {
     /// Kubeconfig context (default: the current one).
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// Namespace podcap is installed in.
-    #[arg(long, default_value = "podcap", value_name = "NS")]
+    /// Namespace podcap is installed in (`--namespace` is its old name).
+    #[arg(
+        short = 's',
+        long = "release-namespace",
+        alias = "namespace",
+        default_value = "podcap",
+        value_name = "NS"
+    )]
     namespace: String,
+}
+
+/// The time window of a download or a snapshot.
+#[derive(Args, Clone)]
+struct WindowArgs {
+    /// How far back from now (e.g. 5m).
+    #[arg(long, value_name = "DUR", conflicts_with_all = ["from", "to"])]
+    time: Option<String>,
+    /// Start (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// End (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+}
+
+/// A window: `[from, to)` in ns, and how the sensors are asked for it.
+struct Window {
+    from_ns: u64,
+    to_ns: u64,
+    params: Vec<(&'static str, String)>,
+}
+
+impl WindowArgs {
+    fn resolve(&self, now: u64) -> Result<Window> {
+        match (&self.time, &self.from, &self.to) {
+            (Some(t), None, None) => Ok(Window {
+                from_ns: units::parse_last(t, now).context("--time")?,
+                to_ns: now,
+                params: vec![("last", t.clone())],
+            }),
+            (None, Some(f), to) => {
+                let from_ns = units::parse_rfc3339(f).context("--from")?;
+                let to_ns = to
+                    .as_deref()
+                    .map(units::parse_rfc3339)
+                    .transpose()
+                    .context("--to")?
+                    .unwrap_or(now);
+                if from_ns > to_ns {
+                    bail!("--from is after --to");
+                }
+                let mut params = vec![("from", f.clone())];
+                params.extend(to.clone().map(|t| ("to", t)));
+                Ok(Window {
+                    from_ns,
+                    to_ns,
+                    params,
+                })
+            }
+            (None, None, Some(_)) => bail!("--to needs --from"),
+            _ => bail!("give --time DUR, or --from TIME [--to TIME]"),
+        }
+    }
+}
+
+/// What a download selects, applied by each sensor where the data is.
+#[derive(Args, Clone, Default)]
+struct SelectArgs {
+    /// Only packets this tcpdump filter accepts (e.g. 'tcp port 443').
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
+    /// Only pods whose names this regular expression matches (by the interface they were
+    /// recorded on, never by address).
+    #[arg(long, value_name = "REGEX")]
+    pod: Option<String>,
+    /// Only pods in these namespaces (repeatable).
+    #[arg(short = 'n', long = "namespaces", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Only these interfaces (comma-separated, as the sensors name them).
+    #[arg(long, value_name = "IFACES")]
+    iface: Option<String>,
+}
+
+impl SelectArgs {
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = Vec::new();
+        params.extend(self.filter.clone().map(|f| ("filter", f)));
+        params.extend(self.pod.clone().map(|p| ("pod", p)));
+        params.extend(self.namespaces.iter().map(|n| ("namespace", n.clone())));
+        params.extend(self.iface.clone().map(|i| ("iface", i)));
+        params
+    }
+}
+
+/// A query string of `params`, encoded.
+fn query(params: &[(&str, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
 }
 
 impl ClusterArgs {
@@ -90,15 +186,10 @@ impl ClusterArgs {
 enum Command {
     /// Download a time slice from every sensor, merged into one pcapng file.
     Dump {
-        /// How far back from now (e.g. 5m).
-        #[arg(long, value_name = "DUR", conflicts_with_all = ["from", "to"])]
-        time: Option<String>,
-        /// Start (RFC 3339).
-        #[arg(long, value_name = "TIME")]
-        from: Option<String>,
-        /// End (RFC 3339; default now).
-        #[arg(long, value_name = "TIME")]
-        to: Option<String>,
+        #[command(flatten)]
+        window: WindowArgs,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Directory for the file, or - for stdout.
         #[arg(long, default_value = ".", value_name = "DIR")]
         dest: String,
@@ -117,9 +208,8 @@ enum Command {
         /// Stop after this many packets (like tcpdump -c).
         #[arg(long, short = 'c', value_name = "N")]
         count: Option<u64>,
-        /// Only these interfaces (comma-separated, as the sensor names them).
-        #[arg(long, value_name = "IFACES")]
-        iface: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         #[command(flatten)]
         connection: Connection,
     },
@@ -247,44 +337,20 @@ fn reach(connection: &Connection, role: Role) -> Result<Reached> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Dump {
-            time,
-            from,
-            to,
+            window,
+            select,
             dest,
             allow_partial,
             force,
             connection,
         } => {
-            let now = podcap_format::units::now_ns();
-            let (from_ns, to_ns, query) = match (time, from, to) {
-                (Some(t), None, None) => {
-                    let from_ns = units::parse_last(&t, now).context("--time")?;
-                    (from_ns, now, format!("last={t}"))
-                }
-                (None, Some(f), to) => {
-                    let from_ns = units::parse_rfc3339(&f).context("--from")?;
-                    let to_ns = to
-                        .as_deref()
-                        .map(units::parse_rfc3339)
-                        .transpose()
-                        .context("--to")?
-                        .unwrap_or(now);
-                    if from_ns > to_ns {
-                        bail!("--from is after --to");
-                    }
-                    let q = match to {
-                        Some(t) => format!("from={f}&to={t}"),
-                        None => format!("from={f}"),
-                    };
-                    (from_ns, to_ns, q.replace('+', "%2B"))
-                }
-                (None, None, Some(_)) => bail!("--to needs --from"),
-                _ => bail!("give --time DUR, or --from TIME [--to TIME]"),
-            };
+            let window = window.resolve(podcap_format::units::now_ns())?;
+            let mut params = window.params.clone();
+            params.extend(select.params());
             dump(
                 &reach(&connection, Role::Read)?,
-                &query,
-                (from_ns, to_ns),
+                &query(&params),
+                (window.from_ns, window.to_ns),
                 &dest,
                 (allow_partial, force),
             )
@@ -299,9 +365,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Segments { connection } => segments_command(&connection),
         Command::Live {
             count,
-            iface,
+            select,
             connection,
-        } => live_command(count, iface.as_deref(), &connection),
+        } => live_command(count, &select, &connection),
         Command::Tap {
             regex,
             namespaces,
@@ -327,16 +393,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn live_command(count: Option<u64>, iface: Option<&str>, connection: &Connection) -> Result<ExitCode> {
+fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection) -> Result<ExitCode> {
     if io::stdout().is_terminal() {
         bail!("live writes pcapng to stdout: pipe it (podcap live ... | wireshark -k -i -) or redirect it to a file");
     }
     let reached = reach(connection, Role::Read)?;
     let (sensors, token) = (&reached.sensors, &reached.token);
-    let path = match iface {
-        Some(list) => format!("/api/v1/live?iface={list}"),
-        None => "/api/v1/live".to_owned(),
-    };
+    let path = format!("/api/v1/live?{}", query(&select.params()));
     let mut inputs = Vec::new();
     let mut failed = reached.report_unreachable();
     for sensor in sensors {

@@ -277,7 +277,11 @@ async fn bad_input_is_a_400_naming_the_problem() {
         ),
         ("/api/v1/segments?to=soon", "to: invalid time"),
         ("/api/v1/segments?foo=bar", "unknown field `foo`"),
-        ("/api/v1/snapshot?last=5m&lst=1h", "unknown field `lst`"),
+        ("/api/v1/snapshot?last=5m&lst=1h", "unknown parameter \"lst\""),
+        ("/api/v1/snapshot?last=5m&last=1h", "last: given twice"),
+        ("/api/v1/snapshot?last=5m&filter=tcp%20prot%2080", "filter: "),
+        ("/api/v1/snapshot?last=5m&pod=web-(", "pod: regex parse error"),
+        ("/api/v1/live?last=5m", "unknown parameter \"last\""),
     ] {
         let (status, _, body) = get(&s, uri, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
@@ -649,4 +653,72 @@ async fn the_read_token_reads_and_only_the_admin_token_changes_the_settings() {
     let (status, text) = request_with(&s, "PATCH", "/api/v1/config", Some("admin"), change).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(!settings.enabled());
+}
+
+#[tokio::test]
+async fn downloads_select_packets_by_filter_and_pods_by_their_interfaces() {
+    // A store of three pods' interfaces, as Kubernetes mode names them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(&dir, 2_000);
+    let pods = ["shop/web-1/eth0", "shop/db-1/eth0", "blog/web-2/eth0"];
+    for (slot, name) in pods.iter().enumerate() {
+        w.set_interface(
+            slot as u32,
+            InterfaceDescription {
+                name: (*name).into(),
+                description: String::new(),
+                link_type: LINKTYPE_ETHERNET,
+                snaplen: 65535,
+            },
+        );
+    }
+    let start = realtime_ns() - 10 * SECOND;
+    for i in 0..90u64 {
+        let ts = start + i * SECOND / 10;
+        w.write_packet(
+            (i % 3) as u32,
+            ts,
+            100,
+            &ts.to_be_bytes(),
+            Direction::Inbound,
+            |_| InterfaceStatistics::default(),
+        )
+        .unwrap();
+    }
+    w.finish(|_| InterfaceStatistics::default()).unwrap();
+    let s = state(&dir, None);
+    let names = |body: &[u8]| {
+        packets_with_names(body)
+            .unwrap()
+            .into_iter()
+            .map(|(name, p)| (name, p.timestamp_ns))
+            .collect::<Vec<_>>()
+    };
+    let (status, _, body) = get(&s, "/api/v1/snapshot?last=1m&pod=%5Eweb-&namespace=shop", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let got = names(&body);
+    assert_eq!(got.len(), 30, "web-1 only: {got:?}");
+    assert!(got.iter().all(|(n, _)| n == "shop/web-1/eth0"));
+    let (_, _, body) = get(
+        &s,
+        "/api/v1/snapshot?last=1m&namespace=shop&namespace=blog&pod=web",
+        None,
+    )
+    .await;
+    assert_eq!(names(&body).len(), 60, "web-1 and web-2");
+    // A filter runs on each packet as recorded: the last byte of these is the timestamp's.
+    let (_, _, body) = get(
+        &s,
+        "/api/v1/snapshot?last=1m&filter=ether%5B7%5D%20%26%201%20%3D%201",
+        None,
+    )
+    .await;
+    let odd = names(&body);
+    let expect = (0..90u64).filter(|i| (start + i * SECOND / 10) & 1 == 1).count();
+    assert_eq!(odd.len(), expect);
+    assert!(odd.iter().all(|(_, ts)| ts & 1 == 1));
+    // A standalone interface belongs to no pod.
+    let (dir2, _) = store();
+    let (_, _, body) = get(&state(&dir2, None), "/api/v1/snapshot?last=1h&pod=.", None).await;
+    assert!(names(&body).is_empty());
 }

@@ -750,7 +750,15 @@ fn assert_slice_matches(
         .expect("index.tsv");
     let slice_path = scratch.join("slice.pcapng");
     let mut out = std::fs::File::create(&slice_path).unwrap();
-    let stats = podcap_sensor::store::slice::write_slice(data, &index, from, to, None, &mut out).unwrap();
+    let stats = podcap_sensor::store::slice::write_slice(
+        data,
+        &index,
+        from,
+        to,
+        &podcap_sensor::store::slice::Selection::default(),
+        &mut out,
+    )
+    .unwrap();
     drop(out);
     assert_tshark_clean(&slice_path);
     let sliced = pcap::read_segments(&[slice_path]);
@@ -993,7 +1001,15 @@ fn compressed_segments_are_indexed_readable_and_sliceable() {
     }
     assert!(packets >= 500, "{packets} packets");
     let mut out = Vec::new();
-    let stats = podcap_sensor::store::slice::write_slice(&data, &index, 0, u64::MAX, None, &mut out).unwrap();
+    let stats = podcap_sensor::store::slice::write_slice(
+        &data,
+        &index,
+        0,
+        u64::MAX,
+        &podcap_sensor::store::slice::Selection::default(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(
         stats.packets, packets,
         "a slice over compressed segments holds every packet"

@@ -138,7 +138,15 @@ fn salvage(files: &[PathBuf]) -> Packets {
 /// (packets served, notes) of a slice of everything.
 fn serve(dir: &Path, w: &SegmentWriter) -> (Packets, Vec<String>, Vec<u8>) {
     let mut out = Vec::new();
-    slice::write_slice(dir, w.index(), 0, u64::MAX, None, &mut out).unwrap();
+    slice::write_slice(
+        dir,
+        w.index(),
+        0,
+        u64::MAX,
+        &podcap_sensor::store::slice::Selection::default(),
+        &mut out,
+    )
+    .unwrap();
     let mut packets = Packets::new();
     let mut notes = Vec::new();
     let mut section = Section::default();

@@ -53,7 +53,7 @@ mod slices;
 
 pub use self::{
     config::ConfigQuery,
-    slices::{LiveQuery, RangeQuery, SegmentInfo},
+    slices::{RangeQuery, SegmentInfo, SliceQuery},
 };
 
 /// Snapshots served at once; more get 503.

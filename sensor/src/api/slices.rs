@@ -4,7 +4,7 @@ use std::sync::{atomic::Ordering, Arc};
 
 use axum::{
     body::Body,
-    extract::State,
+    extract::{RawQuery, State},
     http::header,
     response::{IntoResponse, Response},
     Json,
@@ -16,7 +16,7 @@ use super::{ApiState, AppError, Params, LIVE_DELAY, LIVE_POLL, STALL_TIMEOUT};
 use crate::{
     store::{
         index::{Index, SegmentRecord},
-        slice,
+        slice::{self, Selection},
     },
     sys, units,
 };
@@ -62,6 +62,69 @@ impl RangeQuery {
                 Ok((from, to))
             }
         }
+    }
+}
+
+/// The query of a download: a time range and what it selects (`store::select` has the
+/// rules): `last` or `from`/`to`, `iface=a,b`, `filter=EXPR`, `pod=REGEX`, `namespace=NS`
+/// (repeatable). Every other parameter, or one given twice, is a 400 naming it.
+#[derive(Debug, Default)]
+pub struct SliceQuery {
+    pub range: RangeQuery,
+    pub filter: Option<String>,
+    pub pod: Option<String>,
+    pub namespaces: Vec<String>,
+}
+
+impl SliceQuery {
+    /// Parses a raw query string; `ranged`: whether `last`, `from` and `to` belong here.
+    pub fn parse(raw: Option<&str>, ranged: bool) -> Result<Self, AppError> {
+        let mut query = Self::default();
+        for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            let value = value.into_owned();
+            let slot = match key.as_ref() {
+                "last" if ranged => &mut query.range.last,
+                "from" if ranged => &mut query.range.from,
+                "to" if ranged => &mut query.range.to,
+                "iface" => &mut query.range.iface,
+                "filter" => &mut query.filter,
+                "pod" => &mut query.pod,
+                "namespace" => {
+                    query.namespaces.push(value);
+                    continue;
+                }
+                other => return Err(AppError::BadRequest(format!("unknown parameter {other:?}"))),
+            };
+            if slot.replace(value).is_some() {
+                return Err(AppError::BadRequest(format!("{key}: given twice")));
+            }
+        }
+        Ok(query)
+    }
+
+    /// The selection it asks for, compiled; errors name the parameter.
+    pub fn selection(&self, state: &ApiState) -> Result<Selection, AppError> {
+        let pod = self
+            .pod
+            .as_deref()
+            .map(|text| regex::Regex::new(text).map_err(|e| AppError::BadRequest(format!("pod: {e}"))))
+            .transpose()?;
+        let filter = self
+            .filter
+            .as_deref()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| {
+                crate::filter::Filter::compile(text, 262_144)
+                    .map(Arc::new)
+                    .map_err(|e| AppError::BadRequest(format!("filter: {e}")))
+            })
+            .transpose()?;
+        Ok(Selection {
+            interfaces: interfaces(state, self.range.iface.as_deref())?,
+            pod,
+            namespaces: self.namespaces.clone(),
+            filter,
+        })
     }
 }
 
@@ -150,9 +213,10 @@ impl std::io::Write for ChannelWriter {
 
 pub(super) async fn snapshot(
     State(state): State<ApiState>,
-    Params(query): Params<RangeQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    let (from, to) = query.range(sys::realtime_ns())?;
+    let query = SliceQuery::parse(raw.as_deref(), true)?;
+    let (from, to) = query.range.range(sys::realtime_ns())?;
     if let Some(max) = state.max_slice {
         let span = std::time::Duration::from_nanos(to - from);
         if span > max {
@@ -163,7 +227,7 @@ pub(super) async fn snapshot(
             )));
         }
     }
-    let interfaces = interfaces(&state, query.iface.as_deref())?;
+    let selection = query.selection(&state)?;
     let permit = Arc::clone(&state.snapshots)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("snapshots"))?;
@@ -178,7 +242,7 @@ pub(super) async fn snapshot(
             runtime,
         };
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
-        if let Err(e) = slice::write_segments(&dir, &refs, from, to, interfaces.as_deref(), &mut out) {
+        if let Err(e) = slice::write_segments(&dir, &refs, from, to, &selection, &mut out) {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
         }
@@ -217,18 +281,11 @@ fn interfaces(state: &ApiState, list: Option<&str>) -> Result<Option<Vec<String>
     Ok(Some(names))
 }
 
-/// Query of `/api/v1/live`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LiveQuery {
-    pub iface: Option<String>,
-}
-
 pub(super) async fn live(
     State(state): State<ApiState>,
-    Params(query): Params<LiveQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    let interfaces = interfaces(&state, query.iface.as_deref())?;
+    let selection = SliceQuery::parse(raw.as_deref(), false)?.selection(&state)?;
     let permit = Arc::clone(&state.live)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("live streams"))?;
@@ -253,14 +310,7 @@ pub(super) async fn live(
                 }
             };
             let refs: Vec<&SegmentRecord> = segments.iter().collect();
-            if let Err(e) = slicer.write(
-                &state.data_dir,
-                &refs,
-                cursor,
-                to,
-                interfaces.as_deref(),
-                &mut out,
-            ) {
+            if let Err(e) = slicer.write(&state.data_dir, &refs, cursor, to, &selection, &mut out) {
                 log::debug!("live stream ended: {e}");
                 break;
             }

@@ -40,6 +40,7 @@ pub mod index;
 pub use podcap_format::segment_name as name;
 pub mod recover;
 pub mod retention;
+pub mod select;
 pub mod slice;
 mod write;
 

@@ -403,7 +403,15 @@ mod tests {
     /// Every packet timestamp a slice of the whole store gives, and its damage notes.
     fn slice_all(w: &SegmentWriter) -> (Vec<u64>, Vec<String>) {
         let mut out = Vec::new();
-        let stats = slice::write_slice(w.dir(), w.index(), 0, u64::MAX, None, &mut out).unwrap();
+        let stats = slice::write_slice(
+            w.dir(),
+            w.index(),
+            0,
+            u64::MAX,
+            &slice::Selection::default(),
+            &mut out,
+        )
+        .unwrap();
         let notes: Vec<String> = Blocks::new(&out)
             .flat_map(|b| section_comments(&b.unwrap()))
             .collect();

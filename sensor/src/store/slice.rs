@@ -36,6 +36,7 @@ use std::{
     path::Path,
 };
 
+pub use super::select::Selection;
 use super::{
     compress::SegmentReader,
     index::{Index, SegmentRecord},
@@ -271,7 +272,7 @@ impl Default for Slicer {
 struct SegmentPlan<'a> {
     from: u64,
     to: u64,
-    interfaces: Option<&'a [String]>,
+    selection: &'a Selection,
     /// How far this segment's timestamps may step back (capped at the reorder window).
     step_back: u64,
     /// No packet of this segment is older than this.
@@ -549,10 +550,10 @@ impl Slicer {
         &mut self,
         section: &Section,
         local: &mut Vec<Option<LocalInterface>>,
-        wanted: Option<&[String]>,
+        selection: &Selection,
     ) {
         for (i, iface) in section.interfaces.iter().enumerate().skip(local.len()) {
-            if !wanted.is_none_or(|names| names.contains(&iface.name)) {
+            if !selection.wants_interface(&iface.name) {
                 local.push(None);
                 continue;
             }
@@ -739,7 +740,7 @@ impl Slicer {
                     }
                     Resync::NeedMore(undecided) => at = undecided,
                 }
-            } else if seek.is_none() && !section.swapped {
+            } else if seek.is_none() && !section.swapped && !plan.selection.needs_packets() {
                 at = self.copy_in_order(&mut chunk[..end], at, &local, plan, &mut newest, &mut run);
             }
             let offset = base + at as u64;
@@ -831,7 +832,7 @@ impl Slicer {
                     self.note_damage(record, offset, len, reason);
                     continue;
                 }
-                self.map_interfaces(&section, &mut local, plan.interfaces);
+                self.map_interfaces(&section, &mut local, plan.selection);
                 if block_type == crate::pcapng::BLOCK_ISB && self.statistics {
                     statistics_read = true;
                     self.note_statistics(&block, &section, &local);
@@ -888,6 +889,16 @@ impl Slicer {
                 self.end_run(chunk, &mut run, out)?;
                 continue;
             };
+            if plan.selection.needs_packets() {
+                let selected = match parse_packet(&block, &section) {
+                    Ok(Some(packet)) => plan.selection.wants_packet(packet.data, packet.original_len),
+                    _ => false,
+                };
+                if !selected {
+                    self.end_run(chunk, &mut run, out)?;
+                    continue;
+                }
+            }
             let safe = plan.no_older_than(newest);
             let written = self.interfaces[interface.out].written;
             match written {
@@ -932,7 +943,7 @@ impl Slicer {
         segments: &[&SegmentRecord],
         from: u64,
         to: u64,
-        interfaces: Option<&[String]>,
+        selection: &Selection,
         out: &mut impl Write,
     ) -> Result<SliceStats, SliceError> {
         if !self.header_written {
@@ -955,7 +966,7 @@ impl Slicer {
             let plan = SegmentPlan {
                 from,
                 to,
-                interfaces,
+                selection,
                 step_back: record.max_step_back_ns.min(REORDER_WINDOW_NS),
                 first_ns: record.first_ns,
                 later_first_ns: later_first[i + 1],
@@ -1027,10 +1038,10 @@ pub fn write_slice(
     index: &Index,
     from: u64,
     to: u64,
-    interfaces: Option<&[String]>,
+    selection: &Selection,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    write_segments(dir, &index.overlapping(from, to), from, to, interfaces, out)
+    write_segments(dir, &index.overlapping(from, to), from, to, selection, out)
 }
 
 /// Writes the slice `[from, to)` of `segments` as one complete pcapng stream.
@@ -1039,10 +1050,10 @@ pub fn write_segments(
     segments: &[&SegmentRecord],
     from: u64,
     to: u64,
-    interfaces: Option<&[String]>,
+    selection: &Selection,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    Slicer::with_statistics().write(dir, segments, from, to, interfaces, out)
+    Slicer::with_statistics().write(dir, segments, from, to, selection, out)
 }
 
 #[cfg(test)]
@@ -1105,7 +1116,15 @@ mod tests {
         let index = Index::from_records(vec![a, b, c]);
 
         let mut out = Vec::new();
-        let stats = write_slice(dir.path(), &index, 95 * ms, 900 * ms, None, &mut out).unwrap();
+        let stats = write_slice(
+            dir.path(),
+            &index,
+            95 * ms,
+            900 * ms,
+            &Selection::default(),
+            &mut out,
+        )
+        .unwrap();
         let got = read_back(&out);
         let ts: Vec<u64> = got.iter().map(|(_, t)| t / ms).collect();
         assert_eq!(
@@ -1122,7 +1141,7 @@ mod tests {
             &index,
             0,
             u64::MAX,
-            Some(&["eth1".to_owned()]),
+            &Selection::interfaces(vec!["eth1".to_owned()]),
             &mut out,
         )
         .unwrap();
@@ -1147,7 +1166,7 @@ mod tests {
         let b = segment(dir.path(), 2, &["eth1", "eth0"], &[(1, 280 * ms), (0, 400 * ms)]);
         let index = Index::from_records(vec![a, b]);
         let mut whole = Vec::new();
-        write_slice(dir.path(), &index, 0, u64::MAX, None, &mut whole).unwrap();
+        write_slice(dir.path(), &index, 0, u64::MAX, &Selection::default(), &mut whole).unwrap();
         let mut pieces = Vec::new();
         let mut slicer = Slicer::default();
         for (from, to) in [
@@ -1158,7 +1177,7 @@ mod tests {
         ] {
             let list = index.overlapping(from, to);
             slicer
-                .write(dir.path(), &list, from, to, None, &mut pieces)
+                .write(dir.path(), &list, from, to, &Selection::default(), &mut pieces)
                 .unwrap();
         }
         assert_eq!(read_back(&pieces), read_back(&whole));
@@ -1200,7 +1219,15 @@ mod tests {
         let index = Index::from_records(vec![record]);
 
         let mut out = Vec::new();
-        let stats = write_slice(dir.path(), &index, 5_000 * ms, 5_100 * ms, None, &mut out).unwrap();
+        let stats = write_slice(
+            dir.path(),
+            &index,
+            5_000 * ms,
+            5_100 * ms,
+            &Selection::default(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(stats.packets, 100);
         assert!(stats.bytes_read < 2 << 20, "read {} of ~6 MB", stats.bytes_read);
         let mut section = Section::default();
@@ -1297,7 +1324,10 @@ mod tests {
             let to = from + rng(&mut seed) % (span + 1);
             let only = (round % 4 == 1).then(|| vec!["eth1".to_owned(), "eth2".to_owned()]);
             let mut out = Vec::new();
-            let stats = write_slice(dir.path(), &index, from, to, only.as_deref(), &mut out).unwrap();
+            let selection = only
+                .clone()
+                .map_or_else(Selection::default, Selection::interfaces);
+            let stats = write_slice(dir.path(), &index, from, to, &selection, &mut out).unwrap();
             let got = packets_of(&out);
             let mut expect: Vec<_> = all
                 .into_iter()
@@ -1359,7 +1389,7 @@ mod tests {
         let b = segment(dir.path(), 2, &["eth0"], &[(0, 25_000), (0, 40_000)]);
         let index = Index::from_records(vec![a, b]);
         let mut out = Vec::new();
-        write_slice(dir.path(), &index, 0, u64::MAX, None, &mut out).unwrap();
+        write_slice(dir.path(), &index, 0, u64::MAX, &Selection::default(), &mut out).unwrap();
         let ts: Vec<u64> = read_back(&out).into_iter().map(|(_, t)| t).collect();
         assert_eq!(ts, vec![10_000, 20_000, 25_000, 30_000, 40_000]);
     }
@@ -1368,7 +1398,15 @@ mod tests {
     fn an_empty_slice_is_still_a_valid_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = Vec::new();
-        let stats = write_slice(dir.path(), &Index::default(), 0, 10, None, &mut out).unwrap();
+        let stats = write_slice(
+            dir.path(),
+            &Index::default(),
+            0,
+            10,
+            &Selection::default(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(stats.packets, 0);
         assert_eq!(Blocks::new(&out).count(), 1, "a section header alone");
     }

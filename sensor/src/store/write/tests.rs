@@ -504,7 +504,15 @@ fn segments_count_their_own_losses_and_a_snapshot_adds_up_its_window() {
     // A snapshot of the middle segments (cut inside them) says what they lost.
     let (from, to) = (records[1].first_ns + 1, records[2].last_ns - 1);
     let mut out = Vec::new();
-    slice::write_slice(dir.path(), w.index(), from, to, None, &mut out).unwrap();
+    slice::write_slice(
+        dir.path(),
+        w.index(),
+        from,
+        to,
+        &slice::Selection::default(),
+        &mut out,
+    )
+    .unwrap();
     let window = statistics_blocks(&out);
     let expect = (
         per_segment[1].0 + per_segment[2].0,

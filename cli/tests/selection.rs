@@ -1,0 +1,51 @@
+//! `podcap dump` with a selection: each sensor applies it where the data is, so only the
+//! selected packets cross the network. Real sensor routers and stores on loopback.
+mod common;
+
+use std::process::Command;
+
+use common::{dumped, packets, sensor, stderr, PODCAP, TOKEN};
+
+async fn dump(sensors: &[std::net::SocketAddr], extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let dest = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["dump".into(), "--time".into(), "5m".into()];
+    for (n, s) in sensors.iter().enumerate() {
+        args.extend(["--sensor".into(), format!("node-{n}=http://{s}")]);
+    }
+    args.extend(["--dest".into(), dest.path().display().to_string()]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(PODCAP)
+            .args(&args)
+            .env("PODCAP_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (output, dest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sensor_applies_the_filter_and_only_the_selected_packets_arrive() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sensors = [sensor(&a_dir, 0, 0xaa).await, sensor(&b_dir, 50, 0xbb).await];
+    // Each packet's byte 7 is its index's lowest byte; byte 8 its sensor's marker.
+    let (output, dest) = dump(&sensors, &["--filter", "ether[7] & 1 = 1"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list = packets(&dumped(dest.path()));
+    assert_eq!(list.len(), 120, "the odd packets of both");
+    let (output, dest) = dump(&sensors, &["--filter", "ether[8] = 0xaa"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list = packets(&dumped(dest.path()));
+    assert!(list.len() == 120 && list.iter().all(|p| p.0 == "node-0/eth0" && p.2 == 0xaa));
+    // A standalone interface belongs to no pod.
+    let (output, dest) = dump(&sensors, &["--pod", "web", "-n", "shop"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(packets(&dumped(dest.path())).is_empty());
+    // A bad expression is refused by every sensor, named; no file.
+    let (output, dest) = dump(&sensors, &["--filter", "tcp prot 80"]).await;
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("filter: "), "{}", stderr(&output));
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0);
+}
