@@ -266,6 +266,16 @@ pub fn format_rfc3339(ns: u64) -> String {
     )
 }
 
+/// Formats ns since the epoch as RFC 3339 in UTC to the nanosecond
+/// (`2026-11-23T16:00:00.000000001Z`): exact, and read back by [`parse_rfc3339`]. JSON
+/// carries times this way because tools such as `jq` round integers above 2^53.
+#[must_use]
+pub fn format_rfc3339_ns(ns: u64) -> String {
+    let seconds = format_rfc3339(ns);
+    let whole = seconds.strip_suffix('Z').unwrap_or(&seconds);
+    format!("{whole}.{:09}Z", ns % 1_000_000_000)
+}
+
 /// (year, month, day, seconds into the day) of ns since the epoch, in UTC.
 fn civil_from_ns(ns: u64) -> (i64, i64, i64, i64) {
     let secs = i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX);

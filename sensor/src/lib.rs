@@ -2,7 +2,8 @@
 //!
 //! Folders in the order a packet travels: `capture` (kernel attach, the ring buffer,
 //! AF_XDP), `ring` (capture → writer thread), `writer` (packets into segments), `store`
-//! (segments, recovery, retention, slices), `api` (HTTP); beside them `config` (flags,
+//! (segments, recovery, retention, slices), `snapshots` (slices kept past the window),
+//! `api` (HTTP); beside them `config` (flags,
 //! settings, targeting), `cluster` (Kubernetes mode), `health`, `stats` (counters and
 //! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
 //! `docs/architecture.md` has the map.
@@ -14,6 +15,7 @@ pub mod filter;
 pub mod health;
 pub mod ring;
 pub mod run;
+pub mod snapshots;
 pub mod stats;
 pub mod store;
 pub mod sys;

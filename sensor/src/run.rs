@@ -12,6 +12,7 @@ use std::{
         Arc,
     },
     thread,
+    time::Duration,
 };
 
 use crate::{
@@ -28,6 +29,7 @@ use crate::{
     },
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
     ring::record_ring,
+    snapshots::Snapshots,
     stats::Stats,
     store::{SegmentWriter, StoreError},
     sys,
@@ -54,6 +56,8 @@ pub enum RunError {
     Thread(&'static str),
     #[error("--targeting: {0}")]
     Targeting(String),
+    #[error("snapshots: {0}")]
+    Snapshots(#[source] crate::snapshots::SnapshotError),
     #[error("Kubernetes: {0}")]
     Kubernetes(String),
 }
@@ -114,7 +118,14 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.snaplen
     );
     log::info!("settings: {}", settings.describe());
-    let api_state = api_state(config, &stats, &store, &settings);
+    let snapshots = Arc::new(
+        Snapshots::open(&config.data_dir, config.snapshot_max_size).map_err(RunError::Snapshots)?,
+    );
+    let expiry = spawn_snapshot_expiry(Arc::clone(&snapshots), Arc::clone(stop))?;
+    let api_state = ApiState {
+        snapshots: Some(snapshots),
+        ..api_state(config, &stats, &store, &settings)
+    };
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());
     api_state.health.set_attached(true);
@@ -166,6 +177,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     );
     stop.store(true, Ordering::Relaxed);
     let _ = api.join();
+    let _ = expiry.join();
     if let Some(reloader) = reloader {
         let _ = reloader.join();
     }
@@ -248,6 +260,33 @@ fn spawn_reloader(
         })
         .map_err(|_| RunError::Thread("config"))
 }
+
+/// Deletes expired snapshots every `SNAPSHOT_EXPIRY_INTERVAL` (listing them does too).
+fn spawn_snapshot_expiry(
+    snapshots: Arc<Snapshots>,
+    stop: Arc<AtomicBool>,
+) -> Result<thread::JoinHandle<()>, RunError> {
+    thread::Builder::new()
+        .name("podcap-expiry".into())
+        .spawn(move || {
+            let mut last = std::time::Instant::now();
+            // Relaxed: `stop` is a flag polled on its own; no other data hangs on it.
+            while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+                thread::sleep(Duration::from_millis(200));
+                if last.elapsed() < SNAPSHOT_EXPIRY_INTERVAL {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                if let Err(e) = snapshots.expire(sys::realtime_ns()) {
+                    log::warn!("snapshots: expiring: {e}");
+                }
+            }
+        })
+        .map_err(|_| RunError::Thread("snapshot expiry"))
+}
+
+/// How often expired snapshots are looked for.
+const SNAPSHOT_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the API serves.
 fn api_state(

@@ -722,3 +722,137 @@ async fn downloads_select_packets_by_filter_and_pods_by_their_interfaces() {
     let (_, _, body) = get(&state(&dir2, None), "/api/v1/snapshot?last=1h&pod=.", None).await;
     assert!(names(&body).is_empty());
 }
+
+fn with_snapshots(mut s: ApiState, dir: &tempfile::TempDir, budget: u64) -> ApiState {
+    s.snapshots = Some(Arc::new(
+        podcap_sensor::snapshots::Snapshots::open(dir.path(), budget).unwrap(),
+    ));
+    s
+}
+
+#[tokio::test]
+async fn a_snapshot_keeps_its_slice_byte_for_byte_past_the_window_and_a_restart() {
+    let (dir, start) = store();
+    let s = with_snapshots(state(&dir, None), &dir, 10_000_000);
+    let (from, to) = (
+        podcap_sensor::units::format_rfc3339_ns(start + 5 * SECOND),
+        podcap_sensor::units::format_rfc3339_ns(start + 15 * SECOND),
+    );
+    let body = serde_json::json!({
+        "name": "incident-1", "from": from, "to": to,
+        "filter": "ether[7] & 1 = 1", "iface": "eth0", "expire": "1h",
+    });
+    let (status, made) = send(&s, "POST", "/api/v1/snapshots", &body.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    // The same slice downloaded from the store: the snapshot holds exactly it.
+    let query = format!("from={from}&to={to}&iface=eth0&filter=ether%5B7%5D%20%26%201%20%3D%201");
+    let (status, _, expected) = get(&s, &format!("/api/v1/snapshot?{query}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let wanted = packets(&expected);
+    assert!(!wanted.is_empty());
+    assert!(wanted.iter().all(|(name, ts)| name == "eth0" && ts & 1 == 1));
+    assert_eq!(made["packets"].as_u64(), Some(wanted.len() as u64), "{made}");
+    assert_eq!(made["selection"]["filter"], "ether[7] & 1 = 1");
+    assert!(made["expires"].as_str().is_some(), "{made}");
+    let (status, headers, kept) = get(&s, "/api/v1/snapshots/incident-1/pcapng", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kept, expected, "the snapshot is the slice, byte for byte");
+    let sha = headers["x-podcap-sha256"].to_str().unwrap().to_owned();
+    assert_eq!(made["sha256"], sha.as_str());
+    // The rolling store retires everything (here: every segment and the index go).
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let (_, _, now_empty) = get(&s, &format!("/api/v1/snapshot?{query}"), None).await;
+    assert!(packets(&now_empty).is_empty());
+    // A restart: the snapshot is still there, the same bytes.
+    let s = with_snapshots(state(&dir, None), &dir, 10_000_000);
+    let (status, _, again) = get(&s, "/api/v1/snapshots/incident-1/pcapng", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, expected);
+    let (status, listing) = send(&s, "GET", "/api/v1/snapshots", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listing["snapshots"][0], made);
+    assert_eq!(listing["usedBytes"], made["bytes"]);
+    let (status, manifest) = send(&s, "GET", "/api/v1/snapshots/incident-1", "").await;
+    assert_eq!((status, manifest), (StatusCode::OK, made));
+    // Deleted by name only.
+    assert_eq!(send(&s, "DELETE", "/api/v1/snapshots/incident-1", "").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(send(&s, "DELETE", "/api/v1/snapshots/incident-1", "").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&s, "/api/v1/snapshots/incident-1/pcapng", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_snapshot_requests_are_refused_by_name_and_change_nothing() {
+    let (dir, _) = store();
+    let s = with_snapshots(state(&dir, None), &dir, 10_000_000);
+    let post = |body: serde_json::Value| {
+        let s = s.clone();
+        async move { send(&s, "POST", "/api/v1/snapshots", &body.to_string()).await }
+    };
+    let cases = [
+        (serde_json::json!({"name": "../x", "last": "1m"}), StatusCode::BAD_REQUEST, "name"),
+        (serde_json::json!({"name": "a/b", "last": "1m"}), StatusCode::BAD_REQUEST, "name"),
+        (serde_json::json!({"name": ".hidden", "last": "1m"}), StatusCode::BAD_REQUEST, "name"),
+        (serde_json::json!({"name": "x"}), StatusCode::BAD_REQUEST, "window"),
+        (serde_json::json!({"name": "x", "last": "10"}), StatusCode::BAD_REQUEST, "last"),
+        (serde_json::json!({"name": "x", "last": "1m", "expire": "7"}), StatusCode::BAD_REQUEST, "expire"),
+        (serde_json::json!({"name": "x", "last": "1m", "filter": "tcp prot 80"}), StatusCode::BAD_REQUEST, "filter"),
+        (serde_json::json!({"name": "x", "last": "1m", "pod": "(["}), StatusCode::BAD_REQUEST, "pod"),
+        (serde_json::json!({"name": "x", "last": "1m", "iface": "eth9"}), StatusCode::BAD_REQUEST, "iface"),
+        (serde_json::json!({"name": "x", "last": "1m", "colour": "red"}), StatusCode::BAD_REQUEST, "colour"),
+    ];
+    for (body, status, named) in cases {
+        let (got, answer) = post(body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(named), "{body}: {answer}");
+    }
+    let (status, answer) = send(&s, "POST", "/api/v1/snapshots", "not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let listing = send(&s, "GET", "/api/v1/snapshots", "").await.1;
+    assert_eq!(listing["snapshots"], serde_json::json!([]), "nothing made: {listing}");
+    assert_eq!(listing["failed"], serde_json::json!([]), "nothing to remember: {listing}");
+    // A name is taken once; the first stays as it was.
+    assert_eq!(post(serde_json::json!({"name": "x", "last": "1m"})).await.0, StatusCode::CREATED);
+    let first = send(&s, "GET", "/api/v1/snapshots/x", "").await.1;
+    let (status, answer) = post(serde_json::json!({"name": "x", "last": "5s"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(send(&s, "GET", "/api/v1/snapshots/x", "").await.1, first);
+    // Unknown names, and paths that are not names.
+    assert_eq!(send(&s, "GET", "/api/v1/snapshots/nope", "").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&s, "GET", "/api/v1/snapshots/..", "").await.0.is_client_error(), true);
+    assert_eq!(send(&s, "GET", "/api/v1/snapshots/x/pcapng?filter=tcp", "").await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_snapshot_over_the_budget_is_refused_remembered_and_deletes_no_other() {
+    let (dir, _) = store();
+    let s = with_snapshots(state(&dir, None), &dir, 6_000);
+    let (status, small) = send(&s, "POST", "/api/v1/snapshots", r#"{"name":"small","last":"2s"}"#).await;
+    assert_eq!(status, StatusCode::CREATED, "{small}");
+    let (status, answer) = send(&s, "POST", "/api/v1/snapshots", r#"{"name":"big","last":"1m"}"#).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("--snapshot-max-size"), "{answer}");
+    let listing = send(&s, "GET", "/api/v1/snapshots", "").await.1;
+    assert_eq!(listing["snapshots"][0], small);
+    assert_eq!(listing["failed"][0]["name"], "big");
+    assert!(listing["failed"][0]["reason"].as_str().unwrap().contains("does not fit"));
+}
+
+#[tokio::test]
+async fn only_the_admin_makes_and_deletes_snapshots() {
+    let (dir, _) = store();
+    let mut s = with_snapshots(state(&dir, Some("reader")), &dir, 10_000_000);
+    s.admin_token = Some(Arc::from("admin"));
+    let body = br#"{"name":"x","last":"1m"}"#.to_vec();
+    let (status, text) = request_with(&s, "POST", "/api/v1/snapshots", Some("reader"), body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert_eq!(request_with(&s, "POST", "/api/v1/snapshots", Some("admin"), body).await.0, StatusCode::CREATED);
+    assert_eq!(request_with(&s, "GET", "/api/v1/snapshots/x/pcapng", Some("reader"), Vec::new()).await.0, StatusCode::OK);
+    assert_eq!(request_with(&s, "DELETE", "/api/v1/snapshots/x", Some("reader"), Vec::new()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(request_with(&s, "DELETE", "/api/v1/snapshots/x", None, Vec::new()).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(request_with(&s, "DELETE", "/api/v1/snapshots/x", Some("admin"), Vec::new()).await.0, StatusCode::NO_CONTENT);
+}

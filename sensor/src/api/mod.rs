@@ -1,13 +1,14 @@
-//! The sensor's HTTP API (axum): health, the segment list, time-sliced snapshots, the
-//! recording settings, metrics.
+//! The sensor's HTTP API (axum): health, the segment list, time slices of the store
+//! (`/api/v1/snapshot`), kept snapshots (`/api/v1/snapshots`), the recording settings,
+//! metrics.
 //!
 //! Rules:
 //! - `router(state)` is the whole API; `serve` binds it (`server.rs`: connection limits,
 //!   timeouts, TLS, stopping). Every endpoint but `/healthz` and `/readyz` requires a
 //!   bearer token when one is configured (compared in constant time), checked before
 //!   anything else of the request is read. Two roles: the read token (`--token-file`)
-//!   reads (segments, snapshots, live, status, metrics, the settings); changing the
-//!   settings needs the admin token (`--admin-token-file`), which also reads. With a read
+//!   reads (segments, slices, snapshots, live, status, metrics, the settings); changing
+//!   the settings, making and deleting snapshots need the admin token (`--admin-token-file`), which also reads. With a read
 //!   token and no admin token, nobody can change the settings through the API. Without
 //!   any token (only on loopback) everything is open. A sensor refuses to listen beyond
 //!   loopback without a token.
@@ -24,7 +25,8 @@
 //!   costs the capture path nothing: a slow client slows only its own reader. It ends
 //!   when the client goes away or the sensor stops. At most `MAX_LIVE` run at once.
 //! - Every handler must produce its response head within `REQUEST_TIMEOUT` (bodies
-//!   stream on without it).
+//!   stream on without it); making a snapshot, which answers when it is made, within
+//!   `CREATE_TIMEOUT` (the snapshot is still made if the client goes away).
 //! - Query parameters a handler does not know are a 400, like bad values.
 //! - `openapi.json` describes every endpoint as it answers; schemathesis checks that.
 use std::{
@@ -50,6 +52,7 @@ mod health;
 mod metrics;
 pub mod server;
 mod slices;
+mod snapshots;
 
 pub use self::{
     config::ConfigQuery,
@@ -68,6 +71,8 @@ pub const LIVE_POLL: Duration = Duration::from_millis(250);
 pub const STALL_TIMEOUT: Duration = Duration::from_mins(1);
 /// Time for a handler to produce its response head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time to make a snapshot and answer.
+pub const CREATE_TIMEOUT: Duration = Duration::from_mins(15);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -81,7 +86,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// The admin token (changes the settings; reads too).
     pub admin_token: Option<Arc<str>>,
-    pub snapshots: Arc<Semaphore>,
+    /// Slices (downloads, snapshots being made) running at once.
+    pub slice_permits: Arc<Semaphore>,
     pub live: Arc<Semaphore>,
     /// The longest time range one snapshot may span (`--max-slice`); longer ones get 400.
     pub max_slice: Option<std::time::Duration>,
@@ -96,6 +102,8 @@ pub struct ApiState {
     pub settings: Option<Arc<RuntimeSettings>>,
     /// What start-up recovery found in the store.
     pub recovery: Arc<crate::store::recover::RecoveryReport>,
+    /// The snapshots kept on this node; absent: this sensor keeps none (404).
+    pub snapshots: Option<Arc<crate::snapshots::Snapshots>>,
 }
 
 impl ApiState {
@@ -108,7 +116,8 @@ impl ApiState {
             stats,
             token: token.map(Arc::from),
             admin_token: None,
-            snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
+            slice_permits: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
+            snapshots: None,
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Arc::new(AtomicBool::new(false)),
             config_error: Arc::default(),
@@ -124,6 +133,8 @@ impl ApiState {
 #[derive(Debug)]
 pub enum AppError {
     BadRequest(String),
+    /// Any other refusal, with its status and message for the client.
+    Refused(StatusCode, String),
     Unauthorized,
     /// A valid token of a role that may not do this.
     Forbidden(&'static str),
@@ -136,6 +147,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Self::Refused(status, m) => (status, m),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required".to_owned(),
@@ -174,6 +186,15 @@ pub fn router(state: ApiState) -> Router {
             get(config::get_config).patch(config::patch_config),
         )
         .route("/api/v1/status", get(health::status))
+        .route(
+            "/api/v1/snapshots",
+            get(snapshots::list).post(snapshots::create),
+        )
+        .route(
+            "/api/v1/snapshots/{name}",
+            get(snapshots::manifest).delete(snapshots::delete),
+        )
+        .route("/api/v1/snapshots/{name}/pcapng", get(snapshots::download))
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -233,10 +254,15 @@ enum Role {
 }
 
 async fn response_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if let Ok(response) = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let limit = if request.method() == axum::http::Method::POST && request.uri().path() == "/api/v1/snapshots" {
+        CREATE_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    if let Ok(response) = tokio::time::timeout(limit, next.run(request)).await {
         response
     } else {
-        log::warn!("a request took longer than {REQUEST_TIMEOUT:?} to answer");
+        log::warn!("a request took longer than {limit:?} to answer");
         AppError::Timeout.into_response()
     }
 }
@@ -269,7 +295,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Result<(), Ap
     match (matches(&state.token), role) {
         (true, Role::Read) => Ok(()),
         (true, Role::Admin) => Err(AppError::Forbidden(
-            "changing the settings needs the admin token (the sensor's --admin-token-file)",
+            "this changes the sensor (its settings, its snapshots) and needs the admin token (the sensor's --admin-token-file)",
         )),
         (false, _) => Err(AppError::Unauthorized),
     }

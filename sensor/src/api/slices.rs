@@ -145,7 +145,7 @@ pub(super) fn load_index(state: &ApiState) -> Result<Index, AppError> {
 }
 
 /// Segments overlapping `[from, to)`, the active one included when the writer shares it.
-fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
+pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
     if let Some(view) = &state.view {
         let view = view
             .read()
@@ -182,9 +182,9 @@ pub(super) async fn segments(
 }
 
 /// Feeds a blocking writer into a bounded channel of chunks (used from a blocking thread).
-struct ChannelWriter {
-    tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    runtime: tokio::runtime::Handle,
+pub(super) struct ChannelWriter {
+    pub(super) tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    pub(super) runtime: tokio::runtime::Handle,
 }
 
 impl std::io::Write for ChannelWriter {
@@ -217,18 +217,9 @@ pub(super) async fn snapshot(
 ) -> Result<Response, AppError> {
     let query = SliceQuery::parse(raw.as_deref(), true)?;
     let (from, to) = query.range.range(sys::realtime_ns())?;
-    if let Some(max) = state.max_slice {
-        let span = std::time::Duration::from_nanos(to - from);
-        if span > max {
-            return Err(AppError::BadRequest(format!(
-                "slice too large: it spans {} s, this sensor serves at most {} s (--max-slice)",
-                span.as_secs(),
-                max.as_secs()
-            )));
-        }
-    }
+    check_span(&state, from, to)?;
     let selection = query.selection(&state)?;
-    let permit = Arc::clone(&state.snapshots)
+    let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("snapshots"))?;
     let segments = overlapping(&state, from, to)?;
@@ -263,6 +254,21 @@ pub(super) async fn snapshot(
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response())
+}
+
+/// Refuses a range longer than `--max-slice`.
+pub(super) fn check_span(state: &ApiState, from: u64, to: u64) -> Result<(), AppError> {
+    if let Some(max) = state.max_slice {
+        let span = std::time::Duration::from_nanos(to.saturating_sub(from));
+        if span > max {
+            return Err(AppError::BadRequest(format!(
+                "slice too large: it spans {} s, this sensor serves at most {} s (--max-slice)",
+                span.as_secs(),
+                max.as_secs()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The `iface=a,b` parameter, checked against the captured interfaces.

@@ -65,6 +65,10 @@ pub struct Args {
     /// The longest time range one snapshot may span (e.g. 2h); longer requests are refused.
     #[arg(long, value_name = "DUR")]
     pub max_slice: Option<String>,
+    /// Total size of the snapshots kept on this node (`DATA/snapshots/`), apart from the
+    /// store's --max-size; a snapshot that does not fit is refused, none is deleted for it.
+    #[arg(long, default_value = "1GB", value_name = "SIZE")]
+    pub snapshot_max_size: String,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
     pub listen: String,
@@ -172,6 +176,8 @@ pub struct Config {
     pub kubernetes: Option<Kubernetes>,
     /// `--max-slice`.
     pub max_slice: Option<Duration>,
+    /// `--snapshot-max-size`.
+    pub snapshot_max_size: u64,
     /// `--filter`, compiled; else `tap.bpfOverride` of the file.
     pub filter: Option<Filter>,
     /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
@@ -605,8 +611,14 @@ impl Args {
             })
             .transpose()?;
         let min_free = self.min_free.as_deref().map(parse_min_free).transpose()?;
+        let snapshot_max_size =
+            units::parse_size(&self.snapshot_max_size).map_err(|source| ConfigError::Unit {
+                flag: "snapshot-max-size",
+                source,
+            })?;
         Ok(Config {
             min_free,
+            snapshot_max_size,
             max_slice,
             filter,
             filter_from_flag,

@@ -107,6 +107,10 @@ pub struct SliceStats {
     pub segments_missing: usize,
     /// Damaged parts skipped (each named in the stream's notes).
     pub damaged: usize,
+    /// What the statistics blocks of the window's segments say was lost, summed over its
+    /// interfaces (gathered by [`Slicer::with_statistics`] only): by the kernel, by podcap.
+    pub kernel_drops: u64,
+    pub sensor_drops: u64,
 }
 
 /// Opens a segment by its record: an active segment that was finished (renamed, perhaps
@@ -404,6 +408,8 @@ impl Slicer {
                 sum.interface_drops, sum.os_drops
             );
             self.blocks.statistics(id, &stats, &comment);
+            self.stats.kernel_drops = self.stats.kernel_drops.saturating_add(sum.interface_drops);
+            self.stats.sensor_drops = self.stats.sensor_drops.saturating_add(sum.os_drops);
         }
     }
 

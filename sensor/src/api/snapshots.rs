@@ -1,0 +1,231 @@
+//! Kept snapshots over HTTP (`crate::snapshots` has their rules): `GET /api/v1/snapshots`
+//! lists them, `POST` makes one from a JSON body (the window and selection of a download,
+//! a name, an expiry) and answers when it is made, `GET /{name}` is its manifest,
+//! `GET /{name}/pcapng` its file (with its SHA-256 in `x-podcap-sha256`), `DELETE /{name}`
+//! deletes it.
+use std::sync::Arc;
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, RawQuery, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{
+    slices::{check_span, overlapping, ChannelWriter, RangeQuery, SliceQuery},
+    ApiState, AppError,
+};
+use crate::{
+    snapshots::{self, Listing, Manifest, SelectionDoc, SnapshotError, Snapshots},
+    sys, units,
+};
+
+/// The body of `POST /api/v1/snapshots`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateSnapshot {
+    name: String,
+    #[serde(default)]
+    last: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    /// Interfaces, comma-separated (as `iface=` of a download).
+    #[serde(default)]
+    iface: Option<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    pod: Option<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    /// Deleted this long after it is made (`7d`); absent: kept until deleted.
+    #[serde(default)]
+    expire: Option<String>,
+}
+
+fn store(state: &ApiState) -> Result<Arc<Snapshots>, AppError> {
+    state.snapshots.clone().ok_or_else(|| {
+        AppError::Refused(
+            StatusCode::NOT_FOUND,
+            "this sensor keeps no snapshots".to_owned(),
+        )
+    })
+}
+
+fn refused(error: SnapshotError) -> AppError {
+    let status = match &error {
+        SnapshotError::BadName(_) => StatusCode::BAD_REQUEST,
+        SnapshotError::Exists(_) | SnapshotError::Damaged { .. } => StatusCode::CONFLICT,
+        SnapshotError::NotFound(_) => StatusCode::NOT_FOUND,
+        SnapshotError::TooLarge { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        SnapshotError::Write { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
+        SnapshotError::Write { .. } | SnapshotError::Io(_) => {
+            return AppError::Internal(format!("snapshots: {error}: {:?}", std::error::Error::source(&error)));
+        }
+    };
+    let mut message = error.to_string();
+    if let Some(source) = std::error::Error::source(&error) {
+        message = format!("{message}: {source}");
+    }
+    AppError::Refused(status, message)
+}
+
+/// Blocking snapshot work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::Internal(format!("snapshot task: {e}")))?
+        .map_err(refused)
+}
+
+fn no_query(raw: Option<&str>) -> Result<(), AppError> {
+    match raw.filter(|q| !q.is_empty()) {
+        None => Ok(()),
+        Some(_) => Err(AppError::BadRequest(
+            "this endpoint takes no query parameters (a snapshot's window and selection are fixed when it is made)"
+                .into(),
+        )),
+    }
+}
+
+pub(super) async fn list(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Json<Listing>, AppError> {
+    no_query(raw.as_deref())?;
+    let store = store(&state)?;
+    Ok(Json(blocking(move || store.list(sys::realtime_ns())).await?))
+}
+
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    no_query(raw.as_deref())?;
+    let store = store(&state)?;
+    let asked: CreateSnapshot =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
+    snapshots::check_name(&asked.name).map_err(refused)?;
+    let now = sys::realtime_ns();
+    let query = SliceQuery {
+        range: RangeQuery {
+            last: asked.last,
+            from: asked.from,
+            to: asked.to,
+            iface: asked.iface.clone(),
+        },
+        filter: asked.filter.clone(),
+        pod: asked.pod.clone(),
+        namespaces: asked.namespaces.clone(),
+    };
+    if query.range.last.is_none() && query.range.from.is_none() {
+        return Err(AppError::BadRequest(
+            "give the window: last (\"10m\") or from and to (RFC 3339)".into(),
+        ));
+    }
+    let (from, to) = query.range.range(now)?;
+    check_span(&state, from, to)?;
+    let selection = query.selection(&state)?;
+    let expires_ns = asked
+        .expire
+        .as_deref()
+        .map(|text| {
+            units::parse_duration(text)
+                .map(|d| now.saturating_add(units::duration_ns(d)))
+                .map_err(|e| AppError::BadRequest(format!("expire: {e}")))
+        })
+        .transpose()?;
+    let request = snapshots::Request {
+        name: asked.name,
+        from_ns: from,
+        to_ns: to,
+        selection,
+        described: SelectionDoc {
+            iface: asked.iface.map(|list| list.split(',').map(str::to_owned).collect()),
+            filter: asked.filter.filter(|f| !f.trim().is_empty()),
+            pod: asked.pod,
+            namespaces: asked.namespaces,
+        },
+        expires_ns,
+    };
+    let permit = Arc::clone(&state.slice_permits)
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("slices"))?;
+    let segments = overlapping(&state, from, to)?;
+    let data_dir = state.data_dir.clone();
+    let manifest: Manifest = blocking(move || {
+        let _permit = permit;
+        store.create(&data_dir, &segments, &request, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(manifest)).into_response())
+}
+
+pub(super) async fn manifest(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Manifest>, AppError> {
+    no_query(raw.as_deref())?;
+    let store = store(&state)?;
+    Ok(Json(blocking(move || store.get(&name, sys::realtime_ns())).await?))
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, AppError> {
+    no_query(raw.as_deref())?;
+    let store = store(&state)?;
+    blocking(move || store.delete(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn download(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, AppError> {
+    no_query(raw.as_deref())?;
+    let store = store(&state)?;
+    let (mut file, manifest) = {
+        let name = name.clone();
+        blocking(move || store.open_file(&name, sys::realtime_ns())).await?
+    };
+    let (tx, rx) = mpsc::channel(8);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
+        if let Err(e) = std::io::copy(&mut file, &mut out) {
+            log::debug!("snapshot download ended early: {e}");
+            let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be sent whole")));
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.pcapng\""),
+            ),
+            (
+                header::HeaderName::from_static("x-podcap-sha256"),
+                manifest.sha256,
+            ),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
