@@ -190,6 +190,10 @@ enum Command {
         window: WindowArgs,
         #[command(flatten)]
         select: SelectArgs,
+        /// Download this kept snapshot (`podcap snapshot list`) instead of a window of the
+        /// stores; its window and selection were fixed when it was made.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["time", "from", "to", "filter", "pod", "namespaces", "iface"])]
+        snapshot: Option<String>,
         /// Directory for the file, or - for stdout.
         #[arg(long, default_value = ".", value_name = "DIR")]
         dest: String,
@@ -236,6 +240,12 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Keep a window of the sensors' stores past the rolling window, as a named snapshot on
+    /// each node; list and delete them (`podcap dump --snapshot NAME` downloads one).
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
     /// Change which pods every sensor records, cluster-wide, by updating podcap's ConfigMap
     /// (like `kubeshark tap`); the sensors apply it once the kubelet has refreshed the
     /// mounted file (up to a minute).
@@ -254,6 +264,45 @@ enum Command {
         filter: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+}
+
+#[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per run")]
+enum SnapshotAction {
+    /// Copy a window (with a selection) of every sensor's store, or the named nodes', into
+    /// a snapshot NAME kept on each node until deleted or expired.
+    Create {
+        /// Its name: letters, digits, '.', '_' or '-' (at most 64), starting with a letter or
+        /// digit.
+        name: String,
+        #[command(flatten)]
+        window: WindowArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Only the sensors of these nodes (repeatable; as `podcap segments` names them).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Delete it this long after it is made (e.g. 7d; default: kept until deleted).
+        #[arg(long, value_name = "DUR")]
+        expire: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The snapshots the sensors keep: per snapshot its window, the nodes holding it,
+    /// packets, size, expiry, and the nodes where making it failed, with why.
+    List {
+        /// `table` for people, `json` for scripts.
+        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete a snapshot on every sensor that holds it.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
     },
 }
 
@@ -290,11 +339,11 @@ fn token(connection: &Connection) -> Result<Option<String>> {
 }
 
 /// The sensors a command talks to, and what keeps the way to them open.
-struct Reached {
-    sensors: Vec<Sensor>,
+pub(crate) struct Reached {
+    pub(crate) sensors: Vec<Sensor>,
     /// Sensors that exist but cannot be asked, with the reason.
-    unreachable: Vec<(String, String)>,
-    token: Option<String>,
+    pub(crate) unreachable: Vec<(String, String)>,
+    pub(crate) token: Option<String>,
     parallel: usize,
     /// Holds the port-forwards open while the command runs.
     _cluster: Option<Cluster>,
@@ -302,7 +351,7 @@ struct Reached {
 
 impl Reached {
     /// Names the unreachable sensors; true if there were any.
-    fn report_unreachable(&self) -> bool {
+    pub(crate) fn report_unreachable(&self) -> bool {
         for (label, reason) in &self.unreachable {
             eprintln!("podcap: sensor {label} failed: {reason}");
         }
@@ -339,22 +388,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dump {
             window,
             select,
+            snapshot,
             dest,
             allow_partial,
             force,
             connection,
         } => {
-            let window = window.resolve(podcap_format::units::now_ns())?;
-            let mut params = window.params.clone();
-            params.extend(select.params());
+            let wanted = if let Some(name) = snapshot {
+                check_snapshot_name(&name)?;
+                Wanted {
+                    path: format!("/api/v1/snapshots/{name}/pcapng"),
+                    title: format!("snapshot {name}"),
+                    file_name: format!("podcap-snapshot-{name}.pcapng"),
+                    snapshot: Some(name),
+                }
+            } else {
+                {
+                    let window = window.resolve(podcap_format::units::now_ns())?;
+                    let mut params = window.params.clone();
+                    params.extend(select.params());
+                    let (from, to) = (
+                        units::format_utc_compact(window.from_ns),
+                        units::format_utc_compact(window.to_ns),
+                    );
+                    Wanted {
+                        path: format!("/api/v1/snapshot?{}", query(&params)),
+                        title: format!("{from} to {to}"),
+                        file_name: format!("podcap-{from}-{to}.pcapng"),
+                        snapshot: None,
+                    }
+                }
+            };
             dump(
                 &reach(&connection, Role::Read)?,
-                &query(&params),
-                (window.from_ns, window.to_ns),
+                &wanted,
                 &dest,
                 (allow_partial, force),
             )
         }
+        Command::Snapshot { action } => snapshot_command(action),
         Command::Config {
             enable,
             max_size,
@@ -439,10 +511,21 @@ fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection
     )
 }
 
+/// What a dump downloads from each sensor.
+struct Wanted {
+    /// The API path, with its query.
+    path: String,
+    /// What it is, for the file's comment.
+    title: String,
+    file_name: String,
+    /// A kept snapshot: a sensor that does not hold it (404) has nothing to give, and that
+    /// is no failure.
+    snapshot: Option<String>,
+}
+
 fn dump(
     reached: &Reached,
-    query: &str,
-    (from_ns, to_ns): (u64, u64),
+    wanted: &Wanted,
     dest: &str,
     (allow_partial, force): (bool, bool),
 ) -> Result<ExitCode> {
@@ -458,22 +541,21 @@ fn dump(
         reached.report_unreachable();
         bail!("no sensor can be reached");
     }
-    let (parts, failed) = download(reached, query, &folder)?;
-    let opened: Vec<merge::Input<BufReader<File>>> = sensors
-        .iter()
-        .zip(&parts)
-        .map(|(sensor, part)| {
-            Ok(merge::Input {
-                label: sensor.label.clone(),
-                reader: BufReader::new(part.reopen()?),
-            })
-        })
-        .collect::<Result<_>>()?;
+    let Downloads {
+        parts,
+        failed,
+        absent,
+    } = download(reached, wanted, &folder)?;
+    if let Some(name) = &wanted.snapshot {
+        if absent.iter().all(|absent| *absent) && reached.unreachable.is_empty() {
+            bail!("no sensor holds snapshot {name} (podcap snapshot list shows what they keep)");
+        }
+    }
+    let (holders, opened) = open_parts(sensors, &parts, &absent)?;
     let mut comments = vec![format!(
-        "podcap dump of {} to {} from {}",
-        units::format_utc_compact(from_ns),
-        units::format_utc_compact(to_ns),
-        sensors
+        "podcap dump of {} from {}",
+        wanted.title,
+        holders
             .iter()
             .map(|s| s.label.as_str())
             .collect::<Vec<_>>()
@@ -482,19 +564,15 @@ fn dump(
     if !failed.is_empty() {
         comments.push(format!("failed: {}", failed.join("; ")));
     }
-    let every_sensor_failed = failed.len() == sensors.len() + reached.unreachable.len();
+    let asked = holders.len() + reached.unreachable.len();
+    let every_sensor_failed = failed.len() == asked;
     let stats = if to_stdout {
         if every_sensor_failed {
             bail!("no sensor could give its slice; nothing written");
         }
         merge::merge(opened, &comments, &mut io::stdout().lock())?
     } else {
-        let name = format!(
-            "podcap-{}-{}.pcapng",
-            units::format_utc_compact(from_ns),
-            units::format_utc_compact(to_ns)
-        );
-        let target = folder.join(&name);
+        let target = folder.join(&wanted.file_name);
         if target.exists() && !force {
             bail!(
                 "{} already exists: move it away, give another --dest, or --force to replace it",
@@ -518,7 +596,7 @@ fn dump(
             target.display(),
             stats.packets,
             units::format_size(stats.bytes),
-            sensors.len() - failed.len().min(sensors.len())
+            holders.len() - failed.len().min(holders.len())
         );
         stats
     };
@@ -530,7 +608,7 @@ fn dump(
         eprintln!(
             "podcap: the file is incomplete: {} of {} sensors failed, {} losses noted in it (--allow-partial exits 0)",
             failed.len(),
-            sensors.len() + reached.unreachable.len(),
+            asked,
             stats.losses.len()
         );
         return Ok(ExitCode::FAILURE);
@@ -538,14 +616,42 @@ fn dump(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sensors that had something to give, and what they gave, opened for the merge.
+type Opened<'a> = (Vec<&'a Sensor>, Vec<merge::Input<BufReader<File>>>);
+
+/// Opens the parts of the sensors that are not `absent`.
+fn open_parts<'a>(
+    sensors: &'a [Sensor],
+    parts: &[tempfile::NamedTempFile],
+    absent: &[bool],
+) -> Result<Opened<'a>> {
+    let mut holders = Vec::new();
+    let mut opened = Vec::new();
+    for ((sensor, part), absent) in sensors.iter().zip(parts).zip(absent) {
+        if !absent {
+            holders.push(sensor);
+            opened.push(merge::Input {
+                label: sensor.label.clone(),
+                reader: BufReader::new(part.reopen()?),
+            });
+        }
+    }
+    Ok((holders, opened))
+}
+
+/// What [`download`] got.
+struct Downloads {
+    /// Per sensor: what arrived, also from a sensor that failed half way.
+    parts: Vec<tempfile::NamedTempFile>,
+    /// The sensors that failed, with their reason.
+    failed: Vec<String>,
+    /// Per sensor: it does not hold the snapshot asked for.
+    absent: Vec<bool>,
+}
+
 /// Each sensor's slice into a temporary file of its own in `folder`, `--parallel` at a
-/// time, progress on a terminal; the files (what arrived, also from a sensor that failed
-/// half way) and the sensors that failed, with their reason.
-fn download(
-    reached: &Reached,
-    query: &str,
-    folder: &std::path::Path,
-) -> Result<(Vec<tempfile::NamedTempFile>, Vec<String>)> {
+/// time, progress on a terminal.
+fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Result<Downloads> {
     let (sensors, token) = (&reached.sensors, reached.token.as_deref());
     // Each sensor's slice goes into a temporary file of its own, created exclusively with
     // a random name (never through a name another user could have planted).
@@ -562,12 +668,7 @@ fn download(
     );
     let fetch = |n: usize| -> Result<u64> {
         let mut file = BufWriter::new(parts[n].as_file());
-        let bytes = sensors[n].download(
-            &format!("/api/v1/snapshot?{query}"),
-            token,
-            &mut file,
-            &tallies[n],
-        );
+        let bytes = sensors[n].download(&wanted.path, token, &mut file, &tallies[n]);
         file.flush()?;
         bytes
     };
@@ -579,14 +680,24 @@ fn download(
         .iter()
         .map(|(label, reason)| format!("{label} ({reason})"))
         .collect();
+    let mut absent = vec![false; sensors.len()];
     for (n, result) in results.iter().enumerate() {
         if let Err(e) = result {
+            let not_held = e.downcast_ref::<Refused>().is_some_and(|r| r.status == 404);
+            if wanted.snapshot.is_some() && not_held {
+                absent[n] = true;
+                continue;
+            }
             // What arrived before the failure is kept: the merge takes its whole blocks.
             eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
             failed.push(format!("{} ({e:#})", sensors[n].label));
         }
     }
-    Ok((parts, failed))
+    Ok(Downloads {
+        parts,
+        failed,
+        absent,
+    })
 }
 
 /// A temporary file in `folder`, created exclusively with a random name (never through a
@@ -752,4 +863,65 @@ fn run_bounded<T: Send>(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("the download did not run"))))
         .collect()
+}
+
+/// Whether `name` can name a snapshot (the sensors' rule, checked before any is asked).
+fn check_snapshot_name(name: &str) -> Result<()> {
+    let good = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !good {
+        bail!("snapshot name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (like incident-2026-11-30)");
+    }
+    Ok(())
+}
+
+fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
+    match action {
+        SnapshotAction::Create {
+            name,
+            window,
+            select,
+            nodes,
+            expire,
+            connection,
+        } => {
+            // Everything is checked here first, so a typo asks no sensor at all.
+            check_snapshot_name(&name)?;
+            if let Some(expire) = &expire {
+                units::parse_duration(expire).context("--expire")?;
+            }
+            // One window for every node, cut at the same instants.
+            let window = window.resolve(units::now_ns())?;
+            let mut body = serde_json::json!({
+                "name": name,
+                "from": units::format_rfc3339_ns(window.from_ns),
+                "to": units::format_rfc3339_ns(window.to_ns),
+                "namespaces": select.namespaces,
+            });
+            for (key, value) in [
+                ("filter", &select.filter),
+                ("pod", &select.pod),
+                ("iface", &select.iface),
+                ("expire", &expire),
+            ] {
+                if let Some(value) = value {
+                    body[key] = value.clone().into();
+                }
+            }
+            let mut reached = reach(&connection, Role::Admin)?;
+            crate::snapshot::keep_nodes(&mut reached, &nodes)?;
+            crate::snapshot::create(&reached, &name, &body)
+        }
+        SnapshotAction::List { output, connection } => {
+            crate::snapshot::list(&reach(&connection, Role::Read)?, output == "json")
+        }
+        SnapshotAction::Delete { name, connection } => {
+            check_snapshot_name(&name)?;
+            crate::snapshot::delete(&reach(&connection, Role::Admin)?, &name)
+        }
+    }
 }

@@ -6,4 +6,5 @@ pub mod app;
 pub mod discovery;
 pub mod live;
 pub mod progress;
+pub mod snapshot;
 pub mod source;

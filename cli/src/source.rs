@@ -162,12 +162,28 @@ impl Sensor {
         serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
     }
 
+    pub fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let response = self.send("POST", path, token, Some(&body.to_string()))?;
+        serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
+    }
+
+    pub fn delete(&self, path: &str, token: Option<&str>) -> Result<()> {
+        self.send("DELETE", path, token, None).map(drop)
+    }
+
     /// The body of a GET, to read as it comes (the live stream).
     pub fn stream(&self, path: &str, token: Option<&str>) -> Result<impl Read + Send + use<>> {
         Ok(self.request(path, token)?.into_reader())
     }
 
-    /// Streams the body into `out`, counting into `tally`; returns its length.
+    /// Streams the body into `out`, counting into `tally`; returns its length and the
+    /// SHA-256 the sensor gave for it (`x-podcap-sha256`, a kept snapshot's), checked:
+    /// a body that is not what the sensor says it holds is an error.
     pub fn download(
         &self,
         path: &str,
@@ -176,7 +192,10 @@ impl Sensor {
         tally: &crate::progress::Tally,
     ) -> Result<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut reader = self.request(path, token)?.into_reader();
+        let response = self.request(path, token)?;
+        let promised = response.header("x-podcap-sha256").map(str::to_owned);
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut reader = response.into_reader();
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
         let mut counter = crate::progress::BlockCounter::default();
@@ -186,12 +205,30 @@ impl Sensor {
                 break;
             }
             out.write_all(&buf[..n])?;
+            digest.update(&buf[..n]);
             total += n as u64;
             counter.feed(&buf[..n]);
             tally.bytes.store(total, Relaxed);
             tally.packets.store(counter.packets, Relaxed);
         }
         tally.done.store(true, Relaxed);
+        if let Some(promised) = promised {
+            let got = hex(digest.finish().as_ref());
+            if !got.eq_ignore_ascii_case(&promised) {
+                bail!("what arrived ({total} bytes) is not what the sensor holds: SHA-256 {got}, the sensor's manifest says {promised}");
+            }
+        }
         Ok(total)
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

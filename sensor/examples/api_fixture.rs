@@ -73,7 +73,9 @@ fn main() -> anyhow::Result<()> {
         floors,
     )?));
     state.view = Some(writer.view());
-    state.snapshots = Some(Arc::new(podcap_sensor::snapshots::Snapshots::open(&dir, 50_000_000)?));
+    state.snapshots = Some(Arc::new(podcap_sensor::snapshots::Snapshots::open(
+        &dir, 50_000_000,
+    )?));
     state.health.set_attached(true);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

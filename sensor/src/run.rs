@@ -118,14 +118,8 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.snaplen
     );
     log::info!("settings: {}", settings.describe());
-    let snapshots = Arc::new(
-        Snapshots::open(&config.data_dir, config.snapshot_max_size).map_err(RunError::Snapshots)?,
-    );
-    let expiry = spawn_snapshot_expiry(Arc::clone(&snapshots), Arc::clone(stop))?;
-    let api_state = ApiState {
-        snapshots: Some(snapshots),
-        ..api_state(config, &stats, &store, &settings)
-    };
+    let (snapshots, expiry) = keep_snapshots(config, stop)?;
+    let api_state = api_state(config, &stats, &store, &settings, snapshots);
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());
     api_state.health.set_attached(true);
@@ -261,6 +255,17 @@ fn spawn_reloader(
         .map_err(|_| RunError::Thread("config"))
 }
 
+/// The node's snapshots, and the thread that expires them.
+fn keep_snapshots(
+    config: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Arc<Snapshots>, thread::JoinHandle<()>), RunError> {
+    let snapshots =
+        Arc::new(Snapshots::open(&config.data_dir, config.snapshot_max_size).map_err(RunError::Snapshots)?);
+    let expiry = spawn_snapshot_expiry(Arc::clone(&snapshots), Arc::clone(stop))?;
+    Ok((snapshots, expiry))
+}
+
 /// Deletes expired snapshots every `SNAPSHOT_EXPIRY_INTERVAL` (listing them does too).
 fn spawn_snapshot_expiry(
     snapshots: Arc<Snapshots>,
@@ -294,6 +299,7 @@ fn api_state(
     stats: &Arc<Stats>,
     store: &SegmentWriter,
     settings: &Arc<RuntimeSettings>,
+    snapshots: Arc<Snapshots>,
 ) -> ApiState {
     // In Kubernetes mode interfaces come and go: `iface=` is not checked against a list.
     let api_state = ApiState::new(
@@ -317,6 +323,7 @@ fn api_state(
         view: Some(store.view()),
         settings: Some(Arc::clone(settings)),
         max_slice: config.max_slice,
+        snapshots: Some(snapshots),
         ..api_state
     }
 }

@@ -198,7 +198,9 @@ impl Snapshots {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(TMP_PREFIX) || name.starts_with(DELETING_PREFIX) {
-                log::info!("snapshots: removing {name}, left by a run that stopped while making or deleting it");
+                log::info!(
+                    "snapshots: removing {name}, left by a run that stopped while making or deleting it"
+                );
                 if entry.file_type()?.is_dir() {
                     fs::remove_dir_all(entry.path())?;
                 } else {
@@ -266,8 +268,8 @@ impl Snapshots {
     /// A snapshot's manifest, checked against its file's size.
     fn read(&self, name: &str) -> Result<Manifest, String> {
         let folder = self.dir.join(name);
-        let manifest: Manifest =
-            read_json(&folder.join(MANIFEST_FILE)).map_err(|e| format!("its manifest cannot be read: {e}"))?;
+        let manifest: Manifest = read_json(&folder.join(MANIFEST_FILE))
+            .map_err(|e| format!("its manifest cannot be read: {e}"))?;
         if manifest.name != name {
             return Err(format!("its manifest names {:?}", manifest.name));
         }
@@ -385,23 +387,26 @@ impl Snapshots {
                 over: false,
             };
             let refs: Vec<&SegmentRecord> = segments.iter().collect();
-            let stats: SliceStats =
-                match slice::write_segments(data_dir, &refs, request.from_ns, request.to_ns, &request.selection, &mut out) {
-                    Ok(stats) => stats,
-                    Err(_) if out.over => {
-                        return Err(SnapshotError::TooLarge {
-                            name: name.clone(),
-                            left,
-                            used,
-                            max: self.max_bytes,
-                        })
-                    }
-                    Err(slice::SliceError::Write(source)) => return Err(write_error(source)),
-                };
-            let file = out
-                .inner
-                .into_inner()
-                .map_err(|e| write_error(e.into_error()))?;
+            let stats: SliceStats = match slice::write_segments(
+                data_dir,
+                &refs,
+                request.from_ns,
+                request.to_ns,
+                &request.selection,
+                &mut out,
+            ) {
+                Ok(stats) => stats,
+                Err(_) if out.over => {
+                    return Err(SnapshotError::TooLarge {
+                        name: name.clone(),
+                        left,
+                        used,
+                        max: self.max_bytes,
+                    })
+                }
+                Err(slice::SliceError::Write(source)) => return Err(write_error(source)),
+            };
+            let file = out.inner.into_inner().map_err(|e| write_error(e.into_error()))?;
             file.sync_all().map_err(write_error)?;
             let manifest = Manifest {
                 name: name.clone(),
@@ -427,7 +432,9 @@ impl Snapshots {
                 }
                 Err(e) => return Err(write_error(e)),
             }
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(write_error)?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(write_error)?;
             Ok(manifest)
         })();
         if outcome.is_err() {
@@ -450,7 +457,9 @@ impl Snapshots {
             };
         }
         // Gone from the list at once; the files after.
-        let doomed = self.dir.join(format!("{DELETING_PREFIX}{name}-{}", crate::sys::realtime_ns()));
+        let doomed = self
+            .dir
+            .join(format!("{DELETING_PREFIX}{name}-{}", crate::sys::realtime_ns()));
         fs::rename(&folder, &doomed)?;
         fs::remove_dir_all(&doomed)?;
         log::info!("snapshot {name:?} deleted");
@@ -520,10 +529,12 @@ impl Write for Budgeted {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -560,16 +571,14 @@ fn write_json_atomically(dir: &Path, path: &Path, value: &impl Serialize) -> io:
 }
 
 fn folder_size(path: &Path) -> u64 {
-    fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(fs::Metadata::is_file)
-                .map(|m| m.len())
-                .fold(0u64, u64::saturating_add)
-        })
-        .unwrap_or(0)
+    fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(fs::Metadata::is_file)
+            .map(|m| m.len())
+            .fold(0u64, u64::saturating_add)
+    })
 }
 
 #[cfg(test)]

@@ -780,9 +780,18 @@ async fn a_snapshot_keeps_its_slice_byte_for_byte_past_the_window_and_a_restart(
     let (status, manifest) = send(&s, "GET", "/api/v1/snapshots/incident-1", "").await;
     assert_eq!((status, manifest), (StatusCode::OK, made));
     // Deleted by name only.
-    assert_eq!(send(&s, "DELETE", "/api/v1/snapshots/incident-1", "").await.0, StatusCode::NO_CONTENT);
-    assert_eq!(send(&s, "DELETE", "/api/v1/snapshots/incident-1", "").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&s, "/api/v1/snapshots/incident-1/pcapng", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&s, "DELETE", "/api/v1/snapshots/incident-1", "").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&s, "DELETE", "/api/v1/snapshots/incident-1", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&s, "/api/v1/snapshots/incident-1/pcapng", None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -794,37 +803,112 @@ async fn bad_snapshot_requests_are_refused_by_name_and_change_nothing() {
         async move { send(&s, "POST", "/api/v1/snapshots", &body.to_string()).await }
     };
     let cases = [
-        (serde_json::json!({"name": "../x", "last": "1m"}), StatusCode::BAD_REQUEST, "name"),
-        (serde_json::json!({"name": "a/b", "last": "1m"}), StatusCode::BAD_REQUEST, "name"),
-        (serde_json::json!({"name": ".hidden", "last": "1m"}), StatusCode::BAD_REQUEST, "name"),
-        (serde_json::json!({"name": "x"}), StatusCode::BAD_REQUEST, "window"),
-        (serde_json::json!({"name": "x", "last": "10"}), StatusCode::BAD_REQUEST, "last"),
-        (serde_json::json!({"name": "x", "last": "1m", "expire": "7"}), StatusCode::BAD_REQUEST, "expire"),
-        (serde_json::json!({"name": "x", "last": "1m", "filter": "tcp prot 80"}), StatusCode::BAD_REQUEST, "filter"),
-        (serde_json::json!({"name": "x", "last": "1m", "pod": "(["}), StatusCode::BAD_REQUEST, "pod"),
-        (serde_json::json!({"name": "x", "last": "1m", "iface": "eth9"}), StatusCode::BAD_REQUEST, "iface"),
-        (serde_json::json!({"name": "x", "last": "1m", "colour": "red"}), StatusCode::BAD_REQUEST, "colour"),
+        (
+            serde_json::json!({"name": "../x", "last": "1m"}),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            serde_json::json!({"name": "a/b", "last": "1m"}),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            serde_json::json!({"name": ".hidden", "last": "1m"}),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            serde_json::json!({"name": "x"}),
+            StatusCode::BAD_REQUEST,
+            "window",
+        ),
+        (
+            serde_json::json!({"name": "x", "last": "10"}),
+            StatusCode::BAD_REQUEST,
+            "last",
+        ),
+        (
+            serde_json::json!({"name": "x", "last": "1m", "expire": "7"}),
+            StatusCode::BAD_REQUEST,
+            "expire",
+        ),
+        (
+            serde_json::json!({"name": "x", "last": "1m", "filter": "tcp prot 80"}),
+            StatusCode::BAD_REQUEST,
+            "filter",
+        ),
+        (
+            serde_json::json!({"name": "x", "last": "1m", "pod": "(["}),
+            StatusCode::BAD_REQUEST,
+            "pod",
+        ),
+        (
+            serde_json::json!({"name": "x", "last": "1m", "iface": "eth9"}),
+            StatusCode::BAD_REQUEST,
+            "iface",
+        ),
+        (
+            serde_json::json!({"name": "x", "last": "1m", "colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
     ];
     for (body, status, named) in cases {
         let (got, answer) = post(body.clone()).await;
         assert_eq!(got, status, "{body}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains(named), "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(named),
+            "{body}: {answer}"
+        );
     }
     let (status, answer) = send(&s, "POST", "/api/v1/snapshots", "not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let listing = send(&s, "GET", "/api/v1/snapshots", "").await.1;
-    assert_eq!(listing["snapshots"], serde_json::json!([]), "nothing made: {listing}");
-    assert_eq!(listing["failed"], serde_json::json!([]), "nothing to remember: {listing}");
+    assert_eq!(
+        listing["snapshots"],
+        serde_json::json!([]),
+        "nothing made: {listing}"
+    );
+    assert_eq!(
+        listing["failed"],
+        serde_json::json!([]),
+        "nothing to remember: {listing}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_name_is_taken_once_and_unknown_names_are_not_found() {
+    let (dir, _) = store();
+    let s = with_snapshots(state(&dir, None), &dir, 10_000_000);
+    let post = |body: serde_json::Value| {
+        let s = s.clone();
+        async move { send(&s, "POST", "/api/v1/snapshots", &body.to_string()).await }
+    };
     // A name is taken once; the first stays as it was.
-    assert_eq!(post(serde_json::json!({"name": "x", "last": "1m"})).await.0, StatusCode::CREATED);
+    assert_eq!(
+        post(serde_json::json!({"name": "x", "last": "1m"})).await.0,
+        StatusCode::CREATED
+    );
     let first = send(&s, "GET", "/api/v1/snapshots/x", "").await.1;
     let (status, answer) = post(serde_json::json!({"name": "x", "last": "5s"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert_eq!(send(&s, "GET", "/api/v1/snapshots/x", "").await.1, first);
     // Unknown names, and paths that are not names.
-    assert_eq!(send(&s, "GET", "/api/v1/snapshots/nope", "").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(send(&s, "GET", "/api/v1/snapshots/..", "").await.0.is_client_error(), true);
-    assert_eq!(send(&s, "GET", "/api/v1/snapshots/x/pcapng?filter=tcp", "").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&s, "GET", "/api/v1/snapshots/nope", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(send(&s, "GET", "/api/v1/snapshots/..", "")
+        .await
+        .0
+        .is_client_error());
+    assert_eq!(
+        send(&s, "GET", "/api/v1/snapshots/x/pcapng?filter=tcp", "")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -835,11 +919,17 @@ async fn a_snapshot_over_the_budget_is_refused_remembered_and_deletes_no_other()
     assert_eq!(status, StatusCode::CREATED, "{small}");
     let (status, answer) = send(&s, "POST", "/api/v1/snapshots", r#"{"name":"big","last":"1m"}"#).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("--snapshot-max-size"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("--snapshot-max-size"),
+        "{answer}"
+    );
     let listing = send(&s, "GET", "/api/v1/snapshots", "").await.1;
     assert_eq!(listing["snapshots"][0], small);
     assert_eq!(listing["failed"][0]["name"], "big");
-    assert!(listing["failed"][0]["reason"].as_str().unwrap().contains("does not fit"));
+    assert!(listing["failed"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not fit"));
 }
 
 #[tokio::test]
@@ -850,9 +940,40 @@ async fn only_the_admin_makes_and_deletes_snapshots() {
     let body = br#"{"name":"x","last":"1m"}"#.to_vec();
     let (status, text) = request_with(&s, "POST", "/api/v1/snapshots", Some("reader"), body.clone()).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
-    assert_eq!(request_with(&s, "POST", "/api/v1/snapshots", Some("admin"), body).await.0, StatusCode::CREATED);
-    assert_eq!(request_with(&s, "GET", "/api/v1/snapshots/x/pcapng", Some("reader"), Vec::new()).await.0, StatusCode::OK);
-    assert_eq!(request_with(&s, "DELETE", "/api/v1/snapshots/x", Some("reader"), Vec::new()).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(request_with(&s, "DELETE", "/api/v1/snapshots/x", None, Vec::new()).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(request_with(&s, "DELETE", "/api/v1/snapshots/x", Some("admin"), Vec::new()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        request_with(&s, "POST", "/api/v1/snapshots", Some("admin"), body)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        request_with(
+            &s,
+            "GET",
+            "/api/v1/snapshots/x/pcapng",
+            Some("reader"),
+            Vec::new()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        request_with(&s, "DELETE", "/api/v1/snapshots/x", Some("reader"), Vec::new())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        request_with(&s, "DELETE", "/api/v1/snapshots/x", None, Vec::new())
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        request_with(&s, "DELETE", "/api/v1/snapshots/x", Some("admin"), Vec::new())
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
 }

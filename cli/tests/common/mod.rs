@@ -78,6 +78,9 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
         RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
     ));
     state.admin_token = Some(ADMIN_TOKEN.into());
+    state.snapshots = Some(Arc::new(
+        podcap_sensor::snapshots::Snapshots::open(dir.path(), 50_000_000).unwrap(),
+    ));
     state.health.set_attached(true);
     state
 }

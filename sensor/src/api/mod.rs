@@ -186,10 +186,7 @@ pub fn router(state: ApiState) -> Router {
             get(config::get_config).patch(config::patch_config),
         )
         .route("/api/v1/status", get(health::status))
-        .route(
-            "/api/v1/snapshots",
-            get(snapshots::list).post(snapshots::create),
-        )
+        .route("/api/v1/snapshots", get(snapshots::list).post(snapshots::create))
         .route(
             "/api/v1/snapshots/{name}",
             get(snapshots::manifest).delete(snapshots::delete),
@@ -254,7 +251,8 @@ enum Role {
 }
 
 async fn response_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let limit = if request.method() == axum::http::Method::POST && request.uri().path() == "/api/v1/snapshots" {
+    let limit = if request.method() == axum::http::Method::POST && request.uri().path() == "/api/v1/snapshots"
+    {
         CREATE_TIMEOUT
     } else {
         REQUEST_TIMEOUT

@@ -50,16 +50,14 @@ struct CreateSnapshot {
 }
 
 fn store(state: &ApiState) -> Result<Arc<Snapshots>, AppError> {
-    state.snapshots.clone().ok_or_else(|| {
-        AppError::Refused(
-            StatusCode::NOT_FOUND,
-            "this sensor keeps no snapshots".to_owned(),
-        )
-    })
+    state
+        .snapshots
+        .clone()
+        .ok_or_else(|| AppError::Refused(StatusCode::NOT_FOUND, "this sensor keeps no snapshots".to_owned()))
 }
 
-fn refused(error: SnapshotError) -> AppError {
-    let status = match &error {
+fn refused(error: &SnapshotError) -> AppError {
+    let status = match error {
         SnapshotError::BadName(_) => StatusCode::BAD_REQUEST,
         SnapshotError::Exists(_) | SnapshotError::Damaged { .. } => StatusCode::CONFLICT,
         SnapshotError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -68,11 +66,14 @@ fn refused(error: SnapshotError) -> AppError {
             StatusCode::INSUFFICIENT_STORAGE
         }
         SnapshotError::Write { .. } | SnapshotError::Io(_) => {
-            return AppError::Internal(format!("snapshots: {error}: {:?}", std::error::Error::source(&error)));
+            return AppError::Internal(format!(
+                "snapshots: {error}: {:?}",
+                std::error::Error::source(&error)
+            ));
         }
     };
     let mut message = error.to_string();
-    if let Some(source) = std::error::Error::source(&error) {
+    if let Some(source) = std::error::Error::source(error) {
         message = format!("{message}: {source}");
     }
     AppError::Refused(status, message)
@@ -85,7 +86,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| AppError::Internal(format!("snapshot task: {e}")))?
-        .map_err(refused)
+        .map_err(|e| refused(&e))
 }
 
 fn no_query(raw: Option<&str>) -> Result<(), AppError> {
@@ -98,7 +99,10 @@ fn no_query(raw: Option<&str>) -> Result<(), AppError> {
     }
 }
 
-pub(super) async fn list(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Json<Listing>, AppError> {
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Listing>, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
     Ok(Json(blocking(move || store.list(sys::realtime_ns())).await?))
@@ -113,7 +117,7 @@ pub(super) async fn create(
     let store = store(&state)?;
     let asked: CreateSnapshot =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
-    snapshots::check_name(&asked.name).map_err(refused)?;
+    snapshots::check_name(&asked.name).map_err(|e| refused(&e))?;
     let now = sys::realtime_ns();
     let query = SliceQuery {
         range: RangeQuery {
@@ -149,7 +153,9 @@ pub(super) async fn create(
         to_ns: to,
         selection,
         described: SelectionDoc {
-            iface: asked.iface.map(|list| list.split(',').map(str::to_owned).collect()),
+            iface: asked
+                .iface
+                .map(|list| list.split(',').map(str::to_owned).collect()),
             filter: asked.filter.filter(|f| !f.trim().is_empty()),
             pod: asked.pod,
             namespaces: asked.namespaces,
@@ -176,7 +182,9 @@ pub(super) async fn manifest(
 ) -> Result<Json<Manifest>, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    Ok(Json(blocking(move || store.get(&name, sys::realtime_ns())).await?))
+    Ok(Json(
+        blocking(move || store.get(&name, sys::realtime_ns())).await?,
+    ))
 }
 
 pub(super) async fn delete(

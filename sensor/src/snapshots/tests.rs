@@ -18,7 +18,17 @@ fn names_are_words_never_paths_or_hidden() {
     for good in ["incident-1", "a", "2026.11.30_outage", &"x".repeat(MAX_NAME_LEN)] {
         assert!(check_name(good).is_ok(), "{good}");
     }
-    for bad in ["", "..", ".hidden", "a/b", "../x", "-x", "a b", "é", &"x".repeat(MAX_NAME_LEN + 1)] {
+    for bad in [
+        "",
+        "..",
+        ".hidden",
+        "a/b",
+        "../x",
+        "-x",
+        "a b",
+        "é",
+        &"x".repeat(MAX_NAME_LEN + 1),
+    ] {
         assert!(matches!(check_name(bad), Err(SnapshotError::BadName(_))), "{bad}");
     }
 }
@@ -27,11 +37,16 @@ fn names_are_words_never_paths_or_hidden() {
 fn a_snapshot_is_listed_read_back_and_deleted() {
     let data = tempfile::tempdir().unwrap();
     let snapshots = Snapshots::open(data.path(), 1 << 20).unwrap();
-    let made = snapshots.create(data.path(), &[], &request("one", None), NOW).unwrap();
+    let made = snapshots
+        .create(data.path(), &[], &request("one", None), NOW)
+        .unwrap();
     assert_eq!(made.packets, 0);
     let file = fs::read(data.path().join("snapshots/one/snapshot.pcapng")).unwrap();
     assert_eq!(made.bytes, file.len() as u64);
-    assert_eq!(made.sha256, hex(ring::digest::digest(&ring::digest::SHA256, &file).as_ref()));
+    assert_eq!(
+        made.sha256,
+        hex(ring::digest::digest(&ring::digest::SHA256, &file).as_ref())
+    );
     let listing = snapshots.list(NOW).unwrap();
     assert_eq!(listing.snapshots, vec![made.clone()]);
     assert_eq!(listing.used_bytes, made.bytes);
@@ -43,7 +58,10 @@ fn a_snapshot_is_listed_read_back_and_deleted() {
     assert_eq!(snapshots.get("one", NOW).unwrap(), made);
     snapshots.delete("one").unwrap();
     assert!(matches!(snapshots.delete("one"), Err(SnapshotError::NotFound(_))));
-    assert!(matches!(snapshots.get("one", NOW), Err(SnapshotError::NotFound(_))));
+    assert!(matches!(
+        snapshots.get("one", NOW),
+        Err(SnapshotError::NotFound(_))
+    ));
     assert!(snapshots.list(NOW).unwrap().snapshots.is_empty());
 }
 
@@ -52,7 +70,9 @@ fn one_that_does_not_fit_is_refused_remembered_and_deletes_nothing() {
     let data = tempfile::tempdir().unwrap();
     let first_size = {
         let probe = Snapshots::open(data.path(), 1 << 20).unwrap();
-        let made = probe.create(data.path(), &[], &request("first", None), NOW).unwrap();
+        let made = probe
+            .create(data.path(), &[], &request("first", None), NOW)
+            .unwrap();
         made.bytes
     };
     // Room for the first and not for a second one.
@@ -82,9 +102,15 @@ fn one_that_does_not_fit_is_refused_remembered_and_deletes_nothing() {
 fn expired_snapshots_go_and_the_others_stay() {
     let data = tempfile::tempdir().unwrap();
     let snapshots = Snapshots::open(data.path(), 1 << 20).unwrap();
-    snapshots.create(data.path(), &[], &request("soon", Some(NOW + 10)), NOW).unwrap();
-    snapshots.create(data.path(), &[], &request("later", Some(NOW + 1000)), NOW).unwrap();
-    snapshots.create(data.path(), &[], &request("kept", None), NOW).unwrap();
+    snapshots
+        .create(data.path(), &[], &request("soon", Some(NOW + 10)), NOW)
+        .unwrap();
+    snapshots
+        .create(data.path(), &[], &request("later", Some(NOW + 1000)), NOW)
+        .unwrap();
+    snapshots
+        .create(data.path(), &[], &request("kept", None), NOW)
+        .unwrap();
     assert!(snapshots.expire(NOW + 9).unwrap().is_empty());
     assert_eq!(snapshots.expire(NOW + 10).unwrap(), vec!["soon".to_owned()]);
     let names: Vec<String> = snapshots
@@ -109,8 +135,12 @@ fn expired_snapshots_go_and_the_others_stay() {
 fn what_a_crash_left_half_made_is_removed_and_damage_is_listed_never_deleted() {
     let data = tempfile::tempdir().unwrap();
     let snapshots = Snapshots::open(data.path(), 1 << 20).unwrap();
-    snapshots.create(data.path(), &[], &request("good", None), NOW).unwrap();
-    snapshots.create(data.path(), &[], &request("cut", None), NOW).unwrap();
+    snapshots
+        .create(data.path(), &[], &request("good", None), NOW)
+        .unwrap();
+    snapshots
+        .create(data.path(), &[], &request("cut", None), NOW)
+        .unwrap();
     let root = data.path().join("snapshots");
     // A crash in the middle of making one, and of deleting one.
     fs::create_dir(root.join(".tmp-half")).unwrap();
@@ -119,7 +149,12 @@ fn what_a_crash_left_half_made_is_removed_and_damage_is_listed_never_deleted() {
     // A snapshot file cut short, and a folder that is not a snapshot at all.
     let cut = root.join("cut/snapshot.pcapng");
     let len = fs::metadata(&cut).unwrap().len();
-    File::options().write(true).open(&cut).unwrap().set_len(len - 4).unwrap();
+    File::options()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(len - 4)
+        .unwrap();
     fs::create_dir(root.join("stranger")).unwrap();
     drop(snapshots);
     let snapshots = Snapshots::open(data.path(), 1 << 20).unwrap();
@@ -128,8 +163,16 @@ fn what_a_crash_left_half_made_is_removed_and_damage_is_listed_never_deleted() {
     assert_eq!(listing.snapshots.len(), 1);
     let damaged: Vec<&str> = listing.damaged.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(damaged, ["cut", "stranger"]);
-    assert!(listing.damaged[0].reason.contains("its manifest says"), "{:?}", listing.damaged);
-    assert!(snapshots.get("cut", NOW).unwrap_err().to_string().contains("damaged"));
+    assert!(
+        listing.damaged[0].reason.contains("its manifest says"),
+        "{:?}",
+        listing.damaged
+    );
+    assert!(snapshots
+        .get("cut", NOW)
+        .unwrap_err()
+        .to_string()
+        .contains("damaged"));
     // Still there until deleted by name.
     assert!(root.join("cut").exists() && root.join("stranger").exists());
     snapshots.delete("cut").unwrap();
