@@ -88,6 +88,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         RuntimeSettings::start(&config.data_dir, config.settings.clone(), config.floors)
             .map_err(RunError::Settings)?,
     );
+    let (snapshots, expiry) = keep_snapshots(config, stop)?;
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
     store.set_min_free(config.min_free);
@@ -118,7 +119,6 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.snaplen
     );
     log::info!("settings: {}", settings.describe());
-    let (snapshots, expiry) = keep_snapshots(config, stop)?;
     let api_state = api_state(config, &stats, &store, &settings, snapshots);
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());

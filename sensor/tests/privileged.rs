@@ -40,13 +40,6 @@ fn topology(tag: &str) -> Topology {
     Topology { a, b, n }
 }
 
-fn udp_burst(ns: &Netns, dst: &str, sizes: &str, count: usize) {
-    let family = if dst.contains(':') { "AF_INET6" } else { "AF_INET" };
-    ns.sh(&format!(
-        "/usr/bin/python3 -c 'import socket,time\ns=socket.socket(socket.{family},socket.SOCK_DGRAM)\nfor i in range({count}):\n  for n in [{sizes}]:\n    s.sendto(bytes([i%256])*n,(\"{dst}\",9))\n  time.sleep(0.001)'"
-    ));
-}
-
 /// ICMP (0 % loss while captured), IP fragments, ICMPv6, UDP of many sizes over IPv4 and
 /// IPv6, TCP bulk both ways (GSO super-frames), crafted frames, and unselected traffic.
 fn mixed_traffic(t: &Topology) {
@@ -1109,17 +1102,6 @@ fn assert_mergecap_order(
         );
         latest = latest.max(ts);
     }
-}
-
-fn podcap_cli() -> std::path::PathBuf {
-    // The CLI is a sibling binary of the workspace; built by `cargo xtask test` (cargo
-    // build --bins) before the tests, or on demand here.
-    let bin = std::path::Path::new(sensor_bin()).with_file_name("podcap");
-    if !bin.exists() {
-        sh("cargo build -q -p podcap-cli");
-    }
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
 }
 
 /// A sensor that fails is named, the others kept, and the exit status says so.

@@ -304,3 +304,23 @@ pub fn podcap_programs_loaded() -> usize {
     let (_, out) = try_sh("bpftool prog show 2>/dev/null");
     out.lines().filter(|l| l.contains(" name podcap_")).count()
 }
+
+/// `count` rounds of UDP datagrams of `sizes` (comma-separated) from `ns` to `dst`, port 9.
+pub fn udp_burst(ns: &Netns, dst: &str, sizes: &str, count: usize) {
+    let family = if dst.contains(':') { "AF_INET6" } else { "AF_INET" };
+    ns.sh(&format!(
+        "/usr/bin/python3 -c 'import socket,time\ns=socket.socket(socket.{family},socket.SOCK_DGRAM)\nfor i in range({count}):\n  for n in [{sizes}]:\n    s.sendto(bytes([i%256])*n,(\"{dst}\",9))\n  time.sleep(0.001)'"
+    ));
+}
+
+/// The `podcap` CLI binary.
+pub fn podcap_cli() -> std::path::PathBuf {
+    // The CLI is a sibling binary of the workspace; built by `cargo xtask test` (cargo
+    // build --bins) before the tests, or on demand here.
+    let bin = std::path::Path::new(sensor_bin()).with_file_name("podcap");
+    if !bin.exists() {
+        sh("cargo build -q -p podcap-cli");
+    }
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
