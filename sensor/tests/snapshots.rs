@@ -122,7 +122,7 @@ fn kill_9_while_a_snapshot_is_made_leaves_it_whole_or_not_at_all() {
     // A store worth copying: a few MB of UDP.
     udp_burst(&pod, "198.18.4.2", "1400,1400,1400,1400", 800);
     std::thread::sleep(Duration::from_millis(1200));
-    let (mut whole, mut none) = (0, 0);
+    let (mut kept_whole, mut not_made) = (0, 0);
     for (round, delay_ms) in [0u64, 3, 8, 15, 30, 60].into_iter().enumerate() {
         let name = format!("k{round}");
         let mut create = Proc::spawn(
@@ -157,9 +157,9 @@ fn kill_9_while_a_snapshot_is_made_leaves_it_whole_or_not_at_all() {
                 "{name}: whole"
             );
             assert_tshark_clean(&folder.join("snapshot.pcapng"));
-            whole += 1;
+            kept_whole += 1;
         } else {
-            none += 1;
+            not_made += 1;
         }
         let (ok, text) = podcap(&node, "snapshot list -o json --sensor http://127.0.0.1:9090");
         assert!(ok, "{text}");
@@ -172,7 +172,7 @@ fn kill_9_while_a_snapshot_is_made_leaves_it_whole_or_not_at_all() {
     report(
         "kill -9 while a snapshot is made",
         "6 rounds, 0-60 ms into the creation",
-        &format!("none: {whole} whole, {none} not made (no half snapshot)"),
+        &format!("none: {kept_whole} whole, {not_made} not made (no half snapshot)"),
         "a restart removes the unfinished .tmp- folder",
     );
 }
