@@ -35,6 +35,7 @@ CASES = {
         "tap": {"regex": "^web-", "namespaces": ["shop", "blog"], "excludedNamespaces": ["kube-system"],
                 "bpfOverride": "tcp port 80"},
         "pcapdump": {"maxSize": "2GiB", "maxTime": "30m"},
+        "snapshots": {"maxSize": "5GB"},
     },
     "placement and resources": {
         "tolerations": [],
@@ -124,6 +125,8 @@ for case, values in CASES.items():
     seccomp = values.get("podSecurity", {}).get("seccompProfile", "RuntimeDefault")
     check(case, pod.get("securityContext", {}).get("seccompProfile", {}).get("type") == (seccomp or None),
           f"seccomp {pod.get('securityContext')}")
+    snapshot_budget = values.get("snapshots", {}).get("maxSize", "1GB")
+    check(case, f"--snapshot-max-size={snapshot_budget}" in sensor["args"], f"snapshot budget {sensor['args']}")
     min_free = values.get("pcapdump", {}).get("minFree", "15%")
     check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]

@@ -144,6 +144,25 @@ pub fn run(seconds: u64) -> Result<()> {
     if !out.status.success() {
         bail!("podcap dump failed");
     }
+    // A window kept past the rolling store: a named snapshot on the node, and the list.
+    for args in [
+        "snapshot create demo-udp --time 1m --filter udp --expire 1d",
+        "snapshot list",
+    ] {
+        println!("\ndemo: podcap {args} --sensor http://127.0.0.1:9090");
+        let out = Command::new("ip")
+            .args(["netns", "exec", NODE])
+            .arg(&cli)
+            .args(args.split(' '))
+            .args(["--sensor", "http://127.0.0.1:9090"])
+            .stdin(Stdio::null())
+            .output()?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            bail!("podcap {args} failed");
+        }
+    }
     sh(&format!("kill -TERM {}", sensor.0.id()))?;
     let status = sensor.0.wait()?;
     if !status.success() {
