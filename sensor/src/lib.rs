@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod filter;
 pub mod health;
+pub mod recordings;
 pub mod ring;
 pub mod run;
 pub mod snapshots;

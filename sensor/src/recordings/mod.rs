@@ -1,0 +1,693 @@
+//! Recording jobs (Kubeshark's Traffic Recorder): a name, a selection (a tcpdump filter,
+//! pods, namespaces), a schedule (`schedule.rs`) and an expiry; each iteration's packets
+//! kept in their own folder, past the rolling window, under their own budget.
+//!
+//! Rules:
+//! - A job follows the store: every `POLL` the runner copies what the store received since
+//!   the iteration's cursor (up to `DELAY` behind the clock, as the live stream, so every
+//!   packet of that time is in the store) through the job's selection into the iteration's
+//!   files, with the store's own slicer (exact cuts, time order, pod interfaces, damage
+//!   named). The capture path does no work for jobs.
+//! - Layout: `DATA/recordings/NAME/job.json` (the job as given) and, per iteration,
+//!   `DATA/recordings/NAME/K/` holding `podcap-NNNNNNNNNN.pcapng` files (a new one per
+//!   sensor run and past `FILE_SIZE`) and `iteration.json` (the iteration's window, how far
+//!   it is copied, its files with the bytes that are whole, packets, drops), rewritten
+//!   atomically after each copy. Readers read only the bytes `iteration.json` names, so a
+//!   file being written, or cut by a crash, is read only as far as it is whole.
+//! - A restart finds each job's iteration again from the clock and goes on from its cursor:
+//!   nothing is lost while the store still holds that time.
+//! - Budget (`--recordings-max-size`): checked before each copy; a job that finds it full
+//!   records nothing and counts what it would have recorded as drops (`budgetDrops`), and
+//!   no recording, snapshot or segment is deleted to make room. A copy may pass the budget
+//!   by one poll's packets of one job.
+//! - Packets the store no longer held when their time was copied (a sensor down longer
+//!   than the store's window) or could not read are counted, never silently missing.
+//! - An iteration's folder is deleted `expire` after the iteration ends; a job's folder
+//!   only by deleting the job.
+//! - Names follow the snapshots' rule; a name is taken once.
+pub mod schedule;
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::{self, BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use self::schedule::{Phase, Schedule, ScheduleError};
+use crate::{
+    filter::Filter,
+    snapshots::check_name,
+    store::{
+        index::SegmentRecord,
+        name::{Kind, SegmentName},
+        slice::{Selection, Slicer},
+        SharedView,
+    },
+    units,
+};
+
+/// The folder of recordings inside the data directory.
+pub const RECORDINGS_DIR: &str = "recordings";
+/// How often jobs copy from the store.
+pub const POLL: Duration = Duration::from_secs(1);
+/// How far behind the clock a copy stays (the writer's flush interval and reorder window).
+pub const DELAY: Duration = Duration::from_millis(1500);
+/// A recording file is closed past this size and a new one begun.
+pub const FILE_SIZE: u64 = 64_000_000;
+
+const JOB_FILE: &str = "job.json";
+const ITERATION_FILE: &str = "iteration.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error(transparent)]
+    Name(#[from] crate::snapshots::SnapshotError),
+    #[error("a recording job {0:?} already exists (delete it first, or choose another name)")]
+    Exists(String),
+    #[error("no recording job {0:?}")]
+    NotFound(String),
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error("the recordings folder")]
+    Io(#[from] io::Error),
+}
+
+/// A job as given (API body, `job.json`, the targeting file). Durations with units, the
+/// start as `HH:MM` UTC.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobDoc {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// `HH:MM` UTC; absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// Iterations, one a day: 0 every day, forever; 1 once (the default).
+    #[serde(default = "once")]
+    pub days: u32,
+    pub duration: String,
+    /// Each iteration's folder is deleted this long after it ends; absent: kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<String>,
+    /// When the job was made (RFC 3339); set by the sensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+const fn once() -> u32 {
+    1
+}
+
+/// A job, checked and compiled.
+#[derive(Debug)]
+struct Job {
+    doc: JobDoc,
+    schedule: Schedule,
+    selection: Selection,
+    /// The iteration being written, with its open file.
+    writing: Option<Writing>,
+}
+
+impl Job {
+    fn compile(doc: JobDoc, snaplen: u32) -> Result<Self, RecordingError> {
+        check_name(&doc.name)?;
+        let invalid = |field, message: String| RecordingError::Invalid { field, message };
+        let duration =
+            units::parse_duration(&doc.duration).map_err(|e| invalid("duration", e.to_string()))?;
+        let expire = doc
+            .expire
+            .as_deref()
+            .map(units::parse_duration)
+            .transpose()
+            .map_err(|e| invalid("expire", e.to_string()))?;
+        let start = doc.start.as_deref().map(schedule::parse_start).transpose()?;
+        let created = doc
+            .created
+            .as_deref()
+            .map(units::parse_rfc3339)
+            .transpose()
+            .map_err(|e| invalid("created", e.to_string()))?
+            .ok_or_else(|| invalid("created", "missing".into()))?;
+        let schedule = Schedule::new(start, doc.days, duration, expire, created)?;
+        let filter = doc
+            .filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+            .map(|f| Filter::compile(f, snaplen).map(Arc::new))
+            .transpose()
+            .map_err(|e| invalid("filter", e.to_string()))?;
+        let pod = doc
+            .pod
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| invalid("pod", e.to_string()))?;
+        let selection = Selection {
+            interfaces: None,
+            pod,
+            namespaces: doc.namespaces.clone(),
+            filter,
+        };
+        Ok(Self {
+            doc,
+            schedule,
+            selection,
+            writing: None,
+        })
+    }
+}
+
+/// An iteration's `iteration.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IterationDoc {
+    pub iteration: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Copied up to here (exclusive).
+    pub cursor_ns: u64,
+    pub files: Vec<RecordingFile>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets not recorded because the budget was full.
+    pub budget_drops: u64,
+    /// Segments of the store that were gone (or unreadable) when their time was copied.
+    pub missed_segments: u64,
+}
+
+/// One file of an iteration: its name, whole bytes, and the time it covers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordingFile {
+    pub name: String,
+    pub bytes: u64,
+    pub packets: u64,
+    pub from_ns: u64,
+    pub to_ns: u64,
+}
+
+/// The iteration being written.
+struct Writing {
+    iteration: u32,
+    dir: PathBuf,
+    doc: IterationDoc,
+    /// The open file, its slicer, and what the slicer had written when the file began.
+    file: Option<(BufWriter<File>, Slicer)>,
+}
+
+impl std::fmt::Debug for Writing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writing")
+            .field("iteration", &self.iteration)
+            .field("dir", &self.dir)
+            .field("doc", &self.doc)
+            .field("file_open", &self.file.is_some())
+            .finish()
+    }
+}
+
+/// What `list` says of a job on this node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub job: JobDoc,
+    /// `scheduled`, `recording`, `finished` or `expired`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_start: Option<String>,
+    pub iterations: Vec<IterationStatus>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IterationStatus {
+    pub iteration: u32,
+    pub start: String,
+    pub end: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub budget_drops: u64,
+    pub missed_segments: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// What this node records for jobs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Listing {
+    pub jobs: Vec<JobStatus>,
+    pub max_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// The recording jobs of one node.
+#[derive(Debug)]
+pub struct Recordings {
+    dir: PathBuf,
+    data_dir: PathBuf,
+    max_bytes: u64,
+    snaplen: u32,
+    jobs: Mutex<BTreeMap<String, Job>>,
+}
+
+impl Recordings {
+    /// The jobs kept under `data_dir` (`job.json` of each), with a budget of `max_bytes`.
+    /// A job whose file cannot be read is skipped with a warning (its folder stays).
+    pub fn open(data_dir: &Path, max_bytes: u64, snaplen: u32) -> Result<Self, RecordingError> {
+        let dir = data_dir.join(RECORDINGS_DIR);
+        fs::create_dir_all(&dir)?;
+        let mut jobs = BTreeMap::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let loaded = fs::read(entry.path().join(JOB_FILE))
+                .map_err(RecordingError::from)
+                .and_then(|text| {
+                    serde_json::from_slice::<JobDoc>(&text).map_err(|e| RecordingError::Invalid {
+                        field: "job.json",
+                        message: e.to_string(),
+                    })
+                })
+                .and_then(|doc| Job::compile(doc, snaplen));
+            match loaded {
+                Ok(job) if job.doc.name == name => {
+                    jobs.insert(name, job);
+                }
+                Ok(_) => log::warn!("recordings/{name}: job.json names another job; left alone"),
+                Err(e) => log::warn!("recordings/{name}: {e}; left alone"),
+            }
+        }
+        Ok(Self {
+            dir,
+            data_dir: data_dir.to_owned(),
+            max_bytes,
+            snaplen,
+            jobs: Mutex::new(jobs),
+        })
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a job (`created` is set to `now_ns`); it is kept across restarts.
+    pub fn create(&self, mut doc: JobDoc, now_ns: u64) -> Result<JobDoc, RecordingError> {
+        doc.created = Some(units::format_rfc3339_ns(now_ns));
+        let job = Job::compile(doc, self.snaplen)?;
+        let mut jobs = self.jobs();
+        let folder = self.dir.join(&job.doc.name);
+        if jobs.contains_key(&job.doc.name) || folder.exists() {
+            return Err(RecordingError::Exists(job.doc.name.clone()));
+        }
+        let tmp = self.dir.join(format!(".tmp-{}", job.doc.name));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp)?;
+        let mut file = File::create(tmp.join(JOB_FILE))?;
+        serde_json::to_writer_pretty(&mut file, &job.doc).map_err(io::Error::from)?;
+        file.sync_all()?;
+        crate::sys::rename_noreplace(&tmp, &folder)?;
+        let doc = job.doc.clone();
+        log::info!("recording job {:?} made: {}", doc.name, describe(&job.schedule));
+        jobs.insert(doc.name.clone(), job);
+        Ok(doc)
+    }
+
+    /// Stops a job and deletes everything it recorded.
+    pub fn delete(&self, name: &str) -> Result<(), RecordingError> {
+        check_name(name)?;
+        let mut jobs = self.jobs();
+        let folder = self.dir.join(name);
+        if jobs.remove(name).is_none() && !folder.is_dir() {
+            return Err(RecordingError::NotFound(name.to_owned()));
+        }
+        let doomed = self
+            .dir
+            .join(format!(".deleting-{name}-{}", crate::sys::realtime_ns()));
+        fs::rename(&folder, &doomed)?;
+        fs::remove_dir_all(&doomed)?;
+        log::info!("recording job {name:?} deleted");
+        Ok(())
+    }
+
+    /// The iterations a job has on disk, in order.
+    fn iterations(&self, name: &str) -> Vec<(PathBuf, IterationDoc)> {
+        let mut found: Vec<(PathBuf, IterationDoc)> = fs::read_dir(self.dir.join(name))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                    .filter_map(|e| {
+                        let text = fs::read(e.path().join(ITERATION_FILE)).ok()?;
+                        Some((e.path(), serde_json::from_slice(&text).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_by_key(|(_, doc)| doc.iteration);
+        found
+    }
+
+    fn used_bytes(&self, names: impl Iterator<Item = String>) -> u64 {
+        names
+            .flat_map(|name| self.iterations(&name))
+            .map(|(_, doc)| doc.bytes)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Every job and where it stands.
+    pub fn list(&self, now_ns: u64) -> Listing {
+        let jobs = self.jobs();
+        let mut statuses = Vec::new();
+        for job in jobs.values() {
+            let iterations: Vec<IterationStatus> = self
+                .iterations(&job.doc.name)
+                .into_iter()
+                .map(|(_, doc)| IterationStatus {
+                    iteration: doc.iteration,
+                    start: units::format_rfc3339_ns(doc.start_ns),
+                    end: units::format_rfc3339_ns(doc.end_ns),
+                    packets: doc.packets,
+                    bytes: doc.bytes,
+                    budget_drops: doc.budget_drops,
+                    missed_segments: doc.missed_segments,
+                    expires: job
+                        .schedule
+                        .expiry_of(doc.iteration)
+                        .map(units::format_rfc3339_ns),
+                })
+                .collect();
+            let phase = job.schedule.phase(now_ns);
+            let (state, next_start) = match phase {
+                Phase::Scheduled { start_ns, .. } => ("scheduled", Some(units::format_rfc3339_ns(start_ns))),
+                Phase::Recording { .. } => ("recording", None),
+                Phase::Finished if iterations.is_empty() && job.schedule.expire_ns.is_some() => {
+                    ("expired", None)
+                }
+                Phase::Finished => ("finished", None),
+            };
+            let sum = |f: fn(&IterationStatus) -> u64| iterations.iter().map(f).fold(0, u64::saturating_add);
+            statuses.push(JobStatus {
+                job: job.doc.clone(),
+                state: state.to_owned(),
+                next_start,
+                packets: sum(|i| i.packets),
+                bytes: sum(|i| i.bytes),
+                drops: sum(|i| i.budget_drops),
+                iterations,
+            });
+        }
+        let used_bytes = statuses.iter().map(|s| s.bytes).fold(0, u64::saturating_add);
+        Listing {
+            jobs: statuses,
+            max_bytes: self.max_bytes,
+            used_bytes,
+        }
+    }
+
+    /// A job's iterations overlapping `[from, to)`: their folders and the records of their
+    /// whole bytes, for the slicer.
+    pub fn slices(
+        &self,
+        name: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(PathBuf, Vec<SegmentRecord>)>, RecordingError> {
+        check_name(name)?;
+        if !self.jobs().contains_key(name) {
+            return Err(RecordingError::NotFound(name.to_owned()));
+        }
+        Ok(self
+            .iterations(name)
+            .into_iter()
+            .filter(|(_, doc)| doc.start_ns < to && doc.end_ns > from)
+            .map(|(dir, doc)| {
+                let records = doc
+                    .files
+                    .iter()
+                    .filter(|f| f.packets > 0 && f.from_ns < to && f.to_ns > from)
+                    .filter_map(|f| {
+                        Some(SegmentRecord {
+                            seq: SegmentName::parse(&f.name)?.seq,
+                            file: f.name.clone(),
+                            first_ns: f.from_ns,
+                            last_ns: f.to_ns,
+                            packets: f.packets,
+                            bytes: f.bytes,
+                            ..SegmentRecord::default()
+                        })
+                    })
+                    .collect();
+                (dir, records)
+            })
+            .collect())
+    }
+
+    /// One round of the runner: every job copies what is due, expired iterations go.
+    pub fn poll(&self, view: &SharedView, now_ns: u64) {
+        let copy_to = now_ns.saturating_sub(units::duration_ns(DELAY));
+        let mut jobs = self.jobs();
+        let names: Vec<String> = jobs.keys().cloned().collect();
+        let mut used = self.used_bytes(names.into_iter());
+        for job in jobs.values_mut() {
+            if let Err(e) = self.expire(job, now_ns) {
+                log::warn!("recording {:?}: expiring: {e}", job.doc.name);
+            }
+            let iteration = match job.schedule.phase(copy_to) {
+                Phase::Recording {
+                    iteration,
+                    start_ns,
+                    end_ns,
+                } => Some((iteration, start_ns, end_ns)),
+                // The iteration that ended last may still have time to copy.
+                Phase::Scheduled { iteration, .. } if iteration > 0 => {
+                    let previous = iteration - 1;
+                    job.schedule
+                        .start_of(previous)
+                        .map(|start| (previous, start, start.saturating_add(job.schedule.duration_ns)))
+                }
+                Phase::Scheduled { .. } => None,
+                Phase::Finished => last_iteration(&job.schedule, copy_to),
+            };
+            let Some((k, start, end)) = iteration else {
+                continue;
+            };
+            if job.schedule.expiry_of(k).is_some_and(|at| at <= now_ns) {
+                continue;
+            }
+            match self.copy(job, view, (k, start, end), copy_to.min(end), &mut used) {
+                Ok(()) => {}
+                Err(e) => log::warn!("recording {:?}: {e}", job.doc.name),
+            }
+        }
+    }
+
+    /// Copies `[cursor, to)` of iteration `k` of `job` from the store.
+    fn copy(
+        &self,
+        job: &mut Job,
+        view: &SharedView,
+        (k, start, end): (u32, u64, u64),
+        to: u64,
+        used: &mut u64,
+    ) -> Result<(), RecordingError> {
+        if job.writing.as_ref().is_none_or(|w| w.iteration != k) {
+            job.writing = Some(self.resume(&job.doc.name, k, start, end)?);
+        }
+        let Some(writing) = job.writing.as_mut() else {
+            return Ok(());
+        };
+        let from = writing.doc.cursor_ns;
+        if from >= to {
+            return Ok(());
+        }
+        let segments = view.read().map(|v| v.overlapping(from, to)).unwrap_or_default();
+        let refs: Vec<&SegmentRecord> = segments.iter().collect();
+        if *used >= self.max_bytes {
+            // Full: what would have been recorded is counted, not written.
+            let stats = Slicer::default()
+                .write(&self.data_dir, &refs, from, to, &job.selection, &mut io::sink())
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            writing.doc.budget_drops = writing.doc.budget_drops.saturating_add(stats.packets);
+            writing.doc.cursor_ns = to;
+            return write_iteration(&writing.dir, &writing.doc);
+        }
+        if writing.file.is_none() {
+            writing.file = Some(new_file(&mut writing.doc, &writing.dir, from)?);
+        }
+        let Some((out, slicer)) = writing.file.as_mut() else {
+            return Ok(());
+        };
+        let before = slicer_totals(slicer);
+        let stats = slicer
+            .write(&self.data_dir, &refs, from, to, &job.selection, out)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        out.flush()?;
+        let packets = stats.packets.saturating_sub(before.0);
+        let bytes = stats.bytes_written.saturating_sub(before.1);
+        let missed = u64::try_from(stats.segments_missing.saturating_add(stats.damaged))
+            .unwrap_or(u64::MAX)
+            .saturating_sub(before.2);
+        let doc = &mut writing.doc;
+        doc.packets = doc.packets.saturating_add(packets);
+        doc.bytes = doc.bytes.saturating_add(bytes);
+        doc.missed_segments = doc.missed_segments.saturating_add(missed);
+        if let Some(file) = doc.files.last_mut() {
+            file.bytes = stats.bytes_written;
+            file.packets = stats.packets;
+            file.to_ns = to;
+        }
+        doc.cursor_ns = to;
+        *used = used.saturating_add(bytes);
+        let full = stats.bytes_written >= FILE_SIZE;
+        if to >= end || full {
+            if let Some((out, _)) = writing.file.take() {
+                out.into_inner()
+                    .map_err(io::IntoInnerError::into_error)?
+                    .sync_all()?;
+            }
+        }
+        write_iteration(&writing.dir, &writing.doc)
+    }
+
+    /// Iteration `k` of job `name` as found on disk (or new), ready to go on.
+    fn resume(&self, name: &str, k: u32, start: u64, end: u64) -> Result<Writing, RecordingError> {
+        let dir = self.dir.join(name).join(k.to_string());
+        fs::create_dir_all(&dir)?;
+        let doc = match fs::read(dir.join(ITERATION_FILE)) {
+            Ok(text) => serde_json::from_slice(&text).map_err(|e| RecordingError::Invalid {
+                field: "iteration.json",
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => IterationDoc {
+                iteration: k,
+                start_ns: start,
+                end_ns: end,
+                cursor_ns: start,
+                ..IterationDoc::default()
+            },
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Writing {
+            iteration: k,
+            dir,
+            doc,
+            file: None,
+        })
+    }
+
+    /// Deletes the iterations of `job` whose expiry has come.
+    fn expire(&self, job: &mut Job, now_ns: u64) -> io::Result<()> {
+        for (dir, doc) in self.iterations(&job.doc.name) {
+            if job
+                .schedule
+                .expiry_of(doc.iteration)
+                .is_some_and(|at| at <= now_ns)
+            {
+                if job.writing.as_ref().is_some_and(|w| w.iteration == doc.iteration) {
+                    job.writing = None;
+                }
+                fs::remove_dir_all(&dir)?;
+                log::info!(
+                    "recording {:?}: iteration {} expired",
+                    job.doc.name,
+                    doc.iteration
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last iteration of a finished schedule, if it ended before `at`.
+fn last_iteration(schedule: &Schedule, at: u64) -> Option<(u32, u64, u64)> {
+    if schedule.days == 0 {
+        return None;
+    }
+    let k = schedule.days - 1;
+    let start = schedule.start_of(k)?;
+    (start < at).then(|| (k, start, start.saturating_add(schedule.duration_ns)))
+}
+
+/// (packets, bytes written, missing + damaged) the slicer has counted so far.
+fn slicer_totals(slicer: &Slicer) -> (u64, u64, u64) {
+    let stats = slicer.stats();
+    (
+        stats.packets,
+        stats.bytes_written,
+        u64::try_from(stats.segments_missing.saturating_add(stats.damaged)).unwrap_or(u64::MAX),
+    )
+}
+
+/// A new file for an iteration, named after the highest one it has.
+fn new_file(doc: &mut IterationDoc, dir: &Path, from: u64) -> io::Result<(BufWriter<File>, Slicer)> {
+    let seq = doc
+        .files
+        .iter()
+        .filter_map(|f| SegmentName::parse(&f.name).map(|n| n.seq))
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
+    let name = SegmentName {
+        seq,
+        kind: Kind::Finished,
+    }
+    .file_name();
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(&name))?;
+    doc.files.push(RecordingFile {
+        name,
+        bytes: 0,
+        packets: 0,
+        from_ns: from,
+        to_ns: from,
+    });
+    Ok((BufWriter::with_capacity(1 << 20, file), Slicer::default()))
+}
+
+fn write_iteration(dir: &Path, doc: &IterationDoc) -> Result<(), RecordingError> {
+    let tmp = dir.join(format!(".{ITERATION_FILE}.tmp"));
+    let mut file = File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut file, doc).map_err(io::Error::from)?;
+    file.sync_data()?;
+    fs::rename(&tmp, dir.join(ITERATION_FILE))?;
+    Ok(())
+}
+
+fn describe(schedule: &Schedule) -> String {
+    let days = match schedule.days {
+        0 => "every day".to_owned(),
+        1 => "once".to_owned(),
+        n => format!("{n} days"),
+    };
+    format!(
+        "{days} from {} for {} s",
+        units::format_rfc3339(schedule.first_start_ns()),
+        schedule.duration_ns / 1_000_000_000
+    )
+}
+
+#[cfg(test)]
+mod tests;
