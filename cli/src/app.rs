@@ -194,6 +194,10 @@ enum Command {
         /// stores; its window and selection were fixed when it was made.
         #[arg(long, value_name = "NAME", conflicts_with_all = ["time", "from", "to", "filter", "pod", "namespaces", "iface"])]
         snapshot: Option<String>,
+        /// Download what this recording job recorded (`podcap record list`): every
+        /// iteration, or the --time/--from/--to of it, with any selection.
+        #[arg(long, value_name = "NAME", conflicts_with = "snapshot")]
+        recording: Option<String>,
         /// Directory for the file, or - for stdout.
         #[arg(long, default_value = ".", value_name = "DIR")]
         dest: String,
@@ -245,6 +249,13 @@ enum Command {
     Snapshot {
         #[command(subcommand)]
         action: SnapshotAction,
+    },
+    /// Record a selection on a schedule into its own folder on each node, past the rolling
+    /// window (Kubeshark's Traffic Recorder); list and delete the jobs (`podcap dump
+    /// --recording NAME` downloads what one recorded).
+    Record {
+        #[command(subcommand)]
+        action: RecordAction,
     },
     /// Change which pods every sensor records, cluster-wide, by updating podcap's ConfigMap
     /// (like `kubeshark tap`); the sensors apply it once the kubelet has refreshed the
@@ -299,6 +310,51 @@ enum SnapshotAction {
         connection: Connection,
     },
     /// Delete a snapshot on every sensor that holds it.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordAction {
+    /// Add a recording job NAME to every sensor (or the --node ones).
+    Create {
+        /// Its name (also its folder's): letters, digits, '.', '_' or '-'.
+        name: String,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// When each iteration starts: HH:MM (UTC, daily), or an RFC 3339 time for the
+        /// first; default: now.
+        #[arg(long, value_name = "HH:MM|TIME")]
+        start: Option<String>,
+        /// How many daily iterations: 1 once, N days, 0 every day forever.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        days: u32,
+        /// How long each iteration records (e.g. 1h).
+        #[arg(long, value_name = "DUR")]
+        duration: String,
+        /// Delete each iteration's recording this long after it ends (e.g. 24h; default:
+        /// kept until the job is deleted).
+        #[arg(long, value_name = "DUR")]
+        expire: Option<String>,
+        /// Only the sensors of these nodes (repeatable).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The jobs and, per node, scheduled / recording / finished / expired, next start,
+    /// packets, bytes, drops.
+    List {
+        /// `table` for people, `json` for scripts.
+        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stop a job on every sensor and delete what it recorded.
     Delete {
         name: String,
         #[command(flatten)]
@@ -389,6 +445,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             window,
             select,
             snapshot,
+            recording,
             dest,
             allow_partial,
             force,
@@ -400,7 +457,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     path: format!("/api/v1/snapshots/{name}/pcapng"),
                     title: format!("snapshot {name}"),
                     file_name: format!("podcap-snapshot-{name}.pcapng"),
-                    snapshot: Some(name),
+                    kept: true,
+                }
+            } else if let Some(name) = recording {
+                check_snapshot_name(&name)?;
+                let mut params = if window.time.is_some() || window.from.is_some() || window.to.is_some() {
+                    window.resolve(units::now_ns())?.params
+                } else {
+                    Vec::new()
+                };
+                params.extend(select.params());
+                Wanted {
+                    path: format!("/api/v1/recordings/{name}/pcapng?{}", query(&params)),
+                    title: format!("recording {name}"),
+                    file_name: format!("podcap-recording-{name}.pcapng"),
+                    kept: true,
                 }
             } else {
                 {
@@ -415,7 +486,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         path: format!("/api/v1/snapshot?{}", query(&params)),
                         title: format!("{from} to {to}"),
                         file_name: format!("podcap-{from}-{to}.pcapng"),
-                        snapshot: None,
+                        kept: false,
                     }
                 }
             };
@@ -427,6 +498,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )
         }
         Command::Snapshot { action } => snapshot_command(action),
+        Command::Record { action } => record_command(action),
         Command::Config {
             enable,
             max_size,
@@ -518,9 +590,9 @@ struct Wanted {
     /// What it is, for the file's comment.
     title: String,
     file_name: String,
-    /// A kept snapshot: a sensor that does not hold it (404) has nothing to give, and that
-    /// is no failure.
-    snapshot: Option<String>,
+    /// A snapshot or a recording: a sensor that does not hold it (404) has nothing to give,
+    /// and that is no failure.
+    kept: bool,
 }
 
 fn dump(
@@ -546,10 +618,11 @@ fn dump(
         failed,
         absent,
     } = download(reached, wanted, &folder)?;
-    if let Some(name) = &wanted.snapshot {
-        if absent.iter().all(|absent| *absent) && reached.unreachable.is_empty() {
-            bail!("no sensor holds snapshot {name} (podcap snapshot list shows what they keep)");
-        }
+    if wanted.kept && absent.iter().all(|absent| *absent) && reached.unreachable.is_empty() {
+        bail!(
+            "no sensor holds {} (podcap snapshot list and podcap record list show what they keep)",
+            wanted.title
+        );
     }
     let (holders, opened) = open_parts(sensors, &parts, &absent)?;
     let mut comments = vec![format!(
@@ -684,7 +757,7 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
     for (n, result) in results.iter().enumerate() {
         if let Err(e) = result {
             let not_held = e.downcast_ref::<Refused>().is_some_and(|r| r.status == 404);
-            if wanted.snapshot.is_some() && not_held {
+            if wanted.kept && not_held {
                 absent[n] = true;
                 continue;
             }
@@ -922,6 +995,54 @@ fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
         SnapshotAction::Delete { name, connection } => {
             check_snapshot_name(&name)?;
             crate::snapshot::delete(&reach(&connection, Role::Admin)?, &name)
+        }
+    }
+}
+
+fn record_command(action: RecordAction) -> Result<ExitCode> {
+    match action {
+        RecordAction::Create {
+            name,
+            select,
+            start,
+            days,
+            duration,
+            expire,
+            nodes,
+            connection,
+        } => {
+            // Checked here first, so a typo asks no sensor at all.
+            check_snapshot_name(&name)?;
+            units::parse_duration(&duration).context("--duration")?;
+            if let Some(expire) = &expire {
+                units::parse_duration(expire).context("--expire")?;
+            }
+            let mut body = serde_json::json!({
+                "name": name, "days": days, "duration": duration, "namespaces": select.namespaces,
+            });
+            for (key, value) in [
+                ("filter", &select.filter),
+                ("pod", &select.pod),
+                ("start", &start),
+                ("expire", &expire),
+            ] {
+                if let Some(value) = value {
+                    body[key] = value.clone().into();
+                }
+            }
+            if select.iface.is_some() {
+                bail!("--iface: a recording job selects by --filter, --pod and -n");
+            }
+            let mut reached = reach(&connection, Role::Admin)?;
+            crate::snapshot::keep_nodes(&mut reached, &nodes)?;
+            crate::record::create(&reached, &name, &body)
+        }
+        RecordAction::List { output, connection } => {
+            crate::record::list(&reach(&connection, Role::Read)?, output == "json")
+        }
+        RecordAction::Delete { name, connection } => {
+            check_snapshot_name(&name)?;
+            crate::record::delete(&reach(&connection, Role::Admin)?, &name)
         }
     }
 }

@@ -6,5 +6,6 @@ pub mod app;
 pub mod discovery;
 pub mod live;
 pub mod progress;
+pub mod record;
 pub mod snapshot;
 pub mod source;

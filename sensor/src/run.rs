@@ -28,10 +28,11 @@ use crate::{
         Config,
     },
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
+    recordings::Recordings,
     ring::record_ring,
     snapshots::Snapshots,
     stats::Stats,
-    store::{SegmentWriter, StoreError},
+    store::{SegmentWriter, SharedView, StoreError},
     sys,
     writer::{spawn_writer, Recorder, WriterCommand},
 };
@@ -58,6 +59,8 @@ pub enum RunError {
     Targeting(String),
     #[error("snapshots: {0}")]
     Snapshots(#[source] crate::snapshots::SnapshotError),
+    #[error("recordings: {0}")]
+    Recordings(#[source] crate::recordings::RecordingError),
     #[error("Kubernetes: {0}")]
     Kubernetes(String),
 }
@@ -88,7 +91,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         RuntimeSettings::start(&config.data_dir, config.settings.clone(), config.floors)
             .map_err(RunError::Settings)?,
     );
-    let (snapshots, expiry) = keep_snapshots(config, stop)?;
+    let (kept, keeper) = keep(config, store.view(), stop)?;
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
     store.set_min_free(config.min_free);
@@ -119,7 +122,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         config.snaplen
     );
     log::info!("settings: {}", settings.describe());
-    let api_state = api_state(config, &stats, &store, &settings, snapshots);
+    let api_state = api_state(config, &stats, &store, &settings, kept);
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());
     api_state.health.set_attached(true);
@@ -171,7 +174,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     );
     stop.store(true, Ordering::Relaxed);
     let _ = api.join();
-    let _ = expiry.join();
+    let _ = keeper.join();
     if let Some(reloader) = reloader {
         let _ = reloader.join();
     }
@@ -255,39 +258,61 @@ fn spawn_reloader(
         .map_err(|_| RunError::Thread("config"))
 }
 
-/// The node's snapshots, and the thread that expires them.
-fn keep_snapshots(
-    config: &Config,
-    stop: &Arc<AtomicBool>,
-) -> Result<(Arc<Snapshots>, thread::JoinHandle<()>), RunError> {
-    let snapshots =
-        Arc::new(Snapshots::open(&config.data_dir, config.snapshot_max_size).map_err(RunError::Snapshots)?);
-    let expiry = spawn_snapshot_expiry(Arc::clone(&snapshots), Arc::clone(stop))?;
-    Ok((snapshots, expiry))
+/// What the node keeps past the rolling window: its snapshots and recording jobs.
+struct Kept {
+    snapshots: Arc<Snapshots>,
+    recordings: Arc<Recordings>,
 }
 
-/// Deletes expired snapshots every `SNAPSHOT_EXPIRY_INTERVAL` (listing them does too).
-fn spawn_snapshot_expiry(
-    snapshots: Arc<Snapshots>,
+/// The node's snapshots and recording jobs, opened with the store, and the thread that
+/// keeps them.
+fn keep(
+    config: &Config,
+    view: SharedView,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Kept, thread::JoinHandle<()>), RunError> {
+    let kept = Kept {
+        snapshots: Arc::new(
+            Snapshots::open(&config.data_dir, config.snapshot_max_size).map_err(RunError::Snapshots)?,
+        ),
+        recordings: Arc::new(
+            Recordings::open(&config.data_dir, config.recordings_max_size, config.snaplen)
+                .map_err(RunError::Recordings)?,
+        ),
+    };
+    let keeper = spawn_keeper(&kept, view, Arc::clone(stop))?;
+    Ok((kept, keeper))
+}
+
+/// The thread that expires snapshots every `SNAPSHOT_EXPIRY_INTERVAL` (listing them does
+/// too) and runs the recording jobs every `recordings::POLL`.
+fn spawn_keeper(
+    kept: &Kept,
+    view: SharedView,
     stop: Arc<AtomicBool>,
 ) -> Result<thread::JoinHandle<()>, RunError> {
+    let (snapshots, recordings) = (Arc::clone(&kept.snapshots), Arc::clone(&kept.recordings));
     thread::Builder::new()
-        .name("podcap-expiry".into())
+        .name("podcap-keeper".into())
         .spawn(move || {
-            let mut last = std::time::Instant::now();
+            let mut expired_at = std::time::Instant::now();
+            let mut polled_at = std::time::Instant::now();
             // Relaxed: `stop` is a flag polled on its own; no other data hangs on it.
             while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
-                thread::sleep(Duration::from_millis(200));
-                if last.elapsed() < SNAPSHOT_EXPIRY_INTERVAL {
-                    continue;
+                thread::sleep(Duration::from_millis(100));
+                if polled_at.elapsed() >= crate::recordings::POLL {
+                    polled_at = std::time::Instant::now();
+                    recordings.poll(&view, sys::realtime_ns());
                 }
-                last = std::time::Instant::now();
-                if let Err(e) = snapshots.expire(sys::realtime_ns()) {
-                    log::warn!("snapshots: expiring: {e}");
+                if expired_at.elapsed() >= SNAPSHOT_EXPIRY_INTERVAL {
+                    expired_at = std::time::Instant::now();
+                    if let Err(e) = snapshots.expire(sys::realtime_ns()) {
+                        log::warn!("snapshots: expiring: {e}");
+                    }
                 }
             }
         })
-        .map_err(|_| RunError::Thread("snapshot expiry"))
+        .map_err(|_| RunError::Thread("keeper"))
 }
 
 /// How often expired snapshots are looked for.
@@ -299,7 +324,7 @@ fn api_state(
     stats: &Arc<Stats>,
     store: &SegmentWriter,
     settings: &Arc<RuntimeSettings>,
-    snapshots: Arc<Snapshots>,
+    kept: Kept,
 ) -> ApiState {
     // In Kubernetes mode interfaces come and go: `iface=` is not checked against a list.
     let api_state = ApiState::new(
@@ -323,7 +348,8 @@ fn api_state(
         view: Some(store.view()),
         settings: Some(Arc::clone(settings)),
         max_slice: config.max_slice,
-        snapshots: Some(snapshots),
+        snapshots: Some(kept.snapshots),
+        recordings: Some(kept.recordings),
         ..api_state
     }
 }

@@ -67,6 +67,7 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
             })
             .unwrap();
     }
+    let view = writer.view();
     writer.finish(|_| InterfaceStatistics::default()).unwrap();
     let mut state = ApiState::new(
         dir.path().to_owned(),
@@ -78,6 +79,10 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
         RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
     ));
     state.admin_token = Some(ADMIN_TOKEN.into());
+    state.view = Some(view);
+    state.recordings = Some(Arc::new(
+        podcap_sensor::recordings::Recordings::open(dir.path(), 50_000_000, 65535).unwrap(),
+    ));
     state.snapshots = Some(Arc::new(
         podcap_sensor::snapshots::Snapshots::open(dir.path(), 50_000_000).unwrap(),
     ));

@@ -50,6 +50,7 @@ use crate::{config::settings::RuntimeSettings, health::Health, stats::Stats, sto
 mod config;
 mod health;
 mod metrics;
+mod recordings;
 pub mod server;
 mod slices;
 mod snapshots;
@@ -104,6 +105,8 @@ pub struct ApiState {
     pub recovery: Arc<crate::store::recover::RecoveryReport>,
     /// The snapshots kept on this node; absent: this sensor keeps none (404).
     pub snapshots: Option<Arc<crate::snapshots::Snapshots>>,
+    /// The recording jobs of this node; absent: this sensor runs none (404).
+    pub recordings: Option<Arc<crate::recordings::Recordings>>,
 }
 
 impl ApiState {
@@ -118,6 +121,7 @@ impl ApiState {
             admin_token: None,
             slice_permits: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
             snapshots: None,
+            recordings: None,
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Arc::new(AtomicBool::new(false)),
             config_error: Arc::default(),
@@ -192,6 +196,15 @@ pub fn router(state: ApiState) -> Router {
             get(snapshots::manifest).delete(snapshots::delete),
         )
         .route("/api/v1/snapshots/{name}/pcapng", get(snapshots::download))
+        .route(
+            "/api/v1/recordings",
+            get(recordings::list).post(recordings::create),
+        )
+        .route(
+            "/api/v1/recordings/{name}",
+            axum::routing::delete(recordings::delete),
+        )
+        .route("/api/v1/recordings/{name}/pcapng", get(recordings::download))
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -69,6 +69,10 @@ pub struct Args {
     /// store's --max-size; a snapshot that does not fit is refused, none is deleted for it.
     #[arg(long, default_value = "1GB", value_name = "SIZE")]
     pub snapshot_max_size: String,
+    /// Total size of what recording jobs keep on this node (`DATA/recordings/`), apart from
+    /// the store and the snapshots; a job that finds it full counts its packets as drops.
+    #[arg(long, default_value = "1GB", value_name = "SIZE")]
+    pub recordings_max_size: String,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
     pub listen: String,
@@ -178,6 +182,8 @@ pub struct Config {
     pub max_slice: Option<Duration>,
     /// `--snapshot-max-size`.
     pub snapshot_max_size: u64,
+    /// `--recordings-max-size`.
+    pub recordings_max_size: u64,
     /// `--filter`, compiled; else `tap.bpfOverride` of the file.
     pub filter: Option<Filter>,
     /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
@@ -611,14 +617,14 @@ impl Args {
             })
             .transpose()?;
         let min_free = self.min_free.as_deref().map(parse_min_free).transpose()?;
-        let snapshot_max_size =
-            units::parse_size(&self.snapshot_max_size).map_err(|source| ConfigError::Unit {
-                flag: "snapshot-max-size",
-                source,
-            })?;
+        let budget =
+            |flag, text: &str| units::parse_size(text).map_err(|source| ConfigError::Unit { flag, source });
+        let snapshot_max_size = budget("snapshot-max-size", &self.snapshot_max_size)?;
+        let recordings_max_size = budget("recordings-max-size", &self.recordings_max_size)?;
         Ok(Config {
             min_free,
             snapshot_max_size,
+            recordings_max_size,
             max_slice,
             filter,
             filter_from_flag,

@@ -91,7 +91,7 @@ pub struct JobDoc {
     pub pod: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// `HH:MM` UTC; absent: at once.
+    /// `HH:MM` UTC, or an RFC 3339 time; absent: at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
     /// Iterations, one a day: 0 every day, forever; 1 once (the default).
@@ -132,7 +132,12 @@ impl Job {
             .map(units::parse_duration)
             .transpose()
             .map_err(|e| invalid("expire", e.to_string()))?;
-        let start = doc.start.as_deref().map(schedule::parse_start).transpose()?;
+        let start = doc
+            .start
+            .as_deref()
+            .map(schedule::parse_start)
+            .transpose()?
+            .unwrap_or(schedule::Start::Now);
         let created = doc
             .created
             .as_deref()

@@ -6,7 +6,8 @@
 //!   (`[start, start + duration)`); `days` iterations (0: every day, forever).
 //! - `first` is the job's creation time when it has no start time; with a start time
 //!   (`HH:MM`, UTC) it is the first such minute at or after the creation (so a job made at
-//!   08:50 for 08:45 starts tomorrow).
+//!   08:50 for 08:45 starts tomorrow); with an RFC 3339 time, that moment (later
+//!   iterations at the same time of day).
 //! - A job that records every day may not record longer than a day (its iterations would
 //!   overlap); one iteration may.
 //! - Iteration `k`'s folder expires `expire` after it ends (never without `expire`).
@@ -20,17 +21,27 @@ const DAY_NS: u64 = 86_400_000_000_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    #[error("start {0:?}: give a UTC time of day as HH:MM, like 08:45")]
+    #[error("start {0:?}: give a UTC time of day as HH:MM, like 08:45, or an RFC 3339 time")]
     Start(String),
     #[error("duration: a job that records every day records at most 24h")]
     TooLong,
 }
 
+/// When a job's first iteration starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At the job's creation.
+    Now,
+    /// At this minute after midnight UTC (`HH:MM`).
+    Daily(u32),
+    /// At this moment (ns since the epoch).
+    At(u64),
+}
+
 /// A job's schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schedule {
-    /// Minutes after midnight UTC; `None`: at the job's creation.
-    pub start_minute: Option<u32>,
+    pub start: Start,
     /// Iterations; 0: forever.
     pub days: u32,
     pub duration_ns: u64,
@@ -54,8 +65,18 @@ pub enum Phase {
     Finished,
 }
 
+/// Parses `HH:MM` (UTC) or an RFC 3339 time.
+pub fn parse_start(text: &str) -> Result<Start, ScheduleError> {
+    if text.contains('T') {
+        return units::parse_rfc3339(text)
+            .map(Start::At)
+            .map_err(|_| ScheduleError::Start(text.to_owned()));
+    }
+    parse_minute(text).map(Start::Daily)
+}
+
 /// Parses `HH:MM` (UTC) into minutes after midnight.
-pub fn parse_start(text: &str) -> Result<u32, ScheduleError> {
+pub fn parse_minute(text: &str) -> Result<u32, ScheduleError> {
     let error = || ScheduleError::Start(text.to_owned());
     let (hours, minutes) = text.split_once(':').ok_or_else(error)?;
     if hours.len() != 2 || minutes.len() != 2 {
@@ -72,7 +93,7 @@ pub fn parse_start(text: &str) -> Result<u32, ScheduleError> {
 impl Schedule {
     /// A schedule, checked.
     pub fn new(
-        start_minute: Option<u32>,
+        start: Start,
         days: u32,
         duration: Duration,
         expire: Option<Duration>,
@@ -83,7 +104,7 @@ impl Schedule {
             return Err(ScheduleError::TooLong);
         }
         Ok(Self {
-            start_minute,
+            start,
             days,
             duration_ns,
             expire_ns: expire.map(units::duration_ns),
@@ -94,8 +115,10 @@ impl Schedule {
     /// When iteration 0 starts.
     #[must_use]
     pub fn first_start_ns(&self) -> u64 {
-        let Some(minute) = self.start_minute else {
-            return self.created_ns;
+        let minute = match self.start {
+            Start::Now => return self.created_ns,
+            Start::At(ns) => return ns,
+            Start::Daily(minute) => minute,
         };
         let midnight = self.created_ns - self.created_ns % DAY_NS;
         let today = midnight.saturating_add(u64::from(minute) * 60_000_000_000);
@@ -174,7 +197,7 @@ mod tests {
         created: u64,
     ) -> Schedule {
         Schedule::new(
-            start.map(|s| parse_start(s).unwrap()),
+            start.map_or(Start::Now, |s| parse_start(s).unwrap()),
             days,
             units::parse_duration(duration).unwrap(),
             expire.map(|e| units::parse_duration(e).unwrap()),
@@ -190,9 +213,11 @@ mod tests {
 
     #[test]
     fn start_times_are_hh_mm_utc() {
-        assert_eq!(parse_start("08:45"), Ok(525));
-        assert_eq!(parse_start("00:00"), Ok(0));
-        assert_eq!(parse_start("23:59"), Ok(1439));
+        assert_eq!(parse_start("08:45"), Ok(Start::Daily(525)));
+        assert_eq!(parse_start("00:00"), Ok(Start::Daily(0)));
+        assert_eq!(parse_start("23:59"), Ok(Start::Daily(1439)));
+        assert_eq!(parse_start("2026-11-30T00:00:00Z"), Ok(Start::At(MIDNIGHT)));
+        assert!(parse_start("2026-02-31T00:00:00Z").is_err());
         for bad in ["8:45", "24:00", "12:60", "0845", "08:45:00", "", "ab:cd", "-1:00"] {
             assert_eq!(
                 parse_start(bad),
@@ -287,6 +312,25 @@ mod tests {
     }
 
     #[test]
+    fn an_rfc_3339_start_is_that_moment_then_daily() {
+        let created = MIDNIGHT + HOUR;
+        let job = schedule(Some("2026-11-30T01:00:05Z"), 2, "4s", Some("3s"), created);
+        assert_eq!(
+            job.phase(created),
+            Phase::Scheduled {
+                iteration: 0,
+                start_ns: created + 5_000_000_000
+            }
+        );
+        assert!(matches!(
+            job.phase(created + 6_000_000_000),
+            Phase::Recording { iteration: 0, .. }
+        ));
+        assert_eq!(job.start_of(1), Some(created + 5_000_000_000 + 24 * HOUR));
+        assert_eq!(job.expiry_of(0), Some(created + 12_000_000_000));
+    }
+
+    #[test]
     fn iterations_across_midnight() {
         let created = MIDNIGHT + 20 * HOUR;
         let nightly = schedule(Some("23:30"), 2, "1h", Some("2h"), created);
@@ -322,14 +366,14 @@ mod tests {
     fn every_day_is_at_most_a_day_long_and_no_expiry_keeps_it() {
         let day = units::parse_duration("25h").unwrap();
         assert_eq!(
-            Schedule::new(None, 0, day, None, MIDNIGHT),
+            Schedule::new(Start::Now, 0, day, None, MIDNIGHT),
             Err(ScheduleError::TooLong)
         );
         assert_eq!(
-            Schedule::new(None, 2, day, None, MIDNIGHT),
+            Schedule::new(Start::Now, 2, day, None, MIDNIGHT),
             Err(ScheduleError::TooLong)
         );
-        assert!(Schedule::new(None, 1, day, None, MIDNIGHT).is_ok());
+        assert!(Schedule::new(Start::Now, 1, day, None, MIDNIGHT).is_ok());
         assert_eq!(schedule(None, 1, "1h", None, MIDNIGHT).expiry_of(0), None);
     }
 }

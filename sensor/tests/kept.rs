@@ -1,7 +1,9 @@
-//! Privileged tests of kept snapshots with the real sensor and CLI, real traffic in network
-//! namespaces and tcpdump as the oracle: a snapshot holds exactly what tcpdump saw of its
-//! window and selection, outlives the rolling store's retention and a restart unchanged,
-//! and a `kill -9` while one is made leaves it whole or not at all.
+//! Privileged tests of what a node keeps past the rolling window, with the real sensor and
+//! CLI, real traffic in network namespaces and tcpdump as the oracle: a snapshot holds
+//! exactly what tcpdump saw of its window and selection, outlives the rolling store's
+//! retention and a restart unchanged, and a `kill -9` while one is made leaves it whole or
+//! not at all; a recording job records exactly tcpdump's packets of its filter inside its
+//! window, then expires.
 //!
 //! Only `198.18.0.0/15` addresses inside namespaces made here are used.
 mod common;
@@ -175,4 +177,89 @@ fn kill_9_while_a_snapshot_is_made_leaves_it_whole_or_not_at_all() {
         &format!("none: {kept_whole} whole, {not_made} not made (no half snapshot)"),
         "a restart removes the unfinished .tmp- folder",
     );
+}
+
+#[test]
+fn a_recording_job_records_exactly_its_window_and_filter_then_expires() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("r");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let oracle = dir.path().join("udp.pcap");
+    let mut tcpdump = start_tcpdump(&node, "n0", &oracle, "udp");
+    let mut sensor = start_sensor(&node, &format!("--iface n0 --data-dir {}", data.display()));
+    let sensor_url = "--sensor http://127.0.0.1:9090";
+    // A job 3 s ahead, recording UDP for 4 s, whose iteration expires 4 s after it ends.
+    let start = realtime_ns() + 3_000_000_000;
+    let end = start + 4_000_000_000;
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "record create nightly --filter udp --start {} --duration 4s --expire 4s {sensor_url}",
+            format_rfc3339_ns(start)
+        ),
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = podcap(&node, &format!("record list {sensor_url}"));
+    assert!(
+        ok && text.contains("nightly") && text.contains("scheduled"),
+        "{text}"
+    );
+    // Traffic before, inside and after the window, with quiet gaps at its edges.
+    let wait_until = |at: u64| {
+        let now = realtime_ns();
+        if at > now {
+            std::thread::sleep(Duration::from_nanos(at - now));
+        }
+    };
+    udp_burst(&pod, "198.18.4.2", "100,600", 10);
+    pod.sh("ping -c 5 -i 0.05 198.18.4.2");
+    wait_until(start + 500_000_000);
+    udp_burst(&pod, "198.18.4.2", "64,700,1400", 20);
+    pod.sh("ping -c 5 -i 0.05 198.18.4.2");
+    udp_burst(&pod, "198.18.4.2", "200", 20);
+    wait_until(end + 500_000_000);
+    udp_burst(&pod, "198.18.4.2", "100,600", 10);
+    // The job copies up to 1.5 s behind the clock, every second.
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, text) = podcap(&node, &format!("record list -o json {sensor_url}"));
+    assert!(ok, "{text}");
+    let listing: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let job = &listing["nodes"][0]["jobs"][0];
+    assert_eq!(job["state"], "finished", "{listing}");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (ok, text) = podcap(
+        &node,
+        &format!("dump --recording nightly --dest {} {sensor_url}", out.display()),
+    );
+    assert!(ok, "{text}");
+    tcpdump.stop();
+    let dumped = out.join("podcap-recording-nightly.pcapng");
+    assert_tshark_clean(&dumped);
+    let got = pcap::read_segments(&[dumped]);
+    let wanted = pcap::window(&pcap::read_pcap(&oracle, "n0"), start, end);
+    let result = pcap::compare(&wanted, &got);
+    assert!(
+        result.missing.is_empty() && result.extra.is_empty() && result.exact == 80,
+        "{} exact, {} missing, {} extra",
+        result.exact,
+        result.missing.len(),
+        result.extra.len()
+    );
+    assert_eq!(job["packets"].as_u64(), Some(80), "{job}");
+    assert_eq!(job["drops"].as_u64(), Some(0), "{job}");
+    // Its iteration expires 4 s after the end: the folder goes, the job says so.
+    wait_until(end + 5_500_000_000);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !data.join("recordings/nightly/0").exists(),
+        "the expired iteration's folder is gone"
+    );
+    let (ok, text) = podcap(&node, &format!("record list {sensor_url}"));
+    assert!(ok && text.contains("expired"), "{text}");
+    let (ok, text) = podcap(&node, &format!("record delete nightly {sensor_url}"));
+    assert!(ok, "{text}");
+    assert!(!data.join("recordings/nightly").exists());
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
 }

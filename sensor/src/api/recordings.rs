@@ -1,0 +1,145 @@
+//! Recording jobs over HTTP (`crate::recordings` has their rules): `GET /api/v1/recordings`
+//! lists the jobs and where each stands, `POST` adds one (a JSON job), `DELETE /{name}`
+//! stops one and deletes what it recorded, `GET /{name}/pcapng` downloads what it recorded
+//! (every iteration, or the range of `last`/`from`/`to`), with any selection of a download.
+use std::sync::Arc;
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, RawQuery, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    slices::{ChannelWriter, SliceQuery},
+    ApiState, AppError,
+};
+use crate::{
+    recordings::{JobDoc, Listing, RecordingError, Recordings},
+    store::{index::SegmentRecord, slice::Slicer},
+    sys,
+};
+
+fn jobs(state: &ApiState) -> Result<Arc<Recordings>, AppError> {
+    state.recordings.clone().ok_or_else(|| {
+        AppError::Refused(
+            StatusCode::NOT_FOUND,
+            "this sensor runs no recording jobs".to_owned(),
+        )
+    })
+}
+
+fn refused(error: &RecordingError) -> AppError {
+    let status = match error {
+        RecordingError::Name(_) | RecordingError::Invalid { .. } | RecordingError::Schedule(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        RecordingError::Exists(_) => StatusCode::CONFLICT,
+        RecordingError::NotFound(_) => StatusCode::NOT_FOUND,
+        RecordingError::Io(e) => return AppError::Internal(format!("recordings: {e}")),
+    };
+    AppError::Refused(status, error.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RecordingError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::Internal(format!("recording task: {e}")))?
+        .map_err(|e| refused(&e))
+}
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Listing>, AppError> {
+    if raw.is_some_and(|q| !q.is_empty()) {
+        return Err(AppError::BadRequest(
+            "this endpoint takes no query parameters".into(),
+        ));
+    }
+    let jobs = jobs(&state)?;
+    Ok(Json(blocking(move || Ok(jobs.list(sys::realtime_ns()))).await?))
+}
+
+pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Response, AppError> {
+    let jobs = jobs(&state)?;
+    let doc: JobDoc =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
+    if doc.created.is_some() {
+        return Err(AppError::BadRequest("created: set by the sensor".into()));
+    }
+    let made = blocking(move || jobs.create(doc, sys::realtime_ns())).await?;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
+}
+
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let jobs = jobs(&state)?;
+    blocking(move || jobs.delete(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn download(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, AppError> {
+    let jobs = jobs(&state)?;
+    let query = SliceQuery::parse(raw.as_deref(), true)?;
+    let (from, to) = if query.range.last.is_none() && query.range.from.is_none() && query.range.to.is_none() {
+        (0, u64::MAX)
+    } else {
+        query.range.range(sys::realtime_ns())?
+    };
+    let selection = query.selection(&state)?;
+    let iterations = {
+        let name = name.clone();
+        blocking(move || jobs.slices(&name, from, to)).await?
+    };
+    let permit = Arc::clone(&state.slice_permits)
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("slices"))?;
+    let (tx, rx) = mpsc::channel(8);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            runtime,
+        };
+        // Iterations are apart in time and in order: one slicer makes one stream of them.
+        let mut slicer = Slicer::default();
+        for (dir, records) in &iterations {
+            let refs: Vec<&SegmentRecord> = records.iter().collect();
+            if let Err(e) = slicer.write(dir, &refs, from, to, &selection, &mut out) {
+                log::debug!("recording download ended early: {e}");
+                let _ = tx.blocking_send(Err(std::io::Error::other(
+                    "the recording could not be sent whole",
+                )));
+                return;
+            }
+        }
+        if iterations.is_empty() {
+            // Still a valid (empty) pcapng.
+            let _ = slicer.write(std::path::Path::new("."), &[], from, to, &selection, &mut out);
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"podcap-recording-{name}.pcapng\""),
+            ),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
