@@ -36,6 +36,7 @@ CASES = {
                 "bpfOverride": "tcp port 80"},
         "pcapdump": {"maxSize": "2GiB", "maxTime": "30m"},
         "snapshots": {"maxSize": "5GB"},
+        "recordings": {"maxSize": "20GB"},
     },
     "placement and resources": {
         "tolerations": [],
@@ -127,6 +128,8 @@ for case, values in CASES.items():
           f"seccomp {pod.get('securityContext')}")
     snapshot_budget = values.get("snapshots", {}).get("maxSize", "1GB")
     check(case, f"--snapshot-max-size={snapshot_budget}" in sensor["args"], f"snapshot budget {sensor['args']}")
+    recordings_budget = values.get("recordings", {}).get("maxSize", "1GB")
+    check(case, f"--recordings-max-size={recordings_budget}" in sensor["args"], f"recordings budget {sensor['args']}")
     min_free = values.get("pcapdump", {}).get("minFree", "15%")
     check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]
