@@ -977,3 +977,92 @@ async fn only_the_admin_makes_and_deletes_snapshots() {
         StatusCode::NO_CONTENT
     );
 }
+
+/// An Ethernet + IPv4 + UDP frame from `src` to 198.18.9.1, its payload `tag`.
+fn udp_frame(src: [u8; 4], tag: u8) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + 8 + 1];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14] = 0x45;
+    frame[16..18].copy_from_slice(&29u16.to_be_bytes());
+    frame[22] = 64;
+    frame[23] = 17;
+    frame[26..30].copy_from_slice(&src);
+    frame[30..34].copy_from_slice(&[198, 18, 9, 1]);
+    frame[34..36].copy_from_slice(&4000u16.to_be_bytes());
+    frame[36..38].copy_from_slice(&9u16.to_be_bytes());
+    frame[38..40].copy_from_slice(&9u16.to_be_bytes());
+    frame[42] = tag;
+    frame
+}
+
+#[tokio::test]
+async fn a_pod_is_selected_by_its_interface_even_when_another_pod_reuses_its_ip() {
+    // web-1 had 198.18.9.9 and went; web-2 got the same address later (as a CNI reuses it).
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(&dir, 2_000);
+    for (slot, name) in ["shop/web-1/eth0", "shop/web-2/eth0"].iter().enumerate() {
+        w.set_interface(
+            slot as u32,
+            InterfaceDescription {
+                name: (*name).into(),
+                description: String::new(),
+                link_type: LINKTYPE_ETHERNET,
+                snaplen: 65535,
+            },
+        );
+    }
+    let start = realtime_ns() - 20 * SECOND;
+    for i in 0..40u64 {
+        let (slot, tag) = if i < 20 { (0, 1) } else { (1, 2) };
+        let frame = udp_frame([198, 18, 9, 9], tag);
+        let ts = start + i * SECOND / 10;
+        w.write_packet(slot, ts, frame.len() as u32, &frame, Direction::Outbound, |_| {
+            InterfaceStatistics::default()
+        })
+        .unwrap();
+    }
+    w.finish(|_| InterfaceStatistics::default()).unwrap();
+    let s = state(&dir, None);
+    let tags = |body: &[u8]| {
+        packets_with_names(body)
+            .unwrap()
+            .into_iter()
+            .map(|(name, p)| (name, p.data[42]))
+            .collect::<Vec<_>>()
+    };
+    // By address, the two pods are one.
+    let (_, _, body) = get(
+        &s,
+        "/api/v1/snapshot?last=1m&filter=src%20host%20198.18.9.9",
+        None,
+    )
+    .await;
+    assert_eq!(tags(&body).len(), 40);
+    // By pod, each is itself, however its address was reused.
+    for (pod, tag) in [("web-1", 1u8), ("web-2", 2u8)] {
+        let (status, _, body) = get(
+            &s,
+            &format!("/api/v1/snapshot?last=1m&pod=%5E{pod}%24&namespace=shop"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let got = tags(&body);
+        assert_eq!(got.len(), 20, "{pod}: {got:?}");
+        assert!(
+            got.iter()
+                .all(|(name, t)| name == &format!("shop/{pod}/eth0") && *t == tag),
+            "{pod}: {got:?}"
+        );
+    }
+    // A pod and a filter together: both must hold.
+    let (_, _, body) = get(
+        &s,
+        "/api/v1/snapshot?last=1m&pod=web-2&filter=udp%20port%209",
+        None,
+    )
+    .await;
+    assert_eq!(tags(&body).len(), 20);
+    let (_, _, body) = get(&s, "/api/v1/snapshot?last=1m&pod=web-2&filter=tcp", None).await;
+    assert!(tags(&body).is_empty());
+}
