@@ -1011,37 +1011,48 @@ fn record_command(action: RecordAction) -> Result<ExitCode> {
             nodes,
             connection,
         } => {
-            // Checked here first, so a typo asks no sensor at all.
-            check_snapshot_name(&name)?;
-            units::parse_duration(&duration).context("--duration")?;
-            if let Some(expire) = &expire {
-                units::parse_duration(expire).context("--expire")?;
-            }
-            let mut body = serde_json::json!({
-                "name": name, "days": days, "duration": duration, "namespaces": select.namespaces,
-            });
-            for (key, value) in [
-                ("filter", &select.filter),
-                ("pod", &select.pod),
-                ("start", &start),
-                ("expire", &expire),
-            ] {
-                if let Some(value) = value {
-                    body[key] = value.clone().into();
-                }
-            }
             if select.iface.is_some() {
                 bail!("--iface: a recording job selects by --filter, --pod and -n");
             }
+            let job = podcap_format::recording::JobDoc {
+                name,
+                filter: select.filter,
+                pod: select.pod,
+                namespaces: select.namespaces,
+                start,
+                days,
+                duration,
+                expire,
+                created: None,
+                managed_by: None,
+            };
+            // Checked here first, so a typo asks no sensor and changes no ConfigMap.
+            job.check().map_err(|e| anyhow::anyhow!("recording job: {e}"))?;
+            if connection.sensors.is_empty() && nodes.is_empty() {
+                return crate::record::add_to_cluster(
+                    &connection.cluster.connect()?,
+                    job,
+                    &connection.cluster.namespace,
+                );
+            }
             let mut reached = reach(&connection, Role::Admin)?;
             crate::snapshot::keep_nodes(&mut reached, &nodes)?;
-            crate::record::create(&reached, &name, &body)
+            crate::record::create(&reached, &job)
         }
         RecordAction::List { output, connection } => {
             crate::record::list(&reach(&connection, Role::Read)?, output == "json")
         }
         RecordAction::Delete { name, connection } => {
             check_snapshot_name(&name)?;
+            if connection.sensors.is_empty()
+                && crate::record::remove_from_cluster(
+                    &connection.cluster.connect()?,
+                    &name,
+                    &connection.cluster.namespace,
+                )?
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
             crate::record::delete(&reach(&connection, Role::Admin)?, &name)
         }
     }

@@ -298,6 +298,11 @@ pub fn edit_document(
     if let Some(expression) = &doc.bpf_override {
         check_filter(expression)?;
     }
+    for (n, job) in doc.recordings.iter().enumerate() {
+        if let Some(expression) = job.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+            check_filter(expression).with_context(|| format!("recordings[{n}].filter"))?;
+        }
+    }
     Ok(updated)
 }
 

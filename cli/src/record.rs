@@ -1,9 +1,13 @@
 //! `podcap record create | list | delete`: recording jobs across the sensors.
 //!
-//! Rules: a job is added to each sensor asked (all, or `--node`s), which keeps it across
-//! restarts and runs it on its own clock; each sensor answers for itself, so the report
-//! names every node that took the job and every one that did not, with why, and the exit
-//! status is non-zero unless all took it. `list` shows each job per node: its state, next
+//! Rules: in a cluster (no `--sensor`, no `--node`) a job goes into the `recordings` list
+//! of podcap's targeting ConfigMap, edited as `podcap tap` edits it (validated first), so
+//! every sensor runs it, also one on a node added later, and `helm upgrade` or a restart
+//! keeps it; `delete` takes it out of the list, and every sensor stops it and deletes what
+//! it recorded. With `--sensor` (or `--node`) a job is added to each sensor asked through
+//! its API and kept by that sensor; each sensor answers for itself, so the report names
+//! every node that took the job and every one that did not, with why, and the exit status
+//! is non-zero unless all took it. `list` shows each job per node: its state, next
 //! start, packets, bytes and drops. `delete` stops a job and deletes what it recorded on
 //! every sensor that has it; none having it is an error.
 use std::process::ExitCode;
@@ -12,10 +16,72 @@ use anyhow::{bail, Result};
 use podcap_format::units;
 use serde_json::Value;
 
-use crate::{app::Reached, source::Refused};
+use podcap_format::recording::JobDoc;
 
-pub(crate) fn create(reached: &Reached, name: &str, body: &Value) -> Result<ExitCode> {
+use crate::{app::Reached, discovery::Cluster, source::Refused};
+
+/// Adds `job` to the targeting ConfigMap's `recordings` (made now, so that a job without a
+/// start begins when it is written).
+pub(crate) fn add_to_cluster(cluster: &Cluster, mut job: JobDoc, namespace: &str) -> Result<ExitCode> {
+    use serde_yaml::Value as Yaml;
+    job.created = Some(units::format_rfc3339_ns(units::now_ns()));
+    let name = job.name.clone();
+    let item = serde_yaml::to_value(&job)?;
+    let (map, _) = cluster.retarget(|root| {
+        let list = root
+            .entry(Yaml::from("recordings"))
+            .or_insert_with(|| Yaml::Sequence(Vec::new()));
+        if list.is_null() {
+            *list = Yaml::Sequence(Vec::new());
+        }
+        let Yaml::Sequence(jobs) = list else {
+            bail!("recordings: is not a list");
+        };
+        if jobs.iter().any(|j| j["name"].as_str() == Some(name.as_str())) {
+            bail!("a recording job {name:?} already exists (podcap record delete {name} first, or choose another name)");
+        }
+        jobs.push(item);
+        Ok(())
+    })?;
+    eprintln!(
+        "podcap: ConfigMap {namespace}/{map} now has recording job {name}; every sensor runs it once the kubelet refreshes the mounted file (up to a minute)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes job `name` out of the targeting ConfigMap's `recordings`; false if it was not there.
+pub(crate) fn remove_from_cluster(cluster: &Cluster, name: &str, namespace: &str) -> Result<bool> {
+    use serde_yaml::Value as Yaml;
+    let mut found = false;
+    let result = cluster.retarget(|root| {
+        if let Some(Yaml::Sequence(jobs)) = root.get_mut("recordings") {
+            let before = jobs.len();
+            jobs.retain(|j| j["name"].as_str() != Some(name));
+            found = jobs.len() != before;
+        }
+        if found {
+            Ok(())
+        } else {
+            bail!("not in the ConfigMap")
+        }
+    });
+    match result {
+        Ok((map, _)) => {
+            eprintln!(
+                "podcap: recording job {name} taken out of ConfigMap {namespace}/{map}; every sensor stops it and deletes what it recorded once the kubelet refreshes the mounted file (up to a minute)"
+            );
+            Ok(true)
+        }
+        Err(_) if !found => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn create(reached: &Reached, job: &JobDoc) -> Result<ExitCode> {
     let token = reached.token.as_deref();
+    let name = &job.name;
+    let body = serde_json::to_value(job)?;
+    let body = &body;
     let mut made = 0usize;
     let mut failed = reached.report_unreachable();
     for sensor in &reached.sensors {

@@ -598,3 +598,102 @@ async fn tap_rewrites_the_config_map_and_refuses_bad_input() {
         assert_eq!(*f.cluster.config.lock().unwrap(), before);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_create_and_delete_edit_the_config_map_every_sensor_follows() {
+    let f = fixture().await;
+    let create = [
+        "record",
+        "create",
+        "nightly",
+        "--filter",
+        "tcp port 443",
+        "--pod",
+        "^web-",
+        "-n",
+        "shop",
+        "--start",
+        "02:00",
+        "--days",
+        "7",
+        "--duration",
+        "1h",
+        "--expire",
+        "3d",
+        "--context",
+        "lab",
+    ];
+    let output = f.run(PODCAP, &create).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("now has recording job nightly"),
+        "{}",
+        stderr(&output)
+    );
+    let text = f.cluster.config.lock().unwrap().1.clone();
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let job = &doc["recordings"][0];
+    assert_eq!(job["name"], "nightly");
+    assert_eq!(job["filter"], "tcp port 443");
+    assert_eq!(job["namespaces"], json!(["shop"]));
+    assert_eq!(
+        (job["start"].as_str(), job["days"].as_u64()),
+        (Some("02:00"), Some(7))
+    );
+    assert!(job["created"].is_string(), "{job}");
+    assert_eq!(doc["pcapdump"]["maxSize"], "500MB", "other keys are kept");
+    // What the sensors read back is a valid targeting document with this job.
+    let parsed = podcap_format::targeting::TargetingDoc::parse(&text).unwrap();
+    assert_eq!(parsed.recordings.len(), 1);
+
+    // A taken name, a bad filter, a bad start: named, and the ConfigMap is unchanged.
+    for (args, expected) in [
+        (create.to_vec(), "already exists"),
+        (
+            vec![
+                "record",
+                "create",
+                "x",
+                "--filter",
+                "tcp prot 80",
+                "--duration",
+                "1h",
+                "--context",
+                "lab",
+            ],
+            "recordings[1].filter",
+        ),
+        (
+            vec![
+                "record",
+                "create",
+                "x",
+                "--start",
+                "2am",
+                "--duration",
+                "1h",
+                "--context",
+                "lab",
+            ],
+            "start",
+        ),
+    ] {
+        let before = f.cluster.config.lock().unwrap().clone();
+        let output = f.run(PODCAP, &args).await;
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(*f.cluster.config.lock().unwrap(), before);
+    }
+
+    let output = f
+        .run(PODCAP, &["record", "delete", "nightly", "--context", "lab"])
+        .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = f.cluster.config.lock().unwrap().1.clone();
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["recordings"], json!([]));
+}

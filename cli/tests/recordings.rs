@@ -104,7 +104,7 @@ async fn a_job_on_every_sensor_is_listed_downloaded_merged_and_deleted() {
         .all(|p| p.0 == "node-0/eth0" && p.2 == 0xaa));
     // Bad input changes nothing; deletion deletes everywhere.
     for (bad, named) in [
-        ("record create x --duration 5", "--duration"),
+        ("record create x --duration 5", "duration"),
         ("record create ../x --duration 5s", "name"),
         ("record create x --duration 5s --start 25:00", "start"),
         ("record create x --duration 5s --filter tcp-prot-80", "filter"),

@@ -3,12 +3,13 @@
 //!
 //! Modules, one per format: `pcapng` (encoding, and reading that trusts no length),
 //! `segment_name` (how the store names its files), `index` (the store's `index.tsv`),
-//! `merge` (the k-way merge of pcapng streams by time), `targeting` (the targeting document
+//! `merge` (the k-way merge of pcapng streams by time), `recording` (a recording job), `targeting` (the targeting document
 //! with Kubeshark's keys), `settings` (the recording settings' JSON), `units` (human sizes,
 //! durations and times).
 pub mod index;
 pub mod merge;
 pub mod pcapng;
+pub mod recording;
 pub mod segment_name;
 pub mod settings;
 pub mod targeting;

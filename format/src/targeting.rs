@@ -12,16 +12,19 @@
 //!   enabled: true
 //!   maxTime: 1h
 //!   maxSize: 500MB
+//! recordings:                   # recording jobs every sensor runs (`podcap record create`)
+//!   - {name: nightly, filter: "tcp port 443", start: "02:00", days: 7, duration: 1h, expire: 3d}
 //! ```
 //!
-//! Rules: a document is validated whole; an error names the key (`tap.regex: …`). Keys
-//! outside `tap` and `pcapdump` are ignored (a Kubeshark values file may be reused);
+//! Rules: a document is validated whole; an error names the key (`tap.regex: …`,
+//! `recordings[0].duration: …`); job names are unique. Keys outside `tap`, `pcapdump` and
+//! `recordings` are ignored (a Kubeshark values file may be reused);
 //! unknown keys inside them are errors, but Kubeshark's other `tap` keys are accepted and
 //! ignored. The filter expression is checked by the sensor, which compiles it.
 use regex::Regex;
 use serde_yaml::Value;
 
-use crate::{settings::SettingsDoc, units};
+use crate::{recording::JobDoc, settings::SettingsDoc, units};
 
 /// Kubeshark `tap` keys podcap accepts and ignores.
 const IGNORED_TAP_KEYS: &[&str] = &[
@@ -70,6 +73,29 @@ pub fn key_error(key: &str, message: impl Into<String>) -> TargetingError {
     }
 }
 
+/// `recordings`: a list of jobs, each checked, names unique.
+fn parse_recordings(value: &Value) -> Result<Vec<JobDoc>, TargetingError> {
+    let items = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Sequence(items) => items,
+        _ => return Err(key_error("recordings", "expected a list of jobs")),
+    };
+    let mut jobs: Vec<JobDoc> = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let key = format!("recordings[{n}]");
+        let job: JobDoc = serde_yaml::from_value(item.clone()).map_err(|e| key_error(&key, e.to_string()))?;
+        job.check().map_err(|e| key_error(&key, e))?;
+        if job.managed_by.is_some() {
+            return Err(key_error(&format!("{key}.managedBy"), "set by the sensor"));
+        }
+        if jobs.iter().any(|j| j.name == job.name) {
+            return Err(key_error(&key, format!("a second job named {:?}", job.name)));
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
 /// A validated targeting document (the filter expression as text: compiling it takes
 /// libpcap, which the sensor has and the CLI does not).
 #[derive(Clone, Debug, Default)]
@@ -83,6 +109,8 @@ pub struct TargetingDoc {
     pub stopped: bool,
     /// `pcapdump.*`, in the form the settings take.
     pub pcapdump: SettingsDoc,
+    /// `recordings`: the jobs every sensor runs.
+    pub recordings: Vec<JobDoc>,
 }
 
 impl TargetingDoc {
@@ -100,6 +128,9 @@ impl TargetingDoc {
         }
         if let Some(pcapdump) = root.get("pcapdump") {
             targeting.parse_pcapdump(pcapdump)?;
+        }
+        if let Some(recordings) = root.get("recordings") {
+            targeting.recordings = parse_recordings(recordings)?;
         }
         Ok(targeting)
     }
@@ -216,5 +247,41 @@ fn boolean(key: &str, value: &Value) -> Result<bool, TargetingError> {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
         _ => Err(key_error(key, "expected true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_jobs_are_read_checked_and_named_in_errors() {
+        let doc = TargetingDoc::parse(
+            "recordings:\n  - {name: nightly, filter: 'tcp port 443', start: '02:00', days: 7, duration: 1h, expire: 3d}\n  - {name: once, duration: 10m, created: '2026-11-30T10:00:00Z'}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = doc.recordings.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["nightly", "once"]);
+        assert_eq!(doc.recordings[0].days, 7);
+        assert_eq!(doc.recordings[1].days, 1, "once by default");
+        for (text, key) in [
+            ("recordings: {name: x}", "recordings"),
+            ("recordings:\n  - {name: x, duration: 10}", "recordings[0]"),
+            (
+                "recordings:\n  - {name: x, duration: 1h, colour: red}",
+                "recordings[0]",
+            ),
+            (
+                "recordings:\n  - {name: x, duration: 1h}\n  - {name: x, duration: 2h}",
+                "recordings[1]",
+            ),
+            (
+                "recordings:\n  - {name: x, duration: 1h, managedBy: me}",
+                "recordings[0].managedBy",
+            ),
+        ] {
+            let error = TargetingDoc::parse(text).unwrap_err().to_string();
+            assert!(error.starts_with(key), "{text}: {error}");
+        }
     }
 }

@@ -36,7 +36,9 @@ CASES = {
                 "bpfOverride": "tcp port 80"},
         "pcapdump": {"maxSize": "2GiB", "maxTime": "30m"},
         "snapshots": {"maxSize": "5GB"},
-        "recordings": {"maxSize": "20GB"},
+        "recordings": {"maxSize": "20GB", "jobs": [
+            {"name": "nightly-web", "filter": "tcp port 443", "start": "02:00", "days": 7,
+             "duration": "1h", "expire": "3d"}]},
     },
     "placement and resources": {
         "tolerations": [],
@@ -136,7 +138,9 @@ for case, values in CASES.items():
     verbs = {v for rule in role["rules"] for v in rule["verbs"]}
     check(case, verbs == {"get", "list", "watch"}, f"ClusterRole verbs {verbs}")
     config = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
-    check(case, set(config) == {"tap", "pcapdump"}, f"config keys {set(config)}")
+    check(case, set(config) == {"tap", "pcapdump", "recordings"}, f"config keys {set(config)}")
+    jobs = values.get("recordings", {}).get("jobs", [])
+    check(case, config["recordings"] == jobs, f"recording jobs {config['recordings']}")
     token_ref = token_secret["secretName"], token_secret["items"][0]["key"]
     secrets = {o["metadata"]["name"]: o for _, o in objects(manifests) if o["kind"] == "Secret"}
     security = sensor["securityContext"]

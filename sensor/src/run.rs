@@ -91,7 +91,8 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         RuntimeSettings::start(&config.data_dir, config.settings.clone(), config.floors)
             .map_err(RunError::Settings)?,
     );
-    let (kept, keeper) = keep(config, store.view(), stop)?;
+    let targeting = Arc::new(std::sync::Mutex::new(config.targeting.clone()));
+    let (kept, keeper) = keep(config, store.view(), &targeting, stop)?;
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
     store.set_min_free(config.min_free);
@@ -113,7 +114,6 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
     let (capture_commands, capture_rx) = std::sync::mpsc::channel();
     capture.set_commands(capture_rx);
     let (writer_commands, writer_rx) = std::sync::mpsc::channel();
-    let targeting = Arc::new(std::sync::Mutex::new(config.targeting.clone()));
     let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
     log::info!(
         "capturing on {} into {} (snaplen {})",
@@ -269,6 +269,7 @@ struct Kept {
 fn keep(
     config: &Config,
     view: SharedView,
+    targeting: &Arc<std::sync::Mutex<Targeting>>,
     stop: &Arc<AtomicBool>,
 ) -> Result<(Kept, thread::JoinHandle<()>), RunError> {
     let kept = Kept {
@@ -280,15 +281,19 @@ fn keep(
                 .map_err(RunError::Recordings)?,
         ),
     };
-    let keeper = spawn_keeper(&kept, view, Arc::clone(stop))?;
+    // Jobs follow a targeting file only when there is one: a restart without it deletes none.
+    let followed = config.targeting_file.is_some().then(|| Arc::clone(targeting));
+    let keeper = spawn_keeper(&kept, view, followed, Arc::clone(stop))?;
     Ok((kept, keeper))
 }
 
 /// The thread that expires snapshots every `SNAPSHOT_EXPIRY_INTERVAL` (listing them does
-/// too) and runs the recording jobs every `recordings::POLL`.
+/// too) and, every `recordings::POLL`, brings the recording jobs in line with the targeting
+/// document and runs them.
 fn spawn_keeper(
     kept: &Kept,
     view: SharedView,
+    targeting: Option<Arc<std::sync::Mutex<Targeting>>>,
     stop: Arc<AtomicBool>,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let (snapshots, recordings) = (Arc::clone(&kept.snapshots), Arc::clone(&kept.recordings));
@@ -302,6 +307,10 @@ fn spawn_keeper(
                 thread::sleep(Duration::from_millis(100));
                 if polled_at.elapsed() >= crate::recordings::POLL {
                     polled_at = std::time::Instant::now();
+                    if let Some(targeting) = &targeting {
+                        let wanted = targeting.lock().map(|t| t.recordings.clone()).unwrap_or_default();
+                        recordings.sync_targeting(&wanted, sys::realtime_ns());
+                    }
                     recordings.poll(&view, sys::realtime_ns());
                 }
                 if expired_at.elapsed() >= SNAPSHOT_EXPIRY_INTERVAL {

@@ -70,8 +70,10 @@ pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result
     let jobs = jobs(&state)?;
     let doc: JobDoc =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
-    if doc.created.is_some() {
-        return Err(AppError::BadRequest("created: set by the sensor".into()));
+    if doc.created.is_some() || doc.managed_by.is_some() {
+        return Err(AppError::BadRequest(
+            "created, managedBy: set by the sensor".into(),
+        ));
     }
     let made = blocking(move || jobs.create(doc, sys::realtime_ns())).await?;
     Ok((StatusCode::CREATED, Json(made)).into_response())

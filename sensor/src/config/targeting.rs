@@ -68,6 +68,14 @@ impl Targeting {
                     .map_err(|e| podcap_format::targeting::key_error("tap.bpfOverride", e.to_string()))
             })
             .transpose()?;
+        // Each job's filter is compiled too, so a bad one is refused with the document.
+        for (n, job) in doc.recordings.iter().enumerate() {
+            if let Some(text) = job.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+                Filter::compile(text, snaplen).map_err(|e| {
+                    podcap_format::targeting::key_error(&format!("recordings[{n}].filter"), e.to_string())
+                })?;
+            }
+        }
         Ok(Self { doc, filter })
     }
 }

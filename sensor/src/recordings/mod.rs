@@ -79,36 +79,7 @@ pub enum RecordingError {
     Io(#[from] io::Error),
 }
 
-/// A job as given (API body, `job.json`, the targeting file). Durations with units, the
-/// start as `HH:MM` UTC.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JobDoc {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub namespaces: Vec<String>,
-    /// `HH:MM` UTC, or an RFC 3339 time; absent: at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-    /// Iterations, one a day: 0 every day, forever; 1 once (the default).
-    #[serde(default = "once")]
-    pub days: u32,
-    pub duration: String,
-    /// Each iteration's folder is deleted this long after it ends; absent: kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expire: Option<String>,
-    /// When the job was made (RFC 3339); set by the sensor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-}
-
-const fn once() -> u32 {
-    1
-}
+pub use podcap_format::recording::{JobDoc, MANAGED_BY_TARGETING};
 
 /// A job, checked and compiled.
 #[derive(Debug)]
@@ -316,9 +287,11 @@ impl Recordings {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a job (`created` is set to `now_ns`); it is kept across restarts.
+    /// Adds a job (made at `now_ns` unless it says when); it is kept across restarts.
     pub fn create(&self, mut doc: JobDoc, now_ns: u64) -> Result<JobDoc, RecordingError> {
-        doc.created = Some(units::format_rfc3339_ns(now_ns));
+        if doc.created.is_none() {
+            doc.created = Some(units::format_rfc3339_ns(now_ns));
+        }
         let job = Job::compile(doc, self.snaplen)?;
         let mut jobs = self.jobs();
         let folder = self.dir.join(&job.doc.name);
@@ -336,6 +309,51 @@ impl Recordings {
         log::info!("recording job {:?} made: {}", doc.name, describe(&job.schedule));
         jobs.insert(doc.name.clone(), job);
         Ok(doc)
+    }
+
+    /// Makes the targeting document's jobs the ones this node runs for it: new ones are
+    /// added, ones it no longer lists are stopped and their recordings deleted (as `podcap
+    /// record delete` asked). A job added through the API keeps its name: a document job of
+    /// the same name is skipped, with a warning.
+    pub fn sync_targeting(&self, wanted: &[JobDoc], now_ns: u64) {
+        let managed: Vec<(String, bool)> = self
+            .jobs()
+            .iter()
+            .map(|(name, job)| {
+                (
+                    name.clone(),
+                    job.doc.managed_by.as_deref() == Some(MANAGED_BY_TARGETING),
+                )
+            })
+            .collect();
+        for (name, by_targeting) in &managed {
+            if *by_targeting && !wanted.iter().any(|w| &w.name == name) {
+                match self.delete(name) {
+                    Ok(()) => {
+                        log::info!("recording job {name:?}: no longer in the targeting document; deleted");
+                    }
+                    Err(e) => log::warn!("recording job {name:?}: {e}"),
+                }
+            }
+        }
+        for doc in wanted {
+            match managed.iter().find(|(name, _)| name == &doc.name) {
+                Some((_, true)) => {}
+                Some((_, false)) => log::warn!(
+                    "recording job {:?} of the targeting document: a job of that name was added through the API; it stays",
+                    doc.name
+                ),
+                None => {
+                    let doc = JobDoc {
+                        managed_by: Some(MANAGED_BY_TARGETING.to_owned()),
+                        ..doc.clone()
+                    };
+                    if let Err(e) = self.create(doc, now_ns) {
+                        log::warn!("recording job of the targeting document: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// Stops a job and deletes everything it recorded.

@@ -53,6 +53,7 @@ fn job(name: &str, duration: &str, filter: Option<&str>, expire: Option<&str>) -
         duration: duration.into(),
         expire: expire.map(str::to_owned),
         created: None,
+        managed_by: None,
     }
 }
 
@@ -206,4 +207,38 @@ fn a_job_over_the_budget_counts_drops_and_leaves_other_data_intact() {
         100,
         "the first job's data is intact"
     );
+}
+
+#[test]
+fn the_targeting_documents_jobs_come_and_go_with_it_and_api_jobs_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = Recordings::open(dir.path(), 100_000_000, 65535).unwrap();
+    recordings.create(job("from-api", "10s", None, None), T0).unwrap();
+    let wanted = [
+        job("nightly", "1h", Some("udp"), None),
+        job("from-api", "5s", None, None),
+    ];
+    recordings.sync_targeting(&wanted, T0);
+    let names = |r: &Recordings| -> Vec<(String, Option<String>)> {
+        r.list(T0)
+            .jobs
+            .into_iter()
+            .map(|s| (s.job.name, s.job.managed_by))
+            .collect()
+    };
+    assert_eq!(
+        names(&recordings),
+        [
+            ("from-api".to_owned(), None),
+            ("nightly".to_owned(), Some(MANAGED_BY_TARGETING.to_owned()))
+        ]
+    );
+    // Kept across a restart, and not added twice.
+    let recordings = Recordings::open(dir.path(), 100_000_000, 65535).unwrap();
+    recordings.sync_targeting(&wanted, T0 + SECOND);
+    assert_eq!(names(&recordings).len(), 2);
+    // Gone from the document: stopped and deleted; the API's job is not the document's.
+    recordings.sync_targeting(&[], T0 + 2 * SECOND);
+    assert_eq!(names(&recordings), [("from-api".to_owned(), None)]);
+    assert!(!dir.path().join("recordings/nightly").exists());
 }
