@@ -452,7 +452,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             connection,
         } => {
             let wanted = if let Some(name) = snapshot {
-                check_snapshot_name(&name)?;
+                check_name(&name)?;
                 Wanted {
                     path: format!("/api/v1/snapshots/{name}/pcapng"),
                     title: format!("snapshot {name}"),
@@ -460,7 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     kept: true,
                 }
             } else if let Some(name) = recording {
-                check_snapshot_name(&name)?;
+                check_name(&name)?;
                 let mut params = if window.time.is_some() || window.from.is_some() || window.to.is_some() {
                     window.resolve(units::now_ns())?.params
                 } else {
@@ -939,15 +939,9 @@ fn run_bounded<T: Send>(
 }
 
 /// Whether `name` can name a snapshot (the sensors' rule, checked before any is asked).
-fn check_snapshot_name(name: &str) -> Result<()> {
-    let good = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !good {
-        bail!("snapshot name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (like incident-2026-11-30)");
+fn check_name(name: &str) -> Result<()> {
+    if !podcap_format::recording::valid_name(name) {
+        bail!("name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (like incident-2026-11-30)");
     }
     Ok(())
 }
@@ -963,7 +957,7 @@ fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
             connection,
         } => {
             // Everything is checked here first, so a typo asks no sensor at all.
-            check_snapshot_name(&name)?;
+            check_name(&name)?;
             if let Some(expire) = &expire {
                 units::parse_duration(expire).context("--expire")?;
             }
@@ -993,7 +987,7 @@ fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
             crate::snapshot::list(&reach(&connection, Role::Read)?, output == "json")
         }
         SnapshotAction::Delete { name, connection } => {
-            check_snapshot_name(&name)?;
+            check_name(&name)?;
             crate::snapshot::delete(&reach(&connection, Role::Admin)?, &name)
         }
     }
@@ -1043,7 +1037,7 @@ fn record_command(action: RecordAction) -> Result<ExitCode> {
             crate::record::list(&reach(&connection, Role::Read)?, output == "json")
         }
         RecordAction::Delete { name, connection } => {
-            check_snapshot_name(&name)?;
+            check_name(&name)?;
             if connection.sensors.is_empty()
                 && crate::record::remove_from_cluster(
                     &connection.cluster.connect()?,

@@ -9,3 +9,4 @@ pub mod progress;
 pub mod record;
 pub mod snapshot;
 pub mod source;
+pub mod table;

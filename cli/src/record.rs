@@ -18,7 +18,12 @@ use serde_json::Value;
 
 use podcap_format::recording::JobDoc;
 
-use crate::{app::Reached, discovery::Cluster, source::Refused};
+use crate::{
+    app::Reached,
+    discovery::Cluster,
+    source::Refused,
+    table::{render, Row},
+};
 
 /// Adds `job` to the targeting ConfigMap's `recordings` (made now, so that a job without a
 /// start begins when it is written).
@@ -168,6 +173,13 @@ fn print_table(nodes: &[(String, Value)]) {
         return;
     }
     rows.sort();
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|cells| Row {
+            cells: cells.to_vec(),
+            notes: Vec::new(),
+        })
+        .collect();
     let header = [
         "NAME",
         "NODE",
@@ -178,24 +190,7 @@ fn print_table(nodes: &[(String, Value)]) {
         "DROPS",
         "FILTER",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(&header.map(str::to_owned));
-    for row in &rows {
-        line(row);
-    }
+    print!("{}", render(&header, &rows));
 }
 
 pub(crate) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {

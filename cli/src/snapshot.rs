@@ -12,7 +12,11 @@ use anyhow::{bail, Result};
 use podcap_format::units;
 use serde_json::Value;
 
-use crate::{app::Reached, source::Refused};
+use crate::{
+    app::Reached,
+    source::Refused,
+    table::{render, Row},
+};
 
 /// Keeps only the sensors of `nodes` (all when empty); an unknown node is an error naming
 /// the known ones.
@@ -231,35 +235,40 @@ fn print_table(all: &std::collections::BTreeMap<String, Across>, sensors: usize)
             ]
         })
         .collect();
-    let header = ["NAME", "WINDOW (UTC)", "NODES", "PACKETS", "SIZE", "EXPIRES"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(&header.map(str::to_owned));
-    for (row, across) in rows.iter().zip(all.values()) {
-        line(row);
-        let holders: Vec<&str> = across.nodes.iter().map(|(node, _)| node.as_str()).collect();
-        if !holders.is_empty() {
-            println!("  held by: {}", holders.join(", "));
-        }
-        for (node, reason) in &across.failed {
-            println!("  failed on {node}: {reason}");
-        }
-        for (node, reason) in &across.damaged {
-            println!("  damaged on {node}: {reason}");
-        }
-    }
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .zip(all.values())
+        .map(|(cells, across)| {
+            let holders: Vec<&str> = across.nodes.iter().map(|(node, _)| node.as_str()).collect();
+            let mut notes = Vec::new();
+            if !holders.is_empty() {
+                notes.push(format!("held by: {}", holders.join(", ")));
+            }
+            notes.extend(
+                across
+                    .failed
+                    .iter()
+                    .map(|(node, reason)| format!("failed on {node}: {reason}")),
+            );
+            notes.extend(
+                across
+                    .damaged
+                    .iter()
+                    .map(|(node, reason)| format!("damaged on {node}: {reason}")),
+            );
+            Row {
+                cells: cells.to_vec(),
+                notes,
+            }
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &["NAME", "WINDOW (UTC)", "NODES", "PACKETS", "SIZE", "EXPIRES"],
+            &rows
+        )
+    );
 }
 
 /// An RFC 3339 time to the second, for a table.

@@ -2,26 +2,12 @@
 //! routers, stores and recording jobs on loopback (the jobs' runner driven by the test).
 mod common;
 
-use std::process::Command;
-
-use common::{dumped, packets, sensor_state, serve, stderr, ADMIN_TOKEN, PODCAP, SMALL_FLOORS, TOKEN};
+use common::{dumped, packets, sensor_state, serve, stderr, ADMIN_TOKEN, SMALL_FLOORS, TOKEN};
 use podcap_sensor::{api::ApiState, sys::realtime_ns, units::format_rfc3339_ns};
 
 async fn podcap(sensors: &[std::net::SocketAddr], token: &str, args: Vec<String>) -> std::process::Output {
-    let mut all = args;
-    for (n, s) in sensors.iter().enumerate() {
-        all.extend(["--sensor".into(), format!("node-{n}=http://{s}")]);
-    }
-    let token = token.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Command::new(PODCAP)
-            .args(&all)
-            .env("PODCAP_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::podcap_with(sensors, token, &args).await
 }
 
 fn args(text: &str) -> Vec<String> {

@@ -3,25 +3,12 @@
 //! downloads merged and checked against its SHA-256, and bad input changes nothing.
 mod common;
 
-use std::{net::SocketAddr, path::Path, process::Command};
+use std::{net::SocketAddr, path::Path};
 
-use common::{dumped, packets, sensor, stderr, ADMIN_TOKEN, PODCAP, TOKEN};
+use common::{dumped, packets, sensor, stderr, ADMIN_TOKEN, TOKEN};
 
 async fn podcap(sensors: &[SocketAddr], token: &str, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    for (n, s) in sensors.iter().enumerate() {
-        all.extend(["--sensor".into(), format!("node-{n}=http://{s}")]);
-    }
-    let token = token.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Command::new(PODCAP)
-            .args(&all)
-            .env("PODCAP_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    common::podcap_with(sensors, token, args).await
 }
 
 fn stdout(output: &std::process::Output) -> String {
@@ -175,7 +162,7 @@ async fn a_snapshot_of_some_nodes_and_bad_input_that_changes_nothing() {
     for (args, named) in [
         (
             vec!["snapshot", "create", "../x", "--time", "1m"],
-            "snapshot name",
+            "name \"../x\": use 1 to 64",
         ),
         (
             vec!["snapshot", "create", "x", "--time", "1m", "--node", "nope"],

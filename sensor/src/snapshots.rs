@@ -174,14 +174,7 @@ pub struct Snapshots {
 
 /// Whether `name` may name a snapshot.
 pub fn check_name(name: &str) -> Result<(), SnapshotError> {
-    let bytes = name.as_bytes();
-    let good = !bytes.is_empty()
-        && bytes.len() <= MAX_NAME_LEN
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if good {
+    if podcap_format::recording::valid_name(name) {
         Ok(())
     } else {
         Err(SnapshotError::BadName(name.to_owned()))

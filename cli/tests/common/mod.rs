@@ -157,3 +157,21 @@ pub fn after_section_header(bytes: &[u8]) -> &[u8] {
     let len = u32::from_ne_bytes(bytes[4..8].try_into().unwrap()) as usize;
     &bytes[len..]
 }
+
+/// Runs `podcap ARGS --sensor node-N=http://ADDR ...` with `token`, off the runtime's threads.
+pub async fn podcap_with(sensors: &[SocketAddr], token: &str, args: &[&str]) -> Output {
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    for (n, s) in sensors.iter().enumerate() {
+        all.extend(["--sensor".into(), format!("node-{n}=http://{s}")]);
+    }
+    let token = token.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(PODCAP)
+            .args(&all)
+            .env("PODCAP_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

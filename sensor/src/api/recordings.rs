@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{Path, RawQuery, State},
-    http::{header, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
 use tokio::sync::mpsc;
 
 use super::{
-    slices::{ChannelWriter, SliceQuery},
+    slices::{pcapng_download, ChannelWriter, SliceQuery},
     ApiState, AppError,
 };
 use crate::{
@@ -133,15 +133,9 @@ pub(super) async fn download(
             let _ = slicer.write(std::path::Path::new("."), &[], from, to, &selection, &mut out);
         }
     });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"podcap-recording-{name}.pcapng\""),
-            ),
-        ],
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-        .into_response())
+    Ok(pcapng_download(
+        &format!("podcap-recording-{name}.pcapng"),
+        None,
+        rx,
+    ))
 }

@@ -243,17 +243,32 @@ pub(super) async fn snapshot(
         units::format_utc_compact(from),
         units::format_utc_compact(to)
     );
-    Ok((
+    Ok(pcapng_download(&name, None, rx))
+}
+
+/// The chunks of a pcapng stream as a download named `file_name`, with `extra` headers.
+pub(super) fn pcapng_download(
+    file_name: &str,
+    extra: Option<(header::HeaderName, String)>,
+    rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> Response {
+    let mut response = (
         [
             (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
+                format!("attachment; filename=\"{file_name}\""),
             ),
         ],
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
-        .into_response())
+        .into_response();
+    if let Some((name, value)) = extra {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// Refuses a range longer than `--max-slice`.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{Path, RawQuery, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    slices::{check_span, overlapping, ChannelWriter, RangeQuery, SliceQuery},
+    slices::{check_span, overlapping, pcapng_download, ChannelWriter, RangeQuery, SliceQuery},
     ApiState, AppError,
 };
 use crate::{
@@ -221,19 +221,12 @@ pub(super) async fn download(
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be sent whole")));
         }
     });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-pcapng".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}.pcapng\""),
-            ),
-            (
-                header::HeaderName::from_static("x-podcap-sha256"),
-                manifest.sha256,
-            ),
-        ],
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-        .into_response())
+    Ok(pcapng_download(
+        &format!("{name}.pcapng"),
+        Some((
+            header::HeaderName::from_static("x-podcap-sha256"),
+            manifest.sha256,
+        )),
+        rx,
+    ))
 }
