@@ -8,7 +8,8 @@
 //! its API and kept by that sensor; each sensor answers for itself, so the report names
 //! every node that took the job and every one that did not, with why, and the exit status
 //! is non-zero unless all took it. `list` shows each job per node: its state, next
-//! start, packets, bytes and drops. `delete` stops a job and deletes what it recorded on
+//! start, packets, bytes, drops (over budget) and the seconds of its windows the store no
+//! longer held when they were copied. `delete` stops a job and deletes what it recorded on
 //! every sensor that has it; none having it is an error.
 use std::process::ExitCode;
 
@@ -148,7 +149,7 @@ pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
 }
 
 fn print_table(nodes: &[(String, Value)]) {
-    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut rows: Vec<[String; 9]> = Vec::new();
     for (node, listing) in nodes {
         for job in listing["jobs"].as_array().into_iter().flatten() {
             let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
@@ -164,6 +165,13 @@ fn print_table(nodes: &[(String, Value)]) {
                 number(&job["packets"]).to_string(),
                 units::format_size(number(&job["bytes"])),
                 number(&job["drops"]).to_string(),
+                job["iterations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| number(&i["notHeldSeconds"]))
+                    .fold(0u64, u64::saturating_add)
+                    .to_string(),
                 job["job"]["filter"].as_str().unwrap_or("").to_owned(),
             ]);
         }
@@ -188,6 +196,7 @@ fn print_table(nodes: &[(String, Value)]) {
         "PACKETS",
         "SIZE",
         "DROPS",
+        "NOT HELD (s)",
         "FILTER",
     ];
     print!("{}", render(&header, &rows));

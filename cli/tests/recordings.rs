@@ -57,6 +57,11 @@ async fn a_job_on_every_sensor_is_listed_downloaded_merged_and_deleted() {
     assert!(listed.status.success(), "{}", stderr(&listed));
     let listing: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     for node in listing["nodes"].as_array().unwrap() {
+        // The job began 30 s ago, the stores' first packets 20 s ago: 10 s not held, said.
+        let not_held = node["jobs"][0]["iterations"][0]["notHeldSeconds"]
+            .as_u64()
+            .unwrap();
+        assert!((9..=11).contains(&not_held), "{listing}");
         let job = &node["jobs"][0];
         assert_eq!(
             (job["state"].as_str(), job["packets"].as_u64()),

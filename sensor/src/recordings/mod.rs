@@ -20,8 +20,10 @@
 //!   records nothing and counts what it would have recorded as drops (`budgetDrops`), and
 //!   no recording, snapshot or segment is deleted to make room. A copy may pass the budget
 //!   by one poll's packets of one job.
-//! - Packets the store no longer held when their time was copied (a sensor down longer
-//!   than the store's window) or could not read are counted, never silently missing.
+//! - What the store did not hold when a job's time was copied is counted, never silently
+//!   missing: time before the store's oldest packet (a sensor down longer than the store's
+//!   window, a start in the past) in `notHeldNs`, segments retired or unreadable while
+//!   being read in `missedSegments`.
 //! - An iteration's folder is deleted `expire` after the iteration ends; a job's folder
 //!   only by deleting the job.
 //! - Names follow the snapshots' rule; a name is taken once.
@@ -161,6 +163,10 @@ pub struct IterationDoc {
     pub budget_drops: u64,
     /// Segments of the store that were gone (or unreadable) when their time was copied.
     pub missed_segments: u64,
+    /// Time of the window before the store's oldest packet when it was copied: not
+    /// recorded.
+    #[serde(default)]
+    pub not_held_ns: u64,
 }
 
 /// One file of an iteration: its name, whole bytes, and the time it covers.
@@ -219,6 +225,8 @@ pub struct IterationStatus {
     pub bytes: u64,
     pub budget_drops: u64,
     pub missed_segments: u64,
+    /// Seconds of the window the store no longer held when they were copied.
+    pub not_held_seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
 }
@@ -414,6 +422,7 @@ impl Recordings {
                     bytes: doc.bytes,
                     budget_drops: doc.budget_drops,
                     missed_segments: doc.missed_segments,
+                    not_held_seconds: doc.not_held_ns / 1_000_000_000,
                     expires: job
                         .schedule
                         .expiry_of(doc.iteration)
@@ -544,7 +553,14 @@ impl Recordings {
         if from >= to {
             return Ok(());
         }
-        let segments = view.read().map(|v| v.overlapping(from, to)).unwrap_or_default();
+        let (segments, oldest) = view
+            .read()
+            .map(|v| (v.overlapping(from, to), v.oldest_ns()))
+            .unwrap_or_default();
+        if let Some(oldest) = oldest.filter(|&oldest| from < oldest) {
+            let not_held = to.min(oldest).saturating_sub(from);
+            writing.doc.not_held_ns = writing.doc.not_held_ns.saturating_add(not_held);
+        }
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
         if *used >= self.max_bytes {
             // Full: what would have been recorded is counted, not written.

@@ -242,3 +242,19 @@ fn the_targeting_documents_jobs_come_and_go_with_it_and_api_jobs_stay() {
     assert_eq!(names(&recordings), [("from-api".to_owned(), None)]);
     assert!(!dir.path().join("recordings/nightly").exists());
 }
+
+#[test]
+fn time_the_store_did_not_hold_is_counted_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let view = store(dir.path());
+    let recordings = Recordings::open(dir.path(), 100_000_000, 65535).unwrap();
+    // A job whose window began 5 s before the store's first packet.
+    let mut early = job("early", "10s", None, None);
+    early.start = Some(units::format_rfc3339_ns(T0 - 5 * SECOND));
+    recordings.create(early, T0 - 10 * SECOND).unwrap();
+    recordings.poll(&view, T0 + 20 * SECOND);
+    let listing = recordings.list(T0 + 20 * SECOND);
+    let iteration = &listing.jobs[0].iterations[0];
+    assert_eq!(iteration.not_held_seconds, 5, "{iteration:?}");
+    assert_eq!(iteration.packets, 50);
+}

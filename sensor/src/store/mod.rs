@@ -91,6 +91,16 @@ impl StoreView {
         list.extend(self.active.iter().filter(|a| a.overlaps(from, to)).cloned());
         list
     }
+
+    /// The first packet time the store still holds (`None`: it holds nothing).
+    #[must_use]
+    pub fn oldest_ns(&self) -> Option<u64> {
+        self.index
+            .records()
+            .first()
+            .or(self.active.as_ref())
+            .map(|r| r.first_ns)
+    }
 }
 
 /// Limits of the store.
