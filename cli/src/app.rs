@@ -241,6 +241,9 @@ enum Command {
     },
     /// List what each sensor holds.
     Segments {
+        /// `table` for people, `json` for scripts (times as RFC 3339 to the nanosecond).
+        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
         #[command(flatten)]
         connection: Connection,
     },
@@ -506,7 +509,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             yes,
             connection,
         } => config_command(enable, max_size, max_time, yes, &connection),
-        Command::Segments { connection } => segments_command(&connection),
+        Command::Segments { output, connection } => segments_command(&connection, output == "json"),
         Command::Live {
             count,
             select,
@@ -884,25 +887,53 @@ fn for_each_sensor(reached: &Reached, mut ask: impl FnMut(&Sensor) -> Result<()>
     }
 }
 
-fn segments_command(connection: &Connection) -> Result<ExitCode> {
+fn segments_command(connection: &Connection, json: bool) -> Result<ExitCode> {
     let reached = reach(connection, Role::Read)?;
     let token = &reached.token;
-    Ok(for_each_sensor(&reached, |sensor| {
+    let mut nodes = Vec::new();
+    let code = for_each_sensor(&reached, |sensor| {
         let list = sensor.get_json("/api/v1/segments", token.as_deref())?;
         let list = list.as_array().cloned().unwrap_or_default();
         let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
         let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
         let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
-        println!(
-            "{}: {} segments, {}, {} .. {}",
-            sensor.label,
-            list.len(),
-            units::format_size(bytes),
-            oldest.map_or("-".into(), units::format_utc_compact),
-            newest.map_or("-".into(), units::format_utc_compact)
-        );
+        if json {
+            let time = |ns: Option<u64>| ns.map(units::format_rfc3339_ns);
+            let segments: Vec<serde_json::Value> = list
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s["name"],
+                        "first": time(s["first_ns"].as_u64()),
+                        "last": time(s["last_ns"].as_u64()),
+                        "packets": s["packets"],
+                        "bytes": s["bytes"],
+                    })
+                })
+                .collect();
+            nodes.push(serde_json::json!({
+                "node": sensor.label, "segments": segments, "bytes": bytes,
+                "oldest": time(oldest), "newest": time(newest),
+            }));
+        } else {
+            println!(
+                "{}: {} segments, {}, {} .. {}",
+                sensor.label,
+                list.len(),
+                units::format_size(bytes),
+                oldest.map_or("-".into(), units::format_utc_compact),
+                newest.map_or("-".into(), units::format_utc_compact)
+            );
+        }
         Ok(())
-    }))
+    });
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?
+        );
+    }
+    Ok(code)
 }
 
 /// Runs `work(0..count)` on at most `parallel` threads; results in index order.

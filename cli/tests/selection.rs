@@ -49,3 +49,26 @@ async fn each_sensor_applies_the_filter_and_only_the_selected_packets_arrive() {
     assert!(stderr(&output).contains("filter: "), "{}", stderr(&output));
     assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_as_json_name_every_sensor_and_keep_nanoseconds_exact() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sensors = [sensor(&a_dir, 0, 0xaa).await, sensor(&b_dir, 50, 0xbb).await];
+    let output = common::podcap_with(&sensors, TOKEN, &["segments", "-o", "json"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    for (node, name) in nodes.iter().zip(["node-0", "node-1"]) {
+        assert_eq!(node["node"], name);
+        let segments = node["segments"].as_array().unwrap();
+        assert!(!segments.is_empty());
+        let packets: u64 = segments.iter().map(|s| s["packets"].as_u64().unwrap()).sum();
+        assert_eq!(packets, 120, "{node}");
+        // Times are strings to the nanosecond, which jq cannot round.
+        let oldest = node["oldest"].as_str().unwrap();
+        let fraction = oldest.split('.').nth(1).unwrap();
+        assert_eq!(fraction.len(), 10, "{oldest}");
+        assert!(podcap_format::units::parse_rfc3339(oldest).is_ok());
+    }
+}

@@ -15,7 +15,8 @@
 //!   atomically after each copy. Readers read only the bytes `iteration.json` names, so a
 //!   file being written, or cut by a crash, is read only as far as it is whole.
 //! - A restart finds each job's iteration again from the clock and goes on from its cursor:
-//!   nothing is lost while the store still holds that time.
+//!   nothing is lost while the store still holds that time. A job folder half added or half
+//!   deleted by a crash (`.tmp-`, `.deleting-`) is removed at start.
 //! - Budget (`--recordings-max-size`): checked before each copy; a job that finds it full
 //!   records nothing and counts what it would have recorded as drops (`budgetDrops`), and
 //!   no recording, snapshot or segment is deleted to make room. A copy may pass the budget
@@ -260,6 +261,12 @@ impl Recordings {
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || name.starts_with(".deleting-") {
+                // Left by a run that stopped while adding or deleting a job.
+                log::info!("recordings: removing {name}, left by a run that stopped half way");
+                fs::remove_dir_all(entry.path())?;
+                continue;
+            }
             if name.starts_with('.') || !entry.file_type()?.is_dir() {
                 continue;
             }

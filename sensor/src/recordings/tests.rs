@@ -258,3 +258,14 @@ fn time_the_store_did_not_hold_is_counted_not_hidden() {
     assert_eq!(iteration.not_held_seconds, 5, "{iteration:?}");
     assert_eq!(iteration.packets, 50);
 }
+
+#[test]
+fn what_a_crash_left_half_added_or_deleted_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("recordings");
+    fs::create_dir_all(root.join(".tmp-half/0")).unwrap();
+    fs::create_dir_all(root.join(".deleting-old-1/0")).unwrap();
+    let recordings = Recordings::open(dir.path(), 100_000_000, 65535).unwrap();
+    assert!(!root.join(".tmp-half").exists() && !root.join(".deleting-old-1").exists());
+    assert!(recordings.list(T0).jobs.is_empty());
+}
