@@ -74,7 +74,7 @@ impl JobDoc {
             units::parse_duration(expire).map_err(|e| format!("expire: {e}"))?;
         }
         if let Some(start) = &self.start {
-            check_start(start)?;
+            parse_start(start)?;
         }
         if let Some(created) = &self.created {
             units::parse_rfc3339(created).map_err(|e| format!("created: {e}"))?;
@@ -83,21 +83,31 @@ impl JobDoc {
     }
 }
 
-fn check_start(start: &str) -> Result<(), String> {
+/// A job's start as written: a time of day or a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// Minutes after midnight UTC (`HH:MM`), every day.
+    Daily(u32),
+    /// ns since the epoch (RFC 3339).
+    Moment(u64),
+}
+
+/// Parses `HH:MM` (UTC) or an RFC 3339 time; the error names the field and the forms.
+pub fn parse_start(start: &str) -> Result<StartAt, String> {
     let error =
         || format!("start {start:?}: give a UTC time of day as HH:MM, like 08:45, or an RFC 3339 time");
     if start.contains('T') {
-        return units::parse_rfc3339(start).map(drop).map_err(|_| error());
+        return units::parse_rfc3339(start)
+            .map(StartAt::Moment)
+            .map_err(|_| error());
     }
     let (hours, minutes) = start.split_once(':').ok_or_else(error)?;
-    let valid = hours.len() == 2
-        && minutes.len() == 2
-        && hours.parse::<u32>().is_ok_and(|h| h < 24)
-        && minutes.parse::<u32>().is_ok_and(|m| m < 60);
-    if valid {
-        Ok(())
-    } else {
-        Err(error())
+    if hours.len() != 2 || minutes.len() != 2 {
+        return Err(error());
+    }
+    match (hours.parse::<u32>(), minutes.parse::<u32>()) {
+        (Ok(hours), Ok(minutes)) if hours < 24 && minutes < 60 => Ok(StartAt::Daily(hours * 60 + minutes)),
+        _ => Err(error()),
     }
 }
 

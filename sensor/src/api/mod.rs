@@ -216,6 +216,18 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Runs blocking store work off the runtime's threads; its error becomes the client's
+/// answer through `refuse`.
+pub(super) async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    refuse: fn(&E) -> AppError,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::Internal(format!("a blocking task failed: {e}")))?
+        .map_err(|e| refuse(&e))
+}
+
 /// A query string read into `T`: any problem with it (an unknown parameter, a value of the
 /// wrong kind) is a 400 naming it, as JSON like every error of the API.
 pub(crate) struct Params<T>(pub T);

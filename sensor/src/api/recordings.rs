@@ -14,6 +14,7 @@ use axum::{
 use tokio::sync::mpsc;
 
 use super::{
+    blocking,
     slices::{pcapng_download, ChannelWriter, SliceQuery},
     ApiState, AppError,
 };
@@ -44,15 +45,6 @@ fn refused(error: &RecordingError) -> AppError {
     AppError::Refused(status, error.to_string())
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, RecordingError> + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AppError::Internal(format!("recording task: {e}")))?
-        .map_err(|e| refused(&e))
-}
-
 pub(super) async fn list(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
@@ -63,7 +55,9 @@ pub(super) async fn list(
         ));
     }
     let jobs = jobs(&state)?;
-    Ok(Json(blocking(move || Ok(jobs.list(sys::realtime_ns()))).await?))
+    Ok(Json(
+        blocking(move || Ok(jobs.list(sys::realtime_ns())), refused).await?,
+    ))
 }
 
 pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Response, AppError> {
@@ -75,7 +69,7 @@ pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result
             "created, managedBy: set by the sensor".into(),
         ));
     }
-    let made = blocking(move || jobs.create(doc, sys::realtime_ns())).await?;
+    let made = blocking(move || jobs.create(doc, sys::realtime_ns()), refused).await?;
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
 
@@ -84,7 +78,7 @@ pub(super) async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let jobs = jobs(&state)?;
-    blocking(move || jobs.delete(&name)).await?;
+    blocking(move || jobs.delete(&name), refused).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -103,7 +97,7 @@ pub(super) async fn download(
     let selection = query.selection(&state)?;
     let iterations = {
         let name = name.clone();
-        blocking(move || jobs.slices(&name, from, to)).await?
+        blocking(move || jobs.slices(&name, from, to), refused).await?
     };
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()

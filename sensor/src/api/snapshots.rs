@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
+    blocking,
     slices::{check_span, overlapping, pcapng_download, ChannelWriter, RangeQuery, SliceQuery},
     ApiState, AppError,
 };
@@ -80,15 +81,6 @@ fn refused(error: &SnapshotError) -> AppError {
 }
 
 /// Blocking snapshot work off the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AppError::Internal(format!("snapshot task: {e}")))?
-        .map_err(|e| refused(&e))
-}
-
 fn no_query(raw: Option<&str>) -> Result<(), AppError> {
     match raw.filter(|q| !q.is_empty()) {
         None => Ok(()),
@@ -105,7 +97,9 @@ pub(super) async fn list(
 ) -> Result<Json<Listing>, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    Ok(Json(blocking(move || store.list(sys::realtime_ns())).await?))
+    Ok(Json(
+        blocking(move || store.list(sys::realtime_ns()), refused).await?,
+    ))
 }
 
 pub(super) async fn create(
@@ -167,10 +161,13 @@ pub(super) async fn create(
         .map_err(|_| AppError::Busy("slices"))?;
     let segments = overlapping(&state, from, to)?;
     let data_dir = state.data_dir.clone();
-    let manifest: Manifest = blocking(move || {
-        let _permit = permit;
-        store.create(&data_dir, &segments, &request, now)
-    })
+    let manifest: Manifest = blocking(
+        move || {
+            let _permit = permit;
+            store.create(&data_dir, &segments, &request, now)
+        },
+        refused,
+    )
     .await?;
     Ok((StatusCode::CREATED, Json(manifest)).into_response())
 }
@@ -183,7 +180,7 @@ pub(super) async fn manifest(
     no_query(raw.as_deref())?;
     let store = store(&state)?;
     Ok(Json(
-        blocking(move || store.get(&name, sys::realtime_ns())).await?,
+        blocking(move || store.get(&name, sys::realtime_ns()), refused).await?,
     ))
 }
 
@@ -194,7 +191,7 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    blocking(move || store.delete(&name)).await?;
+    blocking(move || store.delete(&name), refused).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,7 +204,7 @@ pub(super) async fn download(
     let store = store(&state)?;
     let (mut file, manifest) = {
         let name = name.clone();
-        blocking(move || store.open_file(&name, sys::realtime_ns())).await?
+        blocking(move || store.open_file(&name, sys::realtime_ns()), refused).await?
     };
     let (tx, rx) = mpsc::channel(8);
     let runtime = tokio::runtime::Handle::current();

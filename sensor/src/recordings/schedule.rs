@@ -15,6 +15,8 @@
 //!   the same iteration, and goes on from where its copy had got to.
 use std::time::Duration;
 
+use podcap_format::recording::{self, StartAt};
+
 use crate::units;
 
 const DAY_NS: u64 = 86_400_000_000_000;
@@ -65,29 +67,13 @@ pub enum Phase {
     Finished,
 }
 
-/// Parses `HH:MM` (UTC) or an RFC 3339 time.
+/// Parses `HH:MM` (UTC) or an RFC 3339 time (`podcap_format::recording::parse_start`).
 pub fn parse_start(text: &str) -> Result<Start, ScheduleError> {
-    if text.contains('T') {
-        return units::parse_rfc3339(text)
-            .map(Start::At)
-            .map_err(|_| ScheduleError::Start(text.to_owned()));
+    match recording::parse_start(text) {
+        Ok(StartAt::Daily(minute)) => Ok(Start::Daily(minute)),
+        Ok(StartAt::Moment(ns)) => Ok(Start::At(ns)),
+        Err(_) => Err(ScheduleError::Start(text.to_owned())),
     }
-    parse_minute(text).map(Start::Daily)
-}
-
-/// Parses `HH:MM` (UTC) into minutes after midnight.
-pub fn parse_minute(text: &str) -> Result<u32, ScheduleError> {
-    let error = || ScheduleError::Start(text.to_owned());
-    let (hours, minutes) = text.split_once(':').ok_or_else(error)?;
-    if hours.len() != 2 || minutes.len() != 2 {
-        return Err(error());
-    }
-    let hours: u32 = hours.parse().map_err(|_| error())?;
-    let minutes: u32 = minutes.parse().map_err(|_| error())?;
-    if hours > 23 || minutes > 59 {
-        return Err(error());
-    }
-    Ok(hours * 60 + minutes)
 }
 
 impl Schedule {
