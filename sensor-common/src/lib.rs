@@ -48,7 +48,7 @@ pub struct Selection {
     pub flags: u32,
 }
 
-/// Index of the capture veth's ifindex in the `SETTINGS` array.
+/// Index of the capture veth's ifindex in the `SETTINGS` array (AF_XDP channel only).
 pub const SETTING_CAPTURE_IFINDEX: u32 = 0;
 /// Index of the snap length in the `SETTINGS` array.
 pub const SETTING_SNAPLEN: u32 = 1;
@@ -150,20 +150,23 @@ pub struct FrameMeta {
 /// Marks a [`FrameMeta`] written by the podcap XDP program.
 pub const FRAME_META_MAGIC: u32 = 0x7063_6170; // "pcap"
 
-/// Per-queue counters, one `PerCpuArray` entry per capture-veth queue; user space sums CPUs.
+/// Per-queue counters, one `PerCpuArray` entry per queue (slot and direction; the tap's
+/// queue for `--tap`); user space sums CPUs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueCounters {
-    /// Packets the tc program cloned successfully.
-    pub cloned: u64,
+    /// Packets the tc program handed on: copied into the ring buffer (ring channel) or
+    /// cloned to the capture veth (AF_XDP channel).
+    pub taken: u64,
     /// Bytes of those packets (skb length, GSO super-frames whole).
-    pub cloned_bytes: u64,
-    /// Packets whose `bpf_clone_redirect` failed (counted as kernel drops).
-    pub clone_failed: u64,
-    /// Frames the XDP program saw on this queue (ring channel: copies submitted to the
-    /// ring buffer, so that `cloned - xdp_seen` stays the count lost on the way).
+    pub taken_bytes: u64,
+    /// Packets the tc program could not hand on: the ring buffer was full, or
+    /// `bpf_clone_redirect` failed (kernel drops).
+    pub take_failed: u64,
+    /// Frames an XDP program saw on this queue (AF_XDP channel and tap only: `taken -
+    /// xdp_seen` is then what the capture veth lost on the way).
     pub xdp_seen: u64,
-    /// Frames the XDP program dropped: no socket on the queue, or no headroom for the
+    /// Frames an XDP program dropped: no socket on the queue, or no headroom for the
     /// metadata (kernel drops).
     pub xdp_dropped: u64,
     /// Reserved, zero.

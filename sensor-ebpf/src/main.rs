@@ -89,18 +89,20 @@ fn counters(queue: u32) -> Option<&'static mut QueueCounters> {
 
 #[classifier]
 pub fn podcap_ingress(ctx: TcContext) -> i32 {
-    clone_to_capture(&ctx, DIRECTION_INBOUND);
+    take_selected(&ctx, DIRECTION_INBOUND);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn podcap_egress(ctx: TcContext) -> i32 {
-    clone_to_capture(&ctx, DIRECTION_OUTBOUND);
+    take_selected(&ctx, DIRECTION_OUTBOUND);
     TC_ACT_UNSPEC
 }
 
+/// Hands a packet of a selected interface (or hostNetwork pod) on to user space through
+/// the channel in use, counting it in its queue; the packet itself goes on unchanged.
 #[inline(always)]
-fn clone_to_capture(ctx: &TcContext, direction: u32) {
+fn take_selected(ctx: &TcContext, direction: u32) {
     if setting(SETTING_ENABLED) == 0 {
         return;
     }
@@ -111,23 +113,34 @@ fn clone_to_capture(ctx: &TcContext, direction: u32) {
         return;
     };
     let queue = queue_for(slot, direction);
-    let capture_ifindex = setting(SETTING_CAPTURE_IFINDEX);
-    if queue >= MAX_QUEUES || capture_ifindex == 0 {
+    if queue >= MAX_QUEUES {
         return;
     }
     let Some(counters) = counters(queue) else {
         return;
     };
-    if setting(SETTING_CHANNEL) == CHANNEL_RING {
-        if copy_to_ring(ctx, queue) {
-            counters.cloned += 1;
-            counters.cloned_bytes += u64::from(ctx.len());
-            counters.xdp_seen += 1;
-        } else {
-            counters.clone_failed += 1;
-        }
-        return;
+    let taken = if setting(SETTING_CHANNEL) == CHANNEL_RING {
+        copy_to_ring(ctx, queue)
+    } else {
+        clone_to_capture_veth(ctx, queue)
+    };
+    if taken {
+        counters.taken += 1;
+        counters.taken_bytes += u64::from(ctx.len());
+    } else {
+        counters.take_failed += 1;
     }
+}
+
+/// Clones the packet to the capture veth on the tx queue that becomes rx queue `queue` of
+/// its peer (the AF_XDP channel).
+#[inline(always)]
+fn clone_to_capture_veth(ctx: &TcContext, queue: u32) -> bool {
+    let capture_ifindex = setting(SETTING_CAPTURE_IFINDEX);
+    if capture_ifindex == 0 {
+        return false;
+    }
+    let skb = ctx.skb.skb;
     // The clone inherits queue_mapping; the capture veth's transmit path picks tx queue
     // `queue_mapping - 1` (a recorded rx queue), which becomes the peer's rx queue.
     // SAFETY: tc programs may read and write `__sk_buff.queue_mapping`.
@@ -149,13 +162,7 @@ fn clone_to_capture(ctx: &TcContext, direction: u32) {
     }
     // SAFETY: as above; restores the original's value on every path.
     unsafe { (*skb).queue_mapping = saved_queue_mapping };
-    match result {
-        Ok(()) => {
-            counters.cloned += 1;
-            counters.cloned_bytes += u64::from(ctx.len());
-        }
-        Err(_) => counters.clone_failed += 1,
-    }
+    result.is_ok()
 }
 
 /// The slot a packet is recorded in: its interface's, or on a node interface its

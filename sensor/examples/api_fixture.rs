@@ -4,10 +4,7 @@
 //!
 //! `api_fixture DIR PORT READ_TOKEN ADMIN_TOKEN`: prints `listening` once it serves, and
 //! serves until killed.
-use std::{
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use podcap_sensor::{
     api::{
@@ -86,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")))?;
     println!("listening");
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = podcap_sensor::shutdown::Shutdown::new();
     runtime.block_on(server::run(
         listener,
         router(state),

@@ -4,7 +4,7 @@
 //! AF_XDP), `ring` (capture → writer thread), `writer` (packets into segments), `store`
 //! (segments, recovery, retention, slices), `snapshots` (slices kept past the window),
 //! `api` (HTTP); beside them `config` (flags,
-//! settings, targeting), `cluster` (Kubernetes mode), `health`, `stats` (counters and
+//! settings, targeting), `cluster` (Kubernetes mode), `health`, `shutdown` (the one stop handle), `stats` (counters and
 //! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
 //! `docs/architecture.md` has the map.
 pub mod api;
@@ -16,6 +16,7 @@ pub mod health;
 pub mod recordings;
 pub mod ring;
 pub mod run;
+pub mod shutdown;
 pub mod snapshots;
 pub mod stats;
 pub mod store;

@@ -1,11 +1,8 @@
 //! `podcap-sensor`: parse and validate flags, then run until SIGTERM/SIGINT.
-use std::{
-    process::ExitCode,
-    sync::{atomic::AtomicBool, Arc},
-};
+use std::process::ExitCode;
 
 use clap::Parser;
-use podcap_sensor::{cluster::resolve::Resolver, config::Args, run, sys};
+use podcap_sensor::{cluster::resolve::Resolver, config::Args, run, shutdown::Shutdown, sys};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -24,7 +21,7 @@ fn main() -> ExitCode {
         eprintln!("podcap-sensor: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    match run::run(&config, &Arc::new(AtomicBool::new(false))) {
+    match run::run(&config, &Shutdown::new()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podcap-sensor: {}", error_chain(&e));

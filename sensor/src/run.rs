@@ -6,14 +6,7 @@
 //! Rules: the capture path is attached last and detached first; on a stop signal the
 //! capture thread drains what is in flight, then the writer drains the ring and closes the
 //! segment with exact statistics, then everything kernel-side is released.
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread,
-    time::Duration,
-};
+use std::{sync::Arc, thread, time::Duration};
 
 use crate::{
     api::{self, ApiState},
@@ -30,6 +23,7 @@ use crate::{
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
     recordings::Recordings,
     ring::record_ring,
+    shutdown::Shutdown,
     snapshots::Snapshots,
     stats::Stats,
     store::{SegmentWriter, SharedView, StoreError},
@@ -82,7 +76,7 @@ fn interface_descriptions(config: &Config) -> Vec<InterfaceDescription> {
 }
 
 /// Runs until a stop signal (or `stop` is set).
-pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
+pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     let interfaces = interface_descriptions(config);
     let pool = config.kubernetes.as_ref().map_or(0, |k| k.max_pods);
     let stats = Arc::new(Stats::new(interfaces.len() + pool as usize));
@@ -134,7 +128,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
             Arc::clone(&filter),
             Arc::clone(&targeting),
             Arc::clone(&api_state.config_error),
-            Arc::clone(stop),
+            stop.clone(),
         )?),
         None => None,
     };
@@ -146,11 +140,10 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         None => None,
     };
     let api_url = api::server::describe(config.listen, tls.is_some());
-    let api =
-        api::serve(config.listen, api_state, tls, Arc::clone(stop)).map_err(|source| RunError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let api = api::serve(config.listen, api_state, tls, stop.clone()).map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     log::info!("API on {api_url}");
     let recorder = Recorder::new(
         store,
@@ -172,7 +165,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> Result<(), RunError> {
         totals.ring_drops,
         totals.writer_drops
     );
-    stop.store(true, Ordering::Relaxed);
+    stop.request();
     let _ = api.join();
     let _ = keeper.join();
     if let Some(reloader) = reloader {
@@ -192,9 +185,9 @@ fn record(
     config: &Config,
     stats: &Stats,
     settings: &RuntimeSettings,
-    stop: &AtomicBool,
+    stop: &Shutdown,
 ) -> Result<Result<(), StoreError>, RunError> {
-    let stopping = || sys::stop_requested() || stop.load(Ordering::Relaxed);
+    let stopping = || stop.requested();
     if capture.delivers_only_copies() {
         log::info!("one thread from the kernel's ring buffer to the segments");
         let mut recorder = recorder;
@@ -219,7 +212,7 @@ fn spawn_reloader(
     filter: Arc<FilterSlot>,
     targeting: Arc<std::sync::Mutex<Targeting>>,
     config_error: Arc<std::sync::Mutex<Option<String>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Shutdown,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let (mut file, _) =
         ConfigFile::open(path, config.snaplen).map_err(|e| RunError::Targeting(e.to_string()))?;
@@ -228,7 +221,7 @@ fn spawn_reloader(
     thread::Builder::new()
         .name("podcap-targeting".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+            while !stop.requested() {
                 thread::sleep(RELOAD_INTERVAL);
                 let error = match file.poll() {
                     None => continue,
@@ -270,7 +263,7 @@ fn keep(
     config: &Config,
     view: SharedView,
     targeting: &Arc<std::sync::Mutex<Targeting>>,
-    stop: &Arc<AtomicBool>,
+    stop: &Shutdown,
 ) -> Result<(Kept, thread::JoinHandle<()>), RunError> {
     let kept = Kept {
         snapshots: Arc::new(
@@ -283,7 +276,7 @@ fn keep(
     };
     // Jobs follow a targeting file only when there is one: a restart without it deletes none.
     let followed = config.targeting_file.is_some().then(|| Arc::clone(targeting));
-    let keeper = spawn_keeper(&kept, view, followed, Arc::clone(stop))?;
+    let keeper = spawn_keeper(&kept, view, followed, stop.clone())?;
     Ok((kept, keeper))
 }
 
@@ -294,7 +287,7 @@ fn spawn_keeper(
     kept: &Kept,
     view: SharedView,
     targeting: Option<Arc<std::sync::Mutex<Targeting>>>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let (snapshots, recordings) = (Arc::clone(&kept.snapshots), Arc::clone(&kept.recordings));
     thread::Builder::new()
@@ -302,8 +295,7 @@ fn spawn_keeper(
         .spawn(move || {
             let mut expired_at = std::time::Instant::now();
             let mut polled_at = std::time::Instant::now();
-            // Relaxed: `stop` is a flag polled on its own; no other data hangs on it.
-            while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+            while !stop.requested() {
                 thread::sleep(Duration::from_millis(100));
                 if polled_at.elapsed() >= crate::recordings::POLL {
                     polled_at = std::time::Instant::now();
@@ -369,7 +361,7 @@ fn start_pods(
     capture_commands: std::sync::mpsc::Sender<crate::capture::CaptureCommand>,
     writer_commands: std::sync::mpsc::Sender<WriterCommand>,
     targeting: &Arc<std::sync::Mutex<Targeting>>,
-    stop: &Arc<AtomicBool>,
+    stop: &Shutdown,
 ) -> Result<Option<thread::JoinHandle<()>>, RunError> {
     Ok(match &config.kubernetes {
         Some(k) => {
@@ -397,13 +389,8 @@ fn start_pods(
             )
             .with_host_interfaces(k.host_interfaces.clone());
             Some(
-                reconcile::spawn(
-                    k.api.as_deref(),
-                    reconciler,
-                    Arc::clone(targeting),
-                    Arc::clone(stop),
-                )
-                .map_err(RunError::Kubernetes)?,
+                reconcile::spawn(k.api.as_deref(), reconciler, Arc::clone(targeting), stop.clone())
+                    .map_err(RunError::Kubernetes)?,
             )
         }
         None => None,

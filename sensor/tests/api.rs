@@ -564,7 +564,7 @@ async fn live_streams_new_packets_in_order_and_ends_with_the_sensor() {
     assert!(got.iter().all(|(name, _)| name == "eth1"));
 
     // The stream ends when the sensor stops.
-    s.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    s.stopping.request();
     read_stream(&mut body, &mut stream, |_| false).await;
     assert_eq!(packets(&stream).len(), 10, "nothing twice");
     assert!(

@@ -7,10 +7,7 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,13 +17,14 @@ use podcap_sensor::{
         server::{self, ServerLimits},
         ApiState,
     },
+    shutdown::Shutdown,
     stats::Stats,
 };
 
 /// A running API server on loopback, stopped on drop.
 struct Server {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
@@ -41,7 +39,7 @@ impl Server {
             None,
         );
         state.health.set_attached(true);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Shutdown::new();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -51,7 +49,7 @@ impl Server {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let stopping = Arc::clone(&stop);
+        let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             runtime.block_on(server::run(listener, router(state), tls, limits, stopping));
         });
@@ -66,7 +64,7 @@ impl Server {
     /// Stops the server; how long it took to return.
     fn stop(&mut self) -> Duration {
         let started = Instant::now();
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.request();
         if let Some(thread) = self.thread.take() {
             thread.join().unwrap();
         }

@@ -94,7 +94,7 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
 pub async fn serve(state: ApiState, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = podcap_sensor::shutdown::Shutdown::new();
     tokio::spawn(server::run(
         listener,
         router(state),

@@ -29,12 +29,7 @@
 //!   `CREATE_TIMEOUT` (the snapshot is still made if the client goes away).
 //! - Query parameters a handler does not know are a 400, like bad values.
 //! - `openapi.json` describes every endpoint as it answers; schemathesis checks that.
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -45,7 +40,9 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{config::settings::RuntimeSettings, health::Health, stats::Stats, store::SharedView};
+use crate::{
+    config::settings::RuntimeSettings, health::Health, shutdown::Shutdown, stats::Stats, store::SharedView,
+};
 
 mod config;
 mod health;
@@ -95,7 +92,7 @@ pub struct ApiState {
     /// Why the targeting file's last change could not apply (shown by `/readyz`).
     pub config_error: Arc<std::sync::Mutex<Option<String>>>,
     /// Set when the sensor stops: live streams end so the server can shut down.
-    pub stopping: Arc<AtomicBool>,
+    pub stopping: Shutdown,
     /// The running writer's view of the store; without one, the manifest on disk is read
     /// (finished segments only).
     pub view: Option<SharedView>,
@@ -123,7 +120,7 @@ impl ApiState {
             snapshots: None,
             recordings: None,
             live: Arc::new(Semaphore::new(MAX_LIVE)),
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping: Shutdown::new(),
             config_error: Arc::default(),
             max_slice: None,
             view: None,
@@ -324,15 +321,15 @@ fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Result<(), Ap
     }
 }
 
-/// Serves `router(state)` on `addr` (TLS with `tls`) until `stop` turns true, on a thread
+/// Serves `router(state)` on `addr` (TLS with `tls`) until a stop is requested, on a thread
 /// of its own (rules in `server.rs`).
 pub fn serve(
     addr: SocketAddr,
     mut state: ApiState,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    state.stopping = Arc::clone(&stop);
+    state.stopping = stop.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,15 +13,7 @@
 //!   so the sensor exits within seconds whatever clients hold open (the chart gives it 30).
 //! - With TLS (`--tls-cert`, `--tls-key`: PEM files) every connection is TLS 1.2 or 1.3;
 //!   the files are read once at start.
-use std::{
-    net::SocketAddr,
-    path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper_util::{
@@ -35,7 +27,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::sys;
+use crate::shutdown::Shutdown;
 
 /// The listener's limits (see the module rules).
 #[derive(Clone, Copy, Debug)]
@@ -97,13 +89,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` on `listener` until `stop` turns true (or a stop signal), by the rules.
+/// Serves `app` on `listener` until a stop is requested, by the rules.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ServerLimits,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) {
     let limit = Arc::new(Semaphore::new(limits.max_connections));
     let (closing, closing_rx) = watch::channel(false);
@@ -159,9 +151,8 @@ pub async fn run(
 }
 
 /// Waits until the sensor stops.
-async fn stopped(stop: &AtomicBool) {
-    // Relaxed: a lone flag, checked again every 100 ms.
-    while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+async fn stopped(stop: &Shutdown) {
+    while !stop.requested() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,6 +1,6 @@
 //! The store's contents over HTTP: the segment list, time-sliced snapshots and the live
 //! stream (their rules are the module rules of `api`).
-use std::sync::{atomic::Ordering, Arc};
+use std::sync::Arc;
 
 use axum::{
     body::Body,
@@ -321,7 +321,7 @@ pub(super) async fn live(
         let mut slicer = slice::Slicer::default();
         let delay = units::duration_ns(LIVE_DELAY);
         let mut cursor = sys::realtime_ns().saturating_sub(delay);
-        while !tx.is_closed() && !state.stopping.load(Ordering::Relaxed) && !sys::stop_requested() {
+        while !tx.is_closed() && !state.stopping.requested() {
             let to = sys::realtime_ns().saturating_sub(delay).max(cursor);
             let segments = match overlapping(&state, cursor, to) {
                 Ok(s) => s,

@@ -1,57 +1,61 @@
-//! The capture path: tc copy → BPF ring buffer (the ring channel), or tc clone → capture
-//! veth → native XDP → AF_XDP (`--channel af-xdp`, `--tap`); then a [`PacketSink`].
+//! The capture path: the tc programs take the packets of the selected interfaces (by
+//! interface or, for hostNetwork pods, by cgroup) and a [`route::Route`] brings them to user
+//! space: copies in a BPF ring buffer (the ring channel, the default), or clones through the
+//! capture veth, native XDP and AF_XDP (`--channel af-xdp`); a `--tap` interface has its
+//! own XDP route beside it. The capture loop hands every packet to a [`PacketSink`].
+//!
+//! Files, in the order things happen: `ebpf` (loading, maps, settings), `route` (the
+//! channels and their counters), `scope` (selection, attach and detach while running),
+//! `deliver` (header checks, counting, filter, the sink); `veth` and `btf` are the parts
+//! only some routes need.
 //!
 //! Rules:
+//! - One sensor per network namespace ([`veth::NamespaceClaim`]), taken before anything is
+//!   loaded.
 //! - Everything attached to the kernel is owned here and released on drop, in reverse
-//!   order of attachment: tc links (with the `Ebpf` object), sockets, the capture veth. An
-//!   error half-way leaves nothing behind, and so does a crash (links are fd-based and the
-//!   next start deletes a leftover veth).
+//!   order of attachment: tc links (with the `Ebpf` object), sockets, the capture veth, the
+//!   claim. An error half-way leaves nothing behind, and so does a crash (links are fd-based
+//!   and the next start deletes a leftover veth).
 //! - Each selected interface owns a slot; its packets travel on queue
-//!   `queue_for(slot, direction)` of the capture veth, which is how the interface and the
-//!   direction survive the clone (`docs/design/capture-path.md`).
+//!   `queue_for(slot, direction)` (of the capture veth, or named in the ring record), which
+//!   is how the interface and the direction survive the route
+//!   (`docs/design/capture-path.md`).
 //! - Packets leave through a [`PacketSink`]: the user-space ring to the writer thread (a
 //!   full ring is a counted drop, so the capture thread never blocks on the writer), or,
-//!   for the ring channel without AF_XDP sockets, the writer itself on this thread (the
-//!   kernel's ring buffer is then the only buffer, and a full one a kernel-stage drop).
-//! - Node interfaces given as host interfaces carry the tc programs from the start; a
-//!   hostNetwork pod takes a slot per host interface, selected in the kernel by its cgroup
-//!   (`HOST_PODS`), and `SETTING_HOST_PODS` counts those entries so that node traffic costs
-//!   no lookup while there are none.
+//!   for the ring channel without a tap, the writer itself on this thread (the kernel's
+//!   ring buffer is then the only buffer, and a full one a kernel-stage drop).
 pub mod btf;
+mod deliver;
+mod ebpf;
+mod route;
+mod scope;
 pub mod veth;
 
 use std::{
-    os::fd::{AsFd, AsRawFd},
     sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, Instant},
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, XskMap},
-    programs::{
-        tc::{SchedClassifierLinkId, TcAttachType},
-        SchedClassifier, Xdp, XdpMode,
-    },
+    maps::{Array, MapData, PerCpuArray},
     Ebpf, EbpfError, EbpfLoader,
 };
+pub use deliver::PacketSink;
 use podcap_common::{
-    queue_for, slot_of_queue, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, CHANNEL_RING,
-    COPY_MAGIC, DIRECTION_INBOUND, FRAME_META_MAGIC, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, MAX_TAP_QUEUES,
-    RING_MAX_CAPTURE, SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET,
-    SETTING_CGROUP_KN_OFFSET, SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED,
-    SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_RING_WAKEUP, SETTING_SNAPLEN,
-    SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
+    FrameMeta, QueueCounters, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, RING_MAX_CAPTURE, SETTING_ENABLED,
+    SETTING_RING_WAKEUP, SETTING_SNAPLEN,
 };
 
+use self::{
+    ebpf::{permission_hint, set, take_map},
+    route::{Route, TapRoute},
+    scope::Selector,
+};
 use crate::{
     config::{settings::RuntimeSettings, targeting::FilterSlot},
     filter::Filter,
-    ring::{RecordHeader, RecordProducer},
     stats::{DropWarnings, Stats},
-    sys::{
-        self,
-        xsk::{self, XskSet},
-    },
+    sys::{self, xsk},
 };
 
 /// The eBPF object built by `sensor/build.rs`.
@@ -124,6 +128,8 @@ pub enum CaptureError {
     },
     #[error(transparent)]
     Xsk(#[from] xsk::XskError),
+    #[error("this sensor captures only its --tap interface: it selects no other")]
+    OnlyTap,
     #[error("a pod cgroup at level {level} of the cgroup tree (1 to {MAX_POD_CGROUP_LEVEL} are watched)")]
     CgroupLevel { level: u32 },
 }
@@ -158,18 +164,6 @@ pub struct CaptureOptions {
     pub ring_bytes: usize,
 }
 
-/// What the clone route is made of: the capture veth, its sockets, the selection map.
-type ClonePath = (veth::CaptureVeth, XskSet, HashMap<MapData, u32, Selection>);
-
-/// An interface attached while running, or a hostNetwork pod's cgroup on a node interface.
-struct AttachedInterface {
-    ifindex: u32,
-    links: Vec<(&'static str, SchedClassifierLinkId)>,
-    /// Set for a hostNetwork pod: the slot is its `HOST_PODS` entry (cgroup id, level),
-    /// not a `SELECTED` one.
-    cgroup_id: Option<(u64, u32)>,
-}
-
 /// A change of the capture scope while running, for the capture thread.
 #[derive(Debug)]
 pub enum CaptureCommand {
@@ -198,55 +192,48 @@ pub enum CaptureCommand {
 }
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
-/// then the sockets, then the veth.
+/// then the routes (sockets, then the capture veth), the claim last.
 pub struct Capture {
     // Owns the programs and, through them, every tc and XDP link.
     ebpf: Ebpf,
-    sockets: Option<XskSet>,
-    tap_sockets: Option<XskSet>,
-    _veth: Option<veth::CaptureVeth>,
+    /// The selected interfaces' route and selection; `None` when only a tap is captured.
+    selected: Option<Selected>,
+    tap: Option<TapRoute>,
+    _claim: veth::NamespaceClaim,
+    /// Slots of selected interfaces (given and pool), without the tap's.
+    selected_slots: u32,
+    /// Every slot, the tap's included.
     slots: usize,
     counters: PerCpuArray<MapData, QueueCounters>,
     settings: Array<MapData, u32>,
     clock_offset_ns: i128,
     clock_refreshed: Instant,
-    /// The tc program's interface → slot map, and the links of interfaces attached while
-    /// running, by slot.
-    selected: Option<HashMap<MapData, u32, Selection>>,
-    /// hostNetwork pods' (cgroup, node interface) → slot map, and how many entries it has.
-    host_pods: Option<HashMap<MapData, CgroupKey, Selection>>,
-    host_pod_count: u32,
-    /// How many `HOST_PODS` entries sit at each cgroup level.
-    host_pod_levels: [u32; MAX_POD_CGROUP_LEVEL as usize + 1],
-    attached: std::collections::HashMap<u32, AttachedInterface>,
     commands: Option<std::sync::mpsc::Receiver<CaptureCommand>>,
     filter_slot: Arc<FilterSlot>,
-    /// The ring channel's buffer, when that is the channel.
-    copies: Option<RingBuf<MapData>>,
     /// The slot's filter as of `filter_generation`.
     filter: Option<Arc<Filter>>,
     filter_generation: u64,
 }
 
-fn permission_hint(source: &dyn std::fmt::Display) -> &'static str {
-    let text = source.to_string();
-    if text.contains("Operation not permitted")
-        || text.contains("EPERM")
-        || text.contains("Permission denied")
-    {
-        ": permission denied (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
-    } else {
-        ""
-    }
+/// The selected interfaces: the route their packets take and the maps that select them.
+struct Selected {
+    route: Route,
+    selector: Selector,
 }
 
+/// Empty 1 ms passes of the capture loop before it waits in `poll` instead.
+const TIMER_PASSES: u32 = 50;
+
 impl Capture {
-    /// Creates the capture veth, loads and attaches everything, binds the sockets.
+    /// Claims the network namespace, loads the programs, builds the routes and attaches.
     pub fn start(options: &CaptureOptions) -> Result<Self, CaptureError> {
-        let slots = options.interfaces.len() + options.pool as usize;
-        if slots > MAX_SLOTS as usize - 1 {
-            return Err(CaptureError::TooManyInterfaces { count: slots });
+        let selected_slots = options.interfaces.len() + options.pool as usize;
+        if selected_slots > MAX_SLOTS as usize - 1 {
+            return Err(CaptureError::TooManyInterfaces {
+                count: selected_slots,
+            });
         }
+        let claim = veth::NamespaceClaim::take()?;
         let mut loader = EbpfLoader::new();
         if options.channel == Channel::Ring {
             loader.map_max_entries("COPIES", ring_channel_bytes(options.ring_bytes));
@@ -266,346 +253,60 @@ impl Capture {
         });
         set(&mut settings, SETTING_SNAPLEN, snaplen)?;
         set(&mut settings, SETTING_ENABLED, 1)?;
-        let copies = if options.channel == Channel::Ring {
-            set(&mut settings, SETTING_CHANNEL, CHANNEL_RING)?;
-            Some(take_map::<RingBuf<MapData>>(&mut ebpf, "COPIES")?)
-        } else {
-            None
-        };
         let counters: PerCpuArray<_, QueueCounters> = take_map(&mut ebpf, "COUNTERS")?;
 
         // Tap first: it needs no capture veth. Its frames count in the slot after the
         // selected interfaces.
-        let tap_sockets = match &options.tap {
-            Some(tap) => Some(Self::start_tap(
+        let tap = match &options.tap {
+            Some(tap) => Some(TapRoute::start(
                 &mut ebpf,
                 &mut settings,
                 tap,
-                slots as u32,
+                selected_slots as u32,
                 options.frames_per_queue,
             )?),
             None => None,
         };
-        let (veth, sockets, selected, host_pods) = if slots == 0 {
-            (None, None, None, None)
+        let selected = if selected_slots == 0 {
+            None
         } else {
-            let (veth, sockets, selected) = Self::start_clone_path(&mut ebpf, &mut settings, options)?;
-            let host_pods = take_map(&mut ebpf, "HOST_PODS")?;
-            if !options.host_interfaces.is_empty() {
-                set_socket_cgroup_offsets(&mut settings)?;
-            }
-            (Some(veth), Some(sockets), Some(selected), Some(host_pods))
+            // The route before the selection: a packet the tc programs take has a way out.
+            let route = match options.channel {
+                Channel::Ring => Route::ring(&mut ebpf, &mut settings)?,
+                Channel::AfXdp => Route::clone_through_veth(
+                    &mut ebpf,
+                    &mut settings,
+                    &claim,
+                    selected_slots as u32 * 2,
+                    options.frames_per_queue,
+                )?,
+            };
+            let selector = Selector::start(&mut ebpf, &mut settings, options)?;
+            Some(Selected { route, selector })
         };
         let mut capture = Self {
             ebpf,
-            sockets,
-            tap_sockets,
-            _veth: veth,
-            slots: slots + usize::from(options.tap.is_some()),
+            selected,
+            tap,
+            _claim: claim,
+            selected_slots: selected_slots as u32,
+            slots: selected_slots + usize::from(options.tap.is_some()),
             counters,
             settings,
             clock_offset_ns: 0,
             clock_refreshed: Instant::now(),
-            selected,
-            host_pods,
-            host_pod_count: 0,
-            host_pod_levels: [0; MAX_POD_CGROUP_LEVEL as usize + 1],
-            attached: std::collections::HashMap::new(),
             commands: None,
             filter_generation: options.filter.generation(),
             filter: options.filter.get(),
             filter_slot: Arc::clone(&options.filter),
-            copies,
         };
         capture.refresh_clock();
         Ok(capture)
     }
 
-    /// Capture veth, XDP on its peer, one socket per (slot, direction) queue, tc programs.
-    fn start_clone_path(
-        ebpf: &mut Ebpf,
-        settings: &mut Array<MapData, u32>,
-        options: &CaptureOptions,
-    ) -> Result<ClonePath, CaptureError> {
-        let queues = (options.interfaces.len() as u32 + options.pool) * 2;
-        let veth = veth::CaptureVeth::create(queues)?;
-        set(settings, SETTING_CAPTURE_IFINDEX, veth.ifindex)?;
-        let mut selected: HashMap<_, u32, Selection> = take_map(ebpf, "SELECTED")?;
-        for (slot, iface) in options.interfaces.iter().enumerate() {
-            selected
-                .insert(
-                    iface.ifindex,
-                    Selection {
-                        slot: slot as u32,
-                        flags: 0,
-                    },
-                    0,
-                )
-                .map_err(|source| CaptureError::Map {
-                    name: "SELECTED",
-                    action: format!("insert {}", iface.name),
-                    source: Box::new(source),
-                })?;
-        }
-        let xdp: &mut Xdp = program(ebpf, "podcap_xdp")?;
-        xdp.load()
-            .map_err(|source| program_error("podcap_xdp", "load", source))?;
-        xdp.attach(veth::CAPTURE_PEER, XdpMode::Driver)
-            .map_err(|source| {
-                program_error(
-                    "podcap_xdp",
-                    &format!("attach to {} (native mode)", veth::CAPTURE_PEER),
-                    source,
-                )
-            })?;
-        // Queue q carries slot q/2 in direction q%2; the socket's tag is the queue itself.
-        let queue_ids: Vec<(u32, u32)> = (0..queues).map(|q| (q, q)).collect();
-        let sockets = XskSet::bind(veth::CAPTURE_PEER, &queue_ids, options.frames_per_queue)?;
-        register_sockets(ebpf, "SOCKETS", &sockets)?;
-        for (name, attach_type) in [
-            ("podcap_ingress", TcAttachType::Ingress),
-            ("podcap_egress", TcAttachType::Egress),
-        ] {
-            let tc: &mut SchedClassifier = program(ebpf, name)?;
-            tc.load().map_err(|source| program_error(name, "load", source))?;
-            for iface in options.interfaces.iter().chain(&options.host_interfaces) {
-                tc.attach(&iface.name, attach_type)
-                    .map_err(|source| program_error(name, &format!("attach to {}", iface.name), source))?;
-            }
-        }
-        let mut host: HashMap<_, u32, u32> = take_map(ebpf, "HOST_INTERFACES")?;
-        for iface in &options.host_interfaces {
-            host.insert(iface.ifindex, 1, 0)
-                .map_err(|source| CaptureError::Map {
-                    name: "HOST_INTERFACES",
-                    action: format!("insert {}", iface.name),
-                    source: Box::new(source),
-                })?;
-        }
-        Ok((veth, sockets, selected))
-    }
-
     /// Takes scope changes from `commands` while running.
     pub fn set_commands(&mut self, commands: std::sync::mpsc::Receiver<CaptureCommand>) {
         self.commands = Some(commands);
-    }
-
-    /// Starts capturing `interface` in `slot` (one of the pool's): the tc programs on both
-    /// directions, then the slot in the tc program's map. Undone whole on failure.
-    pub fn attach(&mut self, slot: u32, interface: &Interface) -> Result<(), CaptureError> {
-        self.detach(slot);
-        let mut links = Vec::new();
-        for (name, attach_type) in [
-            ("podcap_ingress", TcAttachType::Ingress),
-            ("podcap_egress", TcAttachType::Egress),
-        ] {
-            let tc: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-            match tc.attach(&interface.name, attach_type) {
-                Ok(link) => links.push((name, link)),
-                Err(source) => {
-                    self.attached.insert(
-                        slot,
-                        AttachedInterface {
-                            ifindex: interface.ifindex,
-                            links,
-                            cgroup_id: None,
-                        },
-                    );
-                    self.detach(slot);
-                    return Err(program_error(
-                        name,
-                        &format!("attach to {}", interface.name),
-                        source,
-                    ));
-                }
-            }
-        }
-        self.attached.insert(
-            slot,
-            AttachedInterface {
-                ifindex: interface.ifindex,
-                links,
-                cgroup_id: None,
-            },
-        );
-        let inserted = match &mut self.selected {
-            Some(selected) => selected
-                .insert(interface.ifindex, Selection { slot, flags: 0 }, 0)
-                .map_err(|source| CaptureError::Map {
-                    name: "SELECTED",
-                    action: format!("insert {}", interface.name),
-                    source: Box::new(source),
-                }),
-            None => Err(CaptureError::TooManyInterfaces { count: 0 }),
-        };
-        if let Err(e) = inserted {
-            self.detach(slot);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Starts capturing the hostNetwork pod with `cgroup_id` on node interface `interface`
-    /// (a host interface, whose tc programs are attached from the start) in `slot`.
-    pub fn attach_cgroup(
-        &mut self,
-        slot: u32,
-        cgroup_id: u64,
-        level: u32,
-        interface: &Interface,
-    ) -> Result<(), CaptureError> {
-        self.detach(slot);
-        if !(1..=MAX_POD_CGROUP_LEVEL).contains(&level) {
-            return Err(CaptureError::CgroupLevel { level });
-        }
-        let key = CgroupKey {
-            cgroup_id,
-            ifindex: interface.ifindex,
-            reserved: 0,
-        };
-        let Some(host_pods) = &mut self.host_pods else {
-            return Err(CaptureError::TooManyInterfaces { count: 0 });
-        };
-        host_pods
-            .insert(key, Selection { slot, flags: 0 }, 0)
-            .map_err(|source| CaptureError::Map {
-                name: "HOST_PODS",
-                action: format!("insert cgroup {cgroup_id} on {}", interface.name),
-                source: Box::new(source),
-            })?;
-        self.attached.insert(
-            slot,
-            AttachedInterface {
-                ifindex: interface.ifindex,
-                links: Vec::new(),
-                cgroup_id: Some((cgroup_id, level)),
-            },
-        );
-        self.host_pod_count += 1;
-        self.host_pod_levels[level as usize] += 1;
-        // Levels first: the count turns the lookups on.
-        let mask = self.level_mask();
-        set(&mut self.settings, SETTING_HOST_POD_LEVELS, mask)?;
-        set(&mut self.settings, SETTING_HOST_PODS, self.host_pod_count)
-    }
-
-    fn level_mask(&self) -> u32 {
-        self.host_pod_levels
-            .iter()
-            .enumerate()
-            .filter(|(_, count)| **count > 0)
-            .fold(0, |mask, (level, _)| mask | 1 << level)
-    }
-
-    /// Stops capturing the interface (or hostNetwork pod) in `slot`. An interface that is
-    /// already gone took its tc links with it; what is left is removed, errors ignored.
-    pub fn detach(&mut self, slot: u32) {
-        let Some(attached) = self.attached.remove(&slot) else {
-            return;
-        };
-        if let Some((cgroup_id, level)) = attached.cgroup_id {
-            let key = CgroupKey {
-                cgroup_id,
-                ifindex: attached.ifindex,
-                reserved: 0,
-            };
-            if let Some(host_pods) = &mut self.host_pods {
-                if host_pods.remove(&key).is_ok() {
-                    self.host_pod_count = self.host_pod_count.saturating_sub(1);
-                    let count = &mut self.host_pod_levels[level as usize];
-                    *count = count.saturating_sub(1);
-                    let _ = set(&mut self.settings, SETTING_HOST_PODS, self.host_pod_count);
-                    let mask = self.level_mask();
-                    let _ = set(&mut self.settings, SETTING_HOST_POD_LEVELS, mask);
-                }
-            }
-            return;
-        }
-        if let Some(selected) = &mut self.selected {
-            let _ = selected.remove(&attached.ifindex);
-        }
-        for (name, link) in attached.links {
-            if let Ok(tc) = program::<SchedClassifier>(&mut self.ebpf, name) {
-                let _ = tc.detach(link);
-            }
-        }
-    }
-
-    fn take_commands(&mut self) {
-        let Some(commands) = self.commands.take() else {
-            return;
-        };
-        while let Ok(command) = commands.try_recv() {
-            match command {
-                CaptureCommand::Attach {
-                    slot,
-                    interface,
-                    reply,
-                } => {
-                    let result = self.attach(slot, &interface).map_err(|e| {
-                        let text = format!("{e}");
-                        log::warn!("cannot capture {}: {text}", interface.name);
-                        text
-                    });
-                    let _ = reply.send(result);
-                }
-                CaptureCommand::AttachCgroup {
-                    slot,
-                    cgroup_id,
-                    level,
-                    interface,
-                    reply,
-                } => {
-                    let result = self
-                        .attach_cgroup(slot, cgroup_id, level, &interface)
-                        .map_err(|e| {
-                            let text = format!("{e}");
-                            log::warn!("cannot capture cgroup {cgroup_id} on {}: {text}", interface.name);
-                            text
-                        });
-                    let _ = reply.send(result);
-                }
-                CaptureCommand::Detach { slot, done } => {
-                    self.detach(slot);
-                    let _ = done.send(());
-                }
-            }
-        }
-        self.commands = Some(commands);
-    }
-
-    /// XDP on the tap itself (native mode where the driver has it, else generic), one
-    /// socket per rx queue.
-    fn start_tap(
-        ebpf: &mut Ebpf,
-        settings: &mut Array<MapData, u32>,
-        tap: &Interface,
-        slot: u32,
-        frames_per_queue: u32,
-    ) -> Result<XskSet, CaptureError> {
-        let queue = queue_for(slot, DIRECTION_INBOUND);
-        set(settings, SETTING_TAP_COUNTERS, queue)?;
-        let rx_queues = sys::rx_queue_count(&tap.name).clamp(1, MAX_TAP_QUEUES);
-        let xdp: &mut Xdp = program(ebpf, "podcap_tap")?;
-        xdp.load()
-            .map_err(|source| program_error("podcap_tap", "load", source))?;
-        if let Err(native) = xdp.attach(&tap.name, XdpMode::Driver) {
-            log::warn!(
-                "{}: no native XDP ({native}); capturing in generic mode",
-                tap.name
-            );
-            xdp.attach(&tap.name, XdpMode::Skb).map_err(|source| {
-                program_error(
-                    "podcap_tap",
-                    &format!("attach to {} (native and generic mode)", tap.name),
-                    source,
-                )
-            })?;
-        }
-        let queue_ids: Vec<(u32, u32)> = (0..rx_queues).map(|q| (q, queue)).collect();
-        let sockets = XskSet::bind(&tap.name, &queue_ids, frames_per_queue)?;
-        register_sockets(ebpf, "TAP_SOCKETS", &sockets)?;
-        Ok(sockets)
     }
 
     fn refresh_clock(&mut self) {
@@ -615,18 +316,18 @@ impl Capture {
         self.clock_refreshed = Instant::now();
     }
 
+    fn ring_channel(&self) -> bool {
+        self.selected.as_ref().is_some_and(|s| s.route.is_ring())
+    }
+
     /// Whether every packet comes from the kernel's ring buffer (the ring channel without
     /// `--tap`), which can then hold packets while the segments take them on this thread.
     #[must_use]
     pub fn delivers_only_copies(&self) -> bool {
-        self.copies.is_some() && self.tap_sockets.is_none()
+        self.ring_channel() && self.tap.is_none()
     }
 
-    fn socket_sets(&mut self) -> impl Iterator<Item = &mut XskSet> {
-        self.sockets.iter_mut().chain(self.tap_sockets.iter_mut())
-    }
-
-    /// Moves packets from the channels into `sink` until `stop()` says so, then drains.
+    /// Moves packets from the routes into `sink` until `stop()` says so, then drains.
     pub fn run(
         &mut self,
         sink: &mut impl PacketSink,
@@ -635,10 +336,8 @@ impl Capture {
         mut stop: impl FnMut() -> bool,
     ) {
         let mut enabled = true;
-        let mut fds: Vec<_> = self.socket_sets().flat_map(|set| set.fds()).collect();
-        if let Some(copies) = &self.copies {
-            fds.push(copies.as_fd().as_raw_fd());
-        }
+        let mut fds: Vec<_> = self.selected.iter().flat_map(|s| s.route.fds()).collect();
+        fds.extend(self.tap.iter().flat_map(TapRoute::fds));
         let mut warnings = DropWarnings::new(Duration::from_secs(10));
         let mut last_counters = Instant::now();
         let mut idle_passes = 0u32;
@@ -694,7 +393,7 @@ impl Capture {
             std::thread::sleep(Duration::from_millis(1));
             return;
         }
-        let ring_channel = self.copies.is_some();
+        let ring_channel = self.ring_channel();
         if ring_channel {
             let _ = self.settings.set(SETTING_RING_WAKEUP, 1, 0);
         }
@@ -707,7 +406,8 @@ impl Capture {
         }
     }
 
-    /// Stops new clones, lets frames in flight arrive, drains them and takes exact counts.
+    /// Stops the tc programs, lets packets in flight arrive, drains them and takes exact
+    /// counts.
     fn finish(&mut self, sink: &mut impl PacketSink, stats: &Stats) {
         if let Err(e) = self.settings.set(SETTING_ENABLED, 0, 0) {
             log::warn!("could not stop the tc programs before the final drain: {e}");
@@ -726,35 +426,24 @@ impl Capture {
         let offset = self.clock_offset_ns;
         let filter = self.filter.as_deref();
         let mut total = 0;
-        for set in self.sockets.iter_mut().chain(self.tap_sockets.iter_mut()) {
-            for index in 0..set.sockets.len() {
-                total += set.receive(index, |queue, frame| {
-                    push_frame(sink, stats, offset, filter, queue, frame);
-                });
-            }
+        if let Some(selected) = &mut self.selected {
+            total += selected.route.drain(sink, stats, offset, filter);
         }
-        if let Some(copies) = &mut self.copies {
-            // Bounded, so commands and counters are still looked at under a flood.
-            for _ in 0..RING_BATCH {
-                let Some(item) = copies.next() else {
-                    break;
-                };
-                push_copy(sink, stats, offset, filter, &item);
-                total += 1;
-            }
+        if let Some(tap) = &mut self.tap {
+            total += tap.drain(sink, stats, offset, filter);
         }
         total
     }
 
     /// Sums the per-CPU queue counters and socket drop counters into `stats`. `quiescent`:
-    /// no clone is in flight, so clones that never reached XDP were lost in the veth.
+    /// nothing is in flight, so what never arrived was lost.
     fn refresh_kernel_counters(&self, stats: &Stats, quiescent: bool) {
         let read = |index: u32| {
             let mut c = QueueCounters::default();
             if let Ok(values) = self.counters.get(&index, 0) {
                 for v in values.iter() {
-                    c.cloned += v.cloned;
-                    c.clone_failed += v.clone_failed;
+                    c.taken += v.taken;
+                    c.take_failed += v.take_failed;
                     c.xdp_seen += v.xdp_seen;
                     c.xdp_dropped += v.xdp_dropped;
                 }
@@ -762,36 +451,13 @@ impl Capture {
             c
         };
         let mut per_slot = vec![(0u64, 0u64); self.slots];
-        if let Some(set) = &self.sockets {
-            for (index, socket) in set.sockets.iter().enumerate() {
-                let (slot, _) = slot_of_queue(socket.tag);
-                let Some(entry) = per_slot.get_mut(slot as usize) else {
-                    continue;
-                };
-                let c = read(socket.tag);
-                let socket_drops = set.drops(index).unwrap_or_default();
-                if quiescent {
-                    log::debug!("queue {}: {c:?}, {socket_drops:?}", socket.queue);
-                }
-                // GSO super-frames count once at tc and once per segment at XDP, so only
-                // a shortfall is a loss; exact for traffic without GSO.
-                let veth_lost = if quiescent {
-                    c.cloned.saturating_sub(c.xdp_seen)
-                } else {
-                    0
-                };
-                entry.0 += c.cloned + c.clone_failed;
-                entry.1 += c.clone_failed + c.xdp_dropped + socket_drops.lost() + veth_lost;
-            }
+        if let Some(selected) = &self.selected {
+            selected
+                .route
+                .count(self.selected_slots * 2, read, &mut per_slot, quiescent);
         }
-        if let (Some(set), Some(tap_slot)) = (&self.tap_sockets, self.slots.checked_sub(1)) {
-            let c = read(queue_for(tap_slot as u32, DIRECTION_INBOUND));
-            let socket_drops: u64 = (0..set.sockets.len())
-                .map(|i| set.drops(i).unwrap_or_default().lost())
-                .sum();
-            if let Some(entry) = per_slot.get_mut(tap_slot) {
-                *entry = (c.xdp_seen, c.xdp_dropped + socket_drops);
-            }
+        if let Some(tap) = &self.tap {
+            tap.count(read, &mut per_slot);
         }
         for (slot, (seen, drops)) in per_slot.into_iter().enumerate() {
             if let Some(s) = stats.slots.get(slot) {
@@ -800,237 +466,5 @@ impl Capture {
                 s.kernel_drops.fetch_max(drops, Relaxed);
             }
         }
-    }
-}
-
-/// Where the capture loop delivers packets.
-pub trait PacketSink {
-    /// Takes one packet; `false` if there was no room (counted as a ring-stage drop).
-    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool;
-
-    /// Called after every pass of the capture loop (at least every 100 ms).
-    fn after_pass(&mut self) {}
-}
-
-impl PacketSink for RecordProducer {
-    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
-        self.push(header, data)
-    }
-}
-
-/// Empty 1 ms passes of the capture loop before it waits in `poll` instead.
-const TIMER_PASSES: u32 = 50;
-
-/// Ring-buffer records taken per pass of the capture loop.
-const RING_BATCH: usize = 8192;
-
-/// A packet on its way from a channel to the ring.
-struct Arrival<'a> {
-    queue: u32,
-    /// `CLOCK_MONOTONIC`.
-    timestamp_ns: u64,
-    original_len: u32,
-    data: &'a [u8],
-}
-
-/// Hands one AF_XDP frame with its metadata to the sink, counting it (or its loss) for
-/// its slot.
-fn push_frame(
-    sink: &mut impl PacketSink,
-    stats: &Stats,
-    clock_offset_ns: i128,
-    filter: Option<&Filter>,
-    queue: u32,
-    frame: &[u8],
-) {
-    let Some((meta, data)) = split_meta(frame) else {
-        let (slot, _) = slot_of_queue(queue);
-        if let Some(slot_stats) = stats.slots.get(slot as usize) {
-            slot_stats.kernel_drops.fetch_add(1, Relaxed);
-        }
-        return;
-    };
-    let copy = Arrival {
-        queue,
-        timestamp_ns: meta.timestamp_ns,
-        original_len: meta.original_len,
-        data,
-    };
-    push(sink, stats, clock_offset_ns, filter, &copy);
-}
-
-/// Hands one ring-channel record to the sink (a record that is not ours is a kernel
-/// drop of no slot: it cannot happen short of a bug, and is not trusted).
-fn push_copy(
-    sink: &mut impl PacketSink,
-    stats: &Stats,
-    clock_offset_ns: i128,
-    filter: Option<&Filter>,
-    record: &[u8],
-) {
-    let Some((header, data)) = split_copy(record) else {
-        log::debug!("a ring record of {} bytes without a podcap header", record.len());
-        return;
-    };
-    let copy = Arrival {
-        queue: header.queue,
-        timestamp_ns: header.timestamp_ns,
-        original_len: header.original_len,
-        data,
-    };
-    push(sink, stats, clock_offset_ns, filter, &copy);
-}
-
-fn split_copy(record: &[u8]) -> Option<(CopyHeader, &[u8])> {
-    let (head, rest) = record.split_at_checked(std::mem::size_of::<CopyHeader>())?;
-    let u32_at = |i: usize| u32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&head[0..8]);
-    let header = CopyHeader {
-        timestamp_ns: u64::from_ne_bytes(ts),
-        original_len: u32_at(8),
-        captured_len: u32_at(12),
-        queue: u32_at(16),
-        magic: u32_at(20),
-    };
-    if header.magic != COPY_MAGIC {
-        return None;
-    }
-    Some((header, rest.get(..header.captured_len as usize)?))
-}
-
-/// Counts a packet for its slot, applies the filter and hands it to the sink.
-fn push(
-    sink: &mut impl PacketSink,
-    stats: &Stats,
-    clock_offset_ns: i128,
-    filter: Option<&Filter>,
-    copy: &Arrival<'_>,
-) {
-    let (slot, _) = slot_of_queue(copy.queue);
-    let Some(slot_stats) = stats.slots.get(slot as usize) else {
-        return;
-    };
-    slot_stats.received.fetch_add(1, Relaxed);
-    slot_stats
-        .received_bytes
-        .fetch_add(u64::from(copy.original_len), Relaxed);
-    if filter.is_some_and(|f| !f.matches(copy.data, copy.original_len)) {
-        slot_stats.filtered.fetch_add(1, Relaxed);
-        return;
-    }
-    let header = RecordHeader {
-        timestamp_ns: u64::try_from(i128::from(copy.timestamp_ns) + clock_offset_ns).unwrap_or(0),
-        original_len: copy.original_len,
-        captured_len: copy.data.len() as u32,
-        queue: copy.queue,
-    };
-    if !sink.accept(&header, copy.data) {
-        slot_stats.ring_drops.fetch_add(1, Relaxed);
-    }
-}
-
-fn split_meta(frame: &[u8]) -> Option<(FrameMeta, &[u8])> {
-    let (meta, data) = frame.split_at_checked(META_LEN)?;
-    let u32_at = |i: usize| u32::from_ne_bytes([meta[i], meta[i + 1], meta[i + 2], meta[i + 3]]);
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&meta[0..8]);
-    let meta = FrameMeta {
-        timestamp_ns: u64::from_ne_bytes(ts),
-        original_len: u32_at(8),
-        magic: u32_at(12),
-    };
-    (meta.magic == FRAME_META_MAGIC).then_some((meta, data))
-}
-
-/// Tells the tc programs where a socket's cgroup id lies (for ingress packets of hostNetwork
-/// pods); without the kernel's BTF they go unattributed, which is logged.
-fn set_socket_cgroup_offsets(settings: &mut Array<MapData, u32>) -> Result<(), CaptureError> {
-    match btf::Btf::kernel().and_then(|b| btf::SocketCgroupOffsets::find(&b)) {
-        Ok(offsets) if offsets.sock_cgroup < SOCK_READ_LEN - 8 => {
-            set(settings, SETTING_CGROUP_KN_OFFSET, offsets.cgroup_kn)?;
-            set(settings, SETTING_KN_ID_OFFSET, offsets.kn_id)?;
-            set(settings, SETTING_CGROUP_LEVEL_OFFSET, offsets.cgroup_level)?;
-            set(
-                settings,
-                SETTING_CGROUP_ANCESTORS_OFFSET,
-                offsets.cgroup_ancestors,
-            )?;
-            set(settings, SETTING_ANCESTOR_IDS, u32::from(offsets.ancestor_ids))?;
-            // Last: a non-zero socket offset turns the ingress lookups on.
-            set(settings, SETTING_SOCK_CGROUP_OFFSET, offsets.sock_cgroup)
-        }
-        Ok(offsets) => {
-            log::warn!(
-                "sock.sk_cgrp_data lies at {} bytes, beyond what the capture reads; packets \
-                 received by hostNetwork pods are not recorded",
-                offsets.sock_cgroup
-            );
-            Ok(())
-        }
-        Err(e) => {
-            log::warn!("{e}: packets received by hostNetwork pods are not recorded");
-            Ok(())
-        }
-    }
-}
-
-fn set(settings: &mut Array<MapData, u32>, index: u32, value: u32) -> Result<(), CaptureError> {
-    settings.set(index, value, 0).map_err(|source| CaptureError::Map {
-        name: "SETTINGS",
-        action: format!("set {index}"),
-        source: Box::new(source),
-    })
-}
-
-/// Puts every socket of `sockets` in the XSKMAP `name` at the index of its device queue.
-fn register_sockets(ebpf: &mut Ebpf, name: &'static str, sockets: &XskSet) -> Result<(), CaptureError> {
-    let mut map: XskMap<_> = take_map(ebpf, name)?;
-    for (index, socket) in sockets.sockets.iter().enumerate() {
-        let fd = sockets.raw_fd(index).unwrap_or(-1);
-        map.set(socket.queue, fd, 0).map_err(|source| CaptureError::Map {
-            name,
-            action: format!("set queue {}", socket.queue),
-            source: Box::new(source),
-        })?;
-    }
-    // The map stays in the kernel with the programs that use it.
-    Ok(())
-}
-
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or(CaptureError::Missing { what: "map", name })?;
-    T::try_from(map).map_err(|source| CaptureError::Map {
-        name,
-        action: "open".into(),
-        source: Box::new(source),
-    })
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let program = ebpf.program_mut(name).ok_or(CaptureError::Missing {
-        what: "program",
-        name,
-    })?;
-    program
-        .try_into()
-        .map_err(|source| program_error(name, "open", source))
-}
-
-fn program_error(name: &'static str, action: &str, source: aya::programs::ProgramError) -> CaptureError {
-    let hint = permission_hint(&format!("{source:?}"));
-    CaptureError::Program {
-        name,
-        action: action.to_owned(),
-        hint,
-        source: Box::new(source),
     }
 }

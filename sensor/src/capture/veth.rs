@@ -1,12 +1,13 @@
 //! The capture veth pair: `podcap0` receives the tc clones, `podcap1` (its peer) runs the
 //! XDP program that hands them to AF_XDP.
 //!
-//! Rules: the pair is owned by a [`CaptureVeth`] whose `Drop` deletes it. Ownership is a
-//! claim on a name in the network namespace ([`crate::sys::claim_name`], freed by the
-//! kernel when the owner dies): a pair whose name is claimed by a live sensor is never
-//! touched and the new sensor is refused naming its pid; a pair left by a crashed run
-//! (nobody claims it) is deleted before a new one is made. It carries no addresses and no IPv6 (so
-//! the host never sends its own frames into it), and has one queue per (slot, direction).
+//! Rules: one sensor per network namespace, whatever its channel: a [`NamespaceClaim`] is a
+//! name claimed in the namespace ([`crate::sys::claim_name`], freed by the kernel when the
+//! owner dies); a second sensor is refused naming the first one's pid, and touches nothing.
+//! Only the holder of the claim deletes a pair a crashed run left (nobody claimed it), and
+//! only it makes one. The pair is owned by a [`CaptureVeth`] whose `Drop` deletes it. It
+//! carries no addresses and no IPv6 (so the host never sends its own frames into it), and
+//! has one queue per (slot, direction).
 use std::{fs, io, process::Command};
 
 /// Name of the side the clones are sent to.
@@ -22,9 +23,9 @@ pub enum VethError {
     Spawn(#[source] io::Error),
     #[error("`ip {args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
-    #[error("another podcap-sensor (pid {pid}) in this network namespace owns the capture veth {CAPTURE_IFACE}: run one sensor per network namespace")]
+    #[error("another podcap-sensor (pid {pid}) is capturing in this network namespace: run one sensor per network namespace")]
     Owned { pid: u32 },
-    #[error("cannot claim the capture veth")]
+    #[error("cannot claim the network namespace for this sensor")]
     Claim(#[source] io::Error),
     #[error("cannot configure the capture veth: {path}")]
     Sysctl {
@@ -46,26 +47,38 @@ fn ip(args: &[&str]) -> Result<(), VethError> {
     }
 }
 
+/// This sensor's claim on its network namespace, released on drop (and by the kernel
+/// when the sensor dies).
+#[derive(Debug)]
+pub struct NamespaceClaim {
+    _socket: std::os::fd::OwnedFd,
+}
+
+/// The name claimed by the sensor of a network namespace (named when only the AF_XDP
+/// channel had a veth; kept, so that sensors of either version see each other).
+const CLAIM: &str = "podcap-capture-veth";
+
+impl NamespaceClaim {
+    /// Claims this network namespace, then deletes a capture veth a crashed run left.
+    pub fn take() -> Result<Self, VethError> {
+        let socket = crate::sys::claim_name(CLAIM)
+            .map_err(VethError::Claim)?
+            .map_err(|pid| VethError::Owned { pid })?;
+        remove_leftover();
+        Ok(Self { _socket: socket })
+    }
+}
+
 /// An existing capture veth pair; deleted on drop.
 #[derive(Debug)]
 pub struct CaptureVeth {
     pub ifindex: u32,
     pub queues: u32,
-    /// The claim on the pair's name, released (after the pair is deleted) on drop.
-    _claim: std::os::fd::OwnedFd,
 }
 
-/// The name claimed by the sensor that owns the capture veth of its network namespace.
-const CLAIM: &str = "podcap-capture-veth";
-
 impl CaptureVeth {
-    /// Claims the pair, deletes one a crashed run left, then creates a fresh one with
-    /// `queues` queues, up.
-    pub fn create(queues: u32) -> Result<Self, VethError> {
-        let claim = crate::sys::claim_name(CLAIM)
-            .map_err(VethError::Claim)?
-            .map_err(|pid| VethError::Owned { pid })?;
-        remove_leftover();
+    /// Creates a fresh pair with `queues` queues, up; only under this namespace's claim.
+    pub fn create(_claim: &NamespaceClaim, queues: u32) -> Result<Self, VethError> {
         let q = queues.to_string();
         let mtu = CAPTURE_MTU.to_string();
         // Both sides get the same queues (tx on podcap0 picks the rx queue of podcap1).
@@ -76,11 +89,7 @@ impl CaptureVeth {
         args.extend(side);
         ip(&args)?;
         // From here on, dropping `veth` deletes the pair whatever fails next.
-        let mut veth = Self {
-            ifindex: 0,
-            queues,
-            _claim: claim,
-        };
+        let mut veth = Self { ifindex: 0, queues };
         for iface in [CAPTURE_IFACE, CAPTURE_PEER] {
             let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
             match fs::write(&path, "1") {

@@ -18,10 +18,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write,
     net::IpAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc, Arc, Mutex,
-    },
+    sync::{mpsc, Arc, Mutex},
     time::Duration,
 };
 
@@ -30,6 +27,7 @@ use crate::{
     capture::{CaptureCommand, Interface},
     config::targeting::Targeting,
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
+    shutdown::Shutdown,
     sys,
 };
 
@@ -315,7 +313,7 @@ pub fn spawn(
     api: Option<&str>,
     mut reconciler: Reconciler,
     targeting: Arc<Mutex<Targeting>>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -337,7 +335,7 @@ pub fn spawn(
             let (tx, mut rx) = tokio::sync::watch::channel(ClusterView::default());
             let node = reconciler.node.clone();
             runtime.spawn(async move { super::watch(client, &node, tx).await });
-            while !stop.load(Ordering::Relaxed) && !sys::stop_requested() {
+            while !stop.requested() {
                 let changed = runtime.block_on(async { tokio::time::timeout(RESYNC, rx.changed()).await });
                 if let Ok(Err(_)) = changed {
                     // The watcher ended (it does not, but never spin).

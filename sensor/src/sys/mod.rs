@@ -286,8 +286,3 @@ pub fn stop_requested() -> bool {
     // Relaxed: see `on_stop_signal`.
     STOP_REQUESTED.load(Ordering::Relaxed)
 }
-
-/// Asks for a stop as a signal would (used by embedders and tests).
-pub fn request_stop() {
-    STOP_REQUESTED.store(true, Ordering::Relaxed);
-}
