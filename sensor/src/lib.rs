@@ -7,8 +7,10 @@
 //! settings, targeting), `cluster` (Kubernetes mode), `health`, `shutdown` (the one stop handle), `stats` (counters and
 //! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
 //! `docs/architecture.md` has the map.
+#![warn(unreachable_pub)]
+
 pub mod api;
-pub mod capture;
+pub(crate) mod capture;
 pub mod cluster;
 pub mod config;
 pub mod filter;
@@ -21,7 +23,7 @@ pub mod snapshots;
 pub mod stats;
 pub mod store;
 pub mod sys;
-pub mod writer;
+pub(crate) mod writer;
 
 // The formats live in podcap-format; these paths stay for the sensor's own code.
 pub use podcap_format::{pcapng, units};

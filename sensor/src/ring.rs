@@ -88,12 +88,6 @@ impl RecordProducer {
         chunk.commit_all();
         true
     }
-
-    /// Whether the consumer is gone (the writer stopped).
-    #[must_use]
-    pub fn is_abandoned(&self) -> bool {
-        self.inner.is_abandoned()
-    }
 }
 
 pub struct RecordConsumer {

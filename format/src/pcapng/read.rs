@@ -391,15 +391,6 @@ impl<R: Read> BlockReader<R> {
     }
 }
 
-impl<R: Read + io::Seek> BlockReader<R> {
-    /// Continues at `offset`, which must be the start of a block of the same section.
-    pub fn seek_to(&mut self, offset: u64) -> Result<(), ReadError> {
-        self.inner.seek(io::SeekFrom::Start(offset))?;
-        self.offset = offset;
-        Ok(())
-    }
-}
-
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("not BTF: {0}")]
     Format(&'static str),
     #[error("no struct {0} in the kernel's BTF")]
@@ -41,7 +41,7 @@ struct Type {
 }
 
 /// The parsed types of one BTF blob.
-pub struct Btf {
+pub(crate) struct Btf {
     strings: Vec<u8>,
     /// Index 0 is the void type (ids start at 1).
     types: Vec<Type>,
@@ -57,14 +57,14 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, BtfError> {
 
 impl Btf {
     /// The running kernel's BTF.
-    pub fn kernel() -> Result<Self, BtfError> {
+    pub(crate) fn kernel() -> Result<Self, BtfError> {
         let bytes = std::fs::read("/sys/kernel/btf/vmlinux")
             .map_err(|_| BtfError::Format("cannot read /sys/kernel/btf/vmlinux"))?;
         Self::parse(&bytes)
     }
 
     /// Parses a little-endian BTF blob.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
         if bytes.len() < 24 || u16::from_le_bytes([bytes[0], bytes[1]]) != MAGIC {
             return Err(BtfError::Format("bad magic"));
         }
@@ -148,7 +148,7 @@ impl Btf {
     }
 
     /// Byte offset of `member` in `struct structure`.
-    pub fn member_offset(&self, structure: &str, member: &str) -> Result<u32, BtfError> {
+    pub(crate) fn member_offset(&self, structure: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
             .structs_by_name
             .get(structure)
@@ -194,7 +194,7 @@ impl Btf {
 /// The offsets the tc programs need to read the cgroup v2 ids of a socket's cgroup and of
 /// its ancestors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketCgroupOffsets {
+pub(crate) struct SocketCgroupOffsets {
     /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`.
     pub sock_cgroup: u32,
     /// `cgroup.kn`.
@@ -209,7 +209,7 @@ pub struct SocketCgroupOffsets {
 }
 
 impl SocketCgroupOffsets {
-    pub fn find(btf: &Btf) -> Result<Self, BtfError> {
+    pub(crate) fn find(btf: &Btf) -> Result<Self, BtfError> {
         let (cgroup_ancestors, ancestor_ids) = match btf.member_offset("cgroup", "ancestors") {
             Ok(offset) => (offset, false),
             Err(_) => (btf.member_offset("cgroup", "ancestor_ids")?, true),

@@ -24,7 +24,7 @@ use crate::{
 const META_LEN: usize = std::mem::size_of::<FrameMeta>();
 
 /// Where the capture loop delivers packets.
-pub trait PacketSink {
+pub(crate) trait PacketSink {
     /// Takes one packet; `false` if there was no room (counted as a ring-stage drop).
     fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool;
 

@@ -24,12 +24,12 @@
 //!   full ring is a counted drop, so the capture thread never blocks on the writer), or,
 //!   for the ring channel without a tap, the writer itself on this thread (the kernel's
 //!   ring buffer is then the only buffer, and a full one a kernel-stage drop).
-pub mod btf;
+pub(crate) mod btf;
 mod deliver;
 mod ebpf;
 mod route;
 mod scope;
-pub mod veth;
+pub(crate) mod veth;
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -40,7 +40,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
     Ebpf, EbpfError, EbpfLoader,
 };
-pub use deliver::PacketSink;
+pub(crate) use deliver::PacketSink;
 use podcap_common::{
     FrameMeta, QueueCounters, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, RING_MAX_CAPTURE, SETTING_ENABLED,
     SETTING_RING_WAKEUP, SETTING_SNAPLEN,
@@ -65,7 +65,7 @@ const META_LEN: usize = std::mem::size_of::<FrameMeta>();
 
 /// Longest packet prefix a frame can carry (UMEM chunk minus headroom and metadata).
 #[must_use]
-pub fn max_snaplen() -> u32 {
+pub(crate) fn max_snaplen() -> u32 {
     xsk::max_frame_len() - META_LEN as u32
 }
 
@@ -143,7 +143,7 @@ pub struct Interface {
 
 /// What the capture path needs.
 #[derive(Clone, Debug)]
-pub struct CaptureOptions {
+pub(crate) struct CaptureOptions {
     pub interfaces: Vec<Interface>,
     /// A mirror/tap interface whose received frames are all taken (its slot follows the
     /// selected interfaces).
@@ -193,7 +193,7 @@ pub enum CaptureCommand {
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
 /// then the routes (sockets, then the capture veth), the claim last.
-pub struct Capture {
+pub(crate) struct Capture {
     // Owns the programs and, through them, every tc and XDP link.
     ebpf: Ebpf,
     /// The selected interfaces' route and selection; `None` when only a tap is captured.
@@ -226,7 +226,7 @@ const TIMER_PASSES: u32 = 50;
 
 impl Capture {
     /// Claims the network namespace, loads the programs, builds the routes and attaches.
-    pub fn start(options: &CaptureOptions) -> Result<Self, CaptureError> {
+    pub(crate) fn start(options: &CaptureOptions) -> Result<Self, CaptureError> {
         let selected_slots = options.interfaces.len() + options.pool as usize;
         if selected_slots > MAX_SLOTS as usize - 1 {
             return Err(CaptureError::TooManyInterfaces {
@@ -305,7 +305,7 @@ impl Capture {
     }
 
     /// Takes scope changes from `commands` while running.
-    pub fn set_commands(&mut self, commands: std::sync::mpsc::Receiver<CaptureCommand>) {
+    pub(crate) fn set_commands(&mut self, commands: std::sync::mpsc::Receiver<CaptureCommand>) {
         self.commands = Some(commands);
     }
 
@@ -323,12 +323,12 @@ impl Capture {
     /// Whether every packet comes from the kernel's ring buffer (the ring channel without
     /// `--tap`), which can then hold packets while the segments take them on this thread.
     #[must_use]
-    pub fn delivers_only_copies(&self) -> bool {
+    pub(crate) fn delivers_only_copies(&self) -> bool {
         self.ring_channel() && self.tap.is_none()
     }
 
     /// Moves packets from the routes into `sink` until `stop()` says so, then drains.
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         sink: &mut impl PacketSink,
         stats: &Stats,

@@ -119,7 +119,7 @@ impl Selector {
 impl Capture {
     /// Starts capturing `interface` in `slot` (one of the pool's): the tc programs on both
     /// directions, then the slot in the tc program's map. Undone whole on failure.
-    pub fn attach(&mut self, slot: u32, interface: &Interface) -> Result<(), CaptureError> {
+    pub(crate) fn attach(&mut self, slot: u32, interface: &Interface) -> Result<(), CaptureError> {
         self.detach(slot);
         let Some(selected) = &mut self.selected else {
             return Err(CaptureError::OnlyTap);
@@ -163,7 +163,7 @@ impl Capture {
 
     /// Starts capturing the hostNetwork pod with `cgroup_id` on node interface `interface`
     /// (a host interface, whose tc programs are attached from the start) in `slot`.
-    pub fn attach_cgroup(
+    pub(crate) fn attach_cgroup(
         &mut self,
         slot: u32,
         cgroup_id: u64,
@@ -206,7 +206,7 @@ impl Capture {
 
     /// Stops capturing the interface (or hostNetwork pod) in `slot`. An interface that is
     /// already gone took its tc links with it; what is left is removed, errors ignored.
-    pub fn detach(&mut self, slot: u32) {
+    pub(crate) fn detach(&mut self, slot: u32) {
         let Some(selected) = &mut self.selected else {
             return;
         };

@@ -11,11 +11,11 @@
 use std::{fs, io, process::Command};
 
 /// Name of the side the clones are sent to.
-pub const CAPTURE_IFACE: &str = "podcap0";
+pub(crate) const CAPTURE_IFACE: &str = "podcap0";
 /// Name of the side the XDP program and the sockets sit on.
-pub const CAPTURE_PEER: &str = "podcap1";
+pub(crate) const CAPTURE_PEER: &str = "podcap1";
 /// Large enough for any pod frame that is not GSO (those are segmented before the veth).
-pub const CAPTURE_MTU: u32 = 65_000;
+pub(crate) const CAPTURE_MTU: u32 = 65_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VethError {
@@ -50,7 +50,7 @@ fn ip(args: &[&str]) -> Result<(), VethError> {
 /// This sensor's claim on its network namespace, released on drop (and by the kernel
 /// when the sensor dies).
 #[derive(Debug)]
-pub struct NamespaceClaim {
+pub(crate) struct NamespaceClaim {
     _socket: std::os::fd::OwnedFd,
 }
 
@@ -60,7 +60,7 @@ const CLAIM: &str = "podcap-capture-veth";
 
 impl NamespaceClaim {
     /// Claims this network namespace, then deletes a capture veth a crashed run left.
-    pub fn take() -> Result<Self, VethError> {
+    pub(crate) fn take() -> Result<Self, VethError> {
         let socket = crate::sys::claim_name(CLAIM)
             .map_err(VethError::Claim)?
             .map_err(|pid| VethError::Owned { pid })?;
@@ -71,14 +71,13 @@ impl NamespaceClaim {
 
 /// An existing capture veth pair; deleted on drop.
 #[derive(Debug)]
-pub struct CaptureVeth {
+pub(crate) struct CaptureVeth {
     pub ifindex: u32,
-    pub queues: u32,
 }
 
 impl CaptureVeth {
     /// Creates a fresh pair with `queues` queues, up; only under this namespace's claim.
-    pub fn create(_claim: &NamespaceClaim, queues: u32) -> Result<Self, VethError> {
+    pub(crate) fn create(_claim: &NamespaceClaim, queues: u32) -> Result<Self, VethError> {
         let q = queues.to_string();
         let mtu = CAPTURE_MTU.to_string();
         // Both sides get the same queues (tx on podcap0 picks the rx queue of podcap1).
@@ -89,7 +88,7 @@ impl CaptureVeth {
         args.extend(side);
         ip(&args)?;
         // From here on, dropping `veth` deletes the pair whatever fails next.
-        let mut veth = Self { ifindex: 0, queues };
+        let mut veth = Self { ifindex: 0 };
         for iface in [CAPTURE_IFACE, CAPTURE_PEER] {
             let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
             match fs::write(&path, "1") {

@@ -44,7 +44,7 @@ pub enum WriterCommand {
 
 /// A slot's statistics for its statistics blocks, from the shared counters.
 #[must_use]
-pub fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
+pub(crate) fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceStatistics {
     let s = stats.snapshot(id as usize);
     InterfaceStatistics {
         start_ns,
@@ -58,7 +58,7 @@ pub fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> InterfaceS
 /// The writer's side: packets into segments, the writer's commands and the retention
 /// limits, on whichever thread runs it (the writer thread behind the user-space ring, or
 /// the capture thread itself for the ring channel).
-pub struct Recorder {
+pub(crate) struct Recorder {
     store: SegmentWriter,
     stats: Arc<Stats>,
     settings: Arc<RuntimeSettings>,
@@ -75,7 +75,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(
+    pub(crate) fn new(
         store: SegmentWriter,
         stats: Arc<Stats>,
         settings: Arc<RuntimeSettings>,
@@ -178,7 +178,7 @@ impl Recorder {
         self.health.set_disk(self.store.disk());
     }
 
-    pub fn finish(mut self) -> Result<(), StoreError> {
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
         self.apply_commands();
         let (stats, start_ns) = (&*self.stats, self.start_ns);
         self.store.finish(|id| interface_statistics(stats, id, start_ns))
@@ -201,7 +201,7 @@ impl PacketSink for Recorder {
 }
 
 /// The writer thread: ring → segments, until the capture side is gone and the ring empty.
-pub fn spawn_writer(
+pub(crate) fn spawn_writer(
     mut recorder: Recorder,
     mut consumer: RecordConsumer,
 ) -> std::io::Result<thread::JoinHandle<Result<(), StoreError>>> {

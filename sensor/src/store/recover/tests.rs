@@ -1,0 +1,255 @@
+use super::*;
+use crate::{
+    pcapng::{
+        read::{packets_with_names, section_comments, Blocks},
+        InterfaceStatistics,
+    },
+    store::{
+        slice,
+        write::tests::{limits, write, writer},
+        SegmentWriter,
+    },
+};
+
+const NONE: fn(u32) -> InterfaceStatistics = |_| InterfaceStatistics::default();
+
+/// Every packet timestamp a slice of the whole store gives, and its damage notes.
+fn slice_all(w: &SegmentWriter) -> (Vec<u64>, Vec<String>) {
+    let mut out = Vec::new();
+    let stats = slice::write_slice(
+        w.dir(),
+        w.index(),
+        0,
+        u64::MAX,
+        &slice::Selection::default(),
+        &mut out,
+    )
+    .unwrap();
+    let notes: Vec<String> = Blocks::new(&out)
+        .flat_map(|b| section_comments(&b.unwrap()))
+        .collect();
+    assert_eq!(stats.damaged, notes.len(), "{notes:?}");
+    assert_readers_take(&out);
+    let packets = packets_with_names(&out)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p.timestamp_ns)
+        .collect();
+    (packets, notes)
+}
+
+/// tshark and capinfos read the bytes without a complaint (when installed).
+fn assert_readers_take(bytes: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), bytes).unwrap();
+    for (tool, args) in [("tshark", &["-r"][..]), ("capinfos", &[][..])] {
+        let Ok(out) = std::process::Command::new(tool)
+            .args(args)
+            .arg(file.path())
+            .output()
+        else {
+            continue;
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let complaints = stderr
+            .lines()
+            .filter(|l| !l.contains("Running as user \"root\"") && !l.trim().is_empty())
+            .count();
+        assert!(out.status.success() && complaints == 0, "{tool}: {stderr}");
+    }
+}
+
+/// A store of finished segments and one left `.active` by a crash; the packets' times.
+fn crashed_store(dir: &Path, t0: u64) -> (u64, Vec<u64>) {
+    let mut w = writer(dir, limits(50_000, 100_000_000));
+    write(&mut w, 120, t0);
+    w.write_buffer();
+    let seq = w.active.as_ref().unwrap().seq;
+    assert!(
+        w.active.as_ref().unwrap().bytes > 2_000,
+        "a packet or two in the active segment"
+    );
+    drop(w); // no finish: as a kill -9 leaves it
+    (seq, (t0..t0 + 120).collect())
+}
+
+#[test]
+fn an_active_segment_with_a_damaged_header_goes_to_quarantine_whole() {
+    for byte in [0usize, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = crate::sys::realtime_ns();
+        let (seq, written) = crashed_store(dir.path(), t0);
+        let active = SegmentName::active(seq).path_in(dir.path());
+        let mut bytes = fs::read(&active).unwrap();
+        bytes[byte] ^= 0x5a;
+        fs::write(&active, &bytes).unwrap();
+
+        let w = writer(dir.path(), limits(50_000, 100_000_000));
+        let quarantined = dir.path().join(name::quarantined(&SegmentName::finished(seq)));
+        assert_eq!(
+            fs::read(&quarantined).unwrap(),
+            bytes,
+            "byte {byte}: kept whole, uncut"
+        );
+        assert!(!active.exists());
+        assert_eq!(w.recovery().quarantined.len(), 1, "{:?}", w.recovery());
+        let record = w.index().records().iter().find(|r| r.seq == seq).unwrap();
+        assert_eq!(record.file, name::quarantined(&SegmentName::finished(seq)));
+        assert!(!record.damaged.is_empty());
+        // Every packet is still served (only the header was hit), and the damage said.
+        let (packets, notes) = slice_all(&w);
+        assert_eq!(packets, written, "byte {byte}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("damaged section header"), "{notes:?}");
+        assert!(
+            w.index().total_bytes() >= bytes.len() as u64,
+            "counted in the size"
+        );
+    }
+}
+
+#[test]
+fn an_empty_active_segment_is_removed_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, written) = crashed_store(dir.path(), t0);
+    let active = SegmentName::active(seq).path_in(dir.path());
+    let lost = packets_with_names(&fs::read(&active).unwrap()).unwrap().len();
+    fs::write(&active, b"").unwrap();
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    assert!(!active.exists());
+    let (packets, notes) = slice_all(&w);
+    assert_eq!((packets.len(), notes.len()), (written.len() - lost, 0));
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, written) = crashed_store(dir.path(), t0);
+    let active = SegmentName::active(seq).path_in(dir.path());
+    let whole = fs::read(&active).unwrap();
+    // Half a block written when the crash came.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&whole[whole.len() - 1_100..whole.len() - 400]);
+    fs::write(&active, &torn).unwrap();
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    let finished = SegmentName::finished(seq).path_in(dir.path());
+    assert_eq!(fs::read(&finished).unwrap(), whole);
+    assert!(w.recovery().quarantined.is_empty(), "{:?}", w.recovery());
+    assert_eq!(w.recovery().repaired.len(), 1);
+    let (packets, notes) = slice_all(&w);
+    assert_eq!((packets, notes), (written, Vec::new()));
+}
+
+#[test]
+fn a_damaged_finished_segment_is_found_at_start_and_its_readable_packets_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+    write(&mut w, 200, t0);
+    w.finish(NONE).unwrap();
+    let second = w.index().records()[1].clone();
+    drop(w);
+    // Cut it in the middle of a block, as a failing disk or a stray `truncate` would.
+    let path = dir.path().join(&second.file);
+    let cut = second.bytes / 2 + 3;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    assert_eq!(
+        w.recovery().rebuilt,
+        vec![second.file.clone()],
+        "{:?}",
+        w.recovery()
+    );
+    let record = w
+        .index()
+        .records()
+        .iter()
+        .find(|r| r.seq == second.seq)
+        .unwrap()
+        .clone();
+    assert_eq!(record.file, name::quarantined(&SegmentName::finished(second.seq)));
+    assert!(record.packets > 0 && record.packets < second.packets);
+    let (packets, notes) = slice_all(&w);
+    let lost = second.packets - record.packets;
+    assert_eq!(packets.len() as u64, 200 - lost, "every readable packet");
+    assert!(packets.windows(2).all(|p| p[0] < p[1]), "in order");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains(&record.file), "{notes:?}");
+}
+
+#[test]
+fn damage_met_while_serving_is_skipped_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+    write(&mut w, 200, t0);
+    w.finish(NONE).unwrap();
+    let records = w.index().records().to_vec();
+    assert!(records.len() >= 3);
+    // One segment cut short, another with a block's length damaged, behind the
+    // running store's back.
+    let first = dir.path().join(&records[0].file);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(records[0].bytes - 500)
+        .unwrap();
+    let third = dir.path().join(&records[2].file);
+    let mut bytes = fs::read(&third).unwrap();
+    let epb = bytes.len() / 2;
+    let at = (epb..bytes.len() - 4)
+        .find(|&i| bytes[i..i + 4] == crate::pcapng::BLOCK_EPB.to_ne_bytes())
+        .unwrap();
+    bytes[at + 5] ^= 0x7f;
+    fs::write(&third, &bytes).unwrap();
+
+    let (packets, notes) = slice_all(&w);
+    assert!(
+        packets.len() < 200 && packets.len() > 150,
+        "{} packets",
+        packets.len()
+    );
+    assert!(packets.windows(2).all(|p| p[0] < p[1]), "in order");
+    // The last packet of every segment after the damage is there.
+    assert_eq!(packets.last(), Some(&(t0 + 199)));
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&records[0].file) && n.contains("shorter")),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains(&records[2].file)), "{notes:?}");
+}
+
+#[test]
+fn quarantined_files_count_in_the_size_and_are_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, _) = crashed_store(dir.path(), t0);
+    let active = SegmentName::active(seq).path_in(dir.path());
+    let mut bytes = fs::read(&active).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&active, &bytes).unwrap();
+    let mut w = writer(dir.path(), limits(50_000, 300_000));
+    let quarantined = dir.path().join(name::quarantined(&SegmentName::finished(seq)));
+    assert!(quarantined.exists());
+    write(&mut w, 2_000, t0 + 1_000);
+    w.finish(NONE).unwrap();
+    assert!(!quarantined.exists(), "retention retired it");
+    assert!(w
+        .index()
+        .records()
+        .iter()
+        .all(|r| !r.file.starts_with(QUARANTINE_DIR)));
+    assert!(w.index().total_bytes() <= 300_000);
+}
