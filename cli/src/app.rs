@@ -207,8 +207,21 @@ enum Command {
         /// Replace a file of the same name in --dest.
         #[arg(long)]
         force: bool,
+        /// Read from this archive instead of the sensors (`s3://BUCKET/PREFIX`, `gs://`,
+        /// `az://`, `file:///DIR`): no cluster and no sensor needed. Credentials as the
+        /// sensors take them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+        /// `AWS_ENDPOINT_URL`...).
+        #[arg(long, value_name = "URL")]
+        archive: Option<String>,
+        #[command(flatten)]
+        offline: OfflineArgs,
         #[command(flatten)]
         connection: Connection,
+    },
+    /// What an archive holds (`podcap archive ls URL`).
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveAction,
     },
     /// Stream new packets from every sensor, merged, as pcapng on stdout
     /// (`podcap live --sensor URL | wireshark -k -i -`).
@@ -278,6 +291,35 @@ enum Command {
         filter: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+}
+
+/// Which part of an archive to read.
+#[derive(Args, Clone)]
+struct OfflineArgs {
+    /// The cluster's name in the archive (as the sensors' --archive-cluster).
+    #[arg(long, default_value = "default", value_name = "NAME", env = "PODCAP_CLUSTER")]
+    cluster: String,
+    /// Only these nodes (repeatable).
+    #[arg(long = "archive-node", value_name = "NODE", requires = "archive")]
+    nodes: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ArchiveAction {
+    /// Per node and hour: segments, bytes stored and gaps; then the snapshots and recording
+    /// jobs kept. Reads listings only.
+    Ls {
+        /// The archive: `s3://BUCKET/PREFIX`, `gs://`, `az://` or `file:///DIR`.
+        url: String,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// The cluster's name in the archive.
+        #[arg(long, default_value = "default", value_name = "NAME", env = "PODCAP_CLUSTER")]
+        cluster: String,
+        /// Only these nodes (repeatable).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
     },
 }
 
@@ -452,47 +494,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dest,
             allow_partial,
             force,
+            archive,
+            offline,
             connection,
         } => {
-            let wanted = if let Some(name) = snapshot {
-                check_name(&name)?;
-                Wanted {
-                    path: format!("/api/v1/snapshots/{name}/pcapng"),
-                    title: format!("snapshot {name}"),
-                    file_name: format!("podcap-snapshot-{name}.pcapng"),
-                    kept: true,
-                }
-            } else if let Some(name) = recording {
-                check_name(&name)?;
-                let mut params = if window.time.is_some() || window.from.is_some() || window.to.is_some() {
-                    window.resolve(units::now_ns())?.params
-                } else {
-                    Vec::new()
+            if let Some(url) = archive {
+                let kept = match (snapshot, recording) {
+                    (Some(name), _) => Some(crate::archive::Kept::Snapshot(name)),
+                    (None, Some(name)) => Some(crate::archive::Kept::Recording(name)),
+                    (None, None) => None,
                 };
-                params.extend(select.params());
-                Wanted {
-                    path: format!("/api/v1/recordings/{name}/pcapng?{}", query(&params)),
-                    title: format!("recording {name}"),
-                    file_name: format!("podcap-recording-{name}.pcapng"),
-                    kept: true,
-                }
-            } else {
-                {
-                    let window = window.resolve(podcap_format::units::now_ns())?;
-                    let mut params = window.params.clone();
-                    params.extend(select.params());
-                    let (from, to) = (
-                        units::format_utc_compact(window.from_ns),
-                        units::format_utc_compact(window.to_ns),
-                    );
-                    Wanted {
-                        path: format!("/api/v1/snapshot?{}", query(&params)),
-                        title: format!("{from} to {to}"),
-                        file_name: format!("podcap-{from}-{to}.pcapng"),
-                        kept: false,
-                    }
-                }
-            };
+                return offline_dump(
+                    &url,
+                    &offline,
+                    &window,
+                    &select,
+                    kept,
+                    &dest,
+                    (allow_partial, force),
+                );
+            }
+            let wanted = wanted(&window, &select, snapshot, recording)?;
             dump(
                 &reach(&connection, Role::Read)?,
                 &wanted,
@@ -501,6 +523,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )
         }
         Command::Snapshot { action } => snapshot_command(action),
+        Command::Archive { action } => archive_command(action),
         Command::Record { action } => record_command(action),
         Command::Config {
             enable,
@@ -584,6 +607,55 @@ fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection
             ExitCode::SUCCESS
         },
     )
+}
+
+/// What a dump of the sensors asks each for: a kept snapshot, a recording job (a window of
+/// it, a selection), or a window of the stores with a selection.
+fn wanted(
+    window: &WindowArgs,
+    select: &SelectArgs,
+    snapshot: Option<String>,
+    recording: Option<String>,
+) -> Result<Wanted> {
+    Ok(if let Some(name) = snapshot {
+        check_name(&name)?;
+        Wanted {
+            path: format!("/api/v1/snapshots/{name}/pcapng"),
+            title: format!("snapshot {name}"),
+            file_name: format!("podcap-snapshot-{name}.pcapng"),
+            kept: true,
+        }
+    } else if let Some(name) = recording {
+        check_name(&name)?;
+        let mut params = if window.time.is_some() || window.from.is_some() || window.to.is_some() {
+            window.resolve(units::now_ns())?.params
+        } else {
+            Vec::new()
+        };
+        params.extend(select.params());
+        Wanted {
+            path: format!("/api/v1/recordings/{name}/pcapng?{}", query(&params)),
+            title: format!("recording {name}"),
+            file_name: format!("podcap-recording-{name}.pcapng"),
+            kept: true,
+        }
+    } else {
+        {
+            let window = window.resolve(podcap_format::units::now_ns())?;
+            let mut params = window.params.clone();
+            params.extend(select.params());
+            let (from, to) = (
+                units::format_utc_compact(window.from_ns),
+                units::format_utc_compact(window.to_ns),
+            );
+            Wanted {
+                path: format!("/api/v1/snapshot?{}", query(&params)),
+                title: format!("{from} to {to}"),
+                file_name: format!("podcap-{from}-{to}.pcapng"),
+                kept: false,
+            }
+        }
+    })
 }
 
 /// What a dump downloads from each sensor.
@@ -774,6 +846,200 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
         failed,
         absent,
     })
+}
+
+fn archive_command(action: ArchiveAction) -> Result<ExitCode> {
+    let ArchiveAction::Ls {
+        url,
+        window,
+        cluster,
+        nodes,
+    } = action;
+    let (from, to) = window.resolve_or_all(None)?;
+    let (archive, runtime) = crate::archive::open(&url, &cluster)?;
+    let text = runtime.block_on(crate::archive::list(&archive, from, to, &nodes))?;
+    io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl WindowArgs {
+    fn given(&self) -> bool {
+        self.time.is_some() || self.from.is_some() || self.to.is_some()
+    }
+
+    /// `[from, to)` of the window given; without one, everything (or, when `required`
+    /// says so, an error naming what is missing).
+    fn resolve_or_all(&self, required: Option<&str>) -> Result<(u64, u64)> {
+        if self.given() {
+            let w = self.resolve(units::now_ns())?;
+            return Ok((w.from_ns, w.to_ns));
+        }
+        match required {
+            Some(what) => bail!("{what}"),
+            None => Ok((0, u64::MAX)),
+        }
+    }
+}
+
+/// What an offline read selects: the window, the nodes, pods, namespaces and interfaces.
+fn offline_query(
+    offline: &OfflineArgs,
+    window: &WindowArgs,
+    select: &SelectArgs,
+    kept: Option<crate::archive::Kept>,
+) -> Result<crate::archive::Query> {
+    let (from_ns, to_ns) = window.resolve_or_all(
+        kept.is_none()
+            .then_some("give --time DUR, or --from TIME [--to TIME]"),
+    )?;
+    Ok(crate::archive::Query {
+        from_ns,
+        to_ns,
+        nodes: offline.nodes.clone(),
+        pod: select
+            .pod
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .context("--pod")?,
+        namespaces: select.namespaces.clone(),
+        interfaces: select
+            .iface
+            .as_ref()
+            .map(|list| list.split(',').map(str::to_owned).collect()),
+        kept,
+    })
+}
+
+/// `podcap dump --archive`: the window (or kept snapshot or job) read from the archive,
+/// checked, cut, selected and merged (rules in `archive.rs`).
+fn offline_dump(
+    url: &str,
+    offline: &OfflineArgs,
+    window: &WindowArgs,
+    select: &SelectArgs,
+    kept: Option<crate::archive::Kept>,
+    dest: &str,
+    (allow_partial, force): (bool, bool),
+) -> Result<ExitCode> {
+    if let Some(filter) = &select.filter {
+        bail!(
+            "--filter is not applied to --archive reads (a tcpdump filter needs libpcap, which podcap does \
+             not carry): pipe the file through tcpdump instead: podcap dump --archive {url} ... --dest - | \
+             tcpdump -r - -w filtered.pcapng '{filter}'"
+        );
+    }
+    let query = offline_query(offline, window, select, kept)?;
+    let (title, file_name) = match &query.kept {
+        Some(crate::archive::Kept::Snapshot(name)) => {
+            check_name(name)?;
+            (
+                format!("snapshot {name}"),
+                format!("podcap-snapshot-{name}.pcapng"),
+            )
+        }
+        Some(crate::archive::Kept::Recording(name)) => {
+            check_name(name)?;
+            (
+                format!("recording {name}"),
+                format!("podcap-recording-{name}.pcapng"),
+            )
+        }
+        None => {
+            let (from, to) = (
+                units::format_utc_compact(query.from_ns),
+                units::format_utc_compact(query.to_ns),
+            );
+            (format!("{from} to {to}"), format!("podcap-{from}-{to}.pcapng"))
+        }
+    };
+    let (archive, runtime) = crate::archive::open(url, &offline.cluster)?;
+    let collected = runtime.block_on(crate::archive::collect(
+        &archive,
+        &query,
+        &mut crate::archive::progress_printer(false),
+    ))?;
+    if collected.parts.is_empty() && collected.failures.is_empty() && collected.gaps.is_empty() {
+        bail!("the archive holds nothing for {title} (podcap archive ls {url} shows what it holds)");
+    }
+    let mut comments = vec![format!(
+        "podcap dump of {title} from the archive {url} (cluster {}), nodes {}",
+        offline.cluster,
+        collected.nodes.join(", ")
+    )];
+    comments.extend(collected.gaps.iter().map(|g| format!("gap: {g}")));
+    comments.extend(collected.failures.iter().map(|f| format!("failed: {f}")));
+    if collected.drops > 0 {
+        comments.push(format!(
+            "the archived segments of this window counted {} packets lost at capture",
+            collected.drops
+        ));
+    }
+    let inputs = crate::archive::inputs_by_node(collected.parts);
+    let (target, stats) = write_dest(dest, &file_name, force, |mut out| {
+        Ok(merge::merge(inputs, &comments, &mut out)?)
+    })?;
+    if let Some(target) = &target {
+        eprintln!(
+            "podcap: wrote {} ({} packets, {}) from {} objects of {} nodes: {} listings, {} manifests read, {} fetched",
+            target.display(),
+            stats.packets,
+            units::format_size(stats.bytes),
+            collected.objects,
+            collected.nodes.len(),
+            collected.lists,
+            collected.manifests,
+            units::format_size(collected.bytes_fetched)
+        );
+    }
+    for line in collected
+        .gaps
+        .iter()
+        .chain(&collected.failures)
+        .chain(&stats.losses)
+    {
+        eprintln!("podcap: lost: {line}");
+    }
+    let lost = collected.gaps.len() + collected.failures.len() + stats.losses.len();
+    if lost > 0 && !allow_partial {
+        eprintln!("podcap: the file is incomplete: {lost} losses noted in it (--allow-partial exits 0)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes what `produce` makes to `dest` (a folder, or `-` for stdout) as `file_name`:
+/// through an exclusive temporary file renamed into place, never over an existing file
+/// unless `force`. Returns the file written (none for stdout).
+fn write_dest(
+    dest: &str,
+    file_name: &str,
+    force: bool,
+    produce: impl FnOnce(&mut dyn Write) -> Result<merge::MergeStats>,
+) -> Result<(Option<PathBuf>, merge::MergeStats)> {
+    if dest == "-" {
+        let stats = produce(&mut io::stdout().lock())?;
+        return Ok((None, stats));
+    }
+    let folder = PathBuf::from(dest);
+    std::fs::create_dir_all(&folder).with_context(|| format!("--dest {}", folder.display()))?;
+    let target = folder.join(file_name);
+    if target.exists() && !force {
+        bail!(
+            "{} already exists: move it away, give another --dest, or --force to replace it",
+            target.display()
+        );
+    }
+    let output = temporary(&folder, ".pcapng")?;
+    let stats = produce(&mut BufWriter::new(output.as_file()))?;
+    output.as_file().sync_all()?;
+    let persisted = if force {
+        output.persist(&target).map(|_| ())
+    } else {
+        output.persist_noclobber(&target).map(|_| ())
+    };
+    persisted.with_context(|| format!("writing {}", target.display()))?;
+    Ok((Some(target), stats))
 }
 
 /// A temporary file in `folder`, created exclusively with a random name (never through a

@@ -1,8 +1,10 @@
 //! The `podcap` CLI's library part: where sensors come from and the merge of their live
 //! streams (a library so benchmarks and other front ends such as `kubectl-podcap` can use
 //! them). The merge of slices is `podcap_format::merge`. The CLI stands on podcap-format
-//! alone: no sensor crate, no eBPF toolchain, no C library.
+//! and podcap-archive (offline reads of the archive, `archive.rs`) alone: no sensor crate,
+//! no eBPF toolchain, no system C library.
 pub mod app;
+pub mod archive;
 pub mod discovery;
 pub mod live;
 pub mod progress;

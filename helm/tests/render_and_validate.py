@@ -48,6 +48,18 @@ CASES = {
         "api": {"token": "s3cret"},
     },
     "stopped": {"tap": {"stopped": True}, "pcapdump": {"enabled": False}},
+    "archive to an S3-compatible server": {
+        "archive": {"url": "s3://podcap-archive/prod", "endpoint": "http://minio.storage:9000",
+                    "region": "eu-west-1", "existingSecret": "podcap-s3", "segments": True,
+                    "rate": "20MB/s", "cluster": "prod-eu", "drain": "15s"},
+        "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "podcap@p.iam.gserviceaccount.com"}},
+    },
+    "Kubeshark's tap.snapshots.cloud keys": {
+        "tap": {"snapshots": {"cloud": {"provider": "s3", "prefix": "snapshots",
+                                        "s3": {"bucket": "ks-bucket", "region": "us-east-2",
+                                               "accessKey": "AKIDEXAMPLE", "secretKey": "wJalr",
+                                               "roleArn": "arn:aws:iam::111122223333:role/podcap"}}}},
+    },
     "user roles": {
         "userRoles": {
             "snapshot": {"create": True, "subjects": [{"kind": "User", "name": "dev@example.com",
@@ -172,6 +184,28 @@ for case, values in CASES.items():
         check(case, "tolerations" not in pod and pod["nodeSelector"] == {"kubernetes.io/os": "linux"}, "placement")
         check(case, pod["priorityClassName"] == "system-node-critical", "priority class")
         check(case, secrets["podcap-token"]["data"]["token"] == "czNjcmV0", "the given token")
+    env = {e["name"]: e.get("value") for e in sensor.get("env", [])}
+    account = kinds["ServiceAccount"]["metadata"].get("annotations", {})
+    if case == "defaults":
+        check(case, not any(a.startswith("--archive") for a in sensor["args"]), "no archive by default")
+    if case == "archive to an S3-compatible server":
+        for flag in ["--archive=s3://podcap-archive/prod", "--archive-segments", "--archive-rate=20MB/s",
+                     "--archive-cluster=prod-eu", "--archive-drain=15s"]:
+            check(case, flag in sensor["args"], f"{flag} in {sensor['args']}")
+        check(case, env.get("AWS_ENDPOINT_URL") == "http://minio.storage:9000" and env.get("AWS_REGION") == "eu-west-1",
+              f"endpoint and region {env}")
+        check(case, sensor.get("envFrom") == [{"secretRef": {"name": "podcap-s3"}}], f"credentials {sensor.get('envFrom')}")
+        check(case, account == {"iam.gke.io/gcp-service-account": "podcap@p.iam.gserviceaccount.com"}, f"{account}")
+    if case == "Kubeshark's tap.snapshots.cloud keys":
+        check(case, "--archive=s3://ks-bucket/snapshots" in sensor["args"], f"{sensor['args']}")
+        check(case, "--archive-segments" not in sensor["args"], "Kubeshark uploads snapshots only")
+        check(case, env.get("AWS_REGION") == "us-east-2", f"region {env}")
+        keys = secrets.get("podcap-archive-keys", {}).get("data", {})
+        check(case, set(keys) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, f"static keys as a Secret: {keys}")
+        check(case, sensor.get("envFrom") == [{"secretRef": {"name": "podcap-archive-keys"}}], f"{sensor.get('envFrom')}")
+        check(case, account.get("eks.amazonaws.com/role-arn") == "arn:aws:iam::111122223333:role/podcap", f"IRSA {account}")
+        check(case, set(config["tap"]) == {"regex", "namespaces", "excludedNamespaces", "bpfOverride", "stopped"},
+              f"the archive's keys stay out of the targeting file: {config['tap']}")
     if case == "stopped":
         check(case, config["tap"]["stopped"] is True and config["pcapdump"]["enabled"] is False, f"{config}")
     roles = {o["metadata"]["name"]: o for _, o in objects(manifests) if o["kind"] == "Role"}
@@ -198,7 +232,9 @@ for case, values in CASES.items():
 # Bad values are refused with a message naming the value.
 for bad, needle in [({"persistence": {"type": "nfs"}}, "persistence.type"),
                     ({"persistence": {"type": "persistentVolumeClaim"}}, "persistence.existingClaim"),
-                    ({"persistence": {"type": "emptyDir"}, "pcapdump": {"maxSize": "lots"}}, "pcapdump.maxSize")]:
+                    ({"persistence": {"type": "emptyDir"}, "pcapdump": {"maxSize": "lots"}}, "pcapdump.maxSize"),
+                    ({"tap": {"snapshots": {"cloud": {"provider": "ftp"}}}}, "tap.snapshots.cloud.provider"),
+                    ({"tap": {"snapshots": {"cloud": {"provider": "s3"}}}}, "tap.snapshots.cloud.s3.bucket")]:
     try:
         chart.render(bad, name="podcap", namespace="podcap")
         failures.append(f"{bad}: rendered")

@@ -3,13 +3,14 @@
 //! Folders in the order a packet travels: `capture` (kernel attach, the ring buffer,
 //! AF_XDP), `ring` (capture → writer thread), `writer` (packets into segments), `store`
 //! (segments, recovery, retention, slices), `snapshots` (slices kept past the window),
-//! `api` (HTTP); beside them `config` (flags,
+//! `archive` (uploads to object storage), `api` (HTTP); beside them `config` (flags,
 //! settings, targeting), `cluster` (Kubernetes mode), `health`, `shutdown` (the one stop handle), `stats` (counters and
 //! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
 //! `docs/architecture.md` has the map.
 #![warn(unreachable_pub)]
 
 pub mod api;
+pub mod archive;
 pub(crate) mod capture;
 pub mod cluster;
 pub mod config;

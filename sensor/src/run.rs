@@ -10,6 +10,7 @@ use std::{sync::Arc, thread, time::Duration};
 
 use crate::{
     api::{self, ApiState},
+    archive::{ledger::Ledger, ArchiveHandle},
     capture::{Capture, CaptureError, CaptureOptions},
     cluster::{
         reconcile::{self, Reconciler},
@@ -57,6 +58,8 @@ pub enum RunError {
     Recordings(#[source] crate::recordings::RecordingError),
     #[error("Kubernetes: {0}")]
     Kubernetes(String),
+    #[error(transparent)]
+    Archive(#[from] podcap_archive::ArchiveError),
 }
 
 /// One Interface Description Block per captured interface, in slot order.
@@ -87,6 +90,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     );
     let targeting = Arc::new(std::sync::Mutex::new(config.targeting.clone()));
     let (kept, keeper) = keep(config, store.view(), &targeting, stop)?;
+    let archive = start_archive(config, &mut store, &kept)?;
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
     store.set_min_free(config.min_free);
@@ -116,7 +120,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         config.snaplen
     );
     log::info!("settings: {}", settings.describe());
-    let api_state = api_state(config, &stats, &store, &settings, kept);
+    let api_state = api_state(config, &stats, &store, &settings, kept, archive.as_ref());
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());
     api_state.health.set_attached(true);
@@ -156,15 +160,11 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     let closed = record(&mut capture, recorder, config, &stats, &settings, stop)?;
     health.set_attached(false);
     drop(capture);
-    let totals = stats.totals();
-    log::info!(
-        "stopped: {} packets seen, {} written; drops: kernel {}, ring {}, writer {}",
-        totals.seen,
-        totals.written,
-        totals.kernel_drops,
-        totals.ring_drops,
-        totals.writer_drops
-    );
+    log_totals(&stats);
+    if let (Some(archive), Some(archive_config)) = (archive, &config.archive) {
+        // The writer has closed its segment: it can go up too.
+        archive.finish(archive_config.drain);
+    }
     stop.request();
     let _ = api.join();
     let _ = keeper.join();
@@ -176,6 +176,18 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     }
     closed?;
     Ok(())
+}
+
+fn log_totals(stats: &Stats) {
+    let totals = stats.totals();
+    log::info!(
+        "stopped: {} packets seen, {} written; drops: kernel {}, ring {}, writer {}",
+        totals.seen,
+        totals.written,
+        totals.kernel_drops,
+        totals.ring_drops,
+        totals.writer_drops
+    );
 }
 
 /// Runs the capture into the segments until a stop signal; returns how the segments closed.
@@ -326,6 +338,7 @@ fn api_state(
     store: &SegmentWriter,
     settings: &Arc<RuntimeSettings>,
     kept: Kept,
+    archive: Option<&ArchiveHandle>,
 ) -> ApiState {
     // In Kubernetes mode interfaces come and go: `iface=` is not checked against a list.
     let api_state = ApiState::new(
@@ -351,8 +364,33 @@ fn api_state(
         max_slice: config.max_slice,
         snapshots: Some(kept.snapshots),
         recordings: Some(kept.recordings),
+        archive: archive.map(|a| Arc::clone(&a.stats)),
         ..api_state
     }
+}
+
+/// The uploader, with `--archive`; with `--archive-segments` the store keeps what it waits
+/// for from age retirement.
+fn start_archive(
+    config: &Config,
+    store: &mut SegmentWriter,
+    kept: &Kept,
+) -> Result<Option<ArchiveHandle>, RunError> {
+    let Some(archive) = &config.archive else {
+        return Ok(None);
+    };
+    let ledger = Arc::new(Ledger::default());
+    if archive.segments {
+        store.set_archive_hold(Arc::clone(&ledger));
+    }
+    let handle = crate::archive::start(
+        archive.clone(),
+        config.data_dir.clone(),
+        store.view(),
+        ledger,
+        Some(Arc::clone(&kept.snapshots)),
+    )?;
+    Ok(Some(handle))
 }
 
 /// Kubernetes mode: the pod watcher and the reconciler (`None` in standalone mode).

@@ -38,13 +38,15 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// PyPI packages of the chart tests (the Helm v4 library, as no Debian package carries helm,
-/// and the Kubernetes JSON schemas, both used offline) and of the API conformance run
-/// (schemathesis).
+/// and the Kubernetes JSON schemas, both used offline), of the API conformance run
+/// (schemathesis) and of the archive tests (moto's S3 server, which enforces conditional
+/// writes).
 const PIP_PACKAGES: &[&str] = &[
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
     "pyyaml",
     "schemathesis==4.32.5",
+    "moto[server]==5.2.1",
 ];
 
 pub fn run() -> Result<()> {
@@ -65,7 +67,7 @@ fn install_pip_packages() -> Result<()> {
         "python3",
         &[
             "-c",
-            "import helm_python, kubernetes_validate, yaml, schemathesis",
+            "import helm_python, kubernetes_validate, yaml, schemathesis, moto.server",
         ],
     )
     .is_some()

@@ -36,6 +36,27 @@ app.kubernetes.io/component: sensor
 {{- if .Values.api.existingAdminSecret }}{{ .Values.api.existingAdminSecretKey }}{{ else }}token{{ end -}}
 {{- end -}}
 
+{{/* The archive's URL: archive.url, else Kubeshark's tap.snapshots.cloud.* (s3, gcs, azblob). */}}
+{{- define "podcap.archiveUrl" -}}
+{{- $cloud := dig "snapshots" "cloud" dict .Values.tap -}}
+{{- if .Values.archive.url -}}
+{{- .Values.archive.url -}}
+{{- else if eq ($cloud.provider | default "") "s3" -}}
+{{- printf "s3://%s/%s" (required "tap.snapshots.cloud.s3.bucket: required with provider s3" (dig "s3" "bucket" "" $cloud)) ($cloud.prefix | default "") | trimSuffix "/" -}}
+{{- else if eq ($cloud.provider | default "") "gcs" -}}
+{{- printf "gs://%s/%s" (required "tap.snapshots.cloud.gcs.bucket: required with provider gcs" (dig "gcs" "bucket" "" $cloud)) ($cloud.prefix | default "") | trimSuffix "/" -}}
+{{- else if eq ($cloud.provider | default "") "azblob" -}}
+{{- printf "az://%s/%s" (required "tap.snapshots.cloud.azblob.container: required with provider azblob" (dig "azblob" "container" "" $cloud)) ($cloud.prefix | default "") | trimSuffix "/" -}}
+{{- else if $cloud.provider -}}
+{{- fail (printf "tap.snapshots.cloud.provider: %q is not one of s3, gcs, azblob" $cloud.provider) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Kubeshark's static S3 keys become a Secret the chart makes. */}}
+{{- define "podcap.archiveKeysSecret" -}}
+{{- printf "%s-archive-keys" (include "podcap.fullname" .) -}}
+{{- end -}}
+
 {{- define "podcap.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "podcap.fullname" .)) .Values.api.tls.existingSecret -}}
 {{- end -}}

@@ -66,13 +66,15 @@ pub(super) async fn patch_config(
 fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) -> Result<Retired, AppError> {
     let horizon = sys::realtime_ns().saturating_sub(units::duration_ns(max_time));
     let retired = |records: &[SegmentRecord], active_bytes: u64| {
-        retention::to_retire(records, active_bytes, max_size, horizon)
-            .iter()
-            .fold(Retired::default(), |sum, r| Retired {
-                segments: sum.segments + 1,
-                bytes: sum.bytes.saturating_add(r.bytes),
-                packets: sum.packets.saturating_add(r.packets),
-            })
+        retention::to_retire(records, active_bytes, max_size, horizon, |r| {
+            state.archive.as_ref().is_some_and(|a| a.ledger.holds(r.seq))
+        })
+        .iter()
+        .fold(Retired::default(), |sum, r| Retired {
+            segments: sum.segments + 1,
+            bytes: sum.bytes.saturating_add(r.bytes),
+            packets: sum.packets.saturating_add(r.packets),
+        })
     };
     if let Some(view) = &state.view {
         let view = view

@@ -1,5 +1,5 @@
 //! `/metrics`: Prometheus text.
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed};
 
 use axum::{
     extract::State,
@@ -66,7 +66,66 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
         index.len()
     );
     health_metrics(&state, &index, &mut text);
+    if let Some(archive) = &state.archive {
+        archive_metrics(archive, &mut text);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The archive's uploads, failures, gaps and backlog.
+fn archive_metrics(archive: &crate::archive::ArchiveStats, text: &mut String) {
+    let (backlog, age) = archive.backlog(crate::sys::realtime_ns());
+    // Relaxed: counters read on their own.
+    for (name, kind, help, value) in [
+        (
+            "podcap_archive_uploaded_objects_total",
+            "counter",
+            "Objects uploaded to the archive (segments, snapshots; not manifests).",
+            archive.uploaded_objects.load(Relaxed).to_string(),
+        ),
+        (
+            "podcap_archive_uploaded_bytes_total",
+            "counter",
+            "Bytes uploaded to the archive (compressed).",
+            archive.uploaded_bytes.load(Relaxed).to_string(),
+        ),
+        (
+            "podcap_archive_found_uploaded_total",
+            "counter",
+            "Objects found already in the archive (an upload done before a restart or crash).",
+            archive.already_there.load(Relaxed).to_string(),
+        ),
+        (
+            "podcap_archive_failures_total",
+            "counter",
+            "Archive requests that failed (each is retried).",
+            archive.failures.load(Relaxed).to_string(),
+        ),
+        (
+            "podcap_archive_skipped_segments_total",
+            "counter",
+            "Segments the store retired before they were uploaded, recorded in the archive as gaps.",
+            archive.skipped_segments.load(Relaxed).to_string(),
+        ),
+        (
+            "podcap_archive_backlog_segments",
+            "gauge",
+            "Finished segments waiting for upload.",
+            backlog.to_string(),
+        ),
+        (
+            "podcap_archive_oldest_pending_age_seconds",
+            "gauge",
+            "Age of the first packet of the oldest segment waiting for upload (0: none waits).",
+            if backlog == 0 {
+                "0".to_owned()
+            } else {
+                format!("{:.3}", age.as_secs_f64())
+            },
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
 }
 
 /// The sensor's own health: readiness, writes, the disk, early retirements, quarantine.

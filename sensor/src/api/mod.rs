@@ -104,6 +104,8 @@ pub struct ApiState {
     pub snapshots: Option<Arc<crate::snapshots::Snapshots>>,
     /// The recording jobs of this node; absent: this sensor runs none (404).
     pub recordings: Option<Arc<crate::recordings::Recordings>>,
+    /// The archive's counters and its hold on the store; absent: no `--archive`.
+    pub archive: Option<Arc<crate::archive::ArchiveStats>>,
 }
 
 impl ApiState {
@@ -119,6 +121,7 @@ impl ApiState {
             slice_permits: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
             snapshots: None,
             recordings: None,
+            archive: None,
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Shutdown::new(),
             config_error: Arc::default(),

@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 
 use crate::{
+    archive::ArchiveConfig,
     capture::{self, Interface},
     config::{
         settings::{Floors, SettingsDoc, SettingsError, StartInputs},
@@ -140,6 +141,28 @@ pub struct Args {
     /// Root of the cgroup tree to search for pods [default: the host's cgroup v2 tree].
     #[arg(long, value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
+    /// Upload snapshots (and with --archive-segments every finished segment) to object
+    /// storage: `s3://BUCKET/PREFIX`, `gs://`, `az://` or `file:///DIR`. Credentials the
+    /// standard way: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL` (S3-compatible servers), web identity (IRSA).
+    #[arg(long, value_name = "URL")]
+    pub archive: Option<String>,
+    /// Upload every finished segment of the rolling store too (a continuous archive).
+    #[arg(long, requires = "archive")]
+    pub archive_segments: bool,
+    /// The cluster's name in the archive's keys.
+    #[arg(long, default_value = "default", value_name = "NAME", env = "PODCAP_CLUSTER")]
+    pub archive_cluster: String,
+    /// This node's name in the archive's keys [default: --node, else the host name].
+    #[arg(long, value_name = "NAME", requires = "archive")]
+    pub archive_node: Option<String>,
+    /// Upload at most this many bytes per second (e.g. 20MB/s) [default: no limit].
+    #[arg(long, value_name = "RATE", requires = "archive")]
+    pub archive_rate: Option<String>,
+    /// After SIGTERM, how long to go on uploading what is left (keep it under the pod's
+    /// termination grace period).
+    #[arg(long, default_value = "20s", value_name = "DURATION")]
+    pub archive_drain: String,
 }
 
 /// Kubernetes mode's settings.
@@ -191,6 +214,8 @@ pub struct Config {
     /// `--config`, and what it held at start.
     pub targeting_file: Option<PathBuf>,
     pub targeting: Targeting,
+    /// `--archive` and its flags.
+    pub archive: Option<ArchiveConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +258,10 @@ pub enum ConfigError {
     EmptyToken { flag: &'static str, path: String },
     #[error("--admin-token-file: the admin token must differ from the read token")]
     SameTokens,
+    #[error("--archive: {0}")]
+    Archive(String),
+    #[error("--archive-segments: --segment-time {0} is longer than an hour; the archive files a segment under the hour it starts in and looks back one hour")]
+    ArchiveSegmentTime(String),
     #[error(transparent)]
     Tls(#[from] crate::api::server::TlsError),
     #[error("--listen {0}: listening beyond loopback needs a token (--token-file or PODCAP_TOKEN)")]
@@ -555,6 +584,59 @@ impl Args {
         Ok((limits, settings, floors))
     }
 
+    /// `--archive` and its flags, checked (the URL's form, the names, the rate).
+    fn archive_config(&mut self, segment_time: Duration) -> Result<Option<ArchiveConfig>, ConfigError> {
+        let Some(url) = self.archive.take() else {
+            return Ok(None);
+        };
+        let node = match self.archive_node.clone().or_else(|| self.node.clone()) {
+            Some(node) => node,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .map_err(|e| ConfigError::Archive(format!("no --archive-node and no host name: {e}")))?,
+        };
+        let check = |what, name: &str| {
+            podcap_archive::layout::check_name(what, name).map_err(|e| ConfigError::Archive(e.to_string()))
+        };
+        check("--archive-cluster", &self.archive_cluster)?;
+        check("node", &node)?;
+        let scheme_ok = [
+            "s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://", "file:///",
+        ]
+        .iter()
+        .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(ConfigError::Archive(format!(
+                "{url:?} is not s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or file:///DIR"
+            )));
+        }
+        if self.archive_segments && segment_time > Duration::from_hours(1) {
+            return Err(ConfigError::ArchiveSegmentTime(self.segment_time.clone()));
+        }
+        let rate = self
+            .archive_rate
+            .as_deref()
+            .map(|r| {
+                units::parse_size(r.strip_suffix("/s").unwrap_or(r)).map_err(|source| ConfigError::Unit {
+                    flag: "archive-rate",
+                    source,
+                })
+            })
+            .transpose()?;
+        let drain = units::parse_duration(&self.archive_drain).map_err(|source| ConfigError::Unit {
+            flag: "archive-drain",
+            source,
+        })?;
+        Ok(Some(ArchiveConfig {
+            url,
+            cluster: self.archive_cluster.clone(),
+            node,
+            segments: self.archive_segments,
+            rate,
+            drain,
+        }))
+    }
+
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         let targeting = self
             .targeting_file
@@ -563,6 +645,7 @@ impl Args {
             .transpose()?
             .unwrap_or_default();
         let (limits, settings, floors) = self.retention(&targeting)?;
+        let archive = self.archive_config(limits.segment_time)?;
         let ring_bytes = self.ring_bytes()?;
         if !(64..=262_144).contains(&self.snaplen) {
             return Err(ConfigError::Snaplen(self.snaplen));
@@ -622,6 +705,7 @@ impl Args {
         let snapshot_max_size = budget("snapshot-max-size", &self.snapshot_max_size)?;
         let recordings_max_size = budget("recordings-max-size", &self.recordings_max_size)?;
         Ok(Config {
+            archive,
             min_free,
             snapshot_max_size,
             recordings_max_size,

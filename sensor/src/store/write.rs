@@ -99,6 +99,9 @@ pub struct SegmentWriter {
     /// Per slot, its cumulative statistics when a segment last closed: a segment's
     /// statistics blocks count only what happened since (see `segment_statistics`).
     closed_statistics: Vec<Option<InterfaceStatistics>>,
+    /// Segments the archive still waits for (`--archive-segments`): retention keeps them
+    /// from age retirement and tells it what it gives up.
+    archive_hold: Option<Arc<crate::archive::ledger::Ledger>>,
 }
 
 impl SegmentWriter {
@@ -135,6 +138,7 @@ impl SegmentWriter {
             min_free: None,
             disk: DiskState::default(),
             closed_statistics: Vec::new(),
+            archive_hold: None,
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
@@ -164,6 +168,12 @@ impl SegmentWriter {
     }
 
     /// Lets the store retire segments early to leave `min_free` free (see the rules).
+    /// Keeps the segments `hold` says the archive waits for from age retirement, and
+    /// tells it which of them the size bound (or `--min-free`) retires.
+    pub fn set_archive_hold(&mut self, hold: Arc<crate::archive::ledger::Ledger>) {
+        self.archive_hold = Some(hold);
+    }
+
     pub fn set_min_free(&mut self, min_free: Option<MinFree>) {
         self.min_free = min_free;
         self.disk.min_free_bytes = 0;
@@ -661,11 +671,18 @@ impl SegmentWriter {
         let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes.max(a.recycled_len));
         // The spare is the next active segment's file: like the active segment, it takes the
         // store past `max_size` by at most one segment, and it is not counted twice.
-        let doomed: Vec<u64> =
-            retention::to_retire(self.index.records(), active_bytes, self.limits.max_size, horizon)
-                .iter()
-                .map(|r| r.seq)
-                .collect();
+        let ledger = self.archive_hold.clone();
+        let held = |r: &SegmentRecord| ledger.as_ref().is_some_and(|l| l.holds(r.seq));
+        let doomed: Vec<u64> = retention::to_retire(
+            self.index.records(),
+            active_bytes,
+            self.limits.max_size,
+            horizon,
+            held,
+        )
+        .iter()
+        .map(|r| r.seq)
+        .collect();
         for seq in doomed {
             let recycle = self.recycling && self.spare.is_none();
             self.forget_and_delete(seq, recycle);
@@ -739,6 +756,9 @@ impl SegmentWriter {
         let Some(record) = self.index.remove(seq) else {
             return;
         };
+        if let Some(hold) = &self.archive_hold {
+            hold.retired(&record);
+        }
         let saved = self.index.save(&self.dir);
         // Readers stop seeing the segment before it goes.
         self.publish_index();

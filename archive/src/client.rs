@@ -1,0 +1,470 @@
+//! The archive as an object store: opening it from a URL with the standard credentials,
+//! checking it, and uploads that never overwrite.
+//!
+//! Rules:
+//! - One code path for `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`
+//!   and `file:///PATH` (the `object_store` crate). Credentials come the standard way: for
+//!   S3 every `AWS_*` variable the AWS tools read (keys, session token, region, web identity
+//!   for IRSA), with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`) for S3-compatible servers and
+//!   plain HTTP allowed only when that endpoint says `http://`.
+//! - An object is written once. Before a put the key is looked up; the put itself is a
+//!   conditional create (`If-None-Match: *`), so a server that enforces it refuses a race
+//!   too. An object already there with the same size (a data object an interrupted upload
+//!   left) is taken as written; one of another size is a conflict, reported and left alone.
+//! - The manifest goes last: a manifest present means its data is complete. A manifest
+//!   already there with the same SHA-256 means the upload was done before (a crash between
+//!   the upload and the sensor's bookkeeping), and nothing is written.
+//! - Failures say what is wrong: no such bucket, access denied, endpoint unreachable; any
+//!   other names the key.
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{
+    aws::AmazonS3Builder, azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder,
+    local::LocalFileSystem, path::Path, prefix::PrefixStore, ClientOptions, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use crate::{
+    layout::{BadName, Layout, ObjectKeys},
+    manifest::{Manifest, ManifestError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("archive URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error(transparent)]
+    Name(#[from] BadName),
+    #[error("archive {url}: no such bucket (or container, or folder)")]
+    NoBucket { url: String },
+    #[error("archive {url}: access denied: {detail}")]
+    Denied { url: String, detail: String },
+    #[error("archive {url}: the endpoint cannot be reached: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("archive: {key} already holds a different object ({found} bytes where {expected} were to go); it is left as it is")]
+    Conflict { key: String, found: u64, expected: u64 },
+    #[error("archive: manifest {key}: {source}")]
+    Manifest {
+        key: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("archive: {0}")]
+    Local(String),
+    #[error("archive: {key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// What a put found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Written now.
+    Created,
+    /// Already there, from an earlier upload (nothing written).
+    AlreadyThere,
+}
+
+/// An archive: an object store and the layout of one cluster's keys in it.
+#[derive(Clone)]
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    url: String,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long one request may take; the uploader retries with its own backoff.
+const REQUEST_TIMEOUT: Duration = Duration::from_mins(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+}
+
+fn retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(20),
+        ..RetryConfig::default()
+    }
+}
+
+impl Archive {
+    /// Opens the archive at `url` for `cluster`, credentials from the environment.
+    pub fn open(url: &str, cluster: &str) -> Result<Self, ArchiveError> {
+        let layout = Layout::new(cluster)?;
+        // The process's one TLS provider (ring), also for object_store's client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bad = |reason: &str| ArchiveError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        let prefix = parsed.path().trim_matches('/').to_owned();
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let path = std::path::Path::new(parsed.path());
+                if !path.is_dir() {
+                    return Err(ArchiveError::NoBucket { url: url.to_owned() });
+                }
+                let local = LocalFileSystem::new_with_prefix(path).map_err(|e| bad(&e.to_string()))?;
+                return Ok(Self::with_store(Arc::new(local), layout, url));
+            }
+            "s3" | "s3a" => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_client_options(client_options())
+                    .with_retry(retries());
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .ok();
+                if let Some(endpoint) = endpoint {
+                    builder = builder
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_endpoint(endpoint);
+                }
+                if let Ok(region) = std::env::var("AWS_REGION") {
+                    builder = builder.with_region(region);
+                }
+                Arc::new(builder.build().map_err(|e| bad(&e.to_string()))?)
+            }
+            "gs" => Arc::new(
+                GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_client_options(client_options())
+                    .with_retry(retries())
+                    .build()
+                    .map_err(|e| bad(&e.to_string()))?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_client_options(client_options())
+                    .with_retry(retries())
+                    .build()
+                    .map_err(|e| bad(&e.to_string()))?,
+            ),
+            other => {
+                return Err(bad(&format!(
+                    "unknown scheme {other:?}: use s3://, gs://, az:// or file://"
+                )))
+            }
+        };
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store
+        } else {
+            Arc::new(PrefixStore::new(store, prefix.as_str()))
+        };
+        Ok(Self::with_store(store, layout, url))
+    }
+
+    /// An archive in `store` (an in-memory one in tests).
+    #[must_use]
+    pub fn with_store(store: Arc<dyn ObjectStore>, layout: Layout, url: &str) -> Self {
+        Self {
+            store,
+            layout,
+            url: url.to_owned(),
+        }
+    }
+
+    #[must_use]
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Says what is wrong with `error` at `key` in words a user acts on.
+    fn explain(&self, key: &Path, error: object_store::Error) -> ArchiveError {
+        let url = self.url.clone();
+        let detail = error.to_string();
+        match error {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                ArchiveError::Denied { url, detail }
+            }
+            _ if detail.contains("NoSuchBucket") || detail.contains("ContainerNotFound") => {
+                ArchiveError::NoBucket { url }
+            }
+            _ if detail.contains("InvalidAccessKeyId")
+                || detail.contains("SignatureDoesNotMatch")
+                || detail.contains("AccessDenied")
+                || detail.contains("403 Forbidden") =>
+            {
+                ArchiveError::Denied { url, detail }
+            }
+            _ if detail.contains("error sending request")
+                || detail.contains("onnection refused")
+                || detail.contains("dns error")
+                || detail.contains("timed out") =>
+            {
+                ArchiveError::Unreachable { url, detail }
+            }
+            source => ArchiveError::Store {
+                key: key.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Checks that the archive answers and may be listed: the first request a sensor and
+    /// the CLI make, so that a wrong bucket, key or endpoint is said at once.
+    pub async fn check(&self) -> Result<(), ArchiveError> {
+        let root = Path::from(crate::layout::LAYOUT);
+        match self.store.list_with_delimiter(Some(&root)).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.url.starts_with("file:") => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Err(ArchiveError::NoBucket {
+                url: self.url.clone(),
+            }),
+            Err(e) => Err(self.explain(&root, e)),
+        }
+    }
+
+    /// The object at `key`, if there is one.
+    pub async fn head(&self, key: &Path) -> Result<Option<ObjectMeta>, ArchiveError> {
+        match self.store.head(key).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.explain(key, e)),
+        }
+    }
+
+    /// The bytes at `key`.
+    pub async fn fetch(&self, key: &Path) -> Result<Bytes, ArchiveError> {
+        let got = self.store.get(key).await.map_err(|e| self.explain(key, e))?;
+        got.bytes().await.map_err(|e| self.explain(key, e))
+    }
+
+    /// The manifest at `key`, if there is one.
+    pub async fn manifest(&self, key: &Path) -> Result<Option<Manifest>, ArchiveError> {
+        let bytes = match self.store.get(key).await {
+            Ok(got) => got.bytes().await.map_err(|e| self.explain(key, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.explain(key, e)),
+        };
+        Manifest::parse(&bytes)
+            .map(Some)
+            .map_err(|source| ArchiveError::Manifest {
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    /// Writes `bytes` at `key` unless something is there (see the rules).
+    pub async fn put_new(&self, key: &Path, bytes: Bytes) -> Result<Stored, ArchiveError> {
+        if let Some(meta) = self.head(key).await? {
+            return Self::same_size(key, &meta, bytes.len());
+        }
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let expected = bytes.len();
+        match self.store.put_opts(key, PutPayload::from(bytes), options).await {
+            Ok(_) => Ok(Stored::Created),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                match self.head(key).await? {
+                    Some(meta) => Self::same_size(key, &meta, expected),
+                    None => Ok(Stored::AlreadyThere),
+                }
+            }
+            Err(e) => Err(self.explain(key, e)),
+        }
+    }
+
+    fn same_size(key: &Path, meta: &ObjectMeta, expected: usize) -> Result<Stored, ArchiveError> {
+        if meta.size == expected as u64 {
+            Ok(Stored::AlreadyThere)
+        } else {
+            Err(ArchiveError::Conflict {
+                key: key.to_string(),
+                found: meta.size,
+                expected: expected as u64,
+            })
+        }
+    }
+
+    /// Uploads an object and then its manifest, exactly once (see the rules).
+    pub async fn upload(
+        &self,
+        keys: &ObjectKeys,
+        stored: Bytes,
+        manifest: &Manifest,
+    ) -> Result<Stored, ArchiveError> {
+        if let Some(existing) = self.manifest(&keys.manifest).await? {
+            if existing.stored_sha256 == manifest.stored_sha256 {
+                return Ok(Stored::AlreadyThere);
+            }
+            return Err(ArchiveError::Conflict {
+                key: keys.manifest.to_string(),
+                found: existing.stored_bytes,
+                expected: manifest.stored_bytes,
+            });
+        }
+        self.put_new(&keys.data, stored).await?;
+        self.put_new(&keys.manifest, Bytes::from(manifest.to_bytes()))
+            .await?;
+        Ok(Stored::Created)
+    }
+
+    /// Every object under `prefix`.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, ArchiveError> {
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.explain(prefix, e))
+    }
+
+    /// The folders right under `prefix`.
+    pub async fn folders(&self, prefix: &Path) -> Result<Vec<Path>, ArchiveError> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map_err(|e| self.explain(prefix, e))?;
+        Ok(listed.common_prefixes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::manifest::{sha256_hex, Kind};
+
+    fn archive() -> Archive {
+        Archive::with_store(
+            Arc::new(InMemory::new()),
+            Layout::new("prod").unwrap(),
+            "memory://",
+        )
+    }
+
+    fn segment(archive: &Archive, data: &[u8]) -> (ObjectKeys, Manifest) {
+        let keys = archive.layout().segment("node-1", 1_000, 7);
+        let mut manifest = Manifest::new(Kind::Segment, "prod", "node-1", 1_000, 2_000);
+        manifest.stored_bytes = data.len() as u64;
+        manifest.stored_sha256 = sha256_hex(data);
+        manifest.object = Some(keys.data.to_string());
+        (keys, manifest)
+    }
+
+    #[tokio::test]
+    async fn an_upload_goes_once_and_a_repeat_is_recognised() {
+        let archive = archive();
+        let (keys, manifest) = segment(&archive, b"zst-bytes");
+        let first = archive
+            .upload(&keys, Bytes::from_static(b"zst-bytes"), &manifest)
+            .await;
+        assert_eq!(first.unwrap(), Stored::Created);
+        let again = archive
+            .upload(&keys, Bytes::from_static(b"zst-bytes"), &manifest)
+            .await;
+        assert_eq!(again.unwrap(), Stored::AlreadyThere);
+        assert_eq!(
+            archive.fetch(&keys.data).await.unwrap(),
+            Bytes::from_static(b"zst-bytes")
+        );
+        assert_eq!(archive.manifest(&keys.manifest).await.unwrap().unwrap(), manifest);
+        assert_eq!(archive.list(&archive.layout().nodes()).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn data_left_by_an_interrupted_upload_is_completed_not_duplicated() {
+        let archive = archive();
+        let (keys, manifest) = segment(&archive, b"zst-bytes");
+        // The crash came after the data and before the manifest.
+        archive
+            .put_new(&keys.data, Bytes::from_static(b"zst-bytes"))
+            .await
+            .unwrap();
+        assert!(archive.manifest(&keys.manifest).await.unwrap().is_none());
+        let done = archive
+            .upload(&keys, Bytes::from_static(b"zst-bytes"), &manifest)
+            .await;
+        assert_eq!(done.unwrap(), Stored::Created);
+        assert!(archive.manifest(&keys.manifest).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn something_else_under_the_key_is_a_conflict_and_stays() {
+        let archive = archive();
+        let (keys, manifest) = segment(&archive, b"zst-bytes");
+        archive
+            .put_new(&keys.data, Bytes::from_static(b"other"))
+            .await
+            .unwrap();
+        let error = archive
+            .upload(&keys, Bytes::from_static(b"zst-bytes"), &manifest)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ArchiveError::Conflict {
+                    found: 5,
+                    expected: 9,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            archive.fetch(&keys.data).await.unwrap(),
+            Bytes::from_static(b"other")
+        );
+        assert!(archive.manifest(&keys.manifest).await.unwrap().is_none());
+        // A manifest of other contents under the key is one too.
+        let (_, mut other) = segment(&archive, b"zst-bytes");
+        other.stored_sha256 = sha256_hex(b"different");
+        archive
+            .put_new(&keys.manifest, Bytes::from(other.to_bytes()))
+            .await
+            .unwrap();
+        let error = archive
+            .upload(&keys, Bytes::from_static(b"zst-bytes"), &manifest)
+            .await;
+        assert!(matches!(error, Err(ArchiveError::Conflict { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_local_folder_is_an_archive_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let archive = Archive::open(&url, "prod").unwrap();
+        archive.check().await.unwrap();
+        let (keys, manifest) = segment(&archive, b"zst-bytes");
+        archive
+            .upload(&keys, Bytes::from_static(b"zst-bytes"), &manifest)
+            .await
+            .unwrap();
+        assert!(dir.path().join(keys.manifest.as_ref()).is_file());
+        let missing = format!("file://{}/nope", dir.path().display());
+        let error = Archive::open(&missing, "prod").unwrap_err();
+        assert!(matches!(error, ArchiveError::NoBucket { .. }), "{error}");
+        let error = Archive::open("ftp://x/y", "prod").unwrap_err().to_string();
+        assert!(error.contains("unknown scheme \"ftp\""), "{error}");
+    }
+}

@@ -1,0 +1,458 @@
+//! Offline: the archive read with no cluster and no sensor (`podcap dump --archive`,
+//! `podcap archive ls`).
+//!
+//! Rules:
+//! - Only what the window needs is asked for: per node, the hour folders of the window
+//!   (and the hour before, `layout::hours_of_window`) are listed; a segment's key names its
+//!   first packet, so only the manifests of segments that may overlap are read (those that
+//!   start in the window, and the last one before it), and only the objects whose manifest
+//!   overlaps are fetched, at most [`PARALLEL`] at once.
+//! - Every object is checked against its manifest (SHA-256 of what is stored and of the
+//!   pcapng, size) before it is used; one that fails is a loss, named, like a sensor that
+//!   failed.
+//! - Packets are cut exactly at the window's edges and selected by pod, namespace and
+//!   interface name as a sensor selects them (pods by the interface they were recorded on);
+//!   each node's parts are merged with the node's name in front of its interfaces, as a
+//!   live dump does. Statistics blocks describe whole segments, not the window, so they are
+//!   left out; the drops the window's segments counted are said in the file's comments.
+//! - Gaps (segments a node gave up before they were uploaded) in the window are said on
+//!   stderr, in the file, and in the exit status, as losses are.
+//! - A tcpdump filter needs libpcap, which this CLI does not carry: `--filter` with
+//!   `--archive` is refused with the pipe that does it instead.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use podcap_archive::{
+    layout::{self, hours_of_window, is_gap, is_segment_manifest},
+    Archive, Kind, Manifest,
+};
+use podcap_format::{
+    pcapng::{
+        read::{parse_packet_header, Blocks, Section},
+        BlockWriter, BLOCK_EPB, BLOCK_ISB,
+    },
+    units,
+};
+use regex::Regex;
+
+use crate::table::{render, Row};
+
+/// Objects fetched at once.
+pub const PARALLEL: usize = 8;
+
+/// What to read from the archive.
+pub struct Query {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// Nodes to read (none: every node).
+    pub nodes: Vec<String>,
+    pub pod: Option<Regex>,
+    pub namespaces: Vec<String>,
+    pub interfaces: Option<Vec<String>>,
+    /// Kept snapshot or recording job instead of the rolling store's segments.
+    pub kept: Option<Kept>,
+}
+
+/// A kept object set in the archive.
+pub enum Kept {
+    Snapshot(String),
+    /// A recording job: every iteration.
+    Recording(String),
+}
+
+/// One node's part, cut and selected, as pcapng.
+pub struct Part {
+    pub node: String,
+    pub first_ns: u64,
+    pub pcapng: Vec<u8>,
+    pub packets: u64,
+}
+
+/// What [`collect`] found.
+#[derive(Default)]
+pub struct Collected {
+    pub parts: Vec<Part>,
+    /// Gaps in the window, each said in words.
+    pub gaps: Vec<String>,
+    /// Objects that could not be used, each said in words.
+    pub failures: Vec<String>,
+    pub nodes: Vec<String>,
+    /// Requests and bytes, for the summary: lists, manifests read, objects fetched.
+    pub lists: usize,
+    pub manifests: usize,
+    pub objects: usize,
+    pub bytes_fetched: u64,
+    /// Drops the segments of the window counted.
+    pub drops: u64,
+}
+
+/// Opens the archive and a runtime to read it with.
+pub fn open(url: &str, cluster: &str) -> Result<(Archive, tokio::runtime::Runtime)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let archive = Archive::open(url, cluster)?;
+    runtime.block_on(archive.check())?;
+    Ok((archive, runtime))
+}
+
+/// Every node with segments in the archive.
+pub async fn nodes(archive: &Archive) -> Result<Vec<String>> {
+    let folders = archive.folders(&archive.layout().nodes()).await?;
+    Ok(folders
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_owned))
+        .collect())
+}
+
+/// The first packet time a segment's key names (`FIRST_NS-SEQ.json`).
+fn first_ns_of(key: &Path) -> Option<u64> {
+    key.filename()?.split('-').next()?.parse().ok()
+}
+
+/// The manifests of `node`'s segments that may overlap `[from, to)`, and its gaps there.
+async fn node_window(
+    archive: &Archive,
+    node: &str,
+    from: u64,
+    to: u64,
+    collected: &mut Collected,
+) -> Result<(Vec<Manifest>, Vec<Manifest>)> {
+    let mut manifests: Vec<(u64, Path)> = Vec::new();
+    let mut gaps: Vec<Path> = Vec::new();
+    for hour in hours_of_window(from, to) {
+        collected.lists += 1;
+        for meta in archive.list(&archive.layout().hour(node, hour)).await? {
+            let Some(first) = first_ns_of(&meta.location) else {
+                continue;
+            };
+            if is_gap(&meta.location) {
+                gaps.push(meta.location);
+            } else if is_segment_manifest(&meta.location) && first < to {
+                manifests.push((first, meta.location));
+            }
+        }
+    }
+    manifests.sort();
+    // The last segment starting before the window may reach into it; earlier ones do not
+    // (a node's segments follow each other in time).
+    let before = manifests.iter().rposition(|(first, _)| *first < from);
+    let wanted: Vec<Path> = manifests
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| before.is_none_or(|b| *i >= b))
+        .map(|(_, (_, key))| key)
+        .collect();
+    let segments = read_manifests(archive, wanted, collected).await?;
+    let gaps = read_manifests(archive, gaps, collected).await?;
+    Ok((
+        segments.into_iter().filter(|m| m.overlaps(from, to)).collect(),
+        gaps.into_iter().filter(|m| m.overlaps(from, to)).collect(),
+    ))
+}
+
+async fn read_manifests(
+    archive: &Archive,
+    keys: Vec<Path>,
+    collected: &mut Collected,
+) -> Result<Vec<Manifest>> {
+    collected.manifests += keys.len();
+    let read: Vec<Option<Manifest>> = futures::stream::iter(keys)
+        .map(|key| async move { archive.manifest(&key).await })
+        .buffered(PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(read.into_iter().flatten().collect())
+}
+
+/// The manifests of a kept snapshot or recording job (every node, every iteration).
+async fn kept_manifests(archive: &Archive, kept: &Kept, collected: &mut Collected) -> Result<Vec<Manifest>> {
+    let layout = archive.layout();
+    let prefix = match kept {
+        Kept::Snapshot(name) => Path::from(format!("{}/{name}", layout.snapshots())),
+        Kept::Recording(name) => Path::from(format!("{}/{name}", layout.recordings())),
+    };
+    collected.lists += 1;
+    let keys: Vec<Path> = archive
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|meta| meta.location)
+        .filter(layout::is_manifest)
+        .collect();
+    read_manifests(archive, keys, collected).await
+}
+
+/// Reads everything `query` asks for: manifests, then the objects, checked, cut, selected.
+pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut(&str)) -> Result<Collected> {
+    let mut collected = Collected::default();
+    let all_nodes = nodes(archive).await?;
+    collected.lists += 1;
+    let manifests = if let Some(kept) = &query.kept {
+        let mut manifests = kept_manifests(archive, kept, &mut collected).await?;
+        manifests.retain(|m| query.nodes.is_empty() || query.nodes.contains(&m.node));
+        manifests.retain(|m| m.overlaps(query.from_ns, query.to_ns));
+        collected.nodes = manifests.iter().map(|m| m.node.clone()).collect();
+        collected.nodes.sort();
+        collected.nodes.dedup();
+        manifests
+    } else {
+        let nodes: Vec<String> = if query.nodes.is_empty() {
+            all_nodes
+        } else {
+            for node in &query.nodes {
+                if !all_nodes.contains(node) {
+                    bail!(
+                        "the archive has no node {node:?} (it has: {})",
+                        if all_nodes.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            all_nodes.join(", ")
+                        }
+                    );
+                }
+            }
+            query.nodes.clone()
+        };
+        let mut manifests = Vec::new();
+        for node in &nodes {
+            let (segments, gaps) =
+                node_window(archive, node, query.from_ns, query.to_ns, &mut collected).await?;
+            for gap in gaps {
+                collected.gaps.push(format!(
+                    "{node}: {} to {} ({} packets) was never uploaded: {}",
+                    gap.from,
+                    gap.to,
+                    gap.packets,
+                    gap.reason.as_deref().unwrap_or("given up")
+                ));
+            }
+            manifests.extend(segments);
+        }
+        collected.nodes = nodes;
+        manifests
+    };
+    progress(&format!(
+        "{} objects to fetch from {} nodes",
+        manifests.len(),
+        collected.nodes.len()
+    ));
+    let fetched: Vec<(Manifest, Result<bytes::Bytes, podcap_archive::ArchiveError>)> =
+        futures::stream::iter(manifests)
+            .map(|manifest| async move {
+                let key = Path::from(manifest.object.clone().unwrap_or_default());
+                let got = archive.fetch(&key).await;
+                (manifest, got)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+    for (manifest, got) in fetched {
+        let name = manifest.object.clone().unwrap_or_default();
+        let stored = match got {
+            Ok(stored) => stored,
+            Err(e) => {
+                collected.failures.push(format!("{}: {name}: {e}", manifest.node));
+                continue;
+            }
+        };
+        collected.objects += 1;
+        collected.bytes_fetched += stored.len() as u64;
+        let pcapng = match podcap_archive::decompress(&stored, &manifest) {
+            Ok(pcapng) => pcapng,
+            Err(e) => {
+                collected.failures.push(format!("{}: {name}: {e}", manifest.node));
+                continue;
+            }
+        };
+        if manifest.kind == Kind::Segment {
+            collected.drops = collected.drops.saturating_add(manifest.drops);
+        }
+        let (pcapng, packets) = cut(&pcapng, query, manifest.kind == Kind::Segment);
+        progress(&format!("{} of {}", collected.objects, collected.nodes.len()));
+        collected.parts.push(Part {
+            node: manifest.node,
+            first_ns: manifest.first_ns,
+            pcapng,
+            packets,
+        });
+    }
+    collected.parts.sort_by_key(|p| (p.node.clone(), p.first_ns));
+    Ok(collected)
+}
+
+/// Whether an interface of this name is selected (the sensor's rule, `store/select.rs`).
+fn selected(query: &Query, name: &str) -> bool {
+    if let Some(interfaces) = &query.interfaces {
+        if !interfaces.iter().any(|i| i == name) {
+            return false;
+        }
+    }
+    if query.pod.is_none() && query.namespaces.is_empty() {
+        return true;
+    }
+    // A pod interface is `namespace/pod/iface`; any other belongs to no pod.
+    let mut parts = name.splitn(3, '/');
+    let (Some(namespace), Some(pod), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    query.pod.as_ref().is_none_or(|re| re.is_match(pod))
+        && (query.namespaces.is_empty() || query.namespaces.iter().any(|n| n == namespace))
+}
+
+/// The packets of `pcapng` in the window that the query selects, with every section and
+/// interface as declared (so interface ids stay valid); statistics blocks are left out
+/// for segments (they count the whole segment). A block that cannot be read ends the part.
+fn cut(pcapng: &[u8], query: &Query, segment: bool) -> (Vec<u8>, u64) {
+    let mut out = BlockWriter::with_capacity(pcapng.len().min(64 << 20));
+    let mut section = Section::default();
+    let mut packets = 0;
+    for block in Blocks::new(pcapng) {
+        let Ok(block) = block else { break };
+        if section.observe(&block).is_err() {
+            break;
+        }
+        match block.block_type {
+            BLOCK_EPB => {
+                let Ok(Some(header)) = parse_packet_header(&block, &section) else {
+                    break;
+                };
+                let in_window = (query.from_ns..query.to_ns).contains(&header.timestamp_ns);
+                let iface = section.interfaces.get(header.interface_id as usize);
+                if in_window && iface.is_some_and(|i| selected(query, &i.name)) {
+                    out.raw(block.raw);
+                    packets += 1;
+                }
+            }
+            BLOCK_ISB if segment => {}
+            _ => out.raw(block.raw),
+        }
+    }
+    (out.bytes().to_vec(), packets)
+}
+
+/// One row per node and hour (segments, stored bytes, gaps), then the snapshots and
+/// recording jobs kept, from listings only (no object is read).
+pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Result<String> {
+    let layout = archive.layout();
+    let mut nodes = nodes(archive).await?;
+    if !only.is_empty() {
+        nodes.retain(|n| only.contains(n));
+    }
+    let mut rows = Vec::new();
+    for node in &nodes {
+        // (segments, bytes, gaps) per hour folder.
+        let mut hours: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for meta in archive
+            .list(&Path::from(format!("{}/{node}", layout.nodes())))
+            .await?
+        {
+            let Some(first) = first_ns_of(&meta.location) else {
+                continue;
+            };
+            if first >= to || first.saturating_add(layout::LOOKBACK_NS) < from {
+                continue;
+            }
+            let entry = hours.entry(layout::hour_folder(first)).or_default();
+            if is_gap(&meta.location) {
+                entry.2 += 1;
+            } else if is_segment_manifest(&meta.location) {
+                entry.0 += 1;
+            } else {
+                entry.1 += meta.size;
+            }
+        }
+        for (hour, (segments, bytes, gaps)) in hours {
+            rows.push(Row {
+                cells: vec![
+                    node.clone(),
+                    hour.replace('/', " "),
+                    segments.to_string(),
+                    units::format_size(bytes),
+                    gaps.to_string(),
+                ],
+                notes: Vec::new(),
+            });
+        }
+    }
+    let mut text = render(&["NODE", "HOUR (UTC)", "SEGMENTS", "STORED", "GAPS"], &rows);
+    for (what, prefix) in [
+        ("SNAPSHOT", layout.snapshots()),
+        ("RECORDING", layout.recordings()),
+    ] {
+        // Name -> (nodes, stored bytes).
+        let mut kept: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
+        for meta in archive.list(&prefix).await? {
+            let key = meta.location.as_ref();
+            let rest = key
+                .strip_prefix(prefix.as_ref())
+                .unwrap_or_default()
+                .trim_start_matches('/');
+            let name = rest.split('/').next().unwrap_or_default().to_owned();
+            let entry = kept.entry(name).or_default();
+            if let Some(node) = meta.location.filename().and_then(|f| f.strip_suffix(".json")) {
+                entry.0.push(node.to_owned());
+            } else {
+                entry.1 += meta.size;
+            }
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        let rows: Vec<Row> = kept
+            .into_iter()
+            .map(|(name, (mut nodes, bytes))| {
+                nodes.sort();
+                nodes.dedup();
+                Row {
+                    cells: vec![name, nodes.join(","), units::format_size(bytes)],
+                    notes: Vec::new(),
+                }
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&render(&[what, "NODES", "STORED"], &rows));
+    }
+    Ok(text)
+}
+
+/// One merge input per node: its parts in time order, one after the other (each part is a
+/// whole pcapng section, so together they are one valid stream).
+#[must_use]
+pub fn inputs_by_node(parts: Vec<Part>) -> Vec<podcap_format::merge::Input<std::io::Cursor<Vec<u8>>>> {
+    let mut by_node: BTreeMap<String, Vec<Part>> = BTreeMap::new();
+    for part in parts {
+        by_node.entry(part.node.clone()).or_default().push(part);
+    }
+    by_node
+        .into_iter()
+        .map(|(node, mut parts)| {
+            parts.sort_by_key(|p| p.first_ns);
+            let bytes = parts.into_iter().flat_map(|p| p.pcapng).collect();
+            podcap_format::merge::Input {
+                label: node,
+                reader: std::io::Cursor::new(bytes),
+            }
+        })
+        .collect()
+}
+
+/// Says what a long fetch is doing, at most every half second, on stderr.
+pub fn progress_printer(quiet: bool) -> impl FnMut(&str) {
+    let mut last = Instant::now()
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or_else(Instant::now);
+    move |text: &str| {
+        if !quiet && last.elapsed() >= Duration::from_millis(500) {
+            eprintln!("podcap: archive: {text}");
+            last = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `podcap dump --archive` and `podcap archive ls` against a real archive in a local folder
+//! (`file://`, the same code path as `s3://`), written with podcap-archive's own upload: two
+//! nodes, segments a minute long over two hours, pod interfaces, a gap, and objects damaged
+//! on purpose. The `podcap` binary runs as a user would run it.
+mod common;
+
+use std::{path::Path, process::Command};
+
+use bytes::Bytes;
+use common::{dumped, packets, stderr, PODCAP};
+use podcap_archive::{Archive, Kind, Layout, Manifest};
+use podcap_sensor::pcapng::{BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET};
+
+/// 2026-11-30T10:00:00Z.
+const T0: u64 = 1_796_032_800_000_000_000;
+const MINUTE: u64 = 60_000_000_000;
+const SECOND: u64 = 1_000_000_000;
+
+fn iface(name: &str, pod: Option<&str>) -> InterfaceDescription {
+    InterfaceDescription {
+        name: name.into(),
+        description: pod.map(|p| format!("node=n pod={p} uid=u")).unwrap_or_default(),
+        link_type: LINKTYPE_ETHERNET,
+        snaplen: 65_535,
+    }
+}
+
+/// A segment of one minute from `first`: one packet a second on each of `shop/web-1/eth0`,
+/// `kube-system/dns-1/eth0` and the node's `eth0`, the payload's first byte `marker`.
+fn segment(first: u64, marker: u8) -> Vec<u8> {
+    let mut w = BlockWriter::with_capacity(1 << 16);
+    w.section_header("test");
+    w.interface(&iface("shop/web-1/eth0", Some("shop/web-1")));
+    w.interface(&iface("kube-system/dns-1/eth0", Some("kube-system/dns-1")));
+    w.interface(&iface("eth0", None));
+    for s in 0..60 {
+        for id in 0..3u32 {
+            let mut data = vec![0u8; 60];
+            data[8] = marker;
+            w.packet(
+                id,
+                first + s * SECOND + u64::from(id),
+                60,
+                &data,
+                Direction::Inbound,
+            );
+        }
+    }
+    w.bytes().to_vec()
+}
+
+/// Uploads `pcapng` as segment `seq` of `node`, as a sensor does.
+async fn upload(archive: &Archive, node: &str, seq: u64, first: u64, pcapng: &[u8]) {
+    let keys = archive.layout().segment(node, first, seq);
+    let stored = podcap_archive::compress(pcapng).unwrap();
+    let mut manifest = Manifest::new(Kind::Segment, "prod", node, first, first + MINUTE - SECOND + 2);
+    manifest.seq = Some(seq);
+    manifest.packets = 180;
+    podcap_archive::describe(&mut manifest, pcapng, &stored);
+    manifest.object = Some(keys.data.to_string());
+    archive
+        .upload(&keys, Bytes::from(stored), &manifest)
+        .await
+        .unwrap();
+}
+
+/// Two nodes, 120 one-minute segments each from 10:00; node-b's segment of 10:31 was given
+/// up (a gap). Returns the archive's URL.
+fn archive_of_two_hours(dir: &Path) -> String {
+    let url = format!("file://{}", dir.display());
+    let archive = Archive::open(&url, "prod").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for (node, marker) in [("node-a", 0xa), ("node-b", 0xb)] {
+            for m in 0..120u64 {
+                let first = T0 + m * MINUTE;
+                if node == "node-b" && m == 31 {
+                    let mut gap = Manifest::new(Kind::Gap, "prod", node, first, first + MINUTE - SECOND);
+                    gap.seq = Some(m + 1);
+                    gap.packets = 180;
+                    gap.reason = Some("retired by the store's size bound before upload".into());
+                    let key = archive.layout().gap(node, first, m + 1);
+                    archive.put_new(&key, Bytes::from(gap.to_bytes())).await.unwrap();
+                    continue;
+                }
+                upload(&archive, node, m + 1, first, &segment(first, marker)).await;
+            }
+        }
+    });
+    url
+}
+
+fn podcap(args: &[&str]) -> std::process::Output {
+    Command::new(PODCAP)
+        .args(args)
+        .env_remove("PODCAP_CLUSTER")
+        .output()
+        .unwrap()
+}
+
+fn rfc3339(ns: u64) -> String {
+    podcap_format::units::format_rfc3339_ns(ns)
+}
+
+#[test]
+fn a_window_is_cut_exactly_from_only_the_objects_it_needs() {
+    let store = tempfile::tempdir().unwrap();
+    let url = archive_of_two_hours(store.path());
+    let out = tempfile::tempdir().unwrap();
+    // 10:05:30 to 10:10:30 on node-a: 300 s of three interfaces.
+    let (from, to) = (T0 + 5 * MINUTE + 30 * SECOND, T0 + 10 * MINUTE + 30 * SECOND);
+    let dest = out.path().join("a");
+    let result = podcap(&[
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--archive-node",
+        "node-a",
+        "--from",
+        &rfc3339(from),
+        "--to",
+        &rfc3339(to),
+        "--dest",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let got = packets(&dumped(&dest));
+    assert_eq!(got.len(), 900, "three a second for 300 s");
+    assert!(got
+        .iter()
+        .all(|(_, ts, marker)| (from..to).contains(ts) && *marker == 0xa));
+    assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "time order");
+    assert_eq!(got[0].1, from, "cut exactly at the start");
+    let names: std::collections::BTreeSet<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "node-a/eth0",
+            "node-a/kube-system/dns-1/eth0",
+            "node-a/shop/web-1/eth0"
+        ]
+    );
+    // Only what the window needs: 6 objects of 240, their 6 manifests, the node folders
+    // and the window's two hour folders listed.
+    let said = stderr(&result);
+    assert!(said.contains("from 6 objects of 1 nodes"), "{said}");
+    assert!(said.contains("3 listings, 6 manifests read"), "{said}");
+}
+
+#[test]
+fn pods_namespaces_and_interfaces_are_selected_as_a_sensor_selects_them() {
+    let store = tempfile::tempdir().unwrap();
+    let url = archive_of_two_hours(store.path());
+    let out = tempfile::tempdir().unwrap();
+    let window = [
+        "--from",
+        &rfc3339(T0 + 40 * MINUTE),
+        "--to",
+        &rfc3339(T0 + 41 * MINUTE),
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let dest = out.path().join(name);
+        let mut args = vec![
+            "dump",
+            "--archive",
+            &url,
+            "--cluster",
+            "prod",
+            "--dest",
+            dest.to_str().unwrap(),
+        ];
+        args.extend(window);
+        args.extend(extra);
+        let result = podcap(&args);
+        assert!(result.status.success(), "{}", stderr(&result));
+        packets(&dumped(&dest))
+    };
+    let web = run("web", &["--pod", "^web-"]);
+    assert_eq!(web.len(), 120, "60 s of web-1 on two nodes");
+    assert!(web.iter().all(|(n, _, _)| n.ends_with("/shop/web-1/eth0")));
+    let system = run("system", &["-n", "kube-system"]);
+    assert!(system.len() == 120 && system.iter().all(|(n, _, _)| n.contains("/kube-system/dns-1/")));
+    let node = run("node", &["--iface", "eth0"]);
+    assert!(
+        node.len() == 120
+            && node
+                .iter()
+                .all(|(n, _, _)| n.ends_with("/eth0") && n.matches('/').count() == 1)
+    );
+    let all = run("all", &[]);
+    assert_eq!(all.len(), 360);
+
+    let refused = podcap(&[
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--time",
+        "5m",
+        "--filter",
+        "tcp port 80",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("tcpdump -r - -w filtered.pcapng 'tcp port 80'"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn a_gap_or_a_damaged_object_is_a_named_loss_and_the_rest_is_kept() {
+    let store = tempfile::tempdir().unwrap();
+    let url = archive_of_two_hours(store.path());
+    let out = tempfile::tempdir().unwrap();
+    // node-b's 10:31 is a gap; damage node-a's 10:32 object.
+    let layout = Layout::new("prod").unwrap();
+    let damaged = store
+        .path()
+        .join(layout.segment("node-a", T0 + 32 * MINUTE, 33).data.as_ref());
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&damaged, bytes).unwrap();
+    let window = [
+        "--from".to_owned(),
+        rfc3339(T0 + 30 * MINUTE),
+        "--to".to_owned(),
+        rfc3339(T0 + 34 * MINUTE),
+    ];
+    let dest = out.path().join("partial");
+    let mut args = vec![
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend(window.iter().map(String::as_str));
+    let result = podcap(&args);
+    assert!(!result.status.success(), "a loss fails without --allow-partial");
+    let said = stderr(&result);
+    assert!(
+        said.contains("node-b:") && said.contains("was never uploaded"),
+        "{said}"
+    );
+    assert!(said.contains("its SHA-256 is"), "{said}");
+    let got = packets(&dumped(&dest));
+    // 4 minutes x 2 nodes x 180, less node-b's gap and node-a's damaged minute.
+    assert_eq!(got.len(), 4 * 2 * 180 - 2 * 180);
+    let comments: Vec<String> = podcap_format::pcapng::read::Blocks::new(&dumped(&dest))
+        .flat_map(|b| podcap_format::pcapng::read::section_comments(&b.unwrap()))
+        .collect();
+    assert!(
+        comments.iter().any(|c| c.starts_with("gap: node-b")),
+        "{comments:?}"
+    );
+    let dest = out.path().join("allowed");
+    let mut args = vec![
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--allow-partial",
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend(window.iter().map(String::as_str));
+    assert!(podcap(&args).status.success());
+
+    let listing = podcap(&["archive", "ls", &url, "--cluster", "prod"]);
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("node-b") && l.contains("2026-11-30 10"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        (cells[3], cells[cells.len() - 1]),
+        ("59", "1"),
+        "59 segments and a gap: {row}"
+    );
+}
+
+#[test]
+fn what_the_archive_does_not_hold_is_said() {
+    let store = tempfile::tempdir().unwrap();
+    let url = archive_of_two_hours(store.path());
+    let unknown = podcap(&[
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--archive-node",
+        "node-z",
+        "--time",
+        "5m",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("the archive has no node \"node-z\" (it has: node-a, node-b)"),
+        "{}",
+        stderr(&unknown)
+    );
+    let empty = podcap(&["dump", "--archive", &url, "--cluster", "prod", "--time", "5m"]);
+    assert!(!empty.status.success());
+    assert!(
+        stderr(&empty).contains("the archive holds nothing for"),
+        "{}",
+        stderr(&empty)
+    );
+    let missing = podcap(&["archive", "ls", "file:///nonexistent/podcap"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no such bucket"),
+        "{}",
+        stderr(&missing)
+    );
+    let scheme = podcap(&["archive", "ls", "ftp://x/y"]);
+    assert!(
+        stderr(&scheme).contains("unknown scheme \"ftp\""),
+        "{}",
+        stderr(&scheme)
+    );
+}

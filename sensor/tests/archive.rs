@@ -1,0 +1,379 @@
+//! Privileged tests of the object-storage archive, end to end: the real sensor uploads to a
+//! real S3 server while real traffic flows in network namespaces, and the real `podcap dump
+//! --archive` reads it back with no sensor running; tcpdump is the oracle.
+//!
+//! The S3 server is moto's server mode (PyPI `moto[server]`, installed by `cargo xtask
+//! setup`), run by each test inside its node namespace on loopback: it speaks S3 (PUT,
+//! ranged GET, listings, multipart) and enforces `If-None-Match: *`, so an upload that would
+//! overwrite an object fails there instead of passing silently. It keeps its buckets in
+//! memory, so a server restart in the middle of uploads is not tested with it.
+//!
+//! Only `198.18.0.0/15` addresses inside namespaces made here and loopback are used.
+#![expect(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "the archive's own lower-case keys"
+)]
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{pcap, *};
+use podcap_sensor::{sys::realtime_ns, units::format_rfc3339_ns};
+
+const BUCKET: &str = "podcap-test";
+const S3_PORT: u16 = 9100;
+
+/// A "pod" namespace and a "node" namespace joined by a veth (p0 ↔ n0); the sensor, its API,
+/// the S3 server and the CLI live in the node's.
+fn pod_and_node(tag: &str) -> (Netns, Netns) {
+    let pod = Netns::new(&format!("pca{tag}P"));
+    let node = Netns::new(&format!("pca{tag}N"));
+    link(&pod, "p0", &["198.18.7.1/30"], &node, "n0", &["198.18.7.2/30"]);
+    (pod, node)
+}
+
+/// moto's S3 server in a namespace, on loopback, ended by PID on drop.
+struct S3Server {
+    _proc: Proc,
+}
+
+impl S3Server {
+    fn start(node: &Netns) -> Self {
+        let mut proc = Proc::spawn(
+            "moto S3 server",
+            &node.exec(&format!("python3 -m moto.server -H 127.0.0.1 -p {S3_PORT}")),
+        );
+        proc.wait_for("Running on", Duration::from_mins(1));
+        node.sh(&format!("curl -sf -X PUT http://127.0.0.1:{S3_PORT}/{BUCKET}"));
+        Self { _proc: proc }
+    }
+}
+
+/// The credentials and endpoint every client here is given, the standard AWS way.
+fn aws_env() -> String {
+    format!(
+        "AWS_ACCESS_KEY_ID=podcap AWS_SECRET_ACCESS_KEY=podcap-secret AWS_REGION=us-east-1 \
+         AWS_ENDPOINT_URL=http://127.0.0.1:{S3_PORT}"
+    )
+}
+
+fn start_archiving_sensor(node: &Netns, args: &str) -> Proc {
+    let mut p = Proc::spawn(
+        "podcap-sensor",
+        &node.exec(&format!(
+            "env RUST_LOG=info {} {} {args}",
+            aws_env(),
+            sensor_bin()
+        )),
+    );
+    p.wait_for("capturing on", Duration::from_secs(30));
+    p
+}
+
+fn podcap(node: &Netns, args: &str) -> (bool, String) {
+    try_sh(&node.exec(&format!(
+        "env {} {} {args} 2>&1",
+        aws_env(),
+        podcap_cli().display()
+    )))
+}
+
+/// Every key in the bucket under `prefix`.
+fn bucket_keys(node: &Netns, prefix: &str) -> Vec<String> {
+    let xml = node.sh(&format!(
+        "curl -sf 'http://127.0.0.1:{S3_PORT}/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}'"
+    ));
+    assert!(!xml.contains("<IsTruncated>true"), "more keys than one listing");
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|rest| rest.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the process has said `needle` (at any time since it started).
+fn wait_in_log(proc: &Proc, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !proc.log_text().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not say {needle:?}; log:\n{}",
+            proc.name,
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A counter or count of the sensor's `/metrics`.
+fn metric(node: &Netns, name: &str) -> u64 {
+    let text = node.sh("curl -sf http://127.0.0.1:9090/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+fn finished_segments(data: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = segments(data);
+    files.retain(|p| p.extension().is_some_and(|e| e == "pcapng"));
+    files
+}
+
+/// (timestamp, bytes) of each frame, sorted: what two captures must share.
+fn frames(frames: &[pcap::Frame]) -> Vec<(u64, Vec<u8>)> {
+    let mut list: Vec<_> = frames.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
+    list.sort();
+    list
+}
+
+#[test]
+fn the_archive_holds_what_the_sensor_recorded_once_and_reads_back_without_it() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("e");
+    let _s3 = S3Server::start(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let oracle = dir.path().join("oracle.pcap");
+    let args = format!(
+        "--iface n0 --data-dir {} --segment-size 64KB --segment-time 1s --archive s3://{BUCKET}/e2e \
+         --archive-segments --archive-node node-a --archive-drain 10s",
+        data.display()
+    );
+    let mut tcpdump = start_tcpdump(&node, "n0", &oracle, "");
+    let mut sensor = start_archiving_sensor(&node, &args);
+    std::thread::sleep(Duration::from_millis(300));
+    let from = realtime_ns();
+    let ping = pod.sh("ping -c 30 -i 0.01 198.18.7.2");
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    udp_burst(&pod, "198.18.7.2", "64,700,1400", 60);
+    std::thread::sleep(Duration::from_millis(300));
+    let to = realtime_ns();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    tcpdump.stop();
+
+    // Every finished segment is in the archive once, with its manifest; no gap.
+    let stored = finished_segments(&data);
+    assert!(stored.len() >= 3, "rotation at 64KB: {stored:?}");
+    let keys = bucket_keys(&node, "e2e/podcap/v1/default/nodes/node-a/");
+    let manifests = keys.iter().filter(|k| k.ends_with(".json")).count();
+    let objects = keys.iter().filter(|k| k.ends_with(".pcapng.zst")).count();
+    assert_eq!((manifests, objects), (stored.len(), stored.len()), "{keys:#?}");
+    assert!(!keys.iter().any(|k| k.ends_with(".gap.json")), "{keys:#?}");
+
+    // Read back with no sensor: exactly tcpdump's packets of the window.
+    let out = dir.path().join("out");
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "dump --archive s3://{BUCKET}/e2e --from {} --to {} --dest {}",
+            format_rfc3339_ns(from),
+            format_rfc3339_ns(to),
+            out.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let file = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    assert_tshark_clean(&file);
+    let dumped = pcap::read_segments(&[file]);
+    assert!(dumped.iter().all(|f| f.iface == "node-a/n0"), "named by node");
+    let reference = pcap::window(&pcap::read_pcap(&oracle, "n0"), from, to);
+    assert!(reference.len() >= 240, "{} frames in the window", reference.len());
+    let result = pcap::compare(&reference, &dumped);
+    assert!(
+        result.missing.is_empty() && result.extra.is_empty(),
+        "the offline dump is not tcpdump's window: missing {:#?}, extra {:#?}",
+        &result.missing[..result.missing.len().min(5)],
+        &result.extra[..result.extra.len().min(5)]
+    );
+    let recorded = pcap::window(&pcap::read_segments(&stored), from, to);
+    assert_eq!(frames(&dumped), frames(&recorded), "and the store's");
+    assert!(text.contains("manifests read"), "{text}");
+
+    // A restart finds every upload done: nothing is sent twice (moto would refuse an
+    // overwrite, counted as a failure).
+    let mut again = start_archiving_sensor(&node, &args);
+    std::thread::sleep(Duration::from_millis(2500));
+    let found = metric(&node, "podcap_archive_found_uploaded_total");
+    assert!(found >= stored.len() as u64, "found {found} of {}", stored.len());
+    assert_eq!(metric(&node, "podcap_archive_failures_total"), 0);
+    assert_eq!(again.stop(), Some(0), "{}", again.log_text());
+    let stored = finished_segments(&data);
+    let keys = bucket_keys(&node, "e2e/podcap/v1/default/nodes/node-a/");
+    assert_eq!(keys.iter().filter(|k| k.ends_with(".json")).count(), stored.len());
+
+    let (ok, listing) = podcap(&node, &format!("archive ls s3://{BUCKET}/e2e"));
+    assert!(ok, "{listing}");
+    assert!(
+        listing.contains("node-a") && listing.contains("GAPS"),
+        "{listing}"
+    );
+    report(
+        "the archive is read back with no sensor",
+        "a window of ping and UDP, uploaded segment by segment, then a restart",
+        "nothing: the offline dump equals tcpdump's window; the restart sends nothing twice",
+        "every segment once, with its manifest",
+    );
+}
+
+#[test]
+fn an_unreachable_bucket_holds_the_backlog_and_a_full_store_records_gaps() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("g");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // No server yet: the endpoint refuses connections. A small store: the traffic retires
+    // segments by size while they wait.
+    let args = format!(
+        "--iface n0 --data-dir {} --segment-size 64KB --segment-time 1s --max-size 256KB \
+         --archive s3://{BUCKET}/gaps --archive-segments --archive-node node-g --archive-drain 10s",
+        data.display()
+    );
+    let mut sensor = start_archiving_sensor(&node, &args);
+    wait_in_log(&sensor, "the endpoint cannot be reached");
+    udp_burst(&pod, "198.18.7.2", "1400,1400,1400,1400", 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Capture went on; the store kept its bound and gave segments up.
+    let written = metric(&node, "podcap_packets_written_total{interface=\"n0\"}");
+    assert!(written >= 800, "capture went on: {written}");
+    let backlog = metric(&node, "podcap_archive_backlog_segments");
+    assert!(backlog >= 1, "segments wait: {backlog}");
+
+    // The server comes: the backlog goes up, the given-up segments become gaps.
+    let _s3 = S3Server::start(&node);
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    while metric(&node, "podcap_archive_backlog_segments") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the backlog never drained");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let skipped = metric(&node, "podcap_archive_skipped_segments_total");
+    assert!(skipped >= 1, "segments were given up: {skipped}");
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let keys = bucket_keys(&node, "gaps/podcap/v1/default/nodes/node-g/");
+    let gaps = keys.iter().filter(|k| k.ends_with(".gap.json")).count();
+    assert_eq!(gaps as u64, skipped, "{keys:#?}");
+    // Every segment still in the store was uploaded.
+    let uploaded = keys
+        .iter()
+        .filter(|k| k.ends_with(".json") && !k.ends_with(".gap.json"))
+        .count();
+    assert!(uploaded >= finished_segments(&data).len(), "{keys:#?}");
+
+    // The offline dump says the hole and fails without --allow-partial.
+    let out = dir.path().join("out");
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "dump --archive s3://{BUCKET}/gaps --time 10m --dest {}",
+            out.display()
+        ),
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("was never uploaded"), "{text}");
+    let (ok, listing) = podcap(&node, &format!("archive ls s3://{BUCKET}/gaps"));
+    assert!(ok && listing.contains("node-g"), "{listing}");
+    report(
+        "the archive's bucket is unreachable while the store fills",
+        "a store of 256KB, 800 packets of 1400 B, the server started late",
+        "the segments the store's size bound retired: recorded as gaps, counted, said by the offline dump",
+        "`the endpoint cannot be reached`; capture went on",
+    );
+}
+
+#[test]
+fn a_missing_bucket_is_named_at_start_and_capture_goes_on() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("b");
+    let _s3 = S3Server::start(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = format!(
+        "--iface n0 --data-dir {} --archive s3://no-such-bucket/x --archive-segments --archive-drain 1s",
+        data.display()
+    );
+    let mut sensor = start_archiving_sensor(&node, &args);
+    wait_in_log(&sensor, "no such bucket");
+    let ping = pod.sh("ping -c 10 -i 0.01 198.18.7.2");
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let recorded = pcap::read_segments(&finished_segments(&data));
+    assert!(recorded.len() >= 20, "capture went on: {} frames", recorded.len());
+
+    // A URL that is no archive at all is refused before anything starts.
+    let (ok, text) = try_sh(&node.exec(&format!(
+        "{} --iface n0 --data-dir {} --archive ftp://x/y 2>&1",
+        sensor_bin(),
+        data.display()
+    )));
+    assert!(
+        !ok && text.contains("--archive: \"ftp://x/y\" is not s3://"),
+        "{text}"
+    );
+}
+
+#[test]
+fn kill_9_during_uploads_leaves_no_duplicate_and_no_gap() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("k");
+    let _s3 = S3Server::start(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = format!(
+        "--iface n0 --data-dir {} --segment-size 64KB --segment-time 1s --archive s3://{BUCKET}/k9 \
+         --archive-segments --archive-node node-k --archive-drain 10s",
+        data.display()
+    );
+    let _traffic = Proc::spawn("ping", &pod.exec("ping -i 0.002 -s 1000 198.18.7.2"));
+    let mut seed = realtime_ns() | 1;
+    for _ in 0..4 {
+        let sensor = start_archiving_sensor(&node, &args);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_millis(1500 + (seed >> 33) % 2000));
+        sensor.signal(9);
+    }
+    let mut last = start_archiving_sensor(&node, &args);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric(&node, "podcap_archive_failures_total"),
+        0,
+        "no overwrite tried"
+    );
+    assert_eq!(last.stop(), Some(0), "{}", last.log_text());
+    let stored = finished_segments(&data);
+    let keys = bucket_keys(&node, "k9/podcap/v1/default/nodes/node-k/");
+    assert!(!keys.iter().any(|k| k.ends_with(".gap.json")), "{keys:#?}");
+    let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with(".json")).collect();
+    assert_eq!(
+        manifests.len(),
+        stored.len(),
+        "one manifest per segment: {keys:#?}"
+    );
+    let objects = keys.iter().filter(|k| k.ends_with(".pcapng.zst")).count();
+    assert_eq!(objects, stored.len(), "one object per segment (none orphaned)");
+
+    // What the archive gives back is what the store holds.
+    let out = dir.path().join("out");
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "dump --archive s3://{BUCKET}/k9 --time 1h --dest {}",
+            out.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let file = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(
+        frames(&pcap::read_segments(&[file])),
+        frames(&pcap::read_segments(&stored))
+    );
+    report(
+        "kill -9 of the sensor while it uploads",
+        "4 times at random moments, then a clean run",
+        "nothing: one object and one manifest per segment, the offline dump equals the store",
+        "found the earlier uploads in the bucket",
+    );
+}
