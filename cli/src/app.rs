@@ -714,31 +714,17 @@ fn dump(
     }
     let asked = holders.len() + reached.unreachable.len();
     let every_sensor_failed = failed.len() == asked;
-    let stats = if to_stdout {
-        if every_sensor_failed {
-            bail!("no sensor could give its slice; nothing written");
-        }
-        merge::merge(opened, &comments, &mut io::stdout().lock())?
-    } else {
-        let target = folder.join(&wanted.file_name);
-        if target.exists() && !force {
-            bail!(
-                "{} already exists: move it away, give another --dest, or --force to replace it",
-                target.display()
-            );
-        }
-        let output = temporary(&folder, ".pcapng")?;
-        let stats = merge::merge(opened, &comments, &mut BufWriter::new(output.as_file()))?;
+    if to_stdout && every_sensor_failed {
+        bail!("no sensor could give its slice; nothing written");
+    }
+    let (target, stats) = write_dest(dest, &wanted.file_name, force, |mut out| {
+        let stats = merge::merge(opened, &comments, &mut out)?;
         if every_sensor_failed && stats.packets == 0 {
             bail!("no sensor could give its slice; nothing written");
         }
-        output.as_file().sync_all()?;
-        let persisted = if force {
-            output.persist(&target).map(|_| ())
-        } else {
-            output.persist_noclobber(&target).map(|_| ())
-        };
-        persisted.with_context(|| format!("writing {}", target.display()))?;
+        Ok(stats)
+    })?;
+    if let Some(target) = target {
         eprintln!(
             "podcap: wrote {} ({} packets, {}) from {} sensors",
             target.display(),
@@ -746,8 +732,7 @@ fn dump(
             units::format_size(stats.bytes),
             holders.len() - failed.len().min(holders.len())
         );
-        stats
-    };
+    }
     for loss in &stats.losses {
         eprintln!("podcap: lost: {loss}");
     }

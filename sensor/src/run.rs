@@ -389,6 +389,7 @@ fn start_archive(
         store.view(),
         ledger,
         Some(Arc::clone(&kept.snapshots)),
+        Some(Arc::clone(&kept.recordings)),
     )?;
     Ok(Some(handle))
 }

@@ -377,3 +377,97 @@ fn kill_9_during_uploads_leaves_no_duplicate_and_no_gap() {
         "found the earlier uploads in the bucket",
     );
 }
+
+#[test]
+fn snapshots_and_recording_iterations_go_up_and_read_back_by_name() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("s");
+    let _s3 = S3Server::start(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let oracle = dir.path().join("udp.pcap");
+    // Snapshots and recordings only: no --archive-segments.
+    let args = format!(
+        "--iface n0 --data-dir {} --archive s3://{BUCKET}/kept --archive-node node-s --archive-drain 10s",
+        data.display()
+    );
+    let mut tcpdump = start_tcpdump(&node, "n0", &oracle, "udp");
+    let mut sensor = start_archiving_sensor(&node, &args);
+    let sensor_url = "--sensor http://127.0.0.1:9090";
+    // A recording job of UDP for 3 s from 1 s ahead.
+    let start = realtime_ns() + 1_000_000_000;
+    let end = start + 3_000_000_000;
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "record create burst --filter udp --start {} --duration 3s {sensor_url}",
+            format_rfc3339_ns(start)
+        ),
+    );
+    assert!(ok, "{text}");
+    std::thread::sleep(Duration::from_millis(1300));
+    udp_burst(&pod, "198.18.7.2", "64,700,1400", 30);
+    pod.sh("ping -c 10 -i 0.02 198.18.7.2");
+    let now = realtime_ns();
+    std::thread::sleep(Duration::from_nanos(end.saturating_sub(now)) + Duration::from_secs(3));
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "snapshot create s1 --from {} --to {} {sensor_url}",
+            format_rfc3339_ns(start),
+            format_rfc3339_ns(end)
+        ),
+    );
+    assert!(ok, "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&node, "podcap_archive_uploaded_objects_total") < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", sensor.log_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    tcpdump.stop();
+    let keys = bucket_keys(&node, "kept/podcap/v1/default/");
+    assert!(
+        !keys.iter().any(|k| k.contains("/nodes/")),
+        "no segments: {keys:#?}"
+    );
+
+    // Read back by name with no sensor: the snapshot is the node's snapshot file, the
+    // recording is tcpdump's UDP of its window.
+    let out = dir.path().join("out");
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "dump --archive s3://{BUCKET}/kept --snapshot s1 --dest {}",
+            out.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let snapshot = pcap::read_segments(&[out.join("podcap-snapshot-s1.pcapng")]);
+    let kept = pcap::read_segments(&[data.join("snapshots/s1/snapshot.pcapng")]);
+    assert!(kept.len() >= 110, "{} packets in the snapshot", kept.len());
+    assert_eq!(frames(&snapshot), frames(&kept));
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "dump --archive s3://{BUCKET}/kept --recording burst --dest {}",
+            out.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let recorded = pcap::read_segments(&[out.join("podcap-recording-burst.pcapng")]);
+    let wanted = pcap::window(&pcap::read_pcap(&oracle, "n0"), start, end);
+    let result = pcap::compare(&wanted, &recorded);
+    assert!(
+        result.missing.is_empty() && result.extra.is_empty() && result.exact == 90,
+        "{} exact, {} missing, {} extra",
+        result.exact,
+        result.missing.len(),
+        result.extra.len()
+    );
+    let (ok, listing) = podcap(&node, &format!("archive ls s3://{BUCKET}/kept"));
+    assert!(
+        ok && listing.contains("s1") && listing.contains("burst"),
+        "{listing}"
+    );
+}

@@ -59,7 +59,7 @@ enum Task {
     },
     /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
-    /// `merge`), or `all` (every one, the capture table and memory line written to
+    /// `merge`, `archive`), or `all` (every one, the capture table and memory line written to
     /// docs/performance.md).
     Bench {
         #[arg(default_value = "all")]

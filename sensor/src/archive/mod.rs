@@ -2,8 +2,9 @@
 //! (`--archive URL`), so that it outlives the node's disk, the node and the cluster.
 //!
 //! Rules:
-//! - What goes up: every snapshot once it is made and, with `--archive-segments`, every
-//!   finished segment of the rolling store (oldest first). Each is compressed with zstd,
+//! - What goes up: every snapshot once it is made, every recording job's iteration once it
+//!   is copied to its end and, with `--archive-segments`, every finished segment of the
+//!   rolling store (oldest first). Each is compressed with zstd,
 //!   with its manifest, at the keys `podcap-archive`'s layout gives (`docs/design/archive.md`).
 //! - Exactly once: keys come from what an object is, the manifest goes last, and a manifest
 //!   already in the bucket is an upload done (see `podcap_archive::client`). A crash at any
@@ -38,6 +39,7 @@ use podcap_archive::{Archive, ArchiveError, Kind, Manifest, Stored};
 
 use self::ledger::Ledger;
 use crate::{
+    recordings::Recordings,
     snapshots::Snapshots,
     store::{compress::SegmentReader, index::SegmentRecord, SharedView},
     sys, units,
@@ -117,6 +119,7 @@ pub fn start(
     view: SharedView,
     ledger: Arc<Ledger>,
     snapshots: Option<Arc<Snapshots>>,
+    recordings: Option<Arc<Recordings>>,
 ) -> Result<ArchiveHandle, ArchiveError> {
     let archive = Archive::open(&config.url, &config.cluster)?;
     podcap_archive::layout::check_name("node", &config.node)?;
@@ -131,8 +134,10 @@ pub fn start(
         data_dir,
         view,
         snapshots,
+        recordings,
         stats: Arc::clone(&stats),
         snapshots_done: HashSet::new(),
+        iterations_done: HashSet::new(),
         checked: false,
         logged: None,
     };
@@ -164,9 +169,12 @@ struct Uploader {
     data_dir: PathBuf,
     view: SharedView,
     snapshots: Option<Arc<Snapshots>>,
+    recordings: Option<Arc<Recordings>>,
     stats: Arc<ArchiveStats>,
     /// Snapshots known to be in the archive.
     snapshots_done: HashSet<String>,
+    /// Recording iterations (job, iteration) known to be in the archive.
+    iterations_done: HashSet<(String, u32)>,
     /// Whether the bucket answered since the start.
     checked: bool,
     /// The last failure logged (the next is logged only if it differs).
@@ -185,9 +193,9 @@ impl Uploader {
         log::info!(
             "archive: uploading {} to {} as node {:?} of cluster {:?}",
             if self.config.segments {
-                "snapshots and every finished segment"
+                "snapshots, recording iterations and every finished segment"
             } else {
-                "snapshots"
+                "snapshots and recording iterations"
             },
             self.archive.url(),
             self.config.node,
@@ -276,6 +284,7 @@ impl Uploader {
             progress |= self.upload_segments(deadline).await?;
         }
         progress |= self.upload_snapshots(deadline).await?;
+        progress |= self.upload_iterations(deadline).await?;
         *self
             .stats
             .last_error
@@ -430,6 +439,50 @@ impl Uploader {
             manifest.drops = kept.kernel_drops.saturating_add(kept.sensor_drops);
             self.send(&keys, &pcapng, manifest).await?;
             self.snapshots_done.insert(kept.name);
+            progress = true;
+        }
+        Ok(progress)
+    }
+
+    async fn upload_iterations(&mut self, deadline: Option<Instant>) -> Result<bool, ArchiveError> {
+        let Some(recordings) = self.recordings.clone() else {
+            return Ok(false);
+        };
+        let mut progress = false;
+        for (job, dir, doc) in recordings.finished_iterations() {
+            let done = (job.clone(), doc.iteration);
+            if self.iterations_done.contains(&done) || deadline.is_some_and(|d| Instant::now() >= d) {
+                continue;
+            }
+            let layout = self.archive.layout();
+            let label = units::format_utc_compact(doc.start_ns);
+            let keys = layout.recording(&job, &label, &self.config.node);
+            if self.archive.manifest(&keys.manifest).await?.is_some() {
+                self.iterations_done.insert(done);
+                continue;
+            }
+            let pcapng = match Recordings::iteration_bytes(&dir, &doc) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    log::warn!("archive: cannot read iteration {label} of {job}: {e}");
+                    self.iterations_done.insert(done);
+                    continue;
+                }
+            };
+            let last = doc.end_ns.saturating_sub(1).max(doc.start_ns);
+            let mut manifest = Manifest::new(
+                Kind::Recording,
+                layout.cluster(),
+                &self.config.node,
+                doc.start_ns,
+                last,
+            );
+            manifest.name = Some(job.clone());
+            manifest.iteration = Some(label);
+            manifest.packets = doc.packets;
+            manifest.drops = doc.budget_drops;
+            self.send(&keys, &pcapng, manifest).await?;
+            self.iterations_done.insert(done);
             progress = true;
         }
         Ok(progress)

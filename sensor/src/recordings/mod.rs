@@ -389,6 +389,40 @@ impl Recordings {
     }
 
     /// The iterations a job has on disk, in order.
+    /// Every job's iterations copied to their end (what the archive uploads): job name,
+    /// folder, record.
+    pub fn finished_iterations(&self) -> Vec<(String, PathBuf, IterationDoc)> {
+        let names: Vec<String> = self.jobs().keys().cloned().collect();
+        names
+            .into_iter()
+            .flat_map(|name| {
+                self.iterations(&name)
+                    .into_iter()
+                    .filter(|(_, doc)| doc.cursor_ns >= doc.end_ns)
+                    .map(move |(dir, doc)| (name.clone(), dir, doc))
+            })
+            .collect()
+    }
+
+    /// An iteration's packets: the whole bytes of each of its files, one after the other
+    /// (each file is a pcapng section of its own, so together they are one valid file).
+    pub fn iteration_bytes(dir: &Path, doc: &IterationDoc) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for file in &doc.files {
+            let whole = usize::try_from(file.bytes).unwrap_or(usize::MAX);
+            let mut reader = io::Read::take(File::open(dir.join(&file.name))?, file.bytes);
+            let before = bytes.len();
+            io::Read::read_to_end(&mut reader, &mut bytes)?;
+            if bytes.len() - before != whole {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} is shorter than its record", file.name),
+                ));
+            }
+        }
+        Ok(bytes)
+    }
+
     fn iterations(&self, name: &str) -> Vec<(PathBuf, IterationDoc)> {
         let mut found: Vec<(PathBuf, IterationDoc)> = fs::read_dir(self.dir.join(name))
             .map(|entries| {
