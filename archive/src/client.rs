@@ -108,8 +108,7 @@ impl Archive {
     /// Opens the archive at `url` for `cluster`, credentials from the environment.
     pub fn open(url: &str, cluster: &str) -> Result<Self, ArchiveError> {
         let layout = Layout::new(cluster)?;
-        // The process's one TLS provider (ring), also for object_store's client.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let bad = |reason: &str| ArchiveError::Url {
             url: url.to_owned(),
             reason: reason.to_owned(),

@@ -160,6 +160,12 @@ pub fn hour_folder(ns: u64) -> String {
     format!("{}/{}", &text[..10], &text[11..13])
 }
 
+/// The start of the hour `ns` falls in.
+#[must_use]
+pub fn hour_start(ns: u64) -> u64 {
+    ns / HOUR_NS * HOUR_NS
+}
+
 /// The starts of the hours whose folders may hold segments with packets in `[from, to)`.
 #[must_use]
 pub fn hours_of_window(from: u64, to: u64) -> Vec<u64> {

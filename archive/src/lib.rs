@@ -27,6 +27,12 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// The largest object podcap reads back (a segment or a node's part of a snapshot).
 pub const MAX_OBJECT_BYTES: u64 = 8 << 30;
 
+/// Makes ring the process's TLS provider (`object_store`'s HTTP client has none of its own:
+/// it would refuse to start). Idempotent; call before building any object-store client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Compresses pcapng for the archive.
 pub fn compress(pcapng: &[u8]) -> std::io::Result<Vec<u8>> {
     zstd::bulk::compress(pcapng, ZSTD_LEVEL)

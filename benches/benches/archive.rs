@@ -135,6 +135,7 @@ fn offline_window(c: &mut Criterion) {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_REGION", "us-east-1");
     std::env::set_var("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{PORT}"));
+    podcap_archive::install_tls_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let layout = Layout::new("bench").unwrap();
     let raw = store();

@@ -117,27 +117,49 @@ fn first_ns_of(key: &Path) -> Option<u64> {
     key.filename()?.split('-').next()?.parse().ok()
 }
 
+/// What one node's part of a window is: the manifests of its segments that overlap, its
+/// gaps there, and the requests it took.
+struct NodeWindow {
+    segments: Vec<Manifest>,
+    gaps: Vec<Manifest>,
+    lists: usize,
+    manifests: usize,
+}
+
 /// The manifests of `node`'s segments that may overlap `[from, to)`, and its gaps there.
-async fn node_window(
-    archive: &Archive,
-    node: &str,
-    from: u64,
-    to: u64,
-    collected: &mut Collected,
-) -> Result<(Vec<Manifest>, Vec<Manifest>)> {
+/// The window's own hour folders are listed at once; the hour before only when none of
+/// them holds a segment that starts by `from` (else nothing earlier can reach the window).
+async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Result<NodeWindow> {
+    let list = |hour: u64| async move { archive.list(&archive.layout().hour(node, hour)).await };
+    let (lookback, hours): (Vec<u64>, Vec<u64>) = hours_of_window(from, to)
+        .into_iter()
+        .partition(|hour| *hour < layout::hour_start(from));
+    let mut lists = hours.len();
+    let mut listed: Vec<object_store::ObjectMeta> =
+        futures::future::try_join_all(hours.into_iter().map(list))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+    let starts_by_from = listed.iter().any(|meta| {
+        is_segment_manifest(&meta.location) && first_ns_of(&meta.location).is_some_and(|f| f <= from)
+    });
+    if !starts_by_from {
+        lists += lookback.len();
+        for hour in lookback {
+            listed.extend(list(hour).await?);
+        }
+    }
     let mut manifests: Vec<(u64, Path)> = Vec::new();
     let mut gaps: Vec<Path> = Vec::new();
-    for hour in hours_of_window(from, to) {
-        collected.lists += 1;
-        for meta in archive.list(&archive.layout().hour(node, hour)).await? {
-            let Some(first) = first_ns_of(&meta.location) else {
-                continue;
-            };
-            if is_gap(&meta.location) {
-                gaps.push(meta.location);
-            } else if is_segment_manifest(&meta.location) && first < to {
-                manifests.push((first, meta.location));
-            }
+    for meta in listed {
+        let Some(first) = first_ns_of(&meta.location) else {
+            continue;
+        };
+        if is_gap(&meta.location) {
+            gaps.push(meta.location);
+        } else if is_segment_manifest(&meta.location) && first < to {
+            manifests.push((first, meta.location));
         }
     }
     manifests.sort();
@@ -150,20 +172,18 @@ async fn node_window(
         .filter(|(i, _)| before.is_none_or(|b| *i >= b))
         .map(|(_, (_, key))| key)
         .collect();
-    let segments = read_manifests(archive, wanted, collected).await?;
-    let gaps = read_manifests(archive, gaps, collected).await?;
-    Ok((
-        segments.into_iter().filter(|m| m.overlaps(from, to)).collect(),
-        gaps.into_iter().filter(|m| m.overlaps(from, to)).collect(),
-    ))
+    let read = wanted.len() + gaps.len();
+    let (segments, gaps) =
+        futures::future::try_join(read_manifests(archive, wanted), read_manifests(archive, gaps)).await?;
+    Ok(NodeWindow {
+        segments: segments.into_iter().filter(|m| m.overlaps(from, to)).collect(),
+        gaps: gaps.into_iter().filter(|m| m.overlaps(from, to)).collect(),
+        lists,
+        manifests: read,
+    })
 }
 
-async fn read_manifests(
-    archive: &Archive,
-    keys: Vec<Path>,
-    collected: &mut Collected,
-) -> Result<Vec<Manifest>> {
-    collected.manifests += keys.len();
+async fn read_manifests(archive: &Archive, keys: Vec<Path>) -> Result<Vec<Manifest>> {
     let read: Vec<Option<Manifest>> = futures::stream::iter(keys)
         .map(|key| async move { archive.manifest(&key).await })
         .buffered(PARALLEL)
@@ -187,7 +207,58 @@ async fn kept_manifests(archive: &Archive, kept: &Kept, collected: &mut Collecte
         .map(|meta| meta.location)
         .filter(layout::is_manifest)
         .collect();
-    read_manifests(archive, keys, collected).await
+    collected.manifests += keys.len();
+    read_manifests(archive, keys).await
+}
+
+/// The manifests of the rolling stores' segments in the window, node by node at once
+/// (every node, or the ones asked for, which must exist); gaps go to `collected`.
+async fn window_manifests(
+    archive: &Archive,
+    query: &Query,
+    all_nodes: Vec<String>,
+    collected: &mut Collected,
+) -> Result<Vec<Manifest>> {
+    let nodes: Vec<String> = if query.nodes.is_empty() {
+        all_nodes
+    } else {
+        for node in &query.nodes {
+            if !all_nodes.contains(node) {
+                bail!(
+                    "the archive has no node {node:?} (it has: {})",
+                    if all_nodes.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        all_nodes.join(", ")
+                    }
+                );
+            }
+        }
+        query.nodes.clone()
+    };
+    let mut manifests = Vec::new();
+    let windows = futures::future::try_join_all(
+        nodes
+            .iter()
+            .map(|node| node_window(archive, node, query.from_ns, query.to_ns)),
+    )
+    .await?;
+    for (node, window) in nodes.iter().zip(windows) {
+        collected.lists += window.lists;
+        collected.manifests += window.manifests;
+        for gap in window.gaps {
+            collected.gaps.push(format!(
+                "{node}: {} to {} ({} packets) was never uploaded: {}",
+                gap.from,
+                gap.to,
+                gap.packets,
+                gap.reason.as_deref().unwrap_or("given up")
+            ));
+        }
+        manifests.extend(window.segments);
+    }
+    collected.nodes = nodes;
+    Ok(manifests)
 }
 
 /// Reads everything `query` asks for: manifests, then the objects, checked, cut, selected.
@@ -204,40 +275,7 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
         collected.nodes.dedup();
         manifests
     } else {
-        let nodes: Vec<String> = if query.nodes.is_empty() {
-            all_nodes
-        } else {
-            for node in &query.nodes {
-                if !all_nodes.contains(node) {
-                    bail!(
-                        "the archive has no node {node:?} (it has: {})",
-                        if all_nodes.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            all_nodes.join(", ")
-                        }
-                    );
-                }
-            }
-            query.nodes.clone()
-        };
-        let mut manifests = Vec::new();
-        for node in &nodes {
-            let (segments, gaps) =
-                node_window(archive, node, query.from_ns, query.to_ns, &mut collected).await?;
-            for gap in gaps {
-                collected.gaps.push(format!(
-                    "{node}: {} to {} ({} packets) was never uploaded: {}",
-                    gap.from,
-                    gap.to,
-                    gap.packets,
-                    gap.reason.as_deref().unwrap_or("given up")
-                ));
-            }
-            manifests.extend(segments);
-        }
-        collected.nodes = nodes;
-        manifests
+        window_manifests(archive, query, all_nodes, &mut collected).await?
     };
     progress(&format!(
         "{} objects to fetch from {} nodes",
