@@ -141,8 +141,8 @@ pub struct Args {
     /// Root of the cgroup tree to search for pods [default: the host's cgroup v2 tree].
     #[arg(long, value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
-    /// Upload snapshots (and with --archive-segments every finished segment) to object
-    /// storage: `s3://BUCKET/PREFIX`, `gs://`, `az://` or `file:///DIR`. Credentials the
+    /// Upload snapshots, finished recording iterations (and with --archive-segments every
+    /// finished segment) to object storage: `s3://BUCKET/PREFIX`, `gs://`, `az://` or `file:///DIR`. Credentials the
     /// standard way: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
     /// `AWS_REGION`, `AWS_ENDPOINT_URL` (S3-compatible servers), web identity (IRSA).
     #[arg(long, value_name = "URL")]
