@@ -28,6 +28,7 @@ CASES = {
         "api": {"tls": {"enabled": False}},
         "pcapdump": {"minFree": ""},
         "podSecurity": {"seccompProfile": ""},
+        "sensor": {"bufferedWrites": True},
     },
     "emptyDir, privileged, targeting": {
         "persistence": {"type": "emptyDir"},
@@ -144,6 +145,8 @@ for case, values in CASES.items():
     check(case, f"--snapshot-max-size={snapshot_budget}" in sensor["args"], f"snapshot budget {sensor['args']}")
     recordings_budget = values.get("recordings", {}).get("maxSize", "1GB")
     check(case, f"--recordings-max-size={recordings_budget}" in sensor["args"], f"recordings budget {sensor['args']}")
+    buffered = values.get("sensor", {}).get("bufferedWrites", False)
+    check(case, ("--buffered-writes" in sensor["args"]) == buffered, f"buffered writes {sensor['args']}")
     min_free = values.get("pcapdump", {}).get("minFree", "15%")
     check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]

@@ -93,6 +93,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     let archive = start_archive(config, &mut store, &kept)?;
     let filter = Arc::new(FilterSlot::new(config.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
+    store.set_write_mode(config.write_mode);
     store.set_min_free(config.min_free);
     let mut capture = Capture::start(&CaptureOptions {
         interfaces: config.interfaces.clone(),

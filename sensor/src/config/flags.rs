@@ -12,7 +12,7 @@ use crate::{
         targeting::{Targeting, TargetingError},
     },
     filter::Filter,
-    store::{Limits, MinFree},
+    store::{Limits, MinFree, WriteMode},
     sys, units,
 };
 
@@ -60,6 +60,11 @@ pub struct Args {
     /// room and a full disk costs new packets instead (counted, and /readyz fails).
     #[arg(long, value_name = "SIZE|N%")]
     pub min_free: Option<String>,
+    /// Write segments through the page cache. By default they are written with `O_DIRECT`
+    /// where the file system allows it (less CPU, no page cache charged to the sensor's
+    /// memory); this flag is for file systems or devices where buffered writes are faster.
+    #[arg(long)]
+    pub buffered_writes: bool,
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
     #[arg(long, default_value = "none", value_name = "HOW")]
     pub compress: String,
@@ -198,6 +203,8 @@ pub struct Config {
     pub floors: Floors,
     /// `--min-free`.
     pub min_free: Option<MinFree>,
+    /// How segments are written (`--buffered-writes`).
+    pub write_mode: WriteMode,
     pub xsk_frames: u32,
     /// Kubernetes mode (`--node`).
     pub kubernetes: Option<Kubernetes>,
@@ -493,6 +500,15 @@ impl Args {
     }
 
     /// Validates every flag; checks the interfaces exist.
+    /// `--buffered-writes`.
+    fn write_mode(&self) -> WriteMode {
+        if self.buffered_writes {
+            WriteMode::Buffered
+        } else {
+            WriteMode::Direct
+        }
+    }
+
     /// `--ring-size` in bytes, 1 MiB to 1 GiB.
     fn ring_bytes(&self) -> Result<usize, ConfigError> {
         let bytes = units::parse_size(&self.ring_size).map_err(|source| ConfigError::Unit {
@@ -638,6 +654,7 @@ impl Args {
     }
 
     pub fn validate(mut self) -> Result<Config, ConfigError> {
+        let write_mode = self.write_mode();
         let targeting = self
             .targeting_file
             .as_deref()
@@ -707,6 +724,7 @@ impl Args {
         Ok(Config {
             archive,
             min_free,
+            write_mode,
             snapshot_max_size,
             recordings_max_size,
             max_slice,

@@ -17,7 +17,9 @@
 //!   close one Interface Statistics Block per interface with the drop counts.
 //! - Rotation happens when the segment reaches `segment_size` bytes or has been open for
 //!   `segment_time` with at least one packet in it. The active segment is flushed to the
-//!   kernel at least once a second.
+//!   file at least once a second: with `O_DIRECT` by default (to the disk, bypassing the
+//!   page cache; `write/file.rs` has its rules), through the page cache where the file
+//!   system refuses it or with `--buffered-writes`.
 //! - Every finished segment has a record in the time index (`index.rs`, `index.tsv`):
 //!   first/last packet timestamp, packets, bytes, packets per interface, drops. At start
 //!   `recover.rs` checks the files and the index against each other before anything is
@@ -53,7 +55,7 @@ use std::{
 };
 
 use self::index::{Index, SegmentRecord};
-pub use self::write::SegmentWriter;
+pub use self::write::{SegmentWriter, WriteMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

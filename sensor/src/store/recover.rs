@@ -162,10 +162,41 @@ pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
     usize::try_from(section).ok()?.checked_add(header_len)
 }
 
+/// The zeros a direct write padded an active file with (`write/file.rs`): fewer than a
+/// block of them, ending a file whose length is a multiple of the block. Written bytes end
+/// with a whole block, whose last four bytes are its length (not zero) at an offset that
+/// is a multiple of four; so the written part ends at the first multiple of four after the
+/// last byte that is not zero.
+fn direct_write_padding(bytes: &[u8]) -> usize {
+    let align = super::write::ALIGN;
+    if bytes.is_empty() || !bytes.len().is_multiple_of(align) {
+        return 0;
+    }
+    let written = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| (last + 1).next_multiple_of(4));
+    let padding = bytes.len().saturating_sub(written);
+    if padding < align {
+        padding
+    } else {
+        0
+    }
+}
+
 /// Finishes a segment a crash left `.active`: cut back and renamed, or quarantined whole;
 /// false if it was empty and is gone.
 fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::Result<bool> {
-    let bytes = fs::read(&f.path)?;
+    let mut bytes = fs::read(&f.path)?;
+    let padding = direct_write_padding(&bytes);
+    if padding > 0 {
+        // Not the segment's bytes, nor damage: gone before anything is judged.
+        bytes.truncate(bytes.len() - padding);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&f.path)?
+            .set_len(bytes.len() as u64)?;
+    }
     if bytes.is_empty() && !f.quarantined {
         log::info!("{}: empty, removed", f.path.display());
         fs::remove_file(&f.path)?;

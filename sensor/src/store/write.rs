@@ -1,20 +1,24 @@
 //! Writing segments: the active segment, rotation, recycled files, the disk policy and
 //! each segment's statistics (the rules are the store's, in `mod.rs`).
+mod file;
+
 use std::{
     fs::{self, File},
-    io::{self, Seek, SeekFrom, Write},
-    os::unix::fs::FileExt,
+    io,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
+use self::file::SegmentFile;
+pub use self::file::WriteMode;
+pub(in crate::store) use self::file::ALIGN;
 use super::{
     compress,
     index::{self, Index, SegmentRecord},
     name::{self, Kind, SegmentName, SPARE_NAME},
     prepare_dir, recover,
-    recover::{RecoveryReport, SECTION_LENGTH_AT},
+    recover::RecoveryReport,
     retention, Limits, MinFree, SharedView, StoreError, StoreView,
 };
 use crate::{
@@ -36,15 +40,13 @@ const DIRECT_WRITE_MIN: usize = 16 * 1024;
 
 pub(in crate::store) struct ActiveSegment {
     pub(in crate::store) seq: u64,
-    file: File,
+    file: SegmentFile,
     pub(in crate::store) bytes: u64,
     opened: Instant,
     record: SegmentRecord,
     /// Bytes of an old segment the file held when it was recycled (0: a new file); they
     /// count in the store's size until overwritten, and are cut off at close.
     recycled_len: u64,
-    /// Bytes of the Section Header Block at the start of the file.
-    header_len: u64,
 }
 
 /// Interface ids of one segment: pcapng numbers interfaces in the order of their blocks,
@@ -94,6 +96,8 @@ pub struct SegmentWriter {
     recovery: RecoveryReport,
     /// `--min-free`, if the store may retire segments early to keep room on the disk.
     min_free: Option<MinFree>,
+    /// How segments are written: direct until a file system refuses it.
+    write_mode: WriteMode,
     /// The file system and the writes, as last seen.
     disk: DiskState,
     /// Per slot, its cumulative statistics when a segment last closed: a segment's
@@ -136,6 +140,7 @@ impl SegmentWriter {
             next_seq,
             recovery: recovered.report,
             min_free: None,
+            write_mode: WriteMode::Direct,
             disk: DiskState::default(),
             closed_statistics: Vec::new(),
             archive_hold: None,
@@ -172,6 +177,11 @@ impl SegmentWriter {
     /// tells it which of them the size bound (or `--min-free`) retires.
     pub fn set_archive_hold(&mut self, hold: Arc<crate::archive::ledger::Ledger>) {
         self.archive_hold = Some(hold);
+    }
+
+    /// Writes segments through the page cache (`--buffered-writes`) instead of directly.
+    pub fn set_write_mode(&mut self, mode: WriteMode) {
+        self.write_mode = mode;
     }
 
     pub fn set_min_free(&mut self, min_free: Option<MinFree>) {
@@ -266,18 +276,24 @@ impl SegmentWriter {
         self.buf.clear();
         self.buffered.clear();
         self.write_header();
-        let header_len = self
-            .buf
-            .bytes()
-            .get(4..8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, |b| u64::from(u32::from_ne_bytes(b)));
+        let mut file = SegmentFile::new(file, self.write_mode);
+        if let Some(reason) = file.take_fallback() {
+            self.direct_io_refused(&reason);
+        }
+        if recycled_len > 0 {
+            let header_len = self
+                .buf
+                .bytes()
+                .get(4..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u64::from(u32::from_ne_bytes(b)));
+            file.keep_section_length(header_len);
+        }
         self.active = Some(ActiveSegment {
             seq,
             file,
             bytes: 0,
             recycled_len,
-            header_len,
             opened: Instant::now(),
             record: SegmentRecord {
                 seq,
@@ -287,6 +303,18 @@ impl SegmentWriter {
             },
         });
         Ok(())
+    }
+
+    /// Says once that the store's file system refused direct writes; later segments are
+    /// written through the page cache.
+    fn direct_io_refused(&mut self, reason: &io::Error) {
+        if self.write_mode == WriteMode::Direct {
+            log::info!(
+                "{} does not take direct writes ({reason}): segments are written through the page cache",
+                self.dir.display()
+            );
+            self.write_mode = WriteMode::Buffered;
+        }
     }
 
     /// The spare, renamed to `path` and open for overwriting, with its length; `None` (and
@@ -437,19 +465,18 @@ impl SegmentWriter {
         let checkpoint = (active.record.packets > 0
             && active.bytes >= last_checkpoint + index::CHECKPOINT_BYTES)
             .then_some((active.bytes, active.record.last_ns));
-        match write_all_vectored(&mut active.file, self.buf.bytes(), after) {
+        let parts: Vec<&[u8]> = std::iter::once(self.buf.bytes())
+            .chain(after.iter().copied())
+            .collect();
+        let written = active.file.append(&parts);
+        if let Some(reason) = active.file.take_fallback() {
+            self.direct_io_refused(&reason);
+        }
+        let Some(active) = &mut self.active else { return };
+        match written {
             Ok(()) => {
                 active.record.checkpoints.extend(checkpoint);
-                active.bytes += len as u64;
-                if active.recycled_len > 0 {
-                    let section = active.bytes.saturating_sub(active.header_len);
-                    if let Err(e) = active
-                        .file
-                        .write_all_at(&section.to_ne_bytes(), SECTION_LENGTH_AT)
-                    {
-                        log::warn!("could not note the length of a recycled segment: {e}");
-                    }
-                }
+                active.bytes = active.file.len();
                 for &(_, interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);
                 }
@@ -463,10 +490,7 @@ impl SegmentWriter {
                 }
             }
             Err(error) => {
-                let cut = active
-                    .file
-                    .set_len(active.bytes)
-                    .and_then(|()| active.file.seek(SeekFrom::Start(active.bytes)).map(|_| ()));
+                let cut = active.file.cut_back();
                 for &(slot, _, _) in &self.buffered {
                     if let Some(n) = self.lost.get_mut(slot as usize) {
                         *n += 1;
@@ -584,10 +608,7 @@ impl SegmentWriter {
             path: from.clone(),
             source,
         };
-        if active.recycled_len > active.bytes {
-            active.file.set_len(active.bytes).map_err(seg_err)?;
-        }
-        active.file.sync_all().map_err(seg_err)?;
+        active.file.close().map_err(seg_err)?;
         crate::sys::rename_noreplace(&from, &to).map_err(seg_err)?;
         let record = &mut active.record;
         record.bytes = active.bytes;
@@ -779,25 +800,6 @@ impl SegmentWriter {
             }
         }
     }
-}
-
-/// Writes `first` and then every part of `rest` with as few `writev` calls as it takes.
-fn write_all_vectored(file: &mut File, first: &[u8], rest: &[&[u8]]) -> io::Result<()> {
-    let mut parts: Vec<io::IoSlice<'_>> = std::iter::once(first)
-        .chain(rest.iter().copied())
-        .filter(|part| !part.is_empty())
-        .map(io::IoSlice::new)
-        .collect();
-    let mut parts = &mut parts[..];
-    while !parts.is_empty() {
-        match file.write_vectored(parts) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -38,6 +38,30 @@ pub fn is_only_opener(file: &std::fs::File) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Turns `O_DIRECT` on or off for `file` (`fcntl(F_SETFL)`): writes then bypass the page
+/// cache, or go through it again. A file system that cannot do direct I/O refuses with
+/// `EINVAL`.
+pub fn set_direct_io(file: &std::fs::File, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is an open descriptor owned by `file` for the whole call; F_GETFL takes
+    // no argument.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
+    // SAFETY: as above; F_SETFL takes the integer flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`): the store
 /// never replaces a file by renaming over it. An existing `to` is `AlreadyExists`. On a
 /// file system without the flag, a check and a plain rename stand in (not atomic against

@@ -59,18 +59,40 @@ fn assert_readers_take(bytes: &[u8]) {
     }
 }
 
-/// A store of finished segments and one left `.active` by a crash; the packets' times.
-fn crashed_store(dir: &Path, t0: u64) -> (u64, Vec<u64>) {
+/// A store of finished segments and one left `.active` by a crash (with the zero padding
+/// of its last direct write); its sequence number, the packets' times and the bytes the
+/// writer had written into it.
+fn crashed_store(dir: &Path, t0: u64) -> (u64, Vec<u64>, usize) {
     let mut w = writer(dir, limits(50_000, 100_000_000));
     write(&mut w, 120, t0);
     w.write_buffer();
     let seq = w.active.as_ref().unwrap().seq;
-    assert!(
-        w.active.as_ref().unwrap().bytes > 2_000,
-        "a packet or two in the active segment"
-    );
+    let len = w.active.as_ref().unwrap().bytes;
+    assert!(len > 2_000, "a packet or two in the active segment");
     drop(w); // no finish: as a kill -9 leaves it
-    (seq, (t0..t0 + 120).collect())
+    (seq, (t0..t0 + 120).collect(), usize::try_from(len).unwrap())
+}
+
+/// The padding of the last direct write is no damage: cut without a word.
+#[test]
+fn the_padding_of_direct_writes_is_cut_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, written, len) = crashed_store(dir.path(), t0);
+    let active = SegmentName::active(seq).path_in(dir.path());
+    let bytes = fs::read(&active).unwrap();
+    assert!(
+        bytes.len() > len,
+        "direct writes pad the file: {} bytes",
+        bytes.len()
+    );
+    assert!(bytes[len..].iter().all(|&b| b == 0));
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    let finished = SegmentName::finished(seq).path_in(dir.path());
+    assert_eq!(fs::read(&finished).unwrap(), bytes[..len]);
+    assert!(w.recovery().is_empty(), "{:?}", w.recovery());
+    let (packets, notes) = slice_all(&w);
+    assert_eq!((packets, notes), (written, Vec::new()));
 }
 
 #[test]
@@ -78,7 +100,7 @@ fn an_active_segment_with_a_damaged_header_goes_to_quarantine_whole() {
     for byte in [0usize, 4] {
         let dir = tempfile::tempdir().unwrap();
         let t0 = crate::sys::realtime_ns();
-        let (seq, written) = crashed_store(dir.path(), t0);
+        let (seq, written, len) = crashed_store(dir.path(), t0);
         let active = SegmentName::active(seq).path_in(dir.path());
         let mut bytes = fs::read(&active).unwrap();
         bytes[byte] ^= 0x5a;
@@ -88,8 +110,8 @@ fn an_active_segment_with_a_damaged_header_goes_to_quarantine_whole() {
         let quarantined = dir.path().join(name::quarantined(&SegmentName::finished(seq)));
         assert_eq!(
             fs::read(&quarantined).unwrap(),
-            bytes,
-            "byte {byte}: kept whole, uncut"
+            bytes[..len],
+            "byte {byte}: kept whole, uncut (but for the padding of direct writes)"
         );
         assert!(!active.exists());
         assert_eq!(w.recovery().quarantined.len(), 1, "{:?}", w.recovery());
@@ -112,9 +134,11 @@ fn an_active_segment_with_a_damaged_header_goes_to_quarantine_whole() {
 fn an_empty_active_segment_is_removed_and_the_store_opens() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = crate::sys::realtime_ns();
-    let (seq, written) = crashed_store(dir.path(), t0);
+    let (seq, written, len) = crashed_store(dir.path(), t0);
     let active = SegmentName::active(seq).path_in(dir.path());
-    let lost = packets_with_names(&fs::read(&active).unwrap()).unwrap().len();
+    let lost = packets_with_names(&fs::read(&active).unwrap()[..len])
+        .unwrap()
+        .len();
     fs::write(&active, b"").unwrap();
     let w = writer(dir.path(), limits(50_000, 100_000_000));
     assert!(!active.exists());
@@ -126,9 +150,9 @@ fn an_empty_active_segment_is_removed_and_the_store_opens() {
 fn a_torn_tail_is_cut_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = crate::sys::realtime_ns();
-    let (seq, written) = crashed_store(dir.path(), t0);
+    let (seq, written, len) = crashed_store(dir.path(), t0);
     let active = SegmentName::active(seq).path_in(dir.path());
-    let whole = fs::read(&active).unwrap();
+    let whole = fs::read(&active).unwrap()[..len].to_vec();
     // Half a block written when the crash came.
     let mut torn = whole.clone();
     torn.extend_from_slice(&whole[whole.len() - 1_100..whole.len() - 400]);
@@ -235,7 +259,7 @@ fn damage_met_while_serving_is_skipped_and_said() {
 fn quarantined_files_count_in_the_size_and_are_retired() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = crate::sys::realtime_ns();
-    let (seq, _) = crashed_store(dir.path(), t0);
+    let (seq, _, _) = crashed_store(dir.path(), t0);
     let active = SegmentName::active(seq).path_in(dir.path());
     let mut bytes = fs::read(&active).unwrap();
     bytes[0] ^= 1;

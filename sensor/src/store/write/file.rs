@@ -1,0 +1,349 @@
+//! The active segment's file: how its bytes reach the disk.
+//!
+//! Rules:
+//! - By default the file is written with `O_DIRECT`: the page cache is bypassed, so the
+//!   kernel spends a fraction of the CPU of buffered writes and the sensor's memory cgroup
+//!   is not charged for dirty pages (`docs/design/store.md`, "Direct writes").
+//! - Direct writes go from one buffer aligned to [`ALIGN`], at offsets and lengths that
+//!   are multiples of it: each write starts at the block that holds the end of the
+//!   previous one (those bytes are kept in memory and written again) and is padded with
+//!   zeros to a whole block. So while a segment is written its file may be up to
+//!   `ALIGN - 1` bytes longer than [`SegmentFile::len`], all zeros: readers never read
+//!   past the length the writer published, crash recovery cuts the zeros as it cuts a torn
+//!   tail, and [`SegmentFile::close`] cuts the file to its length.
+//! - Where the file system refuses `O_DIRECT` (when it is asked for, or at a write), the
+//!   file is written through the page cache from then on, and the reason is kept for the
+//!   writer to say once ([`SegmentFile::take_fallback`]).
+//! - A recycled file's Section Header carries the length of this segment's section
+//!   ([`SegmentFile::keep_section_length`]); a direct write that covers the first block
+//!   carries the new length itself, so no moment on disk has the old segment's bytes
+//!   counted as this one's.
+//! - A write either completes, advancing `len`, or fails with `len` unchanged; what the
+//!   file holds past `len` is then undefined, and [`SegmentFile::cut_back`] removes it.
+use std::{
+    fs::File,
+    io::{self, Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+};
+
+use crate::store::recover::SECTION_LENGTH_AT;
+
+/// Offsets, lengths and memory of direct writes are multiples of this: the largest
+/// logical block size of the disks a node has (512 or 4096 bytes).
+pub(in crate::store) const ALIGN: usize = 4096;
+
+/// How a segment's file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// `O_DIRECT`, where the file system allows it.
+    Direct,
+    /// Through the page cache.
+    Buffered,
+}
+
+pub(in crate::store) struct SegmentFile {
+    file: File,
+    /// Bytes written: the segment's length.
+    len: u64,
+    /// `Some` while writes are direct.
+    direct: Option<Direct>,
+    /// For a recycled file: the Section Header's length, to keep its section length
+    /// (the bytes after it) current.
+    section_header_len: Option<u64>,
+    /// Why direct writes stopped, until the writer takes it.
+    fallback: Option<io::Error>,
+}
+
+struct Direct {
+    /// The bytes of the last partly written block at its start, then room for the next
+    /// write.
+    staging: AlignedBuf,
+    /// The file's first block as last written, for rewriting a recycled file's section
+    /// length.
+    first_block: Option<AlignedBuf>,
+}
+
+impl SegmentFile {
+    /// Wraps a file opened for writing at offset 0 (a new one, or a recycled one to be
+    /// overwritten).
+    pub(in crate::store) fn new(file: File, mode: WriteMode) -> Self {
+        let mut segment = Self {
+            file,
+            len: 0,
+            direct: None,
+            section_header_len: None,
+            fallback: None,
+        };
+        if mode == WriteMode::Direct {
+            match crate::sys::set_direct_io(&segment.file, true) {
+                Ok(()) => {
+                    segment.direct = Some(Direct {
+                        staging: AlignedBuf::with_capacity(2 << 20),
+                        first_block: None,
+                    });
+                }
+                Err(e) => segment.fallback = Some(e),
+            }
+        }
+        segment
+    }
+
+    /// Bytes written.
+    pub(in crate::store) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether writes bypass the page cache.
+    #[cfg(test)]
+    fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Why direct writes were refused, once.
+    pub(in crate::store) fn take_fallback(&mut self) -> Option<io::Error> {
+        self.fallback.take()
+    }
+
+    /// Keeps the Section Header's section length (at [`SECTION_LENGTH_AT`]) equal to the
+    /// bytes written after the header's `header_len` bytes, from the next write on.
+    pub(in crate::store) fn keep_section_length(&mut self, header_len: u64) {
+        self.section_header_len = Some(header_len);
+    }
+
+    /// Appends `parts`, in order.
+    pub(in crate::store) fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let total = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        if total == 0 {
+            return Ok(());
+        }
+        let new_len = self.len.checked_add(total).ok_or(io::ErrorKind::FileTooLarge)?;
+        if self.direct.is_some() {
+            match self.append_direct(parts, new_len) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.stop_direct(e)?,
+                other => return other,
+            }
+        }
+        write_all_vectored(&mut self.file, parts)?;
+        self.len = new_len;
+        if let Some(header_len) = self.section_header_len {
+            let section = self.len.saturating_sub(header_len);
+            if let Err(e) = self.file.write_all_at(&section.to_ne_bytes(), SECTION_LENGTH_AT) {
+                log::warn!("could not note the length of a recycled segment: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn append_direct(&mut self, parts: &[&[u8]], new_len: u64) -> io::Result<()> {
+        let Some(direct) = &mut self.direct else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let too_large = || io::Error::from(io::ErrorKind::FileTooLarge);
+        // The block holding the end of what is written: its head is already staged.
+        let tail = usize::try_from(self.len % ALIGN as u64).map_err(|_| too_large())?;
+        let from = self.len - tail as u64;
+        let end = usize::try_from(new_len - from).map_err(|_| too_large())?;
+        let padded = end.checked_next_multiple_of(ALIGN).ok_or_else(too_large)?;
+        direct.staging.reserve(padded, tail);
+        let buf = direct.staging.as_mut_slice();
+        let mut at = tail;
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        buf[end..padded].fill(0);
+        if let Some(header_len) = self.section_header_len.filter(|_| from == 0) {
+            let section = new_len.saturating_sub(header_len).to_ne_bytes();
+            let at = SECTION_LENGTH_AT as usize;
+            if let Some(field) = buf.get_mut(at..at + section.len()) {
+                field.copy_from_slice(&section);
+            }
+        }
+        self.file.write_all_at(&buf[..padded], from)?;
+        if from == 0 {
+            let mut first = AlignedBuf::with_capacity(ALIGN);
+            first.as_mut_slice().copy_from_slice(&buf[..ALIGN]);
+            direct.first_block = Some(first);
+        } else if let (Some(header_len), Some(first)) = (self.section_header_len, &mut direct.first_block) {
+            let section = new_len.saturating_sub(header_len).to_ne_bytes();
+            let at = SECTION_LENGTH_AT as usize;
+            first.as_mut_slice()[at..at + section.len()].copy_from_slice(&section);
+            if let Err(e) = self.file.write_all_at(first.as_mut_slice(), 0) {
+                log::warn!("could not note the length of a recycled segment: {e}");
+            }
+        }
+        // The new last block's written head stays staged for the next write.
+        let kept = end % ALIGN;
+        buf.copy_within(end - kept..end, 0);
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Goes on through the page cache after a refused direct write.
+    fn stop_direct(&mut self, reason: io::Error) -> io::Result<()> {
+        self.direct = None;
+        self.fallback = Some(reason);
+        crate::sys::set_direct_io(&self.file, false)?;
+        self.file.seek(SeekFrom::Start(self.len))?;
+        Ok(())
+    }
+
+    /// Cuts the file back to what was written, after a failed write.
+    pub(in crate::store) fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        if self.direct.is_none() {
+            self.file.seek(SeekFrom::Start(self.len))?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to its length (a recycled file's old bytes, direct writes' padding)
+    /// and syncs it; the file stays open.
+    pub(in crate::store) fn close(&mut self) -> io::Result<()> {
+        if self.file.metadata()?.len() != self.len {
+            self.file.set_len(self.len)?;
+        }
+        self.file.sync_all()
+    }
+}
+
+/// A byte buffer whose start is aligned to [`ALIGN`], in safe code: a `Vec` one
+/// alignment larger, used from its first aligned byte.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    capacity: usize,
+}
+
+impl AlignedBuf {
+    fn with_capacity(capacity: usize) -> Self {
+        let raw = vec![0u8; capacity + ALIGN];
+        let start = (ALIGN - raw.as_ptr().addr() % ALIGN) % ALIGN;
+        Self { raw, start, capacity }
+    }
+
+    /// Makes room for `needed` bytes, keeping the first `keep`.
+    fn reserve(&mut self, needed: usize, keep: usize) {
+        if needed <= self.capacity {
+            return;
+        }
+        let mut grown = Self::with_capacity(needed.next_power_of_two());
+        grown.as_mut_slice()[..keep].copy_from_slice(&self.as_mut_slice()[..keep]);
+        *self = grown;
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.capacity]
+    }
+}
+
+/// Writes every part with as few `writev` calls as it takes.
+fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| io::IoSlice::new(part))
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &std::path::Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    fn open(dir: &std::path::Path, mode: WriteMode) -> (SegmentFile, std::path::PathBuf) {
+        let path = dir.join("segment");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        (SegmentFile::new(file, mode), path)
+    }
+
+    /// Writes of every awkward length land byte for byte; the file is padded with zeros
+    /// to a block while open and exact after close.
+    #[test]
+    fn direct_writes_of_any_length_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, path) = open(dir.path(), WriteMode::Direct);
+        let mut expected = Vec::new();
+        for (i, len) in [1usize, 4095, 1, 4096, 10_000, 3, 3 << 20, 17]
+            .into_iter()
+            .enumerate()
+        {
+            let part: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            let (a, b) = part.split_at(len / 2);
+            file.append(&[a, b]).unwrap();
+            expected.extend_from_slice(&part);
+            assert_eq!(file.len(), expected.len() as u64);
+            let on_disk = read(&path);
+            assert_eq!(&on_disk[..expected.len()], &expected[..]);
+            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
+            if file.is_direct() {
+                assert_eq!(on_disk.len() % ALIGN, 0, "padded to a block while open");
+            }
+        }
+        file.close().unwrap();
+        assert_eq!(read(&path), expected);
+    }
+
+    /// A recycled file's section length is current after every write, in both modes, and
+    /// the old bytes behind stay until close.
+    #[test]
+    fn a_recycled_file_carries_its_section_length() {
+        for mode in [WriteMode::Direct, WriteMode::Buffered] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("segment");
+            std::fs::write(&path, vec![0xAB; 3 * ALIGN + 5]).unwrap();
+            let handle = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut file = SegmentFile::new(handle, mode);
+            let header_len = 28u64;
+            file.keep_section_length(header_len);
+            let mut header = vec![0u8; header_len as usize];
+            header[16..24].copy_from_slice(&u64::MAX.to_ne_bytes());
+            let section_length = |bytes: &[u8]| u64::from_ne_bytes(bytes[16..24].try_into().unwrap());
+            file.append(&[&header]).unwrap();
+            assert_eq!(section_length(&read(&path)), 0, "{mode:?}");
+            file.append(&[&[1u8; 5000]]).unwrap();
+            let bytes = read(&path);
+            assert_eq!(section_length(&bytes), 5000, "{mode:?}");
+            assert_eq!(bytes.len(), 3 * ALIGN + 5, "{mode:?}: old bytes stay until close");
+            file.append(&[&[2u8; 10]]).unwrap();
+            assert_eq!(section_length(&read(&path)), 5010, "{mode:?}");
+            file.close().unwrap();
+            assert_eq!(read(&path).len(), 28 + 5010, "{mode:?}");
+        }
+    }
+
+    /// After a failed write, `cut_back` leaves exactly what was written, and the next
+    /// write goes on from there.
+    #[test]
+    fn cut_back_leaves_what_was_written() {
+        for mode in [WriteMode::Direct, WriteMode::Buffered] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut file, path) = open(dir.path(), mode);
+            file.append(&[&[7u8; 6000]]).unwrap();
+            file.cut_back().unwrap();
+            assert_eq!(read(&path), vec![7u8; 6000], "{mode:?}");
+            file.append(&[&[8u8; 100]]).unwrap();
+            file.close().unwrap();
+            let bytes = read(&path);
+            assert_eq!(bytes.len(), 6100, "{mode:?}");
+            assert!(bytes[6000..].iter().all(|&b| b == 8), "{mode:?}");
+        }
+    }
+}
