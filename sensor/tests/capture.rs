@@ -329,10 +329,22 @@ fn a_run_after_a_crash_cleans_up_and_repairs() {
     assert!(segments(&data)
         .iter()
         .any(|p| p.to_string_lossy().ends_with(".active")));
-    // Simulate a write torn by the crash: half a block at the end of the active segment.
+    // Simulate a write torn by the crash: half a block at the end of the active segment
+    // (after the blocks written, where the zero padding of direct writes was).
     let active = segments(&data)
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(".active"))
+        .unwrap();
+    let bytes = std::fs::read(&active).unwrap();
+    let written = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| (last + 1).next_multiple_of(4));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(written as u64)
         .unwrap();
     sh(&format!(
         "printf '\\006\\000\\000\\000\\100\\000\\000\\000xyz' >> {}",
