@@ -86,14 +86,14 @@ impl std::fmt::Debug for Archive {
     }
 }
 
-/// How long one request may take; the uploader retries with its own backoff.
-const REQUEST_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long one request may take by default; the uploader retries with its own backoff.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_mins(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn client_options() -> ClientOptions {
+fn client_options(request_timeout: Duration) -> ClientOptions {
     ClientOptions::new()
-        .with_timeout(REQUEST_TIMEOUT)
-        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(request_timeout)
+        .with_connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
 }
 
 fn retries() -> RetryConfig {
@@ -107,6 +107,16 @@ fn retries() -> RetryConfig {
 impl Archive {
     /// Opens the archive at `url` for `cluster`, credentials from the environment.
     pub fn open(url: &str, cluster: &str) -> Result<Self, ArchiveError> {
+        Self::open_with_timeout(url, cluster, REQUEST_TIMEOUT)
+    }
+
+    /// [`Archive::open`] with requests that give up after `request_timeout` (and are
+    /// retried by the caller).
+    pub fn open_with_timeout(
+        url: &str,
+        cluster: &str,
+        request_timeout: Duration,
+    ) -> Result<Self, ArchiveError> {
         let layout = Layout::new(cluster)?;
         crate::install_tls_provider();
         let bad = |reason: &str| ArchiveError::Url {
@@ -127,7 +137,7 @@ impl Archive {
             "s3" | "s3a" => {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(url)
-                    .with_client_options(client_options())
+                    .with_client_options(client_options(request_timeout))
                     .with_retry(retries());
                 let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                     .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
@@ -146,7 +156,7 @@ impl Archive {
             "gs" => Arc::new(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
-                    .with_client_options(client_options())
+                    .with_client_options(client_options(request_timeout))
                     .with_retry(retries())
                     .build()
                     .map_err(|e| bad(&e.to_string()))?,
@@ -154,7 +164,7 @@ impl Archive {
             "az" | "azure" | "abfs" | "abfss" => Arc::new(
                 MicrosoftAzureBuilder::from_env()
                     .with_url(url)
-                    .with_client_options(client_options())
+                    .with_client_options(client_options(request_timeout))
                     .with_retry(retries())
                     .build()
                     .map_err(|e| bad(&e.to_string()))?,

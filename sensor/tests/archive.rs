@@ -6,7 +6,9 @@
 //! setup`), run by each test inside its node namespace on loopback: it speaks S3 (PUT,
 //! ranged GET, listings, multipart) and enforces `If-None-Match: *`, so an upload that would
 //! overwrite an object fails there instead of passing silently. It keeps its buckets in
-//! memory, so a server restart in the middle of uploads is not tested with it.
+//! memory, so a server restart in the middle of uploads is tested as a stall instead: the
+//! server stopped (`SIGSTOP`: the kernel still accepts connections, nothing answers, the
+//! requests time out) and continued with the requests it was sent meanwhile.
 //!
 //! Only `198.18.0.0/15` addresses inside namespaces made here and loopback are used.
 #![expect(
@@ -34,8 +36,11 @@ fn pod_and_node(tag: &str) -> (Netns, Netns) {
 
 /// moto's S3 server in a namespace, on loopback, ended by PID on drop.
 struct S3Server {
-    _proc: Proc,
+    proc: Proc,
 }
+
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
 
 impl S3Server {
     fn start(node: &Netns) -> Self {
@@ -45,7 +50,16 @@ impl S3Server {
         );
         proc.wait_for("Running on", Duration::from_mins(1));
         node.sh(&format!("curl -sf -X PUT http://127.0.0.1:{S3_PORT}/{BUCKET}"));
-        Self { _proc: proc }
+        Self { proc }
+    }
+
+    /// Stops the server: it answers nothing until [`S3Server::resume`].
+    fn stall(&self) {
+        self.proc.signal(SIGSTOP);
+    }
+
+    fn resume(&self) {
+        self.proc.signal(SIGCONT);
     }
 }
 
@@ -310,6 +324,72 @@ fn a_missing_bucket_is_named_at_start_and_capture_goes_on() {
     assert!(
         !ok && text.contains("--archive: \"ftp://x/y\" is not s3://"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_stalled_server_that_comes_back_gets_everything_exactly_once() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("s");
+    let s3 = S3Server::start(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = format!(
+        "--iface n0 --data-dir {} --segment-size 64KB --segment-time 1s --archive s3://{BUCKET}/stall \
+         --archive-segments --archive-node node-s --archive-drain 30s --archive-timeout 2s",
+        data.display()
+    );
+    let mut sensor = start_archiving_sensor(&node, &args);
+    let mut traffic = Proc::spawn("ping", &pod.exec("ping -i 0.005 -s 1000 198.18.7.2"));
+    std::thread::sleep(Duration::from_secs(2));
+    s3.stall();
+    std::thread::sleep(Duration::from_secs(8));
+    let backlog = metric(&node, "podcap_archive_backlog_segments");
+    let failures = metric(&node, "podcap_archive_failures_total");
+    s3.resume();
+    assert!(
+        backlog >= 1,
+        "segments waited while the server was stalled: {backlog}"
+    );
+    assert!(failures >= 1, "requests timed out: {failures}");
+    std::thread::sleep(Duration::from_secs(2));
+    traffic.signal(2);
+    let _ = traffic.child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    while metric(&node, "podcap_archive_backlog_segments") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the backlog never drained");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let stored = finished_segments(&data);
+    let keys = bucket_keys(&node, "stall/podcap/v1/default/nodes/node-s/");
+    assert!(!keys.iter().any(|k| k.ends_with(".gap.json")), "{keys:#?}");
+    let manifests = keys.iter().filter(|k| k.ends_with(".json")).count();
+    let objects = keys.iter().filter(|k| k.ends_with(".pcapng.zst")).count();
+    assert_eq!(
+        (manifests, objects),
+        (stored.len(), stored.len()),
+        "one object and one manifest per segment: {keys:#?}"
+    );
+    let out = dir.path().join("out");
+    let (ok, text) = podcap(
+        &node,
+        &format!(
+            "dump --archive s3://{BUCKET}/stall --time 1h --dest {}",
+            out.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let file = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(
+        frames(&pcap::read_segments(&[file])),
+        frames(&pcap::read_segments(&stored))
+    );
+    report(
+        "the object store stalls in the middle of uploads and comes back",
+        "8 s of SIGSTOP under 200 packets/s, --archive-timeout 2s",
+        "nothing: one object and one manifest per segment, the offline dump equals the store",
+        &format!("{failures} requests timed out and were retried; the backlog ({backlog}) drained"),
     );
 }
 

@@ -62,11 +62,13 @@ impl Tool {
     }
 }
 
-fn run_harness(script: &Path, args: &[String], settle_s: u32) -> Result<String> {
-    let out = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .env("SETTLE", settle_s.to_string())
+fn run_harness(script: &Path, args: &[String], settle_s: u32, outdir: Option<&Path>) -> Result<String> {
+    let mut command = Command::new("bash");
+    command.arg(script).args(args).env("SETTLE", settle_s.to_string());
+    if let Some(dir) = outdir {
+        command.env("OUTDIR", dir);
+    }
+    let out = command
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -167,57 +169,88 @@ pub fn run(rounds: usize, frames: u64, seconds: u64) -> Result<Report> {
         if tcp {
             tools.push(floor.clone());
         }
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); tools.len()];
-        for round in 0..rounds {
-            for k in 0..tools.len() {
-                let t = (k + round) % tools.len();
-                let tool = &tools[t];
-                let mut all = args.clone();
-                all.push(tool.command.clone());
-                all.push(tool.label.to_owned());
-                let line = run_harness(&script, &all, tool.settle_s)?;
-                eprintln!("bench capture: {name} round {round}: {line}");
-                let _ = writeln!(lines, "{name} round {round}: {line}");
-                let sample = if tcp {
-                    Sample {
-                        rate: field(&line, "gbit_s=").unwrap_or(0.0),
-                        completeness: field(&line, "completeness=").unwrap_or(0.0),
-                        cpu: field(&line, "cpu_s_per_gb=").unwrap_or(0.0),
-                    }
-                } else {
-                    Sample {
-                        rate: field(&line, "send_pps=").unwrap_or(0.0),
-                        completeness: field(&line, "ratio=").unwrap_or(0.0),
-                        cpu: field(&line, "cpu_us_per_frame=").unwrap_or(0.0),
-                    }
-                };
-                samples[t].push(sample);
-            }
-        }
-        let base = median(samples[0].iter().map(|s| s.rate).collect());
-        for (t, Tool { label, .. }) in tools.iter().enumerate() {
-            let rate = median(samples[t].iter().map(|s| s.rate).collect());
-            let completeness = median(samples[t].iter().map(|s| s.completeness).collect());
-            let cpu = median(samples[t].iter().map(|s| s.cpu).collect());
-            let (unit, cpu) = if tcp {
-                (format!("{rate:.2} Gbit/s"), format!("{cpu:.2} s/GB"))
-            } else {
-                (format!("{rate:.0} frames/s"), format!("{cpu:.2} µs/frame"))
-            };
-            let done = if *label == "none" || label.starts_with("write-only") {
-                "-".to_owned()
-            } else {
-                format!("{:.1} %", completeness * 100.0)
-            };
-            let _ = writeln!(
-                table,
-                "| {name} | {label} | {unit} | {:.2}x | {done} | {cpu} |",
-                rate / base.max(f64::MIN_POSITIVE)
-            );
-        }
+        let workload = Workload {
+            name: &name,
+            script: &script,
+            args: &args,
+            tcp,
+            outdir: None,
+        };
+        compare(&workload, &tools, rounds, &mut table, &mut lines)?;
     }
     table.push_str(LEGEND);
     Ok(Report { table, rounds: lines })
+}
+
+/// One traffic pattern of a comparison.
+struct Workload<'a> {
+    name: &'a str,
+    script: &'a Path,
+    args: &'a [String],
+    tcp: bool,
+    /// Where the captures write (`OUTDIR` of the harness); `None`: tmpfs.
+    outdir: Option<&'a Path>,
+}
+
+/// Runs every tool on `workload` for `rounds` rounds (alternating, the order rotating) and
+/// adds a row per tool to `table`, and every harness line to `lines`.
+fn compare(
+    workload: &Workload<'_>,
+    tools: &[Tool],
+    rounds: usize,
+    table: &mut String,
+    lines: &mut String,
+) -> Result<()> {
+    let name = workload.name;
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); tools.len()];
+    for round in 0..rounds {
+        for k in 0..tools.len() {
+            let t = (k + round) % tools.len();
+            let tool = &tools[t];
+            let mut all = workload.args.to_vec();
+            all.push(tool.command.clone());
+            all.push(tool.label.to_owned());
+            let line = run_harness(workload.script, &all, tool.settle_s, workload.outdir)?;
+            eprintln!("bench capture: {name} round {round}: {line}");
+            let _ = writeln!(lines, "{name} round {round}: {line}");
+            let sample = if workload.tcp {
+                Sample {
+                    rate: field(&line, "gbit_s=").unwrap_or(0.0),
+                    completeness: field(&line, "completeness=").unwrap_or(0.0),
+                    cpu: field(&line, "cpu_s_per_gb=").unwrap_or(0.0),
+                }
+            } else {
+                Sample {
+                    rate: field(&line, "send_pps=").unwrap_or(0.0),
+                    completeness: field(&line, "ratio=").unwrap_or(0.0),
+                    cpu: field(&line, "cpu_us_per_frame=").unwrap_or(0.0),
+                }
+            };
+            samples[t].push(sample);
+        }
+    }
+    let base = median(samples[0].iter().map(|s| s.rate).collect());
+    for (t, Tool { label, .. }) in tools.iter().enumerate() {
+        let rate = median(samples[t].iter().map(|s| s.rate).collect());
+        let completeness = median(samples[t].iter().map(|s| s.completeness).collect());
+        let cpu = median(samples[t].iter().map(|s| s.cpu).collect());
+        let (unit, cpu) = if workload.tcp {
+            (format!("{rate:.2} Gbit/s"), format!("{cpu:.2} s/GB"))
+        } else {
+            (format!("{rate:.0} frames/s"), format!("{cpu:.2} µs/frame"))
+        };
+        let done = if *label == "none" || label.starts_with("write-only") {
+            "-".to_owned()
+        } else {
+            format!("{:.1} %", completeness * 100.0)
+        };
+        let _ = writeln!(
+            table,
+            "| {name} | {label} | {unit} | {:.2}x | {done} | {cpu} |",
+            rate / base.max(f64::MIN_POSITIVE)
+        );
+    }
+    Ok(())
 }
 
 /// What the table's tools are, printed under it.
@@ -232,6 +265,102 @@ CPU is all cores' busy time (`/proc/stat`) while the sender runs, per frame or G
 includes the sender and receiver themselves (compare with `none`) and what a capture adds
 in their context (its copy in the sender's softirq) as well as its own threads.
 ";
+
+/// `cargo xtask bench disk`: the node's case, the store on a real file system (`dir`, by
+/// default `/var/tmp`: this machine's ext4 disk, as a hostPath would be): trafgen 1500 B
+/// frames (the rate that outruns buffered writes), no capture, tcpdump, podcap with direct
+/// writes and with `--buffered-writes`; and `dd` on the same file system as the disk's
+/// limit (direct, and buffered with `fdatasync`).
+pub fn disk(rounds: usize, frames: u64, dir: &Path) -> Result<Report> {
+    if crate::util::output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
+        bail!("the disk benchmark makes network namespaces: run it as root");
+    }
+    let fs_type = util::output(
+        "findmnt",
+        &["-n", "-o", "FSTYPE", "--target", &dir.display().to_string()],
+    )
+    .unwrap_or_default();
+    if fs_type.trim() == "tmpfs" {
+        bail!(
+            "{} is tmpfs: the disk benchmark needs a disk-backed file system",
+            dir.display()
+        );
+    }
+    let env = crate::setup::run_and_env()?;
+    util::cargo_build(&env, true)?;
+    let root = util::workspace_root();
+    let harness = root.join("benches/harness");
+    let sensor = root.join("target/release/podcap-sensor");
+    let podcap = |extra: &str| {
+        format!(
+            "{} --iface {{IF}} --channel ring --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0{extra}",
+            sensor.display()
+        )
+    };
+    let tools = vec![
+        Tool::new("none", "sleep 1000".to_owned()),
+        Tool::new("tcpdump", "tcpdump -i {IF} -w {OUT} -B 65536 -s 0".to_owned()),
+        Tool::new("podcap-ring", podcap("")),
+        Tool::new("podcap-ring --buffered-writes", podcap(" --buffered-writes")),
+    ];
+    let mut table = String::new();
+    let mut lines = String::new();
+    let _ = writeln!(
+        table,
+        "| traffic | tool | sender rate (median) | ratio to no capture | completeness (median) | busy CPU, all cores (median) |\n|---|---|---|---|---|---|"
+    );
+    let name = format!("trafgen 1500 B, store on {} ({})", dir.display(), fs_type.trim());
+    let args = vec!["1500".to_owned(), frames.to_string()];
+    let script = harness.join("peer_capture.sh");
+    let workload = Workload {
+        name: &name,
+        script: &script,
+        args: &args,
+        tcp: false,
+        outdir: Some(dir),
+    };
+    compare(&workload, &tools, rounds, &mut table, &mut lines)?;
+    let direct = median(
+        (0..rounds)
+            .map(|_| dd_rate(dir, "oflag=direct"))
+            .collect::<Result<_>>()?,
+    );
+    let buffered = median(
+        (0..rounds)
+            .map(|_| dd_rate(dir, "conv=fdatasync"))
+            .collect::<Result<_>>()?,
+    );
+    let _ = writeln!(
+        table,
+        "\nThe disk's limit on the same file system (`dd bs=1M count=2048`, median of {rounds}): \
+         **{direct:.0} MB/s** with `oflag=direct`, {buffered:.0} MB/s buffered with `conv=fdatasync`. \
+         A 1500 B frame is 1,532 bytes in a segment: at the no-capture rate above the \
+         sender offers that many frames per second, and `podcap-ring` writes directly \
+         (`O_DIRECT`), `--buffered-writes` through the page cache."
+    );
+    Ok(Report { table, rounds: lines })
+}
+
+/// MB/s `dd` writes 2 GiB into `dir` with `flag` (`oflag=direct`, `conv=fdatasync`).
+fn dd_rate(dir: &Path, flag: &str) -> Result<f64> {
+    let file = dir.join(format!("podcap-dd.{}", std::process::id()));
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=1M", "count=2048", flag])
+        .output()
+        .context("running dd")?;
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stderr);
+    // "2147483648 bytes (2.1 GB, 2.0 GiB) copied, 4.1 s, 524 MB/s"
+    let seconds = text
+        .lines()
+        .find(|l| l.contains("copied"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with(" s")))
+        .and_then(|p| p.trim_end_matches(" s").parse::<f64>().ok())
+        .with_context(|| format!("dd printed no time: {text}"))?;
+    Ok(2_147_483_648.0 / seconds / 1e6)
+}
 
 /// `cargo xtask bench memory`: the sensor's resident set sampled every 10 s while trafgen
 /// sends 64-byte frames (the highest packet rate) at full speed for about `minutes`, with
@@ -264,6 +393,7 @@ pub fn memory(minutes: u64) -> Result<String> {
             "podcap-memory".to_owned(),
         ],
         2,
+        None,
     )?;
     let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let _ = std::fs::remove_file(&log);

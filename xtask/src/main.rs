@@ -57,7 +57,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `memory` (sensor RSS over
+    /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `disk` (the same with the
+    /// store on a disk-backed file system, beside `dd`), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
     /// `merge`, `archive`), or `all` (every one, the capture table and memory line written to
     /// docs/performance.md).
@@ -76,6 +77,13 @@ enum Task {
         /// Minutes of traffic for the memory benchmark.
         #[arg(long, default_value_t = 10)]
         minutes: u64,
+        /// Frames of 1500 B per run of the disk benchmark (4.6 GB each by default: past
+        /// the kernel's dirty-page limits).
+        #[arg(long, default_value_t = 3_000_000)]
+        disk_frames: u64,
+        /// A folder on the disk-backed file system the disk benchmark writes to.
+        #[arg(long, default_value = "/var/tmp")]
+        disk_dir: std::path::PathBuf,
     },
 }
 
@@ -120,7 +128,13 @@ fn run(cli: Cli) -> Result<()> {
             frames,
             seconds,
             minutes,
+            disk_frames,
+            disk_dir,
         } => {
+            if what == "disk" {
+                println!("{}", capture_bench::disk(rounds, disk_frames, &disk_dir)?.table);
+                return Ok(());
+            }
             if what == "capture" {
                 println!("{}", capture_bench::run(rounds, frames, seconds)?.table);
                 return Ok(());
@@ -138,8 +152,15 @@ fn run(cli: Cli) -> Result<()> {
             util::run_status(&mut cmd, "cargo bench")?;
             if what == "all" {
                 let capture = capture_bench::run(rounds, frames, seconds)?;
+                let disk = capture_bench::disk(rounds, disk_frames, &disk_dir)?;
                 let memory = capture_bench::memory(minutes)?;
-                write_performance(&format!("{}\n{memory}\n", capture.table), &capture.rounds)?;
+                write_performance(
+                    &format!(
+                        "{}\n### The store on a disk\n\n{}\n{memory}\n",
+                        capture.table, disk.table
+                    ),
+                    &format!("{}{}", capture.rounds, disk.rounds),
+                )?;
             }
             Ok(())
         }

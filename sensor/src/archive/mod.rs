@@ -57,6 +57,8 @@ pub struct ArchiveConfig {
     pub rate: Option<u64>,
     /// How long the uploader goes on after a stop (`--archive-drain`).
     pub drain: Duration,
+    /// How long one request may take (`--archive-timeout`).
+    pub request_timeout: Duration,
 }
 
 /// The archive's counters, for `/metrics`.
@@ -121,7 +123,7 @@ pub fn start(
     snapshots: Option<Arc<Snapshots>>,
     recordings: Option<Arc<Recordings>>,
 ) -> Result<ArchiveHandle, ArchiveError> {
-    let archive = Archive::open(&config.url, &config.cluster)?;
+    let archive = Archive::open_with_timeout(&config.url, &config.cluster, config.request_timeout)?;
     podcap_archive::layout::check_name("node", &config.node)?;
     let stats = Arc::new(ArchiveStats {
         ledger,

@@ -168,6 +168,10 @@ pub struct Args {
     /// termination grace period).
     #[arg(long, default_value = "20s", value_name = "DURATION")]
     pub archive_drain: String,
+    /// How long one request to the object store may take before it is given up and
+    /// retried (the object is checked first, so a retry never makes a second copy).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub archive_timeout: String,
 }
 
 /// Kubernetes mode's settings.
@@ -643,6 +647,16 @@ impl Args {
             flag: "archive-drain",
             source,
         })?;
+        let request_timeout =
+            units::parse_duration(&self.archive_timeout).map_err(|source| ConfigError::Unit {
+                flag: "archive-timeout",
+                source,
+            })?;
+        if request_timeout.is_zero() {
+            return Err(ConfigError::Archive(
+                "--archive-timeout must be longer than 0s".to_owned(),
+            ));
+        }
         Ok(Some(ArchiveConfig {
             url,
             cluster: self.archive_cluster.clone(),
@@ -650,6 +664,7 @@ impl Args {
             segments: self.archive_segments,
             rate,
             drain,
+            request_timeout,
         }))
     }
 
