@@ -84,8 +84,16 @@ pub const SETTING_CHANNEL: u32 = 12;
 /// `poll` (a copy wakes it), 0 while it drains on a timer (copies wake nobody: a wakeup per
 /// packet would cost the sender an interrupt each).
 pub const SETTING_RING_WAKEUP: u32 = 13;
+/// 1 while the capture filter runs in the kernel (`FILTER_CHAIN` slot 0 holds it): the tc
+/// programs tail-call into it before they take a packet.
+pub const SETTING_FILTER: u32 = 14;
 /// Entries of the `SETTINGS` array.
-pub const SETTINGS_LEN: u32 = 14;
+pub const SETTINGS_LEN: u32 = 15;
+
+/// `FILTER_CHAIN` slot of the capture filter (a program user space makes at run time).
+pub const CHAIN_FILTER: u32 = 0;
+/// `FILTER_CHAIN` slot of `podcap_take`, where the filter goes on with what it accepts.
+pub const CHAIN_TAKE: u32 = 1;
 
 /// Copies travel as clones through the capture veth, XDP and AF_XDP.
 pub const CHANNEL_AF_XDP: u32 = 0;
@@ -169,8 +177,8 @@ pub struct QueueCounters {
     /// Frames an XDP program dropped: no socket on the queue, or no headroom for the
     /// metadata (kernel drops).
     pub xdp_dropped: u64,
-    /// Reserved, zero.
-    pub reserved: u64,
+    /// Packets the in-kernel capture filter rejected: not taken, and not a drop.
+    pub filtered: u64,
 }
 
 #[cfg(feature = "user")]

@@ -16,6 +16,14 @@
 //!   kernel memory (`sock.sk_cgrp_data.cgroup->ancestors[level]->kn->id`) at offsets user
 //!   space finds in the kernel's BTF; without them ingress is not attributed. Lookup references are always
 //!   released.
+//! - With a capture filter (`SETTING_FILTER`), a selected packet goes through it before it
+//!   is taken: a tail call into `FILTER_CHAIN` slot 0 (a program user space translated from
+//!   the filter's classic BPF, `sensor/src/filter/ebpf.rs`), which returns at once for a
+//!   packet it rejects and tail-calls `podcap_take` (slot 1) for one it accepts. The queue
+//!   travels in `FILTER_QUEUE` (per CPU: the tail call runs on the same CPU, in the same
+//!   softirq or bh-disabled section, before anything else can), not in the skb's `cb`,
+//!   which belongs to the qdisc layer. A rejected packet is counted in `filtered` (counted
+//!   first, taken back by `podcap_take`).
 //! - The XDP program runs in native mode on the capture veth's peer. It only ever sees our
 //!   clones, so dropping there costs the pods nothing; it counts every frame it cannot hand to
 //!   AF_XDP.
@@ -31,15 +39,15 @@ use aya_ebpf::{
         generated::bpf_probe_read_kernel as probe_read_kernel_into,
     },
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, PerCpuArray, RingBuf, XskMap},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf, XskMap},
     programs::{TcContext, XdpContext},
 };
 use podcap_common::{
-    queue_for, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, CHANNEL_RING, COPY_MAGIC,
-    DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC, MAX_HOST_INTERFACES, MAX_POD_CGROUP_LEVEL,
-    MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, RING_MAX_CAPTURE, SETTINGS_LEN, SETTING_ANCESTOR_IDS,
-    SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
-    SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED, SETTING_HOST_PODS,
+    queue_for, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, CHAIN_FILTER, CHANNEL_RING,
+    COPY_MAGIC, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC, MAX_HOST_INTERFACES,
+    MAX_POD_CGROUP_LEVEL, MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, RING_MAX_CAPTURE, SETTINGS_LEN,
+    SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
+    SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED, SETTING_FILTER, SETTING_HOST_PODS,
     SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_RING_WAKEUP, SETTING_SNAPLEN,
     SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
 };
@@ -87,6 +95,14 @@ fn counters(queue: u32) -> Option<&'static mut QueueCounters> {
     COUNTERS.get_ptr_mut(queue).map(|p| unsafe { &mut *p })
 }
 
+/// The capture filter (slot `CHAIN_FILTER`) and `podcap_take` (slot `CHAIN_TAKE`).
+#[map]
+static FILTER_CHAIN: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// The queue of the packet the filter is looking at, for `podcap_take`.
+#[map]
+static FILTER_QUEUE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[classifier]
 pub fn podcap_ingress(ctx: TcContext) -> i32 {
     take_selected(&ctx, DIRECTION_INBOUND);
@@ -119,6 +135,38 @@ fn take_selected(ctx: &TcContext, direction: u32) {
     let Some(counters) = counters(queue) else {
         return;
     };
+    if setting(SETTING_FILTER) != 0 {
+        if let Some(handed) = FILTER_QUEUE.get_ptr_mut(0) {
+            // SAFETY: this CPU's element of our own map; read back by `podcap_take` in this
+            // same run of the program (see the rules).
+            unsafe { *handed = queue };
+            counters.filtered += 1;
+            // SAFETY: a tail call hands the same context on; it returns only when it failed.
+            unsafe { FILTER_CHAIN.tail_call(ctx, CHAIN_FILTER) };
+            // No filter in the slot (being replaced): the packet is taken unfiltered.
+            counters.filtered -= 1;
+        }
+    }
+    take(ctx, queue, counters);
+}
+
+/// Where the capture filter goes on with a packet it accepts.
+#[classifier]
+pub fn podcap_take(ctx: TcContext) -> i32 {
+    // This CPU's element, written just before the tail call here.
+    let queue = FILTER_QUEUE.get(0).copied().unwrap_or(MAX_QUEUES);
+    if queue < MAX_QUEUES {
+        if let Some(counters) = counters(queue) {
+            counters.filtered = counters.filtered.wrapping_sub(1);
+            take(&ctx, queue, counters);
+        }
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Hands the packet on through the channel in use, counting it.
+#[inline(always)]
+fn take(ctx: &TcContext, queue: u32, counters: &mut QueueCounters) {
     let taken = if setting(SETTING_CHANNEL) == CHANNEL_RING {
         copy_to_ring(ctx, queue)
     } else {

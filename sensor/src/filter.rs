@@ -12,10 +12,16 @@
 //!   takes it out again and hands it to the program's ancillary loads, exactly as the
 //!   kernel does for tcpdump. Without the right to open a packet socket, libpcap compiles
 //!   with `tcpdump -r` semantics instead (tags in the bytes) and frames are run as recorded.
-//! - It runs in user space on the capture thread, on each frame as captured (cut to the
-//!   snap length) with its original length, before the ring, like libpcap's `bpf_filter`:
-//!   a load beyond the captured bytes rejects the packet. Rejected packets are counted as
-//!   filtered, not dropped. (Why not in the kernel: `docs/design/capture-path.md`.)
+//! - For the selected interfaces it runs in the kernel, before the copy: translated to eBPF
+//!   (`ebpf.rs`) and tail-called by the tc programs (`capture/kernel_filter.rs`), on the
+//!   whole packet as a socket filter sees it. Where that cannot be (the kernel refuses the
+//!   translation, `tcpdump -r` semantics, the tap's XDP frames) it runs in user space on
+//!   the capture thread, on each frame as captured (cut to the snap length) with its
+//!   original length, like libpcap's `bpf_filter`: a load beyond the captured bytes
+//!   rejects the packet. The interpreter here ([`Filter::matches`]) is the translation's
+//!   oracle in tests. Rejected packets are counted as filtered, not dropped.
+pub mod ebpf;
+
 use crate::sys::pcap::{compile_filter, BpfInsn, Semantics};
 
 /// Linux's ancillary data area (`SKF_AD_OFF`) and the fields libpcap reads from it.
@@ -95,6 +101,13 @@ impl Filter {
     #[must_use]
     pub fn program(&self) -> &[BpfInsn] {
         &self.program
+    }
+
+    /// Whether it was compiled as a live tcpdump compiles it (the outer VLAN tag as kernel
+    /// metadata): then the kernel can run it as it is.
+    #[must_use]
+    pub fn is_live_semantics(&self) -> bool {
+        self.semantics == Semantics::LiveLinux
     }
 
     #[must_use]

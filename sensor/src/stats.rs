@@ -18,8 +18,11 @@ pub struct SlotStats {
     /// Packets (frames) that reached user space.
     pub received: AtomicU64,
     pub received_bytes: AtomicU64,
-    /// Rejected by the capture filter (`--filter`): not recorded, not a drop.
+    /// Rejected by the capture filter (`--filter`) in user space: not recorded, not a drop.
     pub filtered: AtomicU64,
+    /// Rejected by the capture filter in the kernel (snapshot refreshed by the capture
+    /// thread).
+    pub kernel_filtered: AtomicU64,
     /// Lost in the kernel (snapshot refreshed by the capture thread).
     pub kernel_drops: AtomicU64,
     /// Lost because the user-space ring was full.
@@ -65,7 +68,7 @@ impl Stats {
                 seen: s.seen.load(Relaxed),
                 received: s.received.load(Relaxed),
                 received_bytes: s.received_bytes.load(Relaxed),
-                filtered: s.filtered.load(Relaxed),
+                filtered: s.filtered.load(Relaxed) + s.kernel_filtered.load(Relaxed),
                 kernel_drops: s.kernel_drops.load(Relaxed),
                 ring_drops: s.ring_drops.load(Relaxed),
                 writer_drops: s.writer_drops.load(Relaxed),

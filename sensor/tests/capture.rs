@@ -543,6 +543,48 @@ const FILTERS: &[&str] = &[
     "ip6 and udp and len > 1000",
 ];
 
+/// The kernel's translation of `filter` gives the interpreter's verdict on every frame it
+/// can be run on here (`BPF_PROG_TEST_RUN` takes frames up to a page and no VLAN metadata:
+/// tagged frames are left to the live comparison).
+fn assert_the_kernel_agrees(expression: &str, filter: &podcap_sensor::filter::Filter, all: &[pcap::Frame]) {
+    let kernel = podcap_sensor::sys::bpf::load_sched_cls(&podcap_sensor::filter::ebpf::translate(
+        filter.program(),
+        podcap_sensor::filter::ebpf::Verdict::Return,
+    ))
+    .unwrap_or_else(|e| panic!("{expression}: the kernel refused the translation: {e}"));
+    let mut run = 0;
+    for frame in all
+        .iter()
+        .filter(|f| f.data.len() <= 3000 && f.data.get(12..14) != Some(&[0x81, 0x00][..]))
+    {
+        let verdict = podcap_sensor::sys::bpf::test_run(&kernel, &frame.data).unwrap();
+        assert_eq!(
+            verdict == 1,
+            filter.matches(&frame.data, frame.orig_len),
+            "{expression}: the kernel and user space differ on {:02x?}",
+            &frame.data[..frame.data.len().min(64)]
+        );
+        run += 1;
+    }
+    assert!(run > 50, "{expression}: {run} frames run in the kernel");
+}
+
+/// What the kernel's filter rejected is counted as filtered (refreshed every second).
+fn assert_filtered_counted(node: &Netns) {
+    let filtered = || {
+        node.sh("curl -s http://127.0.0.1:9090/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("podcap_packets_filtered_total{interface=\"n0\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while filtered() < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(filtered() >= 20, "rejected packets counted: {}", filtered());
+}
+
 #[test]
 fn filters_select_exactly_what_tcpdump_selects() {
     let Some(_serial) = privileged() else { return };
@@ -580,6 +622,7 @@ fn filters_select_exactly_what_tcpdump_selects() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let to = realtime_ns();
+    assert_filtered_counted(&t.n);
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     for tcpdump in &mut tcpdumps {
         tcpdump.stop();
@@ -599,6 +642,11 @@ fn filters_select_exactly_what_tcpdump_selects() {
         result.extra.first()
     );
     assert!(result.exact > 40, "{} packets", result.exact);
+    assert!(
+        sensor.log_text().contains("runs in the kernel"),
+        "the filter ran in the kernel: {}",
+        sensor.log_text()
+    );
 
     // The table: podcap's filter on every frame tcpdump saw selects exactly the frames a
     // tcpdump running with that filter saw.
@@ -608,6 +656,7 @@ fn filters_select_exactly_what_tcpdump_selects() {
     let key = |f: &pcap::Frame| (f.orig_len, f.data.clone());
     for (i, expression) in FILTERS.iter().enumerate() {
         let filter = podcap_sensor::filter::Filter::compile(expression, 262_144).unwrap();
+        assert_the_kernel_agrees(expression, &filter, &all);
         let mut ours: Vec<_> = all
             .iter()
             .filter(|f| filter.matches(&f.data, f.orig_len))

@@ -341,6 +341,53 @@ pub fn disk(rounds: usize, frames: u64, dir: &Path) -> Result<Report> {
     Ok(Report { table, rounds: lines })
 }
 
+/// `cargo xtask bench filter`: a filter that rejects every frame (`udp port 7`; trafgen
+/// sends to port 9) at 64 and 1500 B: no capture, tcpdump with it (classic BPF in the
+/// kernel, before its copy) and podcap with it (translated to eBPF, before the copy).
+pub fn filter(rounds: usize, frames: u64) -> Result<Report> {
+    if crate::util::output("id", &["-u"]).is_none_or(|u| u.trim() != "0") {
+        bail!("the filter benchmark makes network namespaces: run it as root");
+    }
+    let env = crate::setup::run_and_env()?;
+    util::cargo_build(&env, true)?;
+    let root = util::workspace_root();
+    let script = root.join("benches/harness/peer_capture.sh");
+    let sensor = root.join("target/release/podcap-sensor");
+    let tools = vec![
+        Tool::new("none", "sleep 1000".to_owned()),
+        Tool::new(
+            "tcpdump 'udp port 7'",
+            "tcpdump -i {IF} -w {OUT} -B 65536 -s 0 'udp port 7'".to_owned(),
+        ),
+        Tool::new(
+            "podcap-ring --filter 'udp port 7'",
+            format!(
+                "{} --iface {{IF}} --channel ring --data-dir {{OUT}} --listen 127.0.0.1:0 --filter 'udp port 7'",
+                sensor.display()
+            ),
+        ),
+    ];
+    let mut table = String::new();
+    let mut lines = String::new();
+    let _ = writeln!(
+        table,
+        "| traffic | tool | sender rate (median) | ratio to no capture | recorded (median) | busy CPU, all cores (median) |\n|---|---|---|---|---|---|"
+    );
+    for size in [64, 1500] {
+        let name = format!("trafgen {size} B, all rejected");
+        let args = vec![size.to_string(), frames.to_string()];
+        let workload = Workload {
+            name: &name,
+            script: &script,
+            args: &args,
+            tcp: false,
+            outdir: None,
+        };
+        compare(&workload, &tools, rounds, &mut table, &mut lines)?;
+    }
+    Ok(Report { table, rounds: lines })
+}
+
 /// MB/s `dd` writes 2 GiB into `dir` with `flag` (`oflag=direct`, `conv=fdatasync`).
 fn dd_rate(dir: &Path, flag: &str) -> Result<f64> {
     let file = dir.join(format!("podcap-dd.{}", std::process::id()));

@@ -58,7 +58,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `disk` (the same with the
-    /// store on a disk-backed file system, beside `dd`), `memory` (sensor RSS over
+    /// store on a disk-backed file system, beside `dd`), `filter` (a filter that rejects
+    /// everything, podcap's in the kernel beside tcpdump's), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
     /// `merge`, `archive`), or `all` (every one, the capture table and memory line written to
     /// docs/performance.md).
@@ -131,6 +132,10 @@ fn run(cli: Cli) -> Result<()> {
             disk_frames,
             disk_dir,
         } => {
+            if what == "filter" {
+                println!("{}", capture_bench::filter(rounds, frames)?.table);
+                return Ok(());
+            }
             if what == "disk" {
                 println!("{}", capture_bench::disk(rounds, disk_frames, &disk_dir)?.table);
                 return Ok(());
@@ -153,13 +158,14 @@ fn run(cli: Cli) -> Result<()> {
             if what == "all" {
                 let capture = capture_bench::run(rounds, frames, seconds)?;
                 let disk = capture_bench::disk(rounds, disk_frames, &disk_dir)?;
+                let filter = capture_bench::filter(rounds, frames)?;
                 let memory = capture_bench::memory(minutes)?;
                 write_performance(
                     &format!(
-                        "{}\n### The store on a disk\n\n{}\n{memory}\n",
-                        capture.table, disk.table
+                        "{}\n### The store on a disk\n\n{}\n### A filter that rejects everything\n\n{}\n{memory}\n",
+                        capture.table, disk.table, filter.table
                     ),
-                    &format!("{}{}", capture.rounds, disk.rounds),
+                    &format!("{}{}{}", capture.rounds, disk.rounds, filter.rounds),
                 )?;
             }
             Ok(())

@@ -27,6 +27,7 @@
 pub(crate) mod btf;
 mod deliver;
 mod ebpf;
+mod kernel_filter;
 mod route;
 mod scope;
 pub(crate) mod veth;
@@ -126,6 +127,12 @@ pub enum CaptureError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    #[error("eBPF map FILTER_CHAIN: {action} failed")]
+    FilterChain {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Xsk(#[from] xsk::XskError),
     #[error("this sensor captures only its --tap interface: it selects no other")]
@@ -213,6 +220,10 @@ pub(crate) struct Capture {
     /// The slot's filter as of `filter_generation`.
     filter: Option<Arc<Filter>>,
     filter_generation: u64,
+    /// The filter's place in the tc programs (with selected interfaces).
+    kernel_filter: Option<kernel_filter::KernelFilter>,
+    /// Whether the kernel runs `filter` for the selected interfaces (else user space does).
+    filter_in_kernel: bool,
 }
 
 /// The selected interfaces: the route their packets take and the maps that select them.
@@ -284,6 +295,11 @@ impl Capture {
             let selector = Selector::start(&mut ebpf, &mut settings, options)?;
             Some(Selected { route, selector })
         };
+        let kernel_filter = if selected.is_some() {
+            Some(kernel_filter::KernelFilter::new(&mut ebpf)?)
+        } else {
+            None
+        };
         let mut capture = Self {
             ebpf,
             selected,
@@ -299,9 +315,22 @@ impl Capture {
             filter_generation: options.filter.generation(),
             filter: options.filter.get(),
             filter_slot: Arc::clone(&options.filter),
+            kernel_filter,
+            filter_in_kernel: false,
         };
+        capture.install_filter();
         capture.refresh_clock();
         Ok(capture)
+    }
+
+    /// Puts the current filter into the tc programs where the kernel takes it.
+    fn install_filter(&mut self) {
+        self.filter_in_kernel = match &mut self.kernel_filter {
+            Some(kernel) => {
+                kernel.install(self.filter.as_deref(), &mut self.settings) && self.filter.is_some()
+            }
+            None => false,
+        };
     }
 
     /// Takes scope changes from `commands` while running.
@@ -372,6 +401,7 @@ impl Capture {
                     Some(f) => log::info!("capture filter now {:?}", f.expression()),
                     None => log::info!("capture filter removed"),
                 }
+                self.install_filter();
             }
             if last_counters.elapsed() >= Duration::from_secs(1) {
                 self.refresh_kernel_counters(stats, false);
@@ -427,6 +457,8 @@ impl Capture {
         let filter = self.filter.as_deref();
         let mut total = 0;
         if let Some(selected) = &mut self.selected {
+            // The kernel filtered these already.
+            let filter = if self.filter_in_kernel { None } else { filter };
             total += selected.route.drain(sink, stats, offset, filter);
         }
         if let Some(tap) = &mut self.tap {
@@ -446,6 +478,9 @@ impl Capture {
                     c.take_failed += v.take_failed;
                     c.xdp_seen += v.xdp_seen;
                     c.xdp_dropped += v.xdp_dropped;
+                    // Counted on one CPU and taken back on the same one: each CPU's
+                    // count is whole, but read as it runs.
+                    c.filtered = c.filtered.wrapping_add(v.filtered);
                 }
             }
             c
@@ -459,9 +494,21 @@ impl Capture {
         if let Some(tap) = &self.tap {
             tap.count(read, &mut per_slot);
         }
+        // What the kernel's filter rejected was seen and never taken. A CPU's count can be
+        // read between a packet's counting and its taking back (one too many for that
+        // instant): stored, not kept as a maximum, so the next read corrects it.
+        let mut filtered_per_slot = vec![0u64; self.slots];
+        for queue in 0..self.selected_slots * 2 {
+            let slot = podcap_common::slot_of_queue(queue).0 as usize;
+            if let Some(n) = filtered_per_slot.get_mut(slot) {
+                *n = n.saturating_add(read(queue).filtered);
+            }
+        }
         for (slot, (seen, drops)) in per_slot.into_iter().enumerate() {
             if let Some(s) = stats.slots.get(slot) {
-                s.seen.store(seen, Relaxed);
+                let filtered = filtered_per_slot.get(slot).copied().unwrap_or(0);
+                s.kernel_filtered.store(filtered, Relaxed);
+                s.seen.store(seen.saturating_add(filtered), Relaxed);
                 // fetch_max: malformed frames counted by `push_frame` are part of it too.
                 s.kernel_drops.fetch_max(drops, Relaxed);
             }

@@ -3,6 +3,7 @@
 //! Rules: each `unsafe` block carries a `// SAFETY:` line; functions here return
 //! `std::io::Result` with the OS error, and callers add the context (which file, which
 //! interface).
+pub mod bpf;
 pub mod netns;
 pub mod pcap;
 pub mod xsk;
