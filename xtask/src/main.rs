@@ -59,7 +59,8 @@ enum Task {
     },
     /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `disk` (the same with the
     /// store on a disk-backed file system, beside `dd`), `filter` (a filter that rejects
-    /// everything, podcap's in the kernel beside tcpdump's), `memory` (sensor RSS over
+    /// everything, podcap's in the kernel beside tcpdump's), `dump` (`podcap dump` merging 64
+    /// sensors on loopback), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
     /// `merge`, `archive`), or `all` (every one, the capture table and memory line written to
     /// docs/performance.md).
@@ -132,6 +133,13 @@ fn run(cli: Cli) -> Result<()> {
             disk_frames,
             disk_dir,
         } => {
+            if what == "dump" {
+                // Two slice sizes: the CLI's memory must not follow them.
+                for packets in [4_000, 16_000] {
+                    println!("{}", capture_bench::dump(64, packets, 1_000)?);
+                }
+                return Ok(());
+            }
             if what == "filter" {
                 println!("{}", capture_bench::filter(rounds, frames)?.table);
                 return Ok(());
