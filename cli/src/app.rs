@@ -21,6 +21,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use podcap_format::{merge, units};
 
 use crate::{
+    dest::Dest,
     discovery::{Cluster, ClusterOptions, Role, TapScope},
     live,
     progress::{Board, Tally},
@@ -184,6 +185,12 @@ impl ClusterArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script: `source <(podcap completion bash)`, or into
+    /// `~/.zsh/completions/_podcap`, or `podcap completion fish | source`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Download a time slice from every sensor, merged into one pcapng file.
     Dump {
         #[command(flatten)]
@@ -198,8 +205,10 @@ enum Command {
         /// iteration, or the --time/--from/--to of it, with any selection.
         #[arg(long, value_name = "NAME", conflicts_with = "snapshot")]
         recording: Option<String>,
-        /// Directory for the file, or - for stdout.
-        #[arg(long, default_value = ".", value_name = "DIR")]
+        /// Where the file goes: a folder (the file is named by the window, snapshot or
+        /// recording; created if only its last part is missing), a file ending in
+        /// .pcapng, or - for stdout (not a terminal). Nothing is overwritten without --force.
+        #[arg(long, default_value = ".", value_name = "DIR|FILE.pcapng|-")]
         dest: String,
         /// Exit 0 even if some sensors failed or data was lost (the file says what).
         #[arg(long)]
@@ -486,6 +495,13 @@ fn reach(connection: &Connection, role: Role) -> Result<Reached> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Completion { shell } => {
+            // Into memory first: the generator panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "podcap", &mut script);
+            io::stdout().write_all(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dump {
             window,
             select,
@@ -676,13 +692,9 @@ fn dump(
     dest: &str,
     (allow_partial, force): (bool, bool),
 ) -> Result<ExitCode> {
-    let to_stdout = dest == "-";
-    let folder = if to_stdout {
-        std::env::temp_dir()
-    } else {
-        PathBuf::from(dest)
-    };
-    std::fs::create_dir_all(&folder).with_context(|| format!("--dest {}", folder.display()))?;
+    let dest = Dest::parse(dest, &wanted.file_name, force)?;
+    let to_stdout = dest == Dest::Stdout;
+    let folder = dest.work_folder();
     let sensors = &reached.sensors;
     if sensors.is_empty() {
         reached.report_unreachable();
@@ -717,7 +729,7 @@ fn dump(
     if to_stdout && every_sensor_failed {
         bail!("no sensor could give its slice; nothing written");
     }
-    let (target, stats) = write_dest(dest, &wanted.file_name, force, |mut out| {
+    let (target, stats) = crate::dest::write(&dest, &wanted.file_name, force, |mut out| {
         let stats = merge::merge(opened, &comments, &mut out)?;
         if every_sensor_failed && stats.packets == 0 {
             bail!("no sensor could give its slice; nothing written");
@@ -790,7 +802,7 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
     // a random name (never through a name another user could have planted).
     let parts = sensors
         .iter()
-        .map(|_| temporary(folder, ".part"))
+        .map(|_| crate::dest::temporary(folder, ".part"))
         .collect::<Result<Vec<_>>>()?;
     // `--parallel` sensors at a time; progress on a terminal.
     let tallies: Vec<Arc<Tally>> = sensors.iter().map(|_| Arc::default()).collect();
@@ -915,6 +927,7 @@ fn offline_dump(
         );
     }
     let query = offline_query(offline, window, select, kept)?;
+    let dest_arg = dest;
     let (title, file_name) = match &query.kept {
         Some(crate::archive::Kept::Snapshot(name)) => {
             check_name(name)?;
@@ -938,6 +951,7 @@ fn offline_dump(
             (format!("{from} to {to}"), format!("podcap-{from}-{to}.pcapng"))
         }
     };
+    let dest = Dest::parse(dest_arg, &file_name, force)?;
     let (archive, runtime) = crate::archive::open(url, &offline.cluster)?;
     let collected = runtime.block_on(crate::archive::collect(
         &archive,
@@ -961,7 +975,7 @@ fn offline_dump(
         ));
     }
     let inputs = crate::archive::inputs_by_node(collected.parts);
-    let (target, stats) = write_dest(dest, &file_name, force, |mut out| {
+    let (target, stats) = crate::dest::write(&dest, &file_name, force, |mut out| {
         Ok(merge::merge(inputs, &comments, &mut out)?)
     })?;
     if let Some(target) = &target {
@@ -991,50 +1005,6 @@ fn offline_dump(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes what `produce` makes to `dest` (a folder, or `-` for stdout) as `file_name`:
-/// through an exclusive temporary file renamed into place, never over an existing file
-/// unless `force`. Returns the file written (none for stdout).
-fn write_dest(
-    dest: &str,
-    file_name: &str,
-    force: bool,
-    produce: impl FnOnce(&mut dyn Write) -> Result<merge::MergeStats>,
-) -> Result<(Option<PathBuf>, merge::MergeStats)> {
-    if dest == "-" {
-        let stats = produce(&mut io::stdout().lock())?;
-        return Ok((None, stats));
-    }
-    let folder = PathBuf::from(dest);
-    std::fs::create_dir_all(&folder).with_context(|| format!("--dest {}", folder.display()))?;
-    let target = folder.join(file_name);
-    if target.exists() && !force {
-        bail!(
-            "{} already exists: move it away, give another --dest, or --force to replace it",
-            target.display()
-        );
-    }
-    let output = temporary(&folder, ".pcapng")?;
-    let stats = produce(&mut BufWriter::new(output.as_file()))?;
-    output.as_file().sync_all()?;
-    let persisted = if force {
-        output.persist(&target).map(|_| ())
-    } else {
-        output.persist_noclobber(&target).map(|_| ())
-    };
-    persisted.with_context(|| format!("writing {}", target.display()))?;
-    Ok((Some(target), stats))
-}
-
-/// A temporary file in `folder`, created exclusively with a random name (never through a
-/// name another user could have planted), removed unless persisted.
-fn temporary(folder: &std::path::Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(".podcap-")
-        .suffix(suffix)
-        .tempfile_in(folder)
-        .with_context(|| format!("creating a temporary file in {}", folder.display()))
 }
 
 fn config_command(

@@ -5,6 +5,7 @@
 //! no eBPF toolchain, no system C library.
 pub mod app;
 pub mod archive;
+pub mod dest;
 pub mod discovery;
 pub mod live;
 pub mod progress;

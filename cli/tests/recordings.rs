@@ -114,6 +114,10 @@ async fn a_job_on_every_sensor_is_listed_downloaded_merged_and_deleted() {
     let deleted = podcap(&sensors, ADMIN_TOKEN, args("record delete odd")).await;
     assert!(deleted.status.success(), "{}", stderr(&deleted));
     assert!(!a_dir.path().join("recordings/odd").exists() && !b_dir.path().join("recordings/odd").exists());
+    // (--force: the file of the first download is still in --dest, and is never replaced
+    // without it.)
+    let mut dump = dump;
+    dump.push("--force".into());
     let output = podcap(&sensors, TOKEN, dump).await;
     assert!(
         !output.status.success() && stderr(&output).contains("no sensor holds recording odd"),

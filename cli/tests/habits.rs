@@ -1,0 +1,107 @@
+//! The habits of kubectl, tcpdump and shell users: `--dest` as a folder or a `.pcapng`
+//! file, never overwriting without `--force`, never creating a mistyped parent; shell
+//! completion for bash, zsh and fish. Real sensor routers and stores on loopback.
+mod common;
+
+use std::{net::SocketAddr, process::Command};
+
+use common::{podcap_with, sensor, stderr, PODCAP, TOKEN};
+
+async fn dump_to(sensors: &[SocketAddr], dest: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["dump", "--time", "5m", "--dest", dest];
+    args.extend_from_slice(extra);
+    podcap_with(sensors, TOKEN, &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dest_is_a_folder_or_a_pcapng_file_and_nothing_is_overwritten() {
+    let store = tempfile::tempdir().unwrap();
+    let sensors = [sensor(&store, 0, 0xaa).await];
+    let work = tempfile::tempdir().unwrap();
+    let path = |rest: &str| work.path().join(rest).display().to_string();
+
+    // A file path: written there, exactly.
+    let file = path("incident.pcapng");
+    let out = dump_to(&sensors, &file, &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = std::fs::read(&file).unwrap();
+    assert!(first.len() > 1_000, "{} bytes", first.len());
+    // Again: refused before anything is downloaded, the file untouched; --force replaces.
+    std::fs::write(&file, b"evidence").unwrap();
+    let out = dump_to(&sensors, &file, &[]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"evidence");
+    let out = dump_to(&sensors, &file, &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&file).unwrap().len() > 1_000);
+
+    // A new folder is made when only its last part is missing; the file is named in it.
+    let out = dump_to(&sensors, &path("new"), &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(path("new")).unwrap().count(), 1);
+
+    // A mistyped parent is named, not created.
+    let out = dump_to(&sensors, &path("typo/deeper/here"), &[]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not exist") && stderr(&out).contains("typo"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!work.path().join("typo").exists(), "nothing created");
+    let out = dump_to(&sensors, &path("typo/x.pcapng"), &[]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    // A .pcap name, and an existing file that is not pcapng as a folder: named.
+    let out = dump_to(&sensors, &path("x.pcap"), &[]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("name the file .pcapng"), "{}", stderr(&out));
+    std::fs::write(path("notes.txt"), b"x").unwrap();
+    let out = dump_to(&sensors, &path("notes.txt"), &[]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("a file, not a folder"), "{}", stderr(&out));
+
+    // Standard output when it is not a terminal: the pcapng itself.
+    let out = dump_to(&sensors, "-", &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(&out.stdout[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+}
+
+#[test]
+fn completion_scripts_for_three_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(PODCAP).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["dump", "snapshot", "--dest", "--sensor"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    // bash itself reads the bash script.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "source <(\"$0\" completion bash) && complete -p podcap",
+            PODCAP,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("_podcap"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new(PODCAP)
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+    assert!(
+        stderr(&out).contains("bash"),
+        "the shells are listed: {}",
+        stderr(&out)
+    );
+}
