@@ -116,7 +116,6 @@ async fn a_job_on_every_sensor_is_listed_downloaded_merged_and_deleted() {
     assert!(!a_dir.path().join("recordings/odd").exists() && !b_dir.path().join("recordings/odd").exists());
     // (--force: the file of the first download is still in --dest, and is never replaced
     // without it.)
-    let mut dump = dump;
     dump.push("--force".into());
     let output = podcap(&sensors, TOKEN, dump).await;
     assert!(
