@@ -61,6 +61,19 @@ CASES = {
                                                "accessKey": "AKIDEXAMPLE", "secretKey": "wJalr",
                                                "roleArn": "arn:aws:iam::111122223333:role/podcap"}}}},
     },
+    "emptyDir sized by a Kubernetes quantity": {
+        "persistence": {"type": "emptyDir"},
+        "pcapdump": {"maxSize": "2Gi"},
+    },
+    "standard chart knobs": {
+        "podLabels": {"team": "net"},
+        "podAnnotations": {"example.com/owner": "sre"},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In",
+                                                          "values": ["linux"]}]}]}}},
+        "imagePullSecrets": [{"name": "registry"}],
+        "updateStrategy": {"maxUnavailable": "25%"},
+    },
     "user roles": {
         "userRoles": {
             "snapshot": {"create": True, "subjects": [{"kind": "User", "name": "dev@example.com",
@@ -72,6 +85,20 @@ CASES = {
     },
 }
 
+# Values the chart's values.schema.json refuses at install/template time, and what the
+# refusal names. (A tcpdump filter's syntax, tap.bpfOverride, needs libpcap: the sensor
+# refuses it at start, naming the key; a schema cannot.)
+REFUSED = {
+    "namespaces as a string (--set tap.namespaces=shop)": ({"tap": {"namespaces": "shop"}}, "/tap/namespaces"),
+    "a regex that does not compile": ({"tap": {"regex": "[unclosed"}}, "/tap/regex"),
+    "a size without a unit": ({"pcapdump": {"maxSize": "500"}}, "/pcapdump/maxSize"),
+    "a duration in words": ({"pcapdump": {"maxTime": "one hour"}}, "/pcapdump/maxTime"),
+    "a port out of range": ({"sensor": {"port": 70000}}, "/sensor/port"),
+    "an unknown volume type": ({"persistence": {"type": "nfs"}}, "/persistence/type"),
+    "an archive URL of no store": ({"archive": {"url": "ftp://bucket/x"}}, "/archive/url"),
+    "a namespace name Kubernetes refuses": ({"tap": {"namespaces": ["Shop_1"]}}, "/tap/namespaces/0"),
+}
+
 failures = []
 
 
@@ -80,16 +107,36 @@ def check(case, condition, what):
         failures.append(f"{case}: {what}")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with the same key twice (Kubernetes would take
+    the last one silently; kubectl and strict parsers complain)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicates = {k for k in keys if keys.count(k) > 1}
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {sorted(duplicates)}",
+                                                    node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def objects(manifests):
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
             continue
-        for doc in yaml.safe_load_all(text):
+        for doc in yaml.load_all(text, Loader=UniqueKeyLoader):
             if doc:
                 yield path, doc
 
 
 chart = helm_python.Chart.load(str(CHART))
+for case, (values, named) in REFUSED.items():
+    try:
+        chart.render(values, name="podcap", namespace="podcap", is_install=True)
+        failures.append(f"refused: {case}: rendered")
+    except Exception as e:  # helm_python raises its own error type with Helm's message
+        check(f"refused: {case}", named in str(e), f"the refusal names {named}: {e}")
+print(f"chart: {len(REFUSED)} bad value sets refused by values.schema.json, each naming its key")
 for case, values in CASES.items():
     report = helm_python.lint(str(CHART), values, strict=True, namespace="podcap")
     problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
@@ -147,6 +194,19 @@ for case, values in CASES.items():
     check(case, f"--recordings-max-size={recordings_budget}" in sensor["args"], f"recordings budget {sensor['args']}")
     buffered = values.get("sensor", {}).get("bufferedWrites", False)
     check(case, ("--buffered-writes" in sensor["args"]) == buffered, f"buffered writes {sensor['args']}")
+    if values.get("pcapdump", {}).get("maxSize") == "2Gi":
+        limit = volumes["data"].get("emptyDir", {}).get("sizeLimit")
+        check(case, limit == "2516582Ki", f"emptyDir sizeLimit 2Gi plus 20 %: {limit}")
+    template = ds["spec"]["template"]["metadata"]
+    for key, value in values.get("podLabels", {}).items():
+        check(case, template["labels"].get(key) == value, f"pod label {key}")
+    for key, value in values.get("podAnnotations", {}).items():
+        check(case, template["annotations"].get(key) == value, f"pod annotation {key}")
+    check(case, pod.get("affinity") == values.get("affinity"), f"affinity {pod.get('affinity')}")
+    check(case, pod.get("imagePullSecrets") == values.get("imagePullSecrets"), "imagePullSecrets")
+    unavailable = values.get("updateStrategy", {}).get("maxUnavailable", 1)
+    check(case, ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == unavailable,
+          f"maxUnavailable {ds['spec']['updateStrategy']}")
     min_free = values.get("pcapdump", {}).get("minFree", "15%")
     check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]
@@ -242,7 +302,9 @@ for bad, needle in [({"persistence": {"type": "nfs"}}, "persistence.type"),
         chart.render(bad, name="podcap", namespace="podcap")
         failures.append(f"{bad}: rendered")
     except helm_python.HelmError as e:
-        check(str(bad), needle in str(e), f"error does not name {needle}: {e}")
+        # Named by the schema (a JSON pointer) or by the template's own check.
+        named = needle in str(e) or "/" + needle.replace(".", "/") in str(e)
+        check(str(bad), named, f"error does not name {needle}: {e}")
 
 if failures:
     print("\n".join(failures), file=sys.stderr)

@@ -61,13 +61,13 @@ app.kubernetes.io/component: sensor
 {{- default (printf "%s-tls" (include "podcap.fullname" .)) .Values.api.tls.existingSecret -}}
 {{- end -}}
 
-{{/* pcapdump.maxSize ("500MB", "2GiB") as a Kubernetes quantity plus 20 %. */}}
+{{/* pcapdump.maxSize ("500MB", "2GiB", "2Gi") as a Kubernetes quantity plus 20 %. */}}
 {{- define "podcap.emptyDirLimit" -}}
 {{- $size := .Values.pcapdump.maxSize | toString -}}
 {{- $number := regexFind "^[0-9]+" $size | atoi -}}
 {{- $unit := trimPrefix (regexFind "^[0-9]+" $size) $size -}}
 {{- /* unit → (kilo unit, how many of it in one unit) */ -}}
-{{- $units := dict "KB" (list "k" 1) "MB" (list "k" 1000) "GB" (list "k" 1000000) "TB" (list "k" 1000000000) "KiB" (list "Ki" 1) "MiB" (list "Ki" 1024) "GiB" (list "Ki" 1048576) "TiB" (list "Ki" 1073741824) -}}
+{{- $units := dict "KB" (list "k" 1) "MB" (list "k" 1000) "GB" (list "k" 1000000) "TB" (list "k" 1000000000) "KiB" (list "Ki" 1) "MiB" (list "Ki" 1024) "GiB" (list "Ki" 1048576) "TiB" (list "Ki" 1073741824) "Ki" (list "Ki" 1) "Mi" (list "Ki" 1024) "Gi" (list "Ki" 1048576) "Ti" (list "Ki" 1073741824) -}}
 {{- if not (hasKey $units $unit) -}}
 {{- fail (printf "pcapdump.maxSize: %q is not a size like 500MB or 2GiB" $size) -}}
 {{- end -}}
