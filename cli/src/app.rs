@@ -601,7 +601,7 @@ fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection
         }
     }
     if inputs.is_empty() {
-        bail!("no sensor could be reached");
+        bail!("every sensor failed (each is named above with its reason): nothing was streamed");
     }
     let stats = live::live(
         inputs,

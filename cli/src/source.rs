@@ -141,7 +141,9 @@ impl Sensor {
                 });
                 match tunnel {
                     Some(reason) => bail!("cannot reach the sensor: {reason}"),
-                    None => Err(e).context("cannot reach the sensor"),
+                    // The transport error's own text already ends with its cause (the OS
+                    // error): as a chain, anyhow would print that cause twice.
+                    None => bail!("cannot reach the sensor: {}", dedup_causes(&e)),
                 }
             }
         }
@@ -226,6 +228,20 @@ impl Sensor {
         }
         Ok(total)
     }
+}
+
+/// `error`'s text with each cause in its chain that the text does not already say.
+fn dedup_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Lower-case hex of `bytes`.

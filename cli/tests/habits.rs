@@ -105,3 +105,27 @@ fn completion_scripts_for_three_shells() {
         stderr(&out)
     );
 }
+
+/// A sensor that cannot be reached is named with its cause said once, and no file is made.
+#[test]
+fn an_unreachable_sensor_is_named_with_its_cause_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dest = tempfile::tempdir().unwrap();
+    let out = Command::new(PODCAP)
+        .args(["dump", "--time", "1m", "--dest"])
+        .arg(dest.path())
+        .args(["--sensor", &format!("node-a=http://127.0.0.1:{port}")])
+        .env("PODCAP_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("node-a") && text.contains("Connection refused"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no file");
+}

@@ -33,7 +33,10 @@ pub struct Args {
     /// Directory for the pcapng segments.
     #[arg(long, value_name = "DIR", required_unless_present = "resolve_pod")]
     pub data_dir: Option<PathBuf>,
-    /// Bytes kept of each packet (the rest is cut; the original length is kept).
+    /// Bytes kept of each packet (the rest is cut; the original length is kept). The
+    /// channels keep at most: `ring` 65536 (a GSO super-frame whole), `af-xdp` and `--tap`
+    /// 3824; the snap length in effect is logged at start and written in every file's
+    /// interface blocks.
     #[arg(long, default_value_t = 262_144, value_name = "N")]
     pub snaplen: u32,
     /// How copies reach user space: `af-xdp` (clone, capture veth, XDP, AF_XDP; GSO
