@@ -50,6 +50,33 @@ const IGNORED_TAP_KEYS: &[&str] = &[
     "ipv6",
     "hostNetwork",
     "capabilities",
+    // Current Kubeshark (v52): its hub, dashboard and dissectors' settings, and storage
+    // that is the chart's business (`tap.persistentStorage` is checked there).
+    "storageClass",
+    "persistentStorageStatic",
+    "persistentStoragePvcVolumeMode",
+    "efsFileSytemIdAndPath",
+    "secrets",
+    "dryRun",
+    "dns",
+    "probes",
+    "disableTlsLog",
+    "routing",
+    "resourceGuard",
+    "watchdog",
+    "gitops",
+    "sentry",
+    "defaultFilter",
+    "liveConfigMapChangesDisabled",
+    "globalFilter",
+    "enabledDissectors",
+    "portMapping",
+    "customMacros",
+    "metrics",
+    "pprof",
+    "misc",
+    "securityContext",
+    "mountBpf",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +136,10 @@ pub struct TargetingDoc {
     pub stopped: bool,
     /// `pcapdump.*`, in the form the settings take.
     pub pcapdump: SettingsDoc,
+    /// Kubeshark's `tap.capture.raw.enabled` (`pcapdump.enabled` wins).
+    pub raw_enabled: Option<bool>,
+    /// Kubeshark's `tap.capture.raw.storageSize` (`pcapdump.maxSize` wins).
+    pub raw_storage_size: Option<String>,
     /// `recordings`: the jobs every sensor runs.
     pub recordings: Vec<JobDoc>,
 }
@@ -155,12 +186,56 @@ impl TargetingDoc {
                     let text = string(&full, value)?;
                     self.bpf_override = (!text.trim().is_empty()).then_some(text);
                 }
-                "stopped" => self.stopped = boolean(&full, value)?,
+                "stopped" => self.stopped |= boolean(&full, value)?,
+                "capture" => self.parse_capture(value)?,
                 other if IGNORED_TAP_KEYS.contains(&other) => {}
                 _ => {
                     return Err(key_error(
                         &full,
-                        "unknown key (known: regex, namespaces, excludedNamespaces, bpfOverride, stopped)",
+                        "unknown key (known: regex, namespaces, excludedNamespaces, bpfOverride, stopped, capture)",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Kubeshark's current `tap.capture`: `stopped` as `tap.stopped`; `raw.enabled` and
+    /// `raw.storageSize` (its raw capture to disk) as `pcapdump.enabled` and
+    /// `pcapdump.maxSize` where those are not given; `stopAfter` and `dbMaxSize` are its
+    /// hub's and are ignored.
+    fn parse_capture(&mut self, capture: &Value) -> Result<(), TargetingError> {
+        let Value::Mapping(capture) = capture else {
+            return Err(key_error("tap.capture", "expected a mapping"));
+        };
+        for (key, value) in capture {
+            let name = key.as_str().unwrap_or_default();
+            let full = format!("tap.capture.{name}");
+            match name {
+                "stopped" => self.stopped |= boolean(&full, value)?,
+                "stopAfter" | "dbMaxSize" => {}
+                "raw" => {
+                    let Value::Mapping(raw) = value else {
+                        return Err(key_error(&full, "expected a mapping"));
+                    };
+                    for (key, value) in raw {
+                        let name = key.as_str().unwrap_or_default();
+                        let full = format!("tap.capture.raw.{name}");
+                        match name {
+                            "enabled" => self.raw_enabled = Some(boolean(&full, value)?),
+                            "storageSize" => {
+                                let text = string(&full, value)?;
+                                units::parse_size(&text).map_err(|e| key_error(&full, e.to_string()))?;
+                                self.raw_storage_size = Some(text);
+                            }
+                            _ => return Err(key_error(&full, "unknown key (known: enabled, storageSize)")),
+                        }
+                    }
+                }
+                _ => {
+                    return Err(key_error(
+                        &full,
+                        "unknown key (known: stopped, raw, stopAfter, dbMaxSize)",
                     ))
                 }
             }
@@ -188,7 +263,7 @@ impl TargetingDoc {
                     self.pcapdump.max_size = Some(text);
                 }
                 // Kubeshark's keys for its own dump cadence: podcap rotates by itself.
-                "timeInterval" | "debug" | "dest" => {}
+                "timeInterval" | "debug" | "dest" | "time" => {}
                 _ => return Err(key_error(&full, "unknown key (known: enabled, maxTime, maxSize)")),
             }
         }
@@ -203,8 +278,13 @@ impl TargetingDoc {
             enabled: if self.stopped {
                 Some(false)
             } else {
-                self.pcapdump.enabled
+                self.pcapdump.enabled.or(self.raw_enabled)
             },
+            max_size: self
+                .pcapdump
+                .max_size
+                .clone()
+                .or_else(|| self.raw_storage_size.clone()),
             ..self.pcapdump.clone()
         }
     }
@@ -253,6 +333,49 @@ fn boolean(key: &str, value: &Value) -> Result<bool, TargetingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A current Kubeshark values file (v52's keys) is taken with the same meaning.
+    #[test]
+    fn current_kubeshark_keys_mean_what_they_mean_there() {
+        let doc = TargetingDoc::parse(
+            "tap:\n  regex: .*\n  capture:\n    stopped: false\n    stopAfter: 5m\n    dbMaxSize: ''\n    raw:\n      enabled: true\n      storageSize: 2Gi\n  persistentStorage: false\n  storageLimit: 5Gi\n  storageClass: standard\n  securityContext: {privileged: true}\n  misc: {jsonTTL: 5m}\npcapdump:\n  enabled: true\n  timeInterval: 1m\n  maxTime: 1h\n  time: time\nlogLevel: warning\n",
+        )
+        .unwrap();
+        let settings = doc.settings();
+        assert_eq!(settings.enabled, Some(true));
+        assert_eq!(
+            settings.max_size.as_deref(),
+            Some("2Gi"),
+            "raw.storageSize, no pcapdump.maxSize"
+        );
+        assert_eq!(settings.max_time.as_deref(), Some("1h"));
+        let stopped = TargetingDoc::parse("tap:\n  capture:\n    stopped: true\n").unwrap();
+        assert_eq!(stopped.settings().enabled, Some(false));
+        assert!(!stopped.selects("shop", "web-1"));
+        let both = TargetingDoc::parse(
+            "tap:\n  capture:\n    raw: {enabled: false, storageSize: 1Gi}\npcapdump:\n  enabled: true\n  maxSize: 500MB\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (both.settings().enabled, both.settings().max_size.as_deref()),
+            (Some(true), Some("500MB")),
+            "pcapdump.* wins"
+        );
+        for (text, key) in [
+            ("tap:\n  capture:\n    stoped: true\n", "tap.capture.stoped"),
+            (
+                "tap:\n  capture:\n    raw: {storageSize: lots}\n",
+                "tap.capture.raw.storageSize",
+            ),
+            (
+                "tap:\n  capture:\n    raw: {enable: true}\n",
+                "tap.capture.raw.enable",
+            ),
+        ] {
+            let error = TargetingDoc::parse(text).unwrap_err().to_string();
+            assert!(error.starts_with(key), "{text}: {error}");
+        }
+    }
 
     #[test]
     fn recording_jobs_are_read_checked_and_named_in_errors() {

@@ -74,6 +74,14 @@ CASES = {
         "imagePullSecrets": [{"name": "registry"}],
         "updateStrategy": {"maxUnavailable": "25%"},
     },
+    "a current Kubeshark values file": {
+        "tap": {"regex": ".*", "capture": {"stopped": False, "stopAfter": "5m", "dbMaxSize": "",
+                                           "raw": {"enabled": True, "storageSize": "2Gi"}},
+                "persistentStorage": False, "storageLimit": "5Gi", "storageClass": "standard",
+                "securityContext": {"privileged": True}, "misc": {"jsonTTL": "5m"}},
+        "pcapdump": {"enabled": True, "timeInterval": "1m", "maxTime": "1h", "time": "time"},
+        "persistence": {"type": "emptyDir"},
+    },
     "user roles": {
         "userRoles": {
             "snapshot": {"create": True, "subjects": [{"kind": "User", "name": "dev@example.com",
@@ -207,6 +215,17 @@ for case, values in CASES.items():
     unavailable = values.get("updateStrategy", {}).get("maxUnavailable", 1)
     check(case, ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == unavailable,
           f"maxUnavailable {ds['spec']['updateStrategy']}")
+    config = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
+    raw = values.get("tap", {}).get("capture", {}).get("raw", {})
+    want_size = raw.get("storageSize", values.get("pcapdump", {}).get("maxSize", "500MB"))
+    check(case, config["pcapdump"]["maxSize"] == want_size, f"store size {config['pcapdump']}")
+    if "storageSize" in raw and values.get("persistence", {}).get("type") == "emptyDir":
+        limit = volumes["data"].get("emptyDir", {}).get("sizeLimit")
+        check(case, limit == "2516582Ki", f"emptyDir sizeLimit from tap.capture.raw.storageSize: {limit}")
+    # The sensor reads the rendered file as a Kubeshark document (format/src/targeting.rs).
+    check(case, config["tap"]["stopped"] == (values.get("tap", {}).get("stopped", False)
+                                              or values.get("tap", {}).get("capture", {}).get("stopped", False)),
+          f"stopped {config['tap']}")
     min_free = values.get("pcapdump", {}).get("minFree", "15%")
     check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]
@@ -297,7 +316,8 @@ for bad, needle in [({"persistence": {"type": "nfs"}}, "persistence.type"),
                     ({"persistence": {"type": "persistentVolumeClaim"}}, "persistence.existingClaim"),
                     ({"persistence": {"type": "emptyDir"}, "pcapdump": {"maxSize": "lots"}}, "pcapdump.maxSize"),
                     ({"tap": {"snapshots": {"cloud": {"provider": "ftp"}}}}, "tap.snapshots.cloud.provider"),
-                    ({"tap": {"snapshots": {"cloud": {"provider": "s3"}}}}, "tap.snapshots.cloud.s3.bucket")]:
+                    ({"tap": {"snapshots": {"cloud": {"provider": "s3"}}}}, "tap.snapshots.cloud.s3.bucket"),
+                    ({"tap": {"persistentStorage": True}}, "tap.persistentStorage")]:
     try:
         chart.render(bad, name="podcap", namespace="podcap")
         failures.append(f"{bad}: rendered")

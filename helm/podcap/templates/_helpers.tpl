@@ -61,9 +61,22 @@ app.kubernetes.io/component: sensor
 {{- default (printf "%s-tls" (include "podcap.fullname" .)) .Values.api.tls.existingSecret -}}
 {{- end -}}
 
-{{/* pcapdump.maxSize ("500MB", "2GiB", "2Gi") as a Kubernetes quantity plus 20 %. */}}
+{{/* The store's size: Kubeshark's tap.capture.raw.storageSize when given, else
+pcapdump.maxSize. */}}
+{{- define "podcap.maxSize" -}}
+{{- dig "capture" "raw" "storageSize" .Values.pcapdump.maxSize .Values.tap | toString -}}
+{{- end -}}
+
+{{/* Kubeshark's keys podcap cannot honour, refused by name with the reason. */}}
+{{- define "podcap.checkKubesharkKeys" -}}
+{{- if .Values.tap.persistentStorage -}}
+{{- fail "tap.persistentStorage: podcap does not create a volume per sensor; use persistence.type hostPath (the default, kept across restarts) or persistentVolumeClaim with persistence.existingClaim (a ReadWriteMany claim)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The store's size ("500MB", "2GiB", "2Gi") as a Kubernetes quantity plus 20 %. */}}
 {{- define "podcap.emptyDirLimit" -}}
-{{- $size := .Values.pcapdump.maxSize | toString -}}
+{{- $size := include "podcap.maxSize" . -}}
 {{- $number := regexFind "^[0-9]+" $size | atoi -}}
 {{- $unit := trimPrefix (regexFind "^[0-9]+" $size) $size -}}
 {{- /* unit → (kilo unit, how many of it in one unit) */ -}}
