@@ -24,6 +24,7 @@ use crate::{
     dest::Dest,
     discovery::{Cluster, ClusterOptions, Role, TapScope},
     live,
+    output::Output,
     progress::{Board, Tally},
     source::{named_sensors, Refused, Sensor},
 };
@@ -258,14 +259,17 @@ enum Command {
         /// it, such a change only says what it would delete).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// How the settings are shown: `table`, or `json` / `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         connection: Connection,
     },
     /// List what each sensor holds.
     Segments {
-        /// `table` for people, `json` for scripts (times as RFC 3339 to the nanosecond).
-        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
-        output: String,
+        /// `table` for people, `json` or `yaml` for scripts (times as RFC 3339 to the nanosecond).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         connection: Connection,
     },
@@ -357,9 +361,9 @@ enum SnapshotAction {
     /// The snapshots the sensors keep: per snapshot its window, the nodes holding it,
     /// packets, size, expiry, and the nodes where making it failed, with why.
     List {
-        /// `table` for people, `json` for scripts.
-        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
-        output: String,
+        /// `table` for people, `json` or `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         connection: Connection,
     },
@@ -402,9 +406,9 @@ enum RecordAction {
     /// The jobs and, per node, scheduled / recording / finished / expired, next start,
     /// packets, bytes, drops.
     List {
-        /// `table` for people, `json` for scripts.
-        #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
-        output: String,
+        /// `table` for people, `json` or `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         connection: Connection,
     },
@@ -546,9 +550,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_size,
             max_time,
             yes,
+            output,
             connection,
-        } => config_command(enable, max_size, max_time, yes, &connection),
-        Command::Segments { output, connection } => segments_command(&connection, output == "json"),
+        } => {
+            if enable.is_none() && max_size.is_none() && max_time.is_none() {
+                show_config(&connection, output)
+            } else {
+                config_command(enable, max_size, max_time, yes, &connection)
+            }
+        }
+        Command::Segments { output, connection } => segments_command(&connection, output),
         Command::Live {
             count,
             select,
@@ -1007,6 +1018,47 @@ fn offline_dump(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `podcap config` without changes: each sensor's settings and where each came from.
+fn show_config(connection: &Connection, output: Output) -> Result<ExitCode> {
+    let reached = reach(connection, Role::Read)?;
+    let token = &reached.token;
+    let mut nodes = Vec::new();
+    let mut rows = Vec::new();
+    let code = for_each_sensor(&reached, |sensor| {
+        let settings = sensor.get_json("/api/v1/config", token.as_deref())?;
+        let cell = |key: &str| {
+            let value = match &settings[key] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            match settings["sources"][key]["source"].as_str() {
+                Some(source) => format!("{value} ({source})"),
+                None => value,
+            }
+        };
+        rows.push(crate::table::Row {
+            cells: vec![
+                sensor.label.clone(),
+                cell("enabled"),
+                cell("maxSize"),
+                cell("maxTime"),
+            ],
+            notes: Vec::new(),
+        });
+        nodes.push(serde_json::json!({ "node": sensor.label, "settings": settings }));
+        Ok(())
+    });
+    if output.structured() {
+        crate::output::print(&serde_json::json!({ "nodes": nodes }), output)?;
+    } else {
+        print!(
+            "{}",
+            crate::table::render(&["NODE", "ENABLED", "MAX-SIZE", "MAX-TIME"], &rows)
+        );
+    }
+    Ok(code)
+}
+
 fn config_command(
     enable: Option<bool>,
     max_size: Option<String>,
@@ -1108,17 +1160,18 @@ fn for_each_sensor(reached: &Reached, mut ask: impl FnMut(&Sensor) -> Result<()>
     }
 }
 
-fn segments_command(connection: &Connection, json: bool) -> Result<ExitCode> {
+fn segments_command(connection: &Connection, output: Output) -> Result<ExitCode> {
     let reached = reach(connection, Role::Read)?;
     let token = &reached.token;
     let mut nodes = Vec::new();
+    let rows = std::sync::Mutex::new(Vec::new());
     let code = for_each_sensor(&reached, |sensor| {
         let list = sensor.get_json("/api/v1/segments", token.as_deref())?;
         let list = list.as_array().cloned().unwrap_or_default();
         let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
         let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
         let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
-        if json {
+        if output.structured() {
             let time = |ns: Option<u64>| ns.map(units::format_rfc3339_ns);
             let segments: Vec<serde_json::Value> = list
                 .iter()
@@ -1137,21 +1190,30 @@ fn segments_command(connection: &Connection, json: bool) -> Result<ExitCode> {
                 "oldest": time(oldest), "newest": time(newest),
             }));
         } else {
-            println!(
-                "{}: {} segments, {}, {} .. {}",
-                sensor.label,
-                list.len(),
-                units::format_size(bytes),
-                oldest.map_or("-".into(), units::format_utc_compact),
-                newest.map_or("-".into(), units::format_utc_compact)
-            );
+            rows.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(crate::table::Row {
+                    cells: vec![
+                        sensor.label.clone(),
+                        list.len().to_string(),
+                        units::format_size(bytes),
+                        oldest.map_or("-".into(), units::format_utc_compact),
+                        newest.map_or("-".into(), units::format_utc_compact),
+                    ],
+                    notes: Vec::new(),
+                });
         }
         Ok(())
     });
-    if json {
-        println!(
+    if output.structured() {
+        crate::output::print(&serde_json::json!({ "nodes": nodes }), output)?;
+    } else {
+        let rows = rows
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        print!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?
+            crate::table::render(&["NODE", "SEGMENTS", "SIZE", "OLDEST", "NEWEST"], &rows)
         );
     }
     Ok(code)
@@ -1236,7 +1298,7 @@ fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
             crate::snapshot::create(&reached, &name, &body)
         }
         SnapshotAction::List { output, connection } => {
-            crate::snapshot::list(&reach(&connection, Role::Read)?, output == "json")
+            crate::snapshot::list(&reach(&connection, Role::Read)?, output)
         }
         SnapshotAction::Delete { name, connection } => {
             check_name(&name)?;
@@ -1286,7 +1348,7 @@ fn record_command(action: RecordAction) -> Result<ExitCode> {
             crate::record::create(&reached, &job)
         }
         RecordAction::List { output, connection } => {
-            crate::record::list(&reach(&connection, Role::Read)?, output == "json")
+            crate::record::list(&reach(&connection, Role::Read)?, output)
         }
         RecordAction::Delete { name, connection } => {
             check_name(&name)?;

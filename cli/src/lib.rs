@@ -8,6 +8,7 @@ pub mod archive;
 pub mod dest;
 pub mod discovery;
 pub mod live;
+pub mod output;
 pub mod progress;
 pub mod record;
 pub mod snapshot;

@@ -112,7 +112,7 @@ pub(crate) fn create(reached: &Reached, job: &JobDoc) -> Result<ExitCode> {
     })
 }
 
-pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
+pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let mut failed: Vec<(String, String)> = reached.unreachable.clone();
     let mut nodes = Vec::new();
@@ -122,7 +122,7 @@ pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
             Err(e) => failed.push((sensor.label.clone(), format!("{e:#}"))),
         }
     }
-    if json {
+    if output.structured() {
         let nodes: Vec<Value> = nodes
             .iter()
             .map(|(node, listing)| serde_json::json!({"node": node, "jobs": listing["jobs"], "maxBytes": listing["maxBytes"], "usedBytes": listing["usedBytes"]}))
@@ -131,10 +131,10 @@ pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(node, reason)| serde_json::json!({"node": node, "reason": reason}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes, "unreachable": unreachable}))?
-        );
+        crate::output::print(
+            &serde_json::json!({"nodes": nodes, "unreachable": unreachable}),
+            output,
+        )?;
     } else {
         print_table(&nodes);
     }

@@ -112,7 +112,7 @@ struct Across {
     damaged: Vec<(String, String)>,
 }
 
-pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
+pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let mut all: std::collections::BTreeMap<String, Across> = std::collections::BTreeMap::new();
     let mut budgets = Vec::new();
@@ -164,7 +164,7 @@ pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
             entry(&mut all, name).damaged.push((sensor.label.clone(), reason));
         }
     }
-    if json {
+    if output.structured() {
         let snapshots: Vec<Value> = all
             .values()
             .map(|a| {
@@ -184,12 +184,12 @@ pub(crate) fn list(reached: &Reached, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(node, reason)| serde_json::json!({"node": node, "reason": reason}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
+        crate::output::print(
+            &serde_json::json!({
                 "snapshots": snapshots, "budgets": budgets, "unreachable": unreachable,
-            }))?
-        );
+            }),
+            output,
+        )?;
     } else {
         print_table(&all, reached.sensors.len() + reached.unreachable.len());
         for budget in &budgets {

@@ -491,7 +491,10 @@ async fn segments_config_and_the_kubectl_plugin_use_discovery() {
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     // node-c and node-d fail, so the exit status says so; the others answer.
     assert!(!output.status.success());
-    assert!(out.contains("node-a: ") && out.contains("node-b: "), "{out}");
+    assert!(
+        out.starts_with("NODE") && out.contains("\nnode-a ") && out.contains("\nnode-b "),
+        "{out}"
+    );
     assert!(stderr(&output).contains("node-c"), "{}", stderr(&output));
 
     let output = f
@@ -516,9 +519,24 @@ async fn segments_config_and_the_kubectl_plugin_use_discovery() {
         err.contains("admin token from Secret podcap/podcap-admin-token") && err.contains("userRoles.admin"),
         "{err}"
     );
+    let output = f.run(PODCAP, &["config", "--context", "lab", "-o", "json"]).await;
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let times: Vec<&str> = shown["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["settings"]["maxTime"].as_str())
+        .collect();
+    assert_eq!(times, ["2h", "2h"], "{shown}");
     let output = f.run(PODCAP, &["config", "--context", "lab"]).await;
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(out.matches("\"maxTime\":\"2h\"").count(), 2, "{out}");
+    assert!(
+        out.starts_with("NODE") && out.matches("2h (api)").count() == 2,
+        "{out}"
+    );
+    let output = f.run(PODCAP, &["config", "--context", "lab", "-o", "yaml"]).await;
+    let shown: serde_yaml::Value = serde_yaml::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["nodes"][0]["settings"]["maxTime"].as_str(), Some("2h"));
 
     // As a kubectl plugin it names itself the way kubectl users call it.
     let output = f.run(KUBECTL_PODCAP, &["dump", "--help"]).await;
