@@ -1084,17 +1084,10 @@ fn config_command(
     if let Some(time) = max_time {
         change.insert("maxTime".into(), time.into());
     }
-    let only_show = change.is_empty();
     let change = serde_json::Value::Object(change);
-    let reached = reach(connection, if only_show { Role::Read } else { Role::Admin })?;
+    // (No change at all is `show_config`.)
+    let reached = reach(connection, Role::Admin)?;
     let token = &reached.token;
-    if only_show {
-        return Ok(for_each_sensor(&reached, |sensor| {
-            let settings = sensor.get_json("/api/v1/config", token.as_deref())?;
-            println!("{}: {settings}", sensor.label);
-            Ok(())
-        }));
-    }
     // Every sensor that can be asked checks the change first: one that refuses it, or a
     // change that would delete recorded data without --yes, changes no sensor at all.
     if retention_changes {
