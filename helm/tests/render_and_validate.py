@@ -226,6 +226,13 @@ for case, values in CASES.items():
     check(case, config["tap"]["stopped"] == (values.get("tap", {}).get("stopped", False)
                                               or values.get("tap", {}).get("capture", {}).get("stopped", False)),
           f"stopped {config['tap']}")
+    test_pods = [o for o in kinds.values() if o["kind"] == "Pod"]
+    check(case, len(test_pods) == 1 and test_pods[0]["metadata"]["annotations"].get("helm.sh/hook") == "test",
+          "a helm test pod")
+    if test_pods:
+        url = test_pods[0]["spec"]["containers"][0]["args"][-1]
+        check(case, url.endswith("/readyz") and url.startswith("https://" if tls else "http://")
+              and ".podcap.svc:" in url, f"the test asks /readyz through the Service: {url}")
     min_free = values.get("pcapdump", {}).get("minFree", "15%")
     check(case, (f"--min-free={min_free}" in sensor["args"]) == bool(min_free), f"min-free {sensor['args']}")
     role = kinds["ClusterRole"]
