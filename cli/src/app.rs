@@ -825,6 +825,11 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
     let fetch = |n: usize| -> Result<u64> {
         let mut file = BufWriter::new(parts[n].as_file());
         let bytes = sensors[n].download(&wanted.path, token, &mut file, &tallies[n]);
+        if bytes.is_err() {
+            tallies[n]
+                .failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         file.flush()?;
         bytes
     };

@@ -2,11 +2,10 @@
 //!
 //! Rules: downloads report through [`Tally`] (atomics, relaxed: they are display counters
 //! that nothing else reads); [`Board`] redraws one line per sensor every 200 ms on stderr
-//! when it is a terminal, and draws nothing otherwise. Packets are counted by walking the
+//! through indicatif when it is a terminal that can move its cursor, and draws nothing
+//! otherwise (a pipe, a file, `TERM=dumb`); a failed download says so. Packets are counted by walking the
 //! pcapng block headers as the bytes pass, without parsing the packets.
 use std::{
-    fmt::Write as _,
-    io::Write as _,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -15,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use podcap_format::units::format_size;
 
 /// One sensor's counters.
@@ -23,6 +23,8 @@ pub struct Tally {
     pub bytes: AtomicU64,
     pub packets: AtomicU64,
     pub done: AtomicBool,
+    /// The download failed (shown as such, not as still running).
+    pub failed: AtomicBool,
 }
 
 /// Counts Enhanced Packet Blocks in a pcapng byte stream fed in arbitrary pieces.
@@ -74,41 +76,15 @@ pub struct Board {
 }
 
 impl Board {
-    /// Starts drawing `labels`' tallies if `draw` (stderr is a terminal).
+    /// Starts drawing `labels`' tallies if `draw` (stderr is a terminal) and the terminal
+    /// can move its cursor (`TERM` is not `dumb`).
     #[must_use]
     pub fn start(labels: Vec<String>, tallies: Vec<Arc<Tally>>, draw: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let painter = draw.then(|| {
+        let capable = std::env::var("TERM").map_or(true, |term| term != "dumb");
+        let painter = (draw && capable).then(|| {
             let stop = Arc::clone(&stop);
-            thread::spawn(move || {
-                let mut drawn = false;
-                loop {
-                    let last = stop.load(Ordering::Relaxed);
-                    let mut text = String::new();
-                    if drawn {
-                        let _ = write!(text, "\x1b[{}A", labels.len());
-                    }
-                    for (label, tally) in labels.iter().zip(&tallies) {
-                        let state = if tally.done.load(Ordering::Relaxed) {
-                            "done"
-                        } else {
-                            "…"
-                        };
-                        let _ = writeln!(
-                            text,
-                            "\x1b[2K{label}: {} packets, {} {state}",
-                            tally.packets.load(Ordering::Relaxed),
-                            format_size(tally.bytes.load(Ordering::Relaxed)),
-                        );
-                    }
-                    let _ = std::io::stderr().write_all(text.as_bytes());
-                    drawn = true;
-                    if last {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(200));
-                }
-            })
+            thread::spawn(move || paint(&labels, &tallies, &stop))
         });
         Self { stop, painter }
     }
@@ -119,6 +95,47 @@ impl Board {
         if let Some(p) = self.painter.take() {
             let _ = p.join();
         }
+    }
+}
+
+/// One line per sensor through indicatif (lines cut to the terminal's width, redrawn in
+/// place), every 200 ms until `stop`, then the final state.
+fn paint(labels: &[String], tallies: &[Arc<Tally>], stop: &AtomicBool) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix} {wide_msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bars: Vec<ProgressBar> = labels
+        .iter()
+        .map(|label| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{label}:"));
+            bar
+        })
+        .collect();
+    loop {
+        let last = stop.load(Ordering::Relaxed);
+        for (bar, tally) in bars.iter().zip(tallies) {
+            let state = if tally.failed.load(Ordering::Relaxed) {
+                "failed"
+            } else if tally.done.load(Ordering::Relaxed) {
+                "done"
+            } else {
+                "…"
+            };
+            bar.set_message(format!(
+                "{} packets, {} {state}",
+                tally.packets.load(Ordering::Relaxed),
+                format_size(tally.bytes.load(Ordering::Relaxed)),
+            ));
+        }
+        if last {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    for bar in &bars {
+        bar.finish();
     }
 }
 

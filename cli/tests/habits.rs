@@ -129,3 +129,48 @@ fn an_unreachable_sensor_is_named_with_its_cause_once() {
     assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
     assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no file");
 }
+
+/// On a terminal the progress shows each sensor ending `done` or `failed` (never a stale
+/// `…`); with `TERM=dumb` nothing moves the cursor. The terminal is a real pty (`script`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_on_a_terminal_says_how_each_sensor_ended_and_dumb_terminals_get_no_escapes() {
+    let store = tempfile::tempdir().unwrap();
+    let good = sensor(&store, 0, 0xaa).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    for term in ["xterm-256color", "dumb"] {
+        let dest = tempfile::tempdir().unwrap();
+        let command = format!(
+            "{PODCAP} dump --time 5m --allow-partial --dest {} --sensor node-0=http://{good} \
+             --sensor dead=http://127.0.0.1:{dead}",
+            dest.path().display()
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("script")
+                .args(["-qec", &command, "/dev/null"])
+                .env("TERM", term)
+                .env("PODCAP_TOKEN", TOKEN)
+                .env("COLUMNS", "60")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{term}: {text}");
+        if term == "dumb" {
+            assert!(!text.contains("\u{1b}["), "{term}: escapes: {text:?}");
+        } else {
+            let last_state = |label: &str| {
+                text.rsplit(label)
+                    .next()
+                    .and_then(|rest| rest.lines().next())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            assert!(last_state("node-0:").contains("done"), "{text:?}");
+            assert!(last_state("dead:").contains("failed"), "{text:?}");
+        }
+    }
+}
