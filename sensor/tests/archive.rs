@@ -44,9 +44,20 @@ const SIGSTOP: i32 = 19;
 
 impl S3Server {
     fn start(node: &Netns) -> Self {
+        Self::start_checking_keys(node, false)
+    }
+
+    /// With `check_keys`, moto checks every request's access key after the first (the
+    /// bucket's creation): a key it does not know is refused (`InvalidAccessKeyId`).
+    fn start_checking_keys(node: &Netns, check_keys: bool) -> Self {
+        let auth = if check_keys {
+            "env INITIAL_NO_AUTH_ACTION_COUNT=1 "
+        } else {
+            ""
+        };
         let mut proc = Proc::spawn(
             "moto S3 server",
-            &node.exec(&format!("python3 -m moto.server -H 127.0.0.1 -p {S3_PORT}")),
+            &node.exec(&format!("{auth}python3 -m moto.server -H 127.0.0.1 -p {S3_PORT}")),
         );
         proc.wait_for("Running on", Duration::from_mins(1));
         node.sh(&format!("curl -sf -X PUT http://127.0.0.1:{S3_PORT}/{BUCKET}"));
@@ -327,6 +338,35 @@ fn a_missing_bucket_is_named_at_start_and_capture_goes_on() {
     );
 }
 
+/// Every finished segment of the store in `data` is in the archive under `prefix` exactly
+/// once (one object, one manifest, none orphaned), with no gap, and the offline dump of
+/// it (into `out`) holds exactly the store's frames.
+fn assert_archived_once_and_equal(node: &Netns, prefix: &str, node_name: &str, data: &Path, out: &Path) {
+    let stored = finished_segments(data);
+    let keys = bucket_keys(node, &format!("{prefix}/podcap/v1/default/nodes/{node_name}/"));
+    assert!(!keys.iter().any(|k| k.ends_with(".gap.json")), "{keys:#?}");
+    let manifests = keys.iter().filter(|k| k.ends_with(".json")).count();
+    let objects = keys.iter().filter(|k| k.ends_with(".pcapng.zst")).count();
+    assert_eq!(
+        (manifests, objects),
+        (stored.len(), stored.len()),
+        "one object and one manifest per segment: {keys:#?}"
+    );
+    let (ok, text) = podcap(
+        node,
+        &format!(
+            "dump --archive s3://{BUCKET}/{prefix} --time 1h --dest {}",
+            out.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let file = std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(
+        frames(&pcap::read_segments(&[file])),
+        frames(&pcap::read_segments(&stored))
+    );
+}
+
 #[test]
 fn a_stalled_server_that_comes_back_gets_everything_exactly_once() {
     let Some(_serial) = privileged() else { return };
@@ -361,35 +401,44 @@ fn a_stalled_server_that_comes_back_gets_everything_exactly_once() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
-    let stored = finished_segments(&data);
-    let keys = bucket_keys(&node, "stall/podcap/v1/default/nodes/node-s/");
-    assert!(!keys.iter().any(|k| k.ends_with(".gap.json")), "{keys:#?}");
-    let manifests = keys.iter().filter(|k| k.ends_with(".json")).count();
-    let objects = keys.iter().filter(|k| k.ends_with(".pcapng.zst")).count();
-    assert_eq!(
-        (manifests, objects),
-        (stored.len(), stored.len()),
-        "one object and one manifest per segment: {keys:#?}"
-    );
-    let out = dir.path().join("out");
-    let (ok, text) = podcap(
-        &node,
-        &format!(
-            "dump --archive s3://{BUCKET}/stall --time 1h --dest {}",
-            out.display()
-        ),
-    );
-    assert!(ok, "{text}");
-    let file = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
-    assert_eq!(
-        frames(&pcap::read_segments(&[file])),
-        frames(&pcap::read_segments(&stored))
-    );
+    assert_archived_once_and_equal(&node, "stall", "node-s", &data, &dir.path().join("out"));
     report(
         "the object store stalls in the middle of uploads and comes back",
         "8 s of SIGSTOP under 200 packets/s, --archive-timeout 2s",
         "nothing: one object and one manifest per segment, the offline dump equals the store",
         &format!("{failures} requests timed out and were retried; the backlog ({backlog}) drained"),
+    );
+}
+
+#[test]
+fn wrong_credentials_are_named_at_start_and_capture_goes_on() {
+    let Some(_serial) = privileged() else { return };
+    let (pod, node) = pod_and_node("w");
+    let _s3 = S3Server::start_checking_keys(&node, true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = format!(
+        "--iface n0 --data-dir {} --archive s3://{BUCKET}/w --archive-segments --archive-drain 1s",
+        data.display()
+    );
+    let mut sensor = start_archiving_sensor(&node, &args);
+    wait_in_log(&sensor, "access denied");
+    assert!(
+        sensor.log_text().contains("InvalidAccessKeyId"),
+        "the server's reason is given: {}",
+        sensor.log_text()
+    );
+    let ping = pod.sh("ping -c 10 -i 0.01 198.18.7.2");
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let recorded = pcap::read_segments(&finished_segments(&data));
+    assert!(recorded.len() >= 20, "capture went on: {} frames", recorded.len());
+    report(
+        "the archive's credentials are wrong",
+        "an access key the S3 server does not know (moto checking keys)",
+        "nothing recorded: capture went on, the segments wait in the store",
+        "`access denied` with the server's InvalidAccessKeyId, at start",
     );
 }
 
@@ -423,33 +472,7 @@ fn kill_9_during_uploads_leaves_no_duplicate_and_no_gap() {
         "no overwrite tried"
     );
     assert_eq!(last.stop(), Some(0), "{}", last.log_text());
-    let stored = finished_segments(&data);
-    let keys = bucket_keys(&node, "k9/podcap/v1/default/nodes/node-k/");
-    assert!(!keys.iter().any(|k| k.ends_with(".gap.json")), "{keys:#?}");
-    let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with(".json")).collect();
-    assert_eq!(
-        manifests.len(),
-        stored.len(),
-        "one manifest per segment: {keys:#?}"
-    );
-    let objects = keys.iter().filter(|k| k.ends_with(".pcapng.zst")).count();
-    assert_eq!(objects, stored.len(), "one object per segment (none orphaned)");
-
-    // What the archive gives back is what the store holds.
-    let out = dir.path().join("out");
-    let (ok, text) = podcap(
-        &node,
-        &format!(
-            "dump --archive s3://{BUCKET}/k9 --time 1h --dest {}",
-            out.display()
-        ),
-    );
-    assert!(ok, "{text}");
-    let file = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
-    assert_eq!(
-        frames(&pcap::read_segments(&[file])),
-        frames(&pcap::read_segments(&stored))
-    );
+    assert_archived_once_and_equal(&node, "k9", "node-k", &data, &dir.path().join("out"));
     report(
         "kill -9 of the sensor while it uploads",
         "4 times at random moments, then a clean run",
