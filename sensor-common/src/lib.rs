@@ -169,7 +169,8 @@ pub struct QueueCounters {
     /// Bytes of those packets (skb length, GSO super-frames whole).
     pub taken_bytes: u64,
     /// Packets the tc program could not hand on: the ring buffer was full, or
-    /// `bpf_clone_redirect` failed (kernel drops).
+    /// `bpf_clone_redirect` failed (kernel drops; on the AF_XDP channel counted in wire
+    /// frames, as [`QueueCounters::taken_wire_frames`]).
     pub take_failed: u64,
     /// Frames an XDP program saw on this queue (AF_XDP channel and tap only: `taken -
     /// xdp_seen` is then what the capture veth lost on the way).
@@ -179,6 +180,11 @@ pub struct QueueCounters {
     pub xdp_dropped: u64,
     /// Packets the in-kernel capture filter rejected: not taken, and not a drop.
     pub filtered: u64,
+    /// The wire-sized frames in the packets taken: a GSO super-frame counts as the
+    /// segments it is cut into on its way to the capture veth (`gso_segs`), any other
+    /// packet as one. On the AF_XDP channel `taken_wire_frames - xdp_seen` is exactly what
+    /// the capture veth lost, GSO traffic included.
+    pub taken_wire_frames: u64,
 }
 
 #[cfg(feature = "user")]

@@ -167,16 +167,35 @@ pub fn podcap_take(ctx: TcContext) -> i32 {
 /// Hands the packet on through the channel in use, counting it.
 #[inline(always)]
 fn take(ctx: &TcContext, queue: u32, counters: &mut QueueCounters) {
-    let taken = if setting(SETTING_CHANNEL) == CHANNEL_RING {
-        copy_to_ring(ctx, queue)
+    let (taken, wire_frames) = if setting(SETTING_CHANNEL) == CHANNEL_RING {
+        // Recorded whole: one frame, whatever its size.
+        (copy_to_ring(ctx, queue), 1)
     } else {
-        clone_to_capture_veth(ctx, queue)
+        (clone_to_capture_veth(ctx, queue), wire_frames(ctx))
     };
     if taken {
         counters.taken += 1;
         counters.taken_bytes += u64::from(ctx.len());
+        counters.taken_wire_frames += wire_frames;
     } else {
-        counters.take_failed += 1;
+        counters.take_failed += wire_frames;
+    }
+}
+
+/// The frames a packet becomes on the wire: a GSO super-frame its segments, others one.
+/// Where the kernel left `gso_segs` unset (a GSO packet from an untrusted source), the
+/// count is rounded up from `gso_size`, so a loss is never under-counted.
+#[inline(always)]
+fn wire_frames(ctx: &TcContext) -> u64 {
+    let skb = ctx.skb.skb;
+    // SAFETY: read-only context fields of the skb the kernel handed this program.
+    let (segments, segment_size) = unsafe { ((*skb).gso_segs, (*skb).gso_size) };
+    if segments > 1 {
+        u64::from(segments)
+    } else if segment_size > 0 {
+        u64::from(ctx.len().div_ceil(segment_size)).max(1)
+    } else {
+        1
     }
 }
 

@@ -475,6 +475,7 @@ impl Capture {
             if let Ok(values) = self.counters.get(&index, 0) {
                 for v in values.iter() {
                     c.taken += v.taken;
+                    c.taken_wire_frames += v.taken_wire_frames;
                     c.take_failed += v.take_failed;
                     c.xdp_seen += v.xdp_seen;
                     c.xdp_dropped += v.xdp_dropped;

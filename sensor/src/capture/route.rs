@@ -166,14 +166,14 @@ impl Route {
                     if quiescent {
                         log::debug!("queue {}: {c:?}, {socket_drops:?}", socket.queue);
                     }
-                    // GSO super-frames count once at tc and once per segment at XDP, so
-                    // only a shortfall is a loss; exact for traffic without GSO.
+                    // Counted in wire frames on both sides (a GSO super-frame as its
+                    // segments), so the shortfall is exactly what the veth lost.
                     let veth_lost = if quiescent {
-                        c.taken.saturating_sub(c.xdp_seen)
+                        c.taken_wire_frames.saturating_sub(c.xdp_seen)
                     } else {
                         0
                     };
-                    entry.0 += c.taken + c.take_failed;
+                    entry.0 += c.taken_wire_frames + c.take_failed;
                     entry.1 += c.take_failed + c.xdp_dropped + socket_drops.lost() + veth_lost;
                 }
             }

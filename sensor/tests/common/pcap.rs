@@ -118,6 +118,9 @@ pub struct Comparison {
     pub gso_superframes: usize,
     pub gso_segments: usize,
     pub missing: Vec<String>,
+    /// The wire frames `missing` stands for: one per missing frame, and for a super-frame
+    /// covered in part the segments its uncovered bytes needed (rounded up per gap).
+    pub missing_wire_frames: u64,
     pub extra: Vec<String>,
 }
 
@@ -169,36 +172,59 @@ pub fn compare(reference: &[Frame], captured: &[Frame]) -> Comparison {
             }
         }
     }
+    // The largest segment payload seen: what each uncovered gap is measured in.
+    let segment_size = segments
+        .values()
+        .flatten()
+        .filter_map(|(d, _)| tcp(d).map(|s| s.payload.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     for r in superframes {
         let Some(t) = tcp(&r.data).filter(|t| t.payload.len() > 1500 && r.data.len() as u32 == r.orig_len)
         else {
             result.missing.push(describe(r));
+            result.missing_wire_frames += 1;
             continue;
         };
         let mut seq = t.seq;
         let mut offset = 0;
         let mut used = 0;
+        let mut uncovered = 0;
         while offset < t.payload.len() {
-            let Some(list) = segments.get_mut(&(t.flow.clone(), seq)) else {
-                break;
+            let found = segments.get_mut(&(t.flow.clone(), seq)).and_then(|list| {
+                let pos = list.iter().position(|(d, _)| {
+                    tcp(d)
+                        .is_some_and(|s| !s.payload.is_empty() && t.payload[offset..].starts_with(s.payload))
+                })?;
+                Some(list.swap_remove(pos))
+            });
+            let len = if let Some((d, _)) = found {
+                used += 1;
+                tcp(&d).map_or(0, |s| s.payload.len())
+            } else {
+                // A gap: skip to the next captured segment inside this super-frame.
+                let remaining = t.payload.len() - offset;
+                let gap = segments
+                    .iter()
+                    .filter(|((flow, _), list)| *flow == t.flow && !list.is_empty())
+                    .map(|((_, s), _)| s.wrapping_sub(seq) as usize)
+                    .filter(|d| *d > 0 && *d < remaining)
+                    .min()
+                    .unwrap_or(remaining);
+                uncovered += gap;
+                result.missing_wire_frames += gap.div_ceil(segment_size) as u64;
+                gap
             };
-            let Some(pos) = list.iter().position(|(d, _)| {
-                tcp(d).is_some_and(|s| !s.payload.is_empty() && t.payload[offset..].starts_with(s.payload))
-            }) else {
-                break;
-            };
-            let (d, _) = list.swap_remove(pos);
-            let len = tcp(&d).map_or(0, |s| s.payload.len());
             offset += len;
             seq = seq.wrapping_add(len as u32);
-            used += 1;
         }
-        if offset == t.payload.len() {
+        if uncovered == 0 {
             result.gso_superframes += 1;
             result.gso_segments += used;
         } else {
             result.missing.push(format!(
-                "GSO super-frame covered only {offset} of {} bytes: {}",
+                "GSO super-frame missing {uncovered} of {} bytes: {}",
                 t.payload.len(),
                 describe(r)
             ));
