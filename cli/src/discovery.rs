@@ -36,10 +36,15 @@ use tokio::{
 
 use crate::source::Sensor;
 
-/// The labels of the chart's sensor pods.
-pub const SENSOR_SELECTOR: &str = "app.kubernetes.io/name=podcap,app.kubernetes.io/component=sensor";
+/// The labels of the chart's sensor pods (`part-of` stays `podcap` whatever
+/// `nameOverride` says).
+pub const SENSOR_SELECTOR: &str = "app.kubernetes.io/part-of=podcap,app.kubernetes.io/component=sensor";
 /// The labels of the chart's objects (the targeting ConfigMap is the one with `config.yaml`).
-pub const CHART_SELECTOR: &str = "app.kubernetes.io/name=podcap";
+pub const CHART_SELECTOR: &str = "app.kubernetes.io/part-of=podcap";
+/// What releases of the chart before `part-of` labelled their sensor pods and objects with:
+/// asked when the selectors above find nothing.
+const OLDER_SENSOR_SELECTOR: &str = "app.kubernetes.io/name=podcap,app.kubernetes.io/component=sensor";
+const OLDER_CHART_SELECTOR: &str = "app.kubernetes.io/name=podcap";
 /// The sensor's API port when its pod does not name one `api`.
 const DEFAULT_API_PORT: u16 = 9090;
 /// The key of the targeting document in the ConfigMap.
@@ -109,18 +114,31 @@ impl Cluster {
         format!("namespace {} of {}", self.namespace, self.context)
     }
 
+    /// The chart's sensor pods (by the older labels if none has the current ones).
+    fn sensor_pods(&self, runtime: &Handle) -> Result<Vec<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        for selector in [SENSOR_SELECTOR, OLDER_SENSOR_SELECTOR] {
+            let items = runtime
+                .block_on(timed(pods.list(&ListParams::default().labels(selector))))
+                .with_context(|| format!("listing the sensor pods in {}", self.describe()))?
+                .items;
+            if !items.is_empty() {
+                return Ok(items);
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// Lists the sensor pods and opens a loopback port-forward to each running one; with
     /// `want_token`, reads the token of that role from the Secret the pods name.
     pub fn find_sensors(&self, agent: &ureq::Agent, want_token: Option<Role>) -> Result<Found> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let runtime = self.runtime();
-        let list = runtime
-            .block_on(timed(pods.list(&ListParams::default().labels(SENSOR_SELECTOR))))
-            .with_context(|| format!("listing the sensor pods in {}", self.describe()))?;
-        if list.items.is_empty() {
+        let mut items = self.sensor_pods(runtime)?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        if items.is_empty() {
             bail!(
                 "no podcap sensor pods in {} (labels {SENSOR_SELECTOR}); install the chart there, \
-                 pass --namespace, or name sensors with --sensor",
+                 pass -s/--release-namespace, or name sensors with --sensor",
                 self.describe()
             );
         }
@@ -131,7 +149,7 @@ impl Cluster {
         };
         let mut token_source = None;
         let mut tls_secret = None;
-        let mut items = list.items;
+
         items.sort_by_key(node_of);
         for pod in items {
             let name = pod.metadata.name.clone().unwrap_or_default();
@@ -230,15 +248,20 @@ impl Cluster {
     ) -> Result<(String, String)> {
         let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let runtime = self.runtime();
-        let list = runtime
-            .block_on(timed(maps.list(&ListParams::default().labels(CHART_SELECTOR))))
-            .with_context(|| format!("listing ConfigMaps in {}", self.describe()))?;
-        let candidates: Vec<ConfigMap> = list
-            .items
-            .into_iter()
-            .filter(|m| m.data.as_ref().is_some_and(|d| d.contains_key(CONFIG_KEY)))
-            .collect();
-        let mut candidates = candidates;
+        let mut candidates: Vec<ConfigMap> = Vec::new();
+        for selector in [CHART_SELECTOR, OLDER_CHART_SELECTOR] {
+            let list = runtime
+                .block_on(timed(maps.list(&ListParams::default().labels(selector))))
+                .with_context(|| format!("listing ConfigMaps in {}", self.describe()))?;
+            candidates = list
+                .items
+                .into_iter()
+                .filter(|m| m.data.as_ref().is_some_and(|d| d.contains_key(CONFIG_KEY)))
+                .collect();
+            if !candidates.is_empty() {
+                break;
+            }
+        }
         let map = match (candidates.pop(), candidates.is_empty()) {
             (None, _) => bail!(
                 "no podcap ConfigMap with {CONFIG_KEY} in {} (labels {CHART_SELECTOR}); is the chart installed there?",

@@ -36,7 +36,7 @@ use tokio::{
 };
 
 const NAMESPACE: &str = "podcap";
-const SENSOR_SELECTOR: &str = "app.kubernetes.io/name=podcap,app.kubernetes.io/component=sensor";
+const SENSOR_SELECTOR: &str = "app.kubernetes.io/part-of=podcap,app.kubernetes.io/component=sensor";
 
 /// What the fixture API server knows and saw.
 #[derive(Default)]
@@ -61,7 +61,7 @@ fn sensor_pod(name: &str, node: &str, phase: &str) -> Value {
             "name": name, "namespace": NAMESPACE, "uid": format!("uid-{name}"),
             "resourceVersion": "4100",
             "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap",
-                       "app.kubernetes.io/component": "sensor"},
+                       "app.kubernetes.io/part-of": "podcap", "app.kubernetes.io/component": "sensor"},
             "annotations": {"podcap.io/token-secret": "podcap-token",
                             "podcap.io/admin-token-secret": "podcap-admin-token",
                             "podcap.io/tls-secret": "podcap-tls"}
@@ -87,7 +87,8 @@ fn config_map(cluster: &Cluster) -> Value {
     json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "podcap-config", "namespace": NAMESPACE, "resourceVersion": version.to_string(),
-                     "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap"}},
+                     "labels": {"app.kubernetes.io/name": "podcap", "app.kubernetes.io/instance": "podcap",
+                                "app.kubernetes.io/part-of": "podcap"}},
         "data": {"config.yaml": text}
     })
 }

@@ -17,8 +17,8 @@ pub enum UnitError {
         "invalid duration {input:?}: expected numbers with units (ms, s, m, h, d), like 30s, 5m or 1h30m"
     )]
     Duration { input: String },
-    #[error("invalid time {input:?}: expected RFC 3339, like 2026-11-23T16:00:00Z")]
-    Time { input: String },
+    #[error("invalid time {input:?} ({reason}): expected RFC 3339, like 2026-11-23T16:00:00Z")]
+    Time { input: String, reason: String },
     #[error("{input:?} must be greater than zero")]
     Zero { input: String },
     #[error("{input:?} has no unit: give one, like {input}MB, {input}MiB or {input}Gi for a size, {input}s, {input}m or {input}h for a duration")]
@@ -157,113 +157,41 @@ fn nonzero(duration: Duration, input: &str) -> Result<Duration, UnitError> {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Parses an RFC 3339 time (`2026-11-23T16:00:00Z`, `…:00.5+01:00`) into ns since the
+/// epoch. Parsed by jiff, which also takes the other ISO 8601 forms with an offset
+/// (`20261123T160000Z`, `+01`); a date that does not exist (February 31st) is refused,
+/// naming why, and so is a time without its offset.
+pub fn parse_rfc3339(input: &str) -> Result<u64, UnitError> {
+    let err = |reason: &str| UnitError::Time {
+        input: input.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let timestamp: jiff::Timestamp = input
+        .trim()
+        .parse()
+        .map_err(|e: jiff::Error| err(&e.to_string()))?;
+    let ns = timestamp.as_nanosecond();
+    if ns < 0 {
+        return Err(err("before 1970"));
+    }
+    u64::try_from(ns).map_err(|_| err("after 2554, past what nanoseconds in 64 bits hold"))
 }
 
-/// Parses an RFC 3339 time (`2026-11-23T16:00:00Z`, `…:00.5+01:00`) into ns since the epoch.
-pub fn parse_rfc3339(input: &str) -> Result<u64, UnitError> {
-    let err = || UnitError::Time {
-        input: input.to_owned(),
-    };
-    let b = input.trim().as_bytes();
-    let num = |from: usize, len: usize| -> Result<i64, UnitError> {
-        let digits = b.get(from..from + len).ok_or_else(err)?;
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return Err(err());
-        }
-        std::str::from_utf8(digits)
-            .map_err(|_| err())?
-            .parse()
-            .map_err(|_| err())
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(err());
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if !(1..=12).contains(&month)
-        || !(1..=days_in_month).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(err());
-    }
-    let mut at = 19;
-    let mut nanos = 0i64;
-    if b.get(at) == Some(&b'.') {
-        let start = at + 1;
-        at = start;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-        let digits = at - start;
-        if digits == 0 {
-            return Err(err());
-        }
-        let kept = digits.min(9);
-        nanos = num(start, kept)? * 10i64.pow(9 - kept as u32);
-    }
-    let offset_secs = match b.get(at) {
-        Some(b'Z' | b'z') if at + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if at + 6 == b.len() && b[at + 3] == b':' => {
-            let minutes = num(at + 1, 2)? * 60 + num(at + 4, 2)?;
-            if *sign == b'+' {
-                minutes * 60
-            } else {
-                -minutes * 60
-            }
-        }
-        _ => return Err(err()),
-    };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    let ns = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
-    u64::try_from(ns).map_err(|_| err())
+/// `ns` since the epoch as a time (saturating at jiff's upper bound, the year 9999).
+fn timestamp(ns: u64) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(jiff::Timestamp::MAX)
 }
 
 /// Formats ns since the epoch as a compact UTC time for file names (`20261123T160000Z`).
 #[must_use]
 pub fn format_utc_compact(ns: u64) -> String {
-    let (year, month, day, secs) = civil_from_ns(ns);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    timestamp(ns).strftime("%Y%m%dT%H%M%SZ").to_string()
 }
 
 /// Formats ns since the epoch as RFC 3339 in UTC, to the second (`2026-11-23T16:00:00Z`).
 #[must_use]
 pub fn format_rfc3339(ns: u64) -> String {
-    let (year, month, day, secs) = civil_from_ns(ns);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    timestamp(ns).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Formats ns since the epoch as RFC 3339 in UTC to the nanosecond
@@ -271,26 +199,7 @@ pub fn format_rfc3339(ns: u64) -> String {
 /// carries times this way because tools such as `jq` round integers above 2^53.
 #[must_use]
 pub fn format_rfc3339_ns(ns: u64) -> String {
-    let seconds = format_rfc3339(ns);
-    let whole = seconds.strip_suffix('Z').unwrap_or(&seconds);
-    format!("{whole}.{:09}Z", ns % 1_000_000_000)
-}
-
-/// (year, month, day, seconds into the day) of ns since the epoch, in UTC.
-fn civil_from_ns(ns: u64) -> (i64, i64, i64, i64) {
-    let secs = i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Inverse of days_from_civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rem)
+    timestamp(ns).strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
 }
 
 /// Formats bytes for people (`12.3 MB`).
@@ -398,6 +307,21 @@ mod tests {
         assert_eq!(format_utc_compact(1_795_449_600_500_000_000), "20261123T160000Z");
         assert_eq!(format_utc_compact(0), "19700101T000000Z");
         assert_eq!(format_rfc3339(1_795_449_600_500_000_000), "2026-11-23T16:00:00Z");
+        assert_eq!(
+            format_rfc3339_ns(1_795_449_600_000_000_001),
+            "2026-11-23T16:00:00.000000001Z"
+        );
+        assert_eq!(
+            parse_rfc3339(&format_rfc3339_ns(1_795_449_600_123_456_789)),
+            Ok(1_795_449_600_123_456_789)
+        );
+        let Err(refused) = parse_rfc3339("2026-02-31T00:00:00Z") else {
+            panic!("February 31st accepted");
+        };
+        assert!(
+            refused.to_string().contains("day"),
+            "the refusal says why: {refused}"
+        );
         assert!(parse_rfc3339("2028-02-29T00:00:00Z").is_ok(), "a leap day");
         for bad in [
             "",
@@ -408,6 +332,7 @@ mod tests {
             "2026-04-31T00:00:00Z",
             "2026-11-23T16:00:00",
             "2026-11-23T16:00:00.Z",
+            "1969-12-31T23:59:59Z",
             "yesterday",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad} accepted");

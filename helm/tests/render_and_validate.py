@@ -82,6 +82,10 @@ CASES = {
         "pcapdump": {"enabled": True, "timeInterval": "1m", "maxTime": "1h", "time": "time"},
         "persistence": {"type": "emptyDir"},
     },
+    "names overridden, an existing service account": {
+        "nameOverride": "netrec",
+        "serviceAccount": {"create": False, "name": "node-capture"},
+    },
     "user roles": {
         "userRoles": {
             "snapshot": {"create": True, "subjects": [{"kind": "User", "name": "dev@example.com",
@@ -105,6 +109,8 @@ REFUSED = {
     "an unknown volume type": ({"persistence": {"type": "nfs"}}, "/persistence/type"),
     "an archive URL of no store": ({"archive": {"url": "ftp://bucket/x"}}, "/archive/url"),
     "a namespace name Kubernetes refuses": ({"tap": {"namespaces": ["Shop_1"]}}, "/tap/namespaces/0"),
+    # Else the chart would bind its ClusterRole to the namespace's default account.
+    "no service account made and none named": ({"serviceAccount": {"create": False}}, "/serviceAccount"),
 }
 
 failures = []
@@ -274,6 +280,23 @@ for case, values in CASES.items():
         check(case, pod["priorityClassName"] == "system-node-critical", "priority class")
         check(case, secrets["podcap-token"]["data"]["token"] == "czNjcmV0", "the given token")
     env = {e["name"]: e.get("value") for e in sensor.get("env", [])}
+    # The CLI finds the sensors by part-of and component, whatever the names.
+    check(case, all(o["metadata"]["labels"].get("app.kubernetes.io/part-of") == "podcap"
+                    for _, o in objects(manifests) if o["kind"] != "Pod"), "every object is part-of podcap")
+    template_labels = ds["spec"]["template"]["metadata"]["labels"]
+    check(case, template_labels.get("app.kubernetes.io/part-of") == "podcap"
+          and template_labels.get("app.kubernetes.io/component") == "sensor", f"sensor pod labels {template_labels}")
+    account_name = pod["serviceAccountName"]
+    subjects = kinds["ClusterRoleBinding"]["subjects"]
+    check(case, subjects[0]["name"] == account_name, f"the binding names the pods' account {subjects}")
+    creates = values.get("serviceAccount", {}).get("create", True)
+    check(case, ("ServiceAccount" in kinds) == creates, "a ServiceAccount only when asked")
+    if case == "names overridden, an existing service account":
+        check(case, ds["metadata"]["name"] == "podcap-netrec", f"name {ds['metadata']['name']}")
+        check(case, template_labels.get("app.kubernetes.io/name") == "netrec", f"{template_labels}")
+        check(case, account_name == "node-capture", f"serviceAccountName {account_name}")
+        continue
+    check(case, account_name == ds["metadata"]["name"], f"the chart's own account {account_name}")
     account = kinds["ServiceAccount"]["metadata"].get("annotations", {})
     if case == "defaults":
         check(case, not any(a.startswith("--archive") for a in sensor["args"]), "no archive by default")

@@ -137,7 +137,8 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         )?),
         None => None,
     };
-    let pods = start_pods(config, capture_commands, writer_commands, &targeting, stop)?;
+    let commands = (capture_commands, writer_commands);
+    let pods = start_pods(config, commands, &targeting, &stats, stop)?;
     let tls = match &config.tls {
         Some((cert, key)) => {
             Some(api::server::tls_acceptor(cert, key).map_err(|e| RunError::Tls(e.to_string()))?)
@@ -358,6 +359,12 @@ fn api_state(
         config.token.clone(),
     );
     ApiState {
+        recorded_interfaces: config
+            .interfaces
+            .iter()
+            .chain(&config.tap)
+            .map(|i| i.name.clone())
+            .collect(),
         admin_token: config.admin_token.as_deref().map(Arc::from),
         recovery: Arc::new(store.recovery().clone()),
         view: Some(store.view()),
@@ -398,9 +405,12 @@ fn start_archive(
 /// Kubernetes mode: the pod watcher and the reconciler (`None` in standalone mode).
 fn start_pods(
     config: &Config,
-    capture_commands: std::sync::mpsc::Sender<crate::capture::CaptureCommand>,
-    writer_commands: std::sync::mpsc::Sender<WriterCommand>,
+    (capture_commands, writer_commands): (
+        std::sync::mpsc::Sender<crate::capture::CaptureCommand>,
+        std::sync::mpsc::Sender<WriterCommand>,
+    ),
     targeting: &Arc<std::sync::Mutex<Targeting>>,
+    stats: &Arc<Stats>,
     stop: &Shutdown,
 ) -> Result<Option<thread::JoinHandle<()>>, RunError> {
     Ok(match &config.kubernetes {
@@ -427,7 +437,8 @@ fn start_pods(
                 capture_commands,
                 writer_commands,
             )
-            .with_host_interfaces(k.host_interfaces.clone());
+            .with_host_interfaces(k.host_interfaces.clone())
+            .with_stats(Arc::clone(stats));
             Some(
                 reconcile::spawn(k.api.as_deref(), reconciler, Arc::clone(targeting), stop.clone())
                     .map_err(RunError::Kubernetes)?,

@@ -6,7 +6,11 @@
 //! Interface Statistics Blocks. All counters are statistics: `Relaxed` loads and stores,
 //! because nothing else is published through them.
 use std::{
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -37,6 +41,20 @@ pub struct SlotStats {
 #[derive(Debug)]
 pub struct Stats {
     pub slots: Vec<SlotStats>,
+    /// The pod each slot of Kubernetes mode records now (set as pods come and go).
+    pods: RwLock<BTreeMap<usize, PodSlot>>,
+}
+
+/// A pod's interface recorded in a slot (Kubernetes mode). Slots are reused as pods come
+/// and go while their counters run on: `baseline` is what the slot had counted when this
+/// pod got it, so a pod's series start at zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSlot {
+    pub namespace: String,
+    pub pod: String,
+    /// The interface's name as the pod sees it (the node's, for a hostNetwork pod).
+    pub interface: String,
+    pub baseline: SlotSnapshot,
 }
 
 /// A point-in-time copy of one slot's counters.
@@ -57,7 +75,45 @@ impl Stats {
     pub fn new(slots: usize) -> Self {
         Self {
             slots: (0..slots).map(|_| SlotStats::default()).collect(),
+            pods: RwLock::default(),
         }
+    }
+
+    /// Says which pod's interface `slot` records from now on (`None`: none), its counters
+    /// so far becoming the new pod's baseline.
+    pub fn set_pod(&self, slot: usize, pod: Option<(String, String, String)>) {
+        let baseline = self.snapshot(slot);
+        // A poisoned lock only means a reader panicked: the map itself is whole.
+        let mut pods = self
+            .pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match pod {
+            Some((namespace, pod, interface)) => {
+                pods.insert(
+                    slot,
+                    PodSlot {
+                        namespace,
+                        pod,
+                        interface,
+                        baseline,
+                    },
+                );
+            }
+            None => {
+                pods.remove(&slot);
+            }
+        }
+    }
+
+    /// The pods' slots, in slot order.
+    #[must_use]
+    pub fn pods(&self) -> Vec<(usize, PodSlot)> {
+        let pods = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pods.iter().map(|(slot, pod)| (*slot, pod.clone())).collect()
     }
 
     #[must_use]
@@ -91,6 +147,23 @@ impl Stats {
                 writer_drops: a.writer_drops + b.writer_drops,
                 written: a.written + b.written,
             })
+    }
+}
+
+impl SlotSnapshot {
+    /// What was counted since `baseline` (each counter only grows).
+    #[must_use]
+    pub fn since(&self, baseline: &Self) -> Self {
+        Self {
+            seen: self.seen.saturating_sub(baseline.seen),
+            received: self.received.saturating_sub(baseline.received),
+            received_bytes: self.received_bytes.saturating_sub(baseline.received_bytes),
+            filtered: self.filtered.saturating_sub(baseline.filtered),
+            kernel_drops: self.kernel_drops.saturating_sub(baseline.kernel_drops),
+            ring_drops: self.ring_drops.saturating_sub(baseline.ring_drops),
+            writer_drops: self.writer_drops.saturating_sub(baseline.writer_drops),
+            written: self.written.saturating_sub(baseline.written),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The HTTP API through `router(state).oneshot(request)`, every endpoint and every bad
 //! input, plus one real listener on port 0 (axum's testing pattern). No privileges needed:
 //! the store is written by the real `SegmentWriter` into a temporary directory.
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -321,25 +323,86 @@ async fn a_token_guards_everything_but_health() {
 }
 
 #[tokio::test]
-async fn metrics_are_prometheus_text() {
+async fn metrics_are_openmetrics_with_conventional_names() {
     let (dir, _) = store();
     let s = state(&dir, None);
     s.stats.slots[1]
         .received
         .store(7, std::sync::atomic::Ordering::Relaxed);
+    s.stats.slots[1]
+        .ring_drops
+        .store(3, std::sync::atomic::Ordering::Relaxed);
     let (status, headers, body) = get(&s, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE]
         .to_str()
         .unwrap()
-        .starts_with("text/plain"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = String::from_utf8(body).unwrap();
+    let samples = common::parse_openmetrics(&text);
+    let has = |sample: &str| {
+        assert!(
+            samples.iter().any(|s| s == sample),
+            "no {sample} in {samples:#?}\n{text}"
+        );
+    };
+    has("podcap_captured_packets_total{interface=eth1} 7.0");
+    has("podcap_captured_bytes_total{interface=eth0} 0.0");
+    has("podcap_dropped_packets_total{interface=eth1,stage=ring} 3.0");
+    has("podcap_dropped_packets_total{interface=eth0,stage=disk} 0.0");
+    has(&format!(
+        "podcap_build_info{{version={}}} 1.0",
+        env!("CARGO_PKG_VERSION")
+    ));
     assert!(
-        text.contains("podcap_packets_captured_total{interface=\"eth1\"} 7"),
-        "{text}"
+        samples
+            .iter()
+            .any(|s| s.starts_with("podcap_store_segments{} ") && !s.ends_with(" 0.0")),
+        "{samples:#?}"
     );
-    assert!(text.contains("podcap_drops_total{stage=\"disk\"} 0"));
-    assert!(text.contains("podcap_store_segments "));
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.starts_with("podcap_store_window_seconds{} ")),
+        "{samples:#?}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.starts_with("podcap_store_oldest_packet_timestamp_seconds{} ")),
+        "{samples:#?}"
+    );
+}
+
+/// In Kubernetes mode each pod's interface is a series of its own, counted from when the
+/// pod got its slot; names that need escaping arrive whole.
+#[tokio::test]
+async fn pods_have_series_of_their_own() {
+    let (dir, _) = store();
+    let s = ApiState {
+        stats: Arc::new(Stats::new(8)),
+        ..state(&dir, None)
+    };
+    let (slot, relaxed) = (5, std::sync::atomic::Ordering::Relaxed);
+    // What the slot counted for an earlier pod.
+    s.stats.slots[slot].received.store(100, relaxed);
+    s.stats
+        .set_pod(slot, Some(("shop".into(), "web-1".into(), "eth\\\"0\n".into())));
+    s.stats.slots[slot].received.store(104, relaxed);
+    let (_, _, body) = get(&s, "/metrics", None).await;
+    let text = String::from_utf8(body).unwrap();
+    let samples = common::parse_openmetrics(&text);
+    let pod = r#"namespace=shop,pod=web-1,interface=eth\"0\n"#;
+    assert!(
+        samples
+            .iter()
+            .any(|s| *s == format!("podcap_captured_packets_total{{{pod}}} 4.0")),
+        "{samples:#?}\n{text}"
+    );
+    s.stats.set_pod(slot, None);
+    let (_, _, body) = get(&s, "/metrics", None).await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("web-1"), "a pod gone keeps no series:\n{text}");
 }
 
 #[tokio::test]

@@ -260,7 +260,7 @@ fn an_unreachable_bucket_holds_the_backlog_and_a_full_store_records_gaps() {
     udp_burst(&pod, "198.18.7.2", "1400,1400,1400,1400", 200);
     std::thread::sleep(Duration::from_millis(1500));
     // Capture went on; the store kept its bound and gave segments up.
-    let written = metric(&node, "podcap_packets_written_total{interface=\"n0\"}");
+    let written = metric(&node, "podcap_written_packets_total{interface=\"n0\"}");
     assert!(written >= 800, "capture went on: {written}");
     let backlog = metric(&node, "podcap_archive_backlog_segments");
     assert!(backlog >= 1, "segments wait: {backlog}");

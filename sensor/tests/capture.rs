@@ -361,10 +361,7 @@ fn a_run_after_a_crash_cleans_up_and_repairs() {
         .find(|p| p.to_string_lossy().ends_with(".active"))
         .unwrap();
     let bytes = std::fs::read(&active).unwrap();
-    let written = bytes
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |last| (last + 1).next_multiple_of(4));
+    let written = bytes.len() - podcap_sensor::store::recover::direct_write_padding(&bytes);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&active)
@@ -599,7 +596,7 @@ fn assert_filtered_counted(node: &Netns) {
     let filtered = || {
         node.sh("curl -s http://127.0.0.1:9090/metrics")
             .lines()
-            .find_map(|l| l.strip_prefix("podcap_packets_filtered_total{interface=\"n0\"} "))
+            .find_map(|l| l.strip_prefix("podcap_filtered_packets_total{interface=\"n0\"} "))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };

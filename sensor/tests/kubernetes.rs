@@ -570,6 +570,7 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
         ping(i);
     }
     std::thread::sleep(Duration::from_millis(300));
+    assert_pod_series(&node);
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     tcpdump.stop();
     runtime.shutdown_background();
@@ -579,4 +580,32 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
 
     assert_pods_recorded(&data, uids[0], [phase1, phase2, phase3]);
     assert_host_pod_recorded(&data, &dump);
+}
+
+/// `/metrics` in Kubernetes mode: a series per targeted pod's interface with its namespace
+/// and name, none for a pod deleted or not targeted; the whole text a valid exposition.
+fn assert_pod_series(node: &Netns) {
+    let text = node.sh("curl -sf http://127.0.0.1:9090/metrics");
+    let samples = parse_openmetrics(&text);
+    let captured = |pod: &str| -> Option<f64> {
+        samples.iter().find_map(|s| {
+            s.strip_prefix(&format!(
+                "podcap_captured_packets_total{{namespace=shop,pod={pod},interface=eth0}} "
+            ))
+            .and_then(|v| v.parse().ok())
+        })
+    };
+    // web-2: two rounds of 5 pings, each echoed.
+    assert!(
+        captured("web-2").is_some_and(|n| n >= 20.0),
+        "web-2's series: {samples:#?}"
+    );
+    assert_eq!(captured("web-1"), None, "a deleted pod keeps no series");
+    assert_eq!(captured("db-1"), None, "an untargeted pod has no series");
+    assert!(
+        samples.iter().any(|s| s.starts_with(
+            "podcap_dropped_packets_total{namespace=shop,pod=web-2,interface=eth0,stage=kernel} "
+        )),
+        "{samples:#?}"
+    );
 }

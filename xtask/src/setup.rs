@@ -39,14 +39,16 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// PyPI packages of the chart tests (the Helm v4 library, as no Debian package carries helm,
 /// and the Kubernetes JSON schemas, both used offline), of the API conformance run
-/// (schemathesis) and of the archive tests (moto's S3 server, which enforces conditional
-/// writes).
+/// (schemathesis), of the archive tests (moto's S3 server, which enforces conditional
+/// writes) and of the metrics tests (the Prometheus project's Python client, whose
+/// `OpenMetrics` parser checks `/metrics`).
 const PIP_PACKAGES: &[&str] = &[
     "helm-python-sdk==0.2.2",
     "kubernetes-validate==1.37.0",
     "pyyaml",
     "schemathesis==4.32.5",
     "moto[server]==5.2.1",
+    "prometheus-client==0.23.1",
 ];
 
 pub fn run() -> Result<()> {
@@ -67,7 +69,7 @@ fn install_pip_packages() -> Result<()> {
         "python3",
         &[
             "-c",
-            "import helm_python, kubernetes_validate, yaml, schemathesis, moto.server",
+            "import helm_python, kubernetes_validate, yaml, schemathesis, moto.server, prometheus_client.openmetrics.parser",
         ],
     )
     .is_some()

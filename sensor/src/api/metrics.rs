@@ -1,4 +1,13 @@
-//! `/metrics`: Prometheus text.
+//! `/metrics`: the sensor's counters in the `OpenMetrics` text format, encoded by
+//! `prometheus-client` (Prometheus scrapes it as it scrapes its own text format).
+//!
+//! Rules: names follow Prometheus' conventions — `podcap_` and what is counted, base units
+//! (bytes, seconds) named last, `_total` on counters — and one family per quantity, what
+//! it is about in labels: the interface (in Kubernetes mode also the pod's namespace and
+//! name, so a pod's traffic is a series of its own), the stage a drop happened at.
+//! Every value is read at scrape time from the counters the capture path, the store and
+//! the archive keep; nothing is counted twice. Label values are escaped here
+//! ([`LabelValue`]), because the crate writes them as given.
 use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed};
 
 use axum::{
@@ -6,183 +15,353 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
+use prometheus_client::{
+    encoding::{EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::{Registry, Unit},
+};
 
 use super::{health::not_ready, slices::load_index, ApiState, AppError};
+use crate::stats::SlotSnapshot;
+
+/// What Prometheus is told the body is.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, AppError> {
+    let mut registry = Registry::with_prefix("podcap");
+    registry.register(
+        "build",
+        "The sensor's version",
+        Info::new(vec![("version", LabelValue::from(env!("CARGO_PKG_VERSION")))]),
+    );
+    capture_metrics(&state, &mut registry);
+    let index = load_index(&state)?;
+    store_metrics(&state, &index, &mut registry);
+    health_metrics(&state, &index, &mut registry);
+    if let Some(archive) = &state.archive {
+        archive_metrics(archive, &mut registry);
+    }
     let mut text = String::new();
-    let mut family = |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, u64)>| {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, v) in values {
-            let _ = writeln!(text, "{name}{{{labels}}} {v}");
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .map_err(|e| AppError::Internal(format!("encoding the metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}
+
+/// A label value, escaped as the text format asks (`\`, `"` and line feeds).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct LabelValue(String);
+
+impl From<&str> for LabelValue {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
         }
-    };
-    let per_iface = |f: fn(&crate::stats::SlotSnapshot) -> u64| {
-        let state = state.clone();
-        (0..state.interfaces.len()).map(move |i| {
+        Ok(())
+    }
+}
+
+type Labels = Vec<(&'static str, LabelValue)>;
+
+/// One counter family, labelled.
+fn counters(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
+        None => registry.register(name, help, family.clone()),
+    }
+    family
+}
+
+/// One gauge without labels, set to `value`.
+fn gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: i64) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(value);
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, gauge),
+        None => registry.register(name, help, gauge),
+    }
+}
+
+/// One counter without labels, at `value`.
+fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: u64) {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(value);
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, counter),
+        None => registry.register(name, help, counter),
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Each recorded interface's counters: the interfaces given at start, and in Kubernetes
+/// mode each pod's interfaces with the pod's namespace and name (counted since the pod got
+/// its slot).
+fn series(state: &ApiState) -> Vec<(Labels, SlotSnapshot)> {
+    let mut series: Vec<(Labels, SlotSnapshot)> = state
+        .recorded_interfaces
+        .iter()
+        .enumerate()
+        .map(|(slot, name)| {
             (
-                format!("interface=\"{}\"", state.interfaces[i]),
-                f(&state.stats.snapshot(i)),
+                vec![("interface", LabelValue::from(name.as_str()))],
+                state.stats.snapshot(slot),
             )
         })
-    };
-    family(
-        "podcap_packets_captured_total",
-        "Packets that reached user space.",
-        &mut per_iface(|s| s.received),
-    );
-    family(
-        "podcap_bytes_captured_total",
-        "Bytes (original lengths) that reached user space.",
-        &mut per_iface(|s| s.received_bytes),
-    );
-    family(
-        "podcap_packets_filtered_total",
-        "Packets the capture filter rejected (not recorded, not drops).",
-        &mut per_iface(|s| s.filtered),
-    );
-    family(
-        "podcap_packets_written_total",
-        "Packets written into segments.",
-        &mut per_iface(|s| s.written),
-    );
-    let totals = state.stats.totals();
-    family(
-        "podcap_drops_total",
-        "Packets lost, by stage.",
-        &mut [
-            ("kernel", totals.kernel_drops),
-            ("ring", totals.ring_drops),
-            ("disk", totals.writer_drops),
-        ]
-        .into_iter()
-        .map(|(stage, v)| (format!("stage=\"{stage}\""), v)),
-    );
-    let index = load_index(&state)?;
-    let _ = write!(
-        text,
-        "# HELP podcap_store_bytes Bytes of finished segments.\n# TYPE podcap_store_bytes gauge\npodcap_store_bytes {}\n# HELP podcap_store_segments Finished segments.\n# TYPE podcap_store_segments gauge\npodcap_store_segments {}\n",
-        index.total_bytes(),
-        index.len()
-    );
-    health_metrics(&state, &index, &mut text);
-    if let Some(archive) = &state.archive {
-        archive_metrics(archive, &mut text);
+        .collect();
+    for (slot, pod) in state.stats.pods() {
+        series.push((
+            vec![
+                ("namespace", LabelValue(pod.namespace)),
+                ("pod", LabelValue(pod.pod)),
+                ("interface", LabelValue(pod.interface)),
+            ],
+            state.stats.snapshot(slot).since(&pod.baseline),
+        ));
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    series
+}
+
+/// Packets and bytes captured, filtered, written and dropped, per interface.
+fn capture_metrics(state: &ApiState, registry: &mut Registry) {
+    let captured = counters(
+        registry,
+        "captured_packets",
+        "Packets that reached user space",
+        None,
+    );
+    let captured_bytes = counters(
+        registry,
+        "captured",
+        "Bytes (original lengths) of the packets that reached user space",
+        Some(Unit::Bytes),
+    );
+    let filtered = counters(
+        registry,
+        "filtered_packets",
+        "Packets the capture filter rejected (not recorded, not drops)",
+        None,
+    );
+    let written = counters(registry, "written_packets", "Packets written into segments", None);
+    let dropped = counters(
+        registry,
+        "dropped_packets",
+        "Packets lost, by interface and stage: kernel (clone, capture veth, XDP, AF_XDP ring), ring (the user-space ring was full), disk (not written)",
+        None,
+    );
+    for (labels, s) in series(state) {
+        captured.get_or_create(&labels).inc_by(s.received);
+        captured_bytes.get_or_create(&labels).inc_by(s.received_bytes);
+        filtered.get_or_create(&labels).inc_by(s.filtered);
+        written.get_or_create(&labels).inc_by(s.written);
+        for (stage, count) in [
+            ("kernel", s.kernel_drops),
+            ("ring", s.ring_drops),
+            ("disk", s.writer_drops),
+        ] {
+            let mut labels = labels.clone();
+            labels.push(("stage", LabelValue::from(stage)));
+            dropped.get_or_create(&labels).inc_by(count);
+        }
+    }
+}
+
+/// What the store holds, and the window a user can still download.
+fn store_metrics(state: &ApiState, index: &crate::store::index::Index, registry: &mut Registry) {
+    gauge(
+        registry,
+        "store",
+        "Bytes of finished segments",
+        Some(Unit::Bytes),
+        saturating_i64(index.total_bytes()),
+    );
+    gauge(
+        registry,
+        "store_segments",
+        "Finished segments",
+        None,
+        saturating_i64(index.len() as u64),
+    );
+    let oldest_ns = match &state.view {
+        Some(view) => view.read().ok().and_then(|v| v.oldest_ns()),
+        None => index.records().first().map(|r| r.first_ns),
+    };
+    // Absent while the store holds nothing: there is no window to speak of.
+    if let Some(oldest_ns) = oldest_ns {
+        let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        oldest.set(nanoseconds_as_seconds(oldest_ns));
+        registry.register_with_unit(
+            "store_oldest_packet_timestamp",
+            "Time of the oldest packet the store holds (Unix time): the start of what can still be downloaded",
+            Unit::Seconds,
+            oldest,
+        );
+        let window = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        window.set(nanoseconds_as_seconds(
+            crate::sys::realtime_ns().saturating_sub(oldest_ns),
+        ));
+        registry.register_with_unit(
+            "store_window",
+            "How far back the store reaches from now",
+            Unit::Seconds,
+            window,
+        );
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a gauge's value: microseconds suffice")]
+fn nanoseconds_as_seconds(ns: u64) -> f64 {
+    (ns / 1_000) as f64 / 1e6
 }
 
 /// The archive's uploads, failures, gaps and backlog.
-fn archive_metrics(archive: &crate::archive::ArchiveStats, text: &mut String) {
+fn archive_metrics(archive: &crate::archive::ArchiveStats, registry: &mut Registry) {
     let (backlog, age) = archive.backlog(crate::sys::realtime_ns());
     // Relaxed: counters read on their own.
-    for (name, kind, help, value) in [
-        (
-            "podcap_archive_uploaded_objects_total",
-            "counter",
-            "Objects uploaded to the archive (segments, snapshots; not manifests).",
-            archive.uploaded_objects.load(Relaxed).to_string(),
-        ),
-        (
-            "podcap_archive_uploaded_bytes_total",
-            "counter",
-            "Bytes uploaded to the archive (compressed).",
-            archive.uploaded_bytes.load(Relaxed).to_string(),
-        ),
-        (
-            "podcap_archive_found_uploaded_total",
-            "counter",
-            "Objects found already in the archive (an upload done before a restart or crash).",
-            archive.already_there.load(Relaxed).to_string(),
-        ),
-        (
-            "podcap_archive_failures_total",
-            "counter",
-            "Archive requests that failed (each is retried).",
-            archive.failures.load(Relaxed).to_string(),
-        ),
-        (
-            "podcap_archive_skipped_segments_total",
-            "counter",
-            "Segments the store retired before they were uploaded, recorded in the archive as gaps.",
-            archive.skipped_segments.load(Relaxed).to_string(),
-        ),
-        (
-            "podcap_archive_backlog_segments",
-            "gauge",
-            "Finished segments waiting for upload.",
-            backlog.to_string(),
-        ),
-        (
-            "podcap_archive_oldest_pending_age_seconds",
-            "gauge",
-            "Age of the first packet of the oldest segment waiting for upload (0: none waits).",
-            if backlog == 0 {
-                "0".to_owned()
-            } else {
-                format!("{:.3}", age.as_secs_f64())
-            },
-        ),
-    ] {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    }
+    counter(
+        registry,
+        "archive_uploaded_objects",
+        "Objects uploaded to the archive (segments, snapshots; not manifests)",
+        None,
+        archive.uploaded_objects.load(Relaxed),
+    );
+    counter(
+        registry,
+        "archive_uploaded",
+        "Bytes uploaded to the archive (compressed)",
+        Some(Unit::Bytes),
+        archive.uploaded_bytes.load(Relaxed),
+    );
+    counter(
+        registry,
+        "archive_found_uploaded",
+        "Objects found already in the archive (an upload done before a restart or crash)",
+        None,
+        archive.already_there.load(Relaxed),
+    );
+    counter(
+        registry,
+        "archive_failures",
+        "Archive requests that failed (each is retried)",
+        None,
+        archive.failures.load(Relaxed),
+    );
+    counter(
+        registry,
+        "archive_skipped_segments",
+        "Segments the store retired before they were uploaded, recorded in the archive as gaps",
+        None,
+        archive.skipped_segments.load(Relaxed),
+    );
+    gauge(
+        registry,
+        "archive_backlog_segments",
+        "Finished segments waiting for upload",
+        None,
+        saturating_i64(backlog as u64),
+    );
+    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    oldest.set(if backlog == 0 { 0.0 } else { age.as_secs_f64() });
+    registry.register_with_unit(
+        "archive_oldest_pending_age",
+        "Age of the first packet of the oldest segment waiting for upload (0: none waits)",
+        Unit::Seconds,
+        oldest,
+    );
 }
 
 /// The sensor's own health: readiness, writes, the disk, early retirements, quarantine.
-fn health_metrics(state: &ApiState, index: &crate::store::index::Index, text: &mut String) {
+fn health_metrics(state: &ApiState, index: &crate::store::index::Index, registry: &mut Registry) {
     let disk = state.health.disk();
     let quarantined = index
         .records()
         .iter()
         .filter(|r| r.file.starts_with(crate::store::name::QUARANTINE_DIR))
         .count();
-    for (name, kind, help, value) in [
-        (
-            "podcap_ready",
-            "gauge",
-            "1 when the sensor records and can write (see /readyz).",
-            u64::from(not_ready(state).is_none()),
-        ),
-        (
-            "podcap_write_failing",
-            "gauge",
-            "1 while writes to the store fail.",
-            u64::from(disk.failing.is_some()),
-        ),
-        (
-            "podcap_disk_free_bytes",
-            "gauge",
-            "Bytes free on the store's file system.",
-            disk.free_bytes,
-        ),
-        (
-            "podcap_disk_min_free_bytes",
-            "gauge",
-            "Bytes --min-free keeps free (0: none).",
-            disk.min_free_bytes,
-        ),
-        (
-            "podcap_store_early_retired_segments_total",
-            "counter",
-            "Segments retired before retention's limits to keep --min-free.",
-            disk.early_retired_segments,
-        ),
-        (
-            "podcap_store_early_retired_bytes_total",
-            "counter",
-            "Bytes of segments retired to keep --min-free.",
-            disk.early_retired_bytes,
-        ),
-        (
-            "podcap_store_quarantined_segments",
-            "gauge",
-            "Damaged segments kept in quarantine (their readable packets are served).",
-            quarantined as u64,
-        ),
-    ] {
-        let _ = write!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        );
+    gauge(
+        registry,
+        "ready",
+        "1 when the sensor records and can write (see /readyz)",
+        None,
+        i64::from(not_ready(state).is_none()),
+    );
+    gauge(
+        registry,
+        "write_failing",
+        "1 while writes to the store fail",
+        None,
+        i64::from(disk.failing.is_some()),
+    );
+    gauge(
+        registry,
+        "disk_free",
+        "Bytes free on the store's file system",
+        Some(Unit::Bytes),
+        saturating_i64(disk.free_bytes),
+    );
+    gauge(
+        registry,
+        "disk_min_free",
+        "Bytes --min-free keeps free (0: none)",
+        Some(Unit::Bytes),
+        saturating_i64(disk.min_free_bytes),
+    );
+    counter(
+        registry,
+        "store_early_retired_segments",
+        "Segments retired before retention's limits to keep --min-free",
+        None,
+        disk.early_retired_segments,
+    );
+    counter(
+        registry,
+        "store_early_retired",
+        "Bytes of segments retired to keep --min-free",
+        Some(Unit::Bytes),
+        disk.early_retired_bytes,
+    );
+    gauge(
+        registry,
+        "store_quarantined_segments",
+        "Damaged segments kept in quarantine (their readable packets are served)",
+        None,
+        saturating_i64(quarantined as u64),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(value: &str) -> String {
+        let mut registry = Registry::default();
+        let family = Family::<Labels, Counter>::default();
+        registry.register("t", "t", family.clone());
+        family
+            .get_or_create(&vec![("interface", LabelValue::from(value))])
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let text = encoded("a\"b\\c\nd");
+        assert!(text.contains(r#"t_total{interface="a\"b\\c\nd"} 1"#), "{text}");
+        assert_eq!(text.lines().count(), 4, "one line per sample:\n{text}");
     }
 }

@@ -76,7 +76,11 @@ pub const CREATE_TIMEOUT: Duration = Duration::from_mins(15);
 #[derive(Clone)]
 pub struct ApiState {
     pub data_dir: PathBuf,
+    /// The interfaces `iface=` may name (empty: any, as in Kubernetes mode).
     pub interfaces: Vec<String>,
+    /// The interfaces given at start, in slot order: their counters are `/metrics`'s
+    /// per-interface series (pods' come from [`Stats::pods`]).
+    pub recorded_interfaces: Vec<String>,
     /// Capture attached, and the store's file system as the writer last saw it.
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,
@@ -113,6 +117,7 @@ impl ApiState {
     pub fn new(data_dir: PathBuf, interfaces: Vec<String>, stats: Arc<Stats>, token: Option<String>) -> Self {
         Self {
             data_dir,
+            recorded_interfaces: interfaces.clone(),
             interfaces,
             health: Arc::default(),
             stats,

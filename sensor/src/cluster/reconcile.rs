@@ -28,6 +28,7 @@ use crate::{
     config::targeting::Targeting,
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
     shutdown::Shutdown,
+    stats::Stats,
     sys,
 };
 
@@ -63,6 +64,8 @@ pub struct Reconciler {
     host_interfaces: Vec<Interface>,
     names: Vec<(IpAddr, String)>,
     reported: BTreeSet<String>,
+    /// Told which pod each slot records, for the metrics' per-pod series.
+    stats: Option<Arc<Stats>>,
 }
 
 fn description(
@@ -112,7 +115,29 @@ impl Reconciler {
             host_interfaces: Vec::new(),
             names: Vec::new(),
             reported: BTreeSet::new(),
+            stats: None,
         }
+    }
+
+    /// Names the pod of each slot in `stats` as slots are given and taken back.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    fn name_slot(&self, slot: u32, label: Option<&str>) {
+        let Some(stats) = &self.stats else { return };
+        // `namespace/pod/interface`: neither a namespace nor a pod name holds a '/'.
+        let pod = label.and_then(|label| {
+            let mut parts = label.splitn(3, '/');
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+            ))
+        });
+        stats.set_pod(slot as usize, pod);
     }
 
     /// Records hostNetwork pods on these node interfaces (where the capture has its tc
@@ -174,6 +199,7 @@ impl Reconciler {
                     let _ = detached.recv_timeout(Duration::from_secs(5));
                 }
                 log::info!("stopped capturing {} ({})", target.label, target.host_name);
+                self.name_slot(slot, None);
                 self.slots[index] = None;
             }
         }
@@ -197,9 +223,13 @@ impl Reconciler {
                 continue;
             };
             let slot = self.first_slot + index as u32;
+            // Named before the capture starts: what the slot counts from here is the pod's.
+            self.name_slot(slot, Some(&target.label));
             if self.attach(slot, description, &target) {
                 log::info!("capturing {} ({}, slot {slot})", target.label, target.host_name);
                 self.slots[index] = Some(target);
+            } else {
+                self.name_slot(slot, None);
             }
         }
     }

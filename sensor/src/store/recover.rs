@@ -167,7 +167,8 @@ pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
 /// with a whole block, whose last four bytes are its length (not zero) at an offset that
 /// is a multiple of four; so the written part ends at the first multiple of four after the
 /// last byte that is not zero.
-fn direct_write_padding(bytes: &[u8]) -> usize {
+#[must_use]
+pub fn direct_write_padding(bytes: &[u8]) -> usize {
     let align = super::write::ALIGN;
     if bytes.is_empty() || !bytes.len().is_multiple_of(align) {
         return 0;

@@ -41,12 +41,18 @@ const DIRECT_WRITE_MIN: usize = 16 * 1024;
 pub(in crate::store) struct ActiveSegment {
     pub(in crate::store) seq: u64,
     file: SegmentFile,
-    pub(in crate::store) bytes: u64,
     opened: Instant,
     record: SegmentRecord,
     /// Bytes of an old segment the file held when it was recycled (0: a new file); they
     /// count in the store's size until overwritten, and are cut off at close.
     recycled_len: u64,
+}
+
+impl ActiveSegment {
+    /// Bytes of the segment in its file: what the last successful write left.
+    pub(in crate::store) fn bytes(&self) -> u64 {
+        self.file.len()
+    }
 }
 
 /// Interface ids of one segment: pcapng numbers interfaces in the order of their blocks,
@@ -228,7 +234,7 @@ impl SegmentWriter {
             .filter(|a| a.record.packets > 0)
             .map(|a| SegmentRecord {
                 file: SegmentName::active(a.seq).file_name(),
-                bytes: a.bytes,
+                bytes: a.bytes(),
                 ..a.record.clone()
             });
         self.view
@@ -292,7 +298,6 @@ impl SegmentWriter {
         self.active = Some(ActiveSegment {
             seq,
             file,
-            bytes: 0,
             recycled_len,
             opened: Instant::now(),
             record: SegmentRecord {
@@ -463,8 +468,8 @@ impl SegmentWriter {
         }
         let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
         let checkpoint = (active.record.packets > 0
-            && active.bytes >= last_checkpoint + index::CHECKPOINT_BYTES)
-            .then_some((active.bytes, active.record.last_ns));
+            && active.bytes() >= last_checkpoint + index::CHECKPOINT_BYTES)
+            .then_some((active.bytes(), active.record.last_ns));
         let parts: Vec<&[u8]> = std::iter::once(self.buf.bytes())
             .chain(after.iter().copied())
             .collect();
@@ -476,7 +481,6 @@ impl SegmentWriter {
         match written {
             Ok(()) => {
                 active.record.checkpoints.extend(checkpoint);
-                active.bytes = active.file.len();
                 for &(_, interface_id, ts) in &self.buffered {
                     active.record.note_packet(interface_id, ts);
                 }
@@ -533,7 +537,7 @@ impl SegmentWriter {
                 if let Err(e) = cut {
                     log::error!("could not cut the segment back after a failed write: {e}");
                 }
-                let empty = active.bytes == 0;
+                let empty = active.bytes() == 0;
                 self.buf.clear();
                 self.buffered.clear();
                 if full {
@@ -549,7 +553,7 @@ impl SegmentWriter {
 
     fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
         let Some(active) = &self.active else { return Ok(()) };
-        let size = active.bytes + self.buf.len() as u64;
+        let size = active.bytes() + self.buf.len() as u64;
         let due = size >= self.limits.segment_size
             || (active.record.packets > 0 && active.opened.elapsed() >= self.limits.segment_time);
         if due {
@@ -610,8 +614,9 @@ impl SegmentWriter {
         };
         active.file.close().map_err(seg_err)?;
         crate::sys::rename_noreplace(&from, &to).map_err(seg_err)?;
+        let bytes = active.bytes();
         let record = &mut active.record;
-        record.bytes = active.bytes;
+        record.bytes = bytes;
         record.drops = segment_drops;
         if record.packets == 0 {
             let now = crate::sys::realtime_ns();
@@ -689,7 +694,7 @@ impl SegmentWriter {
     pub fn apply_retention(&mut self) {
         let horizon =
             crate::sys::realtime_ns().saturating_sub(crate::units::duration_ns(self.limits.max_time));
-        let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes.max(a.recycled_len));
+        let active_bytes = self.active.as_ref().map_or(0, |a| a.bytes().max(a.recycled_len));
         // The spare is the next active segment's file: like the active segment, it takes the
         // store past `max_size` by at most one segment, and it is not counted twice.
         let ledger = self.archive_hold.clone();

@@ -326,3 +326,30 @@ pub fn podcap_cli() -> std::path::PathBuf {
     assert!(bin.exists(), "{} missing", bin.display());
     bin
 }
+
+/// Parses `/metrics` with the Prometheus project's `OpenMetrics` parser (Python's
+/// `prometheus_client`, strict: it refuses a malformed line, a missing `# EOF`, a counter
+/// without `_total`, a unit its name does not end in); returns `name{labels} value` per
+/// sample as the parser read it, label values unescaped.
+pub fn parse_openmetrics(text: &str) -> Vec<String> {
+    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\nfor family in parse(sys.stdin.read()):\n  for s in family.samples:\n    labels = ','.join(f'{k}={v}' for k, v in s.labels.items())\n    print(f'{s.name}{{{labels}}} {float(s.value)}'.replace('\\n', '\\\\n'))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the `OpenMetrics` parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -67,7 +67,7 @@ fn crashed_store(dir: &Path, t0: u64) -> (u64, Vec<u64>, usize) {
     write(&mut w, 120, t0);
     w.write_buffer();
     let seq = w.active.as_ref().unwrap().seq;
-    let len = w.active.as_ref().unwrap().bytes;
+    let len = w.active.as_ref().unwrap().bytes();
     assert!(len > 2_000, "a packet or two in the active segment");
     drop(w); // no finish: as a kill -9 leaves it
     (seq, (t0..t0 + 120).collect(), usize::try_from(len).unwrap())
