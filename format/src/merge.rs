@@ -3,7 +3,8 @@
 //! Rules: each input is read block by block (memory does not grow with the inputs); each
 //! input's interfaces are declared again in the output with the input's label in front of
 //! their names (`node-a/eth0`), so every packet keeps its interface; Name Resolution
-//! Blocks pass through (each distinct one once); packets leave in
+//! Blocks and Decryption Secrets Blocks pass through (each distinct one once; Wireshark
+//! applies a section's secrets to all of it); packets leave in
 //! timestamp order (ties keep input order). Inputs are expected in timestamp order, as
 //! sensors serve them.
 //! - An input that breaks off (a download cut short) or holds a block that cannot be read
@@ -23,6 +24,7 @@ use std::{
 
 use crate::pcapng::{
     read::{names_valid, parse_packet, parse_statistics, section_comments, BlockReader, Section},
+    secrets::parse_decryption_secrets,
     BlockWriter, Direction, InterfaceDescription, InterfaceStatistics, BLOCK_SHB, DAMAGE_PREFIX,
 };
 
@@ -42,6 +44,13 @@ struct Cursor<R> {
     done: bool,
     /// The packet waiting to be merged.
     head: Option<Head>,
+}
+
+/// Blocks every input may carry that the output holds once: names, decryption secrets.
+#[derive(Default)]
+struct PassedOnce {
+    names: std::collections::HashSet<Vec<u8>>,
+    secrets: std::collections::HashSet<(u32, Vec<u8>)>,
 }
 
 struct Head {
@@ -78,7 +87,7 @@ impl<R: Read> Cursor<R> {
         input: usize,
         out: &mut BlockWriter,
         interfaces: &mut Interfaces,
-        names_seen: &mut std::collections::HashSet<Vec<u8>>,
+        passed: &mut PassedOnce,
         losses: &mut Vec<String>,
     ) {
         // The previous packet's buffer is reused for the next one.
@@ -108,9 +117,21 @@ impl<R: Read> Cursor<R> {
             }
             if block.block_type == crate::pcapng::BLOCK_NRB
                 && names_valid(&block, self.section.swapped)
-                && names_seen.insert(block.raw.to_vec())
+                && passed.names.insert(block.raw.to_vec())
             {
                 out.raw(block.raw);
+            }
+            match parse_decryption_secrets(&block, &self.section) {
+                // Written again in the output's byte order; each distinct one once.
+                Ok(Some(secrets))
+                    if passed
+                        .secrets
+                        .insert((secrets.secrets_type, secrets.data.to_vec())) =>
+                {
+                    out.decryption_secrets(secrets.secrets_type, secrets.data);
+                }
+                Ok(_) => {}
+                Err(e) => losses.push(format!("{}: decryption secrets skipped: {e}", self.label)),
             }
             while self.ids.len() < self.section.interfaces.len() {
                 let iface = &self.section.interfaces[self.ids.len()];
@@ -193,16 +214,10 @@ pub fn merge<R: Read>(
         })
         .collect();
     let mut heap = BinaryHeap::new();
-    let mut names_seen = std::collections::HashSet::new();
+    let mut passed = PassedOnce::default();
     let mut stats = MergeStats::default();
     for (n, cursor) in cursors.iter_mut().enumerate() {
-        cursor.advance(
-            n,
-            &mut blocks,
-            &mut interfaces,
-            &mut names_seen,
-            &mut stats.losses,
-        );
+        cursor.advance(n, &mut blocks, &mut interfaces, &mut passed, &mut stats.losses);
         if let Some(h) = &cursor.head {
             heap.push(Reverse((h.ts, n)));
         }
@@ -213,13 +228,7 @@ pub fn merge<R: Read>(
             blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
             stats.packets += 1;
         }
-        cursor.advance(
-            n,
-            &mut blocks,
-            &mut interfaces,
-            &mut names_seen,
-            &mut stats.losses,
-        );
+        cursor.advance(n, &mut blocks, &mut interfaces, &mut passed, &mut stats.losses);
         if let Some(h) = &cursor.head {
             heap.push(Reverse((h.ts, n)));
         }

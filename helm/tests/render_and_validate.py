@@ -28,7 +28,7 @@ CASES = {
         "api": {"tls": {"enabled": False}},
         "pcapdump": {"minFree": ""},
         "podSecurity": {"seccompProfile": ""},
-        "sensor": {"bufferedWrites": True},
+        "sensor": {"bufferedWrites": True, "tlsSecrets": True},
     },
     "emptyDir, privileged, targeting": {
         "persistence": {"type": "emptyDir"},
@@ -208,6 +208,10 @@ for case, values in CASES.items():
     check(case, f"--recordings-max-size={recordings_budget}" in sensor["args"], f"recordings budget {sensor['args']}")
     buffered = values.get("sensor", {}).get("bufferedWrites", False)
     check(case, ("--buffered-writes" in sensor["args"]) == buffered, f"buffered writes {sensor['args']}")
+    secrets = values.get("sensor", {}).get("tlsSecrets", False)
+    check(case, ("--tls-secrets" in sensor["args"]) == secrets, f"TLS secrets off by default {sensor['args']}")
+    added = sensor["securityContext"].get("capabilities", {}).get("add", [])
+    check(case, ("SYS_PTRACE" in added) == secrets, f"SYS_PTRACE only to read TLS secrets: {added}")
     if values.get("pcapdump", {}).get("maxSize") == "2Gi":
         limit = volumes["data"].get("emptyDir", {}).get("sizeLimit")
         check(case, limit == "2516582Ki", f"emptyDir sizeLimit 2Gi plus 20 %: {limit}")

@@ -187,6 +187,28 @@ pub struct QueueCounters {
     pub taken_wire_frames: u64,
 }
 
+/// Longest label, client random and secret a TLS secret event carries (Go's labels are
+/// at most 31 bytes, a client random 32, a secret at most 48: SHA-384).
+pub const TLS_LABEL_MAX: usize = 32;
+pub const TLS_RANDOM_LEN: usize = 32;
+pub const TLS_SECRET_MAX: usize = 64;
+
+/// One TLS secret as a uprobe read it from a process (`TLS_SECRETS` ring buffer): a key
+/// log line's three fields, each with its length as the process gave it (a length above
+/// the field's room means the value was cut and is not to be used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsSecretEvent {
+    /// The process (thread group) the secret came from.
+    pub pid: u32,
+    pub label_len: u32,
+    pub random_len: u32,
+    pub secret_len: u32,
+    pub label: [u8; TLS_LABEL_MAX],
+    pub random: [u8; TLS_RANDOM_LEN],
+    pub secret: [u8; TLS_SECRET_MAX],
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `repr(C)` data with no padding and no pointers; every bit pattern is valid.
@@ -195,4 +217,6 @@ mod user {
     unsafe impl aya::Pod for super::QueueCounters {}
     // SAFETY: as above (u64, u32, u32: no padding).
     unsafe impl aya::Pod for super::CgroupKey {}
+    // SAFETY: as above (u32 fields then byte arrays, 144 bytes: no padding).
+    unsafe impl aya::Pod for super::TlsSecretEvent {}
 }

@@ -33,23 +33,24 @@
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, xdp_action, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user_buf,
+        bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes,
+        bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
         generated::bpf_probe_read_kernel as probe_read_kernel_into,
     },
-    macros::{classifier, map, xdp},
+    macros::{classifier, map, uprobe, xdp},
     maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf, XskMap},
-    programs::{TcContext, XdpContext},
+    programs::{ProbeContext, TcContext, XdpContext},
 };
 use podcap_common::{
-    queue_for, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, CHAIN_FILTER, CHANNEL_RING,
-    COPY_MAGIC, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC, MAX_HOST_INTERFACES,
+    queue_for, CgroupKey, CopyHeader, FrameMeta, QueueCounters, Selection, TlsSecretEvent, CHAIN_FILTER,
+    CHANNEL_RING, COPY_MAGIC, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FRAME_META_MAGIC, MAX_HOST_INTERFACES,
     MAX_POD_CGROUP_LEVEL, MAX_QUEUES, MAX_SLOTS, MAX_TAP_QUEUES, RING_MAX_CAPTURE, SETTINGS_LEN,
     SETTING_ANCESTOR_IDS, SETTING_CAPTURE_IFINDEX, SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET,
     SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED, SETTING_FILTER, SETTING_HOST_PODS,
     SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_RING_WAKEUP, SETTING_SNAPLEN,
-    SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
+    SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN, TLS_LABEL_MAX, TLS_RANDOM_LEN,
+    TLS_SECRET_MAX,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
@@ -588,4 +589,68 @@ fn deliver(ctx: &XdpContext, counter_index: u32, sockets: &XskMap) -> u32 {
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
+}
+
+/// TLS secrets read by the uprobes (`--tls-secrets`), one [`TlsSecretEvent`] each.
+#[map]
+static TLS_SECRETS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Entry of Go's `crypto/tls.(*Config).writeKeyLog(label string, clientRandom, secret
+/// []byte)`, which Go's TLS calls for every secret of every session whether or not a key
+/// log writer is set. Go's register ABI on amd64: the receiver in RAX, then `label` (RBX
+/// pointer, RCX length), `clientRandom` (RDI, RSI, R8 capacity), `secret` (R9, R10, R11).
+/// Each field is read from the process's memory, at most its room; a full ring buffer
+/// loses the event (user space counts what never arrives by its effect: no secret).
+#[uprobe]
+pub fn podcap_go_keylog(ctx: ProbeContext) -> u32 {
+    let regs = ctx.regs;
+    // SAFETY: `regs` is the probed task's saved registers, handed to this program.
+    let (label, label_len, random, random_len, secret, secret_len) = unsafe {
+        (
+            (*regs).rbx,
+            (*regs).rcx,
+            (*regs).rdi,
+            (*regs).rsi,
+            (*regs).r9,
+            (*regs).r10,
+        )
+    };
+    let mut event = TlsSecretEvent {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        label_len: label_len as u32,
+        random_len: random_len as u32,
+        secret_len: secret_len as u32,
+        label: [0; TLS_LABEL_MAX],
+        random: [0; TLS_RANDOM_LEN],
+        secret: [0; TLS_SECRET_MAX],
+    };
+    if label_len as usize > TLS_LABEL_MAX
+        || random_len as usize != TLS_RANDOM_LEN
+        || secret_len as usize > TLS_SECRET_MAX
+    {
+        // Not a secret this event can carry whole: sent with its lengths only, so user
+        // space can count it by reason.
+        submit_secret(&event);
+        return 0;
+    }
+    if let Some(dst) = event.label.get_mut(..label_len as usize) {
+        // SAFETY: a read of the probed process's memory; a fault returns an error.
+        let _ = unsafe { bpf_probe_read_user_buf(label as *const u8, dst) };
+    }
+    // SAFETY: as above.
+    let _ = unsafe { bpf_probe_read_user_buf(random as *const u8, &mut event.random) };
+    if let Some(dst) = event.secret.get_mut(..secret_len as usize) {
+        // SAFETY: as above.
+        let _ = unsafe { bpf_probe_read_user_buf(secret as *const u8, dst) };
+    }
+    submit_secret(&event);
+    0
+}
+
+#[inline(always)]
+fn submit_secret(event: &TlsSecretEvent) {
+    if let Some(mut entry) = TLS_SECRETS.reserve::<TlsSecretEvent>(0) {
+        entry.write(*event);
+        entry.submit(0);
+    }
 }

@@ -24,6 +24,7 @@ pub mod snapshots;
 pub mod stats;
 pub mod store;
 pub mod sys;
+pub mod tls;
 pub(crate) mod writer;
 
 // The formats live in podcap-format; these paths stay for the sensor's own code.

@@ -29,6 +29,7 @@ use crate::{
     stats::Stats,
     store::{SegmentWriter, SharedView, StoreError},
     sys,
+    tls::TlsSecrets,
     writer::{spawn_writer, Recorder, WriterCommand},
 };
 
@@ -104,6 +105,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         filter: Arc::clone(&filter),
         channel: config.channel,
         ring_bytes: config.ring_bytes,
+        tls_secrets: config.tls_secrets,
         host_interfaces: config
             .kubernetes
             .as_ref()
@@ -137,8 +139,53 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         )?),
         None => None,
     };
+    let secrets = TlsSecrets::start(
+        config.tls_secrets,
+        &mut capture,
+        &capture_commands,
+        &writer_commands,
+        stop,
+    )
+    .map_err(|_| RunError::Thread("TLS secrets"))?;
     let commands = (capture_commands, writer_commands);
     let pods = start_pods(config, commands, &targeting, &stats, stop)?;
+    let api = start_api(config, api_state, stop)?;
+    let recorder = Recorder::new(
+        store,
+        Arc::clone(&stats),
+        Arc::clone(&settings),
+        Arc::clone(&health),
+        sys::realtime_ns(),
+        writer_rx,
+    )
+    .with_tls_secrets(secrets.as_ref().map(TlsSecrets::counts));
+    let closed = record(&mut capture, recorder, config, &stats, &settings, stop)?;
+    health.set_attached(false);
+    drop(capture);
+    log_totals(&stats);
+    if let (Some(archive), Some(archive_config)) = (archive, &config.archive) {
+        // The writer has closed its segment: it can go up too.
+        archive.finish(archive_config.drain);
+    }
+    stop.request();
+    let _ = api.join();
+    let _ = keeper.join();
+    for thread in [reloader, pods].into_iter().flatten() {
+        let _ = thread.join();
+    }
+    if let Some(secrets) = secrets {
+        secrets.finish();
+    }
+    closed?;
+    Ok(())
+}
+
+/// The API's listener (HTTPS with `--tls-cert`), serving until `stop`.
+fn start_api(
+    config: &Config,
+    api_state: ApiState,
+    stop: &Shutdown,
+) -> Result<thread::JoinHandle<()>, RunError> {
     let tls = match &config.tls {
         Some((cert, key)) => {
             Some(api::server::tls_acceptor(cert, key).map_err(|e| RunError::Tls(e.to_string()))?)
@@ -151,33 +198,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         source,
     })?;
     log::info!("API on {api_url}");
-    let recorder = Recorder::new(
-        store,
-        Arc::clone(&stats),
-        Arc::clone(&settings),
-        Arc::clone(&health),
-        sys::realtime_ns(),
-        writer_rx,
-    );
-    let closed = record(&mut capture, recorder, config, &stats, &settings, stop)?;
-    health.set_attached(false);
-    drop(capture);
-    log_totals(&stats);
-    if let (Some(archive), Some(archive_config)) = (archive, &config.archive) {
-        // The writer has closed its segment: it can go up too.
-        archive.finish(archive_config.drain);
-    }
-    stop.request();
-    let _ = api.join();
-    let _ = keeper.join();
-    if let Some(reloader) = reloader {
-        let _ = reloader.join();
-    }
-    if let Some(pods) = pods {
-        let _ = pods.join();
-    }
-    closed?;
-    Ok(())
+    Ok(api)
 }
 
 fn log_totals(stats: &Stats) {

@@ -32,6 +32,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "openssl",
     "curl",
+    // Go 1.19: the TLS "pods" of the decrypted-TLS tests (sensor/tests/go/tlspod.go).
+    "golang-go",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -8,8 +8,10 @@
 //! - Byte order is the host's (little-endian on every platform the sensor runs on); the
 //!   reader accepts both.
 //!
-//! Block references: draft-ietf-opsawg-pcapng (SHB 0x0A0D0D0A, IDB 1, ISB 5, EPB 6, NRB 4).
+//! Block references: draft-ietf-opsawg-pcapng (SHB 0x0A0D0D0A, IDB 1, ISB 5, EPB 6, NRB 4,
+//! DSB 0x0A).
 pub mod read;
+pub mod secrets;
 
 /// Block types.
 pub const BLOCK_SHB: u32 = 0x0A0D_0D0A;
@@ -308,6 +310,13 @@ impl BlockWriter {
     /// Appends an already encoded block (a reader's raw block) unchanged.
     pub fn raw(&mut self, block: &[u8]) {
         self.buf.extend_from_slice(block);
+    }
+
+    /// Puts already encoded blocks in at byte `at` of what is built (clamped to its end);
+    /// `at` must be where a block starts or the end.
+    pub fn insert_raw(&mut self, at: usize, blocks: &[u8]) {
+        let at = at.min(self.buf.len());
+        self.buf.splice(at..at, blocks.iter().copied());
     }
 
     /// Interface Statistics Block; `comment` may break the drops down by stage.

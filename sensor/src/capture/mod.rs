@@ -38,7 +38,8 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{uprobe::UProbeScope, UProbe},
     Ebpf, EbpfError, EbpfLoader,
 };
 pub(crate) use deliver::PacketSink;
@@ -48,7 +49,7 @@ use podcap_common::{
 };
 
 use self::{
-    ebpf::{permission_hint, set, take_map},
+    ebpf::{permission_hint, program, program_error, set, take_map},
     route::{Route, TapRoute},
     scope::Selector,
 };
@@ -169,6 +170,8 @@ pub(crate) struct CaptureOptions {
     pub channel: Channel,
     /// Bytes of the ring channel's buffer in the kernel (rounded up to a power of two).
     pub ring_bytes: usize,
+    /// Load the uprobe that reads Go programs' TLS secrets (`--tls-secrets`).
+    pub tls_secrets: bool,
 }
 
 /// A change of the capture scope while running, for the capture thread.
@@ -195,6 +198,13 @@ pub enum CaptureCommand {
     Detach {
         slot: u32,
         done: std::sync::mpsc::Sender<()>,
+    },
+    /// Read the TLS secrets of the Go binary at `path` (`--tls-secrets`): its key log
+    /// function starts at `offset` in the file; the outcome goes to `reply`.
+    ProbeGo {
+        path: std::path::PathBuf,
+        offset: u64,
+        reply: std::sync::mpsc::Sender<Result<(), String>>,
     },
 }
 
@@ -224,6 +234,8 @@ pub(crate) struct Capture {
     kernel_filter: Option<kernel_filter::KernelFilter>,
     /// Whether the kernel runs `filter` for the selected interfaces (else user space does).
     filter_in_kernel: bool,
+    /// The secrets the uprobes read, until the collector takes them (`--tls-secrets`).
+    tls_secrets: Option<RingBuf<MapData>>,
 }
 
 /// The selected interfaces: the route their packets take and the maps that select them.
@@ -295,6 +307,15 @@ impl Capture {
             let selector = Selector::start(&mut ebpf, &mut settings, options)?;
             Some(Selected { route, selector })
         };
+        let tls_secrets = if options.tls_secrets {
+            let uprobe: &mut UProbe = program(&mut ebpf, "podcap_go_keylog")?;
+            uprobe
+                .load()
+                .map_err(|source| program_error("podcap_go_keylog", "load", source))?;
+            Some(take_map(&mut ebpf, "TLS_SECRETS")?)
+        } else {
+            None
+        };
         let kernel_filter = if selected.is_some() {
             Some(kernel_filter::KernelFilter::new(&mut ebpf)?)
         } else {
@@ -317,10 +338,26 @@ impl Capture {
             filter_slot: Arc::clone(&options.filter),
             kernel_filter,
             filter_in_kernel: false,
+            tls_secrets,
         };
         capture.install_filter();
         capture.refresh_clock();
         Ok(capture)
+    }
+
+    /// The ring buffer of TLS secrets, for the collector (once; `None` without
+    /// `--tls-secrets`).
+    pub(crate) fn take_tls_secrets(&mut self) -> Option<RingBuf<MapData>> {
+        self.tls_secrets.take()
+    }
+
+    /// Attaches the TLS secrets uprobe to the Go binary at `path`, `offset` into the file.
+    fn probe_go(&mut self, path: &std::path::Path, offset: u64) -> Result<(), String> {
+        let uprobe: &mut UProbe = program(&mut self.ebpf, "podcap_go_keylog").map_err(|e| e.to_string())?;
+        uprobe
+            .attach(offset, path, UProbeScope::AllProcesses)
+            .map(|_| ())
+            .map_err(|e| format!("{e}"))
     }
 
     /// Puts the current filter into the tc programs where the kernel takes it.

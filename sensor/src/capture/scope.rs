@@ -275,6 +275,9 @@ impl Capture {
                     self.detach(slot);
                     let _ = done.send(());
                 }
+                CaptureCommand::ProbeGo { path, offset, reply } => {
+                    let _ = reply.send(self.probe_go(&path, offset));
+                }
             }
         }
         self.commands = Some(commands);

@@ -68,6 +68,11 @@ pub struct Args {
     /// memory); this flag is for file systems or devices where buffered writes are faster.
     #[arg(long)]
     pub buffered_writes: bool,
+    /// Read the TLS secrets of the node's Go programs (uprobes) and write those of the
+    /// sessions recorded into the segments, where Wireshark decrypts with them. Sensitive:
+    /// whoever reads the store then reads that traffic in clear.
+    #[arg(long)]
+    pub tls_secrets: bool,
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
     #[arg(long, default_value = "none", value_name = "HOW")]
     pub compress: String,
@@ -212,6 +217,8 @@ pub struct Config {
     pub min_free: Option<MinFree>,
     /// How segments are written (`--buffered-writes`).
     pub write_mode: WriteMode,
+    /// `--tls-secrets`.
+    pub tls_secrets: bool,
     pub xsk_frames: u32,
     /// Kubernetes mode (`--node`).
     pub kubernetes: Option<Kubernetes>,
@@ -485,6 +492,9 @@ impl Args {
     /// `--channel`, and `--snaplen` cut to what it carries (a tap is always read through
     /// AF_XDP, whose frames are shorter).
     fn channel_and_snaplen(&self) -> Result<(capture::Channel, u32), ConfigError> {
+        if !(64..=262_144).contains(&self.snaplen) {
+            return Err(ConfigError::Snaplen(self.snaplen));
+        }
         let channel = match self.channel.as_str() {
             "af-xdp" => capture::Channel::AfXdp,
             "ring" => capture::Channel::Ring,
@@ -682,9 +692,6 @@ impl Args {
         let (limits, settings, floors) = self.retention(&targeting)?;
         let archive = self.archive_config(limits.segment_time)?;
         let ring_bytes = self.ring_bytes()?;
-        if !(64..=262_144).contains(&self.snaplen) {
-            return Err(ConfigError::Snaplen(self.snaplen));
-        }
         let xsk_frames = self.check_kubernetes_and_frames()?;
         let (channel, snaplen) = self.channel_and_snaplen()?;
         if self.ifaces.is_empty() && self.tap.is_none() && self.node.is_none() {
@@ -743,6 +750,7 @@ impl Args {
             archive,
             min_free,
             write_mode,
+            tls_secrets: self.tls_secrets,
             snapshot_max_size,
             recordings_max_size,
             max_slice,

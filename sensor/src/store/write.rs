@@ -76,6 +76,16 @@ pub struct SegmentWriter {
     slots: Vec<Option<InterfaceDescription>>,
     /// Names for addresses, written as a Name Resolution Block.
     names: Vec<(std::net::IpAddr, String)>,
+    /// The TLS key log of the sessions that may still run: every segment starts with it.
+    secrets: Vec<u8>,
+    /// When the buffer last became empty: what was written since is still in it.
+    unflushed_since: Instant,
+    /// The periodic write waits until then (at most a second after the last one), so the
+    /// secrets of a session just begun can still go in before its packets.
+    flush_held_until: Instant,
+    /// Where the section's header blocks end in the buffer (0: not in it): secrets go in
+    /// after them, before the packets.
+    header_end: usize,
     /// The active segment's interface ids.
     ids: SegmentIds,
     next_seq: u64,
@@ -142,6 +152,10 @@ impl SegmentWriter {
             limits,
             slots: interfaces.into_iter().map(Some).collect(),
             names: Vec::new(),
+            secrets: Vec::new(),
+            unflushed_since: Instant::now(),
+            flush_held_until: Instant::now(),
+            header_end: 0,
             ids: SegmentIds::default(),
             next_seq,
             recovery: recovered.report,
@@ -279,8 +293,7 @@ impl SegmentWriter {
             ),
         };
         self.next_seq = seq + 1;
-        self.buf.clear();
-        self.buffered.clear();
+        self.clear_buffer();
         self.write_header();
         let mut file = SegmentFile::new(file, self.write_mode);
         if let Some(reason) = file.take_fallback() {
@@ -416,6 +429,46 @@ impl SegmentWriter {
         }
     }
 
+    /// Writes TLS secrets (key log lines) into the active segment as a Decryption Secrets
+    /// Block, before the packets of their sessions when the earliest of their ClientHellos
+    /// (`hello_at`) is still in the buffer (a reader decrypting in one pass needs the
+    /// secrets first), else after them; returns whether they went before. Without an
+    /// active segment they reach the next one through [`Self::keep_secrets`].
+    pub fn write_secrets(&mut self, key_log: &[u8], hello_at: Instant) -> bool {
+        if self.active.is_none() || key_log.is_empty() {
+            return true;
+        }
+        let mut block = BlockWriter::with_capacity(key_log.len() + 32);
+        block.decryption_secrets(crate::pcapng::secrets::SECRETS_TLS_KEY_LOG, key_log);
+        if hello_at >= self.unflushed_since {
+            // After the header blocks, before every packet in the buffer: a block boundary.
+            self.buf.insert_raw(self.header_end, block.bytes());
+            true
+        } else {
+            self.buf.raw(block.bytes());
+            false
+        }
+    }
+
+    /// Holds the periodic write back until `until` (never past a second after the last
+    /// write): a session's ClientHello was just buffered, its secrets are on their way.
+    pub fn hold_flush_until(&mut self, until: Instant) {
+        self.flush_held_until = self.flush_held_until.max(until);
+    }
+
+    /// Empties the buffer after its bytes reached the file (or were given up).
+    fn clear_buffer(&mut self) {
+        self.buf.clear();
+        self.buffered.clear();
+        self.unflushed_since = Instant::now();
+        self.header_end = 0;
+    }
+
+    /// The key log every new segment starts with (sessions that may still run).
+    pub fn keep_secrets(&mut self, key_log: Vec<u8>) {
+        self.secrets = key_log;
+    }
+
     /// Declares `slot`'s interface in the active segment; returns its id.
     fn declare(&mut self, slot: u32) -> u32 {
         let placeholder = InterfaceDescription {
@@ -449,6 +502,11 @@ impl SegmentWriter {
             }
         }
         self.buf.names(&self.names);
+        if !self.secrets.is_empty() {
+            self.buf
+                .decryption_secrets(crate::pcapng::secrets::SECRETS_TLS_KEY_LOG, &self.secrets);
+        }
+        self.header_end = self.buf.len();
     }
 
     /// Writes the buffer to the active segment. On failure the file is cut back to its last
@@ -485,8 +543,7 @@ impl SegmentWriter {
                     active.record.note_packet(interface_id, ts);
                 }
                 self.ids.on_disk = self.ids.owners.len() as u32;
-                self.buf.clear();
-                self.buffered.clear();
+                self.clear_buffer();
                 self.publish_active();
                 if self.disk.failing.is_some() {
                     log::info!("writes to {} succeed again", self.dir.display());
@@ -538,8 +595,7 @@ impl SegmentWriter {
                     log::error!("could not cut the segment back after a failed write: {e}");
                 }
                 let empty = active.bytes() == 0;
-                self.buf.clear();
-                self.buffered.clear();
+                self.clear_buffer();
                 if full {
                     self.make_room();
                 }
@@ -564,7 +620,9 @@ impl SegmentWriter {
 
     /// Periodic work: flush at least once a second, rotate by time, apply retention.
     pub fn tick(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
-        if self.last_flush.elapsed() >= Duration::from_millis(500) {
+        let since = self.last_flush.elapsed();
+        let held = Instant::now() < self.flush_held_until && since < Duration::from_secs(1);
+        if since >= Duration::from_millis(500) && !held {
             self.write_buffer();
             self.last_flush = Instant::now();
         }

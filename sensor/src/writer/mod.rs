@@ -40,6 +40,8 @@ pub enum WriterCommand {
         ack: mpsc::Sender<()>,
     },
     SetNames(Vec<(IpAddr, String)>),
+    /// A TLS secret a probe read (`--tls-secrets`): written if its session was recorded.
+    TlsSecret(crate::tls::Secret),
 }
 
 /// A slot's statistics for its statistics blocks, from the shared counters.
@@ -72,6 +74,17 @@ pub(crate) struct Recorder {
     /// Slots that are pods' host-side veths (Kubernetes mode): their directions are turned
     /// around to be the pod's.
     pod_side: Vec<bool>,
+    /// The sessions recorded and their secrets (`--tls-secrets`).
+    tls: Option<TlsSecrets>,
+}
+
+/// The writer's side of `--tls-secrets`.
+struct TlsSecrets {
+    scope: crate::tls::scope::Scope,
+    /// Secrets kept for new segments, as last handed to the store.
+    kept: usize,
+    checked: std::time::Instant,
+    counts: Arc<crate::tls::scope::SharedCounts>,
 }
 
 impl Recorder {
@@ -94,7 +107,41 @@ impl Recorder {
             retention,
             failing: false,
             pod_side: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Writes the TLS secrets of the sessions it records (`--tls-secrets`), counting in
+    /// `counts` what became of them.
+    #[must_use]
+    pub(crate) fn with_tls_secrets(mut self, counts: Option<Arc<crate::tls::scope::SharedCounts>>) -> Self {
+        self.tls = counts.map(|counts| TlsSecrets {
+            scope: crate::tls::scope::Scope::default(),
+            kept: 0,
+            checked: std::time::Instant::now(),
+            counts,
+        });
+        self
+    }
+
+    /// Writes the secrets whose ClientHello was recorded; once a second, forgets old ones.
+    fn write_secrets(&mut self) {
+        let Some(tls) = &mut self.tls else { return };
+        let now = std::time::Instant::now();
+        if !tls.scope.waiting() && now.duration_since(tls.checked) < Duration::from_secs(1) {
+            return;
+        }
+        tls.checked = now;
+        let (lines, hello_at) = tls.scope.ready(now);
+        if !lines.is_empty() && !self.store.write_secrets(lines.as_bytes(), hello_at) {
+            tls.scope.count_late(lines.lines().count());
+        }
+        let kept = tls.scope.kept();
+        if kept.len() != tls.kept {
+            tls.kept = kept.len();
+            self.store.keep_secrets(kept.into_bytes());
+        }
+        tls.counts.set(tls.scope.counts);
     }
 
     /// Applies changed limits and the scope changes sent so far. Scope changes come before
@@ -122,6 +169,11 @@ impl Recorder {
                     let _ = ack.send(());
                 }
                 WriterCommand::SetNames(names) => self.store.set_names(names),
+                WriterCommand::TlsSecret(secret) => {
+                    if let Some(tls) = &mut self.tls {
+                        tls.scope.offer(secret, std::time::Instant::now());
+                    }
+                }
             }
         }
     }
@@ -137,6 +189,14 @@ impl Recorder {
         } else {
             Direction::Outbound
         };
+        if let Some(tls) = &mut self.tls {
+            if let Some(random) = crate::tls::hello::client_hello_random(data) {
+                let now = std::time::Instant::now();
+                tls.scope.saw_hello(random, now);
+                self.store
+                    .hold_flush_until(now + crate::tls::scope::SECRETS_FOLLOW_WITHIN);
+            }
+        }
         let stats = &*self.stats;
         let start_ns = self.start_ns;
         let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
@@ -165,6 +225,7 @@ impl Recorder {
     /// Flushing, rotation by time, retention; packets the disk refused (counted as written
     /// when they were buffered) move to the writer's drops.
     fn tick(&mut self) {
+        self.write_secrets();
         let (stats, start_ns) = (&*self.stats, self.start_ns);
         if let Err(e) = self.store.tick(|id| interface_statistics(stats, id, start_ns)) {
             log::error!("{e}");
@@ -180,6 +241,12 @@ impl Recorder {
 
     pub(crate) fn finish(mut self) -> Result<(), StoreError> {
         self.apply_commands();
+        // The last secrets whose ClientHello was written go in; the others never will.
+        self.write_secrets();
+        if let Some(tls) = &mut self.tls {
+            tls.scope.give_up_waiting();
+            tls.counts.set(tls.scope.counts);
+        }
         let (stats, start_ns) = (&*self.stats, self.start_ns);
         self.store.finish(|id| interface_statistics(stats, id, start_ns))
     }

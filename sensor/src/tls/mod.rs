@@ -1,0 +1,217 @@
+//! TLS secrets (`--tls-secrets`): read by uprobes in the node's Go programs, kept only for
+//! sessions the sensor recorded, written into the segments as Decryption Secrets Blocks
+//! (`docs/design/tls.md`).
+//!
+//! Rules: off unless asked for (the secrets decrypt what was recorded: whoever reads the
+//! store reads the traffic in clear). The collector thread finds the Go binaries
+//! ([`go`]), asks the capture thread (which owns the eBPF programs) to probe them, and
+//! hands every secret the probes read to the writer; the writer keeps one only when a
+//! captured ClientHello carried its client random ([`hello`], [`scope`]). A secret that
+//! cannot be carried whole is counted, never cut or guessed.
+pub mod go;
+pub mod hello;
+pub mod scope;
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        mpsc::{self, Sender},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use podcap_common::{TlsSecretEvent, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX};
+use podcap_format::pcapng::secrets::ClientRandom;
+
+use crate::{capture::CaptureCommand, shutdown::Shutdown, sys, writer::WriterCommand};
+
+/// One secret of one session, as a key log line names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secret {
+    pub label: String,
+    pub random: ClientRandom,
+    pub secret: Vec<u8>,
+}
+
+/// What the collector saw (statistics: `Relaxed`, nothing is published through them).
+#[derive(Debug, Default)]
+pub struct CollectorStats {
+    /// Go binaries probed.
+    pub probed: AtomicU64,
+    /// Secrets read and handed to the writer.
+    pub read: AtomicU64,
+    /// Secrets the probe could not carry whole (a field longer than its room).
+    pub too_long: AtomicU64,
+}
+
+/// How often the node's processes are looked at for new Go binaries.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The secret in one ring buffer record (`None`: a field did not fit, counted).
+fn secret_of(record: &[u8], stats: &CollectorStats) -> Option<Secret> {
+    if record.len() < std::mem::size_of::<TlsSecretEvent>() {
+        return None;
+    }
+    // SAFETY: the record holds a whole `TlsSecretEvent` (checked above), a plain `repr(C)`
+    // value valid for any bytes; read unaligned, as the ring buffer does not align it.
+    let event: TlsSecretEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let (label_len, random_len, secret_len) = (
+        event.label_len as usize,
+        event.random_len as usize,
+        event.secret_len as usize,
+    );
+    if label_len > TLS_LABEL_MAX
+        || random_len != TLS_RANDOM_LEN
+        || secret_len > TLS_SECRET_MAX
+        || secret_len == 0
+    {
+        stats.too_long.fetch_add(1, Relaxed);
+        log::debug!(
+            "pid {}: a TLS secret that does not fit ({label_len}, {random_len}, {secret_len})",
+            event.pid
+        );
+        return None;
+    }
+    let label = std::str::from_utf8(&event.label[..label_len]).ok()?;
+    if label.is_empty()
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        stats.too_long.fetch_add(1, Relaxed);
+        return None;
+    }
+    Some(Secret {
+        label: label.to_owned(),
+        random: event.random,
+        secret: event.secret[..secret_len].to_vec(),
+    })
+}
+
+/// Starts the collector: probes Go binaries as they appear, hands their secrets to the
+/// writer, until `stop`.
+pub(crate) fn spawn(
+    mut ring: RingBuf<MapData>,
+    capture: Sender<CaptureCommand>,
+    writer: Sender<WriterCommand>,
+    stats: Arc<CollectorStats>,
+    stop: Shutdown,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name("podcap-tls".into()).spawn(move || {
+        let mut binaries = go::GoBinaries::default();
+        let mut scanned: Option<Instant> = None;
+        while !stop.requested() {
+            if scanned.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL) {
+                for binary in binaries.scan() {
+                    if probe(&capture, &binary) {
+                        stats.probed.fetch_add(1, Relaxed);
+                    }
+                }
+                scanned = Some(Instant::now());
+            }
+            let _ = sys::poll_readable(&[ring.as_raw_fd()], Duration::from_millis(200));
+            while let Some(record) = ring.next() {
+                if let Some(secret) = secret_of(&record, &stats) {
+                    stats.read.fetch_add(1, Relaxed);
+                    if writer.send(WriterCommand::TlsSecret(secret)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Asks the capture thread to probe `binary`; whether it did.
+fn probe(capture: &Sender<CaptureCommand>, binary: &go::GoBinary) -> bool {
+    let (reply, replied) = mpsc::channel();
+    let command = CaptureCommand::ProbeGo {
+        path: binary.path.clone(),
+        offset: binary.offset,
+        reply,
+    };
+    if capture.send(command).is_err() {
+        return false;
+    }
+    match replied.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(())) => {
+            log::info!(
+                "reading TLS secrets of Go program {} (pid {}, {} at offset {:#x})",
+                std::fs::read_link(&binary.path)
+                    .map_or_else(|_| binary.path.display().to_string(), |p| p.display().to_string()),
+                binary.pid,
+                go::GO_KEYLOG_SYMBOL,
+                binary.offset
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            log::warn!("cannot probe {} (pid {}): {e}", binary.path.display(), binary.pid);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// The running collector and what it and the writer counted.
+pub(crate) struct TlsSecrets {
+    thread: thread::JoinHandle<()>,
+    collector: Arc<CollectorStats>,
+    written: Arc<scope::SharedCounts>,
+}
+
+impl TlsSecrets {
+    /// With `enabled` (`--tls-secrets`): starts the collector on the capture's ring buffer
+    /// of secrets.
+    pub(crate) fn start(
+        enabled: bool,
+        capture: &mut crate::capture::Capture,
+        capture_commands: &Sender<CaptureCommand>,
+        writer_commands: &Sender<WriterCommand>,
+        stop: &Shutdown,
+    ) -> std::io::Result<Option<Self>> {
+        let Some(ring) = capture.take_tls_secrets().filter(|_| enabled) else {
+            return Ok(None);
+        };
+        log::info!(
+            "--tls-secrets: reading the TLS secrets of Go programs; those of recorded sessions are written"
+        );
+        let collector = Arc::new(CollectorStats::default());
+        let thread = spawn(
+            ring,
+            capture_commands.clone(),
+            writer_commands.clone(),
+            Arc::clone(&collector),
+            stop.clone(),
+        )?;
+        Ok(Some(Self {
+            thread,
+            collector,
+            written: Arc::default(),
+        }))
+    }
+
+    /// Where the writer counts what became of the secrets.
+    pub(crate) fn counts(&self) -> Arc<scope::SharedCounts> {
+        Arc::clone(&self.written)
+    }
+
+    /// Waits for the collector (after the stop) and says what it did.
+    pub(crate) fn finish(self) {
+        let _ = self.thread.join();
+        let written = self.written.get();
+        log::info!(
+            "TLS secrets: {} Go programs probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry",
+            self.collector.probed.load(Relaxed),
+            self.collector.read.load(Relaxed),
+            written.written,
+            written.late,
+            written.not_recorded,
+            self.collector.too_long.load(Relaxed)
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Decryption Secrets Blocks with real TLS: an `openssl s_server` in one namespace, `curl`
+//! in another, tcpdump recording between them and the server's key log. A pcapng of those
+//! packets with the key log in a Decryption Secrets Block (podcap's writer) must let
+//! tshark read the HTTP request in clear with no key log file given to it, for TLS 1.3 and
+//! TLS 1.2; the same packets without the block must not; and the block must be the one
+//! Wireshark's own `editcap --inject-secrets` writes.
+//!
+//! Only `198.18.0.0/15` addresses, inside namespaces made here (removed on every exit).
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{pcap, topology::*, *};
+use podcap_sensor::pcapng::{
+    read::{Blocks, Section},
+    secrets::{client_randoms, parse_decryption_secrets, SECRETS_TLS_KEY_LOG},
+    BlockWriter, InterfaceDescription, LINKTYPE_ETHERNET,
+};
+
+#[test]
+fn decryption_secrets_blocks_let_tshark_read_tls_in_clear() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("s");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    sh(&format!(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
+        key.display(),
+        cert.display()
+    ));
+    for version in ["1.3", "1.2"] {
+        let marker = format!("podcap-marker-tls{}", version.replace('.', ""));
+        let key_log = dir.path().join(format!("keys-{version}.log"));
+        let recorded = dir.path().join(format!("tls-{version}.pcap"));
+        let mut tcpdump = start_tcpdump(&t.n, "n0", &recorded, "tcp port 8443");
+        let mut server = Proc::spawn(
+            "openssl s_server",
+            &t.n.exec(&format!(
+                "openssl s_server -accept 198.18.0.2:8443 -cert {} -key {} -www -keylogfile {} -tls{} -naccept 1",
+                cert.display(),
+                key.display(),
+                key_log.display(),
+                version.replace('.', "_")
+            )),
+        );
+        server.wait_for("ACCEPT", Duration::from_secs(10));
+        let reply = t.a.sh(&format!(
+            "curl -sk --max-time 10 --tlsv{version} --tls-max {version} https://198.18.0.2:8443/{marker}"
+        ));
+        assert!(
+            reply.contains("s_server"),
+            "TLS {version}: the server answered: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        tcpdump.stop();
+        drop(server);
+
+        let frames = pcap::read_pcap(&recorded, "n0");
+        let keys = std::fs::read(&key_log).unwrap();
+        assert!(
+            !client_randoms(&keys).is_empty(),
+            "TLS {version}: the key log names sessions:\n{}",
+            String::from_utf8_lossy(&keys)
+        );
+        let with = dir.path().join(format!("with-{version}.pcapng"));
+        let without = dir.path().join(format!("without-{version}.pcapng"));
+        write_pcapng(&with, &frames, Some(&keys));
+        write_pcapng(&without, &frames, None);
+        assert_tshark_clean(&with);
+        let filter = format!("http.request.uri contains \"{marker}\"");
+        assert_eq!(
+            decrypted_requests(&with, &filter),
+            1,
+            "TLS {version}: tshark reads the request through the file's secrets"
+        );
+        assert_eq!(
+            decrypted_requests(&without, &filter),
+            0,
+            "TLS {version}: without the block the request stays encrypted"
+        );
+        assert_same_block_as_editcap(&recorded, &key_log, &keys, dir.path());
+    }
+}
+
+/// The frames as one interface's packets, after a Decryption Secrets Block of `keys`.
+fn write_pcapng(path: &Path, frames: &[pcap::Frame], keys: Option<&[u8]>) {
+    let mut w = BlockWriter::with_capacity(1 << 20);
+    w.section_header("podcap test");
+    w.interface(&InterfaceDescription {
+        name: "n0".into(),
+        description: String::new(),
+        link_type: LINKTYPE_ETHERNET,
+        snaplen: 262_144,
+    });
+    if let Some(keys) = keys {
+        w.decryption_secrets(SECRETS_TLS_KEY_LOG, keys);
+    }
+    for f in frames {
+        w.packet(0, f.ts_ns, f.orig_len, &f.data, f.direction);
+    }
+    std::fs::write(path, w.bytes()).unwrap();
+}
+
+/// How many packets tshark shows for `filter`, with no key log of its own.
+fn decrypted_requests(file: &Path, filter: &str) -> usize {
+    let out = sh(&format!(
+        "tshark -n -r {} -o tls.keylog_file: -Y '{filter}' -T fields -e frame.number",
+        file.display()
+    ));
+    out.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// `editcap --inject-secrets` on the same recording writes the same block's content.
+fn assert_same_block_as_editcap(recorded: &Path, key_log: &Path, keys: &[u8], scratch: &Path) {
+    let injected = scratch.join("editcap.pcapng");
+    sh(&format!(
+        "editcap -F pcapng --inject-secrets tls,{} {} {}",
+        key_log.display(),
+        recorded.display(),
+        injected.display()
+    ));
+    let bytes = std::fs::read(&injected).unwrap();
+    let mut section = Section::default();
+    let mut found = Vec::new();
+    for block in Blocks::new(&bytes) {
+        let block = block.unwrap();
+        section.observe(&block).unwrap();
+        if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
+            found.push((secrets.secrets_type, secrets.data.to_vec(), block.raw.to_vec()));
+        }
+    }
+    assert_eq!(found.len(), 1, "editcap wrote one block");
+    let (secrets_type, data, raw) = &found[0];
+    assert_eq!(*secrets_type, SECRETS_TLS_KEY_LOG);
+    assert_eq!(
+        data.as_slice(),
+        keys,
+        "editcap's block carries the key log as it is"
+    );
+    let mut ours = BlockWriter::with_capacity(keys.len() + 64);
+    ours.decryption_secrets(SECRETS_TLS_KEY_LOG, keys);
+    assert_eq!(
+        ours.bytes(),
+        raw.as_slice(),
+        "podcap's block is byte for byte editcap's"
+    );
+}
+
+/// The sensor's own secrets: `--tls-secrets` reads them from Go programs with a uprobe and
+/// writes those of the recorded sessions into its segments, where tshark decrypts with
+/// them; the session of an unselected "pod" (B, behind n1) leaves no secret; without the
+/// flag no segment holds a secret.
+#[test]
+fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
+    let Some(_serial) = privileged() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pod = build_tlspod(dir.path());
+    let t = topology("g");
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!("--iface n0 --data-dir {} --tls-secrets", data.display()),
+    );
+    let mut server = Proc::spawn(
+        "tlspod server",
+        &t.n.exec(&format!("{} server 0.0.0.0:8443", pod.display())),
+    );
+    server.wait_for("listening", Duration::from_secs(10));
+    sensor.wait_for("reading TLS secrets of Go program", Duration::from_secs(10));
+    let (selected_keys, unselected_keys) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
+    let ask = |ns: &Netns, address: &str, keys: &Path, marker: &str| {
+        ns.sh(&format!(
+            "env PODCAP_TEST_KEYLOG={} {} client https://{address}:8443/{marker} 2 body-{marker}",
+            keys.display(),
+            pod.display()
+        ))
+    };
+    let answer = ask(&t.a, "198.18.0.2", &selected_keys, "podcap-go-marker");
+    assert_eq!(answer.matches("seen /podcap-go-marker").count(), 2, "{answer}");
+    let answer = ask(&t.b, "198.18.1.2", &unselected_keys, "unselected-marker");
+    assert_eq!(answer.matches("seen /unselected-marker").count(), 2, "{answer}");
+    // The writer waits for ClientHellos, then flushes once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    drop(server);
+    let log = sensor.log_text();
+    let said = log
+        .lines()
+        .find(|l| l.contains("TLS secrets:"))
+        .unwrap_or_else(|| panic!("the sensor says what it did:\n{log}"));
+    eprintln!("{said}");
+    assert!(said.contains("(0 after their session's first packets)"), "{said}");
+    // B's two sessions: four secrets each, reported by both ends.
+    assert!(said.contains(" 16 of sessions not recorded left out"), "{said}");
+
+    let files = segments(&data);
+    let secrets = secrets_in(&files);
+    let recorded = client_randoms(&std::fs::read(&selected_keys).unwrap());
+    let unrecorded = client_randoms(&std::fs::read(&unselected_keys).unwrap());
+    assert_eq!(recorded.len(), 2, "two sessions from A");
+    assert_eq!(unrecorded.len(), 2, "two sessions from B");
+    let written = client_randoms(&secrets);
+    assert_eq!(
+        written,
+        recorded,
+        "exactly the recorded sessions' secrets are in the segments:\n{}\n{log}",
+        String::from_utf8_lossy(&secrets)
+    );
+    assert!(written.is_disjoint(&unrecorded), "no secret of B's sessions");
+    let filter = "http.request.uri contains \"podcap-go-marker\"";
+    let decrypted: usize = files.iter().map(|f| decrypted_requests(f, filter)).sum();
+    assert_eq!(
+        decrypted, 2,
+        "tshark reads both requests in the sensor's segments"
+    );
+
+    // Without the flag: no probe, no secret.
+    let data = dir.path().join("data-off");
+    let mut sensor = start_sensor(&t.n, &format!("--iface n0 --data-dir {}", data.display()));
+    let mut server = Proc::spawn(
+        "tlspod server",
+        &t.n.exec(&format!("{} server 198.18.0.2:8443", pod.display())),
+    );
+    server.wait_for("listening", Duration::from_secs(10));
+    let answer = ask(
+        &t.a,
+        "198.18.0.2",
+        &dir.path().join("off.keys"),
+        "podcap-go-marker",
+    );
+    assert_eq!(answer.matches("seen").count(), 2, "{answer}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    drop(server);
+    assert!(
+        secrets_in(&segments(&data)).is_empty(),
+        "no secret without --tls-secrets"
+    );
+    assert!(!sensor.log_text().contains("reading TLS secrets"));
+}
+
+/// Builds the Go TLS "pod" (Debian's golang-go) into `dir`.
+fn build_tlspod(dir: &Path) -> std::path::PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/tlspod.go");
+    let binary = dir.join("tlspod");
+    sh(&format!(
+        "cd {} && env GOCACHE={} go build -o {} {} 2>&1",
+        dir.display(),
+        dir.join("gocache").display(),
+        binary.display(),
+        source.display()
+    ));
+    binary
+}
+
+/// Every key log line of every Decryption Secrets Block in `files`.
+fn secrets_in(files: &[std::path::PathBuf]) -> Vec<u8> {
+    let mut all = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file).unwrap();
+        let mut section = Section::default();
+        for block in Blocks::new(&bytes) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
+                assert_eq!(secrets.secrets_type, SECRETS_TLS_KEY_LOG);
+                all.extend_from_slice(secrets.data);
+            }
+        }
+    }
+    all
+}
