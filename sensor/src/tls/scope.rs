@@ -71,7 +71,11 @@ impl SharedCounts {
 pub struct Scope {
     seen: HashMap<ClientRandom, Instant>,
     seen_order: VecDeque<(Instant, ClientRandom)>,
-    pending: Vec<(Instant, Secret)>,
+    /// Secrets whose ClientHello was seen, to write at the next [`Scope::ready`].
+    ready: Vec<Secret>,
+    /// Secrets waiting for their ClientHello, by random, and in arrival order for expiry.
+    pending: HashMap<ClientRandom, Vec<(Instant, Secret)>>,
+    pending_order: VecDeque<(Instant, ClientRandom)>,
     /// Key log lines written, with when: the secrets every new segment starts with.
     kept: VecDeque<(Instant, String)>,
     /// The same lines, to write each once (both ends of a session report its secrets).
@@ -85,6 +89,9 @@ impl Scope {
         if self.seen.insert(random, now).is_none() {
             self.seen_order.push_back((now, random));
         }
+        if let Some(waiting) = self.pending.remove(&random) {
+            self.ready.extend(waiting.into_iter().map(|(_, secret)| secret));
+        }
         while self.seen_order.len() > MAX_SESSIONS {
             if let Some((_, old)) = self.seen_order.pop_front() {
                 self.seen.remove(&old);
@@ -94,29 +101,43 @@ impl Scope {
 
     /// A secret a probe read; see [`Scope::ready`].
     pub fn offer(&mut self, secret: Secret, now: Instant) {
-        self.pending.push((now, secret));
+        if self.seen.contains_key(&secret.random) {
+            self.ready.push(secret);
+        } else {
+            self.pending_order.push_back((now, secret.random));
+            self.pending.entry(secret.random).or_default().push((now, secret));
+        }
     }
 
-    /// The key log lines to write now: the pending secrets whose ClientHello was seen,
-    /// with when the earliest of those ClientHellos was (the secrets belong before it).
-    /// Forgets what is older than its time, counting the secrets dropped.
+    /// The key log lines to write now: the secrets whose ClientHello was seen, with when
+    /// the earliest of those ClientHellos was (the secrets belong before it). Forgets what
+    /// is older than its time, counting the secrets dropped. Costs what changed, not what
+    /// waits.
     pub fn ready(&mut self, now: Instant) -> (String, Instant) {
         let mut lines = String::new();
         let mut earliest = now;
-        let pending = std::mem::take(&mut self.pending);
-        for (since, secret) in pending {
-            if let Some(&hello_at) = self.seen.get(&secret.random) {
-                let line = key_log_line(&secret.label, &secret.random, &secret.secret);
-                if self.kept_lines.insert(line.clone()) {
-                    lines.push_str(&line);
-                    self.kept.push_back((now, line));
-                    self.counts.written += 1;
-                    earliest = earliest.min(hello_at);
+        for secret in std::mem::take(&mut self.ready) {
+            let hello_at = self.seen.get(&secret.random).copied().unwrap_or(now);
+            let line = key_log_line(&secret.label, &secret.random, &secret.secret);
+            if self.kept_lines.insert(line.clone()) {
+                lines.push_str(&line);
+                self.kept.push_back((now, line));
+                self.counts.written += 1;
+                earliest = earliest.min(hello_at);
+            }
+        }
+        while let Some(&(since, random)) = self.pending_order.front() {
+            if now.duration_since(since) < PENDING_TIME {
+                break;
+            }
+            self.pending_order.pop_front();
+            if let Some(waiting) = self.pending.get_mut(&random) {
+                let before = waiting.len();
+                waiting.retain(|(at, _)| now.duration_since(*at) < PENDING_TIME);
+                self.counts.not_recorded += (before - waiting.len()) as u64;
+                if waiting.is_empty() {
+                    self.pending.remove(&random);
                 }
-            } else if now.duration_since(since) >= PENDING_TIME {
-                self.counts.not_recorded += 1;
-            } else {
-                self.pending.push((since, secret));
             }
         }
         while self
@@ -148,8 +169,10 @@ impl Scope {
 
     /// At the end: the secrets still waiting will never meet their ClientHello.
     pub fn give_up_waiting(&mut self) {
-        self.counts.not_recorded += self.pending.len() as u64;
+        let waiting: usize = self.pending.values().map(Vec::len).sum();
+        self.counts.not_recorded += waiting as u64;
         self.pending.clear();
+        self.pending_order.clear();
     }
 
     /// Counts secrets written after their session's first packets.
@@ -157,10 +180,10 @@ impl Scope {
         self.counts.late += lines as u64;
     }
 
-    /// Whether any secret waits for its ClientHello.
+    /// Whether any secret is to be written or waits for its ClientHello.
     #[must_use]
     pub fn waiting(&self) -> bool {
-        !self.pending.is_empty()
+        !self.ready.is_empty() || !self.pending.is_empty()
     }
 }
 
