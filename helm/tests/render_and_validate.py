@@ -105,6 +105,7 @@ REFUSED = {
     "a regex that does not compile": ({"tap": {"regex": "[unclosed"}}, "/tap/regex"),
     "a size without a unit": ({"pcapdump": {"maxSize": "500"}}, "/pcapdump/maxSize"),
     "a duration in words": ({"pcapdump": {"maxTime": "one hour"}}, "/pcapdump/maxTime"),
+    "a segment time in words": ({"pcapdump": {"timeInterval": "a minute"}}, "/pcapdump/timeInterval"),
     "a port out of range": ({"sensor": {"port": 70000}}, "/sensor/port"),
     "an unknown volume type": ({"persistence": {"type": "nfs"}}, "/persistence/type"),
     "an archive URL of no store": ({"archive": {"url": "ftp://bucket/x"}}, "/archive/url"),
@@ -208,6 +209,10 @@ for case, values in CASES.items():
     check(case, f"--recordings-max-size={recordings_budget}" in sensor["args"], f"recordings budget {sensor['args']}")
     buffered = values.get("sensor", {}).get("bufferedWrites", False)
     check(case, ("--buffered-writes" in sensor["args"]) == buffered, f"buffered writes {sensor['args']}")
+    interval = values.get("pcapdump", {}).get("timeInterval", "")
+    check(case, (f"--segment-time={interval}" in sensor["args"]) == bool(interval)
+          and (interval or not any(a.startswith("--segment-time") for a in sensor["args"])),
+          f"segment time from pcapdump.timeInterval {sensor['args']}")
     secrets = values.get("sensor", {}).get("tlsSecrets", False)
     check(case, ("--tls-secrets" in sensor["args"]) == secrets, f"TLS secrets off by default {sensor['args']}")
     added = sensor["securityContext"].get("capabilities", {}).get("add", [])
