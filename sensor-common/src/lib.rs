@@ -192,6 +192,8 @@ pub struct QueueCounters {
 pub const TLS_LABEL_MAX: usize = 32;
 pub const TLS_RANDOM_LEN: usize = 32;
 pub const TLS_SECRET_MAX: usize = 64;
+/// `secret_len` of an event whose fields could not be read from the process.
+pub const TLS_SECRET_UNREADABLE: u32 = u32::MAX;
 
 /// One TLS secret as a uprobe read it from a process (`TLS_SECRETS` ring buffer): a key
 /// log line's three fields, each with its length as the process gave it (a length above

@@ -50,7 +50,7 @@ use podcap_common::{
     SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL, SETTING_ENABLED, SETTING_FILTER, SETTING_HOST_PODS,
     SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET, SETTING_RING_WAKEUP, SETTING_SNAPLEN,
     SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN, TLS_LABEL_MAX, TLS_RANDOM_LEN,
-    TLS_SECRET_MAX,
+    TLS_SECRET_MAX, TLS_SECRET_UNREADABLE,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
@@ -633,15 +633,20 @@ pub fn podcap_go_keylog(ctx: ProbeContext) -> u32 {
         submit_secret(&event);
         return 0;
     }
+    let mut read = true;
     if let Some(dst) = event.label.get_mut(..label_len as usize) {
         // SAFETY: a read of the probed process's memory; a fault returns an error.
-        let _ = unsafe { bpf_probe_read_user_buf(label as *const u8, dst) };
+        read &= unsafe { bpf_probe_read_user_buf(label as *const u8, dst) }.is_ok();
     }
     // SAFETY: as above.
-    let _ = unsafe { bpf_probe_read_user_buf(random as *const u8, &mut event.random) };
+    read &= unsafe { bpf_probe_read_user_buf(random as *const u8, &mut event.random) }.is_ok();
     if let Some(dst) = event.secret.get_mut(..secret_len as usize) {
         // SAFETY: as above.
-        let _ = unsafe { bpf_probe_read_user_buf(secret as *const u8, dst) };
+        read &= unsafe { bpf_probe_read_user_buf(secret as *const u8, dst) }.is_ok();
+    }
+    if !read {
+        // A page a uprobe cannot fault in: zeros are no secret. Said by the length.
+        event.secret_len = TLS_SECRET_UNREADABLE;
     }
     submit_secret(&event);
     0

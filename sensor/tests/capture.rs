@@ -228,6 +228,18 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
         out.contains("--host-iface: \"n0\" is also given as --iface"),
         "{out}"
     );
+    // The secrets would leave the node with the segments.
+    let out = refused(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {d} --tls-secrets --archive-segments --archive file://{}",
+            dir.path().join("archive").display()
+        ),
+    );
+    assert!(
+        out.contains("--archive-segments with --tls-secrets would upload the segments' TLS secrets"),
+        "{out}"
+    );
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --max-time 10x"));
     assert!(out.contains("--max-time: invalid duration \"10x\""), "{out}");
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-time 0s"));

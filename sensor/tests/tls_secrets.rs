@@ -166,7 +166,11 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
         &t.n.exec(&format!("{} server 0.0.0.0:8443", pod.display())),
     );
     server.wait_for("listening", Duration::from_secs(10));
-    sensor.wait_for("reading TLS secrets of Go program", Duration::from_secs(10));
+    // The line naming this binary: other Go programs on the machine may be probed too.
+    sensor.wait_for(
+        &format!("reading TLS secrets of Go program {}", pod.display()),
+        Duration::from_secs(10),
+    );
     let (selected_keys, unselected_keys) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
     let ask = |ns: &Netns, address: &str, keys: &Path, marker: &str| {
         ns.sh(&format!(
@@ -190,8 +194,15 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
         .unwrap_or_else(|| panic!("the sensor says what it did:\n{log}"));
     eprintln!("{said}");
     assert!(said.contains("(0 after their session's first packets)"), "{said}");
-    // B's two sessions: four secrets each, reported by both ends.
-    assert!(said.contains(" 16 of sessions not recorded left out"), "{said}");
+    // B's two sessions: four secrets each, reported by both ends (and any handshake of
+    // another Go program on the machine meanwhile).
+    let left_out: u64 = said
+        .split(" of sessions not recorded left out")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(left_out >= 16, "{said}");
 
     let files = segments(&data);
     let secrets = secrets_in(&files);

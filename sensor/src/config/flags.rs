@@ -646,6 +646,11 @@ impl Args {
         if self.archive_segments && segment_time > Duration::from_hours(1) {
             return Err(ConfigError::ArchiveSegmentTime(self.segment_time.clone()));
         }
+        if self.archive_segments && self.tls_secrets {
+            return Err(ConfigError::Archive(
+                "--archive-segments with --tls-secrets would upload the segments' TLS secrets; the archive does not leave them out yet: drop one of the two".into(),
+            ));
+        }
         let rate = self
             .archive_rate
             .as_deref()

@@ -76,8 +76,6 @@ pub struct SegmentWriter {
     slots: Vec<Option<InterfaceDescription>>,
     /// Names for addresses, written as a Name Resolution Block.
     names: Vec<(std::net::IpAddr, String)>,
-    /// The TLS key log of the sessions that may still run: every segment starts with it.
-    secrets: Vec<u8>,
     /// When the buffer last became empty: what was written since is still in it.
     unflushed_since: Instant,
     /// The periodic write waits until then (at most a second after the last one), so the
@@ -152,7 +150,6 @@ impl SegmentWriter {
             limits,
             slots: interfaces.into_iter().map(Some).collect(),
             names: Vec::new(),
-            secrets: Vec::new(),
             unflushed_since: Instant::now(),
             flush_held_until: Instant::now(),
             header_end: 0,
@@ -433,7 +430,7 @@ impl SegmentWriter {
     /// Block, before the packets of their sessions when the earliest of their ClientHellos
     /// (`hello_at`) is still in the buffer (a reader decrypting in one pass needs the
     /// secrets first), else after them; returns whether they went before. Without an
-    /// active segment they reach the next one through [`Self::keep_secrets`].
+    /// active segment (none is open yet) they are not written: no packet of theirs is.
     pub fn write_secrets(&mut self, key_log: &[u8], hello_at: Instant) -> bool {
         if self.active.is_none() || key_log.is_empty() {
             return true;
@@ -462,11 +459,6 @@ impl SegmentWriter {
         self.buffered.clear();
         self.unflushed_since = Instant::now();
         self.header_end = 0;
-    }
-
-    /// The key log every new segment starts with (sessions that may still run).
-    pub fn keep_secrets(&mut self, key_log: Vec<u8>) {
-        self.secrets = key_log;
     }
 
     /// Declares `slot`'s interface in the active segment; returns its id.
@@ -502,10 +494,6 @@ impl SegmentWriter {
             }
         }
         self.buf.names(&self.names);
-        if !self.secrets.is_empty() {
-            self.buf
-                .decryption_secrets(crate::pcapng::secrets::SECRETS_TLS_KEY_LOG, &self.secrets);
-        }
         self.header_end = self.buf.len();
     }
 

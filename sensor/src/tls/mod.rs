@@ -24,7 +24,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use podcap_common::{TlsSecretEvent, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX};
+use podcap_common::{TlsSecretEvent, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX, TLS_SECRET_UNREADABLE};
 use podcap_format::pcapng::secrets::ClientRandom;
 
 use crate::{capture::CaptureCommand, shutdown::Shutdown, sys, writer::WriterCommand};
@@ -46,6 +46,8 @@ pub struct CollectorStats {
     pub read: AtomicU64,
     /// Secrets the probe could not carry whole (a field longer than its room).
     pub too_long: AtomicU64,
+    /// Secrets the probe could not read from the process (a page not in memory).
+    pub unreadable: AtomicU64,
 }
 
 /// How often the node's processes are looked at for new Go binaries.
@@ -59,6 +61,10 @@ fn secret_of(record: &[u8], stats: &CollectorStats) -> Option<Secret> {
     // SAFETY: the record holds a whole `TlsSecretEvent` (checked above), a plain `repr(C)`
     // value valid for any bytes; read unaligned, as the ring buffer does not align it.
     let event: TlsSecretEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    if event.secret_len == TLS_SECRET_UNREADABLE {
+        stats.unreadable.fetch_add(1, Relaxed);
+        return None;
+    }
     let (label_len, random_len, secret_len) = (
         event.label_len as usize,
         event.random_len as usize,
@@ -205,13 +211,14 @@ impl TlsSecrets {
         let _ = self.thread.join();
         let written = self.written.get();
         log::info!(
-            "TLS secrets: {} Go programs probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry",
+            "TLS secrets: {} Go programs probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable",
             self.collector.probed.load(Relaxed),
             self.collector.read.load(Relaxed),
             written.written,
             written.late,
             written.not_recorded,
-            self.collector.too_long.load(Relaxed)
+            self.collector.too_long.load(Relaxed),
+            self.collector.unreadable.load(Relaxed)
         );
     }
 }

@@ -6,10 +6,9 @@
 //! [`MAX_SESSIONS`], the oldest forgotten first). A secret whose random was seen is
 //! written; one whose random was not seen waits [`PENDING_TIME`] (its ClientHello may still
 //! be on its way through the ring) and is then dropped and counted: the session was not
-//! recorded, so its secret has no business on the disk. A written secret is kept for
-//! [`SESSION_TIME`], so every new segment starts with the secrets of the sessions that may
-//! still run (Wireshark decrypts a session from the secrets in the file that holds it); a
-//! line is written once, though both ends of a session report it.
+//! recorded, so its secret has no business on the disk. A line is written once, though
+//! both ends of a session report it (written lines are remembered for [`SESSION_TIME`],
+//! at most [`MAX_KEPT_BYTES`]).
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::atomic::{AtomicU64, Ordering::Relaxed},
@@ -29,6 +28,8 @@ pub const SECRETS_FOLLOW_WITHIN: Duration = Duration::from_millis(200);
 pub const PENDING_TIME: Duration = Duration::from_secs(5);
 /// ClientHellos remembered at most.
 pub const MAX_SESSIONS: usize = 1 << 16;
+/// Bytes of key log lines remembered at most, to write each once (the oldest go first).
+pub const MAX_KEPT_BYTES: usize = 1 << 20;
 
 /// What became of the secrets offered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,10 +77,12 @@ pub struct Scope {
     /// Secrets waiting for their ClientHello, by random, and in arrival order for expiry.
     pending: HashMap<ClientRandom, Vec<(Instant, Secret)>>,
     pending_order: VecDeque<(Instant, ClientRandom)>,
-    /// Key log lines written, with when: the secrets every new segment starts with.
+    /// Key log lines written in the last [`SESSION_TIME`], with when (at most
+    /// [`MAX_KEPT_BYTES`]): what is not written twice.
     kept: VecDeque<(Instant, String)>,
     /// The same lines, to write each once (both ends of a session report its secrets).
     kept_lines: HashSet<String>,
+    kept_bytes: usize,
     pub counts: SecretCounts,
 }
 
@@ -121,6 +124,7 @@ impl Scope {
             let line = key_log_line(&secret.label, &secret.random, &secret.secret);
             if self.kept_lines.insert(line.clone()) {
                 lines.push_str(&line);
+                self.kept_bytes += line.len();
                 self.kept.push_back((now, line));
                 self.counts.written += 1;
                 earliest = earliest.min(hello_at);
@@ -149,22 +153,15 @@ impl Scope {
                 self.seen.remove(&old);
             }
         }
-        while self
-            .kept
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) >= SESSION_TIME)
-        {
+        while self.kept.front().is_some_and(|(at, _)| {
+            now.duration_since(*at) >= SESSION_TIME || self.kept_bytes > MAX_KEPT_BYTES
+        }) {
             if let Some((_, line)) = self.kept.pop_front() {
+                self.kept_bytes -= line.len();
                 self.kept_lines.remove(&line);
             }
         }
         (lines, earliest)
-    }
-
-    /// The key log of the sessions that may still run: what a new segment starts with.
-    #[must_use]
-    pub fn kept(&self) -> String {
-        self.kept.iter().map(|(_, line)| line.as_str()).collect()
     }
 
     /// At the end: the secrets still waiting will never meet their ClientHello.
@@ -229,11 +226,9 @@ mod tests {
                 not_recorded: 1
             }
         );
-        assert_eq!(scope.kept().lines().count(), 2);
         // Ten minutes on, nothing is kept and the hellos are forgotten.
         let later = start + SESSION_TIME + Duration::from_secs(2);
         assert!(scope.ready(later).0.is_empty());
-        assert!(scope.kept().is_empty());
         scope.offer(secret(1), later);
         assert!(scope.ready(later + PENDING_TIME).0.is_empty());
         assert_eq!(scope.counts.not_recorded, 2);

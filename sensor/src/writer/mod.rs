@@ -81,8 +81,6 @@ pub(crate) struct Recorder {
 /// The writer's side of `--tls-secrets`.
 struct TlsSecrets {
     scope: crate::tls::scope::Scope,
-    /// Secrets kept for new segments, as last handed to the store.
-    kept: usize,
     checked: std::time::Instant,
     counts: Arc<crate::tls::scope::SharedCounts>,
 }
@@ -117,7 +115,6 @@ impl Recorder {
     pub(crate) fn with_tls_secrets(mut self, counts: Option<Arc<crate::tls::scope::SharedCounts>>) -> Self {
         self.tls = counts.map(|counts| TlsSecrets {
             scope: crate::tls::scope::Scope::default(),
-            kept: 0,
             checked: std::time::Instant::now(),
             counts,
         });
@@ -135,11 +132,6 @@ impl Recorder {
         let (lines, hello_at) = tls.scope.ready(now);
         if !lines.is_empty() && !self.store.write_secrets(lines.as_bytes(), hello_at) {
             tls.scope.count_late(lines.lines().count());
-        }
-        let kept = tls.scope.kept();
-        if kept.len() != tls.kept {
-            tls.kept = kept.len();
-            self.store.keep_secrets(kept.into_bytes());
         }
         tls.counts.set(tls.scope.counts);
     }
@@ -189,17 +181,13 @@ impl Recorder {
         } else {
             Direction::Outbound
         };
-        if let Some(tls) = &mut self.tls {
-            if let Some(random) = crate::tls::hello::client_hello_random(data) {
-                let now = std::time::Instant::now();
-                tls.scope.saw_hello(random, now);
-                self.store
-                    .hold_flush_until(now + crate::tls::scope::SECRETS_FOLLOW_WITHIN);
-            }
-        }
         let stats = &*self.stats;
         let start_ns = self.start_ns;
         let slot_stats = &stats.slots[(slot as usize).min(stats.slots.len() - 1)];
+        let hello = self
+            .tls
+            .as_ref()
+            .and_then(|_| crate::tls::hello::client_hello_random(data));
         match self.store.write_packet(
             slot,
             header.timestamp_ns,
@@ -219,6 +207,13 @@ impl Recorder {
                     self.failing = true;
                 }
             }
+        }
+        // Noted after the write: a segment it opened has the hello in its buffer.
+        if let (Some(random), Some(tls)) = (hello, &mut self.tls) {
+            let now = std::time::Instant::now();
+            tls.scope.saw_hello(random, now);
+            self.store
+                .hold_flush_until(now + crate::tls::scope::SECRETS_FOLLOW_WITHIN);
         }
     }
 
