@@ -217,6 +217,12 @@ enum Command {
         /// Replace a file of the same name in --dest.
         #[arg(long)]
         force: bool,
+        /// Leave the TLS secrets out. Without it, a window of the stores carries the
+        /// secrets of the sessions it holds (from sensors run with --tls-secrets, to the
+        /// admin token only), so Wireshark reads them in clear; kept snapshots, recordings
+        /// and the archive never hold secrets.
+        #[arg(long)]
+        no_secrets: bool,
         /// Read from this archive instead of the sensors (`s3://BUCKET/PREFIX`, `gs://`,
         /// `az://`, `file:///DIR`): no cluster and no sensor needed. Credentials as the
         /// sensors take them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
@@ -514,6 +520,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dest,
             allow_partial,
             force,
+            no_secrets,
             archive,
             offline,
             connection,
@@ -534,7 +541,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (allow_partial, force),
                 );
             }
-            let wanted = wanted(&window, &select, snapshot, recording)?;
+            let mut wanted = wanted(&window, &select, snapshot, recording)?;
+            wanted.secrets &= !no_secrets;
             dump(
                 &reach(&connection, Role::Read)?,
                 &wanted,
@@ -651,6 +659,7 @@ fn wanted(
             title: format!("snapshot {name}"),
             file_name: format!("podcap-snapshot-{name}.pcapng"),
             kept: true,
+            secrets: false,
         }
     } else if let Some(name) = recording {
         check_name(&name)?;
@@ -665,6 +674,7 @@ fn wanted(
             title: format!("recording {name}"),
             file_name: format!("podcap-recording-{name}.pcapng"),
             kept: true,
+            secrets: false,
         }
     } else {
         {
@@ -680,6 +690,7 @@ fn wanted(
                 title: format!("{from} to {to}"),
                 file_name: format!("podcap-{from}-{to}.pcapng"),
                 kept: false,
+                secrets: true,
             }
         }
     })
@@ -695,6 +706,21 @@ struct Wanted {
     /// A snapshot or a recording: a sensor that does not hold it (404) has nothing to give,
     /// and that is no failure.
     kept: bool,
+    /// Ask for the TLS secrets of the sessions it holds (a window of the stores).
+    secrets: bool,
+}
+
+impl Wanted {
+    /// The path asked of a sensor: with `secrets=true` when the secrets are wanted and the
+    /// sensor knows the parameter (`older`: it said it does not).
+    fn path(&self, older: bool) -> String {
+        if self.secrets && !older {
+            let joint = if self.path.contains('?') { '&' } else { '?' };
+            format!("{}{joint}secrets=true", self.path)
+        } else {
+            self.path.clone()
+        }
+    }
 }
 
 fn dump(
@@ -824,7 +850,15 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
     );
     let fetch = |n: usize| -> Result<u64> {
         let mut file = BufWriter::new(parts[n].as_file());
-        let bytes = sensors[n].download(&wanted.path, token, &mut file, &tallies[n]);
+        let mut bytes = sensors[n].download(&wanted.path(false), token, &mut file, &tallies[n]);
+        // A sensor older than the secrets refuses the parameter before it sends anything.
+        let older = |e: &anyhow::Error| {
+            e.downcast_ref::<Refused>()
+                .is_some_and(|r| r.status == 400 && r.message.contains("\"secrets\""))
+        };
+        if wanted.secrets && bytes.as_ref().is_err_and(older) {
+            bytes = sensors[n].download(&wanted.path(true), token, &mut file, &tallies[n]);
+        }
         if bytes.is_err() {
             tallies[n]
                 .failed
@@ -836,6 +870,19 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
     let results = run_bounded(sensors.len(), reached.parallel, fetch);
     board.finish();
     reached.report_unreachable();
+    let withheld: Vec<&str> = sensors
+        .iter()
+        .zip(&tallies)
+        // Relaxed: the downloads' threads were joined by `run_bounded`.
+        .filter(|(_, tally)| tally.secrets_withheld.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|(sensor, _)| sensor.label.as_str())
+        .collect();
+    if !withheld.is_empty() {
+        eprintln!(
+            "podcap: TLS secrets left out by {}: they are given to the admin token only (--no-secrets does not ask)",
+            withheld.join(", ")
+        );
+    }
     let mut failed: Vec<String> = reached
         .unreachable
         .iter()

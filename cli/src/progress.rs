@@ -25,6 +25,8 @@ pub struct Tally {
     pub done: AtomicBool,
     /// The download failed (shown as such, not as still running).
     pub failed: AtomicBool,
+    /// The sensor left the TLS secrets asked for out: the token is not its admin token.
+    pub secrets_withheld: AtomicBool,
 }
 
 /// Counts Enhanced Packet Blocks in a pcapng byte stream fed in arbitrary pieces.

@@ -394,6 +394,7 @@ fn api_state(
         snapshots: Some(kept.snapshots),
         recordings: Some(kept.recordings),
         archive: archive.map(|a| Arc::clone(&a.stats)),
+        tls_secrets: config.tls_secrets,
         ..api_state
     }
 }

@@ -157,9 +157,17 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
     let pod = build_tlspod(dir.path());
     let t = topology("g");
     let data = dir.path().join("data");
+    let (read_token, admin_token) = (dir.path().join("read.token"), dir.path().join("admin.token"));
+    std::fs::write(&read_token, "tls-read-token\n").unwrap();
+    std::fs::write(&admin_token, "tls-admin-token\n").unwrap();
     let mut sensor = start_sensor(
         &t.n,
-        &format!("--iface n0 --data-dir {} --tls-secrets", data.display()),
+        &format!(
+            "--iface n0 --data-dir {} --tls-secrets --listen 127.0.0.1:9090 --token-file {} --admin-token-file {}",
+            data.display(),
+            read_token.display(),
+            admin_token.display()
+        ),
     );
     let mut server = Proc::spawn(
         "tlspod server",
@@ -185,6 +193,7 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
     assert_eq!(answer.matches("seen /unselected-marker").count(), 2, "{answer}");
     // The writer waits for ClientHellos, then flushes once a second.
     std::thread::sleep(Duration::from_millis(2500));
+    let downloads = Downloads::take(&t.n, dir.path(), &read_token, &admin_token);
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     drop(server);
     let log = sensor.log_text();
@@ -224,6 +233,7 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
         decrypted, 2,
         "tshark reads both requests in the sensor's segments"
     );
+    downloads.check(&recorded, filter);
 
     // Without the flag: no probe, no secret.
     let data = dir.path().join("data-off");
@@ -248,6 +258,109 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
         "no secret without --tls-secrets"
     );
     assert!(!sensor.log_text().contains("reading TLS secrets"));
+}
+
+/// What the sensor's API and `podcap dump` gave while the sessions were in its store.
+struct Downloads {
+    /// `secrets=true` with the admin token: the file and the answer's headers.
+    admin: (std::path::PathBuf, String),
+    /// `secrets=true` with the read token.
+    read: (std::path::PathBuf, String),
+    /// The admin token without `secrets=true`.
+    not_asked: std::path::PathBuf,
+    /// `secrets=true`, the admin token, a filter no ClientHello passes.
+    filtered: std::path::PathBuf,
+    /// `podcap dump` with the admin token; with `--no-secrets`; with the read token (and
+    /// what it said).
+    dump: std::path::PathBuf,
+    dump_no_secrets: std::path::PathBuf,
+    dump_read: (std::path::PathBuf, String),
+}
+
+impl Downloads {
+    fn take(node: &Netns, dir: &Path, read_token: &Path, admin_token: &Path) -> Self {
+        let get = |name: &str, token: &Path, query: &str| {
+            let file = dir.join(format!("{name}.pcapng"));
+            let headers = node.sh(&format!(
+                "curl -sS --fail-with-body -D - -o {} -H \"Authorization: Bearer $(cat {})\" 'http://127.0.0.1:9090/api/v1/snapshot?last=1m{query}'",
+                file.display(),
+                token.display()
+            ));
+            (file, headers.to_ascii_lowercase())
+        };
+        let dump = |name: &str, token: &Path, extra: &str| {
+            let file = dir.join(format!("{name}.pcapng"));
+            let said = node.sh(&format!(
+                "{} dump --time 1m --sensor http://127.0.0.1:9090 --token-file {} --dest {} {extra} 2>&1",
+                podcap_cli().display(),
+                token.display(),
+                file.display()
+            ));
+            (file, said)
+        };
+        Self {
+            admin: get("admin", admin_token, "&secrets=true"),
+            read: get("read", read_token, "&secrets=true"),
+            not_asked: get("not-asked", admin_token, "").0,
+            filtered: get("filtered", admin_token, "&secrets=true&filter=udp").0,
+            dump: dump("dump", admin_token, "").0,
+            dump_no_secrets: dump("dump-no-secrets", admin_token, "--no-secrets").0,
+            dump_read: dump("dump-read", read_token, ""),
+        }
+    }
+
+    /// Secrets only for the admin, only when asked, only of the sessions delivered; tshark
+    /// decrypts the admin's download and the merged dump.
+    fn check(&self, recorded: &std::collections::BTreeSet<[u8; 32]>, filter: &str) {
+        let (admin, headers) = &self.admin;
+        assert!(headers.contains("x-podcap-secrets: included"), "{headers}");
+        let given = secrets_in(std::slice::from_ref(admin));
+        assert_eq!(
+            &client_randoms(&given),
+            recorded,
+            "the download carries A's secrets, and only A's"
+        );
+        assert_eq!(
+            decrypted_requests(admin, filter),
+            2,
+            "tshark reads the download in clear"
+        );
+        let (read, headers) = &self.read;
+        assert!(headers.contains("x-podcap-secrets: withheld"), "{headers}");
+        assert!(
+            secrets_in(std::slice::from_ref(read)).is_empty(),
+            "no secret for the read token"
+        );
+        assert_eq!(decrypted_requests(read, filter), 0);
+        assert!(
+            pcap::read_segments(std::slice::from_ref(read)).len() > 10,
+            "the packets are there"
+        );
+        assert!(
+            secrets_in(std::slice::from_ref(&self.not_asked)).is_empty(),
+            "none when not asked"
+        );
+        assert!(
+            secrets_in(std::slice::from_ref(&self.filtered)).is_empty(),
+            "no secret of a session the slice does not deliver"
+        );
+        assert_eq!(
+            &client_randoms(&secrets_in(std::slice::from_ref(&self.dump))),
+            recorded
+        );
+        assert_eq!(
+            decrypted_requests(&self.dump, filter),
+            2,
+            "tshark reads the merged dump in clear"
+        );
+        assert!(
+            secrets_in(std::slice::from_ref(&self.dump_no_secrets)).is_empty(),
+            "--no-secrets"
+        );
+        let (dump_read, said) = &self.dump_read;
+        assert!(secrets_in(std::slice::from_ref(dump_read)).is_empty());
+        assert!(said.contains("TLS secrets left out by 127.0.0.1:9090"), "{said}");
+    }
 }
 
 /// Builds the Go TLS "pod" (Debian's golang-go) into `dir`.

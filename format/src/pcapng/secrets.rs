@@ -113,18 +113,22 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// are passed over: Wireshark ignores them too).
 #[must_use]
 pub fn client_randoms(key_log: &[u8]) -> BTreeSet<ClientRandom> {
-    key_log
-        .split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let line = std::str::from_utf8(line).ok()?;
-            let mut fields = line.split_ascii_whitespace();
-            let label = fields.next()?;
-            if label.starts_with('#') {
-                return None;
-            }
-            parse_random(fields.next()?)
-        })
-        .collect()
+    key_log_lines(key_log).map(|(random, _)| random).collect()
+}
+
+/// Each key log line of `key_log` (with its newline, which the last line may lack) and
+/// the client random it names; comment lines and lines that are no key log line are passed
+/// over.
+pub fn key_log_lines(key_log: &[u8]) -> impl Iterator<Item = (ClientRandom, &[u8])> {
+    key_log.split_inclusive(|&b| b == b'\n').filter_map(|line| {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut fields = text.split_ascii_whitespace();
+        let label = fields.next()?;
+        if label.starts_with('#') {
+            return None;
+        }
+        Some((parse_random(fields.next()?)?, line))
+    })
 }
 
 fn parse_random(hex: &str) -> Option<ClientRandom> {
@@ -194,5 +198,18 @@ mod tests {
         assert_eq!(client_randoms(line.as_bytes()).len(), 1);
         assert!(line.ends_with(" 4c6f72656d\n"), "{line}");
         assert!(client_randoms(b"CLIENT_RANDOM 00ff x\nnot a line\n").is_empty());
+    }
+
+    #[test]
+    fn each_line_is_given_with_its_random() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let first = key_log_line("CLIENT_TRAFFIC_SECRET_0", &a, b"one");
+        let second = key_log_line("SERVER_TRAFFIC_SECRET_0", &b, b"two");
+        let log = format!("# comment\n{first}junk\n{}", second.trim_end());
+        let lines: Vec<_> = key_log_lines(log.as_bytes()).collect();
+        assert_eq!(
+            lines,
+            vec![(a, first.as_bytes()), (b, second.trim_end().as_bytes())]
+        );
     }
 }

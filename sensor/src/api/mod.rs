@@ -110,6 +110,9 @@ pub struct ApiState {
     pub recordings: Option<Arc<crate::recordings::Recordings>>,
     /// The archive's counters and its hold on the store; absent: no `--archive`.
     pub archive: Option<Arc<crate::archive::ArchiveStats>>,
+    /// The sensor collects TLS secrets (`--tls-secrets`): a download that asks for them
+    /// without the admin token is told they were withheld.
+    pub tls_secrets: bool,
 }
 
 impl ApiState {
@@ -127,6 +130,7 @@ impl ApiState {
             snapshots: None,
             recordings: None,
             archive: None,
+            tls_secrets: false,
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Shutdown::new(),
             config_error: Arc::default(),
@@ -275,7 +279,7 @@ async fn require_token(
 
 /// What a request needs its token for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     Read,
     Admin,
 }
@@ -302,7 +306,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Result<(), AppError> {
+pub(super) fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Result<(), AppError> {
     if state.token.is_none() && state.admin_token.is_none() {
         return Ok(());
     }

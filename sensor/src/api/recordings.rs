@@ -89,6 +89,12 @@ pub(super) async fn download(
 ) -> Result<Response, AppError> {
     let jobs = jobs(&state)?;
     let query = SliceQuery::parse(raw.as_deref(), true)?;
+    if query.secrets.is_some() {
+        return Err(AppError::BadRequest(
+            "secrets: a recording holds no TLS secrets (only a download of the store's window carries them)"
+                .into(),
+        ));
+    }
     let (from, to) = if query.range.last.is_none() && query.range.from.is_none() && query.range.to.is_none() {
         (0, u64::MAX)
     } else {

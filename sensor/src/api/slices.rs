@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::{RawQuery, State},
-    http::header,
+    http::{header, HeaderMap},
     response::{IntoResponse, Response},
     Json,
 };
@@ -67,13 +67,16 @@ impl RangeQuery {
 
 /// The query of a download: a time range and what it selects (`store::select` has the
 /// rules): `last` or `from`/`to`, `iface=a,b`, `filter=EXPR`, `pod=REGEX`, `namespace=NS`
-/// (repeatable). Every other parameter, or one given twice, is a 400 naming it.
+/// (repeatable), `secrets=true|false` (a download only: the TLS secrets of the sessions it
+/// delivers, for the admin token). Every other parameter, or one given twice, is a 400
+/// naming it.
 #[derive(Debug, Default)]
 pub struct SliceQuery {
     pub range: RangeQuery,
     pub filter: Option<String>,
     pub pod: Option<String>,
     pub namespaces: Vec<String>,
+    pub secrets: Option<String>,
 }
 
 impl SliceQuery {
@@ -89,6 +92,7 @@ impl SliceQuery {
                 "iface" => &mut query.range.iface,
                 "filter" => &mut query.filter,
                 "pod" => &mut query.pod,
+                "secrets" if ranged => &mut query.secrets,
                 "namespace" => {
                     query.namespaces.push(value);
                     continue;
@@ -100,6 +104,17 @@ impl SliceQuery {
             }
         }
         Ok(query)
+    }
+
+    /// Whether the TLS secrets are asked for (`secrets=true`).
+    pub fn wants_secrets(&self) -> Result<bool, AppError> {
+        match self.secrets.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(AppError::BadRequest(format!(
+                "secrets: {other:?} is neither true nor false"
+            ))),
+        }
     }
 
     /// The selection it asks for, compiled; errors name the parameter.
@@ -211,14 +226,29 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
+/// Whether a download asked for the TLS secrets gets them: only with the admin token (or
+/// no token at all, on loopback). Withheld, the answer says so when this sensor collects
+/// secrets (`x-podcap-secrets: withheld`).
+fn secrets_allowed(state: &ApiState, headers: &HeaderMap, asked: bool) -> (bool, Option<&'static str>) {
+    if !asked {
+        return (false, None);
+    }
+    if super::authorize(state, headers, super::Role::Admin).is_ok() {
+        return (true, Some("included"));
+    }
+    (false, state.tls_secrets.then_some("withheld"))
+}
+
 pub(super) async fn snapshot(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
     let query = SliceQuery::parse(raw.as_deref(), true)?;
     let (from, to) = query.range.range(sys::realtime_ns())?;
     check_span(&state, from, to)?;
     let selection = query.selection(&state)?;
+    let (secrets, said) = secrets_allowed(&state, &headers, query.wants_secrets()?);
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("snapshots"))?;
@@ -233,7 +263,11 @@ pub(super) async fn snapshot(
             runtime,
         };
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
-        if let Err(e) = slice::write_segments(&dir, &refs, from, to, &selection, &mut out) {
+        let mut slicer = slice::Slicer::with_statistics();
+        if secrets {
+            slicer = slicer.with_secrets();
+        }
+        if let Err(e) = slicer.write(&dir, &refs, from, to, &selection, &mut out) {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
         }
@@ -243,7 +277,13 @@ pub(super) async fn snapshot(
         units::format_utc_compact(from),
         units::format_utc_compact(to)
     );
-    Ok(pcapng_download(&name, None, rx))
+    let said = said.map(|said| {
+        (
+            header::HeaderName::from_static("x-podcap-secrets"),
+            said.to_owned(),
+        )
+    });
+    Ok(pcapng_download(&name, said, rx))
 }
 
 /// The chunks of a pcapng stream as a download named `file_name`, with `extra` headers.

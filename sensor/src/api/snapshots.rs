@@ -123,6 +123,7 @@ pub(super) async fn create(
         filter: asked.filter.clone(),
         pod: asked.pod.clone(),
         namespaces: asked.namespaces.clone(),
+        secrets: None,
     };
     if query.range.last.is_none() && query.range.from.is_none() {
         return Err(AppError::BadRequest(

@@ -22,6 +22,9 @@
 //!   counts what its segment's time lost; read from the segment's end when the slice stops
 //!   early) are added up per interface and written, one per interface, before the stream
 //!   ends. The live stream carries none.
+//! - TLS secrets go out only in a slice asked for them ([`Slicer::with_secrets`]): those
+//!   of the sessions whose ClientHello it delivers, before it (`secrets.rs` has the rules).
+//!   Any other slice leaves the segments' Decryption Secrets Blocks out.
 //! - Damage never ends a slice and is never hidden: a block that cannot be read is skipped
 //!   up to the next plausible block (a read error, the rest of the segment), a file shorter
 //!   than its index record is damage too, and so is a segment retention retired while the
@@ -36,6 +39,7 @@ use std::{
     path::Path,
 };
 
+use self::secrets::SliceSecrets;
 pub use super::select::Selection;
 use super::{
     compress::SegmentReader,
@@ -47,8 +51,9 @@ use crate::pcapng::{
         check_section_header, names_valid, next_plausible_block, options_valid, parse_packet,
         parse_packet_header, peek_block, resync, Block, ReadError, Resync, Section, PACKET_OPTIONS,
     },
-    BlockWriter, BLOCK_EPB, BLOCK_NRB,
+    BlockWriter, BLOCK_DSB, BLOCK_EPB, BLOCK_NRB,
 };
+use crate::tls::hello::client_hello_random;
 
 /// How far back in time a packet may arrive after a newer one and still be put in order.
 pub const REORDER_WINDOW_NS: u64 = 200_000_000;
@@ -83,6 +88,8 @@ pub struct SliceStats {
     /// interfaces (gathered by [`Slicer::with_statistics`] only): by the kernel, by podcap.
     pub kernel_drops: u64,
     pub sensor_drops: u64,
+    /// TLS key log lines written (a slice with secrets only).
+    pub secrets_written: u64,
 }
 
 /// Opens a segment by its record: an active segment that was finished (renamed, perhaps
@@ -210,6 +217,8 @@ pub struct Slicer {
     statistics: bool,
     /// Per output interface: the statistics of the segments read.
     window: Vec<Option<WindowStatistics>>,
+    /// The secrets to deliver, in a slice asked for them.
+    secrets: Option<SliceSecrets>,
 }
 
 impl Default for Slicer {
@@ -232,6 +241,7 @@ impl Default for Slicer {
             damage: Vec::new(),
             statistics: false,
             window: Vec::new(),
+            secrets: None,
         }
     }
 }
@@ -278,10 +288,21 @@ impl Slicer {
         }
     }
 
+    /// This slicer delivers the TLS secrets of the sessions whose ClientHello it delivers.
+    #[must_use]
+    pub fn with_secrets(self) -> Self {
+        Self {
+            secrets: Some(SliceSecrets::default()),
+            ..self
+        }
+    }
+
     /// What was written so far.
     #[must_use]
     pub fn stats(&self) -> SliceStats {
-        self.stats
+        let mut stats = self.stats;
+        stats.secrets_written = self.secrets.as_ref().map_or(0, |s| s.written);
+        stats
     }
 
     /// The output id of `interface`, writing its IDB first if this is its first packet.
@@ -509,6 +530,15 @@ impl Slicer {
             {
                 break;
             }
+            if let Some(secrets) = &mut self.secrets {
+                if let Some(random) = client_hello_random(&rest[28..28 + captured]) {
+                    // Secrets go out before it: the general path writes them.
+                    if secrets.waiting_for(&random) {
+                        break;
+                    }
+                    secrets.deliver(random);
+                }
+            }
             *newest = (*newest).max(ts);
             rest[EPB_INTERFACE_AT..EPB_INTERFACE_AT + 4].copy_from_slice(&id.to_ne_bytes());
             at += total;
@@ -676,6 +706,10 @@ impl Slicer {
                     statistics_read = true;
                     self.note_statistics(&block, &section, &local);
                 }
+                if block_type == BLOCK_DSB && self.secrets.is_some() {
+                    self.read_secrets(&block, &section, record);
+                    continue;
+                }
                 if block_type == BLOCK_NRB && !names_valid(&block, section.swapped) {
                     let (offset, len, _) = whole("");
                     self.note_damage(record, offset, len, "malformed name resolution block".into());
@@ -737,6 +771,14 @@ impl Slicer {
                     self.end_run(chunk, &mut run, out)?;
                     continue;
                 }
+            }
+            let hello = self
+                .secrets
+                .as_ref()
+                .and_then(|_| parse_packet(&block, &section).ok().flatten())
+                .and_then(|packet| client_hello_random(packet.data));
+            if let Some(random) = hello {
+                self.deliver_secrets(random, chunk, &mut run, out)?;
             }
             let safe = plan.no_older_than(newest);
             let written = self.interfaces[interface.out].written;
@@ -819,7 +861,7 @@ impl Slicer {
         self.write_damage_note();
         self.flush(out)?;
         out.flush().map_err(SliceError::Write)?;
-        Ok(self.stats)
+        Ok(self.stats())
     }
 }
 
@@ -896,5 +938,6 @@ pub fn write_segments(
 }
 
 mod notes;
+mod secrets;
 #[cfg(test)]
 mod tests;

@@ -348,3 +348,114 @@ fn an_empty_slice_is_still_a_valid_file() {
     assert_eq!(stats.packets, 0);
     assert_eq!(Blocks::new(&out).count(), 1, "a section header alone");
 }
+
+/// An Ethernet/IPv4/TCP frame holding a TLS ClientHello with `random`.
+fn hello_frame(random: [u8; 32]) -> Vec<u8> {
+    let mut frame = vec![0u8; 12];
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = vec![0u8; 20];
+    (ip[0], ip[9]) = (0x45, 6);
+    frame.extend_from_slice(&ip);
+    let mut tcp = vec![0u8; 20];
+    tcp[12] = 5 << 4;
+    frame.extend_from_slice(&tcp);
+    frame.extend_from_slice(&[22, 3, 1, 0, 80, 1, 0, 0, 76, 3, 3]);
+    frame.extend_from_slice(&random);
+    frame.resize(frame.len() + 40, 0);
+    frame
+}
+
+/// What a slice's stream holds, in order: `P<ms>` for a packet, `H<ms>` for a ClientHello,
+/// `S<randoms>` for a Decryption Secrets Block (the first byte of each random it names).
+fn layout(bytes: &[u8]) -> Vec<String> {
+    let mut section = Section::default();
+    let mut seen = Vec::new();
+    for block in Blocks::new(bytes) {
+        let block = block.unwrap();
+        section.observe(&block).unwrap();
+        if let Some(secrets) = crate::pcapng::secrets::parse_decryption_secrets(&block, &section).unwrap() {
+            let firsts: String = crate::pcapng::secrets::key_log_lines(secrets.data)
+                .map(|(random, _)| char::from(b'a' + random[0]))
+                .collect();
+            seen.push(format!("S{firsts}"));
+        } else if let Some(packet) = parse_packet(&block, &section).unwrap() {
+            let kind = if client_hello_random(packet.data).is_some() {
+                'H'
+            } else {
+                'P'
+            };
+            seen.push(format!("{kind}{}", packet.timestamp_ns / 1_000_000));
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_slice_asked_for_secrets_carries_those_of_its_hellos_before_them() {
+    use crate::pcapng::secrets::{key_log_line, SECRETS_TLS_KEY_LOG};
+    let dir = tempfile::tempdir().unwrap();
+    let ms = 1_000_000;
+    let (first_random, second_random, third_random, fourth_random) =
+        ([0u8; 32], [1u8; 32], [2u8; 32], [3u8; 32]);
+    let line = |random: &[u8; 32], secret: &[u8]| key_log_line("CLIENT_TRAFFIC_SECRET_0", random, secret);
+    let write = |seq: u64, blocks: &dyn Fn(&mut BlockWriter)| {
+        let mut blocks_out = BlockWriter::default();
+        blocks_out.section_header("test");
+        blocks_out.interface(&InterfaceDescription {
+            name: "eth0".into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        });
+        blocks(&mut blocks_out);
+        let path = dir.path().join(format!("podcap-{seq:010}.pcapng"));
+        std::fs::write(&path, blocks_out.bytes()).unwrap();
+        index::scan(&path, seq).unwrap()
+    };
+    let packet = |w: &mut BlockWriter, ts: u64, frame: &[u8]| {
+        w.packet(0, ts * ms, frame.len() as u32, frame, Direction::Outbound);
+    };
+    // In order (the copying path): secrets of a, b and c first, as the writer places them;
+    // a's hello in the slice, b's after it; a late line of a; c never says hello.
+    let first = write(1, &|w| {
+        let log = format!(
+            "{}{}{}",
+            line(&first_random, b"a0"),
+            line(&second_random, b"b0"),
+            line(&third_random, b"c0")
+        );
+        w.decryption_secrets(SECRETS_TLS_KEY_LOG, log.as_bytes());
+        packet(w, 100, &[0u8; 60]);
+        packet(w, 110, &hello_frame(first_random));
+        packet(w, 120, &[0u8; 60]);
+        w.decryption_secrets(SECRETS_TLS_KEY_LOG, line(&first_random, b"a1").as_bytes());
+        packet(w, 130, &[0u8; 60]);
+        packet(w, 900, &hello_frame(second_random));
+    });
+    // Out of order (held back, re-sorted): d's hello steps back behind a newer packet.
+    let second = write(2, &|w| {
+        w.decryption_secrets(SECRETS_TLS_KEY_LOG, line(&fourth_random, b"d0").as_bytes());
+        packet(w, 210, &[0u8; 60]);
+        packet(w, 205, &hello_frame(fourth_random));
+    });
+    let records = [&first, &second];
+    let slice = |slicer: Slicer| {
+        let mut out = Vec::new();
+        let mut slicer = slicer;
+        let stats = slicer
+            .write(dir.path(), &records, 0, 500 * ms, &Selection::default(), &mut out)
+            .unwrap();
+        (layout(&out), stats)
+    };
+    let (with, stats) = slice(Slicer::with_statistics().with_secrets());
+    assert_eq!(
+        with,
+        ["P100", "Sa", "H110", "P120", "Sa", "P130", "Sd", "H205", "P210"],
+        "each session's secrets just before its hello (a late one where it lay); b's hello is \
+         after the slice and c's never came: theirs stay out"
+    );
+    assert_eq!(stats.secrets_written, 3);
+    let (without, stats) = slice(Slicer::with_statistics());
+    assert_eq!(without, ["P100", "H110", "P120", "P130", "H205", "P210"]);
+    assert_eq!(stats.secrets_written, 0);
+}
