@@ -149,7 +149,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     .map_err(|_| RunError::Thread("TLS secrets"))?;
     let commands = (capture_commands, writer_commands);
     let pods = start_pods(config, commands, &targeting, &stats, stop)?;
-    let api = start_api(config, api_state, stop)?;
+    let api = start_api(config, api_state, secrets.as_ref(), stop)?;
     let recorder = Recorder::new(
         store,
         Arc::clone(&stats),
@@ -184,8 +184,13 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
 fn start_api(
     config: &Config,
     api_state: ApiState,
+    secrets: Option<&TlsSecrets>,
     stop: &Shutdown,
 ) -> Result<thread::JoinHandle<()>, RunError> {
+    let api_state = ApiState {
+        tls_counters: secrets.map(TlsSecrets::counters),
+        ..api_state
+    };
     let tls = match &config.tls {
         Some((cert, key)) => {
             Some(api::server::tls_acceptor(cert, key).map_err(|e| RunError::Tls(e.to_string()))?)

@@ -275,6 +275,8 @@ struct Downloads {
     dump: std::path::PathBuf,
     dump_no_secrets: std::path::PathBuf,
     dump_read: (std::path::PathBuf, String),
+    /// `/metrics`, parsed.
+    metrics: Vec<String>,
 }
 
 impl Downloads {
@@ -306,6 +308,10 @@ impl Downloads {
             dump: dump("dump", admin_token, "").0,
             dump_no_secrets: dump("dump-no-secrets", admin_token, "--no-secrets").0,
             dump_read: dump("dump-read", read_token, ""),
+            metrics: parse_openmetrics(&node.sh(&format!(
+                "curl -sS --fail-with-body -H \"Authorization: Bearer $(cat {})\" http://127.0.0.1:9090/metrics",
+                read_token.display()
+            ))),
         }
     }
 
@@ -360,6 +366,18 @@ impl Downloads {
         let (dump_read, said) = &self.dump_read;
         assert!(secrets_in(std::slice::from_ref(dump_read)).is_empty());
         assert!(said.contains("TLS secrets left out by 127.0.0.1:9090"), "{said}");
+        let sample = |name: &str| {
+            self.metrics
+                .iter()
+                .find_map(|line| line.strip_prefix(&format!("{name} ")))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /metrics: {:#?}", self.metrics))
+        };
+        // Four secrets per TLS 1.3 session, two sessions of A.
+        assert!((sample("podcap_tls_secrets_written_total{}") - 8.0).abs() < 0.5);
+        assert!(sample("podcap_tls_secrets_read_total{}") >= 8.0);
+        assert!(sample("podcap_tls_programs_probed_total{}") >= 1.0);
+        assert!(sample("podcap_tls_secrets_dropped_total{reason=unreadable}") >= 0.0);
     }
 }
 

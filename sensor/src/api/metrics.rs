@@ -41,6 +41,9 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
     if let Some(archive) = &state.archive {
         archive_metrics(archive, &mut registry);
     }
+    if let Some(tls) = &state.tls_counters {
+        tls_metrics(tls, &mut registry);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .map_err(|e| AppError::Internal(format!("encoding the metrics: {e}")))?;
@@ -100,6 +103,56 @@ fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, 
     match unit {
         Some(unit) => registry.register_with_unit(name, help, unit, counter),
         None => registry.register(name, help, counter),
+    }
+}
+
+/// What became of the TLS secrets (`--tls-secrets`).
+fn tls_metrics(tls: &crate::tls::TlsCounters, registry: &mut Registry) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Relaxed: statistics, each read on its own; nothing is published through them.
+    let (collector, written) = (&tls.collector, tls.written.get());
+    counter(
+        registry,
+        "tls_programs_probed",
+        "Go programs whose TLS secrets are read",
+        None,
+        collector.probed.load(Relaxed),
+    );
+    counter(
+        registry,
+        "tls_secrets_read",
+        "TLS secrets the probes read and handed to the writer",
+        None,
+        collector.read.load(Relaxed),
+    );
+    counter(
+        registry,
+        "tls_secrets_written",
+        "TLS secrets written into the store (those of recorded sessions)",
+        None,
+        written.written,
+    );
+    counter(
+        registry,
+        "tls_secrets_written_late",
+        "TLS secrets written after their session's first packets (also in written)",
+        None,
+        written.late,
+    );
+    let dropped = counters(
+        registry,
+        "tls_secrets_dropped",
+        "TLS secrets not written, by reason: not_recorded (their session was not recorded), too_long (a field longer than the probe carries), unreadable (the probe could not read the process)",
+        None,
+    );
+    for (reason, value) in [
+        ("not_recorded", written.not_recorded),
+        ("too_long", collector.too_long.load(Relaxed)),
+        ("unreadable", collector.unreadable.load(Relaxed)),
+    ] {
+        dropped
+            .get_or_create(&vec![("reason", LabelValue::from(reason))])
+            .inc_by(value);
     }
 }
 

@@ -113,6 +113,8 @@ pub struct ApiState {
     /// The sensor collects TLS secrets (`--tls-secrets`): a download that asks for them
     /// without the admin token is told they were withheld.
     pub tls_secrets: bool,
+    /// What became of the TLS secrets (`/metrics`); absent without `--tls-secrets`.
+    pub tls_counters: Option<crate::tls::TlsCounters>,
 }
 
 impl ApiState {
@@ -131,6 +133,7 @@ impl ApiState {
             recordings: None,
             archive: None,
             tls_secrets: false,
+            tls_counters: None,
             live: Arc::new(Semaphore::new(MAX_LIVE)),
             stopping: Shutdown::new(),
             config_error: Arc::default(),

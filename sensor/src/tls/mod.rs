@@ -50,6 +50,13 @@ pub struct CollectorStats {
     pub unreadable: AtomicU64,
 }
 
+/// What became of the secrets so far, as `/metrics` reads it.
+#[derive(Clone, Debug)]
+pub struct TlsCounters {
+    pub collector: Arc<CollectorStats>,
+    pub written: Arc<scope::SharedCounts>,
+}
+
 /// How often the node's processes are looked at for new Go binaries.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -204,6 +211,15 @@ impl TlsSecrets {
     /// Where the writer counts what became of the secrets.
     pub(crate) fn counts(&self) -> Arc<scope::SharedCounts> {
         Arc::clone(&self.written)
+    }
+
+    /// What `/metrics` reads.
+    #[must_use]
+    pub(crate) fn counters(&self) -> TlsCounters {
+        TlsCounters {
+            collector: Arc::clone(&self.collector),
+            written: Arc::clone(&self.written),
+        }
     }
 
     /// Waits for the collector (after the stop) and says what it did.
