@@ -16,6 +16,7 @@ use podcap_sensor::pcapng::{
     secrets::{client_randoms, parse_decryption_secrets, SECRETS_TLS_KEY_LOG},
     BlockWriter, InterfaceDescription, LINKTYPE_ETHERNET,
 };
+use podcap_sensor::sys::realtime_ns;
 
 #[test]
 fn decryption_secrets_blocks_let_tshark_read_tls_in_clear() {
@@ -258,6 +259,114 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
         "no secret without --tls-secrets"
     );
     assert!(!sensor.log_text().contains("reading TLS secrets"));
+}
+
+/// `kill -9` at random moments while Go sessions run (secrets waiting for their
+/// ClientHello, DSBs inserted into the writer's unflushed buffer): every segment stays
+/// whole (tshark reads each without a warning; recovery cuts only torn tails), every
+/// secret written belongs to a recorded session, and the sessions recorded by the sensor
+/// that was stopped cleanly decrypt.
+#[test]
+fn kill_9_while_secrets_are_written_leaves_whole_segments_and_only_recorded_secrets() {
+    let Some(_serial) = privileged() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pod = build_tlspod(dir.path());
+    let t = topology("k");
+    let data = dir.path().join("data");
+    let args = format!(
+        "--iface n0 --data-dir {} --tls-secrets --segment-size 256KB",
+        data.display()
+    );
+    let mut server = Proc::spawn(
+        "tlspod server",
+        &t.n.exec(&format!("{} server 198.18.0.2:8443", pod.display())),
+    );
+    server.wait_for("listening", Duration::from_secs(10));
+    let keys = dir.path().join("a.keys");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, command) = (
+            std::sync::Arc::clone(&stop),
+            t.a.exec(&format!(
+                "env PODCAP_TEST_KEYLOG={} {} client https://198.18.0.2:8443/crash-marker 3 body",
+                keys.display(),
+                pod.display()
+            )),
+        );
+        std::thread::spawn(move || {
+            let mut sessions = 0;
+            // SeqCst: a plain stop flag, read once per round.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                sessions += usize::from(try_sh(&command).0) * 3;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            sessions
+        })
+    };
+    let mut seed = realtime_ns() | 1;
+    for round in 0..6 {
+        let mut sensor = start_sensor(&t.n, &args);
+        sensor.wait_for(
+            &format!("reading TLS secrets of Go program {}", pod.display()),
+            Duration::from_secs(10),
+        );
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_millis(200 + (seed >> 33) % 1300));
+        sensor.signal(9);
+        let _ = sensor.child.wait();
+        eprintln!("round {round}: killed");
+    }
+    let mut last = start_sensor(&t.n, &args);
+    last.wait_for(
+        &format!("reading TLS secrets of Go program {}", pod.display()),
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sessions = client.join().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(last.stop(), Some(0), "{}", last.log_text());
+    drop(server);
+    assert!(sessions >= 20, "the client made {sessions} sessions");
+
+    let files = segments(&data);
+    for file in &files {
+        assert_tshark_clean(file);
+    }
+    let written = client_randoms(&secrets_in(&files));
+    let made = client_randoms(&std::fs::read(&keys).unwrap());
+    assert!(
+        written.is_subset(&made),
+        "{} secrets' sessions were never made here",
+        written.difference(&made).count()
+    );
+    assert!(
+        written.len() >= 5,
+        "{} of {} sessions' secrets written",
+        written.len(),
+        made.len()
+    );
+    let decrypted: usize = files
+        .iter()
+        .map(|f| decrypted_requests(f, "http.request.uri contains \"crash-marker\""))
+        .sum();
+    eprintln!(
+        "{sessions} sessions made, {} with secrets written, {decrypted} requests decrypted, {} segments",
+        written.len(),
+        files.len()
+    );
+    assert!(decrypted >= 5, "{decrypted} requests decrypted");
+    report(
+        "kill -9 while TLS secrets are written (--tls-secrets, Go sessions)",
+        "6 rounds, 0.2-1.5 s after the probe attached",
+        &format!(
+            "the unflushed half second per kill; {sessions} sessions made, {} had their secrets written, {decrypted} requests decrypted",
+            written.len()
+        ),
+        "every segment whole (tshark), every secret of a recorded session",
+    );
 }
 
 /// What the sensor's API and `podcap dump` gave while the sessions were in its store.
