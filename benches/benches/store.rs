@@ -7,7 +7,7 @@ use podcap_sensor::{
     pcapng::{BlockWriter, Direction, InterfaceDescription, LINKTYPE_ETHERNET},
     store::{
         index::{self, Index, SegmentRecord},
-        slice::write_slice,
+        slice::{write_slice, Slicer},
     },
 };
 
@@ -48,11 +48,15 @@ fn index_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-/// Segments of 1000-byte frames, one per µs; with `disorder`, every 8th packet arrives
-/// that many ns late (as capture queues deliver them).
+/// Segments of 1000-byte frames (Ethernet, IPv4, TCP, a payload that is no TLS record),
+/// one per µs; with `disorder`, every 8th packet arrives that many ns late (as capture
+/// queues deliver them).
 fn write_segments(dir: &Path, count: u64, packets: u64, disorder: u64) -> Index {
     let mut records = Vec::new();
-    let frame = vec![0x42u8; 1000];
+    let mut frame = vec![0x42u8; 1000];
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    (frame[14], frame[14 + 9], frame[14 + 20 + 12]) = (0x45, 6, 5 << 4);
+    frame[14 + 6..14 + 8].fill(0);
     for seq in 1..=count {
         let mut w = BlockWriter::with_capacity(8 << 20);
         w.section_header("bench");
@@ -108,6 +112,23 @@ fn slice_extraction(c: &mut Criterion) {
                 &mut std::io::sink(),
             )
             .unwrap()
+        });
+    });
+    // The same slice asked for TLS secrets: each packet is looked at (is it a ClientHello?).
+    group.bench_function("write_slice_all_secrets_asked", |b| {
+        b.iter(|| {
+            let refs: Vec<&SegmentRecord> = index.records().iter().collect();
+            Slicer::with_statistics()
+                .with_secrets()
+                .write(
+                    dir.path(),
+                    &refs,
+                    0,
+                    u64::MAX,
+                    &podcap_sensor::store::slice::Selection::default(),
+                    &mut std::io::sink(),
+                )
+                .unwrap()
         });
     });
     let mut buf = vec![0u8; 1 << 20];

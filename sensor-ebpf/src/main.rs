@@ -595,12 +595,16 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[map]
 static TLS_SECRETS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
+/// Secret events lost to a full [`TLS_SECRETS`] (per CPU; user space sums them).
+#[map]
+static TLS_SECRETS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Entry of Go's `crypto/tls.(*Config).writeKeyLog(label string, clientRandom, secret
 /// []byte)`, which Go's TLS calls for every secret of every session whether or not a key
 /// log writer is set. Go's register ABI on amd64: the receiver in RAX, then `label` (RBX
 /// pointer, RCX length), `clientRandom` (RDI, RSI, R8 capacity), `secret` (R9, R10, R11).
 /// Each field is read from the process's memory, at most its room; a full ring buffer
-/// loses the event (user space counts what never arrives by its effect: no secret).
+/// loses the event, counted in [`TLS_SECRETS_LOST`].
 #[uprobe]
 pub fn podcap_go_keylog(ctx: ProbeContext) -> u32 {
     let regs = ctx.regs;
@@ -657,5 +661,9 @@ fn submit_secret(event: &TlsSecretEvent) {
     if let Some(mut entry) = TLS_SECRETS.reserve::<TlsSecretEvent>(0) {
         entry.write(*event);
         entry.submit(0);
+    } else if let Some(lost) = TLS_SECRETS_LOST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU map; a BPF program is not preempted on its
+        // CPU, so nothing else writes it meanwhile.
+        unsafe { *lost += 1 };
     }
 }

@@ -486,7 +486,19 @@ impl Downloads {
         assert!((sample("podcap_tls_secrets_written_total{}") - 8.0).abs() < 0.5);
         assert!(sample("podcap_tls_secrets_read_total{}") >= 8.0);
         assert!(sample("podcap_tls_programs_probed_total{}") >= 1.0);
-        assert!(sample("podcap_tls_secrets_dropped_total{reason=unreadable}") >= 0.0);
+        for reason in [
+            "not_recorded",
+            "too_long",
+            "unreadable",
+            "ring_full",
+            "writer_behind",
+        ] {
+            sample(&format!("podcap_tls_secrets_dropped_total{{reason={reason}}}"));
+        }
+        assert!(
+            sample("podcap_tls_secrets_dropped_total{reason=ring_full}") < 0.5,
+            "nothing lost at this pace"
+        );
     }
 }
 

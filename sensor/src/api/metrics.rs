@@ -142,13 +142,15 @@ fn tls_metrics(tls: &crate::tls::TlsCounters, registry: &mut Registry) {
     let dropped = counters(
         registry,
         "tls_secrets_dropped",
-        "TLS secrets not written, by reason: not_recorded (their session was not recorded), too_long (a field longer than the probe carries), unreadable (the probe could not read the process)",
+        "TLS secrets not written, by reason: not_recorded (their session was not recorded), too_long (a field longer than the probe carries), unreadable (the probe could not read the process), ring_full (the probe's ring buffer was full), writer_behind (the writer had not taken the secrets before them)",
         None,
     );
     for (reason, value) in [
         ("not_recorded", written.not_recorded),
         ("too_long", collector.too_long.load(Relaxed)),
         ("unreadable", collector.unreadable.load(Relaxed)),
+        ("ring_full", collector.ring_full.load(Relaxed)),
+        ("writer_behind", collector.writer_behind.load(Relaxed)),
     ] {
         dropped
             .get_or_create(&vec![("reason", LabelValue::from(reason))])

@@ -210,6 +210,21 @@ pub enum CaptureCommand {
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
 /// then the routes (sockets, then the capture veth), the claim last.
+/// The maps of the TLS secrets uprobe: its events, and those a full ring lost.
+pub(crate) struct TlsSecretMaps {
+    pub(crate) ring: RingBuf<MapData>,
+    pub(crate) lost: PerCpuArray<MapData, u64>,
+}
+
+impl TlsSecretMaps {
+    /// Events lost to a full ring so far, summed over the CPUs (0 if unreadable).
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.get(&0, 0).map_or(0, |per_cpu| {
+            per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n))
+        })
+    }
+}
+
 pub(crate) struct Capture {
     // Owns the programs and, through them, every tc and XDP link.
     ebpf: Ebpf,
@@ -235,7 +250,7 @@ pub(crate) struct Capture {
     /// Whether the kernel runs `filter` for the selected interfaces (else user space does).
     filter_in_kernel: bool,
     /// The secrets the uprobes read, until the collector takes them (`--tls-secrets`).
-    tls_secrets: Option<RingBuf<MapData>>,
+    tls_secrets: Option<TlsSecretMaps>,
 }
 
 /// The selected interfaces: the route their packets take and the maps that select them.
@@ -312,7 +327,10 @@ impl Capture {
             uprobe
                 .load()
                 .map_err(|source| program_error("podcap_go_keylog", "load", source))?;
-            Some(take_map(&mut ebpf, "TLS_SECRETS")?)
+            Some(TlsSecretMaps {
+                ring: take_map(&mut ebpf, "TLS_SECRETS")?,
+                lost: take_map(&mut ebpf, "TLS_SECRETS_LOST")?,
+            })
         } else {
             None
         };
@@ -347,7 +365,7 @@ impl Capture {
 
     /// The ring buffer of TLS secrets, for the collector (once; `None` without
     /// `--tls-secrets`).
-    pub(crate) fn take_tls_secrets(&mut self) -> Option<RingBuf<MapData>> {
+    pub(crate) fn take_tls_secrets(&mut self) -> Option<TlsSecretMaps> {
         self.tls_secrets.take()
     }
 

@@ -2,13 +2,19 @@
 //! and where it starts in the file (what a uprobe is attached at).
 //!
 //! Rules: every running process's executable is looked at once (by device and inode, so a
-//! binary shared by many processes or pods is read once); it is probed only when its
+//! binary shared by many processes or pods is read once), and again only when its probe
+//! could not be attached ([`GoBinaries::retry_later`]: up to [`PROBE_ATTEMPTS`] times, the
+//! wait doubling from 2 s); it is probed only when its
 //! symbol table names [`GO_KEYLOG_SYMBOL`] (a stripped binary cannot be probed, and is
 //! said so once); the file offset is computed from the symbol's section, never guessed.
+//! The probe reads Go's register ABI on amd64, so only an x86-64 binary of Go 1.18 or later
+//! (its version read from `.go.buildinfo`) is probed; any other is said so by its version,
+//! never probed on a guess.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use object::{Object, ObjectSection, ObjectSymbol};
@@ -16,9 +22,14 @@ use object::{Object, ObjectSection, ObjectSymbol};
 /// The function Go's TLS calls with every secret of every session.
 pub const GO_KEYLOG_SYMBOL: &str = "crypto/tls.(*Config).writeKeyLog";
 
+/// How often a binary whose probe could not be attached is tried.
+pub const PROBE_ATTEMPTS: u32 = 5;
+
 /// A Go binary to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoBinary {
+    /// The file's device and inode: what names it among the binaries looked at.
+    pub file: (u64, u64),
     /// A process that runs it (its `/proc/PID/exe` reaches the file in any mount
     /// namespace).
     pub pid: u32,
@@ -31,9 +42,26 @@ pub struct GoBinary {
 #[derive(Debug, Default)]
 pub struct GoBinaries {
     seen: HashSet<(u64, u64)>,
+    /// Binaries whose probe failed: the attempts so far, and when to try again.
+    retries: HashMap<(u64, u64), (u32, Instant)>,
 }
 
 impl GoBinaries {
+    /// `binary`'s probe could not be attached (its process may have exited, the capture
+    /// thread was busy): it is looked at again after a wait that doubles with each attempt,
+    /// up to [`PROBE_ATTEMPTS`] in all. Whether it will be.
+    pub fn retry_later(&mut self, binary: &GoBinary) -> bool {
+        let attempts = self.retries.get(&binary.file).map_or(1, |(n, _)| n + 1);
+        if attempts >= PROBE_ATTEMPTS {
+            return false;
+        }
+        let wait = Duration::from_secs(1 << attempts.min(6));
+        self.retries
+            .insert(binary.file, (attempts, Instant::now() + wait));
+        self.seen.remove(&binary.file);
+        true
+    }
+
     /// The Go binaries of running processes not looked at before.
     pub fn scan(&mut self) -> Vec<GoBinary> {
         let own = std::process::id();
@@ -53,11 +81,22 @@ impl GoBinaries {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            if !self.seen.insert((meta.dev(), meta.ino())) {
+            let file = (meta.dev(), meta.ino());
+            if self
+                .retries
+                .get(&file)
+                .is_some_and(|(_, at)| *at > Instant::now())
+                || !self.seen.insert(file)
+            {
                 continue;
             }
             match keylog_offset(&path) {
-                Ok(Some(offset)) => found.push(GoBinary { pid, path, offset }),
+                Ok(Some(offset)) => found.push(GoBinary {
+                    file,
+                    pid,
+                    path,
+                    offset,
+                }),
                 Ok(None) => {}
                 Err(e) => log::debug!("{}: {e}", path.display()),
             }
@@ -80,6 +119,12 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
     if file.section_by_name(".gopclntab").is_none() && file.section_by_name(".go.buildinfo").is_none() {
         return Ok(None);
     }
+    if file.architecture() != object::Architecture::X86_64 {
+        return Err(format!(
+            "a Go program for {:?}: only x86-64 programs' TLS secrets are read",
+            file.architecture()
+        ));
+    }
     let Some(symbol) = file.symbols().find(|s| s.name() == Ok(GO_KEYLOG_SYMBOL)) else {
         if file.section_by_name(".gopclntab").is_some() && file.symbols().next().is_none() {
             log::info!(
@@ -89,6 +134,18 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
         }
         return Ok(None);
     };
+    let buildinfo = file
+        .section_by_name(".go.buildinfo")
+        .and_then(|section| section.data().ok())
+        .ok_or("no .go.buildinfo section: the Go version is unknown")?;
+    let version = go_version(buildinfo)?;
+    if !register_abi(&version) {
+        log::info!(
+            "{}: {version}: only programs of Go 1.18 or later are probed (their arguments are in registers)",
+            path.display()
+        );
+        return Ok(None);
+    }
     let section = symbol
         .section_index()
         .and_then(|index| file.section_by_index(index).ok())
@@ -102,4 +159,97 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
         .and_then(|into| into.checked_add(section_offset))
         .ok_or("the symbol lies outside its section")?;
     Ok(Some(offset))
+}
+
+/// The Go version a `.go.buildinfo` section names (`go1.19.8`). Go 1.18 and later write it
+/// inline (flag 2): a varint length and the text after the 32-byte header; an older one
+/// points at it instead, and is named "before Go 1.18".
+pub fn go_version(buildinfo: &[u8]) -> Result<String, String> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    const HEADER: usize = 32;
+    if !buildinfo.starts_with(MAGIC) {
+        return Err("a .go.buildinfo section without its magic".into());
+    }
+    let flags = *buildinfo.get(15).ok_or("a short .go.buildinfo section")?;
+    if flags & 2 == 0 {
+        return Ok("before Go 1.18".into());
+    }
+    let mut length = 0usize;
+    let mut at = HEADER;
+    for shift in (0..35).step_by(7) {
+        let byte = *buildinfo.get(at).ok_or("a short .go.buildinfo section")?;
+        at += 1;
+        length |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            let text = at
+                .checked_add(length)
+                .and_then(|end| buildinfo.get(at..end))
+                .ok_or("a Go version longer than its section")?;
+            return std::str::from_utf8(text)
+                .map(str::to_owned)
+                .map_err(|_| "a Go version that is no text".into());
+        }
+    }
+    Err("a malformed Go version length".into())
+}
+
+/// Whether `version` (`go1.N…`) passes arguments in registers as the probe reads them:
+/// Go 1.18 and later (1.17 did too on amd64, but its version is not written inline).
+fn register_abi(version: &str) -> bool {
+    let Some(rest) = version.strip_prefix("go1.") else {
+        return false;
+    };
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    minor.parse::<u32>().is_ok_and(|minor| minor >= 18)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buildinfo(flags: u8, version: &str) -> Vec<u8> {
+        let mut data = b"\xff Go buildinf:".to_vec();
+        data.push(8);
+        data.push(flags);
+        data.resize(32, 0);
+        data.push(u8::try_from(version.len()).unwrap());
+        data.extend_from_slice(version.as_bytes());
+        data
+    }
+
+    #[test]
+    fn a_failed_probe_is_tried_again_a_few_times() {
+        let binary = GoBinary {
+            file: (1, 2),
+            pid: 1,
+            path: PathBuf::from("/proc/1/exe"),
+            offset: 0,
+        };
+        let mut binaries = GoBinaries::default();
+        binaries.seen.insert(binary.file);
+        for attempt in 1..PROBE_ATTEMPTS {
+            assert!(binaries.retry_later(&binary), "attempt {attempt}");
+            assert!(!binaries.seen.contains(&binary.file), "looked at again");
+            binaries.seen.insert(binary.file);
+        }
+        assert!(!binaries.retry_later(&binary), "given up after {PROBE_ATTEMPTS}");
+        let (_, at) = binaries.retries[&binary.file];
+        assert!(at > Instant::now() + Duration::from_secs(8), "the wait doubles");
+    }
+
+    #[test]
+    fn the_version_is_read_and_only_register_abi_programs_pass() {
+        assert_eq!(go_version(&buildinfo(2, "go1.19.8")).unwrap(), "go1.19.8");
+        assert!(register_abi("go1.19.8") && register_abi("go1.22rc1") && register_abi("go1.18"));
+        assert!(!register_abi("go1.17.13") && !register_abi("before Go 1.18") && !register_abi("devel"));
+        assert_eq!(go_version(&buildinfo(0, "")).unwrap(), "before Go 1.18");
+        assert!(go_version(b"not a buildinfo section at all!!").is_err());
+        let mut cut = buildinfo(2, "go1.19.8");
+        cut.truncate(36);
+        assert!(go_version(&cut).is_err(), "a length past the section is refused");
+        let mut endless = buildinfo(2, "");
+        endless.truncate(32);
+        endless.extend_from_slice(&[0xff; 8]);
+        assert!(go_version(&endless).is_err());
+    }
 }

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
+use crate::capture::TlsSecretMaps;
 use podcap_common::{TlsSecretEvent, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX, TLS_SECRET_UNREADABLE};
 use podcap_format::pcapng::secrets::ClientRandom;
 
@@ -48,6 +48,10 @@ pub struct CollectorStats {
     pub too_long: AtomicU64,
     /// Secrets the probe could not read from the process (a page not in memory).
     pub unreadable: AtomicU64,
+    /// Secrets lost because the probe's ring buffer was full (the collector fell behind).
+    pub ring_full: AtomicU64,
+    /// Secrets left out because the writer had not taken the last [`scope::MAX_IN_FLIGHT`].
+    pub writer_behind: AtomicU64,
 }
 
 /// What became of the secrets so far, as `/metrics` reads it.
@@ -108,10 +112,10 @@ fn secret_of(record: &[u8], stats: &CollectorStats) -> Option<Secret> {
 /// Starts the collector: probes Go binaries as they appear, hands their secrets to the
 /// writer, until `stop`.
 pub(crate) fn spawn(
-    mut ring: RingBuf<MapData>,
+    mut maps: TlsSecretMaps,
     capture: Sender<CaptureCommand>,
     writer: Sender<WriterCommand>,
-    stats: Arc<CollectorStats>,
+    (stats, counts): (Arc<CollectorStats>, Arc<scope::SharedCounts>),
     stop: Shutdown,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("podcap-tls".into()).spawn(move || {
@@ -122,14 +126,26 @@ pub(crate) fn spawn(
                 for binary in binaries.scan() {
                     if probe(&capture, &binary) {
                         stats.probed.fetch_add(1, Relaxed);
+                    } else if !binaries.retry_later(&binary) {
+                        log::warn!(
+                            "{}: its TLS secrets cannot be read: the probe could not be attached {} times",
+                            binary.path.display(),
+                            go::PROBE_ATTEMPTS
+                        );
                     }
                 }
                 scanned = Some(Instant::now());
             }
-            let _ = sys::poll_readable(&[ring.as_raw_fd()], Duration::from_millis(200));
-            while let Some(record) = ring.next() {
+            let _ = sys::poll_readable(&[maps.ring.as_raw_fd()], Duration::from_millis(200));
+            stats.ring_full.store(maps.lost(), Relaxed);
+            while let Some(record) = maps.ring.next() {
                 if let Some(secret) = secret_of(&record, &stats) {
                     stats.read.fetch_add(1, Relaxed);
+                    if counts.in_flight.load(Relaxed) >= scope::MAX_IN_FLIGHT {
+                        stats.writer_behind.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    counts.in_flight.fetch_add(1, Relaxed);
                     if writer.send(WriterCommand::TlsSecret(secret)).is_err() {
                         return;
                     }
@@ -187,24 +203,25 @@ impl TlsSecrets {
         writer_commands: &Sender<WriterCommand>,
         stop: &Shutdown,
     ) -> std::io::Result<Option<Self>> {
-        let Some(ring) = capture.take_tls_secrets().filter(|_| enabled) else {
+        let Some(maps) = capture.take_tls_secrets().filter(|_| enabled) else {
             return Ok(None);
         };
         log::info!(
             "--tls-secrets: reading the TLS secrets of Go programs; those of recorded sessions are written"
         );
         let collector = Arc::new(CollectorStats::default());
+        let written = Arc::<scope::SharedCounts>::default();
         let thread = spawn(
-            ring,
+            maps,
             capture_commands.clone(),
             writer_commands.clone(),
-            Arc::clone(&collector),
+            (Arc::clone(&collector), Arc::clone(&written)),
             stop.clone(),
         )?;
         Ok(Some(Self {
             thread,
             collector,
-            written: Arc::default(),
+            written,
         }))
     }
 
@@ -227,14 +244,16 @@ impl TlsSecrets {
         let _ = self.thread.join();
         let written = self.written.get();
         log::info!(
-            "TLS secrets: {} Go programs probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable",
+            "TLS secrets: {} Go programs probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable, {} lost to a full ring, {} left out while the writer was behind",
             self.collector.probed.load(Relaxed),
             self.collector.read.load(Relaxed),
             written.written,
             written.late,
             written.not_recorded,
             self.collector.too_long.load(Relaxed),
-            self.collector.unreadable.load(Relaxed)
+            self.collector.unreadable.load(Relaxed),
+            self.collector.ring_full.load(Relaxed),
+            self.collector.writer_behind.load(Relaxed)
         );
     }
 }

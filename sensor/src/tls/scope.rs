@@ -43,9 +43,16 @@ pub struct SecretCounts {
     pub not_recorded: u64,
 }
 
-/// [`SecretCounts`] where the API reads them (statistics: `Relaxed`).
+/// Secrets the collector may have sent that the writer has not taken yet (~10 MiB).
+pub const MAX_IN_FLIGHT: u64 = 65_536;
+
+/// [`SecretCounts`] where the API reads them (statistics: `Relaxed`), and the secrets on
+/// their way from the collector to the writer.
 #[derive(Debug, Default)]
 pub struct SharedCounts {
+    /// Sent by the collector, not yet taken by the writer: the collector sends no more than
+    /// [`MAX_IN_FLIGHT`] (`Relaxed`: a bound; the secrets travel through the channel).
+    pub in_flight: AtomicU64,
     written: AtomicU64,
     late: AtomicU64,
     not_recorded: AtomicU64,

@@ -163,6 +163,10 @@ impl Recorder {
                 WriterCommand::SetNames(names) => self.store.set_names(names),
                 WriterCommand::TlsSecret(secret) => {
                     if let Some(tls) = &mut self.tls {
+                        // Relaxed: a bound on the channel's length (see `SharedCounts`).
+                        tls.counts
+                            .in_flight
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         tls.scope.offer(secret, std::time::Instant::now());
                     }
                 }
