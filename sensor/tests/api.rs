@@ -284,6 +284,15 @@ async fn bad_input_is_a_400_naming_the_problem() {
         ("/api/v1/snapshot?last=5m&filter=tcp%20prot%2080", "filter: "),
         ("/api/v1/snapshot?last=5m&pod=web-(", "pod: regex parse error"),
         ("/api/v1/live?last=5m", "unknown parameter \"last\""),
+        (
+            "/api/v1/snapshot?last=5m&secrets=yes",
+            "secrets: \"yes\" is neither true nor false",
+        ),
+        (
+            "/api/v1/snapshot?last=5m&secrets=true&secrets=true",
+            "secrets: given twice",
+        ),
+        ("/api/v1/live?secrets=true", "unknown parameter \"secrets\""),
     ] {
         let (status, _, body) = get(&s, uri, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
@@ -302,6 +311,42 @@ async fn bad_input_is_a_400_naming_the_problem() {
         get(&limited, "/api/v1/snapshot?last=5s", None).await.0,
         StatusCode::OK
     );
+}
+
+/// TLS secrets go only to the admin token; the read token is told they were withheld by a
+/// sensor that collects them, and one that does not says nothing.
+#[tokio::test]
+async fn secrets_are_the_admins_and_a_withheld_answer_says_so() {
+    let (dir, _) = store();
+    let s = ApiState {
+        admin_token: Some(Arc::from("adm1n")),
+        tls_secrets: true,
+        ..state(&dir, Some("r3ad"))
+    };
+    let said = |headers: &axum::http::HeaderMap| {
+        headers
+            .get("x-podcap-secrets")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let uri = "/api/v1/snapshot?last=1h&secrets=true";
+    let (status, headers, _) = get(&s, uri, Some("adm1n")).await;
+    assert_eq!(
+        (status, said(&headers).as_deref()),
+        (StatusCode::OK, Some("included"))
+    );
+    let (status, headers, body) = get(&s, uri, Some("r3ad")).await;
+    assert_eq!(
+        (status, said(&headers).as_deref()),
+        (StatusCode::OK, Some("withheld"))
+    );
+    assert!(!packets(&body).is_empty(), "the packets still come");
+    let (_, headers, _) = get(&s, "/api/v1/snapshot?last=1h", Some("r3ad")).await;
+    assert_eq!(said(&headers), None, "not asked, nothing said");
+    let quiet = ApiState {
+        tls_secrets: false,
+        ..s.clone()
+    };
+    assert_eq!(said(&get(&quiet, uri, Some("r3ad")).await.1), None);
 }
 
 #[tokio::test]
