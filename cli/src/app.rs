@@ -8,26 +8,25 @@
 //! unless `--allow-partial`. Errors print their whole chain; a closed stdout is not an error.
 
 use std::{
-    fs::File,
-    io::{self, BufReader, BufWriter, IsTerminal, Write},
+    io::{self, IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
     thread,
 };
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use podcap_format::{merge, units};
+use podcap_format::units;
 
+use self::dump::{dump, offline_dump, wanted};
 use crate::{
-    dest::Dest,
     discovery::{Cluster, ClusterOptions, Role, TapScope},
     live,
     output::Output,
-    progress::{Board, Tally},
     source::{named_sensors, Refused, Sensor},
 };
+
+mod dump;
 
 #[derive(Parser)]
 #[command(
@@ -541,8 +540,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (allow_partial, force),
                 );
             }
-            let mut wanted = wanted(&window, &select, snapshot, recording)?;
-            wanted.secrets &= !no_secrets;
+            let wanted = wanted(&window, &select, (snapshot, recording), !no_secrets)?;
             dump(
                 &reach(&connection, Role::Read)?,
                 &wanted,
@@ -644,270 +642,6 @@ fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection
     )
 }
 
-/// What a dump of the sensors asks each for: a kept snapshot, a recording job (a window of
-/// it, a selection), or a window of the stores with a selection.
-fn wanted(
-    window: &WindowArgs,
-    select: &SelectArgs,
-    snapshot: Option<String>,
-    recording: Option<String>,
-) -> Result<Wanted> {
-    Ok(if let Some(name) = snapshot {
-        check_name(&name)?;
-        Wanted {
-            path: format!("/api/v1/snapshots/{name}/pcapng"),
-            title: format!("snapshot {name}"),
-            file_name: format!("podcap-snapshot-{name}.pcapng"),
-            kept: true,
-            secrets: false,
-        }
-    } else if let Some(name) = recording {
-        check_name(&name)?;
-        let mut params = if window.time.is_some() || window.from.is_some() || window.to.is_some() {
-            window.resolve(units::now_ns())?.params
-        } else {
-            Vec::new()
-        };
-        params.extend(select.params());
-        Wanted {
-            path: format!("/api/v1/recordings/{name}/pcapng?{}", query(&params)),
-            title: format!("recording {name}"),
-            file_name: format!("podcap-recording-{name}.pcapng"),
-            kept: true,
-            secrets: false,
-        }
-    } else {
-        {
-            let window = window.resolve(podcap_format::units::now_ns())?;
-            let mut params = window.params.clone();
-            params.extend(select.params());
-            let (from, to) = (
-                units::format_utc_compact(window.from_ns),
-                units::format_utc_compact(window.to_ns),
-            );
-            Wanted {
-                path: format!("/api/v1/snapshot?{}", query(&params)),
-                title: format!("{from} to {to}"),
-                file_name: format!("podcap-{from}-{to}.pcapng"),
-                kept: false,
-                secrets: true,
-            }
-        }
-    })
-}
-
-/// What a dump downloads from each sensor.
-struct Wanted {
-    /// The API path, with its query.
-    path: String,
-    /// What it is, for the file's comment.
-    title: String,
-    file_name: String,
-    /// A snapshot or a recording: a sensor that does not hold it (404) has nothing to give,
-    /// and that is no failure.
-    kept: bool,
-    /// Ask for the TLS secrets of the sessions it holds (a window of the stores).
-    secrets: bool,
-}
-
-impl Wanted {
-    /// The path asked of a sensor: with `secrets=true` when the secrets are wanted and the
-    /// sensor knows the parameter (`older`: it said it does not).
-    fn path(&self, older: bool) -> String {
-        if self.secrets && !older {
-            let joint = if self.path.contains('?') { '&' } else { '?' };
-            format!("{}{joint}secrets=true", self.path)
-        } else {
-            self.path.clone()
-        }
-    }
-}
-
-fn dump(
-    reached: &Reached,
-    wanted: &Wanted,
-    dest: &str,
-    (allow_partial, force): (bool, bool),
-) -> Result<ExitCode> {
-    let dest = Dest::parse(dest, &wanted.file_name, force)?;
-    let to_stdout = dest == Dest::Stdout;
-    let folder = dest.work_folder();
-    let sensors = &reached.sensors;
-    if sensors.is_empty() {
-        reached.report_unreachable();
-        bail!("no sensor can be reached");
-    }
-    let Downloads {
-        parts,
-        failed,
-        absent,
-    } = download(reached, wanted, &folder)?;
-    if wanted.kept && absent.iter().all(|absent| *absent) && reached.unreachable.is_empty() {
-        bail!(
-            "no sensor holds {} (podcap snapshot list and podcap record list show what they keep)",
-            wanted.title
-        );
-    }
-    let (holders, opened) = open_parts(sensors, &parts, &absent)?;
-    let mut comments = vec![format!(
-        "podcap dump of {} from {}",
-        wanted.title,
-        holders
-            .iter()
-            .map(|s| s.label.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )];
-    if !failed.is_empty() {
-        comments.push(format!("failed: {}", failed.join("; ")));
-    }
-    let asked = holders.len() + reached.unreachable.len();
-    let every_sensor_failed = failed.len() == asked;
-    if to_stdout && every_sensor_failed {
-        bail!("no sensor could give its slice; nothing written");
-    }
-    let (target, stats) = crate::dest::write(&dest, &wanted.file_name, force, |mut out| {
-        let stats = merge::merge(opened, &comments, &mut out)?;
-        if every_sensor_failed && stats.packets == 0 {
-            bail!("no sensor could give its slice; nothing written");
-        }
-        Ok(stats)
-    })?;
-    if let Some(target) = target {
-        eprintln!(
-            "podcap: wrote {} ({} packets, {}) from {} sensors",
-            target.display(),
-            stats.packets,
-            units::format_size(stats.bytes),
-            holders.len() - failed.len().min(holders.len())
-        );
-    }
-    for loss in &stats.losses {
-        eprintln!("podcap: lost: {loss}");
-    }
-    let partial = !failed.is_empty() || !stats.losses.is_empty();
-    if partial && !allow_partial {
-        eprintln!(
-            "podcap: the file is incomplete: {} of {} sensors failed, {} losses noted in it (--allow-partial exits 0)",
-            failed.len(),
-            asked,
-            stats.losses.len()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The sensors that had something to give, and what they gave, opened for the merge.
-type Opened<'a> = (Vec<&'a Sensor>, Vec<merge::Input<BufReader<File>>>);
-
-/// Opens the parts of the sensors that are not `absent`.
-fn open_parts<'a>(
-    sensors: &'a [Sensor],
-    parts: &[tempfile::NamedTempFile],
-    absent: &[bool],
-) -> Result<Opened<'a>> {
-    let mut holders = Vec::new();
-    let mut opened = Vec::new();
-    for ((sensor, part), absent) in sensors.iter().zip(parts).zip(absent) {
-        if !absent {
-            holders.push(sensor);
-            opened.push(merge::Input {
-                label: sensor.label.clone(),
-                reader: BufReader::new(part.reopen()?),
-            });
-        }
-    }
-    Ok((holders, opened))
-}
-
-/// What [`download`] got.
-struct Downloads {
-    /// Per sensor: what arrived, also from a sensor that failed half way.
-    parts: Vec<tempfile::NamedTempFile>,
-    /// The sensors that failed, with their reason.
-    failed: Vec<String>,
-    /// Per sensor: it does not hold the snapshot asked for.
-    absent: Vec<bool>,
-}
-
-/// Each sensor's slice into a temporary file of its own in `folder`, `--parallel` at a
-/// time, progress on a terminal.
-fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Result<Downloads> {
-    let (sensors, token) = (&reached.sensors, reached.token.as_deref());
-    // Each sensor's slice goes into a temporary file of its own, created exclusively with
-    // a random name (never through a name another user could have planted).
-    let parts = sensors
-        .iter()
-        .map(|_| crate::dest::temporary(folder, ".part"))
-        .collect::<Result<Vec<_>>>()?;
-    // `--parallel` sensors at a time; progress on a terminal.
-    let tallies: Vec<Arc<Tally>> = sensors.iter().map(|_| Arc::default()).collect();
-    let board = Board::start(
-        sensors.iter().map(|s| s.label.clone()).collect(),
-        tallies.clone(),
-        io::stderr().is_terminal(),
-    );
-    let fetch = |n: usize| -> Result<u64> {
-        let mut file = BufWriter::new(parts[n].as_file());
-        let mut bytes = sensors[n].download(&wanted.path(false), token, &mut file, &tallies[n]);
-        // A sensor older than the secrets refuses the parameter before it sends anything.
-        let older = |e: &anyhow::Error| {
-            e.downcast_ref::<Refused>()
-                .is_some_and(|r| r.status == 400 && r.message.contains("\"secrets\""))
-        };
-        if wanted.secrets && bytes.as_ref().is_err_and(older) {
-            bytes = sensors[n].download(&wanted.path(true), token, &mut file, &tallies[n]);
-        }
-        if bytes.is_err() {
-            tallies[n]
-                .failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        file.flush()?;
-        bytes
-    };
-    let results = run_bounded(sensors.len(), reached.parallel, fetch);
-    board.finish();
-    reached.report_unreachable();
-    let withheld: Vec<&str> = sensors
-        .iter()
-        .zip(&tallies)
-        // Relaxed: the downloads' threads were joined by `run_bounded`.
-        .filter(|(_, tally)| tally.secrets_withheld.load(std::sync::atomic::Ordering::Relaxed))
-        .map(|(sensor, _)| sensor.label.as_str())
-        .collect();
-    if !withheld.is_empty() {
-        eprintln!(
-            "podcap: TLS secrets left out by {}: they are given to the admin token only (--no-secrets does not ask)",
-            withheld.join(", ")
-        );
-    }
-    let mut failed: Vec<String> = reached
-        .unreachable
-        .iter()
-        .map(|(label, reason)| format!("{label} ({reason})"))
-        .collect();
-    let mut absent = vec![false; sensors.len()];
-    for (n, result) in results.iter().enumerate() {
-        if let Err(e) = result {
-            let not_held = e.downcast_ref::<Refused>().is_some_and(|r| r.status == 404);
-            if wanted.kept && not_held {
-                absent[n] = true;
-                continue;
-            }
-            // What arrived before the failure is kept: the merge takes its whole blocks.
-            eprintln!("podcap: sensor {} failed: {e:#}", sensors[n].label);
-            failed.push(format!("{} ({e:#})", sensors[n].label));
-        }
-    }
-    Ok(Downloads {
-        parts,
-        failed,
-        absent,
-    })
-}
-
 fn archive_command(action: ArchiveAction) -> Result<ExitCode> {
     let ArchiveAction::Ls {
         url,
@@ -939,135 +673,6 @@ impl WindowArgs {
             None => Ok((0, u64::MAX)),
         }
     }
-}
-
-/// What an offline read selects: the window, the nodes, pods, namespaces and interfaces.
-fn offline_query(
-    offline: &OfflineArgs,
-    window: &WindowArgs,
-    select: &SelectArgs,
-    kept: Option<crate::archive::Kept>,
-) -> Result<crate::archive::Query> {
-    let (from_ns, to_ns) = window.resolve_or_all(
-        kept.is_none()
-            .then_some("give --time DUR, or --from TIME [--to TIME]"),
-    )?;
-    Ok(crate::archive::Query {
-        from_ns,
-        to_ns,
-        nodes: offline.nodes.clone(),
-        pod: select
-            .pod
-            .as_deref()
-            .map(regex::Regex::new)
-            .transpose()
-            .context("--pod")?,
-        namespaces: select.namespaces.clone(),
-        interfaces: select
-            .iface
-            .as_ref()
-            .map(|list| list.split(',').map(str::to_owned).collect()),
-        kept,
-    })
-}
-
-/// `podcap dump --archive`: the window (or kept snapshot or job) read from the archive,
-/// checked, cut, selected and merged (rules in `archive.rs`).
-fn offline_dump(
-    url: &str,
-    offline: &OfflineArgs,
-    window: &WindowArgs,
-    select: &SelectArgs,
-    kept: Option<crate::archive::Kept>,
-    dest: &str,
-    (allow_partial, force): (bool, bool),
-) -> Result<ExitCode> {
-    if let Some(filter) = &select.filter {
-        bail!(
-            "--filter is not applied to --archive reads (a tcpdump filter needs libpcap, which podcap does \
-             not carry): pipe the file through tcpdump instead: podcap dump --archive {url} ... --dest - | \
-             tcpdump -r - -w filtered.pcapng '{filter}'"
-        );
-    }
-    let query = offline_query(offline, window, select, kept)?;
-    let dest_arg = dest;
-    let (title, file_name) = match &query.kept {
-        Some(crate::archive::Kept::Snapshot(name)) => {
-            check_name(name)?;
-            (
-                format!("snapshot {name}"),
-                format!("podcap-snapshot-{name}.pcapng"),
-            )
-        }
-        Some(crate::archive::Kept::Recording(name)) => {
-            check_name(name)?;
-            (
-                format!("recording {name}"),
-                format!("podcap-recording-{name}.pcapng"),
-            )
-        }
-        None => {
-            let (from, to) = (
-                units::format_utc_compact(query.from_ns),
-                units::format_utc_compact(query.to_ns),
-            );
-            (format!("{from} to {to}"), format!("podcap-{from}-{to}.pcapng"))
-        }
-    };
-    let dest = Dest::parse(dest_arg, &file_name, force)?;
-    let (archive, runtime) = crate::archive::open(url, &offline.cluster)?;
-    let collected = runtime.block_on(crate::archive::collect(
-        &archive,
-        &query,
-        &mut crate::archive::progress_printer(false),
-    ))?;
-    if collected.parts.is_empty() && collected.failures.is_empty() && collected.gaps.is_empty() {
-        bail!("the archive holds nothing for {title} (podcap archive ls {url} shows what it holds)");
-    }
-    let mut comments = vec![format!(
-        "podcap dump of {title} from the archive {url} (cluster {}), nodes {}",
-        offline.cluster,
-        collected.nodes.join(", ")
-    )];
-    comments.extend(collected.gaps.iter().map(|g| format!("gap: {g}")));
-    comments.extend(collected.failures.iter().map(|f| format!("failed: {f}")));
-    if collected.drops > 0 {
-        comments.push(format!(
-            "the archived segments of this window counted {} packets lost at capture",
-            collected.drops
-        ));
-    }
-    let inputs = crate::archive::inputs_by_node(collected.parts);
-    let (target, stats) = crate::dest::write(&dest, &file_name, force, |mut out| {
-        Ok(merge::merge(inputs, &comments, &mut out)?)
-    })?;
-    if let Some(target) = &target {
-        eprintln!(
-            "podcap: wrote {} ({} packets, {}) from {} objects of {} nodes: {} listings, {} manifests read, {} fetched",
-            target.display(),
-            stats.packets,
-            units::format_size(stats.bytes),
-            collected.objects,
-            collected.nodes.len(),
-            collected.lists,
-            collected.manifests,
-            units::format_size(collected.bytes_fetched)
-        );
-    }
-    for line in collected
-        .gaps
-        .iter()
-        .chain(&collected.failures)
-        .chain(&stats.losses)
-    {
-        eprintln!("podcap: lost: {line}");
-    }
-    let lost = collected.gaps.len() + collected.failures.len() + stats.losses.len();
-    if lost > 0 && !allow_partial {
-        eprintln!("podcap: the file is incomplete: {lost} losses noted in it (--allow-partial exits 0)");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `podcap config` without changes: each sensor's settings and where each came from.
