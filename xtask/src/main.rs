@@ -59,11 +59,11 @@ enum Task {
     },
     /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `disk` (the same with the
     /// store on a disk-backed file system, beside `dd`), `filter` (a filter that rejects
-    /// everything, podcap's in the kernel beside tcpdump's), `dump` (`podcap dump` merging 64
-    /// sensors on loopback), `memory` (sensor RSS over
+    /// everything and one that accepts a tenth, podcap's in the kernel beside tcpdump's),
+    /// `dump` (`podcap dump` merging 64 sensors on loopback), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
-    /// `merge`, `archive`), or `all` (every one, the capture table and memory line written to
-    /// docs/performance.md).
+    /// `merge`, `archive`), or `all` (every one; the capture, disk, filter and dump tables
+    /// and the memory line written to docs/performance.md).
     Bench {
         #[arg(default_value = "all")]
         what: String,
@@ -168,9 +168,14 @@ fn run(cli: Cli) -> Result<()> {
                 let disk = capture_bench::disk(rounds, disk_frames, &disk_dir)?;
                 let filter = capture_bench::filter(rounds, frames)?;
                 let memory = capture_bench::memory(minutes)?;
+                let mut dump = String::new();
+                for packets in [4_000, 16_000] {
+                    dump.push_str(&capture_bench::dump(64, packets, 1_000)?);
+                    dump.push('\n');
+                }
                 write_performance(
                     &format!(
-                        "{}\n### The store on a disk\n\n{}\n### A filter that rejects everything\n\n{}\n{memory}\n",
+                        "{}\n### The store on a disk\n\n{}\n### Filters in the kernel\n\n{}\n### `podcap dump` from 64 sensors\n\n{dump}\n{memory}\n",
                         capture.table, disk.table, filter.table
                     ),
                     &format!("{}{}{}", capture.rounds, disk.rounds, filter.rounds),
