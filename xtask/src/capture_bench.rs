@@ -365,9 +365,11 @@ pub fn filter(rounds: usize, frames: u64) -> Result<Report> {
     let root = util::workspace_root();
     let script = root.join("benches/harness/peer_capture.sh");
     let sensor = root.join("target/release/podcap-sensor");
+    // A store as large as the capture table's: the whole run stays in it, so what it holds
+    // is what was recorded (the default size would retire the oldest frames of a 1500 B run).
     let podcap = |filter: &str| {
         format!(
-            "{} --iface {{IF}} --channel ring --data-dir {{OUT}} --listen 127.0.0.1:0{filter}",
+            "{} --iface {{IF}} --channel ring --data-dir {{OUT}} --segment-size 256MB --max-size 8GB --listen 127.0.0.1:0{filter}",
             sensor.display()
         )
     };
