@@ -399,32 +399,28 @@ pub fn filter(rounds: usize, frames: u64) -> Result<Report> {
     let mut table = String::new();
     let mut lines = String::new();
     let header = "| traffic | tool | sender rate (median) | ratio to no capture | recorded (median) | busy CPU, all cores (median) |\n|---|---|---|---|---|---|";
-    let _ = writeln!(table, "{header}");
-    for size in [64, 1500] {
-        let name = format!("trafgen {size} B, all rejected");
+    // trafgen frames of `size` against `tools`, the rows into `table`.
+    let trafgen = |name: &str, size: u32, tools: &[Tool], table: &mut String, lines: &mut String| {
         let args = vec![size.to_string(), frames.to_string()];
         let workload = Workload {
-            name: &name,
+            name,
             script: &script,
             args: &args,
             tcp: false,
             outdir: None,
         };
-        compare(&workload, &rejecting, rounds, &mut table, &mut lines)?;
+        compare(&workload, tools, rounds, table, lines)
+    };
+    let _ = writeln!(table, "{header}");
+    for size in [64, 1500] {
+        let name = format!("trafgen {size} B, all rejected");
+        trafgen(&name, size, &rejecting, &mut table, &mut lines)?;
     }
     let _ = writeln!(table, "\nA filter that accepts a tenth (`{TENTH}`):\n\n{header}");
     let mut added = String::new();
     for size in [64, 1500] {
         let name = format!("trafgen {size} B, a tenth accepted");
-        let args = vec![size.to_string(), frames.to_string()];
-        let workload = Workload {
-            name: &name,
-            script: &script,
-            args: &args,
-            tcp: false,
-            outdir: None,
-        };
-        let medians = compare(&workload, &tenth, rounds, &mut table, &mut lines)?;
+        let medians = trafgen(&name, size, &tenth, &mut table, &mut lines)?;
         // Busy CPU per frame sent, above no capture, over the share of frames recorded.
         let per_recorded = |s: &Sample| (s.cpu - medians[0].cpu) / s.completeness.max(1e-9);
         let _ = writeln!(
