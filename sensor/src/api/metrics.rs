@@ -76,13 +76,24 @@ impl EncodeLabelValue for LabelValue {
 
 type Labels = Vec<(&'static str, LabelValue)>;
 
+/// Registers `metric` as `name`, with its unit when it has one.
+fn register(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric),
+        None => registry.register(name, help, metric),
+    }
+}
+
 /// One counter family, labelled.
 fn counters(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, Counter> {
     let family = Family::<Labels, Counter>::default();
-    match unit {
-        Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
-        None => registry.register(name, help, family.clone()),
-    }
+    register(registry, name, help, unit, family.clone());
     family
 }
 
@@ -90,20 +101,21 @@ fn counters(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>)
 fn gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: i64) {
     let gauge = Gauge::<i64>::default();
     gauge.set(value);
-    match unit {
-        Some(unit) => registry.register_with_unit(name, help, unit, gauge),
-        None => registry.register(name, help, gauge),
-    }
+    register(registry, name, help, unit, gauge);
+}
+
+/// One gauge of seconds without labels, set to `seconds`.
+fn seconds_gauge(registry: &mut Registry, name: &str, help: &str, seconds: f64) {
+    let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    gauge.set(seconds);
+    register(registry, name, help, Some(Unit::Seconds), gauge);
 }
 
 /// One counter without labels, at `value`.
 fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: u64) {
     let counter = Counter::<u64>::default();
     counter.inc_by(value);
-    match unit {
-        Some(unit) => registry.register_with_unit(name, help, unit, counter),
-        None => registry.register(name, help, counter),
-    }
+    register(registry, name, help, unit, counter);
 }
 
 /// What became of the TLS secrets (`--tls-secrets`).
@@ -256,23 +268,17 @@ fn store_metrics(state: &ApiState, index: &crate::store::index::Index, registry:
     };
     // Absent while the store holds nothing: there is no window to speak of.
     if let Some(oldest_ns) = oldest_ns {
-        let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        oldest.set(nanoseconds_as_seconds(oldest_ns));
-        registry.register_with_unit(
+        seconds_gauge(
+            registry,
             "store_oldest_packet_timestamp",
             "Time of the oldest packet the store holds (Unix time): the start of what can still be downloaded",
-            Unit::Seconds,
-            oldest,
+            nanoseconds_as_seconds(oldest_ns),
         );
-        let window = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        window.set(nanoseconds_as_seconds(
-            crate::sys::realtime_ns().saturating_sub(oldest_ns),
-        ));
-        registry.register_with_unit(
+        seconds_gauge(
+            registry,
             "store_window",
             "How far back the store reaches from now",
-            Unit::Seconds,
-            window,
+            nanoseconds_as_seconds(crate::sys::realtime_ns().saturating_sub(oldest_ns)),
         );
     }
 }
@@ -328,13 +334,11 @@ fn archive_metrics(archive: &crate::archive::ArchiveStats, registry: &mut Regist
         None,
         saturating_i64(backlog as u64),
     );
-    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    oldest.set(if backlog == 0 { 0.0 } else { age.as_secs_f64() });
-    registry.register_with_unit(
+    seconds_gauge(
+        registry,
         "archive_oldest_pending_age",
         "Age of the first packet of the oldest segment waiting for upload (0: none waits)",
-        Unit::Seconds,
-        oldest,
+        if backlog == 0 { 0.0 } else { age.as_secs_f64() },
     );
 }
 
