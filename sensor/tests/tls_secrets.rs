@@ -11,12 +11,13 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use common::{pcap, topology::*, *};
-use podcap_sensor::pcapng::{
-    read::{Blocks, Section},
-    secrets::{client_randoms, parse_decryption_secrets, SECRETS_TLS_KEY_LOG},
-    BlockWriter, InterfaceDescription, LINKTYPE_ETHERNET,
+use podcap_sensor::{
+    pcapng::{
+        secrets::{client_randoms, parse_decryption_secrets, SECRETS_TLS_KEY_LOG},
+        BlockWriter, InterfaceDescription, LINKTYPE_ETHERNET,
+    },
+    sys::realtime_ns,
 };
-use podcap_sensor::sys::realtime_ns;
 
 #[test]
 fn decryption_secrets_blocks_let_tshark_read_tls_in_clear() {
@@ -120,16 +121,12 @@ fn assert_same_block_as_editcap(recorded: &Path, key_log: &Path, keys: &[u8], sc
         recorded.display(),
         injected.display()
     ));
-    let bytes = std::fs::read(&injected).unwrap();
-    let mut section = Section::default();
     let mut found = Vec::new();
-    for block in Blocks::new(&bytes) {
-        let block = block.unwrap();
-        section.observe(&block).unwrap();
-        if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
+    pcap::for_each_block(&[injected], |block, section| {
+        if let Some(secrets) = parse_decryption_secrets(block, section).unwrap() {
             found.push((secrets.secrets_type, secrets.data.to_vec(), block.raw.to_vec()));
         }
-    }
+    });
     assert_eq!(found.len(), 1, "editcap wrote one block");
     let (secrets_type, data, raw) = &found[0];
     assert_eq!(*secrets_type, SECRETS_TLS_KEY_LOG);
@@ -519,17 +516,11 @@ fn build_tlspod(dir: &Path) -> std::path::PathBuf {
 /// Every key log line of every Decryption Secrets Block in `files`.
 fn secrets_in(files: &[std::path::PathBuf]) -> Vec<u8> {
     let mut all = Vec::new();
-    for file in files {
-        let bytes = std::fs::read(file).unwrap();
-        let mut section = Section::default();
-        for block in Blocks::new(&bytes) {
-            let block = block.unwrap();
-            section.observe(&block).unwrap();
-            if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
-                assert_eq!(secrets.secrets_type, SECRETS_TLS_KEY_LOG);
-                all.extend_from_slice(secrets.data);
-            }
+    pcap::for_each_block(files, |block, section| {
+        if let Some(secrets) = parse_decryption_secrets(block, section).unwrap() {
+            assert_eq!(secrets.secrets_type, SECRETS_TLS_KEY_LOG);
+            all.extend_from_slice(secrets.data);
         }
-    }
+    });
     all
 }

@@ -253,19 +253,29 @@ pub fn window(frames: &[Frame], from: u64, to: u64) -> Vec<Frame> {
 /// happened while it was written): (received, dropped).
 pub fn sum_statistics(files: &[std::path::PathBuf]) -> (u64, u64) {
     let (mut received, mut dropped, mut blocks) = (0, 0, 0);
+    for_each_block(files, |block, section| {
+        if let Some(s) = podcap_sensor::pcapng::read::parse_statistics(block, section).unwrap() {
+            received += s.received.unwrap();
+            dropped += s.interface_drops.unwrap() + s.os_drops.unwrap();
+            blocks += 1;
+        }
+    });
+    assert!(blocks > 0, "no statistics block in {files:?}");
+    (received, dropped)
+}
+
+/// Calls `each` with every block of `files` (all must read cleanly) and its section so far.
+pub fn for_each_block(
+    files: &[std::path::PathBuf],
+    mut each: impl FnMut(&podcap_sensor::pcapng::read::Block<'_>, &Section),
+) {
     for file in files {
         let bytes = std::fs::read(file).unwrap();
         let mut section = Section::default();
         for block in Blocks::new(&bytes) {
             let block = block.unwrap();
             section.observe(&block).unwrap();
-            if let Some(s) = podcap_sensor::pcapng::read::parse_statistics(&block, &section).unwrap() {
-                received += s.received.unwrap();
-                dropped += s.interface_drops.unwrap() + s.os_drops.unwrap();
-                blocks += 1;
-            }
+            each(&block, &section);
         }
     }
-    assert!(blocks > 0, "no statistics block in {files:?}");
-    (received, dropped)
 }
