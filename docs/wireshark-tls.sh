@@ -3,7 +3,7 @@
 # in Wireshark (under Xvfb) with nothing configured. Namespaces shA/shN, 198.18.0.0/30.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd); W=$(mktemp -d /tmp/tlsshot.XXXX)
-# Needs: a debug build (cargo xtask build), go, tshark, wireshark, xvfb-run, xwd, Pillow.
+# Needs: a debug build (cargo xtask build), go, tshark, and what wireshark-shot.sh needs.
 cleanup() {
   for p in ${SENSOR:-} ${SERVER:-}; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -30,21 +30,4 @@ grep "TLS secrets:" $W/sensor.log
 SEG=$(ls $W/data/*.pcapng | head -1)
 N=$(tshark -r $SEG -Y http.request -T fields -e frame.number | head -1)
 echo "request frame $N"
-mkdir -p $W/cfg; printf 'gui.geometry_main_x: 0\ngui.geometry_main_y: 0\ngui.geometry_main_width: 1280\ngui.geometry_main_height: 760\ngui.geometry_main_maximized: TRUE\n' > $W/cfg/recent
-export WIRESHARK_CONFIG_DIR=$W/cfg
-xvfb-run -a -s "-screen 0 1280x760x24" sh -c "wireshark -r $SEG -Y http -g $N > $W/ws.log 2>&1 & P=\$!; sleep 12; xwd -root -silent > $W/shot.xwd; kill \$P"
-python3 - $W/shot.xwd $ROOT/docs/wireshark-tls.png <<'PYEOF'
-import struct, sys
-from PIL import Image
-data = open(sys.argv[1], 'rb').read()
-h = struct.unpack('>25I', data[:100])
-header_size, _, fmt, depth, width, height, _, byte_order, _, _, _, bpp, bpl = h[:13]
-ncolors = h[19]
-off = header_size + ncolors * 12
-assert bpl == width * 4, (bpp, bpl)
-raw = data[off:off + bpl * height]
-mode = 'BGRX' if byte_order == 0 else 'XRGB'
-img = Image.frombuffer('RGB', (width, height), raw, 'raw', mode, bpl, 1)
-img.crop((0, 0, min(width, 720), height)).save(sys.argv[2], optimize=True)
-print(width, height)
-PYEOF
+bash $ROOT/docs/wireshark-shot.sh $SEG $ROOT/docs/wireshark-tls.png -Y http -g $N

@@ -580,6 +580,12 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
 
     assert_pods_recorded(&data, uids[0], [phase1, phase2, phase3]);
     assert_host_pod_recorded(&data, &dump);
+    // For the README's picture of a Kubernetes-mode file (docs/wireshark-kubernetes.sh).
+    if let Some(keep) = std::env::var_os("PODCAP_KEEP_SEGMENTS") {
+        for file in segments(&data) {
+            std::fs::copy(&file, std::path::Path::new(&keep).join(file.file_name().unwrap())).unwrap();
+        }
+    }
 }
 
 /// `/metrics` in Kubernetes mode: a series per targeted pod's interface with its namespace
