@@ -10,6 +10,6 @@ trap 'rm -rf "$KEEP"' EXIT
 (cd $ROOT && PODCAP_KEEP_SEGMENTS=$KEEP PODCAP_REQUIRE_PRIVILEGED=1 \
   cargo test -q -p podcap-sensor --test kubernetes kubernetes_mode_captures_the_targeted_pods)
 SEG=$(ls $KEEP/*.pcapng | head -1)
-export WS_RECENT='column.width: %m, 40, %Cus:frame.interface_name:0:R, 140, %s, 95, %d, 95, %p, 50, %i, 290'
-export WS_PREFERENCES='gui.column.format: "No.", "%m", "Interface", "%Cus:frame.interface_name:0:R", "Source", "%s", "Destination", "%d", "Protocol", "%p", "Info", "%i"'
-bash $ROOT/docs/wireshark-shot.sh $SEG $ROOT/docs/wireshark-kubernetes.png -Y icmp -o nameres.network_name:TRUE
+# The column's title is as wide as its names: Wireshark sizes a column by its title.
+export WS_PREFERENCES='gui.column.format: "No.", "%m", "namespace/pod/interface", "%Cus:frame.interface_name:0:R", "Source", "%s", "Destination", "%d", "Info", "%i"'
+bash $ROOT/docs/wireshark-shot.sh $SEG $ROOT/docs/wireshark-kubernetes.png -Y 'icmp.type == 8' -o nameres.network_name:TRUE

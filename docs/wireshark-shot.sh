@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # usage: wireshark-shot.sh FILE.pcapng OUT.png [WIRESHARK ARGS...]
 # Opens FILE in Wireshark 4 under Xvfb (a fresh profile, the window 720x760) and saves what
-# the screen shows to OUT.png; WS_RECENT and WS_PREFERENCES, if set, go into the profile's
-# `recent` and `preferences` files (column widths, columns). Needs: wireshark, xvfb-run, xwd, python3 with Pillow.
+# the screen shows to OUT.png; WS_PREFERENCES, if set, is the profile's `preferences` file
+# (its columns, say). Needs: wireshark, xvfb-run, xwd, python3 with Pillow.
 set -eu
 FILE=$1; OUT=$2; shift 2
 W=$(mktemp -d /tmp/wsshot.XXXX)
 trap 'rm -rf "$W"' EXIT
 mkdir -p $W/cfg
 printf 'gui.geometry_main_x: 0\ngui.geometry_main_y: 0\ngui.geometry_main_width: 1280\ngui.geometry_main_height: 760\ngui.geometry_main_maximized: TRUE\n' > $W/cfg/recent
-printf '%s\n' "${WS_RECENT:-}" >> $W/cfg/recent
 printf '%s\n' "${WS_PREFERENCES:-}" > $W/cfg/preferences
 export WIRESHARK_CONFIG_DIR=$W/cfg
 ARGS=$(printf ' %q' "$@")
