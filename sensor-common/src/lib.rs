@@ -188,10 +188,52 @@ pub struct QueueCounters {
 }
 
 /// Longest label, client random and secret a TLS secret event carries (Go's labels are
-/// at most 31 bytes, a client random 32, a secret at most 48: SHA-384).
+/// at most 31 bytes, a client random 32, a secret at most 48: SHA-384; OpenSSL's TLS 1.3
+/// handshake event carries a secret and a transcript hash, 48 bytes of room each).
 pub const TLS_LABEL_MAX: usize = 32;
 pub const TLS_RANDOM_LEN: usize = 32;
-pub const TLS_SECRET_MAX: usize = 64;
+pub const TLS_SECRET_MAX: usize = 96;
+/// The label of the OpenSSL probe's TLS 1.3 handshake event: no key log line itself, but
+/// what the two handshake traffic secrets are derived from. Its `secret` holds the
+/// handshake secret at 0 and the transcript hash up to the ServerHello at
+/// [`TLS_HANDSHAKE_HASH_AT`], each as long as the hash: `secret_len` is
+/// `TLS_HANDSHAKE_HASH_AT` plus that length.
+pub const TLS_HANDSHAKE_LABEL: &[u8] = b"PODCAP_TLS13_HANDSHAKE";
+pub const TLS_HANDSHAKE_HASH_AT: usize = 48;
+
+/// Where OpenSSL keeps a session's secrets: byte offsets into `SSL` (`ssl_st`),
+/// `SSL_SESSION` (`ssl_session_st`) and `SSL_CIPHER` (`ssl_cipher_st`) of one release's
+/// layout. User space fills `OPENSSL_LAYOUTS` from its table of known releases; a
+/// probe's attach cookie is its library's index there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenSslLayout {
+    /// `ssl_st.version` (int): `0x0304` once TLS 1.3 is negotiated.
+    pub version: u32,
+    /// `ssl_st.session` (pointer).
+    pub session: u32,
+    /// `ssl_st.s3.client_random` (32 bytes).
+    pub client_random: u32,
+    /// `ssl_st.handshake_secret`, `.handshake_traffic_hash`, `.client_app_traffic_secret`,
+    /// `.server_app_traffic_secret`, `.exporter_master_secret` (`EVP_MAX_MD_SIZE` each).
+    pub handshake_secret: u32,
+    pub handshake_traffic_hash: u32,
+    pub client_app_traffic_secret: u32,
+    pub server_app_traffic_secret: u32,
+    pub exporter_master_secret: u32,
+    /// `ssl_session_st.master_key_length` (size_t) and `.master_key` (TLS 1.2).
+    pub master_key_length: u32,
+    pub master_key: u32,
+    /// `ssl_session_st.cipher` (pointer) and `.cipher_id` (unsigned long, used when the
+    /// pointer is not set yet).
+    pub session_cipher: u32,
+    pub session_cipher_id: u32,
+    /// `ssl_cipher_st.id` (`0x0300_1302`: TLS_AES_256_GCM_SHA384).
+    pub cipher_id: u32,
+}
+
+/// Room in `OPENSSL_LAYOUTS`: distinct layouts probed at once.
+pub const OPENSSL_LAYOUTS_MAX: u32 = 16;
 /// `secret_len` of an event whose fields could not be read from the process.
 pub const TLS_SECRET_UNREADABLE: u32 = u32::MAX;
 
@@ -219,6 +261,8 @@ mod user {
     unsafe impl aya::Pod for super::QueueCounters {}
     // SAFETY: as above (u64, u32, u32: no padding).
     unsafe impl aya::Pod for super::CgroupKey {}
-    // SAFETY: as above (u32 fields then byte arrays, 144 bytes: no padding).
+    // SAFETY: as above (u32 fields then byte arrays, 176 bytes: no padding).
     unsafe impl aya::Pod for super::TlsSecretEvent {}
+    // SAFETY: as above (u32 fields only).
+    unsafe impl aya::Pod for super::OpenSslLayout {}
 }

@@ -258,6 +258,116 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
     assert!(!sensor.log_text().contains("reading TLS secrets"));
 }
 
+/// OpenSSL 3.0 (this machine's `libssl.so.3`, mapped by `openssl s_server` and `curl`):
+/// the probe reads the secrets out of `SSL` at the release's offsets, user space derives
+/// TLS 1.3's handshake traffic secrets; what lands in the segments is exactly the key log
+/// curl itself writes for the recorded sessions (TLS 1.3 and TLS 1.2), none of an
+/// unrecorded one, and tshark reads both requests with no key log of its own.
+#[test]
+fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("o");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    sh(&format!(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
+        key.display(),
+        cert.display()
+    ));
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!("--iface n0 --data-dir {} --tls-secrets", data.display()),
+    );
+    let (selected_keys, unselected_keys) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
+    for version in ["1.3", "1.2"] {
+        let mut server = Proc::spawn(
+            "openssl s_server",
+            &t.n.exec(&format!(
+                "openssl s_server -accept 8443 -cert {} -key {} -www -tls{} -naccept 2",
+                cert.display(),
+                key.display(),
+                version.replace('.', "_")
+            )),
+        );
+        server.wait_for("ACCEPT", Duration::from_secs(10));
+        if version == "1.3" {
+            sensor.wait_for("reading TLS secrets of OpenSSL 3.0.", Duration::from_secs(10));
+        }
+        let tag = version.replace('.', "");
+        for (ns, address, keys, marker) in [
+            (
+                &t.a,
+                "198.18.0.2",
+                &selected_keys,
+                format!("openssl-marker-tls{tag}"),
+            ),
+            (
+                &t.b,
+                "198.18.1.2",
+                &unselected_keys,
+                format!("unselected-tls{tag}"),
+            ),
+        ] {
+            let reply = ns.sh(&format!(
+                "env SSLKEYLOGFILE={} curl -sk --max-time 10 --tlsv{version} --tls-max {version} https://{address}:8443/{marker}",
+                keys.display()
+            ));
+            assert!(
+                reply.contains("s_server"),
+                "TLS {version}: the server answered: {reply}"
+            );
+        }
+        drop(server);
+    }
+    // The writer waits for ClientHellos, then flushes once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let log = sensor.log_text();
+    assert!(
+        !log.contains("its TLS secrets cannot be read"),
+        "this machine's OpenSSL is probed:\n{log}"
+    );
+
+    let files = segments(&data);
+    let secrets = secrets_in(&files);
+    let curl_log = std::fs::read(&selected_keys).unwrap();
+    let recorded = client_randoms(&curl_log);
+    let unrecorded = client_randoms(&std::fs::read(&unselected_keys).unwrap());
+    assert_eq!(
+        (recorded.len(), unrecorded.len()),
+        (2, 2),
+        "two sessions from each"
+    );
+    let written = client_randoms(&secrets);
+    assert_eq!(
+        written,
+        recorded,
+        "exactly the recorded sessions' secrets are in the segments:\n{}\n{log}",
+        String::from_utf8_lossy(&secrets)
+    );
+    let lines = |text: &[u8]| -> std::collections::BTreeSet<String> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        lines(&secrets),
+        lines(&curl_log),
+        "the lines written are those curl's own key log holds (TLS 1.3's five, TLS 1.2's one)"
+    );
+    for tag in ["13", "12"] {
+        let filter = format!("http.request.uri contains \"openssl-marker-tls{tag}\"");
+        let decrypted: usize = files.iter().map(|f| decrypted_requests(f, &filter)).sum();
+        assert_eq!(
+            decrypted, 1,
+            "tshark reads the TLS {tag} request in the sensor's segments"
+        );
+    }
+}
+
 /// `kill -9` at random moments while Go sessions run (secrets waiting for their
 /// ClientHello, DSBs inserted into the writer's unflushed buffer): every segment stays
 /// whole (tshark reads each without a warning; recovery cuts only torn tails), every

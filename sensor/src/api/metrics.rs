@@ -97,6 +97,13 @@ fn counters(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>)
     family
 }
 
+/// One gauge family, labelled.
+fn gauges(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    register(registry, name, help, None, family.clone());
+    family
+}
+
 /// One gauge without labels, set to `value`.
 fn gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: i64) {
     let gauge = Gauge::<i64>::default();
@@ -126,7 +133,7 @@ fn tls_metrics(tls: &crate::tls::TlsCounters, registry: &mut Registry) {
     counter(
         registry,
         "tls_programs_probed",
-        "Go programs whose TLS secrets are read",
+        "Go programs and OpenSSL libraries whose TLS secrets are read",
         None,
         collector.probed.load(Relaxed),
     );
@@ -157,6 +164,18 @@ fn tls_metrics(tls: &crate::tls::TlsCounters, registry: &mut Registry) {
         "TLS secrets not written, by reason: not_recorded (their session was not recorded), too_long (a field longer than the probe carries), unreadable (the probe could not read the process), ring_full (the probe's ring buffer was full), writer_behind (the writer had not taken the secrets before them)",
         None,
     );
+    let unsupported = gauges(
+        registry,
+        "tls_libraries_unsupported",
+        "TLS libraries found but not probed, by release: their layout is not known to this sensor (files)",
+    );
+    if let Ok(found) = collector.unsupported.lock() {
+        for (release, files) in found.iter() {
+            unsupported
+                .get_or_create(&vec![("release", LabelValue::from(release.as_str()))])
+                .set(saturating_i64(*files));
+        }
+    }
     for (reason, value) in [
         ("not_recorded", written.not_recorded),
         ("too_long", collector.too_long.load(Relaxed)),

@@ -199,18 +199,34 @@ pub enum CaptureCommand {
         slot: u32,
         done: std::sync::mpsc::Sender<()>,
     },
-    /// Read the TLS secrets of the Go binary at `path` (`--tls-secrets`): its key log
-    /// function starts at `offset` in the file; the outcome goes to `reply`.
-    ProbeGo {
+    /// Read the TLS secrets of the file at `path` (`--tls-secrets`) with `probe`; the
+    /// outcome goes to `reply`.
+    ProbeTls {
         path: std::path::PathBuf,
-        offset: u64,
+        probe: TlsProbe,
         reply: std::sync::mpsc::Sender<Result<(), String>>,
+    },
+}
+
+/// Which TLS secrets probe to attach to a file, and where.
+#[derive(Debug)]
+pub enum TlsProbe {
+    /// A Go binary: its key log function starts at `offset` in the file.
+    Go { offset: u64 },
+    /// An OpenSSL library of `layout`: its read and write functions start at `offsets`.
+    OpenSsl {
+        layout: podcap_common::OpenSslLayout,
+        offsets: Vec<u64>,
     },
 }
 
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
 /// then the routes (sockets, then the capture veth), the claim last.
-/// The maps of the TLS secrets uprobe: its events, and those a full ring lost.
+/// The uprobe that reads Go programs' TLS secrets, and OpenSSL's.
+const GO_PROBE: &str = "podcap_go_keylog";
+const OPENSSL_PROBE: &str = "podcap_openssl_secrets";
+
+/// The maps of the TLS secrets uprobes: their events, and those a full ring lost.
 pub(crate) struct TlsSecretMaps {
     pub(crate) ring: RingBuf<MapData>,
     pub(crate) lost: PerCpuArray<MapData, u64>,
@@ -251,6 +267,11 @@ pub(crate) struct Capture {
     filter_in_kernel: bool,
     /// The secrets the uprobes read, until the collector takes them (`--tls-secrets`).
     tls_secrets: Option<TlsSecretMaps>,
+    /// The OpenSSL layouts in the probe's map, by index (`--tls-secrets`).
+    openssl_layouts: Option<(
+        Array<MapData, podcap_common::OpenSslLayout>,
+        Vec<podcap_common::OpenSslLayout>,
+    )>,
 }
 
 /// The selected interfaces: the route their packets take and the maps that select them.
@@ -322,17 +343,23 @@ impl Capture {
             let selector = Selector::start(&mut ebpf, &mut settings, options)?;
             Some(Selected { route, selector })
         };
-        let tls_secrets = if options.tls_secrets {
-            let uprobe: &mut UProbe = program(&mut ebpf, "podcap_go_keylog")?;
-            uprobe
-                .load()
-                .map_err(|source| program_error("podcap_go_keylog", "load", source))?;
-            Some(TlsSecretMaps {
+        let (tls_secrets, openssl_layouts) = if options.tls_secrets {
+            for name in [GO_PROBE, OPENSSL_PROBE] {
+                let uprobe: &mut UProbe = program(&mut ebpf, name)?;
+                uprobe
+                    .load()
+                    .map_err(|source| program_error(name, "load", source))?;
+            }
+            let maps = TlsSecretMaps {
                 ring: take_map(&mut ebpf, "TLS_SECRETS")?,
                 lost: take_map(&mut ebpf, "TLS_SECRETS_LOST")?,
-            })
+            };
+            (
+                Some(maps),
+                Some((take_map(&mut ebpf, "OPENSSL_LAYOUTS")?, Vec::new())),
+            )
         } else {
-            None
+            (None, None)
         };
         let kernel_filter = if selected.is_some() {
             Some(kernel_filter::KernelFilter::new(&mut ebpf)?)
@@ -357,6 +384,7 @@ impl Capture {
             kernel_filter,
             filter_in_kernel: false,
             tls_secrets,
+            openssl_layouts,
         };
         capture.install_filter();
         capture.refresh_clock();
@@ -369,13 +397,42 @@ impl Capture {
         self.tls_secrets.take()
     }
 
-    /// Attaches the TLS secrets uprobe to the Go binary at `path`, `offset` into the file.
-    fn probe_go(&mut self, path: &std::path::Path, offset: u64) -> Result<(), String> {
-        let uprobe: &mut UProbe = program(&mut self.ebpf, "podcap_go_keylog").map_err(|e| e.to_string())?;
-        uprobe
-            .attach(offset, path, UProbeScope::AllProcesses)
-            .map(|_| ())
-            .map_err(|e| format!("{e}"))
+    /// Attaches a TLS secrets uprobe to the file at `path`: Go's at its key log function;
+    /// OpenSSL's at each read and write function, with its layout's index in
+    /// `OPENSSL_LAYOUTS` as the cookie (a layout already there is shared).
+    fn probe_tls(&mut self, path: &std::path::Path, probe: TlsProbe) -> Result<(), String> {
+        let (name, offsets, cookie) = match probe {
+            TlsProbe::Go { offset } => (GO_PROBE, vec![offset], None),
+            TlsProbe::OpenSsl { layout, offsets } => {
+                let (map, known) = self
+                    .openssl_layouts
+                    .as_mut()
+                    .ok_or("the OpenSSL probe is not loaded")?;
+                let index = if let Some(index) = known.iter().position(|l| *l == layout) {
+                    index
+                } else {
+                    if known.len() >= podcap_common::OPENSSL_LAYOUTS_MAX as usize {
+                        return Err("too many OpenSSL layouts at once".into());
+                    }
+                    let index = known.len();
+                    map.set(index as u32, layout, 0).map_err(|e| e.to_string())?;
+                    known.push(layout);
+                    index
+                };
+                (OPENSSL_PROBE, offsets, Some(index as u64))
+            }
+        };
+        let uprobe: &mut UProbe = program(&mut self.ebpf, name).map_err(|e| e.to_string())?;
+        for offset in offsets {
+            let point = aya::programs::uprobe::UProbeAttachPoint {
+                location: aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset),
+                cookie,
+            };
+            uprobe
+                .attach(point, path, UProbeScope::AllProcesses)
+                .map_err(|e| format!("{e}"))?;
+        }
+        Ok(())
     }
 
     /// Puts the current filter into the tc programs where the kernel takes it.

@@ -275,8 +275,8 @@ impl Capture {
                     self.detach(slot);
                     let _ = done.send(());
                 }
-                CaptureCommand::ProbeGo { path, offset, reply } => {
-                    let _ = reply.send(self.probe_go(&path, offset));
+                CaptureCommand::ProbeTls { path, probe, reply } => {
+                    let _ = reply.send(self.probe_tls(&path, probe));
                 }
             }
         }

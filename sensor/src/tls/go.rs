@@ -3,27 +3,23 @@
 //!
 //! Rules: every running process's executable is looked at once (by device and inode, so a
 //! binary shared by many processes or pods is read once), and again only when its probe
-//! could not be attached ([`GoBinaries::retry_later`]: up to [`PROBE_ATTEMPTS`] times, the
-//! wait doubling from 2 s); it is probed only when its
+//! could not be attached ([`FilesLooked::retry_later`]); it is probed only when its
 //! symbol table names [`GO_KEYLOG_SYMBOL`] (a stripped binary cannot be probed, and is
 //! said so once); the file offset is computed from the symbol's section, never guessed.
 //! The probe reads Go's register ABI on amd64, so only an x86-64 binary of Go 1.18 or later
 //! (its version read from `.go.buildinfo`) is probed; any other is said so by its version,
 //! never probed on a guess.
 use std::{
-    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
+use super::FilesLooked;
+
 /// The function Go's TLS calls with every secret of every session.
 pub const GO_KEYLOG_SYMBOL: &str = "crypto/tls.(*Config).writeKeyLog";
-
-/// How often a binary whose probe could not be attached is tried.
-pub const PROBE_ATTEMPTS: u32 = 5;
 
 /// A Go binary to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,27 +37,10 @@ pub struct GoBinary {
 /// The binaries looked at so far.
 #[derive(Debug, Default)]
 pub struct GoBinaries {
-    seen: HashSet<(u64, u64)>,
-    /// Binaries whose probe failed: the attempts so far, and when to try again.
-    retries: HashMap<(u64, u64), (u32, Instant)>,
+    pub looked: FilesLooked,
 }
 
 impl GoBinaries {
-    /// `binary`'s probe could not be attached (its process may have exited, the capture
-    /// thread was busy): it is looked at again after a wait that doubles with each attempt,
-    /// up to [`PROBE_ATTEMPTS`] in all. Whether it will be.
-    pub fn retry_later(&mut self, binary: &GoBinary) -> bool {
-        let attempts = self.retries.get(&binary.file).map_or(1, |(n, _)| n + 1);
-        if attempts >= PROBE_ATTEMPTS {
-            return false;
-        }
-        let wait = Duration::from_secs(1 << attempts.min(6));
-        self.retries
-            .insert(binary.file, (attempts, Instant::now() + wait));
-        self.seen.remove(&binary.file);
-        true
-    }
-
     /// The Go binaries of running processes not looked at before.
     pub fn scan(&mut self) -> Vec<GoBinary> {
         let own = std::process::id();
@@ -82,12 +61,7 @@ impl GoBinaries {
                 continue;
             };
             let file = (meta.dev(), meta.ino());
-            if self
-                .retries
-                .get(&file)
-                .is_some_and(|(_, at)| *at > Instant::now())
-                || !self.seen.insert(file)
-            {
+            if !self.looked.first_look(file) {
                 continue;
             }
             match keylog_offset(&path) {
@@ -215,26 +189,6 @@ mod tests {
         data.push(u8::try_from(version.len()).unwrap());
         data.extend_from_slice(version.as_bytes());
         data
-    }
-
-    #[test]
-    fn a_failed_probe_is_tried_again_a_few_times() {
-        let binary = GoBinary {
-            file: (1, 2),
-            pid: 1,
-            path: PathBuf::from("/proc/1/exe"),
-            offset: 0,
-        };
-        let mut binaries = GoBinaries::default();
-        binaries.seen.insert(binary.file);
-        for attempt in 1..PROBE_ATTEMPTS {
-            assert!(binaries.retry_later(&binary), "attempt {attempt}");
-            assert!(!binaries.seen.contains(&binary.file), "looked at again");
-            binaries.seen.insert(binary.file);
-        }
-        assert!(!binaries.retry_later(&binary), "given up after {PROBE_ATTEMPTS}");
-        let (_, at) = binaries.retries[&binary.file];
-        assert!(at > Instant::now() + Duration::from_secs(8), "the wait doubles");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! TLS secrets (`--tls-secrets`): read by uprobes in the node's Go programs, kept only for
+//! TLS secrets (`--tls-secrets`): read by uprobes in the node's Go programs and OpenSSL
+//! libraries, kept only for
 //! sessions the sensor recorded, written into the segments as Decryption Secrets Blocks
 //! (`docs/design/tls.md`).
 //!
@@ -7,17 +8,20 @@
 //! ([`go`]), asks the capture thread (which owns the eBPF programs) to probe them, and
 //! hands every secret the probes read to the writer; the writer keeps one only when a
 //! captured ClientHello carried its client random ([`hello`], [`scope`]). A secret that
-//! cannot be carried whole is counted, never cut or guessed.
+//! cannot be carried whole is counted, never cut or guessed; a library whose layout is
+//! not known is named, never probed ([`openssl`]).
 pub mod go;
 pub mod hello;
+pub mod openssl;
 pub mod scope;
 
 use std::{
+    collections::{BTreeMap, HashMap, HashSet},
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         mpsc::{self, Sender},
-        Arc,
+        Arc, Mutex,
     },
     thread,
     time::{Duration, Instant},
@@ -27,7 +31,12 @@ use crate::capture::TlsSecretMaps;
 use podcap_common::{TlsSecretEvent, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX, TLS_SECRET_UNREADABLE};
 use podcap_format::pcapng::secrets::ClientRandom;
 
-use crate::{capture::CaptureCommand, shutdown::Shutdown, sys, writer::WriterCommand};
+use crate::{
+    capture::{CaptureCommand, TlsProbe},
+    shutdown::Shutdown,
+    sys,
+    writer::WriterCommand,
+};
 
 /// One secret of one session, as a key log line names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +46,54 @@ pub struct Secret {
     pub secret: Vec<u8>,
 }
 
+/// How often a file whose probe could not be attached is tried.
+pub const PROBE_ATTEMPTS: u32 = 5;
+
+/// The files (device, inode) looked at for probing: each once, and again only when its
+/// probe could not be attached ([`FilesLooked::retry_later`]).
+#[derive(Debug, Default)]
+pub struct FilesLooked {
+    seen: HashSet<(u64, u64)>,
+    /// Files whose probe failed: the attempts so far, and when to try again.
+    retries: HashMap<(u64, u64), (u32, Instant)>,
+}
+
+impl FilesLooked {
+    /// Whether `file` is to be looked at now: not before, or its retry is due.
+    pub fn first_look(&mut self, file: (u64, u64)) -> bool {
+        if self
+            .retries
+            .get(&file)
+            .is_some_and(|(_, at)| *at > Instant::now())
+        {
+            return false;
+        }
+        self.seen.insert(file)
+    }
+
+    /// `file`'s probe could not be attached (its process may have exited, the capture
+    /// thread was busy): it is looked at again after a wait that doubles with each attempt
+    /// from 2 s, up to [`PROBE_ATTEMPTS`] in all. Whether it will be.
+    pub fn retry_later(&mut self, file: (u64, u64)) -> bool {
+        let attempts = self.retries.get(&file).map_or(1, |(n, _)| n + 1);
+        if attempts >= PROBE_ATTEMPTS {
+            return false;
+        }
+        let wait = Duration::from_secs(1 << attempts.min(6));
+        self.retries.insert(file, (attempts, Instant::now() + wait));
+        self.seen.remove(&file);
+        true
+    }
+}
+
 /// What the collector saw (statistics: `Relaxed`, nothing is published through them).
 #[derive(Debug, Default)]
 pub struct CollectorStats {
-    /// Go binaries probed.
+    /// Go binaries and OpenSSL libraries probed.
     pub probed: AtomicU64,
+    /// TLS libraries found but not probed, by release (`OpenSSL 3.1.4`): their layout is
+    /// not known here. Counted per file.
+    pub unsupported: Mutex<BTreeMap<String, u64>>,
     /// Secrets read and handed to the writer.
     pub read: AtomicU64,
     /// Secrets the probe could not carry whole (a field longer than its room).
@@ -109,8 +161,8 @@ fn secret_of(record: &[u8], stats: &CollectorStats) -> Option<Secret> {
     })
 }
 
-/// Starts the collector: probes Go binaries as they appear, hands their secrets to the
-/// writer, until `stop`.
+/// Starts the collector: probes Go binaries and OpenSSL libraries as they appear, hands
+/// their secrets to the writer, until `stop`.
 pub(crate) fn spawn(
     mut maps: TlsSecretMaps,
     capture: Sender<CaptureCommand>,
@@ -120,18 +172,65 @@ pub(crate) fn spawn(
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("podcap-tls".into()).spawn(move || {
         let mut binaries = go::GoBinaries::default();
+        let mut libraries = openssl::OpenSslLibraries::default();
         let mut scanned: Option<Instant> = None;
         while !stop.requested() {
             if scanned.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL) {
                 for binary in binaries.scan() {
-                    if probe(&capture, &binary) {
-                        stats.probed.fetch_add(1, Relaxed);
-                    } else if !binaries.retry_later(&binary) {
-                        log::warn!(
-                            "{}: its TLS secrets cannot be read: the probe could not be attached {} times",
-                            binary.path.display(),
-                            go::PROBE_ATTEMPTS
-                        );
+                    let probe = TlsProbe::Go {
+                        offset: binary.offset,
+                    };
+                    let what = format!(
+                        "Go program {} (pid {}, {} at offset {:#x})",
+                        std::fs::read_link(&binary.path)
+                            .map_or_else(|_| binary.path.display().to_string(), |p| p.display().to_string()),
+                        binary.pid,
+                        go::GO_KEYLOG_SYMBOL,
+                        binary.offset
+                    );
+                    attach(
+                        &capture,
+                        &binary.path,
+                        probe,
+                        &what,
+                        binary.file,
+                        &mut binaries.looked,
+                        &stats,
+                    );
+                }
+                for found in libraries.scan() {
+                    match found {
+                        openssl::Found::Probe(library) => {
+                            let what = format!(
+                                "{} {} (pid {}, {})",
+                                library.release,
+                                library.path.display(),
+                                library.pid,
+                                openssl::PROBED_FUNCTIONS.join(", ")
+                            );
+                            let probe = TlsProbe::OpenSsl {
+                                layout: library.layout,
+                                offsets: library.offsets.clone(),
+                            };
+                            attach(
+                                &capture,
+                                &library.path,
+                                probe,
+                                &what,
+                                library.file,
+                                &mut libraries.looked,
+                                &stats,
+                            );
+                        }
+                        openssl::Found::Unsupported { path, release, why } => {
+                            log::warn!(
+                                "{}: {release}: its TLS secrets cannot be read: {why}",
+                                path.display()
+                            );
+                            if let Ok(mut unsupported) = stats.unsupported.lock() {
+                                *unsupported.entry(release).or_default() += 1;
+                            }
+                        }
                     }
                 }
                 scanned = Some(Instant::now());
@@ -139,7 +238,18 @@ pub(crate) fn spawn(
             let _ = sys::poll_readable(&[maps.ring.as_raw_fd()], Duration::from_millis(200));
             stats.ring_full.store(maps.lost(), Relaxed);
             while let Some(record) = maps.ring.next() {
-                if let Some(secret) = secret_of(&record, &stats) {
+                let Some(secret) = secret_of(&record, &stats) else {
+                    continue;
+                };
+                let secrets = match openssl::handshake_traffic_secrets(&secret) {
+                    Some(derived) => derived.to_vec(),
+                    None if secret.label.as_bytes() == podcap_common::TLS_HANDSHAKE_LABEL => {
+                        stats.too_long.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    None => vec![secret],
+                };
+                for secret in secrets {
                     stats.read.fetch_add(1, Relaxed);
                     if counts.in_flight.load(Relaxed) >= scope::MAX_IN_FLIGHT {
                         stats.writer_behind.fetch_add(1, Relaxed);
@@ -155,34 +265,42 @@ pub(crate) fn spawn(
     })
 }
 
-/// Asks the capture thread to probe `binary`; whether it did.
-fn probe(capture: &Sender<CaptureCommand>, binary: &go::GoBinary) -> bool {
+/// Asks the capture thread to attach `probe` to the file at `path` (`what` names it in
+/// the log); counts it, or has it tried again later.
+fn attach(
+    capture: &Sender<CaptureCommand>,
+    path: &std::path::Path,
+    probe: TlsProbe,
+    what: &str,
+    file: (u64, u64),
+    looked: &mut FilesLooked,
+    stats: &CollectorStats,
+) {
     let (reply, replied) = mpsc::channel();
-    let command = CaptureCommand::ProbeGo {
-        path: binary.path.clone(),
-        offset: binary.offset,
+    let command = CaptureCommand::ProbeTls {
+        path: path.to_owned(),
+        probe,
         reply,
     };
-    if capture.send(command).is_err() {
-        return false;
-    }
-    match replied.recv_timeout(Duration::from_secs(5)) {
-        Ok(Ok(())) => {
-            log::info!(
-                "reading TLS secrets of Go program {} (pid {}, {} at offset {:#x})",
-                std::fs::read_link(&binary.path)
-                    .map_or_else(|_| binary.path.display().to_string(), |p| p.display().to_string()),
-                binary.pid,
-                go::GO_KEYLOG_SYMBOL,
-                binary.offset
-            );
-            true
-        }
-        Ok(Err(e)) => {
-            log::warn!("cannot probe {} (pid {}): {e}", binary.path.display(), binary.pid);
-            false
-        }
-        Err(_) => false,
+    let attached = capture.send(command).is_ok()
+        && match replied.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {
+                log::info!("reading TLS secrets of {what}");
+                true
+            }
+            Ok(Err(e)) => {
+                log::warn!("cannot probe {what}: {e}");
+                false
+            }
+            Err(_) => false,
+        };
+    if attached {
+        stats.probed.fetch_add(1, Relaxed);
+    } else if !looked.retry_later(file) {
+        log::warn!(
+            "{}: its TLS secrets cannot be read: the probe could not be attached {PROBE_ATTEMPTS} times",
+            path.display()
+        );
     }
 }
 
@@ -207,7 +325,7 @@ impl TlsSecrets {
             return Ok(None);
         };
         log::info!(
-            "--tls-secrets: reading the TLS secrets of Go programs; those of recorded sessions are written"
+            "--tls-secrets: reading the TLS secrets of Go programs and OpenSSL 3.0 libraries; those of recorded sessions are written"
         );
         let collector = Arc::new(CollectorStats::default());
         let written = Arc::<scope::SharedCounts>::default();
@@ -244,7 +362,7 @@ impl TlsSecrets {
         let _ = self.thread.join();
         let written = self.written.get();
         log::info!(
-            "TLS secrets: {} Go programs probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable, {} lost to a full ring, {} left out while the writer was behind",
+            "TLS secrets: {} Go programs and OpenSSL libraries probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable, {} lost to a full ring, {} left out while the writer was behind",
             self.collector.probed.load(Relaxed),
             self.collector.read.load(Relaxed),
             written.written,
@@ -255,5 +373,33 @@ impl TlsSecrets {
             self.collector.ring_full.load(Relaxed),
             self.collector.writer_behind.load(Relaxed)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_probe_is_tried_again_a_few_times() {
+        let file = (1, 2);
+        let mut looked = FilesLooked::default();
+        assert!(
+            looked.first_look(file) && !looked.first_look(file),
+            "looked at once"
+        );
+        for attempt in 1..PROBE_ATTEMPTS {
+            assert!(looked.retry_later(file), "attempt {attempt}");
+            assert!(!looked.first_look(file), "not before its wait is over");
+            looked.retries.get_mut(&file).unwrap().1 = Instant::now();
+            assert!(looked.first_look(file), "looked at again after the wait");
+        }
+        assert!(!looked.retry_later(file), "given up after {PROBE_ATTEMPTS}");
+        let mut fresh = FilesLooked::default();
+        fresh.first_look(file);
+        fresh.retry_later(file);
+        fresh.retry_later(file);
+        let (_, at) = fresh.retries[&file];
+        assert!(at > Instant::now() + Duration::from_secs(3), "the wait doubles");
     }
 }
