@@ -153,7 +153,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             if what == "memory" {
-                println!("{}", capture_bench::memory(minutes)?);
+                println!("{}", capture_bench::memory(minutes, &disk_dir)?);
                 return Ok(());
             }
             let env = setup::run_and_env()?;
@@ -167,7 +167,7 @@ fn run(cli: Cli) -> Result<()> {
                 let capture = capture_bench::run(rounds, frames, seconds)?;
                 let disk = capture_bench::disk(rounds, disk_frames, &disk_dir)?;
                 let filter = capture_bench::filter(rounds, frames)?;
-                let memory = capture_bench::memory(minutes)?;
+                let memory = capture_bench::memory(minutes, &disk_dir)?;
                 let mut dump = String::new();
                 for packets in [4_000, 16_000] {
                     dump.push_str(&capture_bench::dump(64, packets, 1_000)?);

@@ -68,7 +68,8 @@ pub struct Args {
     /// memory); this flag is for file systems or devices where buffered writes are faster.
     #[arg(long)]
     pub buffered_writes: bool,
-    /// Read the TLS secrets of the node's Go programs (uprobes) and write those of the
+    /// Read the TLS secrets of the node's Go programs and OpenSSL 3.0 libraries (uprobes)
+    /// and write those of the
     /// sessions recorded into the segments, where Wireshark decrypts with them. Sensitive:
     /// whoever reads the store then reads that traffic in clear.
     #[arg(long)]
