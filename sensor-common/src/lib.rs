@@ -232,6 +232,14 @@ pub struct OpenSslLayout {
     pub cipher_id: u32,
 }
 
+/// `TLS_FENCE` entries: whether the fence is up (1: Kubernetes mode; only processes in
+/// a targeted pod's cgroup give secrets), and the cgroup levels (bit `1 << level`) at
+/// which the targeted pods' cgroups in `TLS_POD_CGROUPS` sit.
+pub const TLS_FENCE_UP: u32 = 0;
+pub const TLS_FENCE_LEVELS: u32 = 1;
+/// Room in `TLS_POD_CGROUPS`: targeted pods at once.
+pub const TLS_POD_CGROUPS_MAX: u32 = 4096;
+
 /// Room in `OPENSSL_LAYOUTS`: distinct layouts probed at once.
 pub const OPENSSL_LAYOUTS_MAX: u32 = 16;
 /// `secret_len` of an event whose fields could not be read from the process.

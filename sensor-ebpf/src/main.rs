@@ -33,10 +33,10 @@
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, xdp_action, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_probe_read_user_buf, bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf, bpf_sk_lookup_tcp,
+        bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_ancestor_cgroup_id, bpf_skb_load_bytes, bpf_skb_vlan_pop,
+        bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel as probe_read_kernel_into},
     },
     macros::{classifier, map, uprobe, xdp},
@@ -51,8 +51,8 @@ use podcap_common::{
     SETTING_CGROUP_ANCESTORS_OFFSET, SETTING_CGROUP_KN_OFFSET, SETTING_CGROUP_LEVEL_OFFSET, SETTING_CHANNEL,
     SETTING_ENABLED, SETTING_FILTER, SETTING_HOST_PODS, SETTING_HOST_POD_LEVELS, SETTING_KN_ID_OFFSET,
     SETTING_RING_WAKEUP, SETTING_SNAPLEN, SETTING_SOCK_CGROUP_OFFSET, SETTING_TAP_COUNTERS, SOCK_READ_LEN,
-    TLS_HANDSHAKE_HASH_AT, TLS_HANDSHAKE_LABEL, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX,
-    TLS_SECRET_UNREADABLE,
+    TLS_FENCE_LEVELS, TLS_FENCE_UP, TLS_HANDSHAKE_HASH_AT, TLS_HANDSHAKE_LABEL, TLS_LABEL_MAX,
+    TLS_POD_CGROUPS_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX, TLS_SECRET_UNREADABLE,
 };
 
 /// ifindex of a selected interface → its slot. Filled by user space.
@@ -601,6 +601,49 @@ static TLS_SECRETS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 static TLS_SECRETS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The fence of Kubernetes mode ([`TLS_FENCE_UP`], [`TLS_FENCE_LEVELS`]; user space
+/// sets them).
+#[map]
+static TLS_FENCE: Array<u32> = Array::with_max_entries(2, 0);
+
+/// The targeted pods' cgroup v2 ids (value unused): with the fence up, only a process in
+/// one of them (at any depth) gives secrets.
+#[map]
+static TLS_POD_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(TLS_POD_CGROUPS_MAX, 0);
+
+/// Probe hits of processes outside the targeted pods while the fence is up: secrets not
+/// read (per CPU; user space sums them).
+#[map]
+static TLS_SECRETS_FENCED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether the probed task may give secrets: the fence is down, or the task's cgroup is
+/// (under) a targeted pod's, at one of the levels pods' cgroups sit. Counted when not.
+#[inline(always)]
+fn tls_task_allowed() -> bool {
+    let fence = |index: u32| TLS_FENCE.get(index).copied().unwrap_or(0);
+    if fence(TLS_FENCE_UP) == 0 {
+        return true;
+    }
+    let levels = fence(TLS_FENCE_LEVELS);
+    for level in 1..=MAX_POD_CGROUP_LEVEL {
+        if levels & (1 << level) == 0 {
+            continue;
+        }
+        // SAFETY: a helper about the current task; 0 when its cgroup is not that deep.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        // SAFETY: a lookup in our own map with a key on the stack.
+        if id != 0 && unsafe { TLS_POD_CGROUPS.get(&id) }.is_some() {
+            return true;
+        }
+    }
+    if let Some(fenced) = TLS_SECRETS_FENCED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU map; a BPF program is not preempted on its
+        // CPU, so nothing else writes it meanwhile.
+        unsafe { *fenced += 1 };
+    }
+    false
+}
+
 /// Entry of Go's `crypto/tls.(*Config).writeKeyLog(label string, clientRandom, secret
 /// []byte)`, which Go's TLS calls for every secret of every session whether or not a key
 /// log writer is set. Go's register ABI on amd64: the receiver in RAX, then `label` (RBX
@@ -609,6 +652,9 @@ static TLS_SECRETS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// loses the event, counted in [`TLS_SECRETS_LOST`].
 #[uprobe]
 pub fn podcap_go_keylog(ctx: ProbeContext) -> u32 {
+    if !tls_task_allowed() {
+        return 0;
+    }
     let regs = ctx.regs;
     // SAFETY: `regs` is the probed task's saved registers, handed to this program.
     let (label, label_len, random, random_len, secret, secret_len) = unsafe {
@@ -740,7 +786,7 @@ fn openssl_secrets(ssl: u64, layout: &OpenSslLayout) -> Option<()> {
     if version != TLS1_3 {
         // SAFETY: as above.
         let length: u64 = unsafe { bpf_probe_read_user(in_session(layout.master_key_length).cast()) }.ok()?;
-        if length == 0 || length > SECRET_READ as u64 {
+        if length == 0 || length > SECRET_READ as u64 || !tls_task_allowed() {
             return None;
         }
         read_secret(&mut event, in_session(layout.master_key), 0)?;
@@ -767,6 +813,11 @@ fn openssl_secrets(ssl: u64, layout: &OpenSslLayout) -> Option<()> {
     let start: [u64; 2] = unsafe { bpf_probe_read_user(at(layout.client_app_traffic_secret).cast()) }.ok()?;
     if start == [0; 2] {
         // The handshake is not done yet: looked at again on the next call.
+        return None;
+    }
+    // Fenced after the checks above, so that only a call that would send counts, and a
+    // fenced end leaves the session to the other end.
+    if !tls_task_allowed() {
         return None;
     }
     let _ = OPENSSL_SENT.insert(&event.random, &0, 0);

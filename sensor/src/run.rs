@@ -106,6 +106,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         channel: config.channel,
         ring_bytes: config.ring_bytes,
         tls_secrets: config.tls_secrets,
+        tls_fence: config.kubernetes.is_some(),
         host_interfaces: config
             .kubernetes
             .as_ref()
@@ -465,7 +466,8 @@ fn start_pods(
                 writer_commands,
             )
             .with_host_interfaces(k.host_interfaces.clone())
-            .with_stats(Arc::clone(stats));
+            .with_stats(Arc::clone(stats))
+            .with_tls_fence(config.tls_secrets);
             Some(
                 reconcile::spawn(k.api.as_deref(), reconciler, Arc::clone(targeting), stop.clone())
                     .map_err(RunError::Kubernetes)?,

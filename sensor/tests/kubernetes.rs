@@ -588,6 +588,118 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
     }
 }
 
+/// Kubernetes mode with `--tls-secrets`: only processes in a targeted pod's cgroup give
+/// secrets. `openssl s_server` on the node (no pod), `curl` in pod web-1's network
+/// namespace twice: once in the pod's cgroup, once outside it (as a process that entered
+/// the pod's namespace from the node would be). Both ClientHellos cross web-1's recorded
+/// veth, so the ClientHello scope alone would keep both sessions' secrets; the fence keeps
+/// only those of the session whose end is in the pod (the lines curl in the pod logged),
+/// and counts the server's and the outsider's probe hits.
+#[test]
+fn kubernetes_mode_writes_tls_secrets_only_of_targeted_pods_processes() {
+    let Some(_serial) = privileged() else { return };
+    let (node, pods, _outside) = kubernetes_node();
+    let uid = "e0000000-0000-0000-0000-00000000000e";
+    let mut cgroups = CgroupTree::new("k8stls");
+    let pod_dir = cgroups.dir(&format!("kubepods/besteffort/pod{uid}/ctr"));
+    cgroups.process(&pods[0], &pod_dir);
+    let api = KubeApi::new(vec![kube_api::pod(uid, "shop", "web-1", "198.18.50.1")], vec![]);
+    let listener = listener_in(&node);
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let router = api.router();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, router).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "tap:\n  regex: ^web-\n  namespaces: [shop]\n").unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    sh(&format!(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
+        key.display(),
+        cert.display()
+    ));
+    let mut sensor = Proc::spawn(
+        "podcap-sensor",
+        &format!(
+            "env RUST_LOG=info nsenter --net=/var/run/netns/{} {} --node node-1 --kube-api http://127.0.0.1:{port} --cgroup-root {} --config {} --data-dir {} --tls-secrets",
+            node.name,
+            sensor_bin(),
+            cgroups.root.display(),
+            config.display(),
+            data.display()
+        ),
+    );
+    sensor.wait_for("capturing shop/web-1/eth0", Duration::from_secs(30));
+    let mut server = Proc::spawn(
+        "openssl s_server",
+        &node.exec(&format!(
+            "openssl s_server -accept 198.18.50.2:8443 -cert {} -key {} -www -tls1_3 -naccept 2",
+            cert.display(),
+            key.display()
+        )),
+    );
+    server.wait_for("ACCEPT", Duration::from_secs(10));
+    sensor.wait_for("reading TLS secrets of OpenSSL 3.0.", Duration::from_secs(10));
+    let (inside, outside) = (dir.path().join("inside.keys"), dir.path().join("outside.keys"));
+    let curl = |keys: &std::path::Path, marker: &str| {
+        format!(
+            "env SSLKEYLOGFILE={} curl -sk --max-time 10 https://198.18.50.2:8443/{marker}",
+            keys.display()
+        )
+    };
+    // nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup tree.
+    let reply = sh(&format!(
+        "nsenter --net=/var/run/netns/{} sh -c 'echo $$ > {}/cgroup.procs && exec {}'",
+        pods[0].name,
+        pod_dir.display(),
+        curl(&inside, "in-pod-marker")
+    ));
+    assert!(reply.contains("s_server"), "{reply}");
+    let reply = pods[0].sh(&curl(&outside, "outsider-marker"));
+    assert!(reply.contains("s_server"), "{reply}");
+    drop(server);
+    // The writer waits for ClientHellos, then flushes once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    runtime.shutdown_background();
+    let log = sensor.log_text();
+    let said = log
+        .lines()
+        .find(|l| l.contains("TLS secrets:"))
+        .unwrap_or_else(|| panic!("the sensor says what it did:\n{log}"));
+    let fenced: u64 = said
+        .split(" probe hits outside the targeted pods")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        fenced >= 1,
+        "the server's and the outsider's hits are counted: {said}"
+    );
+
+    let secrets = pcap::secrets_in(&segments(&data));
+    let in_pod = std::fs::read(&inside).unwrap();
+    let written = podcap_sensor::pcapng::secrets::client_randoms(&secrets);
+    let outsider = podcap_sensor::pcapng::secrets::client_randoms(&std::fs::read(&outside).unwrap());
+    assert_eq!(
+        written,
+        podcap_sensor::pcapng::secrets::client_randoms(&in_pod),
+        "only the session of the pod's process:\n{}\n{log}",
+        String::from_utf8_lossy(&secrets)
+    );
+    assert!(
+        written.is_disjoint(&outsider),
+        "no secret of the outsider's session"
+    );
+    assert_eq!(pcap::key_log_lines(&secrets), pcap::key_log_lines(&in_pod));
+}
+
 /// `/metrics` in Kubernetes mode: a series per targeted pod's interface with its namespace
 /// and name, none for a pod deleted or not targeted; the whole text a valid exposition.
 fn assert_pod_series(node: &Netns) {

@@ -10,7 +10,11 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{pcap, topology::*, *};
+use common::{
+    pcap::{self, secrets_in},
+    topology::*,
+    *,
+};
 use podcap_sensor::{
     pcapng::{
         secrets::{client_randoms, parse_decryption_secrets, SECRETS_TLS_KEY_LOG},
@@ -346,16 +350,9 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
         "exactly the recorded sessions' secrets are in the segments:\n{}\n{log}",
         String::from_utf8_lossy(&secrets)
     );
-    let lines = |text: &[u8]| -> std::collections::BTreeSet<String> {
-        String::from_utf8_lossy(text)
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
     assert_eq!(
-        lines(&secrets),
-        lines(&curl_log),
+        pcap::key_log_lines(&secrets),
+        pcap::key_log_lines(&curl_log),
         "the lines written are those curl's own key log holds (TLS 1.3's five, TLS 1.2's one)"
     );
     for tag in ["13", "12"] {
@@ -621,16 +618,4 @@ fn build_tlspod(dir: &Path) -> std::path::PathBuf {
         source.display()
     ));
     binary
-}
-
-/// Every key log line of every Decryption Secrets Block in `files`.
-fn secrets_in(files: &[std::path::PathBuf]) -> Vec<u8> {
-    let mut all = Vec::new();
-    pcap::for_each_block(files, |block, section| {
-        if let Some(secrets) = parse_decryption_secrets(block, section).unwrap() {
-            assert_eq!(secrets.secrets_type, SECRETS_TLS_KEY_LOG);
-            all.extend_from_slice(secrets.data);
-        }
-    });
-    all
 }

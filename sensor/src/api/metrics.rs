@@ -161,7 +161,7 @@ fn tls_metrics(tls: &crate::tls::TlsCounters, registry: &mut Registry) {
     let dropped = counters(
         registry,
         "tls_secrets_dropped",
-        "TLS secrets not written, by reason: not_recorded (their session was not recorded), too_long (a field longer than the probe carries), unreadable (the probe could not read the process), ring_full (the probe's ring buffer was full), writer_behind (the writer had not taken the secrets before them)",
+        "TLS secrets not written, by reason: not_recorded (their session was not recorded), too_long (a field longer than the probe carries), unreadable (the probe could not read the process), ring_full (the probe's ring buffer was full), writer_behind (the writer had not taken the secrets before them), not_in_pod (probe hits of a process outside the targeted pods, Kubernetes mode)",
         None,
     );
     let unsupported = gauges(
@@ -182,6 +182,7 @@ fn tls_metrics(tls: &crate::tls::TlsCounters, registry: &mut Registry) {
         ("unreadable", collector.unreadable.load(Relaxed)),
         ("ring_full", collector.ring_full.load(Relaxed)),
         ("writer_behind", collector.writer_behind.load(Relaxed)),
+        ("not_in_pod", collector.not_in_pod.load(Relaxed)),
     ] {
         dropped
             .get_or_create(&vec![("reason", LabelValue::from(reason))])

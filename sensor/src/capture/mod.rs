@@ -30,6 +30,10 @@ mod ebpf;
 mod kernel_filter;
 mod route;
 mod scope;
+mod tls;
+
+pub(crate) use self::tls::TlsProbe;
+pub(crate) use self::tls::TlsSecretMaps;
 pub(crate) mod veth;
 
 use std::{
@@ -38,8 +42,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{uprobe::UProbeScope, UProbe},
+    maps::{Array, MapData, PerCpuArray},
     Ebpf, EbpfError, EbpfLoader,
 };
 pub(crate) use deliver::PacketSink;
@@ -49,7 +52,7 @@ use podcap_common::{
 };
 
 use self::{
-    ebpf::{permission_hint, program, program_error, set, take_map},
+    ebpf::{permission_hint, set, take_map},
     route::{Route, TapRoute},
     scope::Selector,
 };
@@ -170,8 +173,12 @@ pub(crate) struct CaptureOptions {
     pub channel: Channel,
     /// Bytes of the ring channel's buffer in the kernel (rounded up to a power of two).
     pub ring_bytes: usize,
-    /// Load the uprobe that reads Go programs' TLS secrets (`--tls-secrets`).
+    /// Load the uprobes that read Go programs' and OpenSSL's TLS secrets
+    /// (`--tls-secrets`).
     pub tls_secrets: bool,
+    /// With `tls_secrets`: only processes in the pods [`CaptureCommand::FenceTls`] names
+    /// give secrets (Kubernetes mode); none until it names some.
+    pub tls_fence: bool,
 }
 
 /// A change of the capture scope while running, for the capture thread.
@@ -199,6 +206,8 @@ pub enum CaptureCommand {
         slot: u32,
         done: std::sync::mpsc::Sender<()>,
     },
+    /// With the TLS fence up: the targeted pods' cgroups (v2 id, level), the whole set.
+    FenceTls { pods: Vec<(u64, u32)> },
     /// Read the TLS secrets of the file at `path` (`--tls-secrets`) with `probe`; the
     /// outcome goes to `reply`.
     ProbeTls {
@@ -208,39 +217,8 @@ pub enum CaptureCommand {
     },
 }
 
-/// Which TLS secrets probe to attach to a file, and where.
-#[derive(Debug)]
-pub enum TlsProbe {
-    /// A Go binary: its key log function starts at `offset` in the file.
-    Go { offset: u64 },
-    /// An OpenSSL library of `layout`: its read and write functions start at `offsets`.
-    OpenSsl {
-        layout: podcap_common::OpenSslLayout,
-        offsets: Vec<u64>,
-    },
-}
-
 /// The attached capture path. Field order is drop order: tc links go first (with `ebpf`),
 /// then the routes (sockets, then the capture veth), the claim last.
-/// The uprobe that reads Go programs' TLS secrets, and OpenSSL's.
-const GO_PROBE: &str = "podcap_go_keylog";
-const OPENSSL_PROBE: &str = "podcap_openssl_secrets";
-
-/// The maps of the TLS secrets uprobes: their events, and those a full ring lost.
-pub(crate) struct TlsSecretMaps {
-    pub(crate) ring: RingBuf<MapData>,
-    pub(crate) lost: PerCpuArray<MapData, u64>,
-}
-
-impl TlsSecretMaps {
-    /// Events lost to a full ring so far, summed over the CPUs (0 if unreadable).
-    pub(crate) fn lost(&self) -> u64 {
-        self.lost.get(&0, 0).map_or(0, |per_cpu| {
-            per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n))
-        })
-    }
-}
-
 pub(crate) struct Capture {
     // Owns the programs and, through them, every tc and XDP link.
     ebpf: Ebpf,
@@ -267,11 +245,8 @@ pub(crate) struct Capture {
     filter_in_kernel: bool,
     /// The secrets the uprobes read, until the collector takes them (`--tls-secrets`).
     tls_secrets: Option<TlsSecretMaps>,
-    /// The OpenSSL layouts in the probe's map, by index (`--tls-secrets`).
-    openssl_layouts: Option<(
-        Array<MapData, podcap_common::OpenSslLayout>,
-        Vec<podcap_common::OpenSslLayout>,
-    )>,
+    /// The TLS secrets probes and their fence (`--tls-secrets`).
+    tls: Option<tls::TlsProbes>,
 }
 
 /// The selected interfaces: the route their packets take and the maps that select them.
@@ -343,21 +318,9 @@ impl Capture {
             let selector = Selector::start(&mut ebpf, &mut settings, options)?;
             Some(Selected { route, selector })
         };
-        let (tls_secrets, openssl_layouts) = if options.tls_secrets {
-            for name in [GO_PROBE, OPENSSL_PROBE] {
-                let uprobe: &mut UProbe = program(&mut ebpf, name)?;
-                uprobe
-                    .load()
-                    .map_err(|source| program_error(name, "load", source))?;
-            }
-            let maps = TlsSecretMaps {
-                ring: take_map(&mut ebpf, "TLS_SECRETS")?,
-                lost: take_map(&mut ebpf, "TLS_SECRETS_LOST")?,
-            };
-            (
-                Some(maps),
-                Some((take_map(&mut ebpf, "OPENSSL_LAYOUTS")?, Vec::new())),
-            )
+        let (tls_secrets, tls) = if options.tls_secrets {
+            let (maps, probes) = tls::TlsProbes::load(&mut ebpf, options.tls_fence)?;
+            (Some(maps), Some(probes))
         } else {
             (None, None)
         };
@@ -384,7 +347,7 @@ impl Capture {
             kernel_filter,
             filter_in_kernel: false,
             tls_secrets,
-            openssl_layouts,
+            tls,
         };
         capture.install_filter();
         capture.refresh_clock();
@@ -397,42 +360,17 @@ impl Capture {
         self.tls_secrets.take()
     }
 
-    /// Attaches a TLS secrets uprobe to the file at `path`: Go's at its key log function;
-    /// OpenSSL's at each read and write function, with its layout's index in
-    /// `OPENSSL_LAYOUTS` as the cookie (a layout already there is shared).
-    fn probe_tls(&mut self, path: &std::path::Path, probe: TlsProbe) -> Result<(), String> {
-        let (name, offsets, cookie) = match probe {
-            TlsProbe::Go { offset } => (GO_PROBE, vec![offset], None),
-            TlsProbe::OpenSsl { layout, offsets } => {
-                let (map, known) = self
-                    .openssl_layouts
-                    .as_mut()
-                    .ok_or("the OpenSSL probe is not loaded")?;
-                let index = if let Some(index) = known.iter().position(|l| *l == layout) {
-                    index
-                } else {
-                    if known.len() >= podcap_common::OPENSSL_LAYOUTS_MAX as usize {
-                        return Err("too many OpenSSL layouts at once".into());
-                    }
-                    let index = known.len();
-                    map.set(index as u32, layout, 0).map_err(|e| e.to_string())?;
-                    known.push(layout);
-                    index
-                };
-                (OPENSSL_PROBE, offsets, Some(index as u64))
-            }
-        };
-        let uprobe: &mut UProbe = program(&mut self.ebpf, name).map_err(|e| e.to_string())?;
-        for offset in offsets {
-            let point = aya::programs::uprobe::UProbeAttachPoint {
-                location: aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset),
-                cookie,
-            };
-            uprobe
-                .attach(point, path, UProbeScope::AllProcesses)
-                .map_err(|e| format!("{e}"))?;
+    /// Sets Kubernetes mode's TLS fence to `pods` (none without the fence).
+    fn fence_tls(&mut self, pods: &[(u64, u32)]) {
+        if let Some(tls) = &mut self.tls {
+            tls.fence(pods);
         }
-        Ok(())
+    }
+
+    /// Attaches a TLS secrets probe to the file at `path` (`--tls-secrets`).
+    fn probe_tls(&mut self, path: &std::path::Path, probe: TlsProbe) -> Result<(), String> {
+        let tls = self.tls.as_mut().ok_or("the TLS secrets probes are not loaded")?;
+        tls.attach(&mut self.ebpf, path, probe)
     }
 
     /// Puts the current filter into the tc programs where the kernel takes it.

@@ -275,6 +275,7 @@ impl Capture {
                     self.detach(slot);
                     let _ = done.send(());
                 }
+                CaptureCommand::FenceTls { pods } => self.fence_tls(&pods),
                 CaptureCommand::ProbeTls { path, probe, reply } => {
                     let _ = reply.send(self.probe_tls(&path, probe));
                 }

@@ -14,6 +14,9 @@
 //!   interface (`--host-iface`), named `namespace/pod/<node interface>`, and the kernel
 //!   selects its packets there by the pod's cgroup. It needs only its cgroup, not a live
 //!   process; with no host interface it is reported once and skipped.
+//! - With `--tls-secrets`, the capture's TLS fence holds the cgroups of every targeted pod
+//!   (host network or not): only their processes give secrets. A pod whose cgroup is not
+//!   found yet, or not on cgroup v2, gives none until it is (said once).
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write,
@@ -66,6 +69,16 @@ pub struct Reconciler {
     reported: BTreeSet<String>,
     /// Told which pod each slot records, for the metrics' per-pod series.
     stats: Option<Arc<Stats>>,
+    /// With `--tls-secrets`: the capture's TLS fence.
+    tls_fence: Option<TlsFence>,
+}
+
+/// The targeted pods' cgroups (v2 id, level) by UID, and the set the capture's TLS fence
+/// last got.
+#[derive(Debug, Default)]
+struct TlsFence {
+    known: HashMap<String, (u64, u32)>,
+    sent: Vec<(u64, u32)>,
 }
 
 fn description(
@@ -116,6 +129,56 @@ impl Reconciler {
             names: Vec::new(),
             reported: BTreeSet::new(),
             stats: None,
+            tls_fence: None,
+        }
+    }
+
+    /// Keeps the capture's TLS fence on the targeted pods (`--tls-secrets`).
+    #[must_use]
+    pub fn with_tls_fence(mut self, enabled: bool) -> Self {
+        self.tls_fence = enabled.then(Default::default);
+        self
+    }
+
+    /// Gives the capture's TLS fence the cgroups of the `targeted` pods when they changed.
+    fn fence_tls(&mut self, targeted: &[&PodInfo]) {
+        let Some(TlsFence { known, sent }) = &mut self.tls_fence else {
+            return;
+        };
+        known.retain(|uid, _| targeted.iter().any(|pod| pod.uid == *uid));
+        for pod in targeted {
+            if known.contains_key(&pod.uid) {
+                continue;
+            }
+            let found = self
+                .resolver
+                .cgroup_of(&pod.uid)
+                .map_err(|e| e.to_string())
+                .and_then(|(dir, id)| {
+                    super::resolve::cgroup_level(&dir)
+                        .map(|level| (id, level))
+                        .ok_or_else(|| format!("{} is not on cgroup v2", dir.display()))
+                });
+            match found {
+                Ok(cgroup) => {
+                    known.insert(pod.uid.clone(), cgroup);
+                }
+                Err(e) => {
+                    if self.reported.insert(format!("tls:{}", pod.uid)) {
+                        log::info!(
+                            "{}/{}: its processes give no TLS secrets until its cgroup is found: {e}",
+                            pod.namespace,
+                            pod.name
+                        );
+                    }
+                }
+            }
+        }
+        let mut pods: Vec<(u64, u32)> = known.values().copied().collect();
+        pods.sort_unstable();
+        if pods != *sent {
+            sent.clone_from(&pods);
+            let _ = self.capture.send(CaptureCommand::FenceTls { pods });
         }
     }
 
@@ -157,7 +220,9 @@ impl Reconciler {
         }
         // (pod uid, host ifindex) → what to capture.
         let mut desired: BTreeMap<(String, u32), (InterfaceDescription, Target)> = BTreeMap::new();
-        for pod in view.selected(targeting) {
+        let targeted: Vec<&PodInfo> = view.selected(targeting).collect();
+        self.fence_tls(&targeted);
+        for pod in targeted {
             if pod.host_network {
                 self.desire_host_pod(pod, &mut desired);
                 continue;

@@ -102,6 +102,8 @@ pub struct CollectorStats {
     pub unreadable: AtomicU64,
     /// Secrets lost because the probe's ring buffer was full (the collector fell behind).
     pub ring_full: AtomicU64,
+    /// Probe hits of processes outside the targeted pods (Kubernetes mode): not read.
+    pub not_in_pod: AtomicU64,
     /// Secrets left out because the writer had not taken the last [`scope::MAX_IN_FLIGHT`].
     pub writer_behind: AtomicU64,
 }
@@ -237,6 +239,7 @@ pub(crate) fn spawn(
             }
             let _ = sys::poll_readable(&[maps.ring.as_raw_fd()], Duration::from_millis(200));
             stats.ring_full.store(maps.lost(), Relaxed);
+            stats.not_in_pod.store(maps.fenced(), Relaxed);
             while let Some(record) = maps.ring.next() {
                 let Some(secret) = secret_of(&record, &stats) else {
                     continue;
@@ -362,7 +365,7 @@ impl TlsSecrets {
         let _ = self.thread.join();
         let written = self.written.get();
         log::info!(
-            "TLS secrets: {} Go programs and OpenSSL libraries probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable, {} lost to a full ring, {} left out while the writer was behind",
+            "TLS secrets: {} Go programs and OpenSSL libraries probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable, {} lost to a full ring, {} left out while the writer was behind, {} probe hits outside the targeted pods",
             self.collector.probed.load(Relaxed),
             self.collector.read.load(Relaxed),
             written.written,
@@ -371,7 +374,8 @@ impl TlsSecrets {
             self.collector.too_long.load(Relaxed),
             self.collector.unreadable.load(Relaxed),
             self.collector.ring_full.load(Relaxed),
-            self.collector.writer_behind.load(Relaxed)
+            self.collector.writer_behind.load(Relaxed),
+            self.collector.not_in_pod.load(Relaxed)
         );
     }
 }

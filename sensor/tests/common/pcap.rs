@@ -279,3 +279,25 @@ pub fn for_each_block(
         }
     }
 }
+
+/// Every key log line of every Decryption Secrets Block in `files`.
+pub fn secrets_in(files: &[std::path::PathBuf]) -> Vec<u8> {
+    use podcap_sensor::pcapng::secrets::{parse_decryption_secrets, SECRETS_TLS_KEY_LOG};
+    let mut all = Vec::new();
+    for_each_block(files, |block, section| {
+        if let Some(secrets) = parse_decryption_secrets(block, section).unwrap() {
+            assert_eq!(secrets.secrets_type, SECRETS_TLS_KEY_LOG);
+            all.extend_from_slice(secrets.data);
+        }
+    });
+    all
+}
+
+/// The key log lines of `text` (comments and blank lines left out), as a set.
+pub fn key_log_lines(text: &[u8]) -> std::collections::BTreeSet<String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
