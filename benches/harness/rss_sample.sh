@@ -9,14 +9,26 @@
 # is passed on to the command, which is then waited for. The cgroup is removed at the end.
 set -u
 LOG=$1; INTERVAL=$2; shift 2
-CG=""; USAGE=""; CACHE=""
-if [ -f /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then
-  CG=/sys/fs/cgroup/memory/podcap-rss-$$; USAGE=memory.usage_in_bytes; CACHE=cache
-elif grep -qw memory /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
-  CG=/sys/fs/cgroup/podcap-rss-$$; USAGE=memory.current; CACHE=file
+CG=""; USAGE=""; CACHE=""; MOUNTED=""
+# `ip netns exec` remounts /sys without the cgroup file systems: then the memory
+# controller's hierarchy is mounted again here (this mount namespace only).
+CGFS=/sys/fs/cgroup
+if [ ! -d $CGFS/memory ] && [ ! -f $CGFS/cgroup.controllers ]; then
+  MOUNTED=$(mktemp -d)
+  if mount -t cgroup -o memory podcap-memory "$MOUNTED" 2>/dev/null; then
+    CGV1=$MOUNTED
+  elif mount -t cgroup2 podcap-memory "$MOUNTED" 2>/dev/null; then
+    CGV2=$MOUNTED
+  fi
 fi
+if [ -n "${CGV1:-}" ] || [ -f $CGFS/memory/memory.usage_in_bytes ]; then
+  CG=${CGV1:-$CGFS/memory}/podcap-rss-$$; USAGE=memory.usage_in_bytes; CACHE=cache
+elif grep -qw memory ${CGV2:-$CGFS}/cgroup.subtree_control 2>/dev/null; then
+  CG=${CGV2:-$CGFS}/podcap-rss-$$; USAGE=memory.current; CACHE=file
+fi
+# The cgroup goes at the end, then the mount made for it.
+trap 'rmdir "$CG" 2>/dev/null; [ -n "$MOUNTED" ] && { umount "$MOUNTED" 2>/dev/null; rmdir "$MOUNTED"; }' EXIT
 if [ -n "$CG" ] && mkdir "$CG" 2>/dev/null; then
-  trap 'rmdir "$CG" 2>/dev/null' EXIT
   bash -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$@" &
 else
   CG=""

@@ -380,12 +380,13 @@ impl Snapshots {
                 over: false,
             };
             let refs: Vec<&SegmentRecord> = segments.iter().collect();
+            // Kept snapshots outlive the window and are read with the read token: no secrets.
             let stats: SliceStats = match slice::write_segments(
                 data_dir,
                 &refs,
-                request.from_ns,
-                request.to_ns,
+                (request.from_ns, request.to_ns),
                 &request.selection,
+                slice::Secrets::LeftOut,
                 &mut out,
             ) {
                 Ok(stats) => stats,

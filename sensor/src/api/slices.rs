@@ -263,11 +263,12 @@ pub(super) async fn snapshot(
             runtime,
         };
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
-        let mut slicer = slice::Slicer::with_statistics();
-        if secrets {
-            slicer = slicer.with_secrets();
-        }
-        if let Err(e) = slicer.write(&dir, &refs, from, to, &selection, &mut out) {
+        let secrets = if secrets {
+            slice::Secrets::Delivered
+        } else {
+            slice::Secrets::LeftOut
+        };
+        if let Err(e) = slice::write_segments(&dir, &refs, (from, to), &selection, secrets, &mut out) {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
         }

@@ -300,9 +300,7 @@ impl Slicer {
     /// What was written so far.
     #[must_use]
     pub fn stats(&self) -> SliceStats {
-        let mut stats = self.stats;
-        stats.secrets_written = self.secrets.as_ref().map_or(0, |s| s.written);
-        stats
+        self.stats
     }
 
     /// The output id of `interface`, writing its IDB first if this is its first packet.
@@ -536,7 +534,8 @@ impl Slicer {
                     if secrets.waiting_for(&random) {
                         break;
                     }
-                    secrets.deliver(random);
+                    // Nothing waits for it: nothing to write, only remembered.
+                    let _ = secrets.deliver(random);
                 }
             }
             *newest = (*newest).max(ts);
@@ -922,19 +921,40 @@ pub fn write_slice(
     selection: &Selection,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    write_segments(dir, &index.overlapping(from, to), from, to, selection, out)
+    write_segments(
+        dir,
+        &index.overlapping(from, to),
+        (from, to),
+        selection,
+        Secrets::LeftOut,
+        out,
+    )
 }
 
-/// Writes the slice `[from, to)` of `segments` as one complete pcapng stream.
+/// Whether a slice carries the TLS secrets of the sessions it delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// The segments' Decryption Secrets Blocks stay out (every slice but the admin's).
+    LeftOut,
+    /// Those of the sessions whose ClientHello the slice delivers go out, before it.
+    Delivered,
+}
+
+/// Writes the slice `[from, to)` of `segments` as one complete pcapng stream, with the
+/// window's statistics and, when asked, its sessions' secrets.
 pub fn write_segments(
     dir: &Path,
     segments: &[&SegmentRecord],
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     selection: &Selection,
+    secrets: Secrets,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    Slicer::with_statistics().write(dir, segments, from, to, selection, out)
+    let mut slicer = match secrets {
+        Secrets::LeftOut => Slicer::with_statistics(),
+        Secrets::Delivered => Slicer::with_statistics().with_secrets(),
+    };
+    slicer.write(dir, segments, from, to, selection, out)
 }
 
 mod notes;

@@ -169,10 +169,14 @@ pub(crate) fn spawn(
     mut maps: TlsSecretMaps,
     capture: Sender<CaptureCommand>,
     writer: Sender<WriterCommand>,
-    (stats, counts): (Arc<CollectorStats>, Arc<scope::SharedCounts>),
+    counters: TlsCounters,
     stop: Shutdown,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("podcap-tls".into()).spawn(move || {
+        let TlsCounters {
+            collector: stats,
+            written: counts,
+        } = counters;
         let mut binaries = go::GoBinaries::default();
         let mut libraries = openssl::OpenSslLibraries::default();
         let mut scanned: Option<Instant> = None;
@@ -310,8 +314,7 @@ fn attach(
 /// The running collector and what it and the writer counted.
 pub(crate) struct TlsSecrets {
     thread: thread::JoinHandle<()>,
-    collector: Arc<CollectorStats>,
-    written: Arc<scope::SharedCounts>,
+    counters: TlsCounters,
 }
 
 impl TlsSecrets {
@@ -330,52 +333,47 @@ impl TlsSecrets {
         log::info!(
             "--tls-secrets: reading the TLS secrets of Go programs and OpenSSL 3.0 libraries; those of recorded sessions are written"
         );
-        let collector = Arc::new(CollectorStats::default());
-        let written = Arc::<scope::SharedCounts>::default();
+        let counters = TlsCounters {
+            collector: Arc::default(),
+            written: Arc::default(),
+        };
         let thread = spawn(
             maps,
             capture_commands.clone(),
             writer_commands.clone(),
-            (Arc::clone(&collector), Arc::clone(&written)),
+            counters.clone(),
             stop.clone(),
         )?;
-        Ok(Some(Self {
-            thread,
-            collector,
-            written,
-        }))
+        Ok(Some(Self { thread, counters }))
     }
 
     /// Where the writer counts what became of the secrets.
     pub(crate) fn counts(&self) -> Arc<scope::SharedCounts> {
-        Arc::clone(&self.written)
+        Arc::clone(&self.counters.written)
     }
 
     /// What `/metrics` reads.
     #[must_use]
     pub(crate) fn counters(&self) -> TlsCounters {
-        TlsCounters {
-            collector: Arc::clone(&self.collector),
-            written: Arc::clone(&self.written),
-        }
+        self.counters.clone()
     }
 
     /// Waits for the collector (after the stop) and says what it did.
     pub(crate) fn finish(self) {
         let _ = self.thread.join();
-        let written = self.written.get();
+        let (collector, written) = (&self.counters.collector, self.counters.written.get());
         log::info!(
             "TLS secrets: {} Go programs and OpenSSL libraries probed, {} secrets read, {} written ({} after their session's first packets), {} of sessions not recorded left out, {} too long to carry, {} unreadable, {} lost to a full ring, {} left out while the writer was behind, {} probe hits outside the targeted pods",
-            self.collector.probed.load(Relaxed),
-            self.collector.read.load(Relaxed),
+            collector.probed.load(Relaxed),
+            collector.read.load(Relaxed),
             written.written,
             written.late,
             written.not_recorded,
-            self.collector.too_long.load(Relaxed),
-            self.collector.unreadable.load(Relaxed),
-            self.collector.ring_full.load(Relaxed),
-            self.collector.writer_behind.load(Relaxed),
-            self.collector.not_in_pod.load(Relaxed)
+            collector.too_long.load(Relaxed),
+            collector.unreadable.load(Relaxed),
+            collector.ring_full.load(Relaxed),
+            collector.writer_behind.load(Relaxed),
+            collector.not_in_pod.load(Relaxed)
         );
     }
 }

@@ -33,6 +33,10 @@ pub(super) const MAX_WAITING_BYTES: usize = 16 << 20;
 /// ClientHellos delivered whose secrets were not read yet.
 pub(super) const MAX_DELIVERED: usize = 1 << 20;
 
+/// Key log lines to write, and how many lines they are (the slicer counts them in its
+/// statistics).
+pub(super) type Lines = (Vec<u8>, u64);
+
 /// The secrets state of one slice.
 #[derive(Debug, Default)]
 pub(super) struct SliceSecrets {
@@ -40,8 +44,6 @@ pub(super) struct SliceSecrets {
     waiting: HashMap<ClientRandom, (Vec<u8>, u64)>,
     waiting_bytes: usize,
     delivered: HashSet<ClientRandom>,
-    /// Key log lines written.
-    pub(super) written: u64,
     /// Lines left out because a bound was reached.
     pub(super) left_out: u64,
 }
@@ -49,13 +51,13 @@ pub(super) struct SliceSecrets {
 impl SliceSecrets {
     /// Takes the key log of a segment's DSB; returns the lines to write now (those of
     /// sessions whose ClientHello already went out), the rest wait.
-    pub(super) fn read_key_log(&mut self, key_log: &[u8]) -> Vec<u8> {
-        let mut now = Vec::new();
+    pub(super) fn read_key_log(&mut self, key_log: &[u8]) -> Lines {
+        let (mut now, mut now_count) = (Vec::new(), 0);
         for (random, line) in key_log_lines(key_log) {
             let newline_missing = !line.ends_with(b"\n");
             let bytes = line.len() + usize::from(newline_missing);
             let target = if self.delivered.contains(&random) {
-                self.written += 1;
+                now_count += 1;
                 &mut now
             } else if self.waiting_bytes.saturating_add(bytes) <= MAX_WAITING_BYTES {
                 self.waiting_bytes += bytes;
@@ -71,7 +73,7 @@ impl SliceSecrets {
                 target.push(b'\n');
             }
         }
-        now
+        (now, now_count)
     }
 
     /// Whether a ClientHello with `random` has lines waiting to go out before it.
@@ -81,13 +83,12 @@ impl SliceSecrets {
 
     /// The slice delivers the ClientHello with `random`: the lines to write just before it
     /// (empty if none waited); later lines of its session go out as they are read.
-    pub(super) fn deliver(&mut self, random: ClientRandom) -> Vec<u8> {
+    pub(super) fn deliver(&mut self, random: ClientRandom) -> Lines {
         if self.delivered.len() < MAX_DELIVERED {
             self.delivered.insert(random);
         }
-        let (lines, count) = self.waiting.remove(&random).unwrap_or_default();
-        self.waiting_bytes = self.waiting_bytes.saturating_sub(lines.len());
-        self.written += count;
+        let lines = self.waiting.remove(&random).unwrap_or_default();
+        self.waiting_bytes = self.waiting_bytes.saturating_sub(lines.0.len());
         lines
     }
 }
@@ -101,7 +102,8 @@ impl Slicer {
         };
         match parse_decryption_secrets(block, section) {
             Ok(Some(dsb)) if dsb.secrets_type == SECRETS_TLS_KEY_LOG => {
-                let now = secrets.read_key_log(dsb.data);
+                let (now, count) = secrets.read_key_log(dsb.data);
+                self.stats.secrets_written += count;
                 if !now.is_empty() {
                     self.blocks.decryption_secrets(SECRETS_TLS_KEY_LOG, &now);
                 }
@@ -127,7 +129,8 @@ impl Slicer {
         let Some(secrets) = &mut self.secrets else {
             return Ok(());
         };
-        let key_log = secrets.deliver(random);
+        let (key_log, count) = secrets.deliver(random);
+        self.stats.secrets_written += count;
         if !key_log.is_empty() {
             self.end_run(chunk, run, out)?;
             self.blocks.decryption_secrets(SECRETS_TLS_KEY_LOG, &key_log);
@@ -152,12 +155,14 @@ mod tests {
             key_log_line("SERVER_TRAFFIC_SECRET_0", &a, b"a1"),
             key_log_line("CLIENT_TRAFFIC_SECRET_0", &b, b"b0"),
         );
-        assert!(
-            secrets.read_key_log(log.as_bytes()).is_empty(),
+        assert_eq!(
+            secrets.read_key_log(log.as_bytes()),
+            (Vec::new(), 0),
             "nothing delivered yet"
         );
         assert!(secrets.waiting_for(&a) && secrets.waiting_for(&b));
-        let out = secrets.deliver(a);
+        let (out, count) = secrets.deliver(a);
+        assert_eq!(count, 2);
         assert_eq!(
             out,
             format!(
@@ -168,23 +173,22 @@ mod tests {
             .into_bytes()
         );
         assert!(!secrets.waiting_for(&a), "each line goes out once");
-        assert!(secrets.deliver(a).is_empty());
-        assert_eq!(secrets.written, 2, "b's line never went out");
+        assert_eq!(secrets.deliver(a), (Vec::new(), 0), "b's line never went out");
     }
 
     #[test]
     fn a_line_read_after_its_hello_goes_out_at_once() {
         let a = [7u8; 32];
         let mut secrets = SliceSecrets::default();
-        assert!(secrets.deliver(a).is_empty());
+        assert_eq!(secrets.deliver(a), (Vec::new(), 0));
         let line = key_log_line("CLIENT_RANDOM", &a, b"master");
         // Without its newline, as the last line of a block may be.
         let out = secrets.read_key_log(line.trim_end().as_bytes());
-        assert_eq!(out, line.as_bytes());
-        assert_eq!(secrets.written, 1);
+        assert_eq!(out, (line.as_bytes().to_vec(), 1));
         let other = key_log_line("CLIENT_RANDOM", &[8u8; 32], b"x");
-        assert!(
-            secrets.read_key_log(other.as_bytes()).is_empty(),
+        assert_eq!(
+            secrets.read_key_log(other.as_bytes()),
+            (Vec::new(), 0),
             "not delivered: waits"
         );
     }

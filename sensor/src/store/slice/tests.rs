@@ -459,3 +459,65 @@ fn a_slice_asked_for_secrets_carries_those_of_its_hellos_before_them() {
     assert_eq!(without, ["P100", "H110", "P120", "P130", "H205", "P210"]);
     assert_eq!(stats.secrets_written, 0);
 }
+
+/// A hostile or damaged segment: a Decryption Secrets Block whose secrets length runs past
+/// its block. A slice asked for secrets names it as damage, passes none of it on (no line
+/// is guessed out of it), and delivers every packet around it; a later whole block still
+/// goes out before its hello.
+#[test]
+fn a_damaged_secrets_block_is_damage_and_gives_no_secret() {
+    use crate::pcapng::secrets::{key_log_line, SECRETS_TLS_KEY_LOG};
+    let dir = tempfile::tempdir().unwrap();
+    let ms = 1_000_000;
+    let (damaged, whole) = ([0u8; 32], [1u8; 32]);
+    let mut w = BlockWriter::default();
+    w.section_header("test");
+    w.interface(&InterfaceDescription {
+        name: "eth0".into(),
+        description: String::new(),
+        link_type: LINKTYPE_ETHERNET,
+        snaplen: 65535,
+    });
+    w.decryption_secrets(
+        SECRETS_TLS_KEY_LOG,
+        key_log_line("CLIENT_TRAFFIC_SECRET_0", &damaged, b"a0").as_bytes(),
+    );
+    let frame = hello_frame(damaged);
+    w.packet(0, 100 * ms, frame.len() as u32, &frame, Direction::Outbound);
+    w.decryption_secrets(
+        SECRETS_TLS_KEY_LOG,
+        key_log_line("CLIENT_TRAFFIC_SECRET_0", &whole, b"b0").as_bytes(),
+    );
+    let frame = hello_frame(whole);
+    w.packet(0, 110 * ms, frame.len() as u32, &frame, Direction::Outbound);
+    let mut bytes = w.bytes().to_vec();
+    // The first DSB's secrets length (after its secrets type, "TLSK"): far past its block.
+    let at = bytes
+        .windows(4)
+        .position(|b| b == SECRETS_TLS_KEY_LOG.to_le_bytes())
+        .unwrap()
+        + 4;
+    bytes[at..at + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    let path = dir.path().join("podcap-0000000001.pcapng");
+    std::fs::write(&path, &bytes).unwrap();
+    let record = index::scan(&path, 1).unwrap();
+    let mut out = Vec::new();
+    let stats = Slicer::with_statistics()
+        .with_secrets()
+        .write(
+            dir.path(),
+            &[&record],
+            0,
+            500 * ms,
+            &Selection::default(),
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(
+        layout(&out),
+        ["H100", "Sb", "H110"],
+        "both hellos; only the whole block's line"
+    );
+    assert_eq!(stats.secrets_written, 1);
+    assert_eq!(stats.damaged, 1, "the damaged block is named as damage");
+}
