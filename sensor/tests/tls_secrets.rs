@@ -266,7 +266,10 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
 /// the probe reads the secrets out of `SSL` at the release's offsets, user space derives
 /// TLS 1.3's handshake traffic secrets; what lands in the segments is exactly the key log
 /// curl itself writes for the recorded sessions (TLS 1.3 and TLS 1.2), none of an
-/// unrecorded one, and tshark reads both requests with no key log of its own.
+/// unrecorded one, and tshark reads both requests with no key log of its own. A recording
+/// job running meanwhile keeps the same secrets with its packets: `podcap dump
+/// --recording` with the admin token writes a file tshark decrypts, with the read token one
+/// without secrets, and it says they were withheld.
 #[test]
 fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
     let Some(_serial) = privileged() else { return };
@@ -279,53 +282,38 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
         cert.display()
     ));
     let data = dir.path().join("data");
+    let (read_token, admin_token) = (dir.path().join("read.token"), dir.path().join("admin.token"));
+    std::fs::write(&read_token, "tls-read-token\n").unwrap();
+    std::fs::write(&admin_token, "tls-admin-token\n").unwrap();
     let mut sensor = start_sensor(
         &t.n,
-        &format!("--iface n0 --data-dir {} --tls-secrets", data.display()),
+        &format!(
+            "--iface n0 --data-dir {} --tls-secrets --listen 127.0.0.1:9090 --token-file {} --admin-token-file {}",
+            data.display(),
+            read_token.display(),
+            admin_token.display()
+        ),
+    );
+    let cli = |token: &Path, args: &str| {
+        t.n.sh(&format!(
+            "{} {args} --sensor http://127.0.0.1:9090 --token-file {} 2>&1",
+            podcap_cli().display(),
+            token.display()
+        ))
+    };
+    cli(
+        &admin_token,
+        &format!(
+            "record create tls-job --start {} --duration 2m",
+            podcap_sensor::units::format_rfc3339_ns(realtime_ns())
+        ),
     );
     let (selected_keys, unselected_keys) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
-    for version in ["1.3", "1.2"] {
-        let mut server = Proc::spawn(
-            "openssl s_server",
-            &t.n.exec(&format!(
-                "openssl s_server -accept 8443 -cert {} -key {} -www -tls{} -naccept 2",
-                cert.display(),
-                key.display(),
-                version.replace('.', "_")
-            )),
-        );
-        server.wait_for("ACCEPT", Duration::from_secs(10));
-        if version == "1.3" {
-            sensor.wait_for("reading TLS secrets of OpenSSL 3.0.", Duration::from_secs(10));
-        }
-        let tag = version.replace('.', "");
-        for (ns, address, keys, marker) in [
-            (
-                &t.a,
-                "198.18.0.2",
-                &selected_keys,
-                format!("openssl-marker-tls{tag}"),
-            ),
-            (
-                &t.b,
-                "198.18.1.2",
-                &unselected_keys,
-                format!("unselected-tls{tag}"),
-            ),
-        ] {
-            let reply = ns.sh(&format!(
-                "env SSLKEYLOGFILE={} curl -sk --max-time 10 --tlsv{version} --tls-max {version} https://{address}:8443/{marker}",
-                keys.display()
-            ));
-            assert!(
-                reply.contains("s_server"),
-                "TLS {version}: the server answered: {reply}"
-            );
-        }
-        drop(server);
-    }
-    // The writer waits for ClientHellos, then flushes once a second.
-    std::thread::sleep(Duration::from_millis(2500));
+    openssl_sessions(&t, (&cert, &key), &mut sensor, (&selected_keys, &unselected_keys));
+    // The writer waits for ClientHellos, then flushes once a second; the job copies up
+    // to 1.5 s behind the clock, every second.
+    std::thread::sleep(Duration::from_secs(4));
+    let (admin_dump, read_dump) = recording_dumps(&cli, (&admin_token, &read_token), dir.path());
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     let log = sensor.log_text();
     assert!(
@@ -362,6 +350,99 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
             decrypted, 1,
             "tshark reads the TLS {tag} request in the sensor's segments"
         );
+        assert_eq!(
+            decrypted_requests(&admin_dump, &filter),
+            1,
+            "and in the recording the admin downloaded"
+        );
+        assert_eq!(decrypted_requests(&read_dump, &filter), 0);
+    }
+    let kept = secrets_in(std::slice::from_ref(&admin_dump));
+    assert_eq!(
+        client_randoms(&kept),
+        recorded,
+        "the recording keeps the recorded sessions' secrets"
+    );
+    assert!(
+        secrets_in(std::slice::from_ref(&read_dump)).is_empty(),
+        "none for the read token"
+    );
+}
+
+/// `podcap dump --recording tls-job` with the admin token and with the read token: the two
+/// files (the read token's dump must say the secrets were withheld).
+fn recording_dumps(
+    cli: &dyn Fn(&Path, &str) -> String,
+    (admin_token, read_token): (&Path, &Path),
+    dir: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (admin_dump, read_dump) = (dir.join("admin"), dir.join("read"));
+    std::fs::create_dir(&admin_dump).unwrap();
+    std::fs::create_dir(&read_dump).unwrap();
+    let said = cli(
+        admin_token,
+        &format!("dump --recording tls-job --dest {}", admin_dump.display()),
+    );
+    assert!(!said.contains("left out"), "{said}");
+    let said = cli(
+        read_token,
+        &format!("dump --recording tls-job --dest {}", read_dump.display()),
+    );
+    assert!(
+        said.contains("TLS secrets left out by"),
+        "the read token is told: {said}"
+    );
+    let file = |folder: &Path| folder.join("podcap-recording-tls-job.pcapng");
+    (file(&admin_dump), file(&read_dump))
+}
+/// A TLS 1.3 and then a TLS 1.2 `openssl s_server` in the "node" namespace, and `curl`
+/// (writing its key log) from pod A, recorded, and from pod B, not recorded; the sensor
+/// has probed this machine's OpenSSL before the first session.
+fn openssl_sessions(
+    t: &Topology,
+    (cert, key): (&Path, &Path),
+    sensor: &mut Proc,
+    (selected_keys, unselected_keys): (&Path, &Path),
+) {
+    for version in ["1.3", "1.2"] {
+        let mut server = Proc::spawn(
+            "openssl s_server",
+            &t.n.exec(&format!(
+                "openssl s_server -accept 8443 -cert {} -key {} -www -tls{} -naccept 2",
+                cert.display(),
+                key.display(),
+                version.replace('.', "_")
+            )),
+        );
+        server.wait_for("ACCEPT", Duration::from_secs(10));
+        if version == "1.3" {
+            sensor.wait_for("reading TLS secrets of OpenSSL 3.0.", Duration::from_secs(10));
+        }
+        let tag = version.replace('.', "");
+        for (ns, address, keys, marker) in [
+            (
+                &t.a,
+                "198.18.0.2",
+                selected_keys,
+                format!("openssl-marker-tls{tag}"),
+            ),
+            (
+                &t.b,
+                "198.18.1.2",
+                unselected_keys,
+                format!("unselected-tls{tag}"),
+            ),
+        ] {
+            let reply = ns.sh(&format!(
+                "env SSLKEYLOGFILE={} curl -sk --max-time 10 --tlsv{version} --tls-max {version} https://{address}:8443/{marker}",
+                keys.display()
+            ));
+            assert!(
+                reply.contains("s_server"),
+                "TLS {version}: the server answered: {reply}"
+            );
+        }
+        drop(server);
     }
 }
 

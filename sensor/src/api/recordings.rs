@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{
     body::Bytes,
     extract::{Path, RawQuery, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -85,16 +85,14 @@ pub(super) async fn delete(
 pub(super) async fn download(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
     let jobs = jobs(&state)?;
     let query = SliceQuery::parse(raw.as_deref(), true)?;
-    if query.secrets.is_some() {
-        return Err(AppError::BadRequest(
-            "secrets: a recording holds no TLS secrets (only a download of the store's window carries them)"
-                .into(),
-        ));
-    }
+    // A recording keeps the secrets of the sessions it holds; they go out as from the
+    // store's window: asked for, to the admin only.
+    let (secrets, said) = super::slices::secrets_allowed(&state, &headers, query.wants_secrets()?);
     let (from, to) = if query.range.last.is_none() && query.range.from.is_none() && query.range.to.is_none() {
         (0, u64::MAX)
     } else {
@@ -117,7 +115,11 @@ pub(super) async fn download(
             runtime,
         };
         // Iterations are apart in time and in order: one slicer makes one stream of them.
-        let mut slicer = Slicer::default();
+        let mut slicer = if secrets {
+            Slicer::default().with_secrets()
+        } else {
+            Slicer::default()
+        };
         for (dir, records) in &iterations {
             let refs: Vec<&SegmentRecord> = records.iter().collect();
             if let Err(e) = slicer.write(dir, &refs, from, to, &selection, &mut out) {
@@ -133,9 +135,15 @@ pub(super) async fn download(
             let _ = slicer.write(std::path::Path::new("."), &[], from, to, &selection, &mut out);
         }
     });
+    let said = said.map(|said| {
+        (
+            axum::http::header::HeaderName::from_static("x-podcap-secrets"),
+            said.to_owned(),
+        )
+    });
     Ok(pcapng_download(
         &format!("podcap-recording-{name}.pcapng"),
-        None,
+        said,
         rx,
     ))
 }

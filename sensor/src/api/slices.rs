@@ -229,7 +229,11 @@ impl std::io::Write for ChannelWriter {
 /// Whether a download asked for the TLS secrets gets them: only with the admin token (or
 /// no token at all, on loopback). Withheld, the answer says so when this sensor collects
 /// secrets (`x-podcap-secrets: withheld`).
-fn secrets_allowed(state: &ApiState, headers: &HeaderMap, asked: bool) -> (bool, Option<&'static str>) {
+pub(super) fn secrets_allowed(
+    state: &ApiState,
+    headers: &HeaderMap,
+    asked: bool,
+) -> (bool, Option<&'static str>) {
     if !asked {
         return (false, None);
     }

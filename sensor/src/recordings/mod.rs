@@ -744,7 +744,12 @@ fn new_file(doc: &mut IterationDoc, dir: &Path, from: u64) -> io::Result<(BufWri
         from_ns: from,
         to_ns: from,
     });
-    Ok((BufWriter::with_capacity(1 << 20, file), Slicer::default()))
+    // The secrets of the sessions the iteration holds go with them (served to the admin
+    // only, `api/recordings.rs`).
+    Ok((
+        BufWriter::with_capacity(1 << 20, file),
+        Slicer::default().with_secrets(),
+    ))
 }
 
 fn write_iteration(dir: &Path, doc: &IterationDoc) -> Result<(), RecordingError> {
