@@ -3,8 +3,10 @@
 //! Rules:
 //! - A snapshot is a folder `DATA/snapshots/NAME/` holding `snapshot.pcapng` (the slice,
 //!   with its selection, its window statistics and any damage notes, exactly as a download
-//!   of the store would give it) and `manifest.json` ([`Manifest`]: the window, the
-//!   selection, packets, bytes, the file's SHA-256, the drops the window's segments saw).
+//!   of the store would give it to the admin, the TLS secrets of its sessions included)
+//!   and `manifest.json` ([`Manifest`]: the window, the selection, packets, bytes, the
+//!   file's SHA-256, the drops the window's segments saw; with secrets, how many lines and
+//!   the SHA-256 of the file without them, which is what the read token gets).
 //! - It is a copy: it shares no file with the rolling store, so retention, recovery and
 //!   file recycling never touch it. It never changes after it is made, and goes only by
 //!   [`Snapshots::delete`] or its expiry.
@@ -31,6 +33,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    pcapng::secrets::WithoutSecrets,
     store::{
         index::SegmentRecord,
         slice::{self, Selection, SliceStats},
@@ -115,6 +118,13 @@ pub struct Manifest {
     pub bytes: u64,
     /// SHA-256 of `snapshot.pcapng`, lower-case hex.
     pub sha256: String,
+    /// TLS key log lines the file holds (`--tls-secrets`): given to the admin token only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub secrets: u64,
+    /// SHA-256 of the file without its Decryption Secrets Blocks, as the read token gets
+    /// it (only with secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256_without_secrets: Option<String>,
     /// What the window's segments lost, by the kernel and by podcap (also in the file's
     /// statistics blocks).
     pub kernel_drops: u64,
@@ -375,18 +385,22 @@ impl Snapshots {
             let mut out = Budgeted {
                 inner: BufWriter::with_capacity(1 << 20, file),
                 digest: ring::digest::Context::new(&ring::digest::SHA256),
+                without_secrets: (
+                    WithoutSecrets::default(),
+                    ring::digest::Context::new(&ring::digest::SHA256),
+                ),
                 written: 0,
                 left,
                 over: false,
             };
             let refs: Vec<&SegmentRecord> = segments.iter().collect();
-            // Kept snapshots outlive the window and are read with the read token: no secrets.
+            // The secrets of its sessions are kept with them; served to the admin only.
             let stats: SliceStats = match slice::write_segments(
                 data_dir,
                 &refs,
                 (request.from_ns, request.to_ns),
                 &request.selection,
-                slice::Secrets::LeftOut,
+                slice::Secrets::Delivered,
                 &mut out,
             ) {
                 Ok(stats) => stats,
@@ -412,6 +426,9 @@ impl Snapshots {
                 packets: stats.packets,
                 bytes: out.written,
                 sha256: hex(out.digest.finish().as_ref()),
+                secrets: stats.secrets_written,
+                sha256_without_secrets: (stats.secrets_written > 0)
+                    .then(|| hex(out.without_secrets.1.finish().as_ref())),
                 kernel_drops: stats.kernel_drops,
                 sensor_drops: stats.sensor_drops,
                 damaged_parts: stats.damaged,
@@ -493,10 +510,12 @@ impl Snapshots {
     }
 }
 
-/// The slice's output: hashed, counted, and refused past the budget.
+/// The slice's output: hashed (whole, and without its secrets), counted, and refused
+/// past the budget.
 struct Budgeted {
     inner: BufWriter<File>,
     digest: ring::digest::Context,
+    without_secrets: (WithoutSecrets, ring::digest::Context),
     written: u64,
     left: u64,
     over: bool,
@@ -512,6 +531,10 @@ impl Write for Budgeted {
         }
         self.inner.write_all(buf)?;
         self.digest.update(buf);
+        let (stripper, digest) = &mut self.without_secrets;
+        stripper
+            .feed(buf, |kept| digest.update(kept))
+            .map_err(io::Error::other)?;
         self.written = total;
         Ok(buf.len())
     }
@@ -519,6 +542,42 @@ impl Write for Budgeted {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Copies a kept file to `out` without its Decryption Secrets Blocks (what a reader without
+/// the admin token gets of a snapshot holding secrets).
+pub fn copy_without_secrets(file: &mut impl io::Read, out: &mut impl Write) -> io::Result<()> {
+    let mut stripper = WithoutSecrets::default();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut written = Ok(());
+        stripper
+            .feed(&buf[..n], |kept| {
+                if written.is_ok() {
+                    written = out.write_all(kept);
+                }
+            })
+            .map_err(io::Error::other)?;
+        written?;
+    }
+    if !stripper.at_block_boundary() {
+        return Err(io::Error::other("the file ends inside a block"));
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -196,8 +196,8 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
     // The writer waits for ClientHellos, then flushes once a second.
     std::thread::sleep(Duration::from_millis(2500));
     let downloads = Downloads::take(&t.n, dir.path(), &read_token, &admin_token);
+    assert_probe_detached_when_its_program_exits(&mut sensor, server, &pod);
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
-    drop(server);
     let log = sensor.log_text();
     let said = log
         .lines()
@@ -313,7 +313,22 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
     // The writer waits for ClientHellos, then flushes once a second; the job copies up
     // to 1.5 s behind the clock, every second.
     std::thread::sleep(Duration::from_secs(4));
-    let (admin_dump, read_dump) = recording_dumps(&cli, (&admin_token, &read_token), dir.path());
+    let said = cli(&admin_token, "snapshot create tls-snap --time 1m");
+    assert!(said.contains("tls-snap"), "{said}");
+    let kept = [
+        kept_dumps(
+            &cli,
+            (&admin_token, &read_token),
+            dir.path(),
+            ("--recording tls-job", "podcap-recording-tls-job.pcapng"),
+        ),
+        kept_dumps(
+            &cli,
+            (&admin_token, &read_token),
+            dir.path(),
+            ("--snapshot tls-snap", "podcap-snapshot-tls-snap.pcapng"),
+        ),
+    ];
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     let log = sensor.log_text();
     assert!(
@@ -321,11 +336,23 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
         "this machine's OpenSSL is probed:\n{log}"
     );
 
-    let files = segments(&data);
-    let secrets = secrets_in(&files);
-    let curl_log = std::fs::read(&selected_keys).unwrap();
+    assert_openssl_secrets(&segments(&data), (&selected_keys, &unselected_keys), &kept, &log);
+}
+
+/// What the OpenSSL test's sensor wrote: in its segments (`files`) exactly the lines of
+/// the recorded sessions (those curl logged in `selected_keys`), none of the others', and
+/// tshark reads both requests there and in the admin's dumps of the kept recording and
+/// snapshot, never in the read token's.
+fn assert_openssl_secrets(
+    files: &[std::path::PathBuf],
+    (selected_keys, unselected_keys): (&Path, &Path),
+    kept: &[(std::path::PathBuf, std::path::PathBuf)],
+    log: &str,
+) {
+    let secrets = secrets_in(files);
+    let curl_log = std::fs::read(selected_keys).unwrap();
     let recorded = client_randoms(&curl_log);
-    let unrecorded = client_randoms(&std::fs::read(&unselected_keys).unwrap());
+    let unrecorded = client_randoms(&std::fs::read(unselected_keys).unwrap());
     assert_eq!(
         (recorded.len(), unrecorded.len()),
         (2, 2),
@@ -350,50 +377,55 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
             decrypted, 1,
             "tshark reads the TLS {tag} request in the sensor's segments"
         );
-        assert_eq!(
-            decrypted_requests(&admin_dump, &filter),
-            1,
-            "and in the recording the admin downloaded"
-        );
-        assert_eq!(decrypted_requests(&read_dump, &filter), 0);
+        for (admin_dump, read_dump) in kept {
+            assert_eq!(
+                decrypted_requests(admin_dump, &filter),
+                1,
+                "and in {} the admin downloaded",
+                admin_dump.display()
+            );
+            assert_eq!(decrypted_requests(read_dump, &filter), 0);
+        }
     }
-    let kept = secrets_in(std::slice::from_ref(&admin_dump));
-    assert_eq!(
-        client_randoms(&kept),
-        recorded,
-        "the recording keeps the recorded sessions' secrets"
-    );
-    assert!(
-        secrets_in(std::slice::from_ref(&read_dump)).is_empty(),
-        "none for the read token"
-    );
+    for (admin_dump, read_dump) in kept {
+        assert_eq!(
+            client_randoms(&secrets_in(std::slice::from_ref(admin_dump))),
+            recorded,
+            "{} keeps the recorded sessions' secrets",
+            admin_dump.display()
+        );
+        assert!(
+            secrets_in(std::slice::from_ref(read_dump)).is_empty(),
+            "none for the read token"
+        );
+    }
 }
 
-/// `podcap dump --recording tls-job` with the admin token and with the read token: the two
-/// files (the read token's dump must say the secrets were withheld).
-fn recording_dumps(
+/// `podcap dump` of a kept recording or snapshot (`what`: its flag, and the file it
+/// writes) with the admin token and with the read token: the two files (the read token's
+/// dump must say the secrets were withheld; both are checked against the sensor's SHA-256
+/// where it gives one).
+fn kept_dumps(
     cli: &dyn Fn(&Path, &str) -> String,
     (admin_token, read_token): (&Path, &Path),
     dir: &Path,
+    (what, file_name): (&str, &str),
 ) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (admin_dump, read_dump) = (dir.join("admin"), dir.join("read"));
+    let tag = file_name.trim_end_matches(".pcapng");
+    let (admin_dump, read_dump) = (dir.join(format!("admin-{tag}")), dir.join(format!("read-{tag}")));
     std::fs::create_dir(&admin_dump).unwrap();
     std::fs::create_dir(&read_dump).unwrap();
     let said = cli(
         admin_token,
-        &format!("dump --recording tls-job --dest {}", admin_dump.display()),
+        &format!("dump {what} --dest {}", admin_dump.display()),
     );
     assert!(!said.contains("left out"), "{said}");
-    let said = cli(
-        read_token,
-        &format!("dump --recording tls-job --dest {}", read_dump.display()),
-    );
+    let said = cli(read_token, &format!("dump {what} --dest {}", read_dump.display()));
     assert!(
         said.contains("TLS secrets left out by"),
         "the read token is told: {said}"
     );
-    let file = |folder: &Path| folder.join("podcap-recording-tls-job.pcapng");
-    (file(&admin_dump), file(&read_dump))
+    (admin_dump.join(file_name), read_dump.join(file_name))
 }
 /// A TLS 1.3 and then a TLS 1.2 `openssl s_server` in the "node" namespace, and `curl`
 /// (writing its key log) from pod A, recorded, and from pod B, not recorded; the sensor
@@ -685,6 +717,45 @@ impl Downloads {
             "nothing lost at this pace"
         );
     }
+}
+
+/// The probe of the Go binary `pod` is attached; once `server`, its last process, exits,
+/// the sensor says so and its link leaves the kernel (`bpftool link list`: one fewer
+/// link of the Go probe program).
+fn assert_probe_detached_when_its_program_exits(sensor: &mut Proc, server: Proc, pod: &Path) {
+    let before = go_probe_links();
+    assert!(before >= 1, "the probe is attached");
+    drop(server);
+    sensor.wait_for(
+        &format!("no process uses Go program {}", pod.display()),
+        Duration::from_secs(10),
+    );
+    // The capture thread, which owns the links, takes the command on its next pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while go_probe_links() != before - 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        go_probe_links(),
+        before - 1,
+        "the probe of a binary no process runs is detached"
+    );
+}
+
+/// Links of the Go key log probe in the kernel.
+fn go_probe_links() -> usize {
+    let json = |cmd: &str| -> serde_json::Value { serde_json::from_str(&sh(cmd)).unwrap() };
+    let programs = json("bpftool -j prog show name podcap_go_keylog");
+    let ids: Vec<u64> = match &programs {
+        serde_json::Value::Array(all) => all.iter().filter_map(|p| p["id"].as_u64()).collect(),
+        one => one["id"].as_u64().into_iter().collect(),
+    };
+    json("bpftool -j link list").as_array().map_or(0, |links| {
+        links
+            .iter()
+            .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+            .count()
+    })
 }
 
 /// Builds the Go TLS "pod" (Debian's golang-go) into `dir`.

@@ -33,7 +33,7 @@ pub(super) fn wanted(
             title: format!("snapshot {name}"),
             file_name: format!("podcap-snapshot-{name}.pcapng"),
             kept: true,
-            secrets: false,
+            secrets,
         }
     } else if let Some(name) = recording {
         check_name(&name)?;
@@ -80,8 +80,7 @@ pub(super) struct Wanted {
     /// A snapshot or a recording: a sensor that does not hold it (404) has nothing to give,
     /// and that is no failure.
     kept: bool,
-    /// Ask for the TLS secrets of the sessions it holds (a window of the stores, a
-    /// recording; a kept snapshot holds none).
+    /// Ask for the TLS secrets of the sessions it holds.
     secrets: bool,
 }
 
@@ -227,12 +226,14 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
         let mut file = BufWriter::new(parts[n].as_file());
         let mut bytes = sensors[n].download(&wanted.path(false), token, &mut file, &tallies[n]);
         // A sensor older than the secrets refuses the parameter before it sends anything
-        // (one of the release before recordings kept secrets refuses it for a recording).
+        // (one of the release before recordings and snapshots kept secrets refuses it for
+        // them).
         let older = |e: &anyhow::Error| {
             e.downcast_ref::<Refused>().is_some_and(|r| {
                 r.status == 400
                     && (r.message.contains("\"secrets\"")
-                        || r.message.starts_with("secrets: a recording holds no TLS secrets"))
+                        || r.message.starts_with("secrets: a recording holds no TLS secrets")
+                        || r.message.starts_with("this endpoint takes no query parameters"))
             })
         };
         if wanted.secrets && bytes.as_ref().is_err_and(older) {

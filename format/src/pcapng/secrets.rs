@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use super::{
     pad4,
     read::{Block, ReadError, Section},
-    BlockWriter, BLOCK_DSB,
+    BlockWriter, BLOCK_DSB, BLOCK_SHB, BYTE_ORDER_MAGIC,
 };
 
 /// Secrets type of a TLS key log (`TLSK`).
@@ -145,6 +145,104 @@ fn parse_random(hex: &str) -> Option<ClientRandom> {
     Some(random)
 }
 
+/// A pcapng stream without its Decryption Secrets Blocks, block by block as the bytes
+/// come (a kept file served to a reader who may not have its secrets, and the digest of
+/// that). Every other block passes whole and unchanged, so a stream cut where its DSBs were
+/// is itself a valid pcapng.
+#[derive(Debug, Default)]
+pub struct WithoutSecrets {
+    /// The block header read so far: type and length, and a section header's byte order.
+    header: [u8; 12],
+    have: usize,
+    /// Bytes of the current block still to pass on or leave out.
+    remaining: u64,
+    leaving_out: bool,
+    big_endian: bool,
+}
+
+/// Why a stream is no sequence of pcapng blocks.
+#[derive(Debug, thiserror::Error)]
+#[error("not a pcapng stream: {0}")]
+pub struct NotBlocks(&'static str);
+
+impl WithoutSecrets {
+    /// Takes the next bytes of the stream; hands `keep` every byte that is not part of a
+    /// Decryption Secrets Block.
+    pub fn feed(&mut self, mut bytes: &[u8], mut keep: impl FnMut(&[u8])) -> Result<(), NotBlocks> {
+        while !bytes.is_empty() {
+            if self.remaining == 0 {
+                let want = if self.have >= 4 && self.block_type() == BLOCK_SHB {
+                    12
+                } else {
+                    8
+                };
+                let take = (want - self.have).min(bytes.len());
+                self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+                self.have += take;
+                bytes = &bytes[take..];
+                if self.have < want {
+                    continue;
+                }
+                if self.block_type() == BLOCK_SHB && want == 8 {
+                    // Its byte order follows the length: read it first.
+                    continue;
+                }
+                if want == 12 {
+                    let magic = [self.header[8], self.header[9], self.header[10], self.header[11]];
+                    self.big_endian = if u32::from_le_bytes(magic) == BYTE_ORDER_MAGIC {
+                        false
+                    } else if u32::from_be_bytes(magic) == BYTE_ORDER_MAGIC {
+                        true
+                    } else {
+                        return Err(NotBlocks("a section header without its byte-order magic"));
+                    };
+                }
+                let length = [self.header[4], self.header[5], self.header[6], self.header[7]];
+                let length = if self.big_endian {
+                    u32::from_be_bytes(length)
+                } else {
+                    u32::from_le_bytes(length)
+                };
+                if length < 12 || length % 4 != 0 || (length as usize) < want {
+                    return Err(NotBlocks("a block length that no block has"));
+                }
+                self.leaving_out = self.block_type() == BLOCK_DSB;
+                if !self.leaving_out {
+                    keep(&self.header[..want]);
+                }
+                self.remaining = u64::from(length) - want as u64;
+                self.have = 0;
+                continue;
+            }
+            let take = usize::try_from(self.remaining)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            if !self.leaving_out {
+                keep(&bytes[..take]);
+            }
+            self.remaining -= take as u64;
+            bytes = &bytes[take..];
+        }
+        Ok(())
+    }
+
+    /// Whether the stream ended between blocks (else its last block was cut).
+    #[must_use]
+    pub fn at_block_boundary(&self) -> bool {
+        self.remaining == 0 && self.have == 0
+    }
+
+    fn block_type(&self) -> u32 {
+        let bytes = [self.header[0], self.header[1], self.header[2], self.header[3]];
+        // A section header's type reads the same in either order; others follow the section.
+        if self.big_endian {
+            u32::from_be_bytes(bytes)
+        } else {
+            u32::from_le_bytes(bytes)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +251,49 @@ mod tests {
     const KEY_LOG: &str =
         "# a comment\nCLIENT_RANDOM 0001020304050607080910111213141516171819202122232425262728293031 \
         4c6f72656d20697073756d20646f6c6f722073697420616d65742c20636f6e7365637465747572206164697069736369\n";
+
+    #[test]
+    fn a_stream_without_its_secrets_is_the_stream_written_without_them() {
+        use crate::pcapng::{Direction, InterfaceDescription, LINKTYPE_ETHERNET};
+        let write = |secrets: bool| {
+            let mut w = BlockWriter::with_capacity(4096);
+            w.section_header("test");
+            w.interface(&InterfaceDescription {
+                name: "eth0".into(),
+                description: String::new(),
+                link_type: LINKTYPE_ETHERNET,
+                snaplen: 65535,
+            });
+            for (i, frame) in [&[1u8; 61][..], &[2u8; 64][..]].into_iter().enumerate() {
+                if secrets {
+                    w.decryption_secrets(SECRETS_TLS_KEY_LOG, KEY_LOG.as_bytes());
+                }
+                w.packet(0, i as u64, frame.len() as u32, frame, Direction::Inbound);
+            }
+            w.bytes().to_vec()
+        };
+        let (with, without) = (write(true), write(false));
+        assert_ne!(with, without);
+        for piece in [1, 3, 7, with.len()] {
+            let mut stripper = WithoutSecrets::default();
+            let mut out = Vec::new();
+            for chunk in with.chunks(piece) {
+                stripper.feed(chunk, |kept| out.extend_from_slice(kept)).unwrap();
+            }
+            assert!(stripper.at_block_boundary());
+            assert_eq!(out, without, "fed {piece} bytes at a time");
+        }
+        let mut cut = WithoutSecrets::default();
+        cut.feed(&with[..with.len() - 2], |_| {}).unwrap();
+        assert!(!cut.at_block_boundary(), "a cut last block is noticed");
+        let mut garbage = WithoutSecrets::default();
+        assert!(garbage
+            .feed(&[0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 1, 2, 3, 4], |_| {})
+            .is_err());
+        assert!(WithoutSecrets::default()
+            .feed(&[6, 0, 0, 0, 5, 0, 0, 0], |_| {})
+            .is_err());
+    }
 
     #[test]
     fn a_block_reads_back_as_written() {

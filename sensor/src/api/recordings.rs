@@ -143,7 +143,7 @@ pub(super) async fn download(
     });
     Ok(pcapng_download(
         &format!("podcap-recording-{name}.pcapng"),
-        said,
+        said.into_iter().collect(),
         rx,
     ))
 }

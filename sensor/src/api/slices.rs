@@ -288,13 +288,13 @@ pub(super) async fn snapshot(
             said.to_owned(),
         )
     });
-    Ok(pcapng_download(&name, said, rx))
+    Ok(pcapng_download(&name, said.into_iter().collect(), rx))
 }
 
 /// The chunks of a pcapng stream as a download named `file_name`, with `extra` headers.
 pub(super) fn pcapng_download(
     file_name: &str,
-    extra: Option<(header::HeaderName, String)>,
+    extra: Vec<(header::HeaderName, String)>,
     rx: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> Response {
     let mut response = (
@@ -308,7 +308,7 @@ pub(super) fn pcapng_download(
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response();
-    if let Some((name, value)) = extra {
+    for (name, value) in extra {
         if let Ok(value) = header::HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
         }

@@ -1,14 +1,16 @@
 //! Kept snapshots over HTTP (`crate::snapshots` has their rules): `GET /api/v1/snapshots`
 //! lists them, `POST` makes one from a JSON body (the window and selection of a download,
 //! a name, an expiry) and answers when it is made, `GET /{name}` is its manifest,
-//! `GET /{name}/pcapng` its file (with its SHA-256 in `x-podcap-sha256`), `DELETE /{name}`
-//! deletes it.
+//! `GET /{name}/pcapng` its file (with its SHA-256 in `x-podcap-sha256`; a snapshot
+//! holding TLS secrets gives them only with `secrets=true` and the admin token, anyone
+//! else gets the file without its Decryption Secrets Blocks and that file's SHA-256),
+//! `DELETE /{name}` deletes it.
 use std::sync::Arc;
 
 use axum::{
     body::Bytes,
     extract::{Path, RawQuery, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -196,16 +198,55 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Whether a snapshot's download asks for its secrets: `secrets=` is its only parameter.
+fn asks_for_secrets(raw: Option<&str>) -> Result<bool, AppError> {
+    let mut asked = None;
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("secrets", _)) if asked.is_some() => {
+                return Err(AppError::BadRequest("secrets: given twice".into()));
+            }
+            Some(("secrets", "true")) => asked = Some(true),
+            Some(("secrets", "false")) => asked = Some(false),
+            Some(("secrets", value)) => {
+                return Err(AppError::BadRequest(format!(
+                    "secrets: {value:?} is neither true nor false"
+                )));
+            }
+            _ => {
+                return Err(AppError::BadRequest(
+                    "this endpoint takes only secrets= (a snapshot's window and selection are fixed when it is made)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(asked.unwrap_or(false))
+}
+
 pub(super) async fn download(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    no_query(raw.as_deref())?;
+    let asked = asks_for_secrets(raw.as_deref())?;
     let store = store(&state)?;
     let (mut file, manifest) = {
         let name = name.clone();
         blocking(move || store.open_file(&name, sys::realtime_ns()), refused).await?
+    };
+    let admin = super::authorize(&state, &headers, super::Role::Admin).is_ok();
+    // Whole: no secrets in it, or they go to the admin who asked.
+    let (whole, digest, said) = match manifest.sha256_without_secrets {
+        Some(without) if manifest.secrets > 0 && !(asked && admin) => {
+            (false, without, asked.then_some("withheld"))
+        }
+        _ => (
+            true,
+            manifest.sha256,
+            (asked && manifest.secrets > 0).then_some("included"),
+        ),
     };
     let (tx, rx) = mpsc::channel(8);
     let runtime = tokio::runtime::Handle::current();
@@ -214,17 +255,22 @@ pub(super) async fn download(
             tx: tx.clone(),
             runtime,
         };
-        if let Err(e) = std::io::copy(&mut file, &mut out) {
+        let sent = if whole {
+            std::io::copy(&mut file, &mut out).map(|_| ())
+        } else {
+            snapshots::copy_without_secrets(&mut file, &mut out)
+        };
+        if let Err(e) = sent {
             log::debug!("snapshot download ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be sent whole")));
         }
     });
-    Ok(pcapng_download(
-        &format!("{name}.pcapng"),
-        Some((
-            header::HeaderName::from_static("x-podcap-sha256"),
-            manifest.sha256,
-        )),
-        rx,
-    ))
+    let mut extra = vec![(header::HeaderName::from_static("x-podcap-sha256"), digest)];
+    if let Some(said) = said {
+        extra.push((
+            header::HeaderName::from_static("x-podcap-secrets"),
+            said.to_owned(),
+        ));
+    }
+    Ok(pcapng_download(&format!("{name}.pcapng"), extra, rx))
 }

@@ -206,12 +206,16 @@ pub enum CaptureCommand {
         slot: u32,
         done: std::sync::mpsc::Sender<()>,
     },
+    /// No process uses the file with this device and inode any more: its TLS secrets
+    /// probes go.
+    UnprobeTls { file: (u64, u64) },
     /// With the TLS fence up: the targeted pods' cgroups (v2 id, level), the whole set.
     FenceTls { pods: Vec<(u64, u32)> },
-    /// Read the TLS secrets of the file at `path` (`--tls-secrets`) with `probe`; the
-    /// outcome goes to `reply`.
+    /// Read the TLS secrets of the file at `path` (`--tls-secrets`; `file` is its device
+    /// and inode) with `probe`; the outcome goes to `reply`.
     ProbeTls {
         path: std::path::PathBuf,
+        file: (u64, u64),
         probe: TlsProbe,
         reply: std::sync::mpsc::Sender<Result<(), String>>,
     },
@@ -368,9 +372,16 @@ impl Capture {
     }
 
     /// Attaches a TLS secrets probe to the file at `path` (`--tls-secrets`).
-    fn probe_tls(&mut self, path: &std::path::Path, probe: TlsProbe) -> Result<(), String> {
+    fn probe_tls(&mut self, path: &std::path::Path, file: (u64, u64), probe: TlsProbe) -> Result<(), String> {
         let tls = self.tls.as_mut().ok_or("the TLS secrets probes are not loaded")?;
-        tls.attach(&mut self.ebpf, path, probe)
+        tls.attach(&mut self.ebpf, (path, file), probe)
+    }
+
+    /// Detaches the TLS secrets probes of `file`.
+    fn unprobe_tls(&mut self, file: (u64, u64)) {
+        if let Some(tls) = &mut self.tls {
+            tls.detach(&mut self.ebpf, file);
+        }
     }
 
     /// Puts the current filter into the tc programs where the kernel takes it.

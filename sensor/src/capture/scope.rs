@@ -276,9 +276,15 @@ impl Capture {
                     let _ = done.send(());
                 }
                 CaptureCommand::FenceTls { pods } => self.fence_tls(&pods),
-                CaptureCommand::ProbeTls { path, probe, reply } => {
-                    let _ = reply.send(self.probe_tls(&path, probe));
+                CaptureCommand::ProbeTls {
+                    path,
+                    file,
+                    probe,
+                    reply,
+                } => {
+                    let _ = reply.send(self.probe_tls(&path, file, probe));
                 }
+                CaptureCommand::UnprobeTls { file } => self.unprobe_tls(file),
             }
         }
         self.commands = Some(commands);

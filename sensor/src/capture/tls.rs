@@ -2,16 +2,18 @@
 //! attached, and Kubernetes mode's fence.
 //!
 //! Rules: the programs are loaded at start and attached only at the files the collector
-//! names (`crate::tls`); each OpenSSL layout takes one slot of `OPENSSL_LAYOUTS` and its
+//! names (`crate::tls`), and detached from a file when it says no process uses it any more
+//! (each file's links are kept by its device and inode; an attachment that fails halfway
+//! is undone); each OpenSSL layout takes one slot of `OPENSSL_LAYOUTS` and its
 //! index is the cookie of every attachment of a library of that layout. With the fence up
 //! (Kubernetes mode) no process gives secrets until the reconciler names the targeted
 //! pods' cgroups, and then only processes under one of them.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf,
@@ -107,6 +109,8 @@ pub(crate) struct TlsProbes {
     layouts: Array<MapData, OpenSslLayout>,
     /// What `layouts` holds, by index.
     known: Vec<OpenSslLayout>,
+    /// Each probed file's (device, inode) links, and the program they belong to.
+    links: HashMap<(u64, u64), (&'static str, Vec<UProbeLinkId>)>,
 }
 
 impl TlsProbes {
@@ -144,6 +148,7 @@ impl TlsProbes {
             fence,
             layouts: take_map(ebpf, "OPENSSL_LAYOUTS")?,
             known: Vec::new(),
+            links: HashMap::new(),
         };
         Ok((maps, probes))
     }
@@ -163,7 +168,7 @@ impl TlsProbes {
     pub(crate) fn attach(
         &mut self,
         ebpf: &mut Ebpf,
-        path: &std::path::Path,
+        (path, file): (&std::path::Path, (u64, u64)),
         probe: TlsProbe,
     ) -> Result<(), String> {
         let (name, offsets, cookie) = match probe {
@@ -184,16 +189,42 @@ impl TlsProbes {
                 (OPENSSL_PROBE, offsets, Some(index as u64))
             }
         };
+        // A file probed before (its links still kept) is not probed twice.
+        self.detach(ebpf, file);
         let uprobe: &mut UProbe = program(ebpf, name).map_err(|e| e.to_string())?;
+        let mut links = Vec::with_capacity(offsets.len());
         for offset in offsets {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
                 cookie,
             };
-            uprobe
-                .attach(point, path, UProbeScope::AllProcesses)
-                .map_err(|e| format!("{e}"))?;
+            match uprobe.attach(point, path, UProbeScope::AllProcesses) {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    // Undone: a later attempt starts from nothing.
+                    for link in links {
+                        let _ = uprobe.detach(link);
+                    }
+                    return Err(format!("{e}"));
+                }
+            }
         }
+        self.links.insert(file, (name, links));
         Ok(())
+    }
+
+    /// Detaches the probes of `file` (nothing if it has none).
+    pub(crate) fn detach(&mut self, ebpf: &mut Ebpf, file: (u64, u64)) {
+        let Some((name, links)) = self.links.remove(&file) else {
+            return;
+        };
+        let Ok(uprobe) = program::<UProbe>(ebpf, name) else {
+            return;
+        };
+        for link in links {
+            if let Err(e) = uprobe.detach(link) {
+                log::warn!("TLS secrets: a probe could not be detached: {e}");
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! (its version read from `.go.buildinfo`) is probed; any other is said so by its version,
 //! never probed on a guess.
 use std::{
+    collections::HashSet,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -41,8 +42,9 @@ pub struct GoBinaries {
 }
 
 impl GoBinaries {
-    /// The Go binaries of running processes not looked at before.
-    pub fn scan(&mut self) -> Vec<GoBinary> {
+    /// The Go binaries of running processes not looked at before; every executable in use
+    /// goes into `in_use` (device, inode).
+    pub fn scan(&mut self, in_use: &mut HashSet<(u64, u64)>) -> Vec<GoBinary> {
         let own = std::process::id();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
@@ -61,6 +63,7 @@ impl GoBinaries {
                 continue;
             };
             let file = (meta.dev(), meta.ino());
+            in_use.insert(file);
             if !self.looked.first_look(file) {
                 continue;
             }

@@ -71,6 +71,12 @@ impl FilesLooked {
         self.seen.insert(file)
     }
 
+    /// `file` is to be looked at again when it is next seen (its probe was detached).
+    pub fn forget(&mut self, file: (u64, u64)) {
+        self.seen.remove(&file);
+        self.retries.remove(&file);
+    }
+
     /// `file`'s probe could not be attached (its process may have exited, the capture
     /// thread was busy): it is looked at again after a wait that doubles with each attempt
     /// from 2 s, up to [`PROBE_ATTEMPTS`] in all. Whether it will be.
@@ -83,6 +89,38 @@ impl FilesLooked {
         self.retries.insert(file, (attempts, Instant::now() + wait));
         self.seen.remove(&file);
         true
+    }
+}
+
+/// Scans in a row that must find no process using a probed file before its probe is
+/// detached (a process read halfway through a scan is not taken for gone).
+pub const ABSENT_SCANS: u32 = 3;
+
+/// The files probed (device, inode → what they are, for the log), and how many scans in a
+/// row found no process using each.
+#[derive(Debug, Default)]
+pub struct ProbedFiles {
+    files: HashMap<(u64, u64), (String, u32)>,
+}
+
+impl ProbedFiles {
+    pub fn add(&mut self, file: (u64, u64), what: String) {
+        self.files.insert(file, (what, 0));
+    }
+
+    /// After a scan that found the files in `in_use`: the probed files no process used in
+    /// [`ABSENT_SCANS`] scans in a row, forgotten here.
+    pub fn gone(&mut self, in_use: &HashSet<(u64, u64)>) -> Vec<((u64, u64), String)> {
+        let mut gone = Vec::new();
+        self.files.retain(|file, (what, absent)| {
+            *absent = if in_use.contains(file) { 0 } else { *absent + 1 };
+            if *absent >= ABSENT_SCANS {
+                gone.push((*file, std::mem::take(what)));
+                return false;
+            }
+            true
+        });
+        gone
     }
 }
 
@@ -163,8 +201,9 @@ fn secret_of(record: &[u8], stats: &CollectorStats) -> Option<Secret> {
     })
 }
 
-/// Starts the collector: probes Go binaries and OpenSSL libraries as they appear, hands
-/// their secrets to the writer, until `stop`.
+/// Starts the collector: probes Go binaries and OpenSSL libraries as they appear (and
+/// detaches them when no process uses them), hands their secrets to the writer, until
+/// `stop`.
 pub(crate) fn spawn(
     mut maps: TlsSecretMaps,
     capture: Sender<CaptureCommand>,
@@ -173,119 +212,138 @@ pub(crate) fn spawn(
     stop: Shutdown,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("podcap-tls".into()).spawn(move || {
-        let TlsCounters {
-            collector: stats,
-            written: counts,
-        } = counters;
-        let mut binaries = go::GoBinaries::default();
-        let mut libraries = openssl::OpenSslLibraries::default();
-        let mut scanned: Option<Instant> = None;
+        let mut scanner = Scanner::default();
+        let mut last_scan: Option<Instant> = None;
         while !stop.requested() {
-            if scanned.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL) {
-                for binary in binaries.scan() {
-                    let probe = TlsProbe::Go {
-                        offset: binary.offset,
-                    };
-                    let what = format!(
-                        "Go program {} (pid {}, {} at offset {:#x})",
-                        std::fs::read_link(&binary.path)
-                            .map_or_else(|_| binary.path.display().to_string(), |p| p.display().to_string()),
-                        binary.pid,
-                        go::GO_KEYLOG_SYMBOL,
-                        binary.offset
-                    );
-                    attach(
-                        &capture,
-                        &binary.path,
-                        probe,
-                        &what,
-                        binary.file,
-                        &mut binaries.looked,
-                        &stats,
-                    );
-                }
-                for found in libraries.scan() {
-                    match found {
-                        openssl::Found::Probe(library) => {
-                            let what = format!(
-                                "{} {} (pid {}, {})",
-                                library.release,
-                                library.path.display(),
-                                library.pid,
-                                openssl::PROBED_FUNCTIONS.join(", ")
-                            );
-                            let probe = TlsProbe::OpenSsl {
-                                layout: library.layout,
-                                offsets: library.offsets.clone(),
-                            };
-                            attach(
-                                &capture,
-                                &library.path,
-                                probe,
-                                &what,
-                                library.file,
-                                &mut libraries.looked,
-                                &stats,
-                            );
-                        }
-                        openssl::Found::Unsupported { path, release, why } => {
-                            log::warn!(
-                                "{}: {release}: its TLS secrets cannot be read: {why}",
-                                path.display()
-                            );
-                            if let Ok(mut unsupported) = stats.unsupported.lock() {
-                                *unsupported.entry(release).or_default() += 1;
-                            }
-                        }
-                    }
-                }
-                scanned = Some(Instant::now());
+            if last_scan.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL) {
+                scanner.scan(&capture, &counters.collector);
+                last_scan = Some(Instant::now());
             }
             let _ = sys::poll_readable(&[maps.ring.as_raw_fd()], Duration::from_millis(200));
-            stats.ring_full.store(maps.lost(), Relaxed);
-            stats.not_in_pod.store(maps.fenced(), Relaxed);
-            while let Some(record) = maps.ring.next() {
-                let Some(secret) = secret_of(&record, &stats) else {
-                    continue;
-                };
-                let secrets = match openssl::handshake_traffic_secrets(&secret) {
-                    Some(derived) => derived.to_vec(),
-                    None if secret.label.as_bytes() == podcap_common::TLS_HANDSHAKE_LABEL => {
-                        stats.too_long.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    None => vec![secret],
-                };
-                for secret in secrets {
-                    stats.read.fetch_add(1, Relaxed);
-                    if counts.in_flight.load(Relaxed) >= scope::MAX_IN_FLIGHT {
-                        stats.writer_behind.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    counts.in_flight.fetch_add(1, Relaxed);
-                    if writer.send(WriterCommand::TlsSecret(secret)).is_err() {
-                        return;
-                    }
-                }
+            if !drain(&mut maps, &writer, &counters) {
+                return;
             }
         }
     })
 }
 
-/// Asks the capture thread to attach `probe` to the file at `path` (`what` names it in
-/// the log); counts it, or has it tried again later.
+/// What the collector looked at, and what it probed.
+#[derive(Default)]
+struct Scanner {
+    binaries: go::GoBinaries,
+    libraries: openssl::OpenSslLibraries,
+    probed: ProbedFiles,
+}
+
+impl Scanner {
+    /// One look at the node's processes: new Go binaries and OpenSSL libraries probed,
+    /// those no process uses any more detached.
+    fn scan(&mut self, capture: &Sender<CaptureCommand>, stats: &CollectorStats) {
+        let mut in_use = HashSet::new();
+        for binary in self.binaries.scan(&mut in_use) {
+            let probe = TlsProbe::Go {
+                offset: binary.offset,
+            };
+            let what = format!(
+                "Go program {} (pid {}, {} at offset {:#x})",
+                std::fs::read_link(&binary.path)
+                    .map_or_else(|_| binary.path.display().to_string(), |p| p.display().to_string()),
+                binary.pid,
+                go::GO_KEYLOG_SYMBOL,
+                binary.offset
+            );
+            let file = (binary.path.as_path(), binary.file);
+            if attach(capture, file, probe, &what, &mut self.binaries.looked, stats) {
+                self.probed.add(binary.file, what);
+            }
+        }
+        for found in self.libraries.scan(&mut in_use) {
+            match found {
+                openssl::Found::Probe(library) => {
+                    let what = format!(
+                        "{} {} (pid {}, {})",
+                        library.release,
+                        library.path.display(),
+                        library.pid,
+                        openssl::PROBED_FUNCTIONS.join(", ")
+                    );
+                    let probe = TlsProbe::OpenSsl {
+                        layout: library.layout,
+                        offsets: library.offsets.clone(),
+                    };
+                    let file = (library.path.as_path(), library.file);
+                    if attach(capture, file, probe, &what, &mut self.libraries.looked, stats) {
+                        self.probed.add(library.file, what);
+                    }
+                }
+                openssl::Found::Unsupported { path, release, why } => {
+                    log::warn!(
+                        "{}: {release}: its TLS secrets cannot be read: {why}",
+                        path.display()
+                    );
+                    if let Ok(mut unsupported) = stats.unsupported.lock() {
+                        *unsupported.entry(release).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (file, what) in self.probed.gone(&in_use) {
+            log::info!("no process uses {what} any more: its TLS secrets probe is detached");
+            let _ = capture.send(CaptureCommand::UnprobeTls { file });
+            self.binaries.looked.forget(file);
+            self.libraries.looked.forget(file);
+        }
+    }
+}
+
+/// Hands every secret in the probes' ring to the writer (TLS 1.3 handshake events turned
+/// into their two secrets); counts what it cannot. Whether the writer is still there.
+fn drain(maps: &mut TlsSecretMaps, writer: &Sender<WriterCommand>, counters: &TlsCounters) -> bool {
+    let (stats, counts) = (&counters.collector, &counters.written);
+    stats.ring_full.store(maps.lost(), Relaxed);
+    stats.not_in_pod.store(maps.fenced(), Relaxed);
+    while let Some(record) = maps.ring.next() {
+        let Some(secret) = secret_of(&record, stats) else {
+            continue;
+        };
+        let secrets = match openssl::handshake_traffic_secrets(&secret) {
+            Some(derived) => derived.to_vec(),
+            None if secret.label.as_bytes() == podcap_common::TLS_HANDSHAKE_LABEL => {
+                stats.too_long.fetch_add(1, Relaxed);
+                continue;
+            }
+            None => vec![secret],
+        };
+        for secret in secrets {
+            stats.read.fetch_add(1, Relaxed);
+            if counts.in_flight.load(Relaxed) >= scope::MAX_IN_FLIGHT {
+                stats.writer_behind.fetch_add(1, Relaxed);
+                continue;
+            }
+            counts.in_flight.fetch_add(1, Relaxed);
+            if writer.send(WriterCommand::TlsSecret(secret)).is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Asks the capture thread to attach `probe` to the file at `path` (`file`: its device
+/// and inode; `what` names it in the log); counts it, or has it tried again later. Whether
+/// it was attached.
 fn attach(
     capture: &Sender<CaptureCommand>,
-    path: &std::path::Path,
+    (path, file): (&std::path::Path, (u64, u64)),
     probe: TlsProbe,
     what: &str,
-    file: (u64, u64),
     looked: &mut FilesLooked,
     stats: &CollectorStats,
-) {
+) -> bool {
     let (reply, replied) = mpsc::channel();
     let command = CaptureCommand::ProbeTls {
         path: path.to_owned(),
+        file,
         probe,
         reply,
     };
@@ -309,6 +367,7 @@ fn attach(
             path.display()
         );
     }
+    attached
 }
 
 /// The running collector and what it and the writer counted.

@@ -60,8 +60,9 @@ pub struct OpenSslLibraries {
 }
 
 impl OpenSslLibraries {
-    /// The `libssl.so.3` files mapped by running processes, not looked at before.
-    pub fn scan(&mut self) -> Vec<Found> {
+    /// The `libssl.so.3` files mapped by running processes, not looked at before; every
+    /// one mapped goes into `in_use` (device, inode).
+    pub fn scan(&mut self, in_use: &mut HashSet<(u64, u64)>) -> Vec<Found> {
         let own = std::process::id();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
@@ -81,6 +82,7 @@ impl OpenSslLibraries {
             let mut in_process = HashSet::new();
             let libcrypto = mappings(&maps, "libcrypto.so.3").first().map(|(_, path)| *path);
             for (file, mapped) in mappings(&maps, "libssl.so.3") {
+                in_use.insert(file);
                 if !in_process.insert(file) || !self.looked.first_look(file) {
                     continue;
                 }
