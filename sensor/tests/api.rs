@@ -349,6 +349,39 @@ async fn secrets_are_the_admins_and_a_withheld_answer_says_so() {
     assert_eq!(said(&get(&quiet, uri, Some("r3ad")).await.1), None);
 }
 
+/// With `--tls-secrets`, `/api/v1/status` names the TLS libraries it found but does not
+/// probe, by release, beside what it probes and writes; without, it says nothing of TLS.
+#[tokio::test]
+async fn status_names_the_tls_libraries_it_does_not_probe() {
+    let (dir, _) = store();
+    let counters = podcap_sensor::tls::TlsCounters {
+        collector: Arc::default(),
+        written: Arc::default(),
+    };
+    counters
+        .collector
+        .probed
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    counters
+        .collector
+        .unsupported
+        .lock()
+        .unwrap()
+        .insert("OpenSSL 3.1.4".into(), 1);
+    let s = ApiState {
+        tls_counters: Some(counters),
+        ..state(&dir, None)
+    };
+    let (status, _, body) = get(&s, "/api/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["tls"]["probed"], 2, "{status}");
+    assert_eq!(status["tls"]["unsupported"]["OpenSSL 3.1.4"], 1, "{status}");
+    let (_, _, body) = get(&state(&dir, None), "/api/v1/status", None).await;
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(status["tls"].is_null(), "{status}");
+}
+
 #[tokio::test]
 async fn a_token_guards_everything_but_health() {
     let (dir, _) = store();

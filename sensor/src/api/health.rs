@@ -89,6 +89,21 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
         .map(|r| r.last_ns)
         .max();
     let totals = state.stats.totals();
+    let tls = state.tls_counters.as_ref().map(|tls| {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Relaxed: statistics, each read on its own.
+        let unsupported = tls
+            .collector
+            .unsupported
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        serde_json::json!({
+            "probed": tls.collector.probed.load(Relaxed),
+            "unsupported": unsupported,
+            "secretsWritten": tls.written.get().written,
+        })
+    });
     Ok(Json(serde_json::json!({
         "recording": recording,
         "ready": reason.is_none(),
@@ -103,5 +118,6 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
         "disk": disk,
         "drops": {"kernel": totals.kernel_drops, "ring": totals.ring_drops, "disk": totals.writer_drops},
         "recovery": &*state.recovery,
+        "tls": tls,
     })))
 }
