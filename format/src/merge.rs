@@ -327,6 +327,53 @@ mod tests {
         (packets, stats, comments)
     }
 
+    /// Two sensors' downloads, each with the secrets of its own session and one both
+    /// recorded: the merge carries each distinct block once, each ahead of the packet that
+    /// followed it in its input, so a one-pass reader has the keys first.
+    #[test]
+    fn each_sensors_secrets_go_out_once_before_their_packets() {
+        use crate::pcapng::secrets::{key_log_line, parse_decryption_secrets, SECRETS_TLS_KEY_LOG};
+        let line = |random: u8| key_log_line("CLIENT_RANDOM", &[random; 32], b"master");
+        let with_secrets = |own: u8, stamps: &[u64]| {
+            let mut bytes = stream(&[], None, &[]);
+            let mut w = BlockWriter::default();
+            w.decryption_secrets(SECRETS_TLS_KEY_LOG, line(9).as_bytes());
+            w.decryption_secrets(SECRETS_TLS_KEY_LOG, line(own).as_bytes());
+            for &ts in stamps {
+                w.packet(0, ts, 8, &ts.to_be_bytes(), Direction::Inbound);
+            }
+            bytes.extend_from_slice(w.bytes());
+            bytes
+        };
+        let inputs = vec![
+            Input {
+                label: "a".into(),
+                reader: std::io::Cursor::new(with_secrets(1, &[10, 30])),
+            },
+            Input {
+                label: "b".into(),
+                reader: std::io::Cursor::new(with_secrets(2, &[20, 40])),
+            },
+        ];
+        let mut out = Vec::new();
+        let stats = merge(inputs, &["window".into()], &mut out).unwrap();
+        assert!(stats.losses.is_empty(), "{:?}", stats.losses);
+        let mut section = crate::pcapng::read::Section::default();
+        let mut seen = Vec::new();
+        for block in Blocks::new(&out) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
+                seen.push(format!("S{}", secrets.data[15] - b'0'));
+            } else if let Some(packet) = crate::pcapng::read::parse_packet(&block, &section).unwrap() {
+                seen.push(format!("P{}", packet.timestamp_ns));
+            }
+        }
+        // Each input is read up to its first packet before any packet goes out: every
+        // block before it (b's own secrets too) is ahead of the first packet.
+        assert_eq!(seen, ["S9", "S1", "S2", "P10", "P20", "P30", "P40"], "{seen:?}");
+    }
+
     #[test]
     fn a_broken_input_gives_every_whole_packet_and_the_loss_is_said() {
         let mut broken = stream(&[10, 30, 50], None, &[]);
