@@ -455,6 +455,50 @@ fn assert_pods_recorded(data: &std::path::Path, uid_web1: &str, [phase1, phase2,
     );
 }
 
+/// Serves `api` on a port of the node namespace's loopback (where the sensor finds it);
+/// the runtime serving it stops when dropped or shut down.
+fn serve_api(node: &Netns, api: &KubeApi) -> (u16, tokio::runtime::Runtime) {
+    let listener = listener_in(node);
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let router = api.router();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, router).await.unwrap();
+    });
+    (port, runtime)
+}
+
+/// The sensor in Kubernetes mode in the node namespace, as node `node-1` of the API server
+/// on `port`, with the cgroup tree, targeting file and data folder given, and `extra` flags.
+fn kubernetes_sensor(
+    node: &Netns,
+    port: u16,
+    (cgroup_root, config, data): (&std::path::Path, &std::path::Path, &std::path::Path),
+    extra: &str,
+) -> Proc {
+    // nsenter, not `ip netns exec`: the sensor must see the host's cgroup tree.
+    Proc::spawn(
+        "podcap-sensor",
+        &format!(
+            "env RUST_LOG=info nsenter --net=/var/run/netns/{} {} --node node-1 --kube-api http://127.0.0.1:{port} --cgroup-root {} --config {} --data-dir {}{extra}",
+            node.name,
+            sensor_bin(),
+            cgroup_root.display(),
+            config.display(),
+            data.display()
+        ),
+    )
+}
+
+/// A targeting file in `dir` that selects the `web-` pods of namespace `shop`.
+fn web_pods_of_shop(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "tap:\n  regex: ^web-\n  namespaces: [shop]\n").unwrap();
+    config
+}
+
 /// A node N with three pods (their own namespaces, veths vka..vkc) and an uplink to the
 /// outside O (N's default route): the hostNetwork pod's traffic and the node's own go there.
 fn kubernetes_node() -> (Netns, Vec<Netns>, Netns) {
@@ -509,32 +553,11 @@ fn kubernetes_mode_captures_the_targeted_pods_as_they_come_and_go() {
         ],
         vec![kube_api::service("shop", "web", &["198.18.59.10"])],
     );
-    let listener = listener_in(&node);
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let router = api.router();
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        axum::serve(listener, router).await.unwrap();
-    });
+    let (port, runtime) = serve_api(&node, &api);
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "tap:\n  regex: ^web-\n  namespaces: [shop]\n").unwrap();
-    // nsenter, not `ip netns exec`: the sensor must see the host's cgroup tree.
-    let mut sensor = Proc::spawn(
-        "podcap-sensor",
-        &format!(
-            "env RUST_LOG=info nsenter --net=/var/run/netns/{} {} --node node-1 --kube-api http://127.0.0.1:{port} --cgroup-root {} --config {} --data-dir {}",
-            node.name,
-            sensor_bin(),
-            cgroups.root.display(),
-            config.display(),
-            data.display()
-        ),
-    );
+    let (data, config) = (dir.path().join("data"), web_pods_of_shop(dir.path()));
+    let mut sensor = kubernetes_sensor(&node, port, (&cgroups.root, &config, &data), "");
     sensor.wait_for("capturing shop/web-1/eth0", Duration::from_secs(30));
     // The default route's interface is where hostNetwork pods are recorded.
     sensor.wait_for("capturing shop/web-host/uplink", Duration::from_secs(10));
@@ -604,36 +627,11 @@ fn kubernetes_mode_writes_tls_secrets_only_of_targeted_pods_processes() {
     let pod_dir = cgroups.dir(&format!("kubepods/besteffort/pod{uid}/ctr"));
     cgroups.process(&pods[0], &pod_dir);
     let api = KubeApi::new(vec![kube_api::pod(uid, "shop", "web-1", "198.18.50.1")], vec![]);
-    let listener = listener_in(&node);
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let router = api.router();
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        axum::serve(listener, router).await.unwrap();
-    });
+    let (port, runtime) = serve_api(&node, &api);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "tap:\n  regex: ^web-\n  namespaces: [shop]\n").unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    sh(&format!(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
-        key.display(),
-        cert.display()
-    ));
-    let mut sensor = Proc::spawn(
-        "podcap-sensor",
-        &format!(
-            "env RUST_LOG=info nsenter --net=/var/run/netns/{} {} --node node-1 --kube-api http://127.0.0.1:{port} --cgroup-root {} --config {} --data-dir {} --tls-secrets",
-            node.name,
-            sensor_bin(),
-            cgroups.root.display(),
-            config.display(),
-            data.display()
-        ),
-    );
+    let (data, config) = (dir.path().join("data"), web_pods_of_shop(dir.path()));
+    let (cert, key) = self_signed(dir.path());
+    let mut sensor = kubernetes_sensor(&node, port, (&cgroups.root, &config, &data), " --tls-secrets");
     sensor.wait_for("capturing shop/web-1/eth0", Duration::from_secs(30));
     let mut server = Proc::spawn(
         "openssl s_server",

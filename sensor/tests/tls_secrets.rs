@@ -28,12 +28,7 @@ fn decryption_secrets_blocks_let_tshark_read_tls_in_clear() {
     let Some(_serial) = privileged() else { return };
     let t = topology("s");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    sh(&format!(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
-        key.display(),
-        cert.display()
-    ));
+    let (cert, key) = self_signed(dir.path());
     for version in ["1.3", "1.2"] {
         let marker = format!("podcap-marker-tls{}", version.replace('.', ""));
         let key_log = dir.path().join(format!("keys-{version}.log"));
@@ -158,19 +153,7 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let pod = build_tlspod(dir.path());
     let t = topology("g");
-    let data = dir.path().join("data");
-    let (read_token, admin_token) = (dir.path().join("read.token"), dir.path().join("admin.token"));
-    std::fs::write(&read_token, "tls-read-token\n").unwrap();
-    std::fs::write(&admin_token, "tls-admin-token\n").unwrap();
-    let mut sensor = start_sensor(
-        &t.n,
-        &format!(
-            "--iface n0 --data-dir {} --tls-secrets --listen 127.0.0.1:9090 --token-file {} --admin-token-file {}",
-            data.display(),
-            read_token.display(),
-            admin_token.display()
-        ),
-    );
+    let (mut sensor, data, (read_token, admin_token)) = start_secrets_sensor(&t.n, dir.path());
     let mut server = Proc::spawn(
         "tlspod server",
         &t.n.exec(&format!("{} server 0.0.0.0:8443", pod.display())),
@@ -275,25 +258,8 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
     let Some(_serial) = privileged() else { return };
     let t = topology("o");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    sh(&format!(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
-        key.display(),
-        cert.display()
-    ));
-    let data = dir.path().join("data");
-    let (read_token, admin_token) = (dir.path().join("read.token"), dir.path().join("admin.token"));
-    std::fs::write(&read_token, "tls-read-token\n").unwrap();
-    std::fs::write(&admin_token, "tls-admin-token\n").unwrap();
-    let mut sensor = start_sensor(
-        &t.n,
-        &format!(
-            "--iface n0 --data-dir {} --tls-secrets --listen 127.0.0.1:9090 --token-file {} --admin-token-file {}",
-            data.display(),
-            read_token.display(),
-            admin_token.display()
-        ),
-    );
+    let (cert, key) = self_signed(dir.path());
+    let (mut sensor, data, (read_token, admin_token)) = start_secrets_sensor(&t.n, dir.path());
     let cli = |token: &Path, args: &str| {
         t.n.sh(&format!(
             "{} {args} --sensor http://127.0.0.1:9090 --token-file {} 2>&1",
@@ -756,6 +722,29 @@ fn go_probe_links() -> usize {
             .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
             .count()
     })
+}
+
+/// A sensor in `ns` recording n0 with `--tls-secrets`, its API on the namespace's
+/// loopback with a read and an admin token: the sensor, its data folder, and the two
+/// tokens' files (read, admin).
+fn start_secrets_sensor(
+    ns: &Netns,
+    dir: &Path,
+) -> (Proc, std::path::PathBuf, (std::path::PathBuf, std::path::PathBuf)) {
+    let data = dir.join("data");
+    let (read_token, admin_token) = (dir.join("read.token"), dir.join("admin.token"));
+    std::fs::write(&read_token, "tls-read-token\n").unwrap();
+    std::fs::write(&admin_token, "tls-admin-token\n").unwrap();
+    let sensor = start_sensor(
+        ns,
+        &format!(
+            "--iface n0 --data-dir {} --tls-secrets --listen 127.0.0.1:9090 --token-file {} --admin-token-file {}",
+            data.display(),
+            read_token.display(),
+            admin_token.display()
+        ),
+    );
+    (sensor, data, (read_token, admin_token))
 }
 
 /// Builds the Go TLS "pod" (Debian's golang-go) into `dir`.

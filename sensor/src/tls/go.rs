@@ -45,18 +45,8 @@ impl GoBinaries {
     /// The Go binaries of running processes not looked at before; every executable in use
     /// goes into `in_use` (device, inode).
     pub fn scan(&mut self, in_use: &mut HashSet<(u64, u64)>) -> Vec<GoBinary> {
-        let own = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
         let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == own {
-                continue;
-            }
+        for pid in super::other_processes() {
             let path = PathBuf::from(format!("/proc/{pid}/exe"));
             // Kernel threads and processes gone meanwhile have no executable to read.
             let Ok(meta) = std::fs::metadata(&path) else {

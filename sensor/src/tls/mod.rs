@@ -92,6 +92,17 @@ impl FilesLooked {
     }
 }
 
+/// The ids of the node's processes (those in `/proc`) but the sensor's own.
+fn other_processes() -> impl Iterator<Item = u32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(move |pid| *pid != own)
+}
+
 /// Scans in a row that must find no process using a probed file before its probe is
 /// detached (a process read halfway through a scan is not taken for gone).
 pub const ABSENT_SCANS: u32 = 3;

@@ -63,18 +63,8 @@ impl OpenSslLibraries {
     /// The `libssl.so.3` files mapped by running processes, not looked at before; every
     /// one mapped goes into `in_use` (device, inode).
     pub fn scan(&mut self, in_use: &mut HashSet<(u64, u64)>) -> Vec<Found> {
-        let own = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
         let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == own {
-                continue;
-            }
+        for pid in super::other_processes() {
             // Processes gone meanwhile, and kernel threads, have no maps to read.
             let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
                 continue;

@@ -353,3 +353,15 @@ pub fn parse_openmetrics(text: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A self-signed certificate and its key for a TLS server in a test (`CN=pod`, one day),
+/// written into `dir`: (certificate, key).
+pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    sh(&format!(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pod -keyout {} -out {} 2>&1",
+        key.display(),
+        cert.display()
+    ));
+    (cert, key)
+}
