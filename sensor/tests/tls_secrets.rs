@@ -250,9 +250,10 @@ fn the_sensor_writes_the_secrets_of_recorded_go_sessions() {
 /// TLS 1.3's handshake traffic secrets; what lands in the segments is exactly the key log
 /// curl itself writes for the recorded sessions (TLS 1.3 and TLS 1.2), none of an
 /// unrecorded one, and tshark reads both requests with no key log of its own. A recording
-/// job running meanwhile keeps the same secrets with its packets: `podcap dump
-/// --recording` with the admin token writes a file tshark decrypts, with the read token one
-/// without secrets, and it says they were withheld.
+/// job running meanwhile and a snapshot kept after keep the same secrets with their
+/// packets: `podcap dump --recording` / `--snapshot` with the admin token write files
+/// tshark decrypts, with the read token files without secrets (the snapshot's checked
+/// against the SHA-256 the sensor gives for it), and the CLI says they were withheld.
 #[test]
 fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
     let Some(_serial) = privileged() else { return };
