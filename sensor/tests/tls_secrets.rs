@@ -275,8 +275,23 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
             podcap_sensor::units::format_rfc3339_ns(realtime_ns())
         ),
     );
+    // A second sensor records B's side, so two sensors' downloads merge.
+    let mut sensor_b = start_sensor(
+        &t.b,
+        &format!(
+            "--iface b0 --data-dir {} --tls-secrets --listen 198.18.1.1:9091 --token-file {} --admin-token-file {}",
+            dir.path().join("data-b").display(),
+            read_token.display(),
+            admin_token.display()
+        ),
+    );
     let (selected_keys, unselected_keys) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
-    openssl_sessions(&t, (&cert, &key), &mut sensor, (&selected_keys, &unselected_keys));
+    openssl_sessions(
+        &t,
+        (&cert, &key),
+        [&mut sensor, &mut sensor_b],
+        (&selected_keys, &unselected_keys),
+    );
     // The writer waits for ClientHellos, then flushes once a second; the job copies up
     // to 1.5 s behind the clock, every second.
     std::thread::sleep(Duration::from_secs(4));
@@ -296,6 +311,8 @@ fn the_sensor_writes_the_secrets_of_recorded_openssl_sessions() {
             ("--snapshot tls-snap", "podcap-snapshot-tls-snap.pcapng"),
         ),
     ];
+    assert_two_sensors_merge(&t.n, dir.path(), &admin_token, (&selected_keys, &unselected_keys));
+    assert_eq!(sensor_b.stop(), Some(0), "{}", sensor_b.log_text());
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     let log = sensor.log_text();
     assert!(
@@ -368,6 +385,43 @@ fn assert_openssl_secrets(
     }
 }
 
+/// `podcap dump` of the window from both sensors (N's, which recorded A's sessions, and
+/// B's own) with the admin token: one merged file holding both sensors' secrets, in which
+/// tshark reads A's and B's requests of both TLS versions.
+fn assert_two_sensors_merge(
+    node: &Netns,
+    dir: &Path,
+    admin_token: &Path,
+    (selected_keys, unselected_keys): (&Path, &Path),
+) {
+    let merged = dir.join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let said = node.sh(&format!(
+        "{} dump --time 1m --sensor http://127.0.0.1:9090 --sensor http://198.18.1.1:9091 --token-file {} --dest {} 2>&1",
+        podcap_cli().display(),
+        admin_token.display(),
+        merged.display()
+    ));
+    let files = segments(&merged);
+    assert_eq!(files.len(), 1, "one merged file: {said}");
+    let mut both = client_randoms(&std::fs::read(selected_keys).unwrap());
+    both.extend(client_randoms(&std::fs::read(unselected_keys).unwrap()));
+    assert_eq!(
+        client_randoms(&secrets_in(&files)),
+        both,
+        "both sensors' secrets: {said}"
+    );
+    for marker in [
+        "openssl-marker-tls13",
+        "openssl-marker-tls12",
+        "unselected-tls13",
+        "unselected-tls12",
+    ] {
+        let filter = format!("http.request.uri contains \"{marker}\"");
+        assert_eq!(decrypted_requests(&files[0], &filter), 1, "{marker} in the merge");
+    }
+}
+
 /// `podcap dump` of a kept recording or snapshot (`what`: its flag, and the file it
 /// writes) with the admin token and with the read token: the two files (the read token's
 /// dump must say the secrets were withheld; both are checked against the sensor's SHA-256
@@ -400,7 +454,7 @@ fn kept_dumps(
 fn openssl_sessions(
     t: &Topology,
     (cert, key): (&Path, &Path),
-    sensor: &mut Proc,
+    mut sensors: [&mut Proc; 2],
     (selected_keys, unselected_keys): (&Path, &Path),
 ) {
     for version in ["1.3", "1.2"] {
@@ -415,7 +469,9 @@ fn openssl_sessions(
         );
         server.wait_for("ACCEPT", Duration::from_secs(10));
         if version == "1.3" {
-            sensor.wait_for("reading TLS secrets of OpenSSL 3.0.", Duration::from_secs(10));
+            for sensor in &mut sensors {
+                sensor.wait_for("reading TLS secrets of OpenSSL 3.0.", Duration::from_secs(10));
+            }
         }
         let tag = version.replace('.', "");
         for (ns, address, keys, marker) in [

@@ -236,18 +236,16 @@ pub(super) async fn download(
         let name = name.clone();
         blocking(move || store.open_file(&name, sys::realtime_ns()), refused).await?
     };
-    let admin = super::authorize(&state, &headers, super::Role::Admin).is_ok();
-    // Whole: no secrets in it, or they go to the admin who asked.
-    let (whole, digest, said) = match manifest.sha256_without_secrets {
-        Some(without) if manifest.secrets > 0 && !(asked && admin) => {
-            (false, without, asked.then_some("withheld"))
-        }
-        _ => (
-            true,
-            manifest.sha256,
-            (asked && manifest.secrets > 0).then_some("included"),
-        ),
+    // The file as made goes only to the admin who asked; anyone else gets it with every
+    // Decryption Secrets Block left out, whatever the manifest says it holds (a file that
+    // holds blocks its manifest does not count then fails the digest, never leaks them).
+    let whole = asked && super::authorize(&state, &headers, super::Role::Admin).is_ok();
+    let digest = if whole || manifest.secrets == 0 {
+        Some(manifest.sha256)
+    } else {
+        manifest.sha256_without_secrets
     };
+    let said = (asked && manifest.secrets > 0).then_some(if whole { "included" } else { "withheld" });
     let (tx, rx) = mpsc::channel(8);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -265,7 +263,10 @@ pub(super) async fn download(
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be sent whole")));
         }
     });
-    let mut extra = vec![(header::HeaderName::from_static("x-podcap-sha256"), digest)];
+    let mut extra: Vec<_> = digest
+        .map(|digest| (header::HeaderName::from_static("x-podcap-sha256"), digest))
+        .into_iter()
+        .collect();
     if let Some(said) = said {
         extra.push((
             header::HeaderName::from_static("x-podcap-secrets"),
