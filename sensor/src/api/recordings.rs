@@ -115,11 +115,7 @@ pub(super) async fn download(
             runtime,
         };
         // Iterations are apart in time and in order: one slicer makes one stream of them.
-        let mut slicer = if secrets {
-            Slicer::default().with_secrets()
-        } else {
-            Slicer::default()
-        };
+        let mut slicer = Slicer::default().secrets(secrets);
         for (dir, records) in &iterations {
             let refs: Vec<&SegmentRecord> = records.iter().collect();
             if let Err(e) = slicer.write(dir, &refs, from, to, &selection, &mut out) {
@@ -135,15 +131,9 @@ pub(super) async fn download(
             let _ = slicer.write(std::path::Path::new("."), &[], from, to, &selection, &mut out);
         }
     });
-    let said = said.map(|said| {
-        (
-            axum::http::header::HeaderName::from_static("x-podcap-secrets"),
-            said.to_owned(),
-        )
-    });
     Ok(pcapng_download(
         &format!("podcap-recording-{name}.pcapng"),
-        said.into_iter().collect(),
+        super::slices::secrets_header(said).into_iter().collect(),
         rx,
     ))
 }

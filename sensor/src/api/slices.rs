@@ -233,14 +233,24 @@ pub(super) fn secrets_allowed(
     state: &ApiState,
     headers: &HeaderMap,
     asked: bool,
-) -> (bool, Option<&'static str>) {
+) -> (slice::Secrets, Option<&'static str>) {
     if !asked {
-        return (false, None);
+        return (slice::Secrets::LeftOut, None);
     }
     if super::authorize(state, headers, super::Role::Admin).is_ok() {
-        return (true, Some("included"));
+        return (slice::Secrets::Delivered, Some("included"));
     }
-    (false, state.tls_secrets.then_some("withheld"))
+    (slice::Secrets::LeftOut, state.tls_secrets.then_some("withheld"))
+}
+
+/// The `x-podcap-secrets` header saying what became of the secrets asked for.
+pub(super) fn secrets_header(said: Option<&'static str>) -> Option<(header::HeaderName, String)> {
+    said.map(|said| {
+        (
+            header::HeaderName::from_static("x-podcap-secrets"),
+            said.to_owned(),
+        )
+    })
 }
 
 pub(super) async fn snapshot(
@@ -267,11 +277,6 @@ pub(super) async fn snapshot(
             runtime,
         };
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
-        let secrets = if secrets {
-            slice::Secrets::Delivered
-        } else {
-            slice::Secrets::LeftOut
-        };
         if let Err(e) = slice::write_segments(&dir, &refs, (from, to), &selection, secrets, &mut out) {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
@@ -282,13 +287,11 @@ pub(super) async fn snapshot(
         units::format_utc_compact(from),
         units::format_utc_compact(to)
     );
-    let said = said.map(|said| {
-        (
-            header::HeaderName::from_static("x-podcap-secrets"),
-            said.to_owned(),
-        )
-    });
-    Ok(pcapng_download(&name, said.into_iter().collect(), rx))
+    Ok(pcapng_download(
+        &name,
+        secrets_header(said).into_iter().collect(),
+        rx,
+    ))
 }
 
 /// The chunks of a pcapng stream as a download named `file_name`, with `extra` headers.

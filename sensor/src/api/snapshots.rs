@@ -198,30 +198,25 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Whether a snapshot's download asks for its secrets: `secrets=` is its only parameter.
+/// Whether a snapshot's download asks for its secrets: `secrets=` is its only parameter
+/// (parsed as a download's: decoded, once, true or false).
 fn asks_for_secrets(raw: Option<&str>) -> Result<bool, AppError> {
-    let mut asked = None;
-    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("secrets", _)) if asked.is_some() => {
-                return Err(AppError::BadRequest("secrets: given twice".into()));
-            }
-            Some(("secrets", "true")) => asked = Some(true),
-            Some(("secrets", "false")) => asked = Some(false),
-            Some(("secrets", value)) => {
-                return Err(AppError::BadRequest(format!(
-                    "secrets: {value:?} is neither true nor false"
-                )));
-            }
-            _ => {
-                return Err(AppError::BadRequest(
-                    "this endpoint takes only secrets= (a snapshot's window and selection are fixed when it is made)"
-                        .into(),
-                ));
-            }
-        }
+    let query = SliceQuery::parse(raw, true)?;
+    let range = &query.range;
+    let other = range.last.is_some()
+        || range.from.is_some()
+        || range.to.is_some()
+        || range.iface.is_some()
+        || query.filter.is_some()
+        || query.pod.is_some()
+        || !query.namespaces.is_empty();
+    if other {
+        return Err(AppError::BadRequest(
+            "this endpoint takes only secrets= (a snapshot's window and selection are fixed when it is made)"
+                .into(),
+        ));
     }
-    Ok(asked.unwrap_or(false))
+    query.wants_secrets()
 }
 
 pub(super) async fn download(
@@ -263,15 +258,10 @@ pub(super) async fn download(
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be sent whole")));
         }
     });
-    let mut extra: Vec<_> = digest
+    let extra = digest
         .map(|digest| (header::HeaderName::from_static("x-podcap-sha256"), digest))
         .into_iter()
+        .chain(super::slices::secrets_header(said))
         .collect();
-    if let Some(said) = said {
-        extra.push((
-            header::HeaderName::from_static("x-podcap-secrets"),
-            said.to_owned(),
-        ));
-    }
     Ok(pcapng_download(&format!("{name}.pcapng"), extra, rx))
 }

@@ -297,6 +297,15 @@ impl Slicer {
         }
     }
 
+    /// This slicer delivers the TLS secrets or leaves them out, as `secrets` says.
+    #[must_use]
+    pub fn secrets(self, secrets: Secrets) -> Self {
+        match secrets {
+            Secrets::LeftOut => self,
+            Secrets::Delivered => self.with_secrets(),
+        }
+    }
+
     /// What was written so far.
     #[must_use]
     pub fn stats(&self) -> SliceStats {
@@ -950,10 +959,7 @@ pub fn write_segments(
     secrets: Secrets,
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    let mut slicer = match secrets {
-        Secrets::LeftOut => Slicer::with_statistics(),
-        Secrets::Delivered => Slicer::with_statistics().with_secrets(),
-    };
+    let mut slicer = Slicer::with_statistics().secrets(secrets);
     slicer.write(dir, segments, from, to, selection, out)
 }
 
