@@ -33,9 +33,12 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// Packets of at least this many bytes are written from the caller's memory rather than
-/// copied into the buffer: above it the copy costs more than a system call of its own
-/// (`docs/design/capture-path.md`, "One thread").
+/// Written through the page cache, packets of at least this many bytes go from the
+/// caller's memory to the file rather than being copied into the buffer: above it the
+/// copy costs more than a system call of its own (`docs/design/capture-path.md`, "One
+/// thread"). Written directly, every byte is copied into the aligned staging buffer anyway
+/// and each write is a disk I/O of its own, so there every packet joins the buffer and the
+/// file sees writes of [`WRITE_CHUNK`] (`docs/design/store.md`, "Direct writes").
 const DIRECT_WRITE_MIN: usize = 16 * 1024;
 
 pub(in crate::store) struct ActiveSegment {
@@ -325,7 +328,7 @@ impl SegmentWriter {
     fn direct_io_refused(&mut self, reason: &io::Error) {
         if self.write_mode == WriteMode::Direct {
             log::info!(
-                "{} does not take direct writes ({reason}): segments are written through the page cache",
+                "no direct writes into {} ({reason}): segments are written through the page cache",
                 self.dir.display()
             );
             self.write_mode = WriteMode::Buffered;
@@ -378,7 +381,8 @@ impl SegmentWriter {
             None => self.declare(slot),
         };
         self.buffered.push((slot, id, timestamp_ns));
-        if data.len() >= DIRECT_WRITE_MIN {
+        let direct = self.active.as_ref().is_some_and(|active| active.file.is_direct());
+        if data.len() >= DIRECT_WRITE_MIN && !direct {
             // Large packets (GSO super-frames) go from the caller's memory (the kernel's
             // ring buffer) to the file in the same system call as the buffer before them.
             let tail = self

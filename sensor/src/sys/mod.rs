@@ -63,6 +63,22 @@ pub fn set_direct_io(file: &std::fs::File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `file` lives on a file system that keeps files in memory (tmpfs, ramfs:
+/// `fstatfs`).
+pub fn is_in_memory(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: the descriptor is open for the whole call (owned by `file`), and `stat`
+    // points at a whole `statfs` the kernel fills.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatfs succeeded, so it wrote the struct (and it was zeroed before).
+    let kind = unsafe { stat.assume_init() }.f_type;
+    // RAMFS_MAGIC, which the libc crate does not name.
+    Ok(kind == libc::TMPFS_MAGIC || kind == 0x8584_58f6)
+}
+
 /// Renames `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`): the store
 /// never replaces a file by renaming over it. An existing `to` is `AlreadyExists`. On a
 /// file system without the flag, a check and a plain rename stand in (not atomic against

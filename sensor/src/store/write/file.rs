@@ -11,9 +11,10 @@
 //!   `ALIGN - 1` bytes longer than [`SegmentFile::len`], all zeros: readers never read
 //!   past the length the writer published, crash recovery cuts the zeros as it cuts a torn
 //!   tail, and [`SegmentFile::close`] cuts the file to its length.
-//! - Where the file system refuses `O_DIRECT` (when it is asked for, or at a write), the
-//!   file is written through the page cache from then on, and the reason is kept for the
-//!   writer to say once ([`SegmentFile::take_fallback`]).
+//! - Where the file system refuses `O_DIRECT` (when it is asked for, or at a write), or
+//!   keeps files in memory anyway (tmpfs, ramfs), the file is written through the page
+//!   cache from then on, and the reason is kept for the writer to say once
+//!   ([`SegmentFile::take_fallback`]).
 //! - A recycled file's Section Header carries the length of this segment's section
 //!   ([`SegmentFile::keep_section_length`]); a direct write that covers the first block
 //!   carries the new length itself, so no moment on disk has the old segment's bytes
@@ -75,7 +76,17 @@ impl SegmentFile {
             fallback: None,
         };
         if mode == WriteMode::Direct {
-            match crate::sys::set_direct_io(&segment.file, true) {
+            // tmpfs takes `O_DIRECT` (Linux 6.6 on) but keeps the file in memory all the
+            // same: there direct writes would only add the staging copy.
+            let in_memory = crate::sys::is_in_memory(&segment.file).unwrap_or(false);
+            let direct = if in_memory {
+                Err(io::Error::other(
+                    "its file system keeps files in memory (tmpfs), where direct writes only add a copy",
+                ))
+            } else {
+                crate::sys::set_direct_io(&segment.file, true)
+            };
+            match direct {
                 Ok(()) => {
                     segment.direct = Some(Direct {
                         staging: AlignedBuf::with_capacity(2 << 20),
@@ -94,8 +105,7 @@ impl SegmentFile {
     }
 
     /// Whether writes bypass the page cache.
-    #[cfg(test)]
-    fn is_direct(&self) -> bool {
+    pub(in crate::store) fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
 
@@ -299,6 +309,26 @@ mod tests {
         }
         file.close().unwrap();
         assert_eq!(read(&path), expected);
+    }
+
+    /// On tmpfs, which takes `O_DIRECT` but keeps files in memory all the same, a file asked
+    /// to be direct is written through the page cache, and says why once.
+    #[test]
+    fn a_file_in_memory_is_not_written_directly() {
+        let shm = std::path::Path::new("/dev/shm");
+        let Ok(dir) = tempfile::tempdir_in(shm) else {
+            eprintln!("skipped: no /dev/shm");
+            return;
+        };
+        let (mut file, path) = open(dir.path(), WriteMode::Direct);
+        assert!(crate::sys::is_in_memory(&std::fs::File::open(&path).unwrap()).unwrap());
+        assert!(!file.is_direct());
+        let reason = file.take_fallback().expect("the reason is kept for the writer");
+        assert!(reason.to_string().contains("tmpfs"), "{reason}");
+        assert!(file.take_fallback().is_none(), "said once");
+        file.append(&[&[5u8; 5000]]).unwrap();
+        file.close().unwrap();
+        assert_eq!(read(&path), vec![5u8; 5000]);
     }
 
     /// A recycled file's section length is current after every write, in both modes, and

@@ -32,11 +32,20 @@ pub(in crate::store) fn write(w: &mut SegmentWriter, count: u64, start_ns: u64) 
     }
 }
 
+/// Large packets go from the caller's memory to the file when writes go through the page
+/// cache, and join the buffer when they are direct; either way every byte reads back.
 #[test]
-fn large_packets_written_from_the_callers_memory_read_back_in_order() {
+fn large_packets_read_back_in_order_in_both_write_modes() {
+    for mode in [WriteMode::Buffered, WriteMode::Direct] {
+        large_packets_read_back_in_order(mode);
+    }
+}
+
+fn large_packets_read_back_in_order(mode: WriteMode) {
     let dir = tempfile::tempdir().unwrap();
-    // Segments of ~200 KB: rotation falls on direct writes too.
+    // Segments of ~200 KB: rotation falls on large packets' writes too.
     let mut w = writer(dir.path(), limits(200_000, 100_000_000));
+    w.set_write_mode(mode);
     let sizes: [u32; 8] = [60, 16_383, 16_384, 16_385, 40_001, 65_535, 1_514, 3];
     let mut sent = Vec::new();
     let t0 = crate::sys::realtime_ns();
@@ -56,7 +65,7 @@ fn large_packets_written_from_the_callers_memory_read_back_in_order() {
     }
     w.finish(|_| InterfaceStatistics::default()).unwrap();
     let names = files(dir.path());
-    assert!(names.len() > 2, "no rotation: {names:?}");
+    assert!(names.len() > 2, "{mode:?}: no rotation: {names:?}");
     let mut read = Vec::new();
     for name in &names {
         let bytes = fs::read(dir.path().join(name)).unwrap();
@@ -64,11 +73,11 @@ fn large_packets_written_from_the_callers_memory_read_back_in_order() {
             read.push((p.timestamp_ns, p.original_len, p.data.to_vec(), p.direction));
         }
     }
-    assert_eq!(read, sent);
+    assert_eq!(read, sent, "{mode:?}");
     // Every segment's index record counts its bytes as the file holds them.
     for record in w.index().records() {
         let len = fs::metadata(dir.path().join(&record.file)).unwrap().len();
-        assert_eq!(record.bytes, len, "{}", record.file);
+        assert_eq!(record.bytes, len, "{mode:?}: {}", record.file);
     }
 }
 
