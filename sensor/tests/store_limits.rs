@@ -191,10 +191,11 @@ fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
     );
 }
 
-/// A tmpfs mount, unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
+/// A small file system mounted for a test, unmounted on drop (its loop image lives in the
+/// test's temporary directory).
+struct SmallDisk(std::path::PathBuf);
 
-impl Drop for Tmpfs {
+impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = try_sh(&format!("umount {}", self.0.display()));
     }
@@ -214,14 +215,17 @@ fn final_counts(log: &str) -> (u64, u64, u64) {
     (tail[0], tail[1], tail[2] + tail[3] + tail[4])
 }
 
-/// A small tmpfs at `path`, unmounted on drop.
-fn small_tmpfs(path: &std::path::Path, size: &str) -> Tmpfs {
+/// A small ext4 file system at `path` on a loop image beside it: a disk as a node's store
+/// has, written directly (`O_DIRECT`), which tmpfs is not. Unmounted on drop.
+fn small_disk(path: &std::path::Path, size: &str) -> SmallDisk {
     std::fs::create_dir(path).unwrap();
+    let image = path.with_extension("img");
     sh(&format!(
-        "mount -t tmpfs -o size={size} podcap-test-full {}",
-        path.display()
+        "truncate -s {size} {image} && mkfs.ext4 -q -F -O ^has_journal -m 0 {image} && mount -o loop {image} {path}",
+        image = image.display(),
+        path = path.display()
     ));
-    Tmpfs(path.to_owned())
+    SmallDisk(path.to_owned())
 }
 
 #[test]
@@ -230,7 +234,7 @@ fn the_stores_own_traffic_fills_the_disk_and_min_free_retires_early_visibly() {
     let t = topology("f");
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
-    let _tmpfs = small_tmpfs(&mount, "3M");
+    let _disk = small_disk(&mount, "3M");
     // --max-size above the file system: --min-free is what makes room.
     let mut sensor = start_sensor(
         &t.n,
@@ -297,7 +301,7 @@ fn another_process_fills_the_disk_and_the_store_keeps_every_segment() {
     let t = topology("h");
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
-    let _tmpfs = small_tmpfs(&mount, "4M");
+    let _disk = small_disk(&mount, "4M");
     let mut sensor = start_sensor(
         &t.n,
         &format!(
