@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "openssl",
     "curl",
+    // mkfs.ext4 and loop mounts: the full-disk tests' small ext4.
+    "e2fsprogs",
+    "mount",
     // Go 1.19: the TLS "pods" of the decrypted-TLS tests (sensor/tests/go/tlspod.go).
     "golang-go",
 ];
