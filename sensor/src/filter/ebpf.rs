@@ -532,24 +532,20 @@ mod tests {
         f
     }
 
-    /// The translated program gives the interpreter's verdict on every frame: run in the
-    /// kernel (`BPF_PROG_TEST_RUN`) when this process may load programs.
-    #[test]
-    fn the_kernel_gives_the_interpreters_verdict() {
-        if crate::sys::effective_uid() != 0 {
-            eprintln!("skipped: loading BPF programs needs root");
-            return;
-        }
+    /// Each expression's translation (`outside_head` for loads beyond the head) gives the
+    /// interpreter's verdict on 300 generated frames each, at least `min_len` bytes long,
+    /// in the kernel (`BPF_PROG_TEST_RUN`), and the frames exercise both verdicts.
+    fn assert_the_kernel_agrees(expressions: &[&str], outside_head: OutsideHead, min_len: usize) {
         let mut seed = 11u64;
-        let mut accepted = 0;
-        let mut compared = 0;
-        for expression in EXPRESSIONS {
+        let (mut accepted, mut compared) = (0, 0);
+        for expression in expressions {
             let filter = Filter::compile(expression, 65_535).unwrap();
-            let code = translate(filter.program(), Verdict::Return);
+            let code = translate_with(filter.program(), Verdict::Return, outside_head);
             let program = crate::sys::bpf::load_sched_cls(&code)
                 .unwrap_or_else(|e| panic!("{expression}: the verifier refused it: {e}"));
             for kind in 0..300u64 {
-                let bytes = frame(&mut seed, kind);
+                let mut bytes = frame(&mut seed, kind);
+                bytes.resize(bytes.len().max(min_len), 0);
                 let len = u32::try_from(bytes.len()).unwrap();
                 let expected = filter.matches(&bytes, len);
                 let verdict = crate::sys::bpf::test_run(&program, &bytes)
@@ -563,6 +559,17 @@ mod tests {
             accepted > compared / 10 && accepted < compared * 9 / 10,
             "the frames exercise both verdicts: {accepted} of {compared}"
         );
+    }
+
+    /// The translated program gives the interpreter's verdict on every frame: run in the
+    /// kernel when this process may load programs.
+    #[test]
+    fn the_kernel_gives_the_interpreters_verdict() {
+        if crate::sys::effective_uid() != 0 {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        assert_the_kernel_agrees(EXPRESSIONS, OutsideHead::Helper, 0);
     }
 
     /// Loads inside the packet's first `HEAD_LEN` bytes read the copy on the stack: with
@@ -585,28 +592,7 @@ mod tests {
             eprintln!("skipped: loading BPF programs needs root");
             return;
         }
-        let mut seed = 5u64;
-        let (mut accepted, mut compared) = (0, 0);
-        for expression in INSIDE_HEAD {
-            let filter = Filter::compile(expression, 65_535).unwrap();
-            let code = translate_with(filter.program(), Verdict::Return, OutsideHead::Reject);
-            let program = crate::sys::bpf::load_sched_cls(&code)
-                .unwrap_or_else(|e| panic!("{expression}: the verifier refused it: {e}"));
-            for kind in 0..300u64 {
-                let mut bytes = frame(&mut seed, kind);
-                bytes.resize(bytes.len().max(HEAD_LEN as usize), 0);
-                let len = u32::try_from(bytes.len()).unwrap();
-                let expected = filter.matches(&bytes, len);
-                let verdict = crate::sys::bpf::test_run(&program, &bytes).unwrap();
-                assert_eq!(verdict == 1, expected, "{expression} on {bytes:02x?}");
-                accepted += usize::from(expected);
-                compared += 1;
-            }
-        }
-        assert!(
-            accepted > compared / 10 && accepted < compared * 9 / 10,
-            "the frames exercise both verdicts: {accepted} of {compared}"
-        );
+        assert_the_kernel_agrees(INSIDE_HEAD, OutsideHead::Reject, HEAD_LEN as usize);
     }
 
     #[test]
