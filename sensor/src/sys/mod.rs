@@ -63,6 +63,18 @@ pub fn set_direct_io(file: &std::fs::File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Turns `O_DIRECT` on for `file` where it bypasses a page cache: refused on a file system
+/// that keeps files in memory anyway (tmpfs takes `O_DIRECT` since Linux 6.6, but there it
+/// would only add the copy into an aligned buffer) and where [`set_direct_io`] is refused.
+pub fn enable_direct_io(file: &std::fs::File) -> io::Result<()> {
+    if is_in_memory(file).unwrap_or(false) {
+        return Err(io::Error::other(
+            "its file system keeps files in memory (tmpfs), where direct writes only add a copy",
+        ));
+    }
+    set_direct_io(file, true)
+}
+
 /// Whether `file` lives on a file system that keeps files in memory (tmpfs, ramfs:
 /// `fstatfs`).
 pub fn is_in_memory(file: &std::fs::File) -> io::Result<bool> {

@@ -76,17 +76,7 @@ impl SegmentFile {
             fallback: None,
         };
         if mode == WriteMode::Direct {
-            // tmpfs takes `O_DIRECT` (Linux 6.6 on) but keeps the file in memory all the
-            // same: there direct writes would only add the staging copy.
-            let in_memory = crate::sys::is_in_memory(&segment.file).unwrap_or(false);
-            let direct = if in_memory {
-                Err(io::Error::other(
-                    "its file system keeps files in memory (tmpfs), where direct writes only add a copy",
-                ))
-            } else {
-                crate::sys::set_direct_io(&segment.file, true)
-            };
-            match direct {
+            match crate::sys::enable_direct_io(&segment.file) {
                 Ok(()) => {
                     segment.direct = Some(Direct {
                         staging: AlignedBuf::with_capacity(2 << 20),
