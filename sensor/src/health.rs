@@ -2,8 +2,10 @@
 //!
 //! Rules:
 //! - Readiness tells the truth at every request: not ready while the capture is not
-//!   attached, the targeting file's last change could not apply, recording is disabled, or
-//!   writes to the store fail (a full disk included); ready again as soon as that ends.
+//!   attached, the targeting file's last change could not apply, recording is disabled,
+//!   writes to the store fail (a full disk, a segment that cannot be opened, segment
+//!   numbers used up), or the data directory's lock was lost; ready again as soon as that
+//!   ends.
 //! - The writer owns the store's state and publishes it here after every pass
 //!   ([`DiskState`]); readers take a copy. The attached flag is `Relaxed`: it stands alone.
 use std::sync::{
@@ -41,6 +43,10 @@ pub struct DiskState {
     pub early_retired_bytes: u64,
     /// Set while writes fail.
     pub failing: Option<WriteFailure>,
+    /// Set while this sensor does not hold the data directory's lock (`store/lock.rs`):
+    /// why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_lost: Option<String>,
 }
 
 /// The sensor's health, shared by the writer, the capture and the API.

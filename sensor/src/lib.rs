@@ -29,3 +29,20 @@ pub(crate) mod writer;
 
 // The formats live in podcap-format; these paths stay for the sensor's own code.
 pub use podcap_format::{pcapng, units};
+
+/// An error and its sources as one line, each cause said once (a cause its parent's text
+/// already holds is not repeated).
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use podcap_sensor::{cluster::resolve::Resolver, config::Args, run, shutdown::Shutdown, sys};
+use podcap_sensor::{cluster::resolve::Resolver, config::Args, error_chain, run, shutdown::Shutdown, sys};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -17,6 +17,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Files and folders the sensor makes are its own: segments, snapshots and recordings
+    // hold the pods' traffic and may hold TLS secrets.
+    sys::restrict_umask();
     if let Err(e) = sys::install_stop_handlers() {
         eprintln!("podcap-sensor: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
@@ -55,18 +58,4 @@ fn resolve_pod(uid: &str, cgroup_root: Option<std::path::PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -395,6 +395,7 @@ fn api_state(
         admin_token: config.admin_token.as_deref().map(Arc::from),
         recovery: Arc::new(store.recovery().clone()),
         view: Some(store.view()),
+        flush: Some(store.flush_gate()),
         settings: Some(Arc::clone(settings)),
         max_slice: config.max_slice,
         snapshots: Some(kept.snapshots),

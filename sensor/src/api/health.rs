@@ -28,7 +28,11 @@ pub(super) fn not_ready(state: &ApiState) -> Option<String> {
     if state.settings.as_ref().is_some_and(|s| !s.enabled()) {
         return Some("recording is disabled (podcap config --enable true)".into());
     }
-    if let Some(failing) = state.health.disk().failing {
+    let disk = state.health.disk();
+    if let Some(lost) = disk.lock_lost {
+        return Some(lost);
+    }
+    if let Some(failing) = disk.failing {
         return Some(format!(
             "writes to the store fail since {}: {}{}",
             failing.since,
@@ -55,6 +59,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
     let reason = not_ready(&state);
     let disk = state.health.disk();
     let recording = match (&reason, &disk.failing) {
+        _ if disk.lock_lost.is_some() => "lock-lost",
         (_, Some(f)) if f.disk_full => "disk-full",
         (_, Some(_)) => "write-failing",
         _ if state.settings.as_ref().is_some_and(|s| !s.enabled()) => "disabled",

@@ -100,6 +100,8 @@ pub struct ApiState {
     /// The running writer's view of the store; without one, the manifest on disk is read
     /// (finished segments only).
     pub view: Option<SharedView>,
+    /// The running writer's flush on demand (`store/flush.rs`); absent without a writer.
+    pub flush: Option<Arc<crate::store::flush::FlushGate>>,
     /// The live recording settings (`/api/v1/config`); absent in tests of other endpoints.
     pub settings: Option<Arc<RuntimeSettings>>,
     /// What start-up recovery found in the store.
@@ -139,6 +141,7 @@ impl ApiState {
             config_error: Arc::default(),
             max_slice: None,
             view: None,
+            flush: None,
             settings: None,
             recovery: Arc::default(),
         }

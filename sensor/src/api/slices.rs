@@ -65,6 +65,48 @@ impl RangeQuery {
     }
 }
 
+/// A window's end as "until the request" (`store/flush.rs`): a window reaching into the
+/// present waits for the writer to write what it had received when the request arrived
+/// (`now`); one reaching past the request ends at it. A window that starts after the
+/// request is refused. Returns the end, and the header that says it was cut, if it was.
+pub(super) async fn until_request(
+    state: &ApiState,
+    (from, to): (u64, u64),
+    now: u64,
+) -> Result<(u64, Option<(header::HeaderName, String)>), AppError> {
+    if from > now {
+        return Err(AppError::BadRequest(format!(
+            "from: {} is after this sensor's clock ({}): nothing is recorded there yet",
+            units::format_rfc3339(from),
+            units::format_rfc3339(now)
+        )));
+    }
+    let reach = units::duration_ns(crate::store::flush::FLUSH_REACH);
+    if let Some(gate) = state.flush.clone().filter(|_| to > now.saturating_sub(reach)) {
+        let flushed = tokio::task::spawn_blocking(move || gate.flush(crate::store::flush::FLUSH_WAIT))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            log::warn!(
+                "the writer did not flush within {:?}: a window until now gets what is on disk",
+                crate::store::flush::FLUSH_WAIT
+            );
+        }
+    }
+    // `[from, to)`: the request's own nanosecond is in the window.
+    let end = now.saturating_add(1);
+    if to <= end {
+        return Ok((to, None));
+    }
+    Ok((
+        end,
+        Some((
+            header::HeaderName::from_static("x-podcap-window-clamped"),
+            format!("to={}", units::format_rfc3339(now)),
+        )),
+    ))
+}
+
 /// The query of a download: a time range and what it selects (`store::select` has the
 /// rules): `last` or `from`/`to`, `iface=a,b`, `filter=EXPR`, `pod=REGEX`, `namespace=NS`
 /// (repeatable), `secrets=true|false` (a download only: the TLS secrets of the sessions it
@@ -259,8 +301,10 @@ pub(super) async fn snapshot(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
     let query = SliceQuery::parse(raw.as_deref(), true)?;
-    let (from, to) = query.range.range(sys::realtime_ns())?;
+    let now = sys::realtime_ns();
+    let (from, to) = query.range.range(now)?;
     check_span(&state, from, to)?;
+    let (to, clamped) = until_request(&state, (from, to), now).await?;
     let selection = query.selection(&state)?;
     let (secrets, said) = secrets_allowed(&state, &headers, query.wants_secrets()?);
     let permit = Arc::clone(&state.slice_permits)
@@ -289,7 +333,7 @@ pub(super) async fn snapshot(
     );
     Ok(pcapng_download(
         &name,
-        secrets_header(said).into_iter().collect(),
+        secrets_header(said).into_iter().chain(clamped).collect(),
         rx,
     ))
 }

@@ -135,6 +135,9 @@ pub(super) async fn create(
     let (from, to) = query.range.range(now)?;
     check_span(&state, from, to)?;
     let selection = query.selection(&state)?;
+    // A kept snapshot is immutable: it holds every packet received before the request,
+    // and its window ends there.
+    let (to, clamped) = super::slices::until_request(&state, (from, to), now).await?;
     let expires_ns = asked
         .expire
         .as_deref()
@@ -172,7 +175,13 @@ pub(super) async fn create(
         refused,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(manifest)).into_response())
+    let mut response = (StatusCode::CREATED, Json(manifest)).into_response();
+    if let Some((name, value)) = clamped {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
 }
 
 pub(super) async fn manifest(

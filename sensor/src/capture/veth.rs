@@ -51,8 +51,11 @@ fn ip(args: &[&str]) -> Result<(), VethError> {
 /// when the sensor dies).
 #[derive(Debug)]
 pub(crate) struct NamespaceClaim {
-    _socket: std::os::fd::OwnedFd,
+    _socket: crate::sys::ClaimedName,
 }
+
+/// How long a claim held by a process that is exiting is waited for.
+pub(crate) const EXITING_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The name claimed by the sensor of a network namespace (named when only the AF_XDP
 /// channel had a veth; kept, so that sensors of either version see each other).
@@ -60,10 +63,24 @@ const CLAIM: &str = "podcap-capture-veth";
 
 impl NamespaceClaim {
     /// Claims this network namespace, then deletes a capture veth a crashed run left.
+    ///
+    /// A holder that is on its way out (killed a moment ago: the kernel releases its
+    /// descriptors as it exits) is waited for, up to [`EXITING_HOLDER_WAIT`].
     pub(crate) fn take() -> Result<Self, VethError> {
-        let socket = crate::sys::claim_name(CLAIM)
-            .map_err(VethError::Claim)?
-            .map_err(|pid| VethError::Owned { pid })?;
+        let started = std::time::Instant::now();
+        let socket = loop {
+            match crate::sys::claim_name(CLAIM).map_err(VethError::Claim)? {
+                Ok(socket) => break socket,
+                Err(pid)
+                    if pid != 0
+                        && crate::sys::process_is_gone(pid)
+                        && started.elapsed() < EXITING_HOLDER_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(pid) => return Err(VethError::Owned { pid }),
+            }
+        };
         remove_leftover();
         Ok(Self { _socket: socket })
     }

@@ -38,7 +38,9 @@
 //!   name is never reused: new files are created exclusively and renamed without
 //!   replacing (`name.rs` owns the naming).
 pub mod compress;
+pub mod flush;
 pub mod index;
+pub mod lock;
 pub use podcap_format::segment_name as name;
 pub mod recover;
 pub mod retention;
@@ -67,6 +69,8 @@ pub enum StoreError {
     },
     #[error("segment numbers are used up: the store holds segment {highest}, the largest a name can carry; move the files away to start again at 1")]
     SequenceExhausted { highest: u64 },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("cannot write segment {path}")]
     Segment {
         path: PathBuf,
@@ -123,11 +127,28 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
         source,
     };
     fs::create_dir_all(dir).map_err(err)?;
+    restrict_to_owner(dir).map_err(err)?;
     let probe = dir.join(".podcap-write-probe");
     File::create(&probe)
         .and_then(|mut f| f.write_all(b"probe"))
         .map_err(err)?;
     fs::remove_file(&probe).map_err(err)
+}
+
+/// Takes group and other permissions off the data directory: whoever reads the store
+/// reads the pods' traffic (and TLS secrets, with `--tls-secrets`).
+fn restrict_to_owner(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        log::info!(
+            "{}: mode {:o} -> 700 (the store holds the pods' traffic)",
+            dir.display(),
+            mode & 0o777
+        );
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
 }
 
 /// How much of its file system the store leaves free (`--min-free`).

@@ -3,6 +3,10 @@
 //! Rules:
 //! - Only the store's own names count ([`super::name`]); anything else is listed in the
 //!   report and left alone: never read, renamed, deleted or used to pick a sequence number.
+//! - Nor does a file with the store's name that cannot be the store's (a copy, a file
+//!   numbered where the writer never wrote, an `.active` file older than the newest
+//!   segment: [`set_strays_aside`] has the rules). It is set aside the same way before
+//!   anything is repaired, and the writer skips its number.
 //! - A segment left `.active` by a crash is cut back to its last whole block when only its
 //!   tail is torn (the write the crash interrupted) and finished. One whose Section Header
 //!   is damaged, or that holds damage with readable blocks after it, is moved to
@@ -87,26 +91,37 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
     if quarantine.is_dir() {
         found.extend(list(&quarantine, true, &mut report)?);
     }
-    let highest_seq = found.iter().map(|f| f.name.seq).max().unwrap_or(0);
     match fs::remove_file(dir.join(SPARE_NAME)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
+    let (mut index, had_index) = match Index::load(dir) {
+        Ok(Some(index)) => (index, true),
+        Ok(None) => (Index::default(), false),
+        Err(e) => {
+            log::warn!("{e}; rebuilding it from the segments");
+            (Index::default(), false)
+        }
+    };
+    let found = set_strays_aside(&index, had_index, found, &mut report);
+    let highest_seq = found
+        .iter()
+        .map(|f| f.name.seq)
+        .chain(index.records().iter().map(|r| r.seq))
+        .max()
+        .unwrap_or(0);
     let mut kept = Vec::with_capacity(found.len());
     for mut f in found {
-        if f.name.kind == Kind::Active && !finish_active(dir, &mut f, &mut report)? {
-            continue;
+        if f.name.kind == Kind::Active {
+            let path = f.path.clone();
+            let finished = finish_active(dir, &mut f, &mut report)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            if !finished {
+                continue;
+            }
         }
         kept.push(f);
     }
-    let mut index = match Index::load(dir) {
-        Ok(Some(index)) => index,
-        Ok(None) => Index::default(),
-        Err(e) => {
-            log::warn!("{e}; rebuilding it from the segments");
-            Index::default()
-        }
-    };
     let changed = reconcile(dir, &mut index, kept, &mut report)?;
     if changed || !dir.join(index::MANIFEST).exists() {
         index.save(dir)?;
@@ -116,6 +131,111 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
         highest_seq,
         report,
     })
+}
+
+/// How far above the index's newest segment a file not in it may be numbered and still be
+/// the store's: a crash leaves at most a few finished segments the index does not name yet,
+/// right above it, and the writer skips a number only for a stray file.
+const UNINDEXED_SEQ_REACH: u64 = 10_000;
+
+/// Sets aside the files that carry the store's names but cannot be the store's own (left
+/// alone, named in the report; never read again, renamed, deleted, served or used to pick
+/// a sequence number):
+/// - with an index: a file the index does not name whose number is not above the index's
+///   newest (the writer only ever adds segments above it), except the plain twin of a
+///   segment the index names compressed; and one numbered more than
+///   [`UNINDEXED_SEQ_REACH`] above it;
+/// - an `.active` file that is not the newest of the store's files (only the segment being
+///   written when the sensor stopped is `.active`);
+/// - a file the index does not name whose first packet is the first packet of a segment
+///   kept before it: a copy.
+fn set_strays_aside(
+    index: &Index,
+    had_index: bool,
+    found: Vec<Found>,
+    report: &mut RecoveryReport,
+) -> Vec<Found> {
+    let newest_indexed = index.records().iter().map(|r| r.seq).max();
+    let indexed = |f: &Found| {
+        index.records().iter().any(|r| {
+            r.seq == f.name.seq
+                && (r.file == f.indexed_name()
+                    || (f.name.kind == Kind::Finished
+                        && !f.quarantined
+                        && r.file == f.name.with_kind(Kind::Gzip).file_name()))
+        })
+    };
+    let mut aside = |f: &Found, why: String| {
+        log::warn!(
+            "{}: {why}; not the store's: left alone, not served",
+            f.path.display()
+        );
+        report.ignored.push(format!("{}: {why}", f.path.display()));
+    };
+    let mut candidates = Vec::with_capacity(found.len());
+    for f in found {
+        if indexed(&f) {
+            candidates.push(f);
+            continue;
+        }
+        match newest_indexed.filter(|_| had_index) {
+            Some(newest) if f.name.seq <= newest => {
+                aside(
+                    &f,
+                    format!("not in the index, and not newer than its newest segment ({newest})"),
+                );
+            }
+            Some(newest) if f.name.seq - newest > UNINDEXED_SEQ_REACH => {
+                aside(
+                    &f,
+                    format!("numbered far above the index's newest segment ({newest})"),
+                );
+            }
+            _ => candidates.push(f),
+        }
+    }
+    let candidates_seqs: Vec<u64> = candidates.iter().map(|f| f.name.seq).collect();
+    let newest = candidates_seqs.iter().copied().max();
+    // The first packet of each segment as its file now holds it: the index's word where
+    // the file still matches its record, else the file's.
+    let first_packet = |f: &Found| {
+        let record = index
+            .records()
+            .iter()
+            .find(|r| r.seq == f.name.seq && r.file == f.indexed_name());
+        match record {
+            Some(r) if matches_file(r, &f.path).unwrap_or(false) => (r.packets > 0).then_some(r.first_ns),
+            _ => index::scan(&f.path, f.name.seq)
+                .ok()
+                .filter(|r| r.packets > 0)
+                .map(|r| r.first_ns),
+        }
+    };
+    let mut firsts: Vec<(u64, u64)> = candidates
+        .iter()
+        .filter(|f| indexed(f))
+        .filter_map(|f| Some((first_packet(f)?, f.name.seq)))
+        .collect();
+    let mut kept = Vec::with_capacity(candidates.len());
+    for f in candidates {
+        if indexed(&f) {
+            kept.push(f);
+            continue;
+        }
+        let twins = candidates_seqs.iter().filter(|&&seq| seq == f.name.seq).count();
+        if f.name.kind == Kind::Active && (Some(f.name.seq) != newest || twins > 1) {
+            aside(&f, "an unfinished segment that is not the newest one".into());
+            continue;
+        }
+        let first = first_packet(&f);
+        if let Some((_, of)) = first.and_then(|first| firsts.iter().find(|(ns, _)| *ns == first)) {
+            aside(&f, format!("a copy of segment {of} (the same first packet)"));
+            continue;
+        }
+        firsts.extend(first.map(|first| (first, f.name.seq)));
+        kept.push(f);
+    }
+    kept
 }
 
 /// The store's files in `dir`; names that only look like the store's go to the report.

@@ -5,6 +5,7 @@ mod file;
 use std::{
     fs::{self, File},
     io,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
@@ -30,6 +31,11 @@ use crate::{
 const RETENTION_INTERVAL: Duration = Duration::from_secs(2);
 /// Write errors are logged at most this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_mins(1);
+/// Segment names in a row a stray file may take before opening a segment fails.
+const MAX_SKIPPED_NAMES: u64 = 64;
+/// Mode of every file the store creates: segments may hold TLS secrets, and whoever reads
+/// a segment reads the pods' traffic.
+pub(in crate::store) const FILE_MODE: u32 = 0o600;
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -123,6 +129,10 @@ pub struct SegmentWriter {
     /// Segments the archive still waits for (`--archive-segments`): retention keeps them
     /// from age retirement and tells it what it gives up.
     archive_hold: Option<Arc<crate::archive::ledger::Ledger>>,
+    /// This process's hold on the data directory, checked with retention.
+    lock: super::lock::DirLock,
+    /// Readers' requests to flush, served by whoever drives this writer.
+    flush: Arc<super::flush::FlushGate>,
 }
 
 impl SegmentWriter {
@@ -132,6 +142,12 @@ impl SegmentWriter {
         limits: Limits,
         interfaces: Vec<InterfaceDescription>,
     ) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        // Before anything reads or repairs the store.
+        let lock = super::lock::DirLock::acquire(dir)?;
         prepare_dir(dir)?;
         let dir_err = |source| StoreError::DataDir {
             path: dir.to_owned(),
@@ -164,6 +180,8 @@ impl SegmentWriter {
             disk: DiskState::default(),
             closed_statistics: Vec::new(),
             archive_hold: None,
+            lock,
+            flush: Arc::default(),
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
@@ -228,6 +246,12 @@ impl SegmentWriter {
         Arc::clone(&self.view)
     }
 
+    /// Where readers ask this writer to flush (`flush.rs`).
+    #[must_use]
+    pub fn flush_gate(&self) -> Arc<super::flush::FlushGate> {
+        Arc::clone(&self.flush)
+    }
+
     /// Publishes the index after a change (rotation, retention, compression).
     fn publish_index(&self) {
         let mut view = self
@@ -269,28 +293,80 @@ impl SegmentWriter {
         &self.dir
     }
 
+    /// Opens the next segment; a failure is a write failure (readiness says so) until a
+    /// write succeeds.
     fn open_segment(&mut self) -> Result<(), StoreError> {
-        let seq = self.next_seq;
+        let opened = self.open_segment_file();
+        if let Err(error) = &opened {
+            let full = matches!(error, StoreError::Segment { source, .. } if source.raw_os_error() == Some(libc::ENOSPC));
+            self.note_write_failure(crate::error_chain(error), full);
+        }
+        opened
+    }
+
+    /// Whether a file of the store's naming for segment `seq` exists in any state (a stray
+    /// one, not the store's: the writer never takes its number).
+    fn name_taken(&self, seq: u64) -> bool {
+        let quarantine = self.dir.join(name::QUARANTINE_DIR);
+        [Kind::Active, Kind::Finished, Kind::Gzip]
+            .into_iter()
+            .any(|kind| {
+                let name = SegmentName { seq, kind };
+                fs::symlink_metadata(name.path_in(&self.dir)).is_ok()
+                    || fs::symlink_metadata(name.path_in(&quarantine)).is_ok()
+            })
+    }
+
+    /// The next sequence number whose names are all free, from `self.next_seq`: a number
+    /// a stray file took is skipped, said once, and the file left alone.
+    fn free_seq(&mut self) -> Result<u64, StoreError> {
+        let mut seq = self.next_seq;
+        for _ in 0..=MAX_SKIPPED_NAMES {
+            if seq > name::MAX_SEQ {
+                break;
+            }
+            if !self.name_taken(seq) {
+                return Ok(seq);
+            }
+            log::warn!(
+                "{}: a file the store did not write has segment {seq}'s name; left alone, and segment {seq} skipped",
+                self.dir.display()
+            );
+            seq += 1;
+            self.next_seq = seq;
+        }
         if seq > name::MAX_SEQ {
             return Err(StoreError::SequenceExhausted {
                 highest: name::MAX_SEQ,
             });
         }
-        let path = SegmentName::active(seq).path_in(&self.dir);
-        let (file, recycled_len) = match self.take_spare(&path) {
-            Some(recycled) => recycled,
-            None => (
-                // Exclusively: a file of that name is not the store's to overwrite.
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|source| StoreError::Segment {
-                        path: path.clone(),
-                        source,
-                    })?,
-                0,
-            ),
+        Err(StoreError::Segment {
+            path: SegmentName::active(seq).path_in(&self.dir),
+            source: io::Error::other(format!(
+                "{MAX_SKIPPED_NAMES} segment names in a row are taken by files the store did not write"
+            )),
+        })
+    }
+
+    fn open_segment_file(&mut self) -> Result<(), StoreError> {
+        let (seq, file, recycled_len) = loop {
+            let seq = self.free_seq()?;
+            let path = SegmentName::active(seq).path_in(&self.dir);
+            if let Some((file, len)) = self.take_spare(&path) {
+                break (seq, file, len);
+            }
+            // Exclusively: a file of that name is not the store's to overwrite.
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&path)
+            {
+                Ok(file) => break (seq, file, 0),
+                // Taken between the check and now: the next number.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.next_seq = seq + 1,
+                Err(source) => return Err(StoreError::Segment { path, source }),
+            }
         };
         self.next_seq = seq + 1;
         self.clear_buffer();
@@ -574,19 +650,11 @@ impl SegmentWriter {
                     );
                     self.last_error_log = Some(Instant::now());
                 }
-                let since = self.disk.failing.take().map_or_else(
-                    || crate::units::format_rfc3339(crate::sys::realtime_ns()),
-                    |f| f.since,
-                );
-                self.disk.failing = Some(WriteFailure {
-                    since,
-                    error: error.to_string(),
-                    disk_full: full,
-                });
                 if let Err(e) = cut {
                     log::error!("could not cut the segment back after a failed write: {e}");
                 }
                 let empty = active.bytes() == 0;
+                self.note_write_failure(error.to_string(), full);
                 self.clear_buffer();
                 if full {
                     self.make_room();
@@ -599,6 +667,20 @@ impl SegmentWriter {
         }
     }
 
+    /// Writes fail (readiness and status say so until one succeeds): since when, the
+    /// last error.
+    fn note_write_failure(&mut self, error: String, disk_full: bool) {
+        let since = self.disk.failing.take().map_or_else(
+            || crate::units::format_rfc3339(crate::sys::realtime_ns()),
+            |f| f.since,
+        );
+        self.disk.failing = Some(WriteFailure {
+            since,
+            error,
+            disk_full,
+        });
+    }
+
     fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
         let Some(active) = &self.active else { return Ok(()) };
         let size = active.bytes() + self.buf.len() as u64;
@@ -608,6 +690,13 @@ impl SegmentWriter {
             self.close_segment(stats)?;
         }
         Ok(())
+    }
+
+    /// Writes what the buffer holds now, whatever holds the periodic write back: a reader
+    /// asked for everything received so far (`flush.rs`).
+    pub fn flush_now(&mut self) {
+        self.write_buffer();
+        self.last_flush = Instant::now();
     }
 
     /// Periodic work: flush at least once a second, rotate by time, apply retention.
@@ -623,6 +712,7 @@ impl SegmentWriter {
         }
         if self.last_retention.elapsed() >= RETENTION_INTERVAL {
             self.apply_retention();
+            self.disk.lock_lost = self.lock.check().err();
             self.last_retention = Instant::now();
         }
         self.maybe_rotate(stats)
@@ -657,13 +747,11 @@ impl SegmentWriter {
             return Ok(());
         };
         let from = SegmentName::active(active.seq).path_in(&self.dir);
-        let to = SegmentName::finished(active.seq).path_in(&self.dir);
-        let seg_err = |source| StoreError::Segment {
-            path: from.clone(),
-            source,
-        };
-        active.file.close().map_err(seg_err)?;
-        crate::sys::rename_noreplace(&from, &to).map_err(seg_err)?;
+        let finished = self.finish_file(&mut active, &from);
+        if let Err(error) = &finished {
+            self.note_write_failure(crate::error_chain(error), false);
+        }
+        finished?;
         let bytes = active.bytes();
         let record = &mut active.record;
         record.bytes = bytes;
@@ -677,11 +765,41 @@ impl SegmentWriter {
             log::warn!("could not save the index of {}: {e}", self.dir.display());
         }
         if let Some(compressor) = &self.compressor {
-            compressor.submit(active.seq, to);
+            compressor.submit(active.seq, SegmentName::finished(active.seq).path_in(&self.dir));
         }
         self.apply_retention();
         self.publish_index();
         Ok(())
+    }
+
+    /// Closes the active segment's file and gives it its finished name; if a stray file
+    /// took that name meanwhile, the segment takes the next free number (said once).
+    fn finish_file(&mut self, active: &mut ActiveSegment, from: &Path) -> Result<(), StoreError> {
+        let seg_err = |source| StoreError::Segment {
+            path: from.to_owned(),
+            source,
+        };
+        active.file.close().map_err(seg_err)?;
+        let to = SegmentName::finished(active.seq).path_in(&self.dir);
+        match crate::sys::rename_noreplace(from, &to) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let seq = self.free_seq()?;
+                let renamed = SegmentName::finished(seq);
+                log::warn!(
+                    "{}: a file the store did not write took this name; segment {} is finished as {} instead",
+                    to.display(),
+                    active.seq,
+                    renamed.file_name()
+                );
+                crate::sys::rename_noreplace(from, &renamed.path_in(&self.dir)).map_err(seg_err)?;
+                self.next_seq = seq + 1;
+                active.seq = seq;
+                active.record.seq = seq;
+                active.record.file = renamed.file_name();
+                Ok(())
+            }
+            done => done.map_err(seg_err),
+        }
     }
 
     /// A slot's statistics for the segment being closed, from its cumulative ones: what

@@ -125,6 +125,54 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
     }
 }
 
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another open
+/// file description holds it (another process, or another `open` in this one). The kernel
+/// releases it when the last descriptor of this description closes, `kill -9` included.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the whole call (owned by `file`); flock takes
+    // plain integers.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(error),
+    }
+}
+
+/// Whether process `pid` is gone or on its way out (exiting, a zombie, dead and not yet
+/// reaped): its files are being, or have been, released.
+#[must_use]
+pub fn process_is_gone(pid: u32) -> bool {
+    /// `PF_EXITING` of the task's flags: set as it starts to exit.
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // `pid (comm) state ppid pgrp session tty tpgid flags ...`: comm may hold anything,
+    // the fields follow its last ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let dead = fields
+        .first()
+        .is_some_and(|state| matches!(*state, "Z" | "X" | "x"));
+    let exiting = fields
+        .get(6)
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0);
+    dead || exiting
+}
+
+/// Makes every file and folder this process creates its own alone (umask 077).
+pub fn restrict_umask() {
+    // SAFETY: umask takes a plain integer and cannot fail.
+    unsafe { libc::umask(0o077) };
+}
+
 /// Space of the file system holding `path`: (bytes available to this user, total bytes).
 pub fn fs_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
@@ -146,13 +194,22 @@ pub fn fs_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
     Ok((available.saturating_mul(block), total.saturating_mul(block)))
 }
 
-/// A name claimed in this network namespace for as long as the returned socket lives:
-/// an abstract unix socket, whose names are per network namespace and which the kernel
-/// frees when its process ends (a `kill -9` included). `Ok(Err(pid))` when a live process
-/// holds it (its pid, 0 if unknown).
-pub fn claim_name(name: &str) -> io::Result<Result<std::os::fd::OwnedFd, u32>> {
+/// A name claimed in this network namespace, held while this value lives.
+#[derive(Debug)]
+pub struct ClaimedName {
+    _name: std::os::fd::OwnedFd,
+    _holder: std::os::fd::OwnedFd,
+}
+
+/// A name claimed in this network namespace for as long as the returned value lives: an
+/// abstract unix socket, whose names are per network namespace and which the kernel frees
+/// when its process ends (a `kill -9` included). Beside it the holder binds
+/// `NAME.pid.PID`, which another process reads in `/proc/net/unix` (its own network
+/// namespace's) to name the holder without connecting to it (a connect would wait on a
+/// full backlog). `Ok(Err(pid))` when a live process holds it (its pid, 0 if unknown).
+pub fn claim_name(name: &str) -> io::Result<Result<ClaimedName, u32>> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let address = || -> (libc::sockaddr_un, libc::socklen_t) {
+    let bind = |name: &str| -> io::Result<Option<OwnedFd>> {
         // SAFETY: an all-zero sockaddr_un is a valid value of the plain C struct.
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -162,58 +219,40 @@ pub fn claim_name(name: &str) -> io::Result<Result<std::os::fd::OwnedFd, u32>> {
         for (slot, byte) in addr.sun_path[1..=len].iter_mut().zip(bytes) {
             *slot = (*byte).cast_signed();
         }
-        let size = std::mem::size_of::<libc::sa_family_t>() + 1 + len;
-        (addr, size as libc::socklen_t)
-    };
-    let socket = || -> io::Result<OwnedFd> {
+        let size = (std::mem::size_of::<libc::sa_family_t>() + 1 + len) as libc::socklen_t;
         // SAFETY: socket() takes plain integers and returns a new descriptor or -1.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
-    let owner = socket()?;
-    let (addr, len) = address();
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes for the call.
-    let bound = unsafe { libc::bind(owner.as_raw_fd(), (&raw const addr).cast(), len) };
-    if bound == 0 {
-        // SAFETY: listen on the descriptor just bound; a backlog of 1 lets others ask who
-        // holds the name.
-        if unsafe { libc::listen(owner.as_raw_fd(), 1) } != 0 {
-            return Err(io::Error::last_os_error());
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `addr` is a valid sockaddr_un of `size` bytes for the call.
+        if unsafe { libc::bind(socket.as_raw_fd(), (&raw const addr).cast(), size) } == 0 {
+            return Ok(Some(socket));
         }
-        return Ok(Ok(owner));
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() != Some(libc::EADDRINUSE) {
-        return Err(error);
-    }
-    // Held: ask the holder's pid.
-    let asker = socket()?;
-    // SAFETY: as for bind.
-    if unsafe { libc::connect(asker.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
-        return Ok(Err(0));
-    }
-    // SAFETY: an all-zero ucred is valid; getsockopt fills at most `size` bytes of it.
-    let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut size = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `credentials` and `size` are valid, writable and outlive the call.
-    let got = unsafe {
-        libc::getsockopt(
-            asker.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut credentials).cast(),
-            &raw mut size,
-        )
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EADDRINUSE) => Ok(None),
+            _ => Err(error),
+        }
     };
-    Ok(Err(if got == 0 {
-        credentials.pid.cast_unsigned()
-    } else {
-        0
-    }))
+    let holder_prefix = format!("@{name}.pid.");
+    if let Some(claimed) = bind(name)? {
+        let holder = bind(&format!("{}{}", &holder_prefix[1..], std::process::id()))?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrInUse))?;
+        return Ok(Ok(ClaimedName {
+            _name: claimed,
+            _holder: holder,
+        }));
+    }
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let pid = table
+        .lines()
+        .filter_map(|line| line.split_whitespace().last()?.strip_prefix(&holder_prefix))
+        .find_map(|pid| pid.parse().ok())
+        .unwrap_or(0);
+    Ok(Err(pid))
 }
 
 /// The effective user id.

@@ -23,7 +23,7 @@ use crate::{
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics},
     ring::{RecordConsumer, RecordHeader},
     stats::Stats,
-    store::{SegmentWriter, StoreError},
+    store::{flush::FlushGate, SegmentWriter, StoreError},
     sys,
 };
 
@@ -76,6 +76,11 @@ pub(crate) struct Recorder {
     pod_side: Vec<bool>,
     /// The sessions recorded and their secrets (`--tls-secrets`).
     tls: Option<TlsSecrets>,
+    /// Readers' requests to flush (`store/flush.rs`): the gate, the newest request seen
+    /// (served after the next pass) and the newest served.
+    flush: Option<Arc<FlushGate>>,
+    flush_seen: u64,
+    flush_served: u64,
 }
 
 /// The writer's side of `--tls-secrets`.
@@ -95,6 +100,7 @@ impl Recorder {
         commands: mpsc::Receiver<WriterCommand>,
     ) -> Self {
         let retention = (settings.max_size(), settings.max_time());
+        let flush = Some(store.flush_gate());
         Self {
             store,
             stats,
@@ -106,6 +112,24 @@ impl Recorder {
             failing: false,
             pod_side: Vec::new(),
             tls: None,
+            flush,
+            flush_seen: 0,
+            flush_served: 0,
+        }
+    }
+
+    /// Serves the flush requests seen one pass ago (this pass drained what the kernel had
+    /// delivered when they arrived), then notes the ones made since.
+    fn serve_flushes(&mut self) {
+        let Some(gate) = &self.flush else { return };
+        if self.flush_seen > self.flush_served {
+            self.store.flush_now();
+            self.health.set_disk(self.store.disk());
+            gate.served(self.flush_seen);
+            self.flush_served = self.flush_seen;
+        }
+        if gate.waiting_beyond(self.flush_served) {
+            self.flush_seen = gate.asked();
         }
     }
 
@@ -263,6 +287,7 @@ impl PacketSink for Recorder {
     fn after_pass(&mut self) {
         self.apply_commands();
         self.tick();
+        self.serve_flushes();
     }
 }
 
@@ -283,6 +308,7 @@ pub(crate) fn spawn_writer(
                     recorder.write(&header, &data);
                 }
                 recorder.tick();
+                recorder.serve_flushes();
                 if consumer.is_finished() {
                     break;
                 }

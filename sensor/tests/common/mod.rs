@@ -34,6 +34,22 @@ pub fn report(fault: &str, tried: &str, lost: &str, said: &str) {
     }
 }
 
+/// Polls `condition` every 100 ms until it holds or `deadline` has passed; whether it
+/// held. Tests wait for what they expect with a generous deadline, never a fixed sleep: CI
+/// machines are shared and noisy.
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Privileged tests share the kernel (and the capture veth name inside their namespaces):
 /// they take this lock so they run one at a time whatever `--test-threads` says.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -277,3 +277,74 @@ fn quarantined_files_count_in_the_size_and_are_retired() {
         .all(|r| !r.file.starts_with(QUARANTINE_DIR)));
     assert!(w.index().total_bytes() <= 300_000);
 }
+
+/// A finished store of a few segments: its directory's files, the sequence numbers and
+/// the packets' times.
+fn finished_store(dir: &Path, t0: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut w = writer(dir, limits(50_000, 100_000_000));
+    write(&mut w, 200, t0);
+    w.finish(NONE).unwrap();
+    let seqs = w.index().records().iter().map(|r| r.seq).collect();
+    (seqs, (t0..t0 + 200).collect())
+}
+
+/// A copy of a finished segment under an `.active` name (older than the index's newest, or
+/// the next number) is not the store's: it is set aside, named, and its packets are not
+/// served twice; the store opens either way.
+#[test]
+fn a_stray_copy_under_an_active_name_is_set_aside_not_served_twice() {
+    let t0 = crate::sys::realtime_ns();
+    for copy_seq in [None, Some(2), Some(1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (seqs, times) = finished_store(dir.path(), t0);
+        assert!(seqs.len() >= 3, "{seqs:?}");
+        let newest = *seqs.last().unwrap();
+        // None: the next number, as an operator's `cp` might name it.
+        let copy_seq = copy_seq.unwrap_or(newest + 1);
+        let stray = SegmentName::active(copy_seq).path_in(dir.path());
+        fs::copy(SegmentName::finished(seqs[1]).path_in(dir.path()), &stray).unwrap();
+        let w = writer(dir.path(), limits(50_000, 100_000_000));
+        assert_eq!(
+            w.recovery().ignored.len(),
+            1,
+            "copy as {copy_seq}: {:?}",
+            w.recovery()
+        );
+        assert!(stray.exists(), "left alone");
+        let (served, _) = slice_all(&w);
+        assert_eq!(served, times, "copy as {copy_seq}: every packet once");
+    }
+}
+
+/// A stray file numbered far above the index does not move the sequence: the store goes
+/// on after its own newest segment.
+#[test]
+fn a_stray_numbered_near_the_end_does_not_use_up_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seqs, times) = finished_store(dir.path(), t0);
+    let stray = SegmentName::finished(name::MAX_SEQ - 1).path_in(dir.path());
+    fs::copy(SegmentName::finished(seqs[0]).path_in(dir.path()), &stray).unwrap();
+    let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+    assert_eq!(w.recovery().ignored.len(), 1, "{:?}", w.recovery());
+    write(&mut w, 200, t0 + 1_000);
+    w.finish(NONE).unwrap();
+    let newest = w.index().records().last().unwrap().seq;
+    assert!(newest < 100, "the writer went on from its own segments: {newest}");
+    let (served, _) = slice_all(&w);
+    assert_eq!(served.len(), times.len() + 200);
+    assert!(stray.exists());
+}
+
+/// A segment a crash left `.active` (the newest file) is still finished and served: the
+/// stray rules do not touch it.
+#[test]
+fn the_newest_active_segment_is_no_stray() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, times, _) = crashed_store(dir.path(), t0);
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    assert!(w.recovery().ignored.is_empty(), "{:?}", w.recovery());
+    assert!(SegmentName::finished(seq).path_in(dir.path()).exists());
+    assert_eq!(slice_all(&w).0, times);
+}

@@ -446,6 +446,9 @@ fn a_store_whose_numbers_are_used_up_refuses_to_start() {
         dir.path().join("podcap-9999999999.pcapng"),
     )
     .unwrap();
+    // With its index the store would know the file for a stray (recover's tests); without
+    // one, every file of the store's names is its own.
+    fs::remove_file(dir.path().join(crate::store::index::MANIFEST)).unwrap();
     let Err(error) = SegmentWriter::open(dir.path(), limits(50_000, 100_000_000), Vec::new()) else {
         panic!("the store opened");
     };
@@ -533,4 +536,76 @@ fn segments_count_their_own_losses_and_a_snapshot_adds_up_its_window() {
         vec![expect],
         "one block for eth0 with the two segments' sums"
     );
+}
+
+/// A file, folder or symbolic link at the name of the next segment (active or finished) is
+/// left alone and its number skipped: recording goes on, and nothing is written through it.
+#[test]
+fn stray_files_at_the_next_names_are_skipped_not_written_through() {
+    let t0 = crate::sys::realtime_ns();
+    for kind in ["dir", "symlink", "finished"] {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("not-the-store");
+        let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+        write(&mut w, 100, t0);
+        let next = w.next_seq;
+        let active = SegmentName::active(next).path_in(dir.path());
+        let finished = SegmentName::finished(next + 1).path_in(dir.path());
+        match kind {
+            "dir" => fs::create_dir(&active).unwrap(),
+            "symlink" => std::os::unix::fs::symlink(&target, &active).unwrap(),
+            _ => fs::write(&finished, b"someone else's").unwrap(),
+        }
+        write(&mut w, 300, t0 + 1_000);
+        w.finish(|_| InterfaceStatistics::default()).unwrap();
+        assert!(w.disk().failing.is_none(), "{kind}: {:?}", w.disk());
+        assert!(!target.exists(), "{kind}: nothing written through the link");
+        let seqs: Vec<u64> = w.index().records().iter().map(|r| r.seq).collect();
+        let skipped = if kind == "finished" { next + 1 } else { next };
+        assert!(!seqs.contains(&skipped), "{kind}: {seqs:?}");
+        assert!(
+            seqs.iter().any(|&s| s > skipped),
+            "{kind}: recording went on: {seqs:?}"
+        );
+        let packets: u64 = w.index().records().iter().map(|r| r.packets).sum();
+        assert_eq!(packets, 400, "{kind}");
+        if kind == "finished" {
+            assert_eq!(fs::read(&finished).unwrap(), b"someone else's");
+        }
+    }
+}
+
+/// A segment that cannot be opened is a write failure the store's state says, not a
+/// silent drop.
+#[test]
+fn a_segment_that_cannot_be_opened_is_a_write_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(dir.path(), limits(50_000, 100_000_000));
+    w.next_seq = name::MAX_SEQ + 1;
+    let error = w
+        .write_packet(0, 1, 10, &[0; 10], Direction::Inbound, |_| {
+            InterfaceStatistics::default()
+        })
+        .unwrap_err();
+    assert!(error.to_string().contains("used up"), "{error}");
+    let failing = w.disk().failing.clone().expect("the store says writes fail");
+    assert!(failing.error.contains("used up"), "{failing:?}");
+}
+
+/// One writer per data directory: a second is refused, naming the holder and the lock.
+#[test]
+fn a_second_writer_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = writer(dir.path(), limits(50_000, 100_000_000));
+    let error = SegmentWriter::open(dir.path(), limits(50_000, 100_000_000), Vec::new())
+        .err()
+        .expect("refused");
+    let text = crate::error_chain(&error);
+    assert!(
+        text.contains("podcap.lock") && text.contains(&std::process::id().to_string()),
+        "{text}"
+    );
+    drop(first);
+    writer(dir.path(), limits(50_000, 100_000_000));
 }
