@@ -18,15 +18,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use podcap_format::units;
 
-use self::dump::{dump, offline_dump, wanted};
 use crate::{
     discovery::{Cluster, ClusterOptions, Role, TapScope},
     live,
     output::Output,
-    source::{named_sensors, Refused, Sensor},
+    source::{named_sensors, Sensor},
 };
 
+mod config;
 mod dump;
+mod empty;
 
 #[derive(Parser)]
 #[command(
@@ -183,6 +184,13 @@ impl ClusterArgs {
     }
 }
 
+/// The exit statuses of `podcap dump`, as its `--help` says them (and the README).
+const DUMP_EXIT_STATUS: &str = "Exit status:
+  0  the file holds everything asked for
+  1  an error; or the file is incomplete (a sensor failed, data was lost): --allow-partial exits 0
+  2  the command line is wrong
+  3  no packet matched: no file written (--allow-empty writes it and exits 0)";
+
 #[derive(Subcommand)]
 enum Command {
     /// Print a shell completion script: `source <(podcap completion bash)`, or into
@@ -192,47 +200,8 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Download a time slice from every sensor, merged into one pcapng file.
-    Dump {
-        #[command(flatten)]
-        window: WindowArgs,
-        #[command(flatten)]
-        select: SelectArgs,
-        /// Download this kept snapshot (`podcap snapshot list`) instead of a window of the
-        /// stores; its window and selection were fixed when it was made.
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["time", "from", "to", "filter", "pod", "namespaces", "iface"])]
-        snapshot: Option<String>,
-        /// Download what this recording job recorded (`podcap record list`): every
-        /// iteration, or the --time/--from/--to of it, with any selection.
-        #[arg(long, value_name = "NAME", conflicts_with = "snapshot")]
-        recording: Option<String>,
-        /// Where the file goes: a folder (the file is named by the window, snapshot or
-        /// recording; created if only its last part is missing), a file ending in
-        /// .pcapng, or - for stdout (not a terminal). Nothing is overwritten without --force.
-        #[arg(long, default_value = ".", value_name = "DIR|FILE.pcapng|-")]
-        dest: String,
-        /// Exit 0 even if some sensors failed or data was lost (the file says what).
-        #[arg(long)]
-        allow_partial: bool,
-        /// Replace a file of the same name in --dest.
-        #[arg(long)]
-        force: bool,
-        /// Leave the TLS secrets out. Without it, a window of the stores carries the
-        /// secrets of the sessions it holds (from sensors run with --tls-secrets, to the
-        /// admin token only), so Wireshark reads them in clear; kept snapshots, recordings
-        /// and the archive never hold secrets.
-        #[arg(long)]
-        no_secrets: bool,
-        /// Read from this archive instead of the sensors (`s3://BUCKET/PREFIX`, `gs://`,
-        /// `az://`, `file:///DIR`): no cluster and no sensor needed. Credentials as the
-        /// sensors take them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-        /// `AWS_ENDPOINT_URL`...).
-        #[arg(long, value_name = "URL")]
-        archive: Option<String>,
-        #[command(flatten)]
-        offline: OfflineArgs,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    #[command(after_help = DUMP_EXIT_STATUS)]
+    Dump(dump::DumpArgs),
     /// What an archive holds (`podcap archive ls URL`).
     Archive {
         #[command(subcommand)]
@@ -249,7 +218,8 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Show, or change, the recording settings of every sensor.
+    /// Show, or change, the recording settings of every sensor: a change is checked by
+    /// every sensor first and applied to all of them or none.
     Config {
         /// Start (true) or stop (false) recording without restarting the sensors.
         #[arg(long, value_name = "BOOL")]
@@ -264,6 +234,11 @@ enum Command {
         /// it, such a change only says what it would delete).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Change the sensors that can be asked and leave those that cannot (named) as they
+        /// are. Without it, a sensor that cannot be asked stops the change before any
+        /// sensor is changed.
+        #[arg(long)]
+        skip_unreachable: bool,
         /// How the settings are shown: `table`, or `json` / `yaml` for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -511,43 +486,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             io::stdout().write_all(&script)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dump {
-            window,
-            select,
-            snapshot,
-            recording,
-            dest,
-            allow_partial,
-            force,
-            no_secrets,
-            archive,
-            offline,
-            connection,
-        } => {
-            if let Some(url) = archive {
-                let kept = match (snapshot, recording) {
-                    (Some(name), _) => Some(crate::archive::Kept::Snapshot(name)),
-                    (None, Some(name)) => Some(crate::archive::Kept::Recording(name)),
-                    (None, None) => None,
-                };
-                return offline_dump(
-                    &url,
-                    &offline,
-                    &window,
-                    &select,
-                    kept,
-                    &dest,
-                    (allow_partial, force),
-                );
-            }
-            let wanted = wanted(&window, &select, (snapshot, recording), !no_secrets)?;
-            dump(
-                &reach(&connection, Role::Read)?,
-                &wanted,
-                &dest,
-                (allow_partial, force),
-            )
-        }
+        Command::Dump(args) => dump::command(args),
         Command::Snapshot { action } => snapshot_command(action),
         Command::Archive { action } => archive_command(action),
         Command::Record { action } => record_command(action),
@@ -556,14 +495,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_size,
             max_time,
             yes,
+            skip_unreachable,
             output,
             connection,
         } => {
-            if enable.is_none() && max_size.is_none() && max_time.is_none() {
-                show_config(&connection, output)
-            } else {
-                config_command(enable, max_size, max_time, yes, &connection)
-            }
+            let change = config::Change {
+                enable,
+                max_size,
+                max_time,
+            };
+            let consent = config::Consent {
+                yes,
+                skip_unreachable,
+            };
+            config::command(&change, consent, output, &connection)
         }
         Command::Segments { output, connection } => segments_command(&connection, output),
         Command::Live {
@@ -673,124 +618,6 @@ impl WindowArgs {
             None => Ok((0, u64::MAX)),
         }
     }
-}
-
-/// `podcap config` without changes: each sensor's settings and where each came from.
-fn show_config(connection: &Connection, output: Output) -> Result<ExitCode> {
-    let reached = reach(connection, Role::Read)?;
-    let token = &reached.token;
-    let mut nodes = Vec::new();
-    let mut rows = Vec::new();
-    let code = for_each_sensor(&reached, |sensor| {
-        let settings = sensor.get_json("/api/v1/config", token.as_deref())?;
-        let cell = |key: &str| {
-            let value = match &settings[key] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            match settings["sources"][key]["source"].as_str() {
-                Some(source) => format!("{value} ({source})"),
-                None => value,
-            }
-        };
-        rows.push(crate::table::Row {
-            cells: vec![
-                sensor.label.clone(),
-                cell("enabled"),
-                cell("maxSize"),
-                cell("maxTime"),
-            ],
-            notes: Vec::new(),
-        });
-        nodes.push(serde_json::json!({ "node": sensor.label, "settings": settings }));
-        Ok(())
-    });
-    if output.structured() {
-        crate::output::print(&serde_json::json!({ "nodes": nodes }), output)?;
-    } else {
-        print!(
-            "{}",
-            crate::table::render(&["NODE", "ENABLED", "MAX-SIZE", "MAX-TIME"], &rows)
-        );
-    }
-    Ok(code)
-}
-
-fn config_command(
-    enable: Option<bool>,
-    max_size: Option<String>,
-    max_time: Option<String>,
-    yes: bool,
-    connection: &Connection,
-) -> Result<ExitCode> {
-    // Checked here first, so a typo changes no sensor at all.
-    if let Some(size) = &max_size {
-        units::parse_size(size).context("--max-size")?;
-    }
-    if let Some(time) = &max_time {
-        units::parse_duration(time).context("--max-time")?;
-    }
-    let mut change = serde_json::Map::new();
-    if let Some(enable) = enable {
-        change.insert("enabled".into(), enable.into());
-    }
-    let retention_changes = max_size.is_some() || max_time.is_some();
-    if let Some(size) = max_size {
-        change.insert("maxSize".into(), size.into());
-    }
-    if let Some(time) = max_time {
-        change.insert("maxTime".into(), time.into());
-    }
-    let change = serde_json::Value::Object(change);
-    // (No change at all is `show_config`.)
-    let reached = reach(connection, Role::Admin)?;
-    let token = &reached.token;
-    // Every sensor that can be asked checks the change first: one that refuses it, or a
-    // change that would delete recorded data without --yes, changes no sensor at all.
-    if retention_changes {
-        let mut doomed = Vec::new();
-        for sensor in &reached.sensors {
-            let answer = match sensor.patch_json("/api/v1/config?dryRun=true", token.as_deref(), &change) {
-                Ok(answer) => answer,
-                // A 4xx: the sensor read the change and said no (a 5xx is a way that failed).
-                Err(e)
-                    if e.downcast_ref::<Refused>()
-                        .is_some_and(|r| (400..500).contains(&r.status)) =>
-                {
-                    bail!(
-                        "sensor {} refused the change, so no sensor was changed: {e:#}",
-                        sensor.label
-                    );
-                }
-                // It cannot be asked: the change below names it again.
-                Err(_) => continue,
-            };
-            let retired = &answer["wouldRetire"];
-            let segments = retired["segments"].as_u64().unwrap_or(0);
-            if segments > 0 {
-                doomed.push(format!(
-                    "{}: would delete {segments} segments now ({}, {} packets)",
-                    sensor.label,
-                    units::format_size(retired["bytes"].as_u64().unwrap_or(0)),
-                    retired["packets"].as_u64().unwrap_or(0)
-                ));
-            }
-        }
-        if !doomed.is_empty() && !yes {
-            for line in &doomed {
-                eprintln!("podcap: {line}");
-            }
-            bail!(
-                "this change deletes recorded data on {} sensors; nothing was changed: run it again with --yes to apply it",
-                doomed.len()
-            );
-        }
-    }
-    Ok(for_each_sensor(&reached, |sensor| {
-        let settings = sensor.patch_json("/api/v1/config", token.as_deref(), &change)?;
-        println!("{}: {settings}", sensor.label);
-        Ok(())
-    }))
 }
 
 /// Runs `ask` for every sensor in turn; a sensor that fails is named with its reason and

@@ -183,6 +183,33 @@ impl Sensor {
         Ok(self.request(path, token)?.into_reader())
     }
 
+    /// The interface of the first packet a GET's body holds (none: it holds no packet).
+    /// Reads only up to that packet, then drops the connection: a probe, not a download.
+    pub fn first_packet_interface(&self, path: &str, token: Option<&str>) -> Result<Option<String>> {
+        let mut reader = self.request(path, token)?.into_reader();
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 1 << 14];
+        let mut counter = crate::progress::BlockCounter::default();
+        loop {
+            let n = reader.read(&mut buf).context("the answer broke off")?;
+            if n == 0 {
+                // A packet's head without its whole block still says one was there.
+                return Ok((counter.packets > 0).then(String::new));
+            }
+            counter.feed(&buf[..n]);
+            head.extend_from_slice(&buf[..n]);
+            if counter.packets > 0 {
+                let whole = podcap_format::pcapng::read::complete_prefix_len(&head);
+                if let Some((name, _)) = podcap_format::pcapng::read::packets_with_names(&head[..whole])
+                    .ok()
+                    .and_then(|packets| packets.into_iter().next())
+                {
+                    return Ok(Some(name));
+                }
+            }
+        }
+    }
+
     /// Streams the body into `out`, counting into `tally`; returns its length and the
     /// SHA-256 the sensor gave for it (`x-podcap-sha256`, a kept snapshot's), checked:
     /// a body that is not what the sensor says it holds is an error.

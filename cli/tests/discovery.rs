@@ -498,8 +498,29 @@ async fn segments_config_and_the_kubectl_plugin_use_discovery() {
     );
     assert!(stderr(&output).contains("node-c"), "{}", stderr(&output));
 
+    // node-c and node-d cannot be asked: the change stops before any sensor changes, unless
+    // the user says to leave them.
     let output = f
         .run(PODCAP, &["config", "--context", "lab", "--max-time", "2h"])
+        .await;
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("sensor node-c cannot be asked") && err.contains("no sensor was changed"),
+        "{err}"
+    );
+    let output = f
+        .run(
+            PODCAP,
+            &[
+                "config",
+                "--context",
+                "lab",
+                "--max-time",
+                "2h",
+                "--skip-unreachable",
+            ],
+        )
         .await;
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(

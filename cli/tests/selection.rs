@@ -39,10 +39,16 @@ async fn each_sensor_applies_the_filter_and_only_the_selected_packets_arrive() {
     assert!(output.status.success(), "{}", stderr(&output));
     let list = packets(&dumped(dest.path()));
     assert!(list.len() == 120 && list.iter().all(|p| p.0 == "node-0/eth0" && p.2 == 0xaa));
-    // A standalone interface belongs to no pod.
+    // A standalone interface belongs to no pod: nothing matches, so no file is written and
+    // the exit status says so.
     let (output, dest) = dump(&sensors, &["--pod", "web", "-n", "shop"]).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(packets(&dumped(dest.path())).is_empty());
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no interface matched"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0);
     // A bad expression is refused by every sensor, named; no file.
     let (output, dest) = dump(&sensors, &["--filter", "tcp prot 80"]).await;
     assert!(!output.status.success());

@@ -322,3 +322,52 @@ async fn dump_over_https_checks_the_sensor_against_the_ca_file() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(packets(&dumped(dest.path())).len(), 120);
 }
+
+/// A change reaches every sensor or none: with one sensor that cannot be asked, the two
+/// that can are left as they were, and the one that cannot is named; `--skip-unreachable`
+/// changes the two knowingly and names the one it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_with_a_sensor_unreachable_changes_no_sensor_unless_told_to_skip_it() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (sensor(&dir_a, 0, 0xaa).await, sensor(&dir_b, 50, 0xbb).await);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let config = |extra: &[&str]| {
+        let mut list = args(&[
+            "config",
+            "--sensor",
+            &format!("node-a=http://{a}"),
+            "--sensor",
+            &format!("node-b=http://{b}"),
+            "--sensor",
+            &format!("gone=http://{dead}"),
+        ]);
+        list.extend(args(extra));
+        list
+    };
+    for change in [&["--enable", "false"][..], &["--max-time", "2h"]] {
+        let output = podcap_with(ADMIN_TOKEN, config(change)).await;
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{change:?}: {err}");
+        assert!(
+            err.contains("sensor gone cannot be asked")
+                && err.contains("no sensor was changed")
+                && err.contains("--skip-unreachable"),
+            "{change:?}: {err}"
+        );
+        for node in [a, b] {
+            let shown = config_of(node).await;
+            assert_eq!(shown["enabled"], true, "{change:?}: {shown}");
+            assert_eq!(shown["maxTime"], "1h", "{change:?}: {shown}");
+        }
+    }
+
+    let output = podcap_with(ADMIN_TOKEN, config(&["--enable", "false", "--skip-unreachable"])).await;
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("not changed (--skip-unreachable): gone"), "{err}");
+    for node in [a, b] {
+        assert_eq!(config_of(node).await["enabled"], false);
+    }
+}

@@ -9,18 +9,121 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use podcap_format::{merge, units};
 
-use super::{check_name, query, run_bounded, OfflineArgs, Reached, SelectArgs, WindowArgs};
+use super::{
+    check_name,
+    empty::{explain, Asked, EXIT_EMPTY},
+    query, reach, run_bounded, Connection, OfflineArgs, Reached, SelectArgs, WindowArgs,
+};
 use crate::{
     dest::Dest,
+    discovery::Role,
     progress::{Board, Tally},
     source::{Refused, Sensor},
 };
 
+/// `podcap dump`'s flags.
+#[derive(Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags: each is one --flag of its own"
+)]
+pub(super) struct DumpArgs {
+    #[command(flatten)]
+    window: WindowArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Download this kept snapshot (`podcap snapshot list`) instead of a window of the
+    /// stores; its window and selection were fixed when it was made.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["time", "from", "to", "filter", "pod", "namespaces", "iface"])]
+    snapshot: Option<String>,
+    /// Download what this recording job recorded (`podcap record list`): every
+    /// iteration, or the --time/--from/--to of it, with any selection.
+    #[arg(long, value_name = "NAME", conflicts_with = "snapshot")]
+    recording: Option<String>,
+    /// Where the file goes: a folder (the file is named by the window, snapshot or
+    /// recording; created if only its last part is missing), a file ending in
+    /// .pcapng, or - for stdout (not a terminal). Nothing is overwritten without --force.
+    #[arg(long, default_value = ".", value_name = "DIR|FILE.pcapng|-")]
+    dest: String,
+    /// Exit 0 even if some sensors failed or data was lost (the file says what).
+    #[arg(long)]
+    allow_partial: bool,
+    /// Write the file (and exit 0) even when no packet matched. Without it such a dump
+    /// writes nothing, says per sensor what it holds and why nothing matched, and exits 3.
+    #[arg(long)]
+    allow_empty: bool,
+    /// Replace a file of the same name in --dest.
+    #[arg(long)]
+    force: bool,
+    /// Leave the TLS secrets out. Without it, a window of the stores carries the
+    /// secrets of the sessions it holds (from sensors run with --tls-secrets, to the
+    /// admin token only), so Wireshark reads them in clear; kept snapshots, recordings
+    /// and the archive never hold secrets.
+    #[arg(long)]
+    no_secrets: bool,
+    /// Read from this archive instead of the sensors (`s3://BUCKET/PREFIX`, `gs://`,
+    /// `az://`, `file:///DIR`): no cluster and no sensor needed. Credentials as the
+    /// sensors take them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`...).
+    #[arg(long, value_name = "URL")]
+    archive: Option<String>,
+    #[command(flatten)]
+    offline: OfflineArgs,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `podcap dump`: from the archive, or from the sensors.
+pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
+    let DumpArgs {
+        window,
+        select,
+        snapshot,
+        recording,
+        dest,
+        allow_partial,
+        allow_empty,
+        force,
+        no_secrets,
+        archive,
+        offline,
+        connection,
+    } = args;
+    if let Some(url) = archive {
+        let kept = match (snapshot, recording) {
+            (Some(name), _) => Some(crate::archive::Kept::Snapshot(name)),
+            (None, Some(name)) => Some(crate::archive::Kept::Recording(name)),
+            (None, None) => None,
+        };
+        return offline_dump(
+            &url,
+            &offline,
+            &window,
+            &select,
+            kept,
+            &dest,
+            (allow_partial, force),
+        );
+    }
+    let wanted = wanted(&window, &select, (snapshot, recording), !no_secrets)?;
+    dump(
+        &reach(&connection, Role::Read)?,
+        &wanted,
+        &dest,
+        Tolerance {
+            allow_partial,
+            allow_empty,
+        },
+        force,
+    )
+}
+
 /// What a dump of the sensors asks each for: a kept snapshot, a recording job (a window of
 /// it, a selection), or a window of the stores with a selection.
-pub(super) fn wanted(
+fn wanted(
     window: &WindowArgs,
     select: &SelectArgs,
     (snapshot, recording): (Option<String>, Option<String>),
@@ -34,6 +137,7 @@ pub(super) fn wanted(
             file_name: format!("podcap-snapshot-{name}.pcapng"),
             kept: true,
             secrets,
+            asked: Asked::Snapshot(name),
         }
     } else if let Some(name) = recording {
         check_name(&name)?;
@@ -49,6 +153,7 @@ pub(super) fn wanted(
             file_name: format!("podcap-recording-{name}.pcapng"),
             kept: true,
             secrets,
+            asked: Asked::Recording(name),
         }
     } else {
         {
@@ -65,13 +170,18 @@ pub(super) fn wanted(
                 file_name: format!("podcap-{from}-{to}.pcapng"),
                 kept: false,
                 secrets,
+                asked: Asked::Window {
+                    from_ns: window.from_ns,
+                    to_ns: window.to_ns,
+                    select: select.clone(),
+                },
             }
         }
     })
 }
 
 /// What a dump downloads from each sensor.
-pub(super) struct Wanted {
+struct Wanted {
     /// The API path, with its query.
     path: String,
     /// What it is, for the file's comment.
@@ -82,6 +192,17 @@ pub(super) struct Wanted {
     kept: bool,
     /// Ask for the TLS secrets of the sessions it holds.
     secrets: bool,
+    /// What it is, for saying why nothing matched.
+    asked: Asked,
+}
+
+/// How a dump's result may fall short and still be written with exit status 0.
+#[derive(Clone, Copy)]
+struct Tolerance {
+    /// Some sensors failed, or data was lost (the file says what).
+    allow_partial: bool,
+    /// No packet matched: write the file anyway.
+    allow_empty: bool,
 }
 
 impl Wanted {
@@ -97,11 +218,12 @@ impl Wanted {
     }
 }
 
-pub(super) fn dump(
+fn dump(
     reached: &Reached,
     wanted: &Wanted,
     dest: &str,
-    (allow_partial, force): (bool, bool),
+    tolerance: Tolerance,
+    force: bool,
 ) -> Result<ExitCode> {
     let dest = Dest::parse(dest, &wanted.file_name, force)?;
     let to_stdout = dest == Dest::Stdout;
@@ -115,6 +237,7 @@ pub(super) fn dump(
         parts,
         failed,
         absent,
+        packets,
     } = download(reached, wanted, &folder)?;
     if wanted.kept && absent.iter().all(|absent| *absent) && reached.unreachable.is_empty() {
         bail!(
@@ -140,6 +263,28 @@ pub(super) fn dump(
     if to_stdout && every_sensor_failed {
         bail!("no sensor could give its slice; nothing written");
     }
+    if !every_sensor_failed && packets.iter().flatten().sum::<u64>() == 0 {
+        // Said per sensor that answered: what it holds, and why none of it matched.
+        for (sensor, held) in sensors.iter().zip(&packets) {
+            if held.is_some() {
+                eprintln!(
+                    "podcap: {}",
+                    explain(sensor, reached.token.as_deref(), &wanted.asked)
+                );
+            }
+        }
+        if !tolerance.allow_empty {
+            eprintln!(
+                "podcap: no packet matched {}: no file written (--allow-empty writes it anyway)",
+                wanted.title
+            );
+            return Ok(if failed.is_empty() {
+                ExitCode::from(EXIT_EMPTY)
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    }
     let (target, stats) = crate::dest::write(&dest, &wanted.file_name, force, |mut out| {
         let stats = merge::merge(opened, &comments, &mut out)?;
         if every_sensor_failed && stats.packets == 0 {
@@ -160,7 +305,7 @@ pub(super) fn dump(
         eprintln!("podcap: lost: {loss}");
     }
     let partial = !failed.is_empty() || !stats.losses.is_empty();
-    if partial && !allow_partial {
+    if partial && !tolerance.allow_partial {
         eprintln!(
             "podcap: the file is incomplete: {} of {} sensors failed, {} losses noted in it (--allow-partial exits 0)",
             failed.len(),
@@ -203,6 +348,9 @@ struct Downloads {
     failed: Vec<String>,
     /// Per sensor: it does not hold the snapshot asked for.
     absent: Vec<bool>,
+    /// Per sensor that gave its whole answer: how many packets it held (none: it failed,
+    /// or does not hold what was asked).
+    packets: Vec<Option<u64>>,
 }
 
 /// Each sensor's slice into a temporary file of its own in `folder`, `--parallel` at a
@@ -269,8 +417,14 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
         .map(|(label, reason)| format!("{label} ({reason})"))
         .collect();
     let mut absent = vec![false; sensors.len()];
+    let mut packets: Vec<Option<u64>> = tallies
+        .iter()
+        // Relaxed: the downloads' threads were joined by `run_bounded`.
+        .map(|tally| Some(tally.packets.load(std::sync::atomic::Ordering::Relaxed)))
+        .collect();
     for (n, result) in results.iter().enumerate() {
         if let Err(e) = result {
+            packets[n] = None;
             let not_held = e.downcast_ref::<Refused>().is_some_and(|r| r.status == 404);
             if wanted.kept && not_held {
                 absent[n] = true;
@@ -285,6 +439,7 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
         parts,
         failed,
         absent,
+        packets,
     })
 }
 
@@ -320,7 +475,7 @@ fn offline_query(
 
 /// `podcap dump --archive`: the window (or kept snapshot or job) read from the archive,
 /// checked, cut, selected and merged (rules in `archive.rs`).
-pub(super) fn offline_dump(
+fn offline_dump(
     url: &str,
     offline: &OfflineArgs,
     window: &WindowArgs,
