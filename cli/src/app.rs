@@ -60,8 +60,24 @@ struct Connection {
     /// of the public ones.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Give up a sensor that sends no byte for this long (default 30s): it is named and
+    /// counted as failed, and the others' data is kept. Not a deadline: a download that
+    /// keeps sending runs as long as it takes. `live` takes none (a quiet pod sends nothing).
+    #[arg(long, value_name = "DUR", value_parser = parse_request_timeout)]
+    request_timeout: Option<std::time::Duration>,
     #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
     token: Option<String>,
+}
+
+/// `--request-timeout`: a duration (`30s`, `2m`), not zero.
+fn parse_request_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match units::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => {
+            Err("give a time such as 30s or 2m; 0 would give up every sensor".into())
+        }
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Where the cluster is, when sensors are found through the Kubernetes API.
@@ -454,12 +470,24 @@ impl Reached {
 }
 
 fn reach(connection: &Connection, role: Role) -> Result<Reached> {
+    let timeout = connection
+        .request_timeout
+        .unwrap_or(crate::source::DEFAULT_REQUEST_TIMEOUT);
+    reach_timed(connection, role, Some(timeout))
+}
+
+/// [`reach`], with `request_timeout` (none: streams that may be quiet for long).
+fn reach_timed(
+    connection: &Connection,
+    role: Role,
+    request_timeout: Option<std::time::Duration>,
+) -> Result<Reached> {
     let token = token(connection)?;
     let parallel = usize::from(connection.parallel);
-    let agent = crate::source::agent(connection.ca_file.as_deref())?;
+    let agent = crate::source::agent(connection.ca_file.as_deref(), request_timeout)?;
     if !connection.sensors.is_empty() {
         return Ok(Reached {
-            sensors: named_sensors(&connection.sensors, &agent)?,
+            sensors: named_sensors(&connection.sensors, &agent, request_timeout)?,
             unreachable: Vec::new(),
             token,
             parallel,
@@ -467,7 +495,7 @@ fn reach(connection: &Connection, role: Role) -> Result<Reached> {
         });
     }
     let cluster = connection.cluster.connect()?;
-    let found = cluster.find_sensors(&agent, token.is_none().then_some(role))?;
+    let found = cluster.find_sensors(&agent, request_timeout, token.is_none().then_some(role))?;
     Ok(Reached {
         sensors: found.sensors,
         unreachable: found.unreachable,
@@ -545,7 +573,10 @@ fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection
     if io::stdout().is_terminal() {
         bail!("live writes pcapng to stdout: pipe it (podcap live ... | wireshark -k -i -) or redirect it to a file");
     }
-    let reached = reach(connection, Role::Read)?;
+    if connection.request_timeout.is_some() {
+        bail!("--request-timeout: live streams are not timed (a quiet pod sends nothing for as long as it is quiet)");
+    }
+    let reached = reach_timed(connection, Role::Read, None)?;
     let (sensors, token) = (&reached.sensors, &reached.token);
     let path = format!("/api/v1/live?{}", query(&select.params()));
     let mut inputs = Vec::new();

@@ -131,7 +131,12 @@ impl Cluster {
 
     /// Lists the sensor pods and opens a loopback port-forward to each running one; with
     /// `want_token`, reads the token of that role from the Secret the pods name.
-    pub fn find_sensors(&self, agent: &ureq::Agent, want_token: Option<Role>) -> Result<Found> {
+    pub fn find_sensors(
+        &self,
+        agent: &ureq::Agent,
+        request_timeout: Option<std::time::Duration>,
+        want_token: Option<Role>,
+    ) -> Result<Found> {
         let runtime = self.runtime();
         let mut items = self.sensor_pods(runtime)?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -187,6 +192,7 @@ impl Cluster {
                 base_url: format!("http://{local}"),
                 agent: agent.clone(),
                 tunnel_failure: Some(failure),
+                request_timeout,
             });
         }
         // Sensors serving TLS are checked against the CA in the Secret their pods name,
@@ -200,7 +206,7 @@ impl Cluster {
                         self.namespace
                     )
                 })?;
-            let agent = crate::source::agent_trusting(ca.as_bytes())
+            let agent = crate::source::agent_trusting(ca.as_bytes(), request_timeout)
                 .with_context(|| format!("the CA in Secret {}/{name}", self.namespace))?;
             for sensor in &mut found.sensors {
                 sensor.base_url = sensor.base_url.replacen("http://", "https://", 1);

@@ -1,7 +1,10 @@
 //! Where sensors come from, and how one is asked. [`named_sensors`] takes `--sensor
 //! [NAME=]URL`s; [`crate::discovery`] finds sensor pods and port-forwards to them, handing
 //! out the same [`Sensor`]s (loopback URLs).
-use std::io::{Read, Write};
+use std::{
+    io::{Read, Write},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
@@ -31,27 +34,39 @@ pub struct Sensor {
     pub agent: ureq::Agent,
     /// Through a port-forward: why its last forward failed, if it did.
     pub tunnel_failure: Option<crate::discovery::TunnelFailure>,
+    /// How long it may send nothing before it is given up (`--request-timeout`; none: a
+    /// live stream, which may be quiet for as long as its pods are).
+    pub request_timeout: Option<Duration>,
 }
 
-/// The HTTP(S) agent of a command: sensors that cannot be reached are named quickly
-/// (bodies may stream for long); `https://` sensors are checked against the roots of
-/// `ca_file` (PEM) when given, else the public roots.
-pub fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent> {
+/// The default of `--request-timeout`, kubectl's: 30 s without a byte.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP(S) agent of a command: sensors that cannot be reached are named quickly; one
+/// that sends no byte for `request_timeout` is given up (bodies may stream for long, so
+/// this is a time without progress, not a deadline); `https://` sensors are checked
+/// against the roots of `ca_file` (PEM) when given, else the public roots.
+pub fn agent(ca_file: Option<&std::path::Path>, request_timeout: Option<Duration>) -> Result<ureq::Agent> {
     match ca_file {
-        None => Ok(agent_builder().build()),
+        None => Ok(agent_builder(request_timeout).build()),
         Some(path) => {
             let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
-            agent_trusting(&pem).with_context(|| format!("--ca-file {}", path.display()))
+            agent_trusting(&pem, request_timeout).with_context(|| format!("--ca-file {}", path.display()))
         }
     }
 }
 
-fn agent_builder() -> ureq::AgentBuilder {
-    ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(10))
+fn agent_builder(request_timeout: Option<Duration>) -> ureq::AgentBuilder {
+    let builder = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10));
+    // ureq sets it on the socket: it bounds each read, so it is the time without a byte.
+    match request_timeout {
+        Some(timeout) => builder.timeout_read(timeout),
+        None => builder,
+    }
 }
 
 /// An agent that trusts only the certificate authorities in `pem`.
-pub fn agent_trusting(pem: &[u8]) -> Result<ureq::Agent> {
+pub fn agent_trusting(pem: &[u8], request_timeout: Option<Duration>) -> Result<ureq::Agent> {
     let mut roots = rustls::RootCertStore::empty();
     let certificates = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?;
     let (added, _) = roots.add_parsable_certificates(certificates);
@@ -65,11 +80,17 @@ pub fn agent_trusting(pem: &[u8]) -> Result<ureq::Agent> {
     .context("TLS")?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(agent_builder().tls_config(std::sync::Arc::new(config)).build())
+    Ok(agent_builder(request_timeout)
+        .tls_config(std::sync::Arc::new(config))
+        .build())
 }
 
 /// The sensors named on the command line (`--sensor [NAME=]URL`).
-pub fn named_sensors(urls: &[String], agent: &ureq::Agent) -> Result<Vec<Sensor>> {
+pub fn named_sensors(
+    urls: &[String],
+    agent: &ureq::Agent,
+    request_timeout: Option<Duration>,
+) -> Result<Vec<Sensor>> {
     let mut sensors = Vec::new();
     for given in urls {
         // `NAME=http://...` names the sensor; a URL alone is named by its host.
@@ -94,6 +115,7 @@ pub fn named_sensors(urls: &[String], agent: &ureq::Agent) -> Result<Vec<Sensor>
             base_url: format!("{scheme}://{host}"),
             agent: agent.clone(),
             tunnel_failure: None,
+            request_timeout,
         });
     }
     Ok(sensors)
@@ -139,6 +161,11 @@ impl Sensor {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone()
                 });
+                if let (Some(timeout), true) = (self.request_timeout, transport_timed_out(&e)) {
+                    bail!(
+                        "the sensor took the connection but sent nothing for {timeout:?} (--request-timeout)"
+                    );
+                }
                 match tunnel {
                     Some(reason) => bail!("cannot reach the sensor: {reason}"),
                     // The transport error's own text already ends with its cause (the OS
@@ -236,7 +263,14 @@ impl Sensor {
         let mut total = 0u64;
         let mut counter = crate::progress::BlockCounter::default();
         loop {
-            let n = reader.read(&mut buf).context("the download broke off")?;
+            let n = match reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if timed_out(&e) => bail!(
+                    "the download stalled: no byte for {:?} (--request-timeout), after {total} bytes",
+                    self.request_timeout.unwrap_or_default()
+                ),
+                Err(e) => return Err(anyhow::Error::new(e).context("the download broke off")),
+            };
             if n == 0 {
                 break;
             }
@@ -258,6 +292,27 @@ impl Sensor {
         }
         Ok(total)
     }
+}
+
+/// Whether a read gave up for want of a byte (a socket's read timeout: `WouldBlock` on
+/// Linux, `TimedOut` where ureq or the platform says so).
+fn timed_out(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// Whether a transport error is a read that timed out.
+fn transport_timed_out(error: &ureq::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(timed_out) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// `error`'s text with each cause in its chain that the text does not already say.

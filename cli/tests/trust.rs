@@ -371,3 +371,104 @@ async fn a_config_change_with_a_sensor_unreachable_changes_no_sensor_unless_told
         assert_eq!(config_of(node).await["enabled"], false);
     }
 }
+
+/// A listener that takes connections and never answers; it lets them go when dropped.
+struct SilentSensor {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentSensor {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                held.extend(stream.ok());
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentSensor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept so the thread sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A sensor that takes the connection and never answers is given up after
+/// `--request-timeout`, named, and counted as failed; the others' packets are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_that_never_answers_is_given_up_after_the_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sensor(&dir, 0, 0xaa).await;
+    let silent = SilentSensor::start();
+    let dest = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut list = args(&[
+            "dump",
+            "--time",
+            "5m",
+            "--request-timeout",
+            "2s",
+            "--sensor",
+            &format!("good=http://{good}"),
+            "--sensor",
+            &format!("silent=http://{}", silent.addr),
+            "--dest",
+        ]);
+        list.push(dest.path().display().to_string());
+        list.extend(args(extra));
+        list
+    };
+    let started = std::time::Instant::now();
+    let output = podcap(run(&[])).await;
+    let err = stderr(&output);
+    assert!(
+        started.elapsed() < std::time::Duration::from_mins(1),
+        "given up in time: {err}"
+    );
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sensor silent failed: the sensor took the connection but sent nothing for 2s (--request-timeout)"),
+        "{err}"
+    );
+    assert_eq!(packets(&dumped(dest.path())).len(), 120, "{err}");
+
+    let output = podcap(run(&["--allow-partial", "--force"])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // A live stream is never timed: the flag is refused there, by name.
+    let output = podcap(args(&[
+        "live",
+        "--request-timeout",
+        "2s",
+        "--sensor",
+        &format!("http://{good}"),
+    ]))
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--request-timeout: live streams are not timed"),
+        "{}",
+        stderr(&output)
+    );
+    drop(silent);
+}
