@@ -89,15 +89,10 @@ struct ClusterArgs {
     /// Kubeconfig context (default: the current one).
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// Namespace podcap is installed in (`--namespace` is its old name).
-    #[arg(
-        short = 's',
-        long = "release-namespace",
-        alias = "namespace",
-        default_value = "podcap",
-        value_name = "NS"
-    )]
-    namespace: String,
+    /// Namespace podcap is installed in (default: podcap). Not `--namespace`: that is
+    /// `-n`, the pods' namespace, as kubectl users read it.
+    #[arg(short = 's', long = "release-namespace", value_name = "NS")]
+    release_namespace: Option<String>,
 }
 
 /// The time window of a download or a snapshot.
@@ -164,8 +159,13 @@ struct SelectArgs {
     /// recorded on, never by address).
     #[arg(long, value_name = "REGEX")]
     pod: Option<String>,
-    /// Only pods in these namespaces (repeatable).
-    #[arg(short = 'n', long = "namespaces", value_name = "NS")]
+    /// Only pods in this namespace (repeatable: any of them), as kubectl's -n/--namespace.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        visible_alias = "namespaces",
+        value_name = "NS"
+    )]
     namespaces: Vec<String>,
     /// Only these interfaces (comma-separated, as the sensors name them).
     #[arg(long, value_name = "IFACES")]
@@ -190,12 +190,37 @@ fn query(params: &[(&str, String)]) -> String {
         .finish()
 }
 
+/// The namespace podcap is installed in when `-s/--release-namespace` is not given.
+const DEFAULT_RELEASE_NAMESPACE: &str = "podcap";
+
 impl ClusterArgs {
+    fn namespace(&self) -> &str {
+        self.release_namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_RELEASE_NAMESPACE)
+    }
+
+    /// The flags given that only say where the cluster is (a `--sensor` run has no use
+    /// for them).
+    fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.kubeconfig.is_some() {
+            given.push("--kubeconfig");
+        }
+        if self.context.is_some() {
+            given.push("--context");
+        }
+        if self.release_namespace.is_some() {
+            given.push("-s/--release-namespace");
+        }
+        given
+    }
+
     fn connect(&self) -> Result<Cluster> {
         Cluster::connect(&ClusterOptions {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
-            namespace: self.namespace.clone(),
+            namespace: self.namespace().to_owned(),
         })
     }
 }
@@ -289,8 +314,13 @@ enum Command {
         /// Pod names to record (a regex; empty or absent: all pods).
         #[arg(value_name = "REGEX")]
         regex: Option<String>,
-        /// Only pods in these namespaces (repeatable; none: all namespaces).
-        #[arg(short = 'n', long = "namespaces", value_name = "NS")]
+        /// Only pods in this namespace (repeatable: any of them; none: all namespaces).
+        #[arg(
+            short = 'n',
+            long = "namespace",
+            visible_alias = "namespaces",
+            value_name = "NS"
+        )]
         namespaces: Vec<String>,
         /// Never pods in these namespaces (repeatable).
         #[arg(long = "exclude-namespace", value_name = "NS")]
@@ -486,6 +516,14 @@ fn reach_timed(
     let parallel = usize::from(connection.parallel);
     let agent = crate::source::agent(connection.ca_file.as_deref(), request_timeout)?;
     if !connection.sensors.is_empty() {
+        let ignored = connection.cluster.given();
+        if !ignored.is_empty() {
+            bail!(
+                "{}: {} where to find sensor pods through the Kubernetes API, and --sensor names                  the sensors: give one or the other",
+                ignored.join(", "),
+                if ignored.len() == 1 { "says" } else { "say" }
+            );
+        }
         return Ok(Reached {
             sensors: named_sensors(&connection.sensors, &agent, request_timeout)?,
             unreachable: Vec::new(),
@@ -561,7 +599,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!(
                 "podcap: ConfigMap {}/{name} now records {}; the sensors apply it when the \
                  kubelet refreshes the mounted file (up to a minute)",
-                cluster.namespace,
+                cluster.namespace(),
                 scope.describe()
             );
             Ok(ExitCode::SUCCESS)
@@ -848,7 +886,7 @@ fn record_command(action: RecordAction) -> Result<ExitCode> {
                 return crate::record::add_to_cluster(
                     &connection.cluster.connect()?,
                     job,
-                    &connection.cluster.namespace,
+                    connection.cluster.namespace(),
                 );
             }
             let mut reached = reach(&connection, Role::Admin)?;
@@ -864,7 +902,7 @@ fn record_command(action: RecordAction) -> Result<ExitCode> {
                 && crate::record::remove_from_cluster(
                     &connection.cluster.connect()?,
                     &name,
-                    &connection.cluster.namespace,
+                    connection.cluster.namespace(),
                 )?
             {
                 return Ok(ExitCode::SUCCESS);

@@ -4,8 +4,8 @@
 //! Rules:
 //! - The cluster comes from the kubeconfig (`--kubeconfig`, else `KUBECONFIG`, else
 //!   `~/.kube/config`; `--context` picks a context) or, without one, the in-cluster service
-//!   account. The namespace is the chart's (`--namespace`, default `podcap`), not the
-//!   kubeconfig's.
+//!   account. The namespace is the chart's (`-s/--release-namespace`, default `podcap`), not
+//!   the kubeconfig's (`-n/--namespace` selects the pods whose traffic is wanted).
 //! - Sensors are the pods labelled [`SENSOR_SELECTOR`], named by their node. A pod that is
 //!   not running is reported as unreachable with its phase; it is not an error of the whole
 //!   command.

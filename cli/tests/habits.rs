@@ -174,3 +174,44 @@ async fn progress_on_a_terminal_says_how_each_sensor_ended_and_dumb_terminals_ge
         }
     }
 }
+
+/// `--namespace` is `-n` (the pods' namespace, as kubectl users read it), and the flags
+/// that only say where the cluster is are refused by name with `--sensor`, before anything
+/// is downloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_selects_pods_as_in_kubectl_and_cluster_flags_are_refused_with_sensor() {
+    let store = tempfile::tempdir().unwrap();
+    let sensors = [sensor(&store, 0, 0xaa).await];
+    // The standalone sensor's eth0 belongs to no pod's namespace: nothing matches.
+    for flag in ["--namespace", "-n", "--namespaces"] {
+        let work = tempfile::tempdir().unwrap();
+        let out = dump_to(&sensors, work.path().to_str().unwrap(), &[flag, "shop"]).await;
+        assert_eq!(out.status.code(), Some(3), "{flag}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no interface matched -n shop"),
+            "{flag}: {}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "{flag}");
+    }
+    for (given, named) in [
+        (&["--context", "lab"][..], "--context"),
+        (&["--kubeconfig", "/nonexistent/config"], "--kubeconfig"),
+        (&["-s", "podcap"], "-s/--release-namespace"),
+        (&["--release-namespace", "podcap"], "-s/--release-namespace"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let out = dump_to(&sensors, work.path().to_str().unwrap(), given).await;
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{given:?}: {err}");
+        assert!(
+            err.contains(named) && err.contains("give one or the other"),
+            "{given:?}: {err}"
+        );
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "{given:?}");
+    }
+    let help = Command::new(PODCAP).args(["dump", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(help.contains("-n, --namespace <NS>"), "{help}");
+    assert!(help.contains("-s, --release-namespace <NS>"), "{help}");
+}
