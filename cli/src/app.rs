@@ -53,7 +53,8 @@ struct Connection {
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     parallel: u16,
     /// File holding the bearer token (the sensors' read token; changing settings needs
-    /// their admin token). Without it, it is read from the Secret the sensor pods name.
+    /// their admin token); or the token itself in the environment variable `PODCAP_TOKEN`.
+    /// Without either, it is read from the Secret the sensor pods name.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Certificate authorities (PEM) that `https://` sensors are checked against, instead
@@ -67,6 +68,22 @@ struct Connection {
     request_timeout: Option<std::time::Duration>,
     #[arg(long = "token", env = "PODCAP_TOKEN", hide_env_values = true, hide = true)]
     token: Option<String>,
+}
+
+/// `--from`/`--to`: an RFC 3339 time with its offset, kept as given (the sensors are asked
+/// with it). A time without an offset could be any zone's: refused with the same time
+/// written correctly.
+fn parse_time(text: &str) -> Result<String, String> {
+    match units::parse_rfc3339(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(_) if units::parse_rfc3339(&format!("{}Z", text.trim())).is_ok() => Err(format!(
+            "{text} has no offset, so it could be any time zone's: write {}Z for UTC, or \
+             {}+01:00 for an hour east of it",
+            text.trim(),
+            text.trim()
+        )),
+        Err(e) => Err(format!("{e} (a time looks like 2026-12-07T00:00:10Z)")),
+    }
 }
 
 /// `--request-timeout`: a duration (`30s`, `2m`), not zero.
@@ -101,11 +118,11 @@ struct WindowArgs {
     /// How far back from now (e.g. 5m).
     #[arg(long, value_name = "DUR", conflicts_with_all = ["from", "to"])]
     time: Option<String>,
-    /// Start (RFC 3339).
-    #[arg(long, value_name = "TIME")]
+    /// Start (RFC 3339, with its offset: 2026-12-07T00:00:10Z, or +01:00 for CET).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     from: Option<String>,
-    /// End (RFC 3339; default now).
-    #[arg(long, value_name = "TIME")]
+    /// End (RFC 3339, with its offset; default now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     to: Option<String>,
 }
 
@@ -152,7 +169,8 @@ impl WindowArgs {
 /// What a download selects, applied by each sensor where the data is.
 #[derive(Args, Clone, Default)]
 struct SelectArgs {
-    /// Only packets this tcpdump filter accepts (e.g. 'tcp port 443').
+    /// Only packets this capture filter accepts: tcpdump syntax, pcap-filter(7), such as
+    /// 'tcp port 443' (not a Wireshark display filter such as 'tcp.port == 443').
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
     /// Only pods whose names this regular expression matches (by the interface they were
@@ -642,8 +660,8 @@ fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection
     )?;
     if stats.late > 0 {
         eprintln!(
-            "podcap: {} packets came after their turn and were written late",
-            stats.late
+            "podcap: {} came after their turn and were written late",
+            crate::output::count(stats.late, "packet")
         );
     }
     let reached_count = count.is_some_and(|c| stats.packets >= c);

@@ -248,10 +248,10 @@ async fn window_manifests(
         collected.manifests += window.manifests;
         for gap in window.gaps {
             collected.gaps.push(format!(
-                "{node}: {} to {} ({} packets) was never uploaded: {}",
+                "{node}: {} to {} ({}) was never uploaded: {}",
                 gap.from,
                 gap.to,
-                gap.packets,
+                crate::output::count(gap.packets, "packet"),
                 gap.reason.as_deref().unwrap_or("given up")
             ));
         }
@@ -278,9 +278,9 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
         window_manifests(archive, query, all_nodes, &mut collected).await?
     };
     progress(&format!(
-        "{} objects to fetch from {} nodes",
-        manifests.len(),
-        collected.nodes.len()
+        "{} to fetch from {}",
+        crate::output::count(manifests.len() as u64, "object"),
+        crate::output::count(collected.nodes.len() as u64, "node")
     ));
     let fetched: Vec<(Manifest, Result<bytes::Bytes, podcap_archive::ArchiveError>)> =
         futures::stream::iter(manifests)

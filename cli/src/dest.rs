@@ -3,10 +3,15 @@
 //! Rules:
 //! - `-` is standard output, refused when it is a terminal (a pcapng is binary: pipe it, or
 //!   give a file).
-//! - A path ending in `.pcapng` is the file itself; its folder must exist. Any other path is
-//!   a folder the file is named in (by the window, the snapshot or the recording); it is
-//!   created when missing, but only as the last part of the path: a mistyped parent is
-//!   named, not created.
+//! - One rule for every command that takes `--dest`: a path ending in `.pcapng` is the
+//!   file itself, one ending in `.pcapng.gz` the file gzip-compressed (Wireshark and tshark
+//!   open it as it is); their folder must exist. `.pcap` is refused (podcap writes
+//!   pcapng). Any other path is a folder the file is named in (by the window, the snapshot
+//!   or the recording); it is created when missing, but only as the last part of the path:
+//!   a mistyped parent is named, not created.
+//! - A symbolic link whose target does not exist, as `--dest` or as the file a folder's
+//!   download would get, is refused before anything is downloaded, naming the link and its
+//!   target (the file would otherwise be written nowhere the user meant, or not at all).
 //! - Nothing is ever overwritten without `--force`: the file is written as an exclusive
 //!   temporary file beside the target and renamed into place without replacing; a file
 //!   already there is refused before anything is downloaded.
@@ -26,6 +31,30 @@ pub enum Dest {
     Folder(PathBuf),
     /// The file's own path.
     File(PathBuf),
+    /// The file's own path, written gzip-compressed.
+    GzFile(PathBuf),
+}
+
+/// `path` is a symbolic link to nothing: the error that names both.
+fn refuse_dangling(dest: &str, path: &Path) -> Result<()> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && std::fs::metadata(path).is_err() {
+        let target = std::fs::read_link(path).unwrap_or_default();
+        bail!(
+            "--dest {dest}: {} is a symbolic link to {}, which does not exist: give the link's \
+             target, or remove the link",
+            path.display(),
+            target.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `path`'s name ends in `suffix`, in any case.
+fn ends_with(path: &Path, suffix: &str) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.len() > suffix.len() && n.to_ascii_lowercase().ends_with(suffix))
 }
 
 impl Dest {
@@ -42,10 +71,12 @@ impl Dest {
             return Ok(Self::Stdout);
         }
         let path = PathBuf::from(dest);
-        let named_file = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pcap")) {
-            bail!("--dest {dest}: podcap writes pcapng; name the file .pcapng");
+        let gzipped = ends_with(&path, ".pcapng.gz");
+        let named_file = gzipped || ends_with(&path, ".pcapng");
+        if ends_with(&path, ".pcap") || ends_with(&path, ".pcap.gz") {
+            bail!("--dest {dest}: podcap writes pcapng; name the file .pcapng (or .pcapng.gz)");
         }
+        refuse_dangling(dest, &path)?;
         let parent = |p: &Path| {
             p.parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -59,10 +90,16 @@ impl Dest {
             if path.is_dir() {
                 bail!("--dest {dest}: a folder, not a file");
             }
-            Self::File(path)
+            if gzipped {
+                Self::GzFile(path)
+            } else {
+                Self::File(path)
+            }
         } else {
             if path.exists() && !path.is_dir() {
-                bail!("--dest {dest}: a file, not a folder (a new file's name ends in .pcapng)");
+                bail!(
+                    "--dest {dest}: a file, not a folder (a new file's name ends in .pcapng or .pcapng.gz)"
+                );
             }
             if !path.exists() {
                 let folder = parent(&path);
@@ -77,6 +114,7 @@ impl Dest {
             Self::Folder(path)
         };
         if let Some(target) = dest.target(file_name) {
+            refuse_dangling(&target.display().to_string(), &target)?;
             if target.exists() && !force {
                 bail!(
                     "{} already exists: move it away, give another --dest, or --force to replace it",
@@ -93,7 +131,7 @@ impl Dest {
         match self {
             Self::Stdout => None,
             Self::Folder(folder) => Some(folder.join(file_name)),
-            Self::File(file) => Some(file.clone()),
+            Self::File(file) | Self::GzFile(file) => Some(file.clone()),
         }
     }
 
@@ -104,7 +142,7 @@ impl Dest {
         match self {
             Self::Stdout => std::env::temp_dir(),
             Self::Folder(folder) => folder.clone(),
-            Self::File(file) => file
+            Self::File(file) | Self::GzFile(file) => file
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
@@ -126,7 +164,18 @@ pub fn write(
         return Ok((None, stats));
     };
     let output = temporary(&dest.work_folder(), ".pcapng")?;
-    let stats = produce(&mut BufWriter::new(output.as_file()))?;
+    let stats = if matches!(dest, Dest::GzFile(_)) {
+        let mut gzip =
+            flate2::write::GzEncoder::new(BufWriter::new(output.as_file()), flate2::Compression::default());
+        let stats = produce(&mut gzip)?;
+        gzip.finish()?.flush()?;
+        stats
+    } else {
+        let mut out = BufWriter::new(output.as_file());
+        let stats = produce(&mut out)?;
+        out.flush()?;
+        stats
+    };
     output.as_file().sync_all()?;
     let persisted = if force {
         output.persist(&target).map(|_| ())

@@ -27,3 +27,29 @@ pub fn print(doc: &serde_json::Value, output: Output) -> Result<()> {
     }
     Ok(())
 }
+
+/// `n` and the noun, in the number it takes: `1 sensor`, `2 sensors`, `0 packets`.
+#[must_use]
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    // Every noun counted here takes an s, except these.
+    let plural = match noun {
+        "loss" => "losses",
+        other => return format!("{n} {other}{}", if n == 1 { "" } else { "s" }),
+    };
+    format!("{n} {}", if n == 1 { noun } else { plural })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn one_is_singular_and_every_other_number_plural() {
+        assert_eq!(count(1u64, "sensor"), "1 sensor");
+        assert_eq!(count(0u64, "sensor"), "0 sensors");
+        assert_eq!(count(2u64, "packet"), "2 packets");
+        assert_eq!(count(1u64, "loss"), "1 loss");
+        assert_eq!(count(3u64, "loss"), "3 losses");
+    }
+}

@@ -126,8 +126,8 @@ fn paint(labels: &[String], tallies: &[Arc<Tally>], stop: &AtomicBool) {
                 "…"
             };
             bar.set_message(format!(
-                "{} packets, {} {state}",
-                tally.packets.load(Ordering::Relaxed),
+                "{}, {} {state}",
+                crate::output::count(tally.packets.load(Ordering::Relaxed), "packet"),
                 format_size(tally.bytes.load(Ordering::Relaxed)),
             ));
         }

@@ -50,9 +50,9 @@ pub(crate) fn create(reached: &Reached, name: &str, body: &Value) -> Result<Exit
             Ok(manifest) => {
                 made += 1;
                 println!(
-                    "{}: kept {name}: {} packets, {}{}",
+                    "{}: kept {name}: {}, {}{}",
                     sensor.label,
-                    manifest["packets"].as_u64().unwrap_or(0),
+                    crate::output::count(manifest["packets"].as_u64().unwrap_or(0), "packet"),
                     units::format_size(manifest["bytes"].as_u64().unwrap_or(0)),
                     drops_note(&manifest)
                 );
@@ -81,8 +81,8 @@ fn drops_note(manifest: &Value) -> String {
     if kernel.saturating_add(sensor) > 0 {
         let _ = write!(
             note,
-            "; the window lost {} packets (kernel {kernel}, podcap {sensor})",
-            kernel.saturating_add(sensor)
+            "; the window lost {} (kernel {kernel}, podcap {sensor})",
+            crate::output::count(kernel.saturating_add(sensor), "packet")
         );
     }
     if damaged > 0 {

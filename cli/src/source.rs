@@ -86,12 +86,16 @@ pub fn agent_trusting(pem: &[u8], request_timeout: Option<Duration>) -> Result<u
 }
 
 /// The sensors named on the command line (`--sensor [NAME=]URL`).
+///
+/// The same sensor given twice is asked once: a URL given again (under any name) is
+/// dropped, with a note when the names differ; one name for two URLs is refused (the name
+/// prefixes each sensor's interfaces in the merged file).
 pub fn named_sensors(
     urls: &[String],
     agent: &ureq::Agent,
     request_timeout: Option<Duration>,
 ) -> Result<Vec<Sensor>> {
-    let mut sensors = Vec::new();
+    let mut sensors: Vec<Sensor> = Vec::new();
     for given in urls {
         // `NAME=http://...` names the sensor; a URL alone is named by its host.
         let (name, url) = match given.split_once('=') {
@@ -110,9 +114,26 @@ pub fn named_sensors(
         if name.is_some_and(|n| n.is_empty() || n.contains(char::is_whitespace)) {
             bail!("--sensor {given:?}: the name before '=' must be a word like node-a");
         }
+        let label = name.unwrap_or(host).to_owned();
+        let base_url = format!("{scheme}://{host}");
+        if let Some(earlier) = sensors.iter().find(|s| s.base_url == base_url) {
+            if earlier.label != label {
+                eprintln!(
+                    "podcap: --sensor {given}: the same sensor as {}, asked once as {}",
+                    earlier.label, earlier.label
+                );
+            }
+            continue;
+        }
+        if let Some(earlier) = sensors.iter().find(|s| s.label == label) {
+            bail!(
+                "--sensor {given:?}: the name {label} is already {}; give each sensor its own name (NAME=URL)",
+                earlier.base_url
+            );
+        }
         sensors.push(Sensor {
-            label: name.unwrap_or(host).to_owned(),
-            base_url: format!("{scheme}://{host}"),
+            label,
+            base_url,
             agent: agent.clone(),
             tunnel_failure: None,
             request_timeout,
@@ -144,14 +165,30 @@ impl Sensor {
         match result {
             Ok(response) => Ok(response),
             Err(ureq::Error::Status(code, response)) => {
-                let body = response.into_string().unwrap_or_default();
-                let message = serde_json::from_str::<serde_json::Value>(&body)
+                let answer = response.into_string().unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&answer)
                     .ok()
                     .and_then(|v| v["error"].as_str().map(str::to_owned))
-                    .unwrap_or(body);
+                    .unwrap_or(answer);
+                let mut message = message.trim().to_owned();
+                if code == 400 && message.starts_with("filter") {
+                    if let Some(filter) = filter_asked(path, body) {
+                        message = format!(
+                            "{message} (in {filter:?}: capture filters use tcpdump syntax \
+                             (pcap-filter), not Wireshark display filters: 'host 10.0.0.1 and tcp \
+                             port 443', not 'ip.addr == 10.0.0.1 && tcp.port == 443')"
+                        );
+                    }
+                }
+                if code == 401 {
+                    message.push_str(
+                        " (the token is missing or not this sensor's: give it with --token-file FILE \
+                         or in PODCAP_TOKEN)",
+                    );
+                }
                 Err(Refused {
                     status: code,
-                    message: message.trim().to_owned(),
+                    message,
                 }
                 .into())
             }
@@ -161,6 +198,17 @@ impl Sensor {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .clone()
                 });
+                // (Named sensors only: a port-forward is spoken to as the pods say.)
+                if self.tunnel_failure.is_none()
+                    && self.base_url.starts_with("https://")
+                    && plain_http_answer(&e)
+                {
+                    bail!(
+                        "the sensor speaks http, not https: give it as http://{} (or serve TLS with \
+                         the sensor's --tls-cert and --tls-key)",
+                        self.base_url.trim_start_matches("https://")
+                    );
+                }
                 if let (Some(timeout), true) = (self.request_timeout, transport_timed_out(&e)) {
                     bail!(
                         "the sensor took the connection but sent nothing for {timeout:?} (--request-timeout)"
@@ -301,6 +349,42 @@ fn timed_out(error: &std::io::Error) -> bool {
         error.kind(),
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
     )
+}
+
+/// The filter expression a request carried: the `filter` of its query, or of its JSON body.
+fn filter_asked(path: &str, body: Option<&str>) -> Option<String> {
+    let from_query = path.split_once('?').and_then(|(_, query)| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "filter")
+            .map(|(_, value)| value.into_owned())
+    });
+    from_query.or_else(|| {
+        body.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .and_then(|v| v["filter"].as_str().map(str::to_owned))
+    })
+}
+
+/// Whether a TLS handshake failed because the other end answered in plain HTTP (rustls
+/// reads its first bytes, `HTTP/1.1 400`, as a record of an unknown content type).
+fn plain_http_answer(error: &ureq::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(c) = cause {
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+        ) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Whether a transport error is a read that timed out.

@@ -145,7 +145,7 @@ fn a_window_is_cut_exactly_from_only_the_objects_it_needs() {
     // Only what the window needs: 6 objects of 240, their 6 manifests, the node folders
     // and the window's hour folder listed (10:00 starts before the window: no hour before).
     let said = stderr(&result);
-    assert!(said.contains("from 6 objects of 1 nodes"), "{said}");
+    assert!(said.contains("from 6 objects of 1 node:"), "{said}");
     assert!(said.contains("2 listings, 6 manifests read"), "{said}");
 }
 

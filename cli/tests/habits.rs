@@ -215,3 +215,177 @@ async fn namespace_selects_pods_as_in_kubectl_and_cluster_flags_are_refused_with
     assert!(help.contains("-n, --namespace <NS>"), "{help}");
     assert!(help.contains("-s, --release-namespace <NS>"), "{help}");
 }
+
+/// The same sensor twice is asked once (and the count is singular); `.pcapng.gz` is a gzip
+/// file Wireshark opens; a dangling symlink as --dest is refused before any download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_given_twice_a_gzip_dest_and_a_dangling_symlink() {
+    let store = tempfile::tempdir().unwrap();
+    let addr = sensor(&store, 0, 0xaa).await;
+    let work = tempfile::tempdir().unwrap();
+    let path = |rest: &str| work.path().join(rest).display().to_string();
+    let run = |args: Vec<String>, token: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(PODCAP)
+                .args(&args)
+                .env("PODCAP_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+    };
+    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let url = format!("node-a=http://{addr}");
+
+    // The same sensor twice: asked once, its packets once; "1 sensor".
+    let file = path("twice.pcapng");
+    let out = run(
+        strings(&[
+            "dump", "--time", "5m", "--sensor", &url, "--sensor", &url, "--dest", &file,
+        ]),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(common::packets(&std::fs::read(&file).unwrap()).len(), 120);
+    assert!(stderr(&out).contains("(120 packets, "), "{}", stderr(&out));
+    assert!(stderr(&out).contains(" from 1 sensor\n"), "{}", stderr(&out));
+
+    // .pcapng.gz: gzip of the same pcapng.
+    let gz = path("incident.pcapng.gz");
+    let out = run(
+        strings(&["dump", "--time", "5m", "--sensor", &url, "--dest", &gz]),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let compressed = std::fs::read(&gz).unwrap();
+    assert_eq!(&compressed[..2], &[0x1f, 0x8b], "gzip magic");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut plain).unwrap();
+    assert_eq!(common::packets(&plain).len(), 120);
+    if let Ok(tshark) = Command::new("tshark").arg("-r").arg(&gz).output() {
+        assert!(
+            tshark.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&tshark.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&tshark.stdout).lines().count(), 120);
+    }
+
+    // A dangling symlink: refused before any sensor is asked (this one is closed).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let link = path("evidence.pcapng");
+    std::os::unix::fs::symlink(work.path().join("missing/target.pcapng"), &link).unwrap();
+    let out = run(
+        strings(&["dump", "--time", "5m", "--sensor", &dead, "--dest", &link]),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&link) && err.contains("symbolic link") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("Connection refused"), "asked a sensor first: {err}");
+}
+
+/// What a user gets wrong is said in their terms: a Wireshark display filter is told apart
+/// from a capture filter; a time without an offset is refused with the time written
+/// correctly; a 401 names --token-file and `PODCAP_TOKEN`; https:// against a plain sensor
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_are_named_in_the_users_terms() {
+    let store = tempfile::tempdir().unwrap();
+    let addr = sensor(&store, 0, 0xaa).await;
+    let work = tempfile::tempdir().unwrap();
+    let path = |rest: &str| work.path().join(rest).display().to_string();
+    let run = |args: Vec<String>, token: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(PODCAP)
+                .args(&args)
+                .env("PODCAP_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+    };
+    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let url = format!("node-a=http://{addr}");
+
+    // A Wireshark display filter: the expression echoed, the two syntaxes told apart.
+    let out = run(
+        strings(&[
+            "dump",
+            "--time",
+            "5m",
+            "--sensor",
+            &url,
+            "--dest",
+            &path("f.pcapng"),
+            "--filter",
+            "ip.addr == 10.0.0.1",
+        ]),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"ip.addr == 10.0.0.1\"")
+            && err
+                .contains("capture filters use tcpdump syntax (pcap-filter), not Wireshark display filters"),
+        "{err}"
+    );
+
+    // A time without its offset.
+    let out = run(
+        strings(&[
+            "dump",
+            "--from",
+            "2026-12-07T00:00:10",
+            "--sensor",
+            &url,
+            "--dest",
+            &path("t.pcapng"),
+        ]),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no offset") && err.contains("2026-12-07T00:00:10Z"),
+        "{err}"
+    );
+
+    // A wrong token: where the right one goes.
+    let out = run(strings(&["segments", "--sensor", &url]), "not-the-token")
+        .await
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HTTP 401") && err.contains("--token-file") && err.contains("PODCAP_TOKEN"),
+        "{err}"
+    );
+    let help = Command::new(PODCAP).args(["dump", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("PODCAP_TOKEN"));
+
+    // https:// against a sensor that speaks plain HTTP.
+    let out = run(
+        strings(&["segments", "--sensor", &format!("https://{addr}")]),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("the sensor speaks http, not https"), "{err}");
+}

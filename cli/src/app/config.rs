@@ -21,7 +21,7 @@ use podcap_format::units;
 use super::{for_each_sensor, reach, run_bounded, Connection, Reached};
 use crate::{
     discovery::Role,
-    output::Output,
+    output::{count, Output},
     source::{Refused, Sensor},
 };
 
@@ -153,9 +153,10 @@ fn check_everywhere<'a>(reached: &'a Reached, body: &serde_json::Value) -> Resul
                     Checked::Takes {
                         would_delete: (segments > 0).then(|| {
                             format!(
-                                "would delete {segments} segments now ({}, {} packets)",
+                                "would delete {} now ({}, {})",
+                                count(segments, "segment"),
                                 units::format_size(retired["bytes"].as_u64().unwrap_or(0)),
-                                retired["packets"].as_u64().unwrap_or(0)
+                                count(retired["packets"].as_u64().unwrap_or(0), "packet")
                             )
                         }),
                     }
@@ -213,11 +214,11 @@ fn change_config(change: &Change, consent: Consent, connection: &Connection) -> 
     }
     if !unreachable.is_empty() && !consent.skip_unreachable {
         bail!(
-            "{} of {} sensors cannot be asked, so no sensor was changed (the settings would differ \
+            "{} of {} cannot be asked, so no sensor was changed (the settings would differ \
              across the fleet): bring {} back, or run it again with --skip-unreachable to change \
              only the others",
             unreachable.len(),
-            sensors.len() + reached.unreachable.len(),
+            count((sensors.len() + reached.unreachable.len()) as u64, "sensor"),
             if unreachable.len() == 1 { "it" } else { "them" }
         );
     }
@@ -229,10 +230,9 @@ fn change_config(change: &Change, consent: Consent, connection: &Connection) -> 
             eprintln!("podcap: {line}");
         }
         bail!(
-            "this change deletes recorded data on {} {}; nothing was changed: run it again with \
+            "this change deletes recorded data on {}; nothing was changed: run it again with \
              --yes to apply it",
-            doomed.len(),
-            if doomed.len() == 1 { "sensor" } else { "sensors" }
+            count(doomed.len() as u64, "sensor")
         );
     }
     let mut failed = false;

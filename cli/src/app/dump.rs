@@ -20,6 +20,7 @@ use super::{
 use crate::{
     dest::Dest,
     discovery::Role,
+    output::count,
     progress::{Board, Tally},
     source::{Refused, Sensor},
 };
@@ -43,10 +44,11 @@ pub(super) struct DumpArgs {
     /// iteration, or the --time/--from/--to of it, with any selection.
     #[arg(long, value_name = "NAME", conflicts_with = "snapshot")]
     recording: Option<String>,
-    /// Where the file goes: a folder (the file is named by the window, snapshot or
-    /// recording; created if only its last part is missing), a file ending in
-    /// .pcapng, or - for stdout (not a terminal). Nothing is overwritten without --force.
-    #[arg(long, default_value = ".", value_name = "DIR|FILE.pcapng|-")]
+    /// Where the file goes: a file ending in .pcapng, one ending in .pcapng.gz (written
+    /// gzip-compressed; Wireshark opens it), - for stdout (not a terminal), or anything
+    /// else a folder (the file is named by the window, snapshot or recording; created if
+    /// only its last part is missing). Nothing is overwritten without --force.
+    #[arg(long, default_value = ".", value_name = "DIR|FILE.pcapng[.gz]|-")]
     dest: String,
     /// Exit 0 even if some sensors failed or data was lost (the file says what).
     #[arg(long)]
@@ -294,11 +296,12 @@ fn dump(
     })?;
     if let Some(target) = target {
         eprintln!(
-            "podcap: wrote {} ({} packets, {}) from {} sensors",
+            "podcap: wrote {} ({}, {}) from {}",
             target.display(),
-            stats.packets,
+            count(stats.packets, "packet"),
             units::format_size(stats.bytes),
-            holders.len() - failed.len().min(holders.len())
+            // The sensors that gave their whole answer (`failed` also names those never reached).
+            count(packets.iter().flatten().count() as u64, "sensor")
         );
     }
     for loss in &stats.losses {
@@ -307,10 +310,10 @@ fn dump(
     let partial = !failed.is_empty() || !stats.losses.is_empty();
     if partial && !tolerance.allow_partial {
         eprintln!(
-            "podcap: the file is incomplete: {} of {} sensors failed, {} losses noted in it (--allow-partial exits 0)",
+            "podcap: the file is incomplete: {} of {} failed, {} noted in it (--allow-partial exits 0)",
             failed.len(),
-            asked,
-            stats.losses.len()
+            count(asked as u64, "sensor"),
+            count(stats.losses.len() as u64, "loss")
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -545,14 +548,14 @@ fn offline_dump(
     })?;
     if let Some(target) = &target {
         eprintln!(
-            "podcap: wrote {} ({} packets, {}) from {} objects of {} nodes: {} listings, {} manifests read, {} fetched",
+            "podcap: wrote {} ({}, {}) from {} of {}: {}, {} read, {} fetched",
             target.display(),
-            stats.packets,
+            count(stats.packets, "packet"),
             units::format_size(stats.bytes),
-            collected.objects,
-            collected.nodes.len(),
-            collected.lists,
-            collected.manifests,
+            count(collected.objects as u64, "object"),
+            count(collected.nodes.len() as u64, "node"),
+            count(collected.lists as u64, "listing"),
+            count(collected.manifests as u64, "manifest"),
             units::format_size(collected.bytes_fetched)
         );
     }
