@@ -8,7 +8,7 @@
 //! unless `--allow-partial`. Errors print their whole chain; a closed stdout is not an error.
 
 use std::{
-    io::{self, IsTerminal, Write},
+    io::{self, Write},
     path::PathBuf,
     process::ExitCode,
     thread,
@@ -18,9 +18,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use podcap_format::units;
 
+use self::{
+    kept::{record_command, snapshot_command, RecordAction, SnapshotAction},
+    live_command::live_command,
+    segments::segments_command,
+};
 use crate::{
     discovery::{Cluster, ClusterOptions, Role, TapScope},
-    live,
     output::Output,
     source::{named_sensors, Sensor},
 };
@@ -28,6 +32,9 @@ use crate::{
 mod config;
 mod dump;
 mod empty;
+mod kept;
+mod live_command;
+mod segments;
 
 #[derive(Parser)]
 #[command(
@@ -380,90 +387,6 @@ enum ArchiveAction {
     },
 }
 
-#[derive(Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per run")]
-enum SnapshotAction {
-    /// Copy a window (with a selection) of every sensor's store, or the named nodes', into
-    /// a snapshot NAME kept on each node until deleted or expired.
-    Create {
-        /// Its name: letters, digits, '.', '_' or '-' (at most 64), starting with a letter or
-        /// digit.
-        name: String,
-        #[command(flatten)]
-        window: WindowArgs,
-        #[command(flatten)]
-        select: SelectArgs,
-        /// Only the sensors of these nodes (repeatable; as `podcap segments` names them).
-        #[arg(long = "node", value_name = "NODE")]
-        nodes: Vec<String>,
-        /// Delete it this long after it is made (e.g. 7d; default: kept until deleted).
-        #[arg(long, value_name = "DUR")]
-        expire: Option<String>,
-        #[command(flatten)]
-        connection: Connection,
-    },
-    /// The snapshots the sensors keep: per snapshot its window, the nodes holding it,
-    /// packets, size, expiry, and the nodes where making it failed, with why.
-    List {
-        /// `table` for people, `json` or `yaml` for scripts.
-        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-        #[command(flatten)]
-        connection: Connection,
-    },
-    /// Delete a snapshot on every sensor that holds it.
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connection: Connection,
-    },
-}
-
-#[derive(Subcommand)]
-enum RecordAction {
-    /// Add a recording job NAME to every sensor (or the --node ones).
-    Create {
-        /// Its name (also its folder's): letters, digits, '.', '_' or '-'.
-        name: String,
-        #[command(flatten)]
-        select: SelectArgs,
-        /// When each iteration starts: HH:MM (UTC, daily), or an RFC 3339 time for the
-        /// first; default: now.
-        #[arg(long, value_name = "HH:MM|TIME")]
-        start: Option<String>,
-        /// How many daily iterations: 1 once, N days, 0 every day forever.
-        #[arg(long, default_value_t = 1, value_name = "N")]
-        days: u32,
-        /// How long each iteration records (e.g. 1h).
-        #[arg(long, value_name = "DUR")]
-        duration: String,
-        /// Delete each iteration's recording this long after it ends (e.g. 24h; default:
-        /// kept until the job is deleted).
-        #[arg(long, value_name = "DUR")]
-        expire: Option<String>,
-        /// Only the sensors of these nodes (repeatable).
-        #[arg(long = "node", value_name = "NODE")]
-        nodes: Vec<String>,
-        #[command(flatten)]
-        connection: Connection,
-    },
-    /// The jobs and, per node, scheduled / recording / finished / expired, next start,
-    /// packets, bytes, drops.
-    List {
-        /// `table` for people, `json` or `yaml` for scripts.
-        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-        #[command(flatten)]
-        connection: Connection,
-    },
-    /// Stop a job on every sensor and delete what it recorded.
-    Delete {
-        name: String,
-        #[command(flatten)]
-        connection: Connection,
-    },
-}
-
 /// Runs the program under the name it was called by (`podcap`, `kubectl podcap`).
 #[must_use]
 pub fn main(program: &'static str) -> ExitCode {
@@ -625,55 +548,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn live_command(count: Option<u64>, select: &SelectArgs, connection: &Connection) -> Result<ExitCode> {
-    if io::stdout().is_terminal() {
-        bail!("live writes pcapng to stdout: pipe it (podcap live ... | wireshark -k -i -) or redirect it to a file");
-    }
-    if connection.request_timeout.is_some() {
-        bail!("--request-timeout: live streams are not timed (a quiet pod sends nothing for as long as it is quiet)");
-    }
-    let reached = reach_timed(connection, Role::Read, None)?;
-    let (sensors, token) = (&reached.sensors, &reached.token);
-    let path = format!("/api/v1/live?{}", query(&select.params()));
-    let mut inputs = Vec::new();
-    let mut failed = reached.report_unreachable();
-    for sensor in sensors {
-        match sensor.stream(&path, token.as_deref()) {
-            Ok(reader) => inputs.push(live::LiveInput {
-                label: sensor.label.clone(),
-                reader,
-            }),
-            Err(e) => {
-                eprintln!("podcap: sensor {} failed: {e:#}", sensor.label);
-                failed = true;
-            }
-        }
-    }
-    if inputs.is_empty() {
-        bail!("every sensor failed (each is named above with its reason): nothing was streamed");
-    }
-    let stats = live::live(
-        inputs,
-        &mut io::stdout().lock(),
-        count,
-        podcap_format::units::now_ns,
-    )?;
-    if stats.late > 0 {
-        eprintln!(
-            "podcap: {} came after their turn and were written late",
-            crate::output::count(stats.late, "packet")
-        );
-    }
-    let reached_count = count.is_some_and(|c| stats.packets >= c);
-    Ok(
-        if failed || !stats.losses.is_empty() || (!reached_count && !stats.failed.is_empty()) {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
-}
-
 fn archive_command(action: ArchiveAction) -> Result<ExitCode> {
     let ArchiveAction::Ls {
         url,
@@ -724,65 +598,6 @@ fn for_each_sensor(reached: &Reached, mut ask: impl FnMut(&Sensor) -> Result<()>
     }
 }
 
-fn segments_command(connection: &Connection, output: Output) -> Result<ExitCode> {
-    let reached = reach(connection, Role::Read)?;
-    let token = &reached.token;
-    let mut nodes = Vec::new();
-    let rows = std::sync::Mutex::new(Vec::new());
-    let code = for_each_sensor(&reached, |sensor| {
-        let list = sensor.get_json("/api/v1/segments", token.as_deref())?;
-        let list = list.as_array().cloned().unwrap_or_default();
-        let bytes: u64 = list.iter().filter_map(|s| s["bytes"].as_u64()).sum();
-        let oldest = list.iter().filter_map(|s| s["first_ns"].as_u64()).min();
-        let newest = list.iter().filter_map(|s| s["last_ns"].as_u64()).max();
-        if output.structured() {
-            let time = |ns: Option<u64>| ns.map(units::format_rfc3339_ns);
-            let segments: Vec<serde_json::Value> = list
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "name": s["name"],
-                        "first": time(s["first_ns"].as_u64()),
-                        "last": time(s["last_ns"].as_u64()),
-                        "packets": s["packets"],
-                        "bytes": s["bytes"],
-                    })
-                })
-                .collect();
-            nodes.push(serde_json::json!({
-                "node": sensor.label, "segments": segments, "bytes": bytes,
-                "oldest": time(oldest), "newest": time(newest),
-            }));
-        } else {
-            rows.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(crate::table::Row {
-                    cells: vec![
-                        sensor.label.clone(),
-                        list.len().to_string(),
-                        units::format_size(bytes),
-                        oldest.map_or("-".into(), units::format_utc_compact),
-                        newest.map_or("-".into(), units::format_utc_compact),
-                    ],
-                    notes: Vec::new(),
-                });
-        }
-        Ok(())
-    });
-    if output.structured() {
-        crate::output::print(&serde_json::json!({ "nodes": nodes }), output)?;
-    } else {
-        let rows = rows
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        print!(
-            "{}",
-            crate::table::render(&["NODE", "SEGMENTS", "SIZE", "OLDEST", "NEWEST"], &rows)
-        );
-    }
-    Ok(code)
-}
-
 /// Runs `work(0..count)` on at most `parallel` threads; results in index order.
 fn run_bounded<T: Send>(
     count: usize,
@@ -822,110 +637,4 @@ fn check_name(name: &str) -> Result<()> {
         bail!("name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (like incident-2026-11-30)");
     }
     Ok(())
-}
-
-fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
-    match action {
-        SnapshotAction::Create {
-            name,
-            window,
-            select,
-            nodes,
-            expire,
-            connection,
-        } => {
-            // Everything is checked here first, so a typo asks no sensor at all.
-            check_name(&name)?;
-            if let Some(expire) = &expire {
-                units::parse_duration(expire).context("--expire")?;
-            }
-            // One window for every node, cut at the same instants.
-            let window = window.resolve(units::now_ns())?;
-            let mut body = serde_json::json!({
-                "name": name,
-                "from": units::format_rfc3339_ns(window.from_ns),
-                "to": units::format_rfc3339_ns(window.to_ns),
-                "namespaces": select.namespaces,
-            });
-            for (key, value) in [
-                ("filter", &select.filter),
-                ("pod", &select.pod),
-                ("iface", &select.iface),
-                ("expire", &expire),
-            ] {
-                if let Some(value) = value {
-                    body[key] = value.clone().into();
-                }
-            }
-            let mut reached = reach(&connection, Role::Admin)?;
-            crate::snapshot::keep_nodes(&mut reached, &nodes)?;
-            crate::snapshot::create(&reached, &name, &body)
-        }
-        SnapshotAction::List { output, connection } => {
-            crate::snapshot::list(&reach(&connection, Role::Read)?, output)
-        }
-        SnapshotAction::Delete { name, connection } => {
-            check_name(&name)?;
-            crate::snapshot::delete(&reach(&connection, Role::Admin)?, &name)
-        }
-    }
-}
-
-fn record_command(action: RecordAction) -> Result<ExitCode> {
-    match action {
-        RecordAction::Create {
-            name,
-            select,
-            start,
-            days,
-            duration,
-            expire,
-            nodes,
-            connection,
-        } => {
-            if select.iface.is_some() {
-                bail!("--iface: a recording job selects by --filter, --pod and -n");
-            }
-            let job = podcap_format::recording::JobDoc {
-                name,
-                filter: select.filter,
-                pod: select.pod,
-                namespaces: select.namespaces,
-                start,
-                days,
-                duration,
-                expire,
-                created: None,
-                managed_by: None,
-            };
-            // Checked here first, so a typo asks no sensor and changes no ConfigMap.
-            job.check().map_err(|e| anyhow::anyhow!("recording job: {e}"))?;
-            if connection.sensors.is_empty() && nodes.is_empty() {
-                return crate::record::add_to_cluster(
-                    &connection.cluster.connect()?,
-                    job,
-                    connection.cluster.namespace(),
-                );
-            }
-            let mut reached = reach(&connection, Role::Admin)?;
-            crate::snapshot::keep_nodes(&mut reached, &nodes)?;
-            crate::record::create(&reached, &job)
-        }
-        RecordAction::List { output, connection } => {
-            crate::record::list(&reach(&connection, Role::Read)?, output)
-        }
-        RecordAction::Delete { name, connection } => {
-            check_name(&name)?;
-            if connection.sensors.is_empty()
-                && crate::record::remove_from_cluster(
-                    &connection.cluster.connect()?,
-                    &name,
-                    connection.cluster.namespace(),
-                )?
-            {
-                return Ok(ExitCode::SUCCESS);
-            }
-            crate::record::delete(&reach(&connection, Role::Admin)?, &name)
-        }
-    }
 }
