@@ -310,13 +310,47 @@ fn what_the_archive_does_not_hold_is_said() {
         "{}",
         stderr(&unknown)
     );
-    let empty = podcap(&["dump", "--archive", &url, "--cluster", "prod", "--time", "5m"]);
-    assert!(!empty.status.success());
+    // Nothing in the window, or nothing the selection matches: no file, exit 3.
+    let dest = tempfile::tempdir().unwrap();
+    let empty = podcap(&[
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--time",
+        "5m",
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ]);
+    assert_eq!(empty.status.code(), Some(3), "{}", stderr(&empty));
     assert!(
         stderr(&empty).contains("the archive holds nothing for"),
         "{}",
         stderr(&empty)
     );
+    let unmatched = podcap(&[
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--from",
+        &rfc3339(T0 + 40 * MINUTE),
+        "--to",
+        &rfc3339(T0 + 41 * MINUTE),
+        "--pod",
+        "^nothing-",
+        "--dest",
+        dest.path().to_str().unwrap(),
+    ]);
+    let err = stderr(&unmatched);
+    assert_eq!(unmatched.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("of node-a, node-b for") && err.contains("none of their packets matched the selection"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no file");
     let missing = podcap(&["archive", "ls", "file:///nonexistent/podcap"]);
     assert!(!missing.status.success());
     assert!(

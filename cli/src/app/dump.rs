@@ -103,11 +103,14 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
         return offline_dump(
             &url,
             &offline,
-            &window,
-            &select,
+            (&window, &select),
             kept,
             &dest,
-            (allow_partial, force),
+            Tolerance {
+                allow_partial,
+                allow_empty,
+            },
+            force,
         );
     }
     let wanted = wanted(&window, &select, (snapshot, recording), !no_secrets)?;
@@ -476,27 +479,10 @@ fn offline_query(
     })
 }
 
-/// `podcap dump --archive`: the window (or kept snapshot or job) read from the archive,
-/// checked, cut, selected and merged (rules in `archive.rs`).
-fn offline_dump(
-    url: &str,
-    offline: &OfflineArgs,
-    window: &WindowArgs,
-    select: &SelectArgs,
-    kept: Option<crate::archive::Kept>,
-    dest: &str,
-    (allow_partial, force): (bool, bool),
-) -> Result<ExitCode> {
-    if let Some(filter) = &select.filter {
-        bail!(
-            "--filter is not applied to --archive reads (a tcpdump filter needs libpcap, which podcap does \
-             not carry): pipe the file through tcpdump instead: podcap dump --archive {url} ... --dest - | \
-             tcpdump -r - -w filtered.pcapng '{filter}'"
-        );
-    }
-    let query = offline_query(offline, window, select, kept)?;
-    let dest_arg = dest;
-    let (title, file_name) = match &query.kept {
+/// What an offline read is called (for the file's comment and messages) and the name of
+/// its file in a folder.
+fn offline_names(query: &crate::archive::Query) -> Result<(String, String)> {
+    Ok(match &query.kept {
         Some(crate::archive::Kept::Snapshot(name)) => {
             check_name(name)?;
             (
@@ -518,7 +504,30 @@ fn offline_dump(
             );
             (format!("{from} to {to}"), format!("podcap-{from}-{to}.pcapng"))
         }
-    };
+    })
+}
+
+/// `podcap dump --archive`: the window (or kept snapshot or job) read from the archive,
+/// checked, cut, selected and merged (rules in `archive.rs`).
+fn offline_dump(
+    url: &str,
+    offline: &OfflineArgs,
+    (window, select): (&WindowArgs, &SelectArgs),
+    kept: Option<crate::archive::Kept>,
+    dest: &str,
+    tolerance: Tolerance,
+    force: bool,
+) -> Result<ExitCode> {
+    if let Some(filter) = &select.filter {
+        bail!(
+            "--filter is not applied to --archive reads (a tcpdump filter needs libpcap, which podcap does \
+             not carry): pipe the file through tcpdump instead: podcap dump --archive {url} ... --dest - | \
+             tcpdump -r - -w filtered.pcapng '{filter}'"
+        );
+    }
+    let query = offline_query(offline, window, select, kept)?;
+    let dest_arg = dest;
+    let (title, file_name) = offline_names(&query)?;
     let dest = Dest::parse(dest_arg, &file_name, force)?;
     let (archive, runtime) = crate::archive::open(url, &offline.cluster)?;
     let collected = runtime.block_on(crate::archive::collect(
@@ -526,8 +535,25 @@ fn offline_dump(
         &query,
         &mut crate::archive::progress_printer(false),
     ))?;
-    if collected.parts.is_empty() && collected.failures.is_empty() && collected.gaps.is_empty() {
-        bail!("the archive holds nothing for {title} (podcap archive ls {url} shows what it holds)");
+    // The same rule as a dump of the sensors: no packet matched, no file (a gap or a failed
+    // object is a loss, said below with the file that has the rest).
+    let held: u64 = collected.parts.iter().map(|p| p.packets).sum();
+    if held == 0 && collected.failures.is_empty() && collected.gaps.is_empty() {
+        if collected.parts.is_empty() {
+            eprintln!(
+                "podcap: the archive holds nothing for {title} (podcap archive ls {url} shows what it holds)"
+            );
+        } else {
+            eprintln!(
+                "podcap: the archive holds {} of {} for {title}, and none of their packets matched the selection",
+                count(collected.parts.len() as u64, "object"),
+                collected.nodes.join(", ")
+            );
+        }
+        if !tolerance.allow_empty {
+            eprintln!("podcap: no packet matched {title}: no file written (--allow-empty writes it anyway)");
+            return Ok(ExitCode::from(EXIT_EMPTY));
+        }
     }
     let mut comments = vec![format!(
         "podcap dump of {title} from the archive {url} (cluster {}), nodes {}",
@@ -568,7 +594,7 @@ fn offline_dump(
         eprintln!("podcap: lost: {line}");
     }
     let lost = collected.gaps.len() + collected.failures.len() + stats.losses.len();
-    if lost > 0 && !allow_partial {
+    if lost > 0 && !tolerance.allow_partial {
         eprintln!("podcap: the file is incomplete: {lost} losses noted in it (--allow-partial exits 0)");
         return Ok(ExitCode::FAILURE);
     }

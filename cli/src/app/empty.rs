@@ -3,7 +3,9 @@
 //! Rules:
 //! - A dump that holds no packet writes no file (an empty pcapng that looks like a
 //!   download is the worst outcome: it reads as "there was no traffic") and exits with
-//!   [`EXIT_EMPTY`]; `--allow-empty` writes it anyway.
+//!   [`EXIT_EMPTY`]; `--allow-empty` writes it anyway. The same holds for `dump --archive`
+//!   (what the archive holds for the window, and that the selection matched none of it, is
+//!   said in `dump.rs`; no probes there).
 //! - Each sensor that answered is named with its extent (the oldest and newest packet its
 //!   store holds, from `GET /api/v1/status`) or, for a recording job, the job's state and
 //!   next start (`GET /api/v1/recordings`), and with the first reason that holds: the
