@@ -1,8 +1,9 @@
 //! Packet and drop counters shared by the capture thread, the writer and (later) the API.
 //!
 //! Rules: drops are never silent. Each is counted at the stage that lost it — `kernel`
-//! (clone, veth, XDP, AF_XDP ring), `ring` (the user-space ring was full), `disk` (the
-//! segment could not be written) — per interface slot, and reported in the segment's
+//! (the ring channel: the BPF ring buffer was full; AF_XDP: clone, veth, XDP, AF_XDP
+//! ring), `ring` (the user-space ring was full), `disk` (the segment could not be written,
+//! or the disk fell behind and the writer's buffers were full) — per interface slot, and reported in the segment's
 //! Interface Statistics Blocks. All counters are statistics: `Relaxed` loads and stores,
 //! because nothing else is published through them.
 use std::{
@@ -171,14 +172,22 @@ impl SlotSnapshot {
 #[derive(Debug)]
 pub struct DropWarnings {
     interval: Duration,
+    /// What a `kernel` drop is on this sensor's channel.
+    kernel_why: &'static str,
     last: [(u64, Option<Instant>); 3],
 }
 
+/// What a `kernel` drop is with the ring channel: its only buffer was full.
+pub const KERNEL_DROP_RING: &str = "the BPF ring buffer was full: the sensor did not drain it in time (--ring-size)";
+/// What a `kernel` drop is with AF_XDP (and on taps).
+pub const KERNEL_DROP_AF_XDP: &str = "clone, capture veth, XDP or AF_XDP ring";
+
 impl DropWarnings {
     #[must_use]
-    pub fn new(interval: Duration) -> Self {
+    pub fn new(interval: Duration, kernel_why: &'static str) -> Self {
         Self {
             interval,
+            kernel_why,
             last: [(0, None); 3],
         }
     }
@@ -195,17 +204,17 @@ impl DropWarnings {
 
     fn report(&mut self, totals: &SlotSnapshot, now: bool) {
         let stages = [
-            (
-                "kernel",
-                totals.kernel_drops,
-                "clone, capture veth, XDP or AF_XDP ring",
-            ),
+            ("kernel", totals.kernel_drops, self.kernel_why),
             (
                 "ring",
                 totals.ring_drops,
                 "the user-space ring was full: the writer is too slow",
             ),
-            ("disk", totals.writer_drops, "segments could not be written"),
+            (
+                "disk",
+                totals.writer_drops,
+                "segments could not be written, or the disk fell behind the traffic",
+            ),
         ];
         for (i, (stage, count, why)) in stages.into_iter().enumerate() {
             let (reported, at) = &mut self.last[i];

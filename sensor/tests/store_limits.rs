@@ -456,3 +456,123 @@ fn compressed_segments_are_indexed_readable_and_sliceable() {
         "a slice over compressed segments holds every packet"
     );
 }
+
+/// The sensor's writes throttled to `bytes_per_second` on the disk of `path`, through the
+/// blkio controller (cgroup v1) or `io.max` (v2); lifted on drop.
+struct WriteThrottle {
+    group: std::path::PathBuf,
+    limit_file: std::path::PathBuf,
+    device: String,
+    v2: bool,
+}
+
+impl WriteThrottle {
+    fn new(pid: u32, path: &std::path::Path, bytes_per_second: u64) -> Self {
+        let device = sh(&format!("findmnt -no MAJ:MIN -T {}", path.display()))
+            .trim()
+            .to_owned();
+        let v1 = std::path::Path::new("/sys/fs/cgroup/blkio");
+        let (group, limit_file, v2) = if v1.is_dir() {
+            let group = v1.join(format!("podcap-test-{}", std::process::id()));
+            let limit = group.join("blkio.throttle.write_bps_device");
+            (group, limit, false)
+        } else {
+            let group = std::path::Path::new("/sys/fs/cgroup").join(format!("podcap-test-{}", std::process::id()));
+            let limit = group.join("io.max");
+            (group, limit, true)
+        };
+        std::fs::create_dir_all(&group).unwrap();
+        let throttle = Self {
+            group,
+            limit_file,
+            device,
+            v2,
+        };
+        throttle.set(bytes_per_second);
+        std::fs::write(throttle.group.join("cgroup.procs"), pid.to_string()).unwrap();
+        throttle
+    }
+
+    fn set(&self, bytes_per_second: u64) {
+        let line = if self.v2 {
+            let rate = if bytes_per_second == 0 {
+                "max".to_owned()
+            } else {
+                bytes_per_second.to_string()
+            };
+            format!("{} wbps={rate}", self.device)
+        } else {
+            format!("{} {bytes_per_second}", self.device)
+        };
+        std::fs::write(&self.limit_file, line).unwrap();
+    }
+}
+
+impl Drop for WriteThrottle {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.set(0));
+        // The group goes once its processes have left (the sensor, when it ends).
+        let procs = std::fs::read_to_string(self.group.join("cgroup.procs")).unwrap_or_default();
+        let parent = self.group.parent().unwrap().join("cgroup.procs");
+        for pid in procs.split_whitespace() {
+            let _ = std::fs::write(&parent, pid);
+        }
+        let _ = std::fs::remove_dir(&self.group);
+    }
+}
+
+/// (kernel, ring, disk) drops of the sensor's last words.
+fn drops_by_stage(log: &str) -> (u64, u64, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("packets seen,"))
+        .unwrap_or_else(|| panic!("no final counts in:\n{log}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let tail = &numbers[numbers.len() - 3..];
+    (tail[0], tail[1], tail[2])
+}
+
+/// A disk slower than the traffic (the sensor's writes throttled to 1 MB/s, 5 MB/s of
+/// UDP): the thread that drains the kernel never waits on the disk, so nothing is lost in
+/// the kernel's ring buffer (2 MiB here); what the disk cannot take is dropped and counted
+/// at the `disk` stage, and every segment stays readable.
+#[test]
+fn a_disk_slower_than_the_traffic_costs_packets_counted_at_the_disk_stage() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("w");
+    // A real disk: direct writes, as on a node.
+    let dir = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --ring-size 2MiB --segment-size 64MB --max-size 1GB",
+            data.display()
+        ),
+    );
+    let throttle = WriteThrottle::new(sensor.child.id(), dir.path(), 1_000_000);
+    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    t.a.sh("iperf3 -c 198.18.0.2 -u -b 40M -l 1400 -t 6");
+    drop(throttle);
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let log = sensor.log_text();
+    let (seen, written, dropped) = final_counts(&log);
+    let (kernel, ring, disk) = drops_by_stage(&log);
+    assert_eq!(seen, written + dropped, "{log}");
+    assert_eq!((kernel, ring), (0, 0), "the kernel's ring buffer never filled: {log}");
+    assert!(disk > 0, "the disk's loss is counted at its stage: {log}");
+    assert!(log.contains("at stage disk ("), "{log}");
+    for f in segments(&data) {
+        assert_tshark_clean(&f);
+    }
+    report(
+        "the disk slower than the traffic (writes throttled to 1 MB/s through the blkio cgroup, 5 MB/s of UDP, a 2 MiB ring buffer)",
+        "once",
+        &format!("{disk} of {seen} packets, counted at stage `disk`; 0 in the kernel"),
+        "`podcap_dropped_packets_total{stage=\"disk\"}` and the log; segments readable",
+    );
+}

@@ -246,7 +246,7 @@ fn capture_metrics(state: &ApiState, registry: &mut Registry) {
     let dropped = counters(
         registry,
         "dropped_packets",
-        "Packets lost, by interface and stage: kernel (clone, capture veth, XDP, AF_XDP ring), ring (the user-space ring was full), disk (not written)",
+        "Packets lost, by interface and stage: kernel (the ring channel: the BPF ring buffer was full; AF_XDP: clone, capture veth, XDP, AF_XDP ring), ring (the user-space ring was full), disk (not written: a write failed, or the disk fell behind the traffic)",
         None,
     );
     for (labels, s) in series(state) {

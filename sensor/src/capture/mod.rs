@@ -428,7 +428,12 @@ impl Capture {
         let mut enabled = true;
         let mut fds: Vec<_> = self.selected.iter().flat_map(|s| s.route.fds()).collect();
         fds.extend(self.tap.iter().flat_map(TapRoute::fds));
-        let mut warnings = DropWarnings::new(Duration::from_secs(10));
+        let kernel_why = if self.delivers_only_copies() {
+            crate::stats::KERNEL_DROP_RING
+        } else {
+            crate::stats::KERNEL_DROP_AF_XDP
+        };
+        let mut warnings = DropWarnings::new(Duration::from_secs(10), kernel_why);
         let mut last_counters = Instant::now();
         let mut idle_passes = 0u32;
         loop {

@@ -16,8 +16,9 @@
 //!   Block per captured interface (interface id = slot), Enhanced Packet Blocks, and at
 //!   close one Interface Statistics Block per interface with the drop counts.
 //! - Rotation happens when the segment reaches `segment_size` bytes or has been open for
-//!   `segment_time` with at least one packet in it. The active segment is flushed to the
-//!   file at least once a second: with `O_DIRECT` by default (to the disk, bypassing the
+//!   `segment_time` with at least one packet in it. Writes run on the store's disk thread,
+//!   overlapping the capture (`write/disk.rs` has its rules). The active segment is flushed
+//!   to the file at least once a second: with `O_DIRECT` by default (to the disk, bypassing the
 //!   page cache; `write/file.rs` has its rules), through the page cache where the file
 //!   system refuses it or with `--buffered-writes`.
 //! - Every finished segment has a record in the time index (`index.rs`, `index.tsv`):

@@ -1,5 +1,6 @@
 //! Writing segments: the active segment, rotation, recycled files, the disk policy and
 //! each segment's statistics (the rules are the store's, in `mod.rs`).
+mod disk;
 mod file;
 
 use std::{
@@ -39,17 +40,18 @@ pub(in crate::store) const FILE_MODE: u32 = 0o600;
 /// Bytes gathered before a write to the file.
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// Written through the page cache, packets of at least this many bytes go from the
-/// caller's memory to the file rather than being copied into the buffer: above it the
-/// copy costs more than a system call of its own (`docs/design/capture-path.md`, "One
-/// thread"). Written directly, every byte is copied into the aligned staging buffer anyway
-/// and each write is a disk I/O of its own, so there every packet joins the buffer and the
-/// file sees writes of [`WRITE_CHUNK`] (`docs/design/store.md`, "Direct writes").
-const DIRECT_WRITE_MIN: usize = 16 * 1024;
+/// While a write is in flight, the writer fills its other buffer up to this many bytes;
+/// past it a packet is dropped and counted at the `disk` stage: the disk is slower than
+/// the traffic (`write/disk.rs`). With the buffer in flight and the file's staging buffer,
+/// the writer's memory for writes stays under three times this.
+const MAX_BUFFERED: usize = 16 << 20;
 
 pub(in crate::store) struct ActiveSegment {
     pub(in crate::store) seq: u64,
-    file: SegmentFile,
+    /// The file, or `None` while the disk thread writes it.
+    file: Option<SegmentFile>,
+    /// Bytes of the segment in its file: what the last successful write left.
+    written: u64,
     opened: Instant,
     record: SegmentRecord,
     /// Bytes of an old segment the file held when it was recycled (0: a new file); they
@@ -60,7 +62,7 @@ pub(in crate::store) struct ActiveSegment {
 impl ActiveSegment {
     /// Bytes of the segment in its file: what the last successful write left.
     pub(in crate::store) fn bytes(&self) -> u64 {
-        self.file.len()
+        self.written
     }
 }
 
@@ -133,6 +135,21 @@ pub struct SegmentWriter {
     lock: super::lock::DirLock,
     /// Readers' requests to flush, served by whoever drives this writer.
     flush: Arc<super::flush::FlushGate>,
+    /// The thread that writes the active segment's file (`write/disk.rs`).
+    disk_thread: disk::DiskThread,
+    /// The write the disk thread has (at most one), and the buffer it gives back.
+    in_flight: Option<InFlight>,
+    spare_buf: Option<BlockWriter>,
+}
+
+/// What the writer keeps of a write in flight, to apply its result.
+struct InFlight {
+    /// (slot, interface id, timestamp) of each packet it holds.
+    packets: Vec<(u32, u32, u64)>,
+    /// Interface ids declared up to the end of its bytes.
+    ids_declared: u32,
+    /// Its length.
+    len: u64,
 }
 
 impl SegmentWriter {
@@ -182,6 +199,9 @@ impl SegmentWriter {
             archive_hold: None,
             lock,
             flush: Arc::default(),
+            disk_thread: disk::DiskThread::start().map_err(dir_err)?,
+            in_flight: None,
+            spare_buf: None,
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
             last_flush: Instant::now(),
@@ -386,7 +406,8 @@ impl SegmentWriter {
         }
         self.active = Some(ActiveSegment {
             seq,
-            file,
+            file: Some(file),
+            written: 0,
             recycled_len,
             opened: Instant::now(),
             record: SegmentRecord {
@@ -456,20 +477,17 @@ impl SegmentWriter {
             Some(id) => id,
             None => self.declare(slot),
         };
-        self.buffered.push((slot, id, timestamp_ns));
-        let direct = self.active.as_ref().is_some_and(|active| active.file.is_direct());
-        if data.len() >= DIRECT_WRITE_MIN && !direct {
-            // Large packets (GSO super-frames) go from the caller's memory (the kernel's
-            // ring buffer) to the file in the same system call as the buffer before them.
-            let tail = self
-                .buf
-                .packet_around(id, timestamp_ns, original_len, data.len(), direction);
-            self.write_out(&[data, tail.bytes()]);
-        } else {
-            self.buf.packet(id, timestamp_ns, original_len, data, direction);
-            if self.buf.len() >= WRITE_CHUNK {
-                self.write_buffer();
+        if self.buf.len() >= MAX_BUFFERED && !self.settle(false) {
+            // The disk is behind and the buffer full: this packet is the disk's loss.
+            if let Some(n) = self.lost.get_mut(slot as usize) {
+                *n += 1;
             }
+            return Ok(());
+        }
+        self.buffered.push((slot, id, timestamp_ns));
+        self.buf.packet(id, timestamp_ns, original_len, data, direction);
+        if self.buf.len() >= WRITE_CHUNK && self.settle(false) {
+            self.write_out();
         }
         self.maybe_rotate(stats)
     }
@@ -577,41 +595,99 @@ impl SegmentWriter {
         self.header_end = self.buf.len();
     }
 
-    /// Writes the buffer to the active segment. On failure the file is cut back to its last
-    /// whole block, the buffered packets are counted as lost, and on a full disk the oldest
-    /// segment is deleted to make room for the next attempt.
+    /// Writes the buffer to the active segment and waits for the write (and the one in
+    /// flight before it). On failure the file is cut back to its last whole block, the
+    /// packets are counted as lost, and on a full disk room is made for the next attempt.
     pub(in crate::store) fn write_buffer(&mut self) {
-        self.write_out(&[]);
+        self.settle(true);
+        self.write_out();
+        self.settle(true);
     }
 
-    /// [`SegmentWriter::write_buffer`] with `after` written behind the buffer in the same
-    /// system call (the parts of a block the buffer holds the head of).
-    fn write_out(&mut self, after: &[&[u8]]) {
-        let len = self.buf.len() + after.iter().map(|part| part.len()).sum::<usize>();
-        let Some(active) = &mut self.active else { return };
-        if len == 0 {
+    /// Hands the buffer to the disk thread (the caller has settled the write before it).
+    fn write_out(&mut self) {
+        if self.buf.is_empty() || self.in_flight.is_some() {
             return;
         }
-        let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
-        let checkpoint = (active.record.packets > 0
-            && active.bytes() >= last_checkpoint + index::CHECKPOINT_BYTES)
-            .then_some((active.bytes(), active.record.last_ns));
-        let parts: Vec<&[u8]> = std::iter::once(self.buf.bytes())
-            .chain(after.iter().copied())
-            .collect();
-        let written = active.file.append(&parts);
-        if let Some(reason) = active.file.take_fallback() {
+        let Some(file) = self.active.as_mut().and_then(|a| a.file.take()) else {
+            return;
+        };
+        let next = self
+            .spare_buf
+            .take()
+            .unwrap_or_else(|| BlockWriter::with_capacity(WRITE_CHUNK * 2));
+        let buf = std::mem::replace(&mut self.buf, next);
+        self.in_flight = Some(InFlight {
+            packets: std::mem::take(&mut self.buffered),
+            ids_declared: self.ids.owners.len() as u32,
+            len: buf.len() as u64,
+        });
+        self.clear_buffer();
+        if let Err(job) = self.disk_thread.submit(disk::Job { file, buf }) {
+            // The disk thread is gone: the write fails here, as a disk error would.
+            let error = io::Error::other("the disk thread stopped");
+            let job = *job;
+            self.apply_done(disk::Done {
+                written_from: job.file.len(),
+                file: job.file,
+                buf: job.buf,
+                result: Err(error),
+            });
+        }
+    }
+
+    /// Takes the result of the write in flight, waiting for it if `wait`; whether no write
+    /// is in flight any more.
+    fn settle(&mut self, wait: bool) -> bool {
+        if self.in_flight.is_none() {
+            return true;
+        }
+        let done = if wait {
+            self.disk_thread.wait()
+        } else {
+            self.disk_thread.try_done()
+        };
+        match done {
+            Some(done) => {
+                self.apply_done(done);
+                true
+            }
+            None if wait => {
+                // The thread died with the file: nothing more can be written to it.
+                self.in_flight = None;
+                self.note_write_failure("the disk thread stopped".into(), false);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies a write's result: published, or lost with the packets buffered meanwhile
+    /// (they may name interfaces declared in the lost bytes).
+    fn apply_done(&mut self, done: disk::Done) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        let mut buf = done.buf;
+        buf.clear();
+        self.spare_buf = Some(buf);
+        let mut file = done.file;
+        if let Some(reason) = file.take_fallback() {
             self.direct_io_refused(&reason);
         }
         let Some(active) = &mut self.active else { return };
-        match written {
+        match done.result {
             Ok(()) => {
-                active.record.checkpoints.extend(checkpoint);
-                for &(_, interface_id, ts) in &self.buffered {
+                let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
+                if active.record.packets > 0 && done.written_from >= last_checkpoint + index::CHECKPOINT_BYTES {
+                    active.record.checkpoints.push((done.written_from, active.record.last_ns));
+                }
+                for &(_, interface_id, ts) in &in_flight.packets {
                     active.record.note_packet(interface_id, ts);
                 }
-                self.ids.on_disk = self.ids.owners.len() as u32;
-                self.clear_buffer();
+                active.written = file.len();
+                active.file = Some(file);
+                self.ids.on_disk = in_flight.ids_declared;
                 self.publish_active();
                 if self.disk.failing.is_some() {
                     log::info!("writes to {} succeed again", self.dir.display());
@@ -619,8 +695,11 @@ impl SegmentWriter {
                 }
             }
             Err(error) => {
-                let cut = active.file.cut_back();
-                for &(slot, _, _) in &self.buffered {
+                let cut = file.cut_back();
+                active.written = file.len();
+                active.file = Some(file);
+                let lost_packets = in_flight.packets.len() + self.buffered.len();
+                for &(slot, _, _) in in_flight.packets.iter().chain(&self.buffered) {
                     if let Some(n) = self.lost.get_mut(slot as usize) {
                         *n += 1;
                     }
@@ -639,9 +718,8 @@ impl SegmentWriter {
                     .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL)
                 {
                     log::error!(
-                        "cannot write segment {}: {error}; {} packets lost (stage disk){}",
+                        "cannot write segment {}: {error}; {lost_packets} packets lost (stage disk){}",
                         SegmentName::active(active.seq).path_in(&self.dir).display(),
-                        self.buffered.len(),
                         match (full, self.min_free) {
                             (true, Some(_)) => "; retiring the oldest segment early (--min-free)",
                             (true, None) => "; no segment is deleted for room without --min-free",
@@ -683,7 +761,8 @@ impl SegmentWriter {
 
     fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
         let Some(active) = &self.active else { return Ok(()) };
-        let size = active.bytes() + self.buf.len() as u64;
+        let in_flight = self.in_flight.as_ref().map_or(0, |w| w.len);
+        let size = active.bytes() + in_flight + self.buf.len() as u64;
         let due = size >= self.limits.segment_size
             || (active.record.packets > 0 && active.opened.elapsed() >= self.limits.segment_time);
         if due {
@@ -701,10 +780,13 @@ impl SegmentWriter {
 
     /// Periodic work: flush at least once a second, rotate by time, apply retention.
     pub fn tick(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
+        // The write in flight's result is published as soon as it is known; the periodic
+        // write waits for it without blocking (the next tick tries again).
+        let settled = self.settle(false);
         let since = self.last_flush.elapsed();
         let held = Instant::now() < self.flush_held_until && since < Duration::from_secs(1);
-        if since >= Duration::from_millis(500) && !held {
-            self.write_buffer();
+        if since >= Duration::from_millis(500) && !held && settled {
+            self.write_out();
             self.last_flush = Instant::now();
         }
         if let Some(done) = self.compressor.as_ref().map(compress::Compressor::finished) {
@@ -723,6 +805,8 @@ impl SegmentWriter {
         if self.active.is_none() {
             return Ok(());
         }
+        // The statistics blocks go after what is in flight, which must be whole first.
+        self.settle(true);
         let current: Vec<(u32, u32)> = self
             .ids
             .by_slot
@@ -779,7 +863,11 @@ impl SegmentWriter {
             path: from.to_owned(),
             source,
         };
-        active.file.close().map_err(seg_err)?;
+        let file = active
+            .file
+            .as_mut()
+            .ok_or_else(|| seg_err(io::Error::other("the disk thread stopped with the file")))?;
+        file.close().map_err(seg_err)?;
         let to = SegmentName::finished(active.seq).path_in(&self.dir);
         match crate::sys::rename_noreplace(from, &to) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

@@ -95,6 +95,7 @@ impl SegmentFile {
     }
 
     /// Whether writes bypass the page cache.
+    #[cfg(test)]
     pub(in crate::store) fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
