@@ -178,7 +178,8 @@ pub struct DropWarnings {
 }
 
 /// What a `kernel` drop is with the ring channel: its only buffer was full.
-pub const KERNEL_DROP_RING: &str = "the BPF ring buffer was full: the sensor did not drain it in time (--ring-size)";
+pub const KERNEL_DROP_RING: &str =
+    "the BPF ring buffer was full: the sensor did not drain it in time (--ring-size)";
 /// What a `kernel` drop is with AF_XDP (and on taps).
 pub const KERNEL_DROP_AF_XDP: &str = "clone, capture veth, XDP or AF_XDP ring";
 

@@ -477,7 +477,8 @@ impl WriteThrottle {
             let limit = group.join("blkio.throttle.write_bps_device");
             (group, limit, false)
         } else {
-            let group = std::path::Path::new("/sys/fs/cgroup").join(format!("podcap-test-{}", std::process::id()));
+            let group =
+                std::path::Path::new("/sys/fs/cgroup").join(format!("podcap-test-{}", std::process::id()));
             let limit = group.join("io.max");
             (group, limit, true)
         };
@@ -563,7 +564,11 @@ fn a_disk_slower_than_the_traffic_costs_packets_counted_at_the_disk_stage() {
     let (seen, written, dropped) = final_counts(&log);
     let (kernel, ring, disk) = drops_by_stage(&log);
     assert_eq!(seen, written + dropped, "{log}");
-    assert_eq!((kernel, ring), (0, 0), "the kernel's ring buffer never filled: {log}");
+    assert_eq!(
+        (kernel, ring),
+        (0, 0),
+        "the kernel's ring buffer never filled: {log}"
+    );
     assert!(disk > 0, "the disk's loss is counted at its stage: {log}");
     assert!(log.contains("at stage disk ("), "{log}");
     for f in segments(&data) {

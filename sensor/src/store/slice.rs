@@ -839,6 +839,9 @@ impl Slicer {
             self.blocks
                 .section_header(concat!("podcap-sensor ", env!("CARGO_PKG_VERSION"), " slice"));
             self.header_written = true;
+            // At once: a client that waits for its first byte (`--request-timeout`) knows
+            // the slice is under way while a selective filter reads on.
+            self.flush(out)?;
         }
         // later_first[i]: no packet of segments[i..] is older than this.
         let mut later_first = vec![u64::MAX; segments.len() + 1];

@@ -679,8 +679,12 @@ impl SegmentWriter {
         match done.result {
             Ok(()) => {
                 let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
-                if active.record.packets > 0 && done.written_from >= last_checkpoint + index::CHECKPOINT_BYTES {
-                    active.record.checkpoints.push((done.written_from, active.record.last_ns));
+                if active.record.packets > 0 && done.written_from >= last_checkpoint + index::CHECKPOINT_BYTES
+                {
+                    active
+                        .record
+                        .checkpoints
+                        .push((done.written_from, active.record.last_ns));
                 }
                 for &(_, interface_id, ts) in &in_flight.packets {
                     active.record.note_packet(interface_id, ts);

@@ -49,28 +49,26 @@ impl DiskThread {
         // One job waits at most: the writer hands over the next only after the last's result.
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
         let (done_tx, done) = mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("podcap-disk".into())
-            .spawn(move || {
-                for Job { mut file, buf } in job_rx {
-                    let written_from = file.len();
-                    let result = buf
-                        .bytes()
-                        .chunks(PIECE)
-                        .try_for_each(|piece| file.append(&[piece]));
-                    if done_tx
-                        .send(Done {
-                            file,
-                            buf,
-                            written_from,
-                            result,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
+        let thread = thread::Builder::new().name("podcap-disk".into()).spawn(move || {
+            for Job { mut file, buf } in job_rx {
+                let written_from = file.len();
+                let result = buf
+                    .bytes()
+                    .chunks(PIECE)
+                    .try_for_each(|piece| file.append(&[piece]));
+                if done_tx
+                    .send(Done {
+                        file,
+                        buf,
+                        written_from,
+                        result,
+                    })
+                    .is_err()
+                {
+                    return;
                 }
-            })?;
+            }
+        })?;
         Ok(Self {
             jobs: Some(jobs),
             done,
