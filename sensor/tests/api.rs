@@ -687,6 +687,9 @@ async fn live_streams_new_packets_in_order_and_ends_with_the_sensor() {
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     writer.tick(|_| InterfaceStatistics::default()).unwrap();
+    // The periodic write went to the disk thread; the writer publishes it when it next
+    // looks (every pass of the sensor's loop), here at once.
+    writer.flush_now();
 
     read_stream(&mut body, &mut stream, |b| packets(b).len() >= 10).await;
     let got = packets(&stream);

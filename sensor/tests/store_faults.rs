@@ -220,3 +220,78 @@ fn stray_files_at_the_next_names_and_at_start_never_stop_recording() {
         "their numbers skipped, each named in the log and `recovery.ignored`; ready throughout; every packet served once",
     );
 }
+
+/// Echo requests of `size` bytes of payload in a pcapng file.
+fn markers(file: &Path, size: usize) -> usize {
+    pcap::read_segments(&[file.to_owned()])
+        .iter()
+        .filter(|f| f.data.len() == 14 + 20 + 8 + size && f.data[23] == 1 && f.data[34] == 8)
+        .count()
+}
+
+#[test]
+fn windows_until_now_hold_the_newest_packets_and_end_at_the_request() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("t");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(&t.n, &format!("--iface n0 --data-dir {}", data.display()));
+    let api = "http://127.0.0.1:9090/api/v1";
+    let background = Proc::spawn("ping", &t.a.exec("ping -i 0.05 198.18.0.2"));
+    for round in 0..3 {
+        // A marker, then at once a kept snapshot and a download ending now.
+        // Each round's markers have sizes of their own.
+        let (kept_size, dump_size) = (700 + round, 500 + round);
+        t.a.sh(&format!("ping -c 1 -s {kept_size} 198.18.0.2"));
+        let name = format!("tail-{round}");
+        t.n.sh(&format!(
+            "curl -sf -X POST -H 'content-type: application/json' -d '{{\"name\":\"{name}\",\"last\":\"5s\"}}' {api}/snapshots"
+        ));
+        let kept = dir.path().join(format!("{name}.pcapng"));
+        t.n.sh(&format!(
+            "curl -sf -o {} {api}/snapshots/{name}/pcapng",
+            kept.display()
+        ));
+        assert_eq!(
+            markers(&kept, kept_size),
+            1,
+            "round {round}: the kept snapshot holds the marker"
+        );
+        t.a.sh(&format!("ping -c 1 -s {dump_size} 198.18.0.2"));
+        let download = dir.path().join(format!("{name}-dump.pcapng"));
+        t.n.sh(&format!(
+            "curl -sf -o {} '{api}/snapshot?last=5s'",
+            download.display()
+        ));
+        assert_eq!(
+            markers(&download, dump_size),
+            1,
+            "round {round}: the download holds the marker"
+        );
+    }
+    // A window reaching into the future ends at the request, and says so; one starting
+    // there is refused.
+    let now = podcap_sensor::sys::realtime_ns();
+    let later = podcap_sensor::units::format_rfc3339(now + 3_600_000_000_000);
+    let earlier = podcap_sensor::units::format_rfc3339(now - 10_000_000_000);
+    let answer = t.n.sh(&format!(
+        "curl -s -D - -X POST -H 'content-type: application/json' -d '{{\"name\":\"future\",\"from\":\"{earlier}\",\"to\":\"{later}\"}}' {api}/snapshots"
+    ));
+    assert!(answer.contains("x-podcap-window-clamped: to="), "{answer}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&t.n.sh(&format!("curl -sf {api}/snapshots/future"))).unwrap();
+    let to = podcap_sensor::units::parse_rfc3339(manifest["to"].as_str().unwrap()).unwrap();
+    assert!(to <= podcap_sensor::sys::realtime_ns(), "{manifest}");
+    let refused = t.n.sh(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' '{api}/snapshot?from={later}'"
+    ));
+    assert_eq!(refused, "400");
+    drop(background);
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    report(
+        "a snapshot or download ending now, made right after a marker packet",
+        "3 rounds each",
+        "nothing: the marker is in every file",
+        "windows reaching past the request end at it (`x-podcap-window-clamped`); a window starting in the future is a 400",
+    );
+}
