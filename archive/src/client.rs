@@ -14,8 +14,12 @@
 //! - The manifest goes last: a manifest present means its data is complete. A manifest
 //!   already there with the same SHA-256 means the upload was done before (a crash between
 //!   the upload and the sensor's bookkeeping), and nothing is written.
-//! - Failures say what is wrong: no such bucket, access denied, endpoint unreachable; any
-//!   other names the key.
+//! - Failures say what is wrong: no such bucket, access denied, endpoint unreachable, no
+//!   answer; any other names the key.
+//! - Every request to the store ends within the archive's request timeout, whatever the
+//!   server does: one that gets no answer by then is [`ArchiveError::NoAnswer`] (the HTTP
+//!   client's own retries count against the same time, so a silent server is a failure
+//!   after the timeout, never after a multiple of it). A listing is a request per page.
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -51,6 +55,12 @@ pub enum ArchiveError {
         #[source]
         source: ManifestError,
     },
+    #[error("archive {url}: no answer within {after:?} to the request for {key}; given up (it is retried)")]
+    NoAnswer {
+        url: String,
+        key: String,
+        after: Duration,
+    },
     #[error("archive: {0}")]
     Local(String),
     #[error("archive: {key}: {source}")]
@@ -76,6 +86,8 @@ pub struct Archive {
     store: Arc<dyn ObjectStore>,
     layout: Layout,
     url: String,
+    /// How long one request may take (none: as long as the store takes).
+    request_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -132,7 +144,9 @@ impl Archive {
                     return Err(ArchiveError::NoBucket { url: url.to_owned() });
                 }
                 let local = LocalFileSystem::new_with_prefix(path).map_err(|e| bad(&e.to_string()))?;
-                return Ok(Self::with_store(Arc::new(local), layout, url));
+                return Ok(
+                    Self::with_store(Arc::new(local), layout, url).with_request_timeout(request_timeout)
+                );
             }
             "s3" | "s3a" => {
                 let mut builder = AmazonS3Builder::from_env()
@@ -180,17 +194,43 @@ impl Archive {
         } else {
             Arc::new(PrefixStore::new(store, prefix.as_str()))
         };
-        Ok(Self::with_store(store, layout, url))
+        Ok(Self::with_store(store, layout, url).with_request_timeout(request_timeout))
     }
 
-    /// An archive in `store` (an in-memory one in tests).
+    /// An archive in `store` (an in-memory one in tests), its requests not timed.
     #[must_use]
     pub fn with_store(store: Arc<dyn ObjectStore>, layout: Layout, url: &str) -> Self {
         Self {
             store,
             layout,
             url: url.to_owned(),
+            request_timeout: None,
         }
+    }
+
+    /// Every request given up after `timeout` ([`ArchiveError::NoAnswer`]).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs one request for `key`, within the request timeout.
+    async fn timed<T>(
+        &self,
+        key: &Path,
+        request: impl std::future::Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<Result<T, object_store::Error>, ArchiveError> {
+        let Some(after) = self.request_timeout else {
+            return Ok(request.await);
+        };
+        tokio::time::timeout(after, request)
+            .await
+            .map_err(|_| ArchiveError::NoAnswer {
+                url: self.url.clone(),
+                key: key.to_string(),
+                after,
+            })
     }
 
     #[must_use]
@@ -239,7 +279,10 @@ impl Archive {
     /// the CLI make, so that a wrong bucket, key or endpoint is said at once.
     pub async fn check(&self) -> Result<(), ArchiveError> {
         let root = Path::from(crate::layout::LAYOUT);
-        match self.store.list_with_delimiter(Some(&root)).await {
+        match self
+            .timed(&root, self.store.list_with_delimiter(Some(&root)))
+            .await?
+        {
             Ok(_) => Ok(()),
             Err(object_store::Error::NotFound { .. }) if self.url.starts_with("file:") => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Err(ArchiveError::NoBucket {
@@ -251,7 +294,7 @@ impl Archive {
 
     /// The object at `key`, if there is one.
     pub async fn head(&self, key: &Path) -> Result<Option<ObjectMeta>, ArchiveError> {
-        match self.store.head(key).await {
+        match self.timed(key, self.store.head(key)).await? {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.explain(key, e)),
@@ -260,14 +303,18 @@ impl Archive {
 
     /// The bytes at `key`.
     pub async fn fetch(&self, key: &Path) -> Result<Bytes, ArchiveError> {
-        let got = self.store.get(key).await.map_err(|e| self.explain(key, e))?;
-        got.bytes().await.map_err(|e| self.explain(key, e))
+        self.timed(key, async { self.store.get(key).await?.bytes().await })
+            .await?
+            .map_err(|e| self.explain(key, e))
     }
 
     /// The manifest at `key`, if there is one.
     pub async fn manifest(&self, key: &Path) -> Result<Option<Manifest>, ArchiveError> {
-        let bytes = match self.store.get(key).await {
-            Ok(got) => got.bytes().await.map_err(|e| self.explain(key, e))?,
+        let bytes = match self
+            .timed(key, async { self.store.get(key).await?.bytes().await })
+            .await?
+        {
+            Ok(bytes) => bytes,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.explain(key, e)),
         };
@@ -289,7 +336,10 @@ impl Archive {
             ..PutOptions::default()
         };
         let expected = bytes.len();
-        match self.store.put_opts(key, PutPayload::from(bytes), options).await {
+        match self
+            .timed(key, self.store.put_opts(key, PutPayload::from(bytes), options))
+            .await?
+        {
             Ok(_) => Ok(Stored::Created),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 match self.head(key).await? {
@@ -338,19 +388,24 @@ impl Archive {
 
     /// Every object under `prefix`.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, ArchiveError> {
-        self.store
-            .list(Some(prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.explain(prefix, e))
+        let mut listing = self.store.list(Some(prefix));
+        let mut objects = Vec::new();
+        // Each step may fetch the next page: each is a request of its own.
+        while let Some(meta) = self
+            .timed(prefix, listing.try_next())
+            .await?
+            .map_err(|e| self.explain(prefix, e))?
+        {
+            objects.push(meta);
+        }
+        Ok(objects)
     }
 
     /// The folders right under `prefix`.
     pub async fn folders(&self, prefix: &Path) -> Result<Vec<Path>, ArchiveError> {
         let listed = self
-            .store
-            .list_with_delimiter(Some(prefix))
-            .await
+            .timed(prefix, self.store.list_with_delimiter(Some(prefix)))
+            .await?
             .map_err(|e| self.explain(prefix, e))?;
         Ok(listed.common_prefixes)
     }
