@@ -202,6 +202,30 @@ pub fn format_rfc3339_ns(ns: u64) -> String {
     timestamp(ns).strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
 }
 
+/// Formats bytes exactly, in the largest decimal unit they reach, with every digit needed
+/// (`1.024 MB`, `50 MB`, `1.048576 MB`): for limits, where a rounded figure could look
+/// equal to a value it refuses.
+#[must_use]
+pub fn format_size_exact(bytes: u64) -> String {
+    const UNITS: [(&str, u64, usize); 4] = [
+        ("TB", 1_000_000_000_000, 12),
+        ("GB", 1_000_000_000, 9),
+        ("MB", 1_000_000, 6),
+        ("KB", 1_000, 3),
+    ];
+    for (unit, scale, digits) in UNITS {
+        if bytes >= scale {
+            let (whole, rest) = (bytes / scale, bytes % scale);
+            if rest == 0 {
+                return format!("{whole} {unit}");
+            }
+            let fraction = format!("{rest:0digits$}");
+            return format!("{whole}.{} {unit}", fraction.trim_end_matches('0'));
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// Formats bytes for people (`12.3 MB`).
 #[must_use]
 pub fn format_size(bytes: u64) -> String {
@@ -343,5 +367,21 @@ mod tests {
     fn formats() {
         assert_eq!(format_size(999), "999 B");
         assert_eq!(format_size(1_500_000), "1.5 MB");
+    }
+
+    #[test]
+    fn exact_sizes_read_back_as_the_same_bytes() {
+        for (bytes, text) in [
+            (1_024_000, "1.024 MB"),
+            (50_000_000, "50 MB"),
+            (1 << 20, "1.048576 MB"),
+            (256_000, "256 KB"),
+            (8_000_000_001, "8.000000001 GB"),
+            (999, "999 B"),
+            (1_500_000_000_000, "1.5 TB"),
+        ] {
+            assert_eq!(format_size_exact(bytes), text);
+            assert_eq!(parse_size(&text.replace(' ', "")), Ok(bytes), "{text}");
+        }
     }
 }

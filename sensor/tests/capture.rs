@@ -253,7 +253,7 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
     );
     assert!(
         out.contains(
-            "--max-size (1GB) keeps fewer than 4 segments of --segment-size (2GB): give at least 8.0 GB"
+            "--max-size (1GB) keeps fewer than 4 segments of --segment-size (2GB): give at least 8 GB"
         ),
         "{out}"
     );

@@ -184,8 +184,8 @@ impl Floors {
                     return Err(SettingsError::TooSmall {
                         key: "maxSize",
                         value: text.to_owned(),
-                        segment: units::format_size(self.segment_size),
-                        least: units::format_size(least),
+                        segment: units::format_size_exact(self.segment_size),
+                        least: units::format_size_exact(least),
                     });
                 }
                 Ok(bytes)

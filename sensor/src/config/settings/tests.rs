@@ -106,7 +106,7 @@ fn a_destructive_or_bad_change_applies_nothing() {
         (doc(None, None, Some("5")), "maxSize: \"5\" has no unit"),
         (
             doc(None, None, Some("1MB")),
-            "maxSize: 1MB keeps fewer than 4 segments of 50.0 MB",
+            "maxSize: 1MB keeps fewer than 4 segments of 50 MB",
         ),
         (
             doc(None, Some("1ms"), None),
@@ -114,7 +114,7 @@ fn a_destructive_or_bad_change_applies_nothing() {
         ),
         (
             doc(Some(false), Some("2h"), Some("199MB")),
-            "give at least 200.0 MB",
+            "give at least 200 MB",
         ),
     ] {
         let err = s.apply_api(&change).unwrap_err();
@@ -134,4 +134,25 @@ fn a_destructive_or_bad_change_applies_nothing() {
         SettingsDoc::default(),
     );
     assert_eq!(s.max_size(), 500_000_000);
+}
+
+#[test]
+fn a_refused_size_names_its_floor_exactly() {
+    // The case: 256 KB segments, a floor of 1.024 MB, and "1.02MB" asked for.
+    let floors = Floors {
+        segment_size: 256_000,
+        segment_time: Duration::from_secs(1),
+    };
+    let refused = floors
+        .check(&doc(None, None, Some("1.02MB")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("segments of 256 KB; give at least 1.024 MB"),
+        "{refused}"
+    );
+    assert!(
+        floors.check(&doc(None, None, Some("1.024MB"))).is_ok(),
+        "the floor as the message writes it is accepted"
+    );
 }
