@@ -99,7 +99,11 @@ pub fn parse_start(start: &str) -> Result<StartAt, String> {
     if start.contains('T') {
         return units::parse_rfc3339(start)
             .map(StartAt::Moment)
-            .map_err(|_| error());
+            .map_err(|e| match e {
+                // A valid time that podcap cannot hold: say that, not "give RFC 3339".
+                units::UnitError::TimeOutOfRange { .. } => format!("start: {e}"),
+                _ => error(),
+            });
     }
     let (hours, minutes) = start.split_once(':').ok_or_else(error)?;
     if hours.len() != 2 || minutes.len() != 2 {
@@ -182,6 +186,24 @@ mod tests {
             }
             .check(),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_far_future_start_is_refused_for_what_it_is() {
+        let error = parse_start("2999-01-01T00:00:00Z").unwrap_err();
+        assert!(
+            error.starts_with("start: ") && error.contains("too far in the future"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("give a UTC time of day"),
+            "it is a valid time: {error}"
+        );
+        assert_eq!(
+            parse_start("2554-07-21T23:34:33Z"),
+            Ok(StartAt::Moment(18_446_744_073_000_000_000)),
+            "the last whole second podcap holds"
         );
     }
 }

@@ -19,6 +19,8 @@ pub enum UnitError {
     Duration { input: String },
     #[error("invalid time {input:?} ({reason}): expected RFC 3339, like 2026-11-23T16:00:00Z")]
     Time { input: String, reason: String },
+    #[error("time {input:?} is {reason}: podcap counts time in nanoseconds since 1970 in 64 bits, from 1970-01-01 to {}", format_rfc3339(u64::MAX))]
+    TimeOutOfRange { input: String, reason: &'static str },
     #[error("{input:?} must be greater than zero")]
     Zero { input: String },
     #[error("{input:?} has no unit: give one, like {input}MB, {input}MiB or {input}Gi for a size, {input}s, {input}m or {input}h for a duration")]
@@ -170,11 +172,15 @@ pub fn parse_rfc3339(input: &str) -> Result<u64, UnitError> {
         .trim()
         .parse()
         .map_err(|e: jiff::Error| err(&e.to_string()))?;
+    let out_of_range = |reason| UnitError::TimeOutOfRange {
+        input: input.to_owned(),
+        reason,
+    };
     let ns = timestamp.as_nanosecond();
     if ns < 0 {
-        return Err(err("before 1970"));
+        return Err(out_of_range("before 1970"));
     }
-    u64::try_from(ns).map_err(|_| err("after 2554, past what nanoseconds in 64 bits hold"))
+    u64::try_from(ns).map_err(|_| out_of_range("too far in the future"))
 }
 
 /// `ns` since the epoch as a time (saturating at jiff's upper bound, the year 9999).
@@ -361,6 +367,22 @@ mod tests {
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn a_valid_time_out_of_range_is_refused_for_that_reason() {
+        let refused = parse_rfc3339("2999-01-01T00:00:00Z").unwrap_err();
+        assert!(matches!(refused, UnitError::TimeOutOfRange { .. }), "{refused:?}");
+        let text = refused.to_string();
+        assert!(
+            text.contains("too far in the future") && text.contains("to 2554-07-21T23:34:33Z"),
+            "{text}"
+        );
+        assert!(!text.contains("expected RFC 3339"), "it is RFC 3339: {text}");
+        let refused = parse_rfc3339("1969-12-31T23:59:59Z").unwrap_err().to_string();
+        assert!(refused.contains("before 1970"), "{refused}");
+        let last = format_rfc3339_ns(u64::MAX);
+        assert_eq!(parse_rfc3339(&last), Ok(u64::MAX), "the last moment is accepted");
     }
 
     #[test]

@@ -23,7 +23,8 @@ const DAY_NS: u64 = 86_400_000_000_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    #[error("start {0:?}: give a UTC time of day as HH:MM, like 08:45, or an RFC 3339 time")]
+    /// The start cannot be used, in `podcap_format::recording::parse_start`'s words.
+    #[error("{0}")]
     Start(String),
     #[error("duration: a job that records every day records at most 24h")]
     TooLong,
@@ -72,7 +73,7 @@ pub fn parse_start(text: &str) -> Result<Start, ScheduleError> {
     match recording::parse_start(text) {
         Ok(StartAt::Daily(minute)) => Ok(Start::Daily(minute)),
         Ok(StartAt::Moment(ns)) => Ok(Start::At(ns)),
-        Err(_) => Err(ScheduleError::Start(text.to_owned())),
+        Err(reason) => Err(ScheduleError::Start(reason)),
     }
 }
 
@@ -205,12 +206,22 @@ mod tests {
         assert_eq!(parse_start("2026-11-30T00:00:00Z"), Ok(Start::At(MIDNIGHT)));
         assert!(parse_start("2026-02-31T00:00:00Z").is_err());
         for bad in ["8:45", "24:00", "12:60", "0845", "08:45:00", "", "ab:cd", "-1:00"] {
-            assert_eq!(
-                parse_start(bad),
-                Err(ScheduleError::Start(bad.to_owned())),
-                "{bad}"
+            let Err(ScheduleError::Start(reason)) = parse_start(bad) else {
+                panic!("{bad} accepted");
+            };
+            assert!(
+                reason.contains(&format!("{bad:?}")) && reason.contains("HH:MM"),
+                "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_far_future_start_is_refused_for_what_it_is() {
+        let error = parse_start("2999-01-01T00:00:00Z").unwrap_err().to_string();
+        assert!(error.contains("too far in the future"), "{error}");
+        assert!(!error.contains("RFC 3339 time"), "it is one: {error}");
+        assert!(matches!(parse_start("2500-01-01T00:00:00Z"), Ok(Start::At(_))));
     }
 
     #[test]
