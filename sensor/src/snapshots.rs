@@ -19,7 +19,9 @@
 //!   deleted to make room. Creations run one at a time, so the budget is exact.
 //! - Names are `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`: never a path, never hidden.
 //! - A creation that failed here is remembered (`.failed-NAME.json`, with the reason) so
-//!   the cluster's list can say where and why, until the name is made or deleted.
+//!   the cluster's list can say where and why, until the name is made or deleted; only the
+//!   newest [`MAX_FAILED_RECORDS`] are kept (older ones are deleted when one more is
+//!   written), so a client that keeps failing cannot fill the folder.
 //! - Nothing is hidden: a folder whose manifest cannot be read, or whose file is not the
 //!   size its manifest says, is listed as damaged with the reason, and never deleted but
 //!   by its name.
@@ -49,6 +51,9 @@ pub const PCAPNG_FILE: &str = "snapshot.pcapng";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The longest name.
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Failed creations remembered at most (the newest).
+pub const MAX_FAILED_RECORDS: usize = 32;
 
 const TMP_PREFIX: &str = ".tmp-";
 const DELETING_PREFIX: &str = ".deleting-";
@@ -352,9 +357,48 @@ impl Snapshots {
                 if let Err(e) = write_json_atomically(&self.dir, &failed_record, &failure) {
                     log::warn!("snapshot {:?}: cannot record the failure: {e}", request.name);
                 }
+                self.forget_old_failures();
                 Err(e)
             }
         }
+    }
+
+    /// Deletes the oldest failure records beyond [`MAX_FAILED_RECORDS`] (by the time each
+    /// says; one that cannot be read goes first).
+    fn forget_old_failures(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut records: Vec<(u64, PathBuf)> = entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(FAILED_PREFIX) && name.ends_with(".json")
+            })
+            .map(|entry| {
+                let at = read_json::<Failure>(&entry.path())
+                    .ok()
+                    .and_then(|failure| units::parse_rfc3339(&failure.at).ok())
+                    .unwrap_or(0);
+                (at, entry.path())
+            })
+            .collect();
+        let Some(excess) = records.len().checked_sub(MAX_FAILED_RECORDS).filter(|n| *n > 0) else {
+            return;
+        };
+        records.sort();
+        for (_, path) in &records[..excess] {
+            if let Err(e) = fs::remove_file(path) {
+                log::warn!(
+                    "snapshots: cannot delete the old failure record {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        log::info!(
+            "snapshots: {excess} older failure records deleted; the newest {MAX_FAILED_RECORDS} are kept"
+        );
     }
 
     fn make(

@@ -178,3 +178,48 @@ fn what_a_crash_left_half_made_is_removed_and_damage_is_listed_never_deleted() {
     snapshots.delete("cut").unwrap();
     assert!(!root.join("cut").exists());
 }
+
+#[test]
+fn failure_records_are_bounded_and_the_newest_kept() {
+    let data = tempfile::tempdir().unwrap();
+    // A budget no snapshot fits in: every creation fails and is remembered.
+    let snapshots = Snapshots::open(data.path(), 1).unwrap();
+    let tries = MAX_FAILED_RECORDS as u64 + 8;
+    for i in 0..tries {
+        let error = snapshots
+            .create(data.path(), &[], &request(&format!("try-{i:02}"), None), NOW + i)
+            .unwrap_err();
+        assert!(matches!(error, SnapshotError::TooLarge { .. }), "{error}");
+    }
+    let records = fs::read_dir(data.path().join("snapshots"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(FAILED_PREFIX)
+        })
+        .count();
+    assert_eq!(
+        records, MAX_FAILED_RECORDS,
+        "{tries} failures, at most {MAX_FAILED_RECORDS} records"
+    );
+    let failed: Vec<String> = snapshots
+        .list(NOW + tries)
+        .unwrap()
+        .failed
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        failed.first().map(String::as_str),
+        Some("try-08"),
+        "the oldest 8 went"
+    );
+    assert_eq!(
+        failed.last().map(String::as_str),
+        Some("try-39"),
+        "the newest stays"
+    );
+}
