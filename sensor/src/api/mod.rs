@@ -24,6 +24,11 @@
 //!   reorder window (200 ms), so a packet is in the store before its time is sliced. It
 //!   costs the capture path nothing: a slow client slows only its own reader. It ends
 //!   when the client goes away or the sensor stops. At most `MAX_LIVE` run at once.
+//! - A request's body (every one the API takes is a small JSON document) must arrive whole
+//!   within `ApiState::body_timeout` ([`BODY_TIMEOUT`], as the head must within the
+//!   server's header timeout) and be at most [`MAX_BODY`] bytes: a client that sends a
+//!   head and then stalls gets a 408 and its connection is not held. It is read after the
+//!   token is checked.
 //! - Every handler must produce its response head within `REQUEST_TIMEOUT` (bodies
 //!   stream on without it); making a snapshot, which answers when it is made, within
 //!   `CREATE_TIMEOUT` (the snapshot is still made if the client goes away).
@@ -71,6 +76,10 @@ pub const STALL_TIMEOUT: Duration = Duration::from_mins(1);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time to make a snapshot and answer.
 pub const CREATE_TIMEOUT: Duration = Duration::from_mins(15);
+/// Time a client has to send a request's whole body once its head is in.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body (axum's own limit for JSON).
+pub const MAX_BODY: usize = 2 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -117,6 +126,8 @@ pub struct ApiState {
     pub tls_secrets: bool,
     /// What became of the TLS secrets (`/metrics`); absent without `--tls-secrets`.
     pub tls_counters: Option<crate::tls::TlsCounters>,
+    /// Time a request's body has to arrive whole ([`BODY_TIMEOUT`]).
+    pub body_timeout: Duration,
 }
 
 impl ApiState {
@@ -144,6 +155,7 @@ impl ApiState {
             flush: None,
             settings: None,
             recovery: Arc::default(),
+            body_timeout: BODY_TIMEOUT,
         }
     }
 }
@@ -221,6 +233,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/recordings/{name}/pcapng", get(recordings::download))
         .route("/metrics", get(metrics::metrics))
+        // The last layer runs first: the token, then the body.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), body_in_time))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -288,6 +302,61 @@ async fn require_token(
 pub(super) enum Role {
     Read,
     Admin,
+}
+
+/// Reads the request's body whole within `state.body_timeout` (see the rules), then hands
+/// the request on with it.
+async fn body_in_time(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::HttpBody;
+    if request.body().size_hint().exact() == Some(0) {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY as u64) {
+        return AppError::Refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request's body is larger than {MAX_BODY} bytes"),
+        )
+        .into_response();
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Ok(Err(e)) => AppError::BadRequest(format!(
+            "the request's body could not be read (at most {MAX_BODY} bytes): {e}"
+        ))
+        .into_response(),
+        Err(_) => {
+            log::info!(
+                "API: {} {}: the body did not arrive within {:?}; refused",
+                parts.method,
+                parts.uri.path(),
+                state.body_timeout
+            );
+            AppError::Refused(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request's body did not arrive within {:?}",
+                    state.body_timeout
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 async fn response_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
