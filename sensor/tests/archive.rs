@@ -1,6 +1,8 @@
 //! Privileged tests of the object-storage archive, end to end: the real sensor uploads to a
 //! real S3 server while real traffic flows in network namespaces, and the real `podcap dump
-//! --archive` reads it back with no sensor running; tcpdump is the oracle.
+//! --archive` reads it back with no sensor running; tcpdump is the oracle. The faults of
+//! the server (refusing, silent) are in `archive_faults.rs`; the harness is
+//! `common/archive.rs`.
 //!
 //! The S3 server is moto's server mode (PyPI `moto[server]`, installed by `cargo xtask
 //! setup`), run by each test inside its node namespace on loopback: it speaks S3 (PUT,
@@ -19,138 +21,8 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{pcap, *};
+use common::{archive::*, pcap, *};
 use podcap_sensor::{sys::realtime_ns, units::format_rfc3339_ns};
-
-const BUCKET: &str = "podcap-test";
-const S3_PORT: u16 = 9100;
-
-/// A "pod" namespace and a "node" namespace joined by a veth (p0 ↔ n0); the sensor, its API,
-/// the S3 server and the CLI live in the node's.
-fn pod_and_node(tag: &str) -> (Netns, Netns) {
-    let pod = Netns::new(&format!("pca{tag}P"));
-    let node = Netns::new(&format!("pca{tag}N"));
-    link(&pod, "p0", &["198.18.7.1/30"], &node, "n0", &["198.18.7.2/30"]);
-    (pod, node)
-}
-
-/// moto's S3 server in a namespace, on loopback, ended by PID on drop.
-struct S3Server {
-    proc: Proc,
-}
-
-const SIGCONT: i32 = 18;
-const SIGSTOP: i32 = 19;
-
-impl S3Server {
-    fn start(node: &Netns) -> Self {
-        Self::start_checking_keys(node, false)
-    }
-
-    /// With `check_keys`, moto checks every request's access key after the first (the
-    /// bucket's creation): a key it does not know is refused (`InvalidAccessKeyId`).
-    fn start_checking_keys(node: &Netns, check_keys: bool) -> Self {
-        let auth = if check_keys {
-            "env INITIAL_NO_AUTH_ACTION_COUNT=1 "
-        } else {
-            ""
-        };
-        let mut proc = Proc::spawn(
-            "moto S3 server",
-            &node.exec(&format!("{auth}python3 -m moto.server -H 127.0.0.1 -p {S3_PORT}")),
-        );
-        proc.wait_for("Running on", Duration::from_mins(1));
-        node.sh(&format!("curl -sf -X PUT http://127.0.0.1:{S3_PORT}/{BUCKET}"));
-        Self { proc }
-    }
-
-    /// Stops the server: it answers nothing until [`S3Server::resume`].
-    fn stall(&self) {
-        self.proc.signal(SIGSTOP);
-    }
-
-    fn resume(&self) {
-        self.proc.signal(SIGCONT);
-    }
-}
-
-/// The credentials and endpoint every client here is given, the standard AWS way.
-fn aws_env() -> String {
-    format!(
-        "AWS_ACCESS_KEY_ID=podcap AWS_SECRET_ACCESS_KEY=podcap-secret AWS_REGION=us-east-1 \
-         AWS_ENDPOINT_URL=http://127.0.0.1:{S3_PORT}"
-    )
-}
-
-fn start_archiving_sensor(node: &Netns, args: &str) -> Proc {
-    let mut p = Proc::spawn(
-        "podcap-sensor",
-        &node.exec(&format!(
-            "env RUST_LOG=info {} {} {args}",
-            aws_env(),
-            sensor_bin()
-        )),
-    );
-    p.wait_for("capturing on", Duration::from_secs(30));
-    p
-}
-
-fn podcap(node: &Netns, args: &str) -> (bool, String) {
-    try_sh(&node.exec(&format!(
-        "env {} {} {args} 2>&1",
-        aws_env(),
-        podcap_cli().display()
-    )))
-}
-
-/// Every key in the bucket under `prefix`.
-fn bucket_keys(node: &Netns, prefix: &str) -> Vec<String> {
-    let xml = node.sh(&format!(
-        "curl -sf 'http://127.0.0.1:{S3_PORT}/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}'"
-    ));
-    assert!(!xml.contains("<IsTruncated>true"), "more keys than one listing");
-    xml.split("<Key>")
-        .skip(1)
-        .filter_map(|rest| rest.split("</Key>").next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Waits until the process has said `needle` (at any time since it started).
-fn wait_in_log(proc: &Proc, needle: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !proc.log_text().contains(needle) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} did not say {needle:?}; log:\n{}",
-            proc.name,
-            proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A counter or count of the sensor's `/metrics`.
-fn metric(node: &Netns, name: &str) -> u64 {
-    let text = node.sh("curl -sf http://127.0.0.1:9090/metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
-fn finished_segments(data: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = segments(data);
-    files.retain(|p| p.extension().is_some_and(|e| e == "pcapng"));
-    files
-}
-
-/// (timestamp, bytes) of each frame, sorted: what two captures must share.
-fn frames(frames: &[pcap::Frame]) -> Vec<(u64, Vec<u8>)> {
-    let mut list: Vec<_> = frames.iter().map(|f| (f.ts_ns, f.data.clone())).collect();
-    list.sort();
-    list
-}
 
 #[test]
 fn the_archive_holds_what_the_sensor_recorded_once_and_reads_back_without_it() {
@@ -241,71 +113,6 @@ fn the_archive_holds_what_the_sensor_recorded_once_and_reads_back_without_it() {
         "every segment once, with its manifest",
     );
 }
-
-#[test]
-fn an_unreachable_bucket_holds_the_backlog_and_a_full_store_records_gaps() {
-    let Some(_serial) = privileged() else { return };
-    let (pod, node) = pod_and_node("g");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    // No server yet: the endpoint refuses connections. A small store: the traffic retires
-    // segments by size while they wait.
-    let args = format!(
-        "--iface n0 --data-dir {} --segment-size 64KB --segment-time 1s --max-size 256KB \
-         --archive s3://{BUCKET}/gaps --archive-segments --archive-node node-g --archive-drain 10s",
-        data.display()
-    );
-    let mut sensor = start_archiving_sensor(&node, &args);
-    wait_in_log(&sensor, "the endpoint cannot be reached");
-    udp_burst(&pod, "198.18.7.2", "1400,1400,1400,1400", 200);
-    std::thread::sleep(Duration::from_millis(1500));
-    // Capture went on; the store kept its bound and gave segments up.
-    let written = metric(&node, "podcap_written_packets_total{interface=\"n0\"}");
-    assert!(written >= 800, "capture went on: {written}");
-    let backlog = metric(&node, "podcap_archive_backlog_segments");
-    assert!(backlog >= 1, "segments wait: {backlog}");
-
-    // The server comes: the backlog goes up, the given-up segments become gaps.
-    let _s3 = S3Server::start(&node);
-    let deadline = std::time::Instant::now() + Duration::from_mins(1);
-    while metric(&node, "podcap_archive_backlog_segments") > 0 {
-        assert!(std::time::Instant::now() < deadline, "the backlog never drained");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let skipped = metric(&node, "podcap_archive_skipped_segments_total");
-    assert!(skipped >= 1, "segments were given up: {skipped}");
-    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
-    let keys = bucket_keys(&node, "gaps/podcap/v1/default/nodes/node-g/");
-    let gaps = keys.iter().filter(|k| k.ends_with(".gap.json")).count();
-    assert_eq!(gaps as u64, skipped, "{keys:#?}");
-    // Every segment still in the store was uploaded.
-    let uploaded = keys
-        .iter()
-        .filter(|k| k.ends_with(".json") && !k.ends_with(".gap.json"))
-        .count();
-    assert!(uploaded >= finished_segments(&data).len(), "{keys:#?}");
-
-    // The offline dump says the hole and fails without --allow-partial.
-    let out = dir.path().join("out");
-    let (ok, text) = podcap(
-        &node,
-        &format!(
-            "dump --archive s3://{BUCKET}/gaps --time 10m --dest {}",
-            out.display()
-        ),
-    );
-    assert!(!ok, "{text}");
-    assert!(text.contains("was never uploaded"), "{text}");
-    let (ok, listing) = podcap(&node, &format!("archive ls s3://{BUCKET}/gaps"));
-    assert!(ok && listing.contains("node-g"), "{listing}");
-    report(
-        "the archive's bucket is unreachable while the store fills",
-        "a store of 256KB, 800 packets of 1400 B, the server started late",
-        "the segments the store's size bound retired: recorded as gaps, counted, said by the offline dump",
-        "`the endpoint cannot be reached`; capture went on",
-    );
-}
-
 #[test]
 fn a_missing_bucket_is_named_at_start_and_capture_goes_on() {
     let Some(_serial) = privileged() else { return };
@@ -337,7 +144,6 @@ fn a_missing_bucket_is_named_at_start_and_capture_goes_on() {
         "{text}"
     );
 }
-
 /// Every finished segment of the store in `data` is in the archive under `prefix` exactly
 /// once (one object, one manifest, none orphaned), with no gap, and the offline dump of
 /// it (into `out`) holds exactly the store's frames.

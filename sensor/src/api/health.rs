@@ -124,5 +124,6 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
         "drops": {"kernel": totals.kernel_drops, "ring": totals.ring_drops, "disk": totals.writer_drops},
         "recovery": &*state.recovery,
         "tls": tls,
+        "archive": state.archive.as_ref().map(|a| a.status(crate::sys::realtime_ns())),
     })))
 }

@@ -336,16 +336,23 @@ fn archive_metrics(archive: &crate::archive::ArchiveStats, registry: &mut Regist
     counter(
         registry,
         "archive_failures",
-        "Archive requests that failed (each is retried)",
+        "Archive requests that failed or got no answer within --archive-timeout (each is retried)",
         None,
         archive.failures.load(Relaxed),
     );
     counter(
         registry,
         "archive_skipped_segments",
-        "Segments the store retired before they were uploaded, recorded in the archive as gaps",
+        "Segments the store retired before they were uploaded (gaps), counted when retired",
         None,
-        archive.skipped_segments.load(Relaxed),
+        archive.skipped_segments(),
+    );
+    gauge(
+        registry,
+        "archive_gaps_to_record",
+        "Gaps not recorded in the archive yet (it has not answered since they were given up)",
+        None,
+        saturating_i64(archive.ledger.gaps_to_record_count() as u64),
     );
     gauge(
         registry,

@@ -4,6 +4,7 @@
 //! Addresses come only from `198.18.0.0/15` and `2001:db8::/32`, inside namespaces made here.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod archive;
 pub mod kube_api;
 pub mod pcap;
 pub mod topology;
