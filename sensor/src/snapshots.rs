@@ -176,6 +176,8 @@ pub struct Request {
     pub selection: Selection,
     pub described: SelectionDoc,
     pub expires_ns: Option<u64>,
+    /// What the active segment's interfaces counted so far, for the window's statistics.
+    pub live: Vec<slice::LiveStatistics>,
 }
 
 /// The snapshots of one node.
@@ -444,7 +446,7 @@ impl Snapshots {
                 &refs,
                 (request.from_ns, request.to_ns),
                 &request.selection,
-                slice::Secrets::Delivered,
+                (slice::Secrets::Delivered, &request.live),
                 &mut out,
             ) {
                 Ok(stats) => stats,

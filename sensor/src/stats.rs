@@ -71,6 +71,22 @@ pub struct SlotSnapshot {
     pub written: u64,
 }
 
+impl SlotSnapshot {
+    /// What the interface received, for a statistics block: the kernel's count (`seen`,
+    /// refreshed by the capture thread every second) or, when that lags, what reached user
+    /// space, which is counted per packet: never fewer than the packets written.
+    #[must_use]
+    pub fn interface_received(&self) -> u64 {
+        self.seen.max(self.received)
+    }
+
+    /// What podcap itself lost: the user-space ring and the disk.
+    #[must_use]
+    pub fn sensor_drops(&self) -> u64 {
+        self.ring_drops.saturating_add(self.writer_drops)
+    }
+}
+
 impl Stats {
     #[must_use]
     pub fn new(slots: usize) -> Self {

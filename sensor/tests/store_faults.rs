@@ -229,6 +229,23 @@ fn markers(file: &Path, size: usize) -> usize {
         .count()
 }
 
+/// What the file's Interface Statistics Blocks say was received, added up (`None`: it has
+/// none).
+fn received_by_statistics(file: &Path) -> Option<u64> {
+    use podcap_sensor::pcapng::read::{parse_statistics, Blocks, Section};
+    let bytes = std::fs::read(file).unwrap();
+    let mut section = Section::default();
+    let mut received = None;
+    for block in Blocks::new(&bytes) {
+        let block = block.unwrap();
+        section.observe(&block).unwrap();
+        if let Ok(Some(stats)) = parse_statistics(&block, &section) {
+            *received.get_or_insert(0) += stats.received.unwrap_or(0);
+        }
+    }
+    received
+}
+
 #[test]
 fn windows_until_now_hold_the_newest_packets_and_end_at_the_request() {
     let Some(_serial) = privileged() else { return };
@@ -267,6 +284,14 @@ fn windows_until_now_hold_the_newest_packets_and_end_at_the_request() {
             markers(&download, dump_size),
             1,
             "round {round}: the download holds the marker"
+        );
+        // The window lies in the active segment, which has no statistics block yet: the
+        // file still says what its interface received and lost.
+        let received = received_by_statistics(&download);
+        let packets = pcap::read_segments(std::slice::from_ref(&download)).len() as u64;
+        assert!(
+            received.is_some_and(|r| r >= packets && packets > 0),
+            "round {round}: statistics {received:?} for {packets} packets"
         );
     }
     // A window reaching into the future ends at the request, and says so; one starting

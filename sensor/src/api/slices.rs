@@ -201,6 +201,40 @@ pub(super) fn load_index(state: &ApiState) -> Result<Index, AppError> {
         .map_err(|e| AppError::Internal(format!("reading the index: {e}")))
 }
 
+/// What the active segment's interfaces counted since its statistics began, when
+/// `segments` holds the active segment: the counters now minus those the view says its
+/// statistics began with. A window inside the active segment gets statistics blocks too.
+pub(super) fn live_statistics(state: &ApiState, segments: &[SegmentRecord]) -> Vec<slice::LiveStatistics> {
+    let Some(view) = &state.view else {
+        return Vec::new();
+    };
+    let view = view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(active) = &view.active else {
+        return Vec::new();
+    };
+    if !segments.iter().any(|s| s.seq == active.seq) {
+        return Vec::new();
+    }
+    let now_ns = sys::realtime_ns();
+    view.active_interfaces
+        .iter()
+        .map(|interface| {
+            let now = state.stats.snapshot(interface.slot as usize);
+            let since = interface.since;
+            (
+                interface.name.clone(),
+                crate::pcapng::InterfaceStatistics {
+                    start_ns: since.end_ns,
+                    end_ns: now_ns,
+                    received: now.interface_received().saturating_sub(since.received),
+                    kernel_drops: now.kernel_drops.saturating_sub(since.kernel_drops),
+                    sensor_drops: now.sensor_drops().saturating_sub(since.sensor_drops),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Segments overlapping `[from, to)`, the active one included when the writer shares it.
 pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
     if let Some(view) = &state.view {
@@ -311,6 +345,7 @@ pub(super) async fn snapshot(
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("snapshots"))?;
     let segments = overlapping(&state, from, to)?;
+    let live = live_statistics(&state, &segments);
     let (tx, rx) = mpsc::channel(8);
     let dir = state.data_dir.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -321,7 +356,8 @@ pub(super) async fn snapshot(
             runtime,
         };
         let refs: Vec<&SegmentRecord> = segments.iter().collect();
-        if let Err(e) = slice::write_segments(&dir, &refs, (from, to), &selection, secrets, &mut out) {
+        if let Err(e) = slice::write_segments(&dir, &refs, (from, to), &selection, (secrets, &live), &mut out)
+        {
             log::warn!("snapshot [{from}, {to}) ended early: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other("the snapshot could not be completed")));
         }

@@ -161,11 +161,16 @@ pub(super) async fn create(
             namespaces: asked.namespaces,
         },
         expires_ns,
+        live: Vec::new(),
     };
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("slices"))?;
     let segments = overlapping(&state, from, to)?;
+    let request = snapshots::Request {
+        live: super::slices::live_statistics(&state, &segments),
+        ..request
+    };
     let data_dir = state.data_dir.clone();
     let manifest: Manifest = blocking(
         move || {

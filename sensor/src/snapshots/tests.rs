@@ -10,6 +10,7 @@ fn request(name: &str, expires_ns: Option<u64>) -> Request {
         selection: Selection::default(),
         described: SelectionDoc::default(),
         expires_ns,
+        live: Vec::new(),
     }
 }
 

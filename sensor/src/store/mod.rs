@@ -85,6 +85,19 @@ pub enum StoreError {
 pub struct StoreView {
     pub index: Index,
     pub active: Option<SegmentRecord>,
+    /// The interfaces of the active segment, for the part of a window's statistics that
+    /// no statistics block holds yet.
+    pub active_interfaces: Vec<ActiveInterface>,
+}
+
+/// An interface of the active segment: its slot, its name, and the slot's counters when
+/// the active segment's statistics began (the previous segment's close; zero: the start).
+/// What happened since is the slot's counters now minus these.
+#[derive(Clone, Debug)]
+pub struct ActiveInterface {
+    pub slot: u32,
+    pub name: String,
+    pub since: crate::pcapng::InterfaceStatistics,
 }
 
 /// Shared between the writer (which updates it) and readers.

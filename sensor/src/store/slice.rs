@@ -217,6 +217,9 @@ pub struct Slicer {
     statistics: bool,
     /// Per output interface: the statistics of the segments read.
     window: Vec<Option<WindowStatistics>>,
+    /// What the active segment's interfaces counted since its statistics began (no block
+    /// holds it yet), by interface name: added to the window's statistics.
+    live: Vec<LiveStatistics>,
     /// The secrets to deliver, in a slice asked for them.
     secrets: Option<SliceSecrets>,
 }
@@ -241,6 +244,7 @@ impl Default for Slicer {
             damage: Vec::new(),
             statistics: false,
             window: Vec::new(),
+            live: Vec::new(),
             secrets: None,
         }
     }
@@ -295,6 +299,14 @@ impl Slicer {
             secrets: Some(SliceSecrets::default()),
             ..self
         }
+    }
+
+    /// Adds what the active segment's interfaces counted since its statistics began to
+    /// the window's statistics (a window reaching into the active segment).
+    #[must_use]
+    pub fn live_statistics(mut self, live: &[LiveStatistics]) -> Self {
+        self.live = live.to_vec();
+        self
     }
 
     /// This slicer delivers the TLS secrets or leaves them out, as `secrets` says.
@@ -867,6 +879,7 @@ impl Slicer {
         }
         self.release(u64::MAX);
         if self.statistics {
+            self.add_live_statistics();
             self.write_window_statistics(from, to);
         }
         self.write_damage_note();
@@ -938,10 +951,13 @@ pub fn write_slice(
         &index.overlapping(from, to),
         (from, to),
         selection,
-        Secrets::LeftOut,
+        (Secrets::LeftOut, &[]),
         out,
     )
 }
+
+/// What an interface of the active segment counted since its statistics began, by name.
+pub type LiveStatistics = (String, crate::pcapng::InterfaceStatistics);
 
 /// Whether a slice carries the TLS secrets of the sessions it delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -953,16 +969,17 @@ pub enum Secrets {
 }
 
 /// Writes the slice `[from, to)` of `segments` as one complete pcapng stream, with the
-/// window's statistics and, when asked, its sessions' secrets.
+/// window's statistics (with what the active segment's interfaces counted so far, `live`)
+/// and, when asked, its sessions' secrets.
 pub fn write_segments(
     dir: &Path,
     segments: &[&SegmentRecord],
     (from, to): (u64, u64),
     selection: &Selection,
-    secrets: Secrets,
+    (secrets, live): (Secrets, &[LiveStatistics]),
     out: &mut impl Write,
 ) -> Result<SliceStats, SliceError> {
-    let mut slicer = Slicer::with_statistics().secrets(secrets);
+    let mut slicer = Slicer::with_statistics().secrets(secrets).live_statistics(live);
     slicer.write(dir, segments, from, to, selection, out)
 }
 

@@ -209,6 +209,7 @@ impl SegmentWriter {
             view: Arc::new(RwLock::new(StoreView {
                 index: index.clone(),
                 active: None,
+                active_interfaces: Vec::new(),
             })),
             index,
             buffered: Vec::with_capacity(16_384),
@@ -295,10 +296,31 @@ impl SegmentWriter {
                 bytes: a.bytes(),
                 ..a.record.clone()
             });
-        self.view
+        let interfaces = self
+            .ids
+            .by_slot
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| id.is_some())
+            .filter_map(|(slot, _)| {
+                Some(super::ActiveInterface {
+                    slot: slot as u32,
+                    name: self.slots.get(slot)?.as_ref()?.name.clone(),
+                    since: self
+                        .closed_statistics
+                        .get(slot)
+                        .copied()
+                        .flatten()
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        let mut view = self
+            .view
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .active = active;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        view.active = active;
+        view.active_interfaces = interfaces;
     }
 
     /// Changes the retention limits; they apply at once.

@@ -51,9 +51,9 @@ pub(crate) fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> Int
     InterfaceStatistics {
         start_ns,
         end_ns: sys::realtime_ns(),
-        received: s.seen,
+        received: s.interface_received(),
         kernel_drops: s.kernel_drops,
-        sensor_drops: s.ring_drops + s.writer_drops,
+        sensor_drops: s.sensor_drops(),
     }
 }
 

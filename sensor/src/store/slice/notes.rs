@@ -48,6 +48,28 @@ pub(super) struct WindowStatistics {
 }
 
 impl Slicer {
+    /// Adds what the active segment's interfaces counted so far to the window's statistics
+    /// of the output interfaces of those names.
+    pub(super) fn add_live_statistics(&mut self) {
+        for (name, live) in std::mem::take(&mut self.live) {
+            let outs: Vec<usize> = self
+                .declared
+                .iter()
+                .filter(|((declared, _), _)| *declared == name)
+                .map(|(_, &out)| out)
+                .collect();
+            for out in outs {
+                if self.window.len() <= out {
+                    self.window.resize(out + 1, None);
+                }
+                let sum = self.window[out].get_or_insert_default();
+                sum.received = sum.received.saturating_add(live.received);
+                sum.interface_drops = sum.interface_drops.saturating_add(live.kernel_drops);
+                sum.os_drops = sum.os_drops.saturating_add(live.sensor_drops);
+            }
+        }
+    }
+
     /// Adds a statistics block of a segment to its interface's window statistics.
     pub(super) fn note_statistics(
         &mut self,
