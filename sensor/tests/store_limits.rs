@@ -203,6 +203,13 @@ impl Drop for SmallDisk {
 
 /// "N packets seen, M written; drops: kernel a, ring b, writer c" of the sensor's last line.
 fn final_counts(log: &str) -> (u64, u64, u64) {
+    let [seen, written, kernel, ring, disk] = last_words(log);
+    (seen, written, kernel + ring + disk)
+}
+
+/// The counts of the sensor's last words: seen, written, and drops in the kernel, the
+/// ring and the disk.
+fn last_words(log: &str) -> [u64; 5] {
     let line = log
         .lines()
         .find(|l| l.contains("packets seen,"))
@@ -211,8 +218,7 @@ fn final_counts(log: &str) -> (u64, u64, u64) {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
-    let tail = &numbers[numbers.len() - 5..];
-    (tail[0], tail[1], tail[2] + tail[3] + tail[4])
+    numbers[numbers.len() - 5..].try_into().unwrap()
 }
 
 /// A small ext4 file system at `path` on a loop image beside it: a disk as a node's store
@@ -524,16 +530,8 @@ impl Drop for WriteThrottle {
 
 /// (kernel, ring, disk) drops of the sensor's last words.
 fn drops_by_stage(log: &str) -> (u64, u64, u64) {
-    let line = log
-        .lines()
-        .find(|l| l.contains("packets seen,"))
-        .unwrap_or_else(|| panic!("no final counts in:\n{log}"));
-    let numbers: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    let tail = &numbers[numbers.len() - 3..];
-    (tail[0], tail[1], tail[2])
+    let [_, _, kernel, ring, disk] = last_words(log);
+    (kernel, ring, disk)
 }
 
 /// A disk slower than the traffic (the sensor's writes throttled to 1 MB/s, 5 MB/s of
