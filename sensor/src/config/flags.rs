@@ -51,11 +51,11 @@ pub struct Args {
     #[arg(long, default_value = "1m", value_name = "DUR")]
     pub segment_time: String,
     /// Total size of the store; oldest segments are deleted beyond it [default: 500MB, or
-    /// pcapdump.maxSize of --config].
+    /// pcapdump.maxSize of --targeting].
     #[arg(long, value_name = "SIZE")]
     pub max_size: Option<String>,
     /// Time window of the store; older segments are deleted [default: 1h, or
-    /// pcapdump.maxTime of --config].
+    /// pcapdump.maxTime of --targeting].
     #[arg(long, value_name = "DUR")]
     pub max_time: Option<String>,
     /// Keep this much of the store's file system free by retiring the oldest segments
