@@ -247,6 +247,9 @@ async fn snapshot_holds_exactly_the_slice_in_order() {
     let got = packets(&body);
     assert_eq!(got.len(), 50);
     assert!(got.iter().all(|(name, _)| name == "eth1"));
+    // The name a merged file shows (`SENSOR/eth1`) selects the same.
+    let (_, _, shown) = get(&s, &format!("{uri}&iface=node-a:9090/eth1"), None).await;
+    assert_eq!(packets(&shown), got);
 
     let (_, _, body) = get(&s, "/api/v1/snapshot?last=1h", None).await;
     assert_eq!(packets(&body).len(), 300);
@@ -275,7 +278,11 @@ async fn bad_input_is_a_400_naming_the_problem() {
         ),
         (
             "/api/v1/snapshot?last=5m&iface=eth9",
-            "unknown interface \"eth9\"",
+            "unknown interface \"eth9\"; this sensor records eth0, eth1",
+        ),
+        (
+            "/api/v1/snapshot?last=5m&iface=node-a:9090/eth9",
+            "unknown interface \"node-a:9090/eth9\"",
         ),
         ("/api/v1/segments?to=soon", "to: invalid time"),
         ("/api/v1/segments?foo=bar", "unknown field `foo`"),

@@ -417,17 +417,25 @@ pub(super) fn check_span(state: &ApiState, from: u64, to: u64) -> Result<(), App
 /// The `iface=a,b` parameter, checked against the captured interfaces.
 fn interfaces(state: &ApiState, list: Option<&str>) -> Result<Option<Vec<String>>, AppError> {
     let Some(list) = list else { return Ok(None) };
-    let names: Vec<String> = list.split(',').map(str::to_owned).collect();
     // An empty list: interfaces come and go (Kubernetes mode), nothing to check against.
-    if let Some(unknown) = names
-        .iter()
-        .find(|n| !state.interfaces.is_empty() && !state.interfaces.contains(n))
-    {
-        return Err(AppError::BadRequest(format!(
-            "iface: unknown interface {unknown:?}"
-        )));
+    if state.interfaces.is_empty() {
+        return Ok(Some(list.split(',').map(str::to_owned).collect()));
     }
-    Ok(Some(names))
+    // A name as a merged file shows it (`SENSOR/eth0`) is this sensor's `eth0`.
+    list.split(',')
+        .map(|name| {
+            let known = |n: &str| state.interfaces.iter().any(|i| i == n);
+            match name.rsplit_once('/') {
+                _ if known(name) => Ok(name.to_owned()),
+                Some((_, own)) if known(own) => Ok(own.to_owned()),
+                _ => Err(AppError::BadRequest(format!(
+                    "iface: unknown interface {name:?}; this sensor records {}",
+                    state.interfaces.join(", ")
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 pub(super) async fn live(
