@@ -402,6 +402,7 @@ fn api_state(
         recordings: Some(kept.recordings),
         archive: archive.map(|a| Arc::clone(&a.stats)),
         tls_secrets: config.tls_secrets,
+        kubernetes: config.kubernetes.is_some(),
         ..api_state
     }
 }

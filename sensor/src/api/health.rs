@@ -110,6 +110,10 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
         })
     });
     Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": if state.kubernetes { "kubernetes" } else { "standalone" },
+        "interfaces": recorded_interfaces(&state),
+        "settings": state.settings.as_ref().map(|s| s.view()),
         "recording": recording,
         "ready": reason.is_none(),
         "notReadyBecause": reason,
@@ -126,4 +130,15 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
         "tls": tls,
         "archive": state.archive.as_ref().map(|a| a.status(crate::sys::realtime_ns())),
     })))
+}
+
+/// The interfaces the sensor records now, as its files name them: those given at start,
+/// and in Kubernetes mode each targeted pod's (`namespace/pod/eth0`).
+fn recorded_interfaces(state: &ApiState) -> Vec<String> {
+    let pods = state
+        .stats
+        .pods()
+        .into_iter()
+        .map(|(_, pod)| format!("{}/{}/{}", pod.namespace, pod.pod, pod.interface));
+    state.recorded_interfaces.iter().cloned().chain(pods).collect()
 }

@@ -28,24 +28,28 @@ use crate::stats::SlotSnapshot;
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, AppError> {
-    let mut registry = Registry::with_prefix("podcap");
+    let mut root = Registry::default();
+    process_metrics(&mut root);
+    let registry = root.sub_registry_with_prefix("podcap");
     registry.register(
         "build",
         "The sensor's version",
         Info::new(vec![("version", LabelValue::from(env!("CARGO_PKG_VERSION")))]),
     );
-    capture_metrics(&state, &mut registry);
+    capture_metrics(&state, registry);
     let index = load_index(&state)?;
-    store_metrics(&state, &index, &mut registry);
-    health_metrics(&state, &index, &mut registry);
+    store_metrics(&state, &index, registry);
+    health_metrics(&state, &index, registry);
+    budget_metrics(&state, registry);
+    api_metrics(&state.traffic, registry);
     if let Some(archive) = &state.archive {
-        archive_metrics(archive, &mut registry);
+        archive_metrics(archive, registry);
     }
     if let Some(tls) = &state.tls_counters {
-        tls_metrics(tls, &mut registry);
+        tls_metrics(tls, registry);
     }
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)
+    prometheus_client::encoding::text::encode(&mut text, &root)
         .map_err(|e| AppError::Internal(format!("encoding the metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
@@ -123,6 +127,136 @@ fn counter(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, 
     let counter = Counter::<u64>::default();
     counter.inc_by(value);
     register(registry, name, help, unit, counter);
+}
+
+/// The process as the Prometheus client libraries describe every program, under their
+/// names (no `podcap_` prefix: dashboards and alerts written for any process work).
+/// Absent, and logged, when `/proc` cannot be read.
+fn process_metrics(registry: &mut Registry) {
+    let stats = match crate::sys::process::process_stats() {
+        Ok(stats) => stats,
+        Err(e) => {
+            log::warn!("/metrics: the process_* families are left out: /proc: {e}");
+            return;
+        }
+    };
+    seconds_gauge(
+        registry,
+        "process_start_time",
+        "Start time of the process since unix epoch in seconds",
+        stats.start_time_seconds,
+    );
+    let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+    cpu.inc_by(stats.cpu_seconds);
+    registry.register_with_unit(
+        "process_cpu",
+        "Total user and system CPU time spent in seconds",
+        Unit::Seconds,
+        cpu,
+    );
+    gauge(
+        registry,
+        "process_resident_memory",
+        "Resident memory size in bytes",
+        Some(Unit::Bytes),
+        saturating_i64(stats.resident_memory_bytes),
+    );
+    gauge(
+        registry,
+        "process_open_fds",
+        "Number of open file descriptors",
+        None,
+        saturating_i64(stats.open_fds),
+    );
+}
+
+/// Requests by the route they matched and their status, and the bytes downloads served.
+fn api_metrics(traffic: &super::ApiTraffic, registry: &mut Registry) {
+    let requests = counters(
+        registry,
+        "api_requests",
+        "API requests answered, by route template (unmatched: no route) and HTTP status",
+        None,
+    );
+    for ((route, status), count) in traffic.requests() {
+        requests
+            .get_or_create(&vec![
+                ("route", LabelValue(route)),
+                ("status", LabelValue(status.to_string())),
+            ])
+            .inc_by(count);
+    }
+    let served = counters(
+        registry,
+        "api_served",
+        "Bytes of download bodies (pcapng) handed to clients, by route template",
+        Some(Unit::Bytes),
+    );
+    for (route, bytes) in traffic.served_bytes() {
+        served
+            .get_or_create(&vec![("route", LabelValue::from(route))])
+            .inc_by(bytes);
+    }
+}
+
+/// The retention settings in force, and how much of the snapshots' and recording jobs'
+/// budgets is used.
+fn budget_metrics(state: &ApiState, registry: &mut Registry) {
+    if let Some(settings) = &state.settings {
+        gauge(
+            registry,
+            "retention_max",
+            "The store's size limit in force (--max-size, or its change through the API or the targeting file)",
+            Some(Unit::Bytes),
+            saturating_i64(settings.max_size()),
+        );
+        gauge(
+            registry,
+            "retention_max",
+            "The store's time limit in force (--max-time, or its change through the API or the targeting file)",
+            Some(Unit::Seconds),
+            saturating_i64(settings.max_time().as_secs()),
+        );
+    }
+    let now_ns = crate::sys::realtime_ns();
+    if let Some(snapshots) = &state.snapshots {
+        match snapshots.list(now_ns) {
+            Ok(listing) => {
+                gauge(
+                    registry,
+                    "snapshots",
+                    "Bytes the kept snapshots use of their budget",
+                    Some(Unit::Bytes),
+                    saturating_i64(listing.used_bytes),
+                );
+                gauge(
+                    registry,
+                    "snapshots_max",
+                    "The kept snapshots' budget (--snapshot-max-size)",
+                    Some(Unit::Bytes),
+                    saturating_i64(listing.max_bytes),
+                );
+            }
+            Err(e) => log::warn!("/metrics: the snapshots' budget is left out: {e}"),
+        }
+    }
+    if let Some(recordings) = &state.recordings {
+        let listing = recordings.list(now_ns);
+        gauge(
+            registry,
+            "recordings",
+            "Bytes the recording jobs' iterations use of their budget",
+            Some(Unit::Bytes),
+            saturating_i64(listing.used_bytes),
+        );
+        gauge(
+            registry,
+            "recordings_max",
+            "The recording jobs' budget (--recordings-max-size)",
+            Some(Unit::Bytes),
+            saturating_i64(listing.max_bytes),
+        );
+    }
 }
 
 /// What became of the TLS secrets (`--tls-secrets`).

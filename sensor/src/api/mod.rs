@@ -34,6 +34,8 @@
 //!   `CREATE_TIMEOUT` (the snapshot is still made if the client goes away).
 //! - Query parameters a handler does not know are a 400, like bad values.
 //! - `openapi.json` describes every endpoint as it answers; schemathesis checks that.
+//! - Every request is counted by the route it matched and its status, and downloads by
+//!   the bytes they served (`traffic.rs`), for `/metrics`.
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
@@ -56,10 +58,12 @@ mod recordings;
 pub mod server;
 mod slices;
 mod snapshots;
+mod traffic;
 
 pub use self::{
     config::ConfigQuery,
     slices::{RangeQuery, SegmentInfo, SliceQuery},
+    traffic::{ApiTraffic, UNMATCHED},
 };
 
 /// Snapshots served at once; more get 503.
@@ -128,6 +132,11 @@ pub struct ApiState {
     pub tls_counters: Option<crate::tls::TlsCounters>,
     /// Time a request's body has to arrive whole ([`BODY_TIMEOUT`]).
     pub body_timeout: Duration,
+    /// What the API served (`/metrics`: requests by route and status, download bytes).
+    pub traffic: Arc<ApiTraffic>,
+    /// The sensor follows the pods of a Kubernetes node (`--kubernetes`), rather than
+    /// interfaces named at start (`/api/v1/status`'s `mode`).
+    pub kubernetes: bool,
 }
 
 impl ApiState {
@@ -156,6 +165,8 @@ impl ApiState {
             settings: None,
             recovery: Arc::default(),
             body_timeout: BODY_TIMEOUT,
+            traffic: Arc::default(),
+            kubernetes: false,
         }
     }
 }
@@ -242,6 +253,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(protected)
         .layer(axum::middleware::from_fn(response_timeout))
+        // Outermost: every answer is counted, the token check's and the timeouts' too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            traffic::count_requests,
+        ))
         .with_state(state)
 }
 

@@ -6,6 +6,7 @@
 pub mod bpf;
 pub mod netns;
 pub mod pcap;
+pub mod process;
 pub mod xsk;
 
 use std::{
