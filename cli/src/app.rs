@@ -35,6 +35,7 @@ mod empty;
 mod kept;
 mod live_command;
 mod segments;
+mod status;
 
 #[derive(Parser)]
 #[command(
@@ -311,6 +312,27 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// What every sensor is doing: version, mode, interfaces, what its store holds, drops,
+    /// settings, TLS probes, archive backlog. Exits non-zero naming any that did not answer.
+    Status {
+        /// `table` for people, `json` or `yaml` for scripts (each sensor's whole status).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The client's version and every sensor's (as `kubectl version`). Exits non-zero
+    /// naming any sensor that did not answer.
+    Version {
+        /// Only the client's version: no sensor is asked.
+        #[arg(long)]
+        client: bool,
+        /// `table` for people, `json` or `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// List what each sensor holds.
     Segments {
         /// `table` for people, `json` or `yaml` for scripts (times as RFC 3339 to the nanosecond).
@@ -518,6 +540,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config::command(&change, consent, output, &connection)
         }
         Command::Segments { output, connection } => segments_command(&connection, output),
+        Command::Status { output, connection } => status::status_command(&connection, output),
+        Command::Version {
+            client,
+            output,
+            connection,
+        } => status::version_command(client, &connection, output),
         Command::Live {
             count,
             select,
