@@ -16,6 +16,9 @@
 //!   in its window.
 //! - When anything was lost, the output ends with a note of its own: a section whose
 //!   comments name every loss, so the file itself says it is incomplete.
+//! - Every packet is written as its input gave it, unless [`MergeOptions::one_copy`] asks
+//!   that a packet one input recorded on two of its interfaces (routed between two pods of
+//!   one node) be written once (rules in `merge/one_copy.rs`).
 use std::{
     cmp::Reverse,
     collections::BinaryHeap,
@@ -27,6 +30,18 @@ use crate::pcapng::{
     secrets::parse_decryption_secrets,
     BlockWriter, Direction, InterfaceDescription, InterfaceStatistics, BLOCK_SHB, DAMAGE_PREFIX,
 };
+
+mod one_copy;
+
+pub use self::one_copy::COPY_WINDOW_NS;
+
+/// How the inputs are merged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MergeOptions {
+    /// Write once a packet an input recorded on two of its interfaces (see
+    /// `merge/one_copy.rs`); without it every copy is written, as recorded.
+    pub one_copy: bool,
+}
 
 /// One input: a label for its interfaces and its bytes.
 pub struct Input<R> {
@@ -68,6 +83,8 @@ pub struct MergeStats {
     pub bytes: u64,
     /// Everything lost on the way, each line naming its input (`node-a: ...`).
     pub losses: Vec<String>,
+    /// Copies left out by [`MergeOptions::one_copy`] (packets written once instead of twice).
+    pub copies_left_out: u64,
 }
 
 /// Output ids of interfaces, by input and (name, link type): a section that declares an
@@ -76,6 +93,8 @@ pub struct MergeStats {
 struct Interfaces {
     ids: std::collections::HashMap<(usize, String, u16), u32>,
     next: u32,
+    /// The link type of each output id.
+    link_types: Vec<u16>,
     statistics: std::collections::BTreeMap<u32, InterfaceStatistics>,
 }
 
@@ -144,6 +163,7 @@ impl<R: Read> Cursor<R> {
                         link_type: iface.link_type,
                         snaplen: iface.snaplen,
                     });
+                    interfaces.link_types.push(iface.link_type);
                     interfaces.next += 1;
                     interfaces.next - 1
                 });
@@ -199,6 +219,16 @@ pub fn merge<R: Read>(
     comments: &[String],
     out: &mut impl Write,
 ) -> std::io::Result<MergeStats> {
+    merge_with(inputs, comments, out, MergeOptions::default())
+}
+
+/// [`merge`], with `options`.
+pub fn merge_with<R: Read>(
+    inputs: Vec<Input<R>>,
+    comments: &[String],
+    out: &mut impl Write,
+    options: MergeOptions,
+) -> std::io::Result<MergeStats> {
     let mut blocks = BlockWriter::with_capacity(2 << 20);
     blocks.section_header_with_comments(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"), comments);
     let mut interfaces = Interfaces::default();
@@ -222,11 +252,28 @@ pub fn merge<R: Read>(
             heap.push(Reverse((h.ts, n)));
         }
     }
+    let mut one_copy = options.one_copy.then(one_copy::OneCopy::default);
     while let Some(Reverse((_, n))) = heap.pop() {
         let cursor = &mut cursors[n];
-        if let Some(h) = &cursor.head {
-            blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
-            stats.packets += 1;
+        match (&mut one_copy, cursor.head.take()) {
+            (Some(one_copy), Some(h)) => {
+                let link_type = interfaces
+                    .link_types
+                    .get(h.interface as usize)
+                    .copied()
+                    .unwrap_or_default();
+                one_copy.offer(n, h, link_type, &mut |h| {
+                    blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
+                    stats.packets += 1;
+                });
+            }
+            (None, Some(h)) => {
+                blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
+                stats.packets += 1;
+                // Its buffer is reused for the input's next packet.
+                cursor.head = Some(h);
+            }
+            (_, None) => {}
         }
         cursor.advance(n, &mut blocks, &mut interfaces, &mut passed, &mut stats.losses);
         if let Some(h) = &cursor.head {
@@ -237,6 +284,13 @@ pub fn merge<R: Read>(
             stats.bytes += blocks.len() as u64;
             blocks.clear();
         }
+    }
+    if let Some(one_copy) = &mut one_copy {
+        one_copy.finish(&mut |h| {
+            blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
+            stats.packets += 1;
+        });
+        stats.copies_left_out = one_copy.copies_left_out;
     }
     for (&id, sum) in &mut interfaces.statistics {
         if sum.start_ns == u64::MAX {

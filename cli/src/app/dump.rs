@@ -60,6 +60,12 @@ pub(super) struct DumpArgs {
     /// Replace a file of the same name in --dest.
     #[arg(long)]
     force: bool,
+    /// Write once each packet a node recorded on two of its pods' interfaces (traffic
+    /// routed between two recorded pods of one node), on the interface it left through
+    /// (the sending pod's), so Wireshark does not take the second copy for a
+    /// retransmission. Without it the file is as recorded: both copies.
+    #[arg(long)]
+    one_copy: bool,
     /// Leave the TLS secrets out. Without it, a window of the stores carries the
     /// secrets of the sessions it holds (from sensors run with --tls-secrets, to the
     /// admin token only), so Wireshark reads them in clear; kept snapshots, recordings
@@ -89,11 +95,16 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
         allow_partial,
         allow_empty,
         force,
+        one_copy,
         no_secrets,
         archive,
         offline,
         connection,
     } = args;
+    let writing = Writing {
+        force,
+        merge: merge::MergeOptions { one_copy },
+    };
     if let Some(url) = archive {
         let kept = match (snapshot, recording) {
             (Some(name), _) => Some(crate::archive::Kept::Snapshot(name)),
@@ -110,7 +121,7 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
                 allow_partial,
                 allow_empty,
             },
-            force,
+            writing,
         );
     }
     let wanted = wanted(&window, &select, (snapshot, recording), !no_secrets)?;
@@ -122,7 +133,7 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
             allow_partial,
             allow_empty,
         },
-        force,
+        writing,
     )
 }
 
@@ -210,6 +221,27 @@ struct Tolerance {
     allow_empty: bool,
 }
 
+/// What the Section Header says of a `--one-copy` file.
+const ONE_COPY_NOTE: &str = "one copy (--one-copy): a packet a node recorded on two of its interfaces \
+     (routed between two of its pods) is written once, on the interface it left through";
+
+/// Says how many copies `--one-copy` left out.
+fn say_copies_left_out(stats: &merge::MergeStats) {
+    if stats.copies_left_out > 0 {
+        eprintln!(
+            "podcap: --one-copy: {} recorded on two interfaces of one node written once",
+            count(stats.copies_left_out, "packet")
+        );
+    }
+}
+
+/// How the file is written: over an existing one (`--force`), and merged how.
+#[derive(Clone, Copy)]
+struct Writing {
+    force: bool,
+    merge: merge::MergeOptions,
+}
+
 impl Wanted {
     /// The path asked of a sensor: with `secrets=true` when the secrets are wanted and the
     /// sensor knows the parameter (`older`: it said it does not).
@@ -228,9 +260,9 @@ fn dump(
     wanted: &Wanted,
     dest: &str,
     tolerance: Tolerance,
-    force: bool,
+    writing: Writing,
 ) -> Result<ExitCode> {
-    let dest = Dest::parse(dest, &wanted.file_name, force)?;
+    let dest = Dest::parse(dest, &wanted.file_name, writing.force)?;
     let to_stdout = dest == Dest::Stdout;
     let folder = dest.work_folder();
     let sensors = &reached.sensors;
@@ -263,6 +295,9 @@ fn dump(
     if !failed.is_empty() {
         comments.push(format!("failed: {}", failed.join("; ")));
     }
+    if writing.merge.one_copy {
+        comments.push(ONE_COPY_NOTE.to_owned());
+    }
     let asked = holders.len() + reached.unreachable.len();
     let every_sensor_failed = failed.len() == asked;
     if to_stdout && every_sensor_failed {
@@ -290,8 +325,8 @@ fn dump(
             });
         }
     }
-    let (target, stats) = crate::dest::write(&dest, &wanted.file_name, force, |mut out| {
-        let stats = merge::merge(opened, &comments, &mut out)?;
+    let (target, stats) = crate::dest::write(&dest, &wanted.file_name, writing.force, |mut out| {
+        let stats = merge::merge_with(opened, &comments, &mut out, writing.merge)?;
         if every_sensor_failed && stats.packets == 0 {
             bail!("no sensor could give its slice; nothing written");
         }
@@ -307,6 +342,7 @@ fn dump(
             count(packets.iter().flatten().count() as u64, "sensor")
         );
     }
+    say_copies_left_out(&stats);
     for loss in &stats.losses {
         eprintln!("podcap: lost: {loss}");
     }
@@ -516,7 +552,7 @@ fn offline_dump(
     kept: Option<crate::archive::Kept>,
     dest: &str,
     tolerance: Tolerance,
-    force: bool,
+    writing: Writing,
 ) -> Result<ExitCode> {
     if let Some(filter) = &select.filter {
         bail!(
@@ -528,7 +564,7 @@ fn offline_dump(
     let query = offline_query(offline, window, select, kept)?;
     let dest_arg = dest;
     let (title, file_name) = offline_names(&query)?;
-    let dest = Dest::parse(dest_arg, &file_name, force)?;
+    let dest = Dest::parse(dest_arg, &file_name, writing.force)?;
     let (archive, runtime) = crate::archive::open(url, &offline.cluster)?;
     let collected = runtime.block_on(crate::archive::collect(
         &archive,
@@ -569,9 +605,13 @@ fn offline_dump(
         ));
     }
     let inputs = crate::archive::inputs_by_node(collected.parts);
-    let (target, stats) = crate::dest::write(&dest, &file_name, force, |mut out| {
-        Ok(merge::merge(inputs, &comments, &mut out)?)
+    if writing.merge.one_copy {
+        comments.push(ONE_COPY_NOTE.to_owned());
+    }
+    let (target, stats) = crate::dest::write(&dest, &file_name, writing.force, |mut out| {
+        Ok(merge::merge_with(inputs, &comments, &mut out, writing.merge)?)
     })?;
+    say_copies_left_out(&stats);
     if let Some(target) = &target {
         eprintln!(
             "podcap: wrote {} ({}, {}) from {} of {}: {}, {} read, {} fetched",
