@@ -324,3 +324,74 @@ fn recording_stops_and_resumes_through_podcap_config() {
         "{settings}"
     );
 }
+
+/// Traffic routed between two recorded interfaces of one node is in its slice twice (it
+/// crossed both), and Wireshark takes each second TCP copy for a retransmission;
+/// `podcap dump --one-copy` writes each packet once, on the interface it left through.
+#[test]
+fn one_copy_writes_a_routed_packet_once_and_wireshark_sees_no_retransmission() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("u");
+    t.a.sh("ip route add default via 198.18.0.2");
+    t.b.sh("ip route add default via 198.18.1.2");
+    t.n.sh("sysctl -qw net.ipv4.ip_forward=1");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!("--iface n0 --iface n1 --data-dir {}", data.display()),
+    );
+    let mut iperf = Proc::spawn(
+        "iperf3 server",
+        &t.b.exec("iperf3 -s -1 -B 198.18.1.1 --forceflush"),
+    );
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    t.a.sh("iperf3 -c 198.18.1.1 -n 2M -b 100M");
+    // The window ends at the request, which the sensor flushes for: no wait needed.
+    let dump = |file: &std::path::Path, extra: &str| {
+        try_sh(&t.n.exec(&format!(
+            "{} dump --time 1m --filter 'tcp port 5201' {extra} --dest {} --sensor http://127.0.0.1:9090",
+            podcap_cli().display(),
+            file.display()
+        )))
+    };
+    let (both, once) = (dir.path().join("both.pcapng"), dir.path().join("once.pcapng"));
+    let (ok, text) = dump(&both, "");
+    assert!(ok, "{text}");
+    let (ok, text) = dump(&once, "--one-copy");
+    assert!(ok && text.contains("written once"), "{text}");
+    assert_tshark_clean(&once);
+    let count = |file: &std::path::Path, filter: &str| -> usize {
+        sh(&format!(
+            "tshark -r {} -Y '{filter}' -T fields -e frame.number 2>/dev/null | wc -l",
+            file.display()
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let (packets_both, packets_once) = (count(&both, "tcp"), count(&once, "tcp"));
+    let retransmissions_both = count(&both, "tcp.analysis.retransmission");
+    assert!(
+        retransmissions_both > 0,
+        "both copies: Wireshark sees retransmissions ({packets_both} packets)"
+    );
+    assert_eq!(
+        count(&once, "tcp.analysis.retransmission"),
+        0,
+        "one copy: no retransmission ({packets_once} packets; {retransmissions_both} with both copies)"
+    );
+    assert!(packets_once > 100, "{packets_once}");
+    assert_eq!(
+        packets_both,
+        2 * packets_once,
+        "every packet was recorded twice, and is written once"
+    );
+    assert_eq!(
+        count(&once, "frame.packet_flags_direction == 2"),
+        packets_once,
+        "each is the copy that left through its interface"
+    );
+    drop(iperf);
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+}
