@@ -2,6 +2,7 @@
 use super::*;
 use crate::pcapng::LINKTYPE_ETHERNET;
 use crate::store::slice;
+use std::fs::File;
 
 pub(in crate::store) fn limits(segment_size: u64, max_size: u64) -> Limits {
     Limits {
