@@ -175,8 +175,8 @@ impl Sensor {
                     if let Some(filter) = filter_asked(path, body) {
                         message = format!(
                             "{message} (in {filter:?}: capture filters use tcpdump syntax \
-                             (pcap-filter), not Wireshark display filters: 'host 10.0.0.1 and tcp \
-                             port 443', not 'ip.addr == 10.0.0.1 && tcp.port == 443')"
+                             (pcap-filter), not Wireshark display filters: 'host 198.18.0.1 and tcp \
+                             port 443', not 'ip.addr == 198.18.0.1 && tcp.port == 443')"
                         );
                     }
                 }

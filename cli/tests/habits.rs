@@ -328,7 +328,7 @@ async fn mistakes_are_named_in_the_users_terms() {
             "--dest",
             &path("f.pcapng"),
             "--filter",
-            "ip.addr == 10.0.0.1",
+            "ip.addr == 198.18.0.1",
         ]),
         TOKEN,
     )
@@ -337,7 +337,7 @@ async fn mistakes_are_named_in_the_users_terms() {
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(
-        err.contains("\"ip.addr == 10.0.0.1\"")
+        err.contains("\"ip.addr == 198.18.0.1\"")
             && err
                 .contains("capture filters use tcpdump syntax (pcap-filter), not Wireshark display filters"),
         "{err}"
