@@ -27,14 +27,7 @@ const SECOND: u64 = 1_000_000_000;
 
 /// A segment writer in `dir` for eth0 and eth1 with segments of `segment_size` bytes.
 fn writer(dir: &tempfile::TempDir, segment_size: u64) -> SegmentWriter {
-    let ifaces = ["eth0", "eth1"]
-        .map(|name| InterfaceDescription {
-            name: name.into(),
-            description: String::new(),
-            link_type: LINKTYPE_ETHERNET,
-            snaplen: 65535,
-        })
-        .to_vec();
+    let ifaces = common::ethernet_interfaces(&["eth0", "eth1"]);
     let limits = Limits {
         compress: false,
         segment_size,

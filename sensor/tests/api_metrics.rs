@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use podcap_sensor::{
     api::{router, ApiState},
     config::settings::{Floors, RuntimeSettings, StartInputs},
-    pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
+    pcapng::{Direction, InterfaceStatistics},
     stats::Stats,
     store::{Limits, SegmentWriter},
     sys::realtime_ns,
@@ -27,14 +27,7 @@ const ADMIN_TOKEN: &str = "admin-51c0";
 /// A sensor's API state over a store of 100 packets on eth0 and eth1 (the last 10 s), with
 /// settings, snapshots and recording jobs.
 fn state(dir: &tempfile::TempDir) -> ApiState {
-    let ifaces = ["eth0", "eth1"]
-        .map(|name| InterfaceDescription {
-            name: name.into(),
-            description: String::new(),
-            link_type: LINKTYPE_ETHERNET,
-            snaplen: 65535,
-        })
-        .to_vec();
+    let ifaces = common::ethernet_interfaces(&["eth0", "eth1"]);
     let limits = Limits {
         compress: false,
         segment_size: 4_000,

@@ -35,6 +35,19 @@ pub fn report(fault: &str, tried: &str, lost: &str, said: &str) {
     }
 }
 
+/// Ethernet interfaces of these names, as a store's writer declares them.
+pub fn ethernet_interfaces(names: &[&str]) -> Vec<podcap_sensor::pcapng::InterfaceDescription> {
+    names
+        .iter()
+        .map(|name| podcap_sensor::pcapng::InterfaceDescription {
+            name: (*name).into(),
+            description: String::new(),
+            link_type: podcap_sensor::pcapng::LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        })
+        .collect()
+}
+
 /// Polls `condition` every 100 ms until it holds or `deadline` has passed; whether it
 /// held. Tests wait for what they expect with a generous deadline, never a fixed sleep: CI
 /// machines are shared and noisy.
