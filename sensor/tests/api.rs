@@ -54,6 +54,9 @@ fn store() -> (tempfile::TempDir, u64) {
             |_| InterfaceStatistics::default(),
         )
         .unwrap();
+        // On disk before the next packet: rotation (which waits for a write in flight
+        // rather than the capture) then falls on every 4 kB.
+        w.flush_now();
     }
     w.finish(|_| InterfaceStatistics::default()).unwrap();
     (dir, start)

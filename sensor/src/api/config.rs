@@ -80,7 +80,7 @@ fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) 
         let view = view
             .read()
             .map_err(|_| AppError::Internal("store view poisoned".into()))?;
-        let active = view.active.as_ref().map_or(0, |a| a.bytes);
+        let active = view.unfinished().map(|a| a.bytes).sum();
         return Ok(retired(view.index.records(), active));
     }
     Ok(retired(load_index(state)?.records(), 0))

@@ -71,9 +71,10 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
             let view = view
                 .read()
                 .map_err(|_| AppError::Internal("store view poisoned".into()))?;
-            (view.index.clone(), view.active.clone())
+            let unfinished: Vec<crate::store::index::SegmentRecord> = view.unfinished().cloned().collect();
+            (view.index.clone(), unfinished)
         }
-        None => (load_index(&state)?, None),
+        None => (load_index(&state)?, Vec::new()),
     };
     let quarantined = index
         .records()
@@ -83,13 +84,14 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
     let oldest = index
         .records()
         .iter()
+        .chain(&active)
         .filter(|r| r.packets > 0)
         .map(|r| r.first_ns)
         .min();
     let newest = index
         .records()
         .iter()
-        .chain(active.as_ref())
+        .chain(&active)
         .filter(|r| r.packets > 0)
         .map(|r| r.last_ns)
         .max();

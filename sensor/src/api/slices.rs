@@ -209,10 +209,10 @@ pub(super) fn live_statistics(state: &ApiState, segments: &[SegmentRecord]) -> V
         return Vec::new();
     };
     let view = view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(active) = &view.active else {
-        return Vec::new();
-    };
-    if !segments.iter().any(|s| s.seq == active.seq) {
+    if !view
+        .unfinished()
+        .any(|unfinished| segments.iter().any(|s| s.seq == unfinished.seq))
+    {
         return Vec::new();
     }
     let now_ns = sys::realtime_ns();

@@ -3,7 +3,9 @@
 //! Rules:
 //! - One segment is written at a time, as `podcap-<seq>.pcapng.active`; a finished segment
 //!   is fsynced and renamed to `podcap-<seq>.pcapng`, and never modified while the store
-//!   holds it.
+//!   holds it. Closing runs on the disk thread while the next segment fills the buffer, so
+//!   at most two segments are `.active` at once: the one closing and the next (recovery
+//!   finishes both after a crash).
 //! - Files are recycled (not with `--compress`): the first segment retention removes is kept
 //!   as the spare (`podcap-spare.recycle`, out of the index; it stands for the next active
 //!   segment in the size limit) and overwritten as the next active segment, which then
@@ -16,7 +18,9 @@
 //!   Block per captured interface (interface id = slot), Enhanced Packet Blocks, and at
 //!   close one Interface Statistics Block per interface with the drop counts.
 //! - Rotation happens when the segment reaches `segment_size` bytes or has been open for
-//!   `segment_time` with at least one packet in it. Writes run on the store's disk thread,
+//!   `segment_time` with at least one packet in it; while a write of it is in flight, at
+//!   the first packet or tick after that write (the segment grows by what was buffered
+//!   meanwhile: the capture never waits for the disk). Writes run on the store's disk thread,
 //!   overlapping the capture (`write/disk.rs` has its rules). The active segment is flushed
 //!   to the file at least once a second: with `O_DIRECT` by default (to the disk, bypassing the
 //!   page cache; `write/file.rs` has its rules), through the page cache where the file
@@ -85,6 +89,9 @@ pub enum StoreError {
 pub struct StoreView {
     pub index: Index,
     pub active: Option<SegmentRecord>,
+    /// The segment being closed (its last write in flight): not in the index yet, read
+    /// like the active segment, as far as its file is whole.
+    pub closing: Option<SegmentRecord>,
     /// The interfaces of the active segment, for the part of a window's statistics that
     /// no statistics block holds yet.
     pub active_interfaces: Vec<ActiveInterface>,
@@ -108,8 +115,13 @@ impl StoreView {
     #[must_use]
     pub fn overlapping(&self, from: u64, to: u64) -> Vec<SegmentRecord> {
         let mut list: Vec<SegmentRecord> = self.index.overlapping(from, to).into_iter().cloned().collect();
-        list.extend(self.active.iter().filter(|a| a.overlaps(from, to)).cloned());
+        list.extend(self.unfinished().filter(|a| a.overlaps(from, to)).cloned());
         list
+    }
+
+    /// The segments not in the index yet, oldest first: the one being closed, the active.
+    pub fn unfinished(&self) -> impl Iterator<Item = &SegmentRecord> {
+        self.closing.iter().chain(&self.active)
     }
 
     /// The first packet time the store still holds (`None`: it holds nothing).
@@ -118,7 +130,7 @@ impl StoreView {
         self.index
             .records()
             .first()
-            .or(self.active.as_ref())
+            .or_else(|| self.unfinished().next())
             .map(|r| r.first_ns)
     }
 }

@@ -5,7 +5,7 @@
 //!   report and left alone: never read, renamed, deleted or used to pick a sequence number.
 //! - Nor does a file with the store's name that cannot be the store's (a copy, a file
 //!   numbered where the writer never wrote, an `.active` file older than the newest
-//!   segment: [`set_strays_aside`] has the rules). It is set aside the same way before
+//!   segment but the one being closed: [`set_strays_aside`] has the rules). It is set aside the same way before
 //!   anything is repaired, and the writer skips its number.
 //! - A segment left `.active` by a crash is cut back to its last whole block when only its
 //!   tail is torn (the write the crash interrupted) and finished. One whose Section Header
@@ -145,8 +145,9 @@ const UNINDEXED_SEQ_REACH: u64 = 10_000;
 ///   newest (the writer only ever adds segments above it), except the plain twin of a
 ///   segment the index names compressed; and one numbered more than
 ///   [`UNINDEXED_SEQ_REACH`] above it;
-/// - an `.active` file that is not the newest of the store's files (only the segment being
-///   written when the sensor stopped is `.active`);
+/// - an `.active` file that is not the newest of the store's files, nor the one below a
+///   newest `.active` (only the segment being written when the sensor stopped is
+///   `.active`, and the one before it if it was still being closed);
 /// - a file the index does not name whose first packet is the first packet of a segment
 ///   kept before it: a copy.
 fn set_strays_aside(
@@ -196,6 +197,17 @@ fn set_strays_aside(
     }
     let candidates_seqs: Vec<u64> = candidates.iter().map(|f| f.name.seq).collect();
     let newest = candidates_seqs.iter().copied().max();
+    // The writer closes a segment while it writes the next: with the newest `.active`,
+    // the one below it may be `.active` too.
+    let newest_is_active = candidates
+        .iter()
+        .any(|f| Some(f.name.seq) == newest && f.name.kind == Kind::Active);
+    let closing = candidates_seqs
+        .iter()
+        .copied()
+        .filter(|&seq| Some(seq) != newest)
+        .max()
+        .filter(|_| newest_is_active);
     // The first packet of each segment as its file now holds it: the index's word where
     // the file still matches its record, else the file's.
     let first_packet = |f: &Found| {
@@ -223,7 +235,8 @@ fn set_strays_aside(
             continue;
         }
         let twins = candidates_seqs.iter().filter(|&&seq| seq == f.name.seq).count();
-        if f.name.kind == Kind::Active && (Some(f.name.seq) != newest || twins > 1) {
+        let unfinished = Some(f.name.seq) == newest || Some(f.name.seq) == closing;
+        if f.name.kind == Kind::Active && (!unfinished || twins > 1) {
             aside(&f, "an unfinished segment that is not the newest one".into());
             continue;
         }

@@ -143,6 +143,9 @@ pub struct SegmentWriter {
     disk_thread: disk::DiskThread,
     /// The write the disk thread has (at most one), and the buffer it gives back.
     in_flight: Option<InFlight>,
+    /// Why the last segment handed over for closing could not be finished, for
+    /// [`SegmentWriter::close_segment`]'s caller.
+    close_failure: Option<StoreError>,
     spare_buf: Option<BlockWriter>,
 }
 
@@ -154,6 +157,19 @@ struct InFlight {
     ids_declared: u32,
     /// Its length.
     len: u64,
+    /// The segment this write closes (its last packets and statistics blocks): finished
+    /// when the write is done, while the next segment fills the buffer.
+    closing: Option<Box<Closing>>,
+}
+
+/// A segment whose last write is in flight (`close_segment`).
+struct Closing {
+    segment: ActiveSegment,
+    /// Drops its statistics blocks count, for the index.
+    drops: u64,
+    /// Per slot, the statistics the closing segment's began with: readers' live counts
+    /// start there until its statistics blocks are readable.
+    since: Vec<Option<InterfaceStatistics>>,
 }
 
 impl SegmentWriter {
@@ -205,6 +221,7 @@ impl SegmentWriter {
             flush: Arc::default(),
             disk_thread: disk::DiskThread::start().map_err(dir_err)?,
             in_flight: None,
+            close_failure: None,
             spare_buf: None,
             active: None,
             buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
@@ -213,6 +230,7 @@ impl SegmentWriter {
             view: Arc::new(RwLock::new(StoreView {
                 index: index.clone(),
                 active: None,
+                closing: None,
                 active_interfaces: Vec::new(),
             })),
             index,
@@ -287,19 +305,30 @@ impl SegmentWriter {
         if self.active.is_none() {
             view.active = None;
         }
+        if self.closing().is_none() {
+            view.closing = None;
+        }
+    }
+
+    /// The segment whose last write is in flight, if one is.
+    fn closing(&self) -> Option<&Closing> {
+        self.in_flight.as_ref()?.closing.as_deref()
     }
 
     /// Publishes how much of the active segment is whole on disk.
     fn publish_active(&self) {
-        let active = self
-            .active
-            .as_ref()
-            .filter(|a| a.record.packets > 0)
-            .map(|a| SegmentRecord {
+        let readable = |a: &ActiveSegment| {
+            (a.record.packets > 0).then(|| SegmentRecord {
                 file: SegmentName::active(a.seq).file_name(),
                 bytes: a.bytes(),
                 ..a.record.clone()
-            });
+            })
+        };
+        let active = self.active.as_ref().and_then(readable);
+        let closing = self.closing().and_then(|c| readable(&c.segment));
+        // Until the closing segment's statistics blocks are readable, live counts start
+        // where its statistics began.
+        let since = self.closing().map_or(&self.closed_statistics, |c| &c.since);
         let interfaces = self
             .ids
             .by_slot
@@ -310,12 +339,7 @@ impl SegmentWriter {
                 Some(super::ActiveInterface {
                     slot: slot as u32,
                     name: self.slots.get(slot)?.as_ref()?.name.clone(),
-                    since: self
-                        .closed_statistics
-                        .get(slot)
-                        .copied()
-                        .flatten()
-                        .unwrap_or_default(),
+                    since: since.get(slot).copied().flatten().unwrap_or_default(),
                 })
             })
             .collect();
@@ -324,6 +348,7 @@ impl SegmentWriter {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         view.active = active;
+        view.closing = closing;
         view.active_interfaces = interfaces;
     }
 
@@ -366,10 +391,11 @@ impl SegmentWriter {
         }
         self.buffered.push((slot, id, timestamp_ns));
         self.buf.packet(id, timestamp_ns, original_len, data, direction);
-        if self.buf.len() >= WRITE_CHUNK && self.settle(false) {
+        // A due rotation goes before the next write: the segment's closing takes the buffer.
+        if !self.maybe_rotate(stats) && self.buf.len() >= WRITE_CHUNK && self.settle(false) {
             self.write_out();
         }
-        self.maybe_rotate(stats)
+        Ok(())
     }
 
     /// Packets per interface id that could not be written since the last call.
@@ -475,16 +501,21 @@ impl SegmentWriter {
         self.header_end = self.buf.len();
     }
 
-    fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
-        let Some(active) = &self.active else { return Ok(()) };
+    /// Rotation: when the active segment is due, its closing is handed to the disk thread
+    /// and the next packet opens the next segment; the capture thread does not wait. With a
+    /// write in flight it waits for the next packet or tick instead (the segment grows past
+    /// its size by at most what is buffered meanwhile).
+    /// Whether rotation is due (handed over or waiting for the write in flight).
+    fn maybe_rotate(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> bool {
+        let Some(active) = &self.active else { return false };
         let in_flight = self.in_flight.as_ref().map_or(0, |w| w.len);
         let size = active.bytes() + in_flight + self.buf.len() as u64;
         let due = size >= self.limits.segment_size
             || (active.record.packets > 0 && active.opened.elapsed() >= self.limits.segment_time);
-        if due {
-            self.close_segment(stats)?;
+        if due && self.settle(false) {
+            self.hand_over_close(stats);
         }
-        Ok(())
+        due
     }
 
     /// Periodic work: flush at least once a second, rotate by time, apply retention.
@@ -494,7 +525,9 @@ impl SegmentWriter {
         let settled = self.settle(false);
         let since = self.last_flush.elapsed();
         let held = Instant::now() < self.flush_held_until && since < Duration::from_secs(1);
-        if since >= Duration::from_millis(500) && !held && settled {
+        // A due rotation goes first: the closing write takes the buffer.
+        let rotating = self.maybe_rotate(&stats);
+        if since >= Duration::from_millis(500) && !held && settled && !rotating {
             self.write_out();
             self.last_flush = Instant::now();
         }
@@ -506,16 +539,30 @@ impl SegmentWriter {
             self.disk.lock_lost = self.lock.check().err();
             self.last_retention = Instant::now();
         }
-        self.maybe_rotate(stats)
+        Ok(())
     }
 
-    /// Writes the statistics blocks, syncs and renames the active segment to its final name.
+    /// Closes the active segment and waits until it is finished: statistics blocks written,
+    /// synced, renamed to its final name and in the index (at stop; rotation does not wait,
+    /// see [`SegmentWriter::maybe_rotate`]).
     pub fn close_segment(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
-        if self.active.is_none() {
-            return Ok(());
-        }
-        // The statistics blocks go after what is in flight, which must be whole first.
         self.settle(true);
+        self.hand_over_close(stats);
+        self.settle(true);
+        self.close_failure.take().map_or(Ok(()), Err)
+    }
+
+    /// Hands the active segment's last bytes (its statistics blocks after the buffered
+    /// packets) to the disk thread, which writes, cuts and syncs its file; the segment is
+    /// finished when the result comes back (`handover.rs`). Nothing may be in flight.
+    fn hand_over_close(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(mut segment) = self.active.take() else {
+            return;
+        };
+        let since = self.closed_statistics.clone();
         let current: Vec<(u32, u32)> = self
             .ids
             .by_slot
@@ -523,10 +570,10 @@ impl SegmentWriter {
             .enumerate()
             .filter_map(|(slot, id)| id.map(|id| (slot as u32, id)))
             .collect();
-        let mut segment_drops = 0u64;
+        let mut drops = 0u64;
         for &(slot, id) in &current {
             let s = self.segment_statistics(slot, stats(slot));
-            segment_drops = segment_drops
+            drops = drops
                 .saturating_add(s.kernel_drops)
                 .saturating_add(s.sensor_drops);
             let comment = format!(
@@ -535,34 +582,57 @@ impl SegmentWriter {
             );
             self.buf.statistics(id, &s, &comment);
         }
-        self.write_buffer();
-        let Some(mut active) = self.active.take() else {
-            return Ok(());
+        let file = segment.file.take();
+        let next = self
+            .spare_buf
+            .take()
+            .unwrap_or_else(|| BlockWriter::with_capacity(WRITE_CHUNK * 2));
+        let buf = std::mem::replace(&mut self.buf, next);
+        let seq = segment.seq;
+        self.in_flight = Some(InFlight {
+            packets: std::mem::take(&mut self.buffered),
+            ids_declared: self.ids.owners.len() as u32,
+            len: buf.len() as u64,
+            closing: Some(Box::new(Closing {
+                segment,
+                drops,
+                since,
+            })),
+        });
+        self.clear_buffer();
+        self.ids = SegmentIds::default();
+        self.publish_active();
+        let Some(file) = file else {
+            // The disk thread stopped with the file: the segment stays `.active` on disk,
+            // finished by the next start's recovery.
+            self.in_flight = None;
+            let path = SegmentName::active(seq).path_in(&self.dir);
+            let error = StoreError::Segment {
+                path,
+                source: io::Error::other("the disk thread stopped with the file"),
+            };
+            self.note_write_failure(crate::error_chain(&error), false);
+            self.close_failure = Some(error);
+            self.publish_active();
+            return;
         };
-        let from = SegmentName::active(active.seq).path_in(&self.dir);
-        let finished = self.finish_file(&mut active, &from);
-        if let Err(error) = &finished {
-            self.note_write_failure(crate::error_chain(error), false);
+        let job = self.disk_thread.submit(disk::Job {
+            file,
+            buf,
+            close: true,
+        });
+        if let Err(job) = job {
+            let job = *job;
+            let error = || Some(Err(io::Error::other("the disk thread stopped")));
+            self.apply_done(disk::Done {
+                written_from: job.file.len(),
+                file: job.file,
+                buf: job.buf,
+                result: Err(io::Error::other("the disk thread stopped")),
+                cut: error(),
+                closed: error(),
+            });
         }
-        finished?;
-        let bytes = active.bytes();
-        let record = &mut active.record;
-        record.bytes = bytes;
-        record.drops = segment_drops;
-        if record.packets == 0 {
-            let now = crate::sys::realtime_ns();
-            (record.first_ns, record.last_ns) = (now, now);
-        }
-        self.index.insert(active.record);
-        if let Err(e) = self.index.save(&self.dir) {
-            log::warn!("could not save the index of {}: {e}", self.dir.display());
-        }
-        if let Some(compressor) = &self.compressor {
-            compressor.submit(active.seq, SegmentName::finished(active.seq).path_in(&self.dir));
-        }
-        self.apply_retention();
-        self.publish_index();
-        Ok(())
     }
 
     /// A slot's statistics for the segment being closed, from its cumulative ones: what

@@ -348,3 +348,62 @@ fn the_newest_active_segment_is_no_stray() {
     assert!(SegmentName::finished(seq).path_in(dir.path()).exists());
     assert_eq!(slice_all(&w).0, times);
 }
+
+/// A crash while a segment was being closed leaves two `.active` files: the one closing
+/// and the next (`write/disk.rs`). Both are the store's: finished and served, none set
+/// aside.
+#[test]
+fn a_segment_still_closing_and_the_next_are_both_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, mut times, _) = crashed_store(dir.path(), t0);
+    // The next segment's file, with packets of its own, as a second crashed store left it.
+    let other = tempfile::tempdir().unwrap();
+    let (other_seq, later, _) = crashed_store(other.path(), t0 + 1_000_000);
+    fs::copy(
+        SegmentName::active(other_seq).path_in(other.path()),
+        SegmentName::active(seq + 1).path_in(dir.path()),
+    )
+    .unwrap();
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    assert!(w.recovery().ignored.is_empty(), "{:?}", w.recovery());
+    for seq in [seq, seq + 1] {
+        assert!(SegmentName::finished(seq).path_in(dir.path()).exists(), "{seq}");
+    }
+    // The copied file holds the other store's newest packets.
+    let copied = w.index().records().iter().find(|r| r.seq == seq + 1).unwrap();
+    let copied = usize::try_from(copied.packets).unwrap();
+    assert!(copied > 0);
+    times.extend(&later[later.len() - copied..]);
+    assert_eq!(slice_all(&w).0, times);
+}
+
+/// Only the one below the newest `.active` may be closing: an `.active` file further
+/// down is still set aside.
+#[test]
+fn an_active_file_below_the_closing_one_is_a_stray() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, _, _) = crashed_store(dir.path(), t0);
+    let other = tempfile::tempdir().unwrap();
+    let (other_seq, _, _) = crashed_store(other.path(), t0 + 1_000_000);
+    let third = tempfile::tempdir().unwrap();
+    let (third_seq, _, _) = crashed_store(third.path(), t0 + 2_000_000);
+    fs::copy(
+        SegmentName::active(other_seq).path_in(other.path()),
+        SegmentName::active(seq + 1).path_in(dir.path()),
+    )
+    .unwrap();
+    fs::copy(
+        SegmentName::active(third_seq).path_in(third.path()),
+        SegmentName::active(seq + 2).path_in(dir.path()),
+    )
+    .unwrap();
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    let ignored = &w.recovery().ignored;
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].contains(&SegmentName::active(seq).file_name()),
+        "{ignored:?}"
+    );
+}

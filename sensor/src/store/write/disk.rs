@@ -9,6 +9,9 @@
 //!   next buffer or touches the file itself (rotation, a flush on demand, stop).
 //! - The disk thread writes a large buffer in pieces of at most [`PIECE`], so the file's
 //!   aligned staging buffer (`file.rs`) stays small whatever the buffer's size.
+//! - A segment's last write also closes it ([`Job::close`]): its file is cut to its
+//!   length and synced here (after a failed write, cut back to its last whole block
+//!   first), so rotation costs the capture thread no disk wait either.
 //! - The thread ends when the writer drops its handle, after the write in flight: a store
 //!   dropped without being finished (a crash, in tests) still has every handed-over byte in
 //!   its file.
@@ -24,10 +27,12 @@ use crate::pcapng::BlockWriter;
 /// The most the disk thread writes in one system call.
 const PIECE: usize = 1 << 20;
 
-/// A write for the disk thread: `buf`'s bytes appended to `file`.
+/// A write for the disk thread: `buf`'s bytes appended to `file`, and the file closed
+/// after them if `close`.
 pub(super) struct Job {
     pub(super) file: SegmentFile,
     pub(super) buf: BlockWriter,
+    pub(super) close: bool,
 }
 
 /// A write done: the file and the buffer back, the file's length before it, the result.
@@ -36,6 +41,10 @@ pub(super) struct Done {
     pub(super) buf: BlockWriter,
     pub(super) written_from: u64,
     pub(super) result: io::Result<()>,
+    /// For a closing write: cutting the file back after a failed write, if it was needed.
+    pub(super) cut: Option<io::Result<()>>,
+    /// For a closing write: cutting the file to its length and syncing it.
+    pub(super) closed: Option<io::Result<()>>,
 }
 
 pub(super) struct DiskThread {
@@ -50,18 +59,22 @@ impl DiskThread {
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
         let (done_tx, done) = mpsc::channel();
         let thread = thread::Builder::new().name("podcap-disk".into()).spawn(move || {
-            for Job { mut file, buf } in job_rx {
+            for Job { mut file, buf, close } in job_rx {
                 let written_from = file.len();
                 let result = buf
                     .bytes()
                     .chunks(PIECE)
                     .try_for_each(|piece| file.append(&[piece]));
+                let cut = (close && result.is_err()).then(|| file.cut_back());
+                let closed = close.then(|| file.close());
                 if done_tx
                     .send(Done {
                         file,
                         buf,
                         written_from,
                         result,
+                        cut,
+                        closed,
                     })
                     .is_err()
                 {

@@ -2,8 +2,8 @@
 //! its result comes back in order and is published, or lost and counted (rules in
 //! `disk.rs`).
 use super::{
-    disk, index, BlockWriter, InFlight, SegmentName, SegmentWriter, WriteFailure, ERROR_LOG_INTERVAL,
-    WRITE_CHUNK,
+    disk, index, ActiveSegment, BlockWriter, Closing, InFlight, SegmentName, SegmentWriter, StoreError,
+    WriteFailure, ERROR_LOG_INTERVAL, WRITE_CHUNK,
 };
 use std::{io, time::Instant};
 
@@ -34,9 +34,14 @@ impl SegmentWriter {
             packets: std::mem::take(&mut self.buffered),
             ids_declared: self.ids.owners.len() as u32,
             len: buf.len() as u64,
+            closing: None,
         });
         self.clear_buffer();
-        if let Err(job) = self.disk_thread.submit(disk::Job { file, buf }) {
+        if let Err(job) = self.disk_thread.submit(disk::Job {
+            file,
+            buf,
+            close: false,
+        }) {
             // The disk thread is gone: the write fails here, as a disk error would.
             let error = io::Error::other("the disk thread stopped");
             let job = *job;
@@ -45,6 +50,8 @@ impl SegmentWriter {
                 file: job.file,
                 buf: job.buf,
                 result: Err(error),
+                cut: None,
+                closed: None,
             });
         }
     }
@@ -76,9 +83,10 @@ impl SegmentWriter {
     }
 
     /// Applies a write's result: published, or lost with the packets buffered meanwhile
-    /// (they may name interfaces declared in the lost bytes).
+    /// (they may name interfaces declared in the lost bytes). A closing write finishes its
+    /// segment instead.
     pub(super) fn apply_done(&mut self, done: disk::Done) {
-        let Some(in_flight) = self.in_flight.take() else {
+        let Some(mut in_flight) = self.in_flight.take() else {
             return;
         };
         let mut buf = done.buf;
@@ -88,33 +96,31 @@ impl SegmentWriter {
         if let Some(reason) = file.take_fallback() {
             self.direct_io_refused(&reason);
         }
+        if let Some(closing) = in_flight.closing.take() {
+            let outcome = Outcome {
+                written_from: done.written_from,
+                result: done.result,
+                cut: done.cut,
+                closed: done.closed,
+            };
+            self.finish_closing(*closing, &in_flight, file, outcome);
+            return;
+        }
         let Some(active) = &mut self.active else { return };
         match done.result {
             Ok(()) => {
-                let last_checkpoint = active.record.checkpoints.last().map_or(0, |c| c.0);
-                if active.record.packets > 0 && done.written_from >= last_checkpoint + index::CHECKPOINT_BYTES
-                {
-                    active
-                        .record
-                        .checkpoints
-                        .push((done.written_from, active.record.last_ns));
-                }
-                for &(_, interface_id, ts) in &in_flight.packets {
-                    active.record.note_packet(interface_id, ts);
-                }
-                active.written = file.len();
+                active.note_written(done.written_from, &in_flight.packets, file.len());
                 active.file = Some(file);
                 self.ids.on_disk = in_flight.ids_declared;
                 self.publish_active();
-                if self.disk.failing.is_some() {
-                    log::info!("writes to {} succeed again", self.dir.display());
-                    self.disk.failing = None;
-                }
+                self.writes_succeed();
             }
             Err(error) => {
                 let cut = file.cut_back();
                 active.written = file.len();
                 active.file = Some(file);
+                let path = SegmentName::active(active.seq).path_in(&self.dir);
+                let empty = active.bytes() == 0;
                 let lost_packets = in_flight.packets.len() + self.buffered.len();
                 for &(slot, _, _) in in_flight.packets.iter().chain(&self.buffered) {
                     if let Some(n) = self.lost.get_mut(slot as usize) {
@@ -130,25 +136,10 @@ impl SegmentWriter {
                     }
                 }
                 let full = error.raw_os_error() == Some(libc::ENOSPC);
-                if self
-                    .last_error_log
-                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL)
-                {
-                    log::error!(
-                        "cannot write segment {}: {error}; {lost_packets} packets lost (stage disk){}",
-                        SegmentName::active(active.seq).path_in(&self.dir).display(),
-                        match (full, self.min_free) {
-                            (true, Some(_)) => "; retiring the oldest segment early (--min-free)",
-                            (true, None) => "; no segment is deleted for room without --min-free",
-                            _ => "",
-                        }
-                    );
-                    self.last_error_log = Some(Instant::now());
-                }
+                self.log_lost_write(&path, &error, lost_packets);
                 if let Err(e) = cut {
                     log::error!("could not cut the segment back after a failed write: {e}");
                 }
-                let empty = active.bytes() == 0;
                 self.note_write_failure(error.to_string(), full);
                 self.clear_buffer();
                 if full {
@@ -160,6 +151,110 @@ impl SegmentWriter {
                 }
             }
         }
+    }
+
+    /// Finishes a segment whose last write came back: its packets counted (or lost), its
+    /// file renamed to its finished name and put in the index, retention applied.
+    fn finish_closing(
+        &mut self,
+        closing: Closing,
+        in_flight: &InFlight,
+        file: super::SegmentFile,
+        outcome: Outcome,
+    ) {
+        let Closing {
+            mut segment, drops, ..
+        } = closing;
+        let from = SegmentName::active(segment.seq).path_in(&self.dir);
+        match outcome.result {
+            Ok(()) => {
+                segment.note_written(outcome.written_from, &in_flight.packets, file.len());
+                self.writes_succeed();
+            }
+            Err(error) => {
+                // Only its own packets: the next segment's are in a file of their own.
+                for &(slot, _, _) in &in_flight.packets {
+                    if let Some(n) = self.lost.get_mut(slot as usize) {
+                        *n += 1;
+                    }
+                }
+                segment.written = file.len();
+                let full = error.raw_os_error() == Some(libc::ENOSPC);
+                self.log_lost_write(&from, &error, in_flight.packets.len());
+                if let Some(Err(e)) = outcome.cut {
+                    log::error!("could not cut the segment back after a failed write: {e}");
+                }
+                self.note_write_failure(error.to_string(), full);
+                if full {
+                    self.make_room();
+                }
+            }
+        }
+        drop(file);
+        let finished = match outcome.closed {
+            Some(Err(source)) => Err(StoreError::Segment {
+                path: from.clone(),
+                source,
+            }),
+            _ => self.rename_finished(&mut segment, &from),
+        };
+        if let Err(error) = finished {
+            // Left `.active`: the next start's recovery finishes it.
+            log::error!("{}", crate::error_chain(&error));
+            self.note_write_failure(crate::error_chain(&error), false);
+            self.close_failure = Some(error);
+            self.publish_index();
+            self.publish_active();
+            return;
+        }
+        let bytes = segment.bytes();
+        let mut record = segment.record;
+        record.bytes = bytes;
+        record.drops = drops;
+        if record.packets == 0 {
+            let now = crate::sys::realtime_ns();
+            (record.first_ns, record.last_ns) = (now, now);
+        }
+        let seq = record.seq;
+        self.index.insert(record);
+        if let Err(e) = self.index.save(&self.dir) {
+            log::warn!("could not save the index of {}: {e}", self.dir.display());
+        }
+        if let Some(compressor) = &self.compressor {
+            compressor.submit(seq, SegmentName::finished(seq).path_in(&self.dir));
+        }
+        self.apply_retention();
+        self.publish_index();
+        self.publish_active();
+    }
+
+    /// A write succeeded: if writes were failing, they no longer are.
+    fn writes_succeed(&mut self) {
+        if self.disk.failing.is_some() {
+            log::info!("writes to {} succeed again", self.dir.display());
+            self.disk.failing = None;
+        }
+    }
+
+    /// Logs a failed write (at most once per [`ERROR_LOG_INTERVAL`]).
+    fn log_lost_write(&mut self, path: &std::path::Path, error: &io::Error, lost_packets: usize) {
+        if self
+            .last_error_log
+            .is_some_and(|t| t.elapsed() < ERROR_LOG_INTERVAL)
+        {
+            return;
+        }
+        let full = error.raw_os_error() == Some(libc::ENOSPC);
+        log::error!(
+            "cannot write segment {}: {error}; {lost_packets} packets lost (stage disk){}",
+            path.display(),
+            match (full, self.min_free) {
+                (true, Some(_)) => "; retiring the oldest segment early (--min-free)",
+                (true, None) => "; no segment is deleted for room without --min-free",
+                _ => "",
+            }
+        );
+        self.last_error_log = Some(Instant::now());
     }
 
     /// Writes fail (readiness and status say so until one succeeds): since when, the
@@ -181,5 +276,27 @@ impl SegmentWriter {
     pub fn flush_now(&mut self) {
         self.write_buffer();
         self.last_flush = Instant::now();
+    }
+}
+
+/// A closing write's results, from [`disk::Done`].
+struct Outcome {
+    written_from: u64,
+    result: io::Result<()>,
+    cut: Option<io::Result<()>>,
+    closed: Option<io::Result<()>>,
+}
+
+impl ActiveSegment {
+    /// A write of `packets` that began at `written_from` succeeded; the file is `len` long.
+    fn note_written(&mut self, written_from: u64, packets: &[(u32, u32, u64)], len: u64) {
+        let last_checkpoint = self.record.checkpoints.last().map_or(0, |c| c.0);
+        if self.record.packets > 0 && written_from >= last_checkpoint + index::CHECKPOINT_BYTES {
+            self.record.checkpoints.push((written_from, self.record.last_ns));
+        }
+        for &(_, interface_id, ts) in packets {
+            self.record.note_packet(interface_id, ts);
+        }
+        self.written = len;
     }
 }

@@ -160,18 +160,17 @@ impl SegmentWriter {
         None
     }
 
-    /// Closes the active segment's file and gives it its finished name; if a stray file
-    /// took that name meanwhile, the segment takes the next free number (said once).
-    pub(super) fn finish_file(&mut self, active: &mut ActiveSegment, from: &Path) -> Result<(), StoreError> {
+    /// Gives a closed segment's file its finished name; if a stray file took that name
+    /// meanwhile, the segment takes the next free number (said once).
+    pub(super) fn rename_finished(
+        &mut self,
+        active: &mut ActiveSegment,
+        from: &Path,
+    ) -> Result<(), StoreError> {
         let seg_err = |source| StoreError::Segment {
             path: from.to_owned(),
             source,
         };
-        let file = active
-            .file
-            .as_mut()
-            .ok_or_else(|| seg_err(io::Error::other("the disk thread stopped with the file")))?;
-        file.close().map_err(seg_err)?;
         let to = SegmentName::finished(active.seq).path_in(&self.dir);
         match crate::sys::rename_noreplace(from, &to) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

@@ -30,6 +30,10 @@ pub(in crate::store) fn write(w: &mut SegmentWriter, count: u64, start_ns: u64) 
             InterfaceStatistics::default()
         })
         .unwrap();
+        // Each write handed to the disk thread (a segment's closing too) is done before
+        // the next packet: rotation, deferred while a write is in flight, is then never
+        // later than the next packet.
+        w.settle(true);
     }
 }
 
@@ -62,6 +66,7 @@ fn large_packets_read_back_in_order(mode: WriteMode) {
             InterfaceStatistics::default()
         })
         .unwrap();
+        w.settle(true);
         sent.push((t0 + i, len + 4, data, direction));
     }
     w.finish(|_| InterfaceStatistics::default()).unwrap();
@@ -495,6 +500,7 @@ fn segments_count_their_own_losses_and_a_snapshot_adds_up_its_window() {
     for i in 0..300u64 {
         w.write_packet(0, t0 + i, 100, &[1u8; 100], Direction::Inbound, |_| cumulative(i))
             .unwrap();
+        w.settle(true);
     }
     w.finish(|_| cumulative(300)).unwrap();
     let records = w.index().records().to_vec();
