@@ -60,6 +60,8 @@ enum Task {
     /// Benchmarks: `capture` (podcap vs tcpdump on veth traffic), `disk` (the same with the
     /// store on a disk-backed file system, beside `dd`), `filter` (a filter that rejects
     /// everything and one that accepts a tenth, podcap's in the kernel beside tcpdump's),
+    /// `disk-rates` (frames and TCP bulk paced to 0.5/0.8/0.9/1.2 of `dd oflag=direct`,
+    /// podcap beside tcpdump, drops by stage; `--disk-cap` stands for a slower disk),
     /// `dump` (`podcap dump` merging 64 sensors on loopback), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
     /// `merge`, `archive`), or `all` (every one; the capture, disk, filter and dump tables
@@ -86,6 +88,13 @@ enum Task {
         /// A folder on the disk-backed file system the disk benchmark writes to.
         #[arg(long, default_value = "/var/tmp")]
         disk_dir: std::path::PathBuf,
+        /// Seconds of traffic per offered rate of `disk-rates`.
+        #[arg(long, default_value_t = 60)]
+        rate_seconds: u64,
+        /// `disk-rates` on a slower disk: the sensor's direct writes (and dd's) capped at
+        /// this many MB/s through a blkio cgroup.
+        #[arg(long)]
+        disk_cap: Option<u64>,
     },
 }
 
@@ -132,7 +141,23 @@ fn run(cli: Cli) -> Result<()> {
             minutes,
             disk_frames,
             disk_dir,
+            rate_seconds,
+            disk_cap,
         } => {
+            if what == "disk-rates" {
+                let env = setup::run_and_env()?;
+                util::cargo_build(&env, true)?;
+                let root = util::workspace_root();
+                let mut cmd = std::process::Command::new("bash");
+                cmd.arg(root.join("benches/harness/disk_rates.sh"))
+                    .arg(root.join("target/release/podcap-sensor"))
+                    .arg(&disk_dir)
+                    .arg(rate_seconds.to_string());
+                if let Some(cap) = disk_cap {
+                    cmd.arg(cap.to_string());
+                }
+                return util::run_status(&mut cmd, "disk_rates.sh");
+            }
             if what == "dump" {
                 // Two slice sizes: the CLI's memory must not follow them.
                 for packets in [4_000, 16_000] {

@@ -601,6 +601,8 @@ impl SegmentWriter {
         });
         self.clear_buffer();
         self.ids = SegmentIds::default();
+        // Room for the next segment, counting the closing one whole.
+        self.apply_retention();
         self.publish_active();
         let Some(file) = file else {
             // The disk thread stopped with the file: the segment stays `.active` on disk,

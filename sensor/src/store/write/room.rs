@@ -11,12 +11,12 @@ impl SegmentWriter {
     pub fn apply_retention(&mut self) {
         let horizon =
             crate::sys::realtime_ns().saturating_sub(crate::units::duration_ns(self.limits.max_time));
-        let active_bytes = self
-            .active
-            .iter()
-            .chain(self.closing().map(|c| &c.segment))
-            .map(|a| a.bytes().max(a.recycled_len))
-            .sum();
+        // The closing segment counts with its last write, which is on its way.
+        let closing_bytes = self.closing().map_or(0, |c| {
+            let last_write = self.in_flight.as_ref().map_or(0, |w| w.len);
+            (c.segment.bytes() + last_write).max(c.segment.recycled_len)
+        });
+        let active_bytes = closing_bytes + self.active.as_ref().map_or(0, |a| a.bytes().max(a.recycled_len));
         // The spare is the next active segment's file: like the active segment, it takes the
         // store past `max_size` by at most one segment, and it is not counted twice.
         let ledger = self.archive_hold.clone();
