@@ -66,6 +66,9 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
                 InterfaceStatistics::default()
             })
             .unwrap();
+        // On disk before the next packet: rotation (which waits for a write in flight
+        // rather than the capture) then falls on every 3 kB.
+        writer.flush_now();
     }
     let view = writer.view();
     writer.finish(|_| InterfaceStatistics::default()).unwrap();
