@@ -1,11 +1,11 @@
 //! `GET/PATCH /api/v1/config`: the recording settings (rules in `crate::config::settings`), and
 //! the dry run that says what a retention change would retire.
 use axum::{extract::State, Json};
-use serde::Deserialize;
+use podcap_api::settings::{ConfigQuery, Settings, SettingsChange};
 
-use super::{slices::load_index, ApiState, AppError, Params};
+use super::{slices::load_index, wire, ApiState, AppError, Params};
 use crate::{
-    config::settings::{Retired, RuntimeSettings, SettingsDoc, SettingsError, SettingsView},
+    config::settings::{Retired, RuntimeSettings, SettingsError},
     store::{index::SegmentRecord, retention},
     sys, units,
 };
@@ -17,26 +17,18 @@ fn settings(state: &ApiState) -> Result<&RuntimeSettings, AppError> {
         .ok_or_else(|| AppError::Internal("no runtime settings".into()))
 }
 
-pub(super) async fn get_config(State(state): State<ApiState>) -> Result<Json<SettingsView>, AppError> {
-    Ok(Json(settings(&state)?.view()))
-}
-
-/// Query of `PATCH /api/v1/config`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConfigQuery {
-    /// Check the change and say what it would retire, without applying it.
-    #[serde(default)]
-    pub dry_run: bool,
+pub(super) async fn get_config(State(state): State<ApiState>) -> Result<Json<Settings>, AppError> {
+    Ok(Json(wire::settings(settings(&state)?.view())))
 }
 
 pub(super) async fn patch_config(
     State(state): State<ApiState>,
     Params(query): Params<ConfigQuery>,
     body: axum::body::Bytes,
-) -> Result<Json<SettingsView>, AppError> {
-    let change: SettingsDoc =
+) -> Result<Json<Settings>, AppError> {
+    let change: SettingsChange =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("config: {e}")))?;
+    let change = wire::settings_change(change);
     let settings = settings(&state)?;
     let invalid = |e: SettingsError| match e {
         SettingsError::Persist { .. } => {
@@ -52,14 +44,14 @@ pub(super) async fn patch_config(
         view.max_time = change.max_time.clone().unwrap_or(view.max_time);
         view.dry_run = Some(true);
         view.would_retire = Some(would_retire(&state, max_size, max_time)?);
-        return Ok(Json(view));
+        return Ok(Json(wire::settings(view)));
     }
     let view = settings.apply_api(&change).map_err(invalid)?;
     log::info!(
         "settings changed through the API: {}",
         String::from_utf8_lossy(&body)
     );
-    Ok(Json(view))
+    Ok(Json(wire::settings(view)))
 }
 
 /// What retention would retire now under `max_size` and `max_time`.

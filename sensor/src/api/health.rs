@@ -7,7 +7,9 @@ use axum::{
     Json,
 };
 
-use super::{slices::load_index, ApiState, AppError};
+use podcap_api::status::{Drops, Mode, RecordingState, Status, StoreSummary, TlsStatus};
+
+use super::{slices::load_index, wire, ApiState, AppError};
 use crate::units;
 
 /// Why the sensor is not ready, if it is not (see `health.rs`).
@@ -55,16 +57,16 @@ pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 /// `GET /api/v1/status`: what the sensor is doing and why.
-pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {
+pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Status>, AppError> {
     let reason = not_ready(&state);
     let disk = state.health.disk();
     let recording = match (&reason, &disk.failing) {
-        _ if disk.lock_lost.is_some() => "lock-lost",
-        (_, Some(f)) if f.disk_full => "disk-full",
-        (_, Some(_)) => "write-failing",
-        _ if state.settings.as_ref().is_some_and(|s| !s.enabled()) => "disabled",
-        _ if !state.health.attached() => "starting",
-        _ => "recording",
+        _ if disk.lock_lost.is_some() => RecordingState::LockLost,
+        (_, Some(f)) if f.disk_full => RecordingState::DiskFull,
+        (_, Some(_)) => RecordingState::WriteFailing,
+        _ if state.settings.as_ref().is_some_and(|s| !s.enabled()) => RecordingState::Disabled,
+        _ if !state.health.attached() => RecordingState::Starting,
+        _ => RecordingState::Recording,
     };
     let (index, active) = match &state.view {
         Some(view) => {
@@ -105,33 +107,44 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<serde_j
             .lock()
             .map(|u| u.clone())
             .unwrap_or_default();
-        serde_json::json!({
-            "probed": tls.collector.probed.load(Relaxed),
-            "unsupported": unsupported,
-            "secretsWritten": tls.written.get().written,
-        })
+        TlsStatus {
+            probed: tls.collector.probed.load(Relaxed),
+            unsupported,
+            secrets_written: tls.written.get().written,
+        }
     });
-    Ok(Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": if state.kubernetes { "kubernetes" } else { "standalone" },
-        "interfaces": recorded_interfaces(&state),
-        "settings": state.settings.as_ref().map(|s| s.view()),
-        "recording": recording,
-        "ready": reason.is_none(),
-        "notReadyBecause": reason,
-        "store": {
-            "segments": index.len(),
-            "bytes": index.total_bytes(),
-            "quarantinedSegments": quarantined,
-            "oldestPacket": oldest.map(units::format_rfc3339),
-            "newestPacket": newest.map(units::format_rfc3339),
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        mode: if state.kubernetes {
+            Mode::Kubernetes
+        } else {
+            Mode::Standalone
         },
-        "disk": disk,
-        "drops": {"kernel": totals.kernel_drops, "ring": totals.ring_drops, "disk": totals.writer_drops},
-        "recovery": &*state.recovery,
-        "tls": tls,
-        "archive": state.archive.as_ref().map(|a| a.status(crate::sys::realtime_ns())),
-    })))
+        interfaces: recorded_interfaces(&state),
+        settings: state.settings.as_ref().map(|s| wire::settings(s.view())),
+        recording,
+        ready: reason.is_none(),
+        not_ready_because: reason,
+        store: StoreSummary {
+            segments: index.len() as u64,
+            bytes: index.total_bytes(),
+            quarantined_segments: quarantined as u64,
+            oldest_packet: oldest.map(units::format_rfc3339),
+            newest_packet: newest.map(units::format_rfc3339),
+        },
+        disk: wire::disk(disk),
+        drops: Drops {
+            kernel: totals.kernel_drops,
+            ring: totals.ring_drops,
+            disk: totals.writer_drops,
+        },
+        recovery: wire::recovery(&state.recovery),
+        tls,
+        archive: state
+            .archive
+            .as_ref()
+            .map(|a| wire::archive(a.status(crate::sys::realtime_ns()))),
+    }))
 }
 
 /// The interfaces the sensor records now, as its files name them: those given at start,

@@ -33,7 +33,13 @@
 //!   stream on without it); making a snapshot, which answers when it is made, within
 //!   `CREATE_TIMEOUT` (the snapshot is still made if the client goes away).
 //! - Query parameters a handler does not know are a 400, like bad values.
-//! - `openapi.json` describes every endpoint as it answers; schemathesis checks that.
+//! - Every request body, query, answer and error body is a type of the contract crate
+//!   (`podcap-api`); the handlers answer with those (`wire.rs` turns the sensor's own into
+//!   them), never with a JSON document of their own. `/api/v1/openapi.json` is the
+//!   document generated from them; schemathesis checks the API answers as it says.
+//! - The role each route needs (none, read, admin) is `podcap_api::ROUTES`'s, looked up by
+//!   the route a request matched; a route the table does not know needs the admin token.
+//!   [`routes`] is every route the router has (a test holds it to the table).
 //! - Every request is counted by the route it matched and its status, and downloads by
 //!   the bytes they served (`traffic.rs`), for `/metrics`.
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -42,7 +48,7 @@ use axum::{
     extract::State,
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, MethodRouter},
     Json, Router,
 };
 use tokio::sync::Semaphore;
@@ -59,10 +65,12 @@ pub mod server;
 mod slices;
 mod snapshots;
 mod traffic;
+mod wire;
+
+pub use podcap_api::{settings::ConfigQuery, Role, Segment as SegmentInfo};
 
 pub use self::{
-    config::ConfigQuery,
-    slices::{RangeQuery, SegmentInfo, SliceQuery},
+    slices::{RangeQuery, SliceQuery},
     traffic::{ApiTraffic, UNMATCHED},
 };
 
@@ -211,47 +219,58 @@ impl IntoResponse for AppError {
                 )
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (status, Json(podcap_api::ErrorBody { error: message })).into_response()
     }
+}
+
+/// Every route of the API: its method, its path template and its handler. Each must be in
+/// `podcap_api::ROUTES` (the role table); `router` serves exactly these.
+#[must_use]
+pub fn routes() -> Vec<(podcap_api::routes::Method, &'static str, MethodRouter<ApiState>)> {
+    use axum::routing::{delete, patch, post};
+    use podcap_api::routes::Method::{Delete, Get, Patch, Post};
+    vec![
+        (Get, "/healthz", get(|| async { "ok\n" })),
+        (Get, "/readyz", get(health::readyz)),
+        (Get, "/api/v1/openapi.json", get(openapi)),
+        (Get, "/api/v1/segments", get(slices::segments)),
+        (Get, "/api/v1/snapshot", get(slices::snapshot)),
+        (Get, "/api/v1/live", get(slices::live)),
+        (Get, "/api/v1/config", get(config::get_config)),
+        (Patch, "/api/v1/config", patch(config::patch_config)),
+        (Get, "/api/v1/status", get(health::status)),
+        (Get, "/api/v1/snapshots", get(snapshots::list)),
+        (Post, "/api/v1/snapshots", post(snapshots::create)),
+        (Get, "/api/v1/snapshots/{name}", get(snapshots::manifest)),
+        (Delete, "/api/v1/snapshots/{name}", delete(snapshots::delete)),
+        (Get, "/api/v1/snapshots/{name}/pcapng", get(snapshots::download)),
+        (Get, "/api/v1/recordings", get(recordings::list)),
+        (Post, "/api/v1/recordings", post(recordings::create)),
+        (Delete, "/api/v1/recordings/{name}", delete(recordings::delete)),
+        (Get, "/api/v1/recordings/{name}/pcapng", get(recordings::download)),
+        (Get, "/metrics", get(metrics::metrics)),
+    ]
 }
 
 /// The API.
 pub fn router(state: ApiState) -> Router {
     // The token is checked before anything of the request is read: a client without one
-    // gets 401 whatever its query or body.
-    let protected = Router::new()
-        .route("/api/v1/segments", get(slices::segments))
-        .route("/api/v1/snapshot", get(slices::snapshot))
-        .route("/api/v1/live", get(slices::live))
-        .route(
-            "/api/v1/config",
-            get(config::get_config).patch(config::patch_config),
-        )
-        .route("/api/v1/status", get(health::status))
-        .route("/api/v1/snapshots", get(snapshots::list).post(snapshots::create))
-        .route(
-            "/api/v1/snapshots/{name}",
-            get(snapshots::manifest).delete(snapshots::delete),
-        )
-        .route("/api/v1/snapshots/{name}/pcapng", get(snapshots::download))
-        .route(
-            "/api/v1/recordings",
-            get(recordings::list).post(recordings::create),
-        )
-        .route(
-            "/api/v1/recordings/{name}",
-            axum::routing::delete(recordings::delete),
-        )
-        .route("/api/v1/recordings/{name}/pcapng", get(recordings::download))
-        .route("/metrics", get(metrics::metrics))
+    // gets 401 whatever its query or body. Open routes skip the check (and have no body).
+    let mut open = Router::new();
+    let mut protected = Router::new();
+    for (method, path, handler) in routes() {
+        let role = podcap_api::routes::role_of(method.as_str(), path);
+        if role == Some(Role::Open) {
+            open = open.route(path, handler);
+        } else {
+            protected = protected.route(path, handler);
+        }
+    }
+    let protected = protected
         // The last layer runs first: the token, then the body.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), body_in_time))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(health::readyz))
-        .route("/api/v1/openapi.json", get(openapi))
-        .merge(protected)
+    open.merge(protected)
         .layer(axum::middleware::from_fn(response_timeout))
         // Outermost: every answer is counted, the token check's and the timeouts' too.
         .layer(axum::middleware::from_fn_with_state(
@@ -288,12 +307,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
     }
 }
 
-/// The API described for tools: `OpenAPI` 3 (`openapi.json`; schemathesis runs against it in
-/// `cargo xtask test`).
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The API described for tools: `OpenAPI` 3.1, generated from the contract's types
+/// (`podcap_api::openapi`; schemathesis runs against it in `cargo xtask test`).
+pub fn openapi_json() -> &'static str {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(podcap_api::openapi::json);
+    &DOCUMENT
+}
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
 async fn require_token(
@@ -301,23 +323,16 @@ async fn require_token(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // Only changing the settings is the admin's.
-    let role = if request.method() == axum::http::Method::GET {
-        Role::Read
-    } else {
-        Role::Admin
-    };
+    // The role table's; a route it does not know needs the admin token.
+    let role = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|path| podcap_api::routes::role_of(request.method().as_str(), path.as_str()))
+        .unwrap_or(Role::Admin);
     match authorize(&state, request.headers(), role) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }
-}
-
-/// What a request needs its token for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Role {
-    Read,
-    Admin,
 }
 
 /// Reads the request's body whole within `state.body_timeout` (see the rules), then hands
@@ -416,7 +431,7 @@ pub(super) fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Re
         return Ok(());
     }
     match (matches(&state.token), role) {
-        (true, Role::Read) => Ok(()),
+        (_, Role::Open) | (true, Role::Read) => Ok(()),
         (true, Role::Admin) => Err(AppError::Forbidden(
             "this changes the sensor (its settings, its snapshots) and needs the admin token (the sensor's --admin-token-file)",
         )),
@@ -450,3 +465,6 @@ pub fn serve(
             ));
         })
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 use super::{
     blocking,
     slices::{pcapng_download, ChannelWriter, SliceQuery},
-    ApiState, AppError,
+    wire, ApiState, AppError,
 };
 use crate::{
-    recordings::{JobDoc, Listing, RecordingError, Recordings},
+    recordings::{RecordingError, Recordings},
     store::{index::SegmentRecord, slice::Slicer},
     sys,
 };
+use podcap_api::recordings::{RecordingJob, RecordingListing};
 
 fn jobs(state: &ApiState) -> Result<Arc<Recordings>, AppError> {
     state.recordings.clone().ok_or_else(|| {
@@ -48,29 +49,29 @@ fn refused(error: &RecordingError) -> AppError {
 pub(super) async fn list(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Listing>, AppError> {
+) -> Result<Json<RecordingListing>, AppError> {
     if raw.is_some_and(|q| !q.is_empty()) {
         return Err(AppError::BadRequest(
             "this endpoint takes no query parameters".into(),
         ));
     }
     let jobs = jobs(&state)?;
-    Ok(Json(
-        blocking(move || Ok(jobs.list(sys::realtime_ns())), refused).await?,
-    ))
+    let listing = blocking(move || Ok(jobs.list(sys::realtime_ns())), refused).await?;
+    Ok(Json(wire::recording_listing(listing)?))
 }
 
 pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Response, AppError> {
     let jobs = jobs(&state)?;
-    let doc: JobDoc =
+    let doc: RecordingJob =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
     if doc.created.is_some() || doc.managed_by.is_some() {
         return Err(AppError::BadRequest(
             "created, managedBy: set by the sensor".into(),
         ));
     }
+    let doc = wire::job_doc(doc);
     let made = blocking(move || jobs.create(doc, sys::realtime_ns()), refused).await?;
-    Ok((StatusCode::CREATED, Json(made)).into_response())
+    Ok((StatusCode::CREATED, Json(wire::job(made))).into_response())
 }
 
 pub(super) async fn delete(

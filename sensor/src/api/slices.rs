@@ -9,7 +9,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::{Deserialize, Serialize};
+use podcap_api::Segment;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{ApiState, AppError, Params, LIVE_DELAY, LIVE_POLL, STALL_TIMEOUT};
@@ -185,16 +186,6 @@ impl SliceQuery {
     }
 }
 
-/// A segment as the API lists it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SegmentInfo {
-    pub name: String,
-    pub first_ns: u64,
-    pub last_ns: u64,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
 pub(super) fn load_index(state: &ApiState) -> Result<Index, AppError> {
     Index::load(&state.data_dir)
         .map(Option::unwrap_or_default)
@@ -253,7 +244,7 @@ pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<Se
 pub(super) async fn segments(
     State(state): State<ApiState>,
     Params(query): Params<RangeQuery>,
-) -> Result<Json<Vec<SegmentInfo>>, AppError> {
+) -> Result<Json<Vec<Segment>>, AppError> {
     let (from, to) = if query.last.is_none() && query.from.is_none() && query.to.is_none() {
         (0, u64::MAX)
     } else {
@@ -261,7 +252,7 @@ pub(super) async fn segments(
     };
     let list = overlapping(&state, from, to)?
         .into_iter()
-        .map(|r| SegmentInfo {
+        .map(|r| Segment {
             name: r.file.clone(),
             first_ns: r.first_ns,
             last_ns: r.last_ns,

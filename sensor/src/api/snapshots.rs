@@ -14,44 +14,20 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Deserialize;
+use podcap_api::snapshots::{SnapshotListing, SnapshotManifest, SnapshotRequest};
 use tokio::sync::mpsc;
 
 use super::{
     blocking,
     slices::{check_span, overlapping, pcapng_download, ChannelWriter, RangeQuery, SliceQuery},
-    ApiState, AppError,
+    wire, ApiState, AppError,
 };
 use crate::{
-    snapshots::{self, Listing, Manifest, SelectionDoc, SnapshotError, Snapshots},
+    snapshots::{self, Manifest, SelectionDoc, SnapshotError, Snapshots},
     sys, units,
 };
 
 /// The body of `POST /api/v1/snapshots`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateSnapshot {
-    name: String,
-    #[serde(default)]
-    last: Option<String>,
-    #[serde(default)]
-    from: Option<String>,
-    #[serde(default)]
-    to: Option<String>,
-    /// Interfaces, comma-separated (as `iface=` of a download).
-    #[serde(default)]
-    iface: Option<String>,
-    #[serde(default)]
-    filter: Option<String>,
-    #[serde(default)]
-    pod: Option<String>,
-    #[serde(default)]
-    namespaces: Vec<String>,
-    /// Deleted this long after it is made (`7d`); absent: kept until deleted.
-    #[serde(default)]
-    expire: Option<String>,
-}
-
 fn store(state: &ApiState) -> Result<Arc<Snapshots>, AppError> {
     state
         .snapshots
@@ -96,12 +72,12 @@ fn no_query(raw: Option<&str>) -> Result<(), AppError> {
 pub(super) async fn list(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Listing>, AppError> {
+) -> Result<Json<SnapshotListing>, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    Ok(Json(
+    Ok(Json(wire::snapshot_listing(
         blocking(move || store.list(sys::realtime_ns()), refused).await?,
-    ))
+    )))
 }
 
 pub(super) async fn create(
@@ -111,7 +87,7 @@ pub(super) async fn create(
 ) -> Result<Response, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    let asked: CreateSnapshot =
+    let asked: SnapshotRequest =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
     snapshots::check_name(&asked.name).map_err(|e| refused(&e))?;
     let now = sys::realtime_ns();
@@ -180,7 +156,7 @@ pub(super) async fn create(
         refused,
     )
     .await?;
-    let mut response = (StatusCode::CREATED, Json(manifest)).into_response();
+    let mut response = (StatusCode::CREATED, Json(wire::manifest(manifest))).into_response();
     if let Some((name, value)) = clamped {
         if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
@@ -193,12 +169,12 @@ pub(super) async fn manifest(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Manifest>, AppError> {
+) -> Result<Json<SnapshotManifest>, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    Ok(Json(
+    Ok(Json(wire::manifest(
         blocking(move || store.get(&name, sys::realtime_ns()), refused).await?,
-    ))
+    )))
 }
 
 pub(super) async fn delete(
