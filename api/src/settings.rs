@@ -37,6 +37,19 @@ pub enum Source {
     Api,
 }
 
+impl Source {
+    /// The name on the wire (`targeting-file`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Flag => "flag",
+            Self::TargetingFile => "targeting-file",
+            Self::Api => "api",
+        }
+    }
+}
+
 /// Where a value came from, and since when (RFC 3339).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Origin {

@@ -3,6 +3,7 @@
 //! them). The merge of slices is `podcap_format::merge`. The CLI stands on podcap-format
 //! and podcap-archive (offline reads of the archive, `archive.rs`) alone: no sensor crate,
 //! no eBPF toolchain, no system C library.
+pub mod age;
 pub mod app;
 pub mod archive;
 pub mod dest;

@@ -224,6 +224,26 @@ impl Sensor {
         }
     }
 
+    /// A GET whose answer is one of the API's types (`podcap-api`).
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str, token: Option<&str>) -> Result<T> {
+        let response = self.request(path, token)?;
+        serde_json::from_reader(response.into_reader())
+            .context("the sensor's answer is not what its API says")
+    }
+
+    /// A PATCH of `body` whose answer is one of the API's types.
+    pub fn patch<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        let body = serde_json::to_string(body).context("the request's body")?;
+        let response = self.send("PATCH", path, token, Some(&body))?;
+        serde_json::from_reader(response.into_reader())
+            .context("the sensor's answer is not what its API says")
+    }
+
     pub fn get_json(&self, path: &str, token: Option<&str>) -> Result<serde_json::Value> {
         let response = self.request(path, token)?;
         serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")

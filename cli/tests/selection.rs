@@ -56,6 +56,43 @@ async fn each_sensor_applies_the_filter_and_only_the_selected_packets_arrive() {
     assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0);
 }
 
+/// #32: the table's times are RFC 3339 (as `snapshot list` prints them), and `AGE` says
+/// how far back each store reaches, as kubectl prints ages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_segments_table_prints_rfc3339_times_and_an_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let sensors = [sensor(&dir, 0, 0xaa).await];
+    let output = common::podcap_with(&sensors, TOKEN, &["segments"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NODE", "SEGMENTS", "SIZE", "OLDEST", "NEWEST", "AGE"],
+        "{out}"
+    );
+    let cells: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let (oldest, newest, age) = (
+        cells[cells.len() - 3],
+        cells[cells.len() - 2],
+        cells[cells.len() - 1],
+    );
+    for time in [oldest, newest] {
+        assert!(
+            podcap_format::units::parse_rfc3339(time).is_ok(),
+            "{time} in {out}"
+        );
+    }
+    let unit = age.trim_start_matches(|c: char| c.is_ascii_digit());
+    assert!(
+        !unit.is_empty()
+            && age.len() > unit.len()
+            && unit.chars().all(|c| "smhdy".contains(c) || c.is_ascii_digit()),
+        "{age} in {out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_as_json_name_every_sensor_and_keep_nanoseconds_exact() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

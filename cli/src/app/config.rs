@@ -16,6 +16,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use podcap_api::{Settings, SettingsChange};
 use podcap_format::units;
 
 use super::{for_each_sensor, reach, run_bounded, Connection, Reached};
@@ -39,20 +40,18 @@ impl Change {
     }
 
     /// The PATCH body, the values checked here first so that a typo asks no sensor.
-    fn body(&self) -> Result<serde_json::Value> {
-        let mut body = serde_json::Map::new();
-        if let Some(enable) = self.enable {
-            body.insert("enabled".into(), enable.into());
-        }
+    fn body(&self) -> Result<SettingsChange> {
         if let Some(size) = &self.max_size {
             units::parse_size(size).context("--max-size")?;
-            body.insert("maxSize".into(), size.clone().into());
         }
         if let Some(time) = &self.max_time {
             units::parse_duration(time).context("--max-time")?;
-            body.insert("maxTime".into(), time.clone().into());
         }
-        Ok(serde_json::Value::Object(body))
+        Ok(SettingsChange {
+            enabled: self.enable,
+            max_time: self.max_time.clone(),
+            max_size: self.max_size.clone(),
+        })
     }
 }
 
@@ -75,48 +74,54 @@ pub(super) fn command(
     if change.is_empty() {
         show_config(connection, output)
     } else {
-        change_config(change, consent, connection)
+        change_config(change, consent, output, connection)
     }
+}
+
+/// A table row of one sensor's settings: each value with where it came from.
+fn settings_row(node: &str, settings: &Settings) -> crate::table::Row {
+    let sources = &settings.sources;
+    let cell = |value: String, origin: &podcap_api::Origin| format!("{value} ({})", origin.source.as_str());
+    crate::table::Row {
+        cells: vec![
+            node.to_owned(),
+            cell(settings.enabled.to_string(), &sources.enabled),
+            cell(settings.max_size.clone(), &sources.max_size),
+            cell(settings.max_time.clone(), &sources.max_time),
+        ],
+        notes: Vec::new(),
+    }
+}
+
+/// The settings of each sensor as `output` asks: a table, or `{"nodes": [{node, settings}]}`.
+fn print_settings(answers: &[(String, Settings)], output: Output) -> Result<()> {
+    if output.structured() {
+        let nodes: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(node, settings)| serde_json::json!({ "node": node, "settings": settings }))
+            .collect();
+        crate::output::print(&serde_json::json!({ "nodes": nodes }), output)?;
+    } else {
+        let rows: Vec<_> = answers.iter().map(|(node, s)| settings_row(node, s)).collect();
+        print!(
+            "{}",
+            crate::table::render(&["NODE", "ENABLED", "MAX-SIZE", "MAX-TIME"], &rows)
+        );
+    }
+    Ok(())
 }
 
 /// `podcap config` without changes: each sensor's settings and where each came from.
 fn show_config(connection: &Connection, output: Output) -> Result<ExitCode> {
     let reached = reach(connection, Role::Read)?;
     let token = &reached.token;
-    let mut nodes = Vec::new();
-    let mut rows = Vec::new();
+    let mut answers = Vec::new();
     let code = for_each_sensor(&reached, |sensor| {
-        let settings = sensor.get_json("/api/v1/config", token.as_deref())?;
-        let cell = |key: &str| {
-            let value = match &settings[key] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            match settings["sources"][key]["source"].as_str() {
-                Some(source) => format!("{value} ({source})"),
-                None => value,
-            }
-        };
-        rows.push(crate::table::Row {
-            cells: vec![
-                sensor.label.clone(),
-                cell("enabled"),
-                cell("maxSize"),
-                cell("maxTime"),
-            ],
-            notes: Vec::new(),
-        });
-        nodes.push(serde_json::json!({ "node": sensor.label, "settings": settings }));
+        let settings: Settings = sensor.get("/api/v1/config", token.as_deref())?;
+        answers.push((sensor.label.clone(), settings));
         Ok(())
     });
-    if output.structured() {
-        crate::output::print(&serde_json::json!({ "nodes": nodes }), output)?;
-    } else {
-        print!(
-            "{}",
-            crate::table::render(&["NODE", "ENABLED", "MAX-SIZE", "MAX-TIME"], &rows)
-        );
-    }
+    print_settings(&answers, output)?;
     Ok(code)
 }
 
@@ -141,22 +146,21 @@ struct Verdict<'a> {
 }
 
 /// Every sensor checks `body` (`--parallel` at once); one that refuses it is an error.
-fn check_everywhere<'a>(reached: &'a Reached, body: &serde_json::Value) -> Result<Verdict<'a>> {
+fn check_everywhere<'a>(reached: &'a Reached, body: &SettingsChange) -> Result<Verdict<'a>> {
     let token = reached.token.as_deref();
     let sensors = &reached.sensors;
     let answers = run_bounded(sensors.len(), reached.parallel, |n| {
         Ok(
-            match sensors[n].patch_json("/api/v1/config?dryRun=true", token, body) {
+            match sensors[n].patch::<Settings>("/api/v1/config?dryRun=true", token, body) {
                 Ok(answer) => {
-                    let retired = &answer["wouldRetire"];
-                    let segments = retired["segments"].as_u64().unwrap_or(0);
+                    let retired = answer.would_retire.unwrap_or_default();
                     Checked::Takes {
-                        would_delete: (segments > 0).then(|| {
+                        would_delete: (retired.segments > 0).then(|| {
                             format!(
                                 "would delete {} now ({}, {})",
-                                count(segments, "segment"),
-                                units::format_size(retired["bytes"].as_u64().unwrap_or(0)),
-                                count(retired["packets"].as_u64().unwrap_or(0), "packet")
+                                count(retired.segments, "segment"),
+                                units::format_size(retired.bytes),
+                                count(retired.packets, "packet")
                             )
                         }),
                     }
@@ -199,7 +203,13 @@ fn check_everywhere<'a>(reached: &'a Reached, body: &serde_json::Value) -> Resul
 }
 
 /// `podcap config` with a change: checked by every sensor, then applied to all or none.
-fn change_config(change: &Change, consent: Consent, connection: &Connection) -> Result<ExitCode> {
+/// The settings each changed sensor answers are printed as `podcap config` prints them.
+fn change_config(
+    change: &Change,
+    consent: Consent,
+    output: Output,
+    connection: &Connection,
+) -> Result<ExitCode> {
     let body = change.body()?;
     let reached = reach(connection, Role::Admin)?;
     let token = reached.token.as_deref();
@@ -236,9 +246,10 @@ fn change_config(change: &Change, consent: Consent, connection: &Connection) -> 
         );
     }
     let mut failed = false;
+    let mut answers = Vec::new();
     for sensor in takers {
-        match sensor.patch_json("/api/v1/config", token, &body) {
-            Ok(settings) => println!("{}: {settings}", sensor.label),
+        match sensor.patch::<Settings>("/api/v1/config", token, &body) {
+            Ok(settings) => answers.push((sensor.label.clone(), settings)),
             Err(e) => {
                 eprintln!(
                     "podcap: sensor {} passed the check but the change failed: {e:#}",
@@ -248,6 +259,7 @@ fn change_config(change: &Change, consent: Consent, connection: &Connection) -> 
             }
         }
     }
+    print_settings(&answers, output)?;
     if !unreachable.is_empty() {
         let names: Vec<&str> = unreachable.iter().map(|(label, _)| label.as_str()).collect();
         eprintln!("podcap: not changed (--skip-unreachable): {}", names.join(", "));

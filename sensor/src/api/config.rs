@@ -26,8 +26,7 @@ pub(super) async fn patch_config(
     Params(query): Params<ConfigQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Settings>, AppError> {
-    let change: SettingsChange =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("config: {e}")))?;
+    let change: SettingsChange = super::json_body(&body, "config")?;
     let change = wire::settings_change(change);
     let settings = settings(&state)?;
     let invalid = |e: SettingsError| match e {

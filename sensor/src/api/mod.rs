@@ -292,6 +292,18 @@ pub(super) async fn blocking<T: Send + 'static, E: Send + 'static>(
         .map_err(|e| refuse(&e))
 }
 
+/// A request's JSON body read into `T` (one of the contract's request bodies): it must be
+/// a JSON object (serde would also read a struct from an array), and anything else about
+/// it that is wrong is a 400 saying `what` it was.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, AppError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("{what}: {e}")))?;
+    if !value.is_object() {
+        return Err(AppError::BadRequest(format!("{what}: a JSON object is expected")));
+    }
+    serde_json::from_value(value).map_err(|e| AppError::BadRequest(format!("{what}: {e}")))
+}
+
 /// A query string read into `T`: any problem with it (an unknown parameter, a value of the
 /// wrong kind) is a 400 naming it, as JSON like every error of the API.
 pub(crate) struct Params<T>(pub T);

@@ -62,8 +62,7 @@ pub(super) async fn list(
 
 pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Response, AppError> {
     let jobs = jobs(&state)?;
-    let doc: RecordingJob =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
+    let doc: RecordingJob = super::json_body(&body, "the request body")?;
     if doc.created.is_some() || doc.managed_by.is_some() {
         return Err(AppError::BadRequest(
             "created, managedBy: set by the sensor".into(),

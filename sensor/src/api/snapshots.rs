@@ -87,8 +87,7 @@ pub(super) async fn create(
 ) -> Result<Response, AppError> {
     no_query(raw.as_deref())?;
     let store = store(&state)?;
-    let asked: SnapshotRequest =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
+    let asked: SnapshotRequest = super::json_body(&body, "the request body")?;
     snapshots::check_name(&asked.name).map_err(|e| refused(&e))?;
     let now = sys::realtime_ns();
     let query = SliceQuery {
