@@ -321,6 +321,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
 
 /// The API described for tools: `OpenAPI` 3.1, generated from the contract's types
 /// (`podcap_api::openapi`; schemathesis runs against it in `cargo xtask test`).
+#[must_use]
 pub fn openapi_json() -> &'static str {
     static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(podcap_api::openapi::json);
     &DOCUMENT
