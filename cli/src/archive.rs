@@ -386,8 +386,8 @@ pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Res
     }
     let mut rows = Vec::new();
     for node in &nodes {
-        // (segments, bytes, gaps) per hour folder.
-        let mut hours: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        // (segments, bytes, gaps) per hour, by the hour's start.
+        let mut hours: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
         for meta in archive
             .list(&Path::from(format!("{}/{node}", layout.nodes())))
             .await?
@@ -398,7 +398,7 @@ pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Res
             if first >= to || first.saturating_add(layout::LOOKBACK_NS) < from {
                 continue;
             }
-            let entry = hours.entry(layout::hour_folder(first)).or_default();
+            let entry = hours.entry(layout::hour_start(first)).or_default();
             if is_gap(&meta.location) {
                 entry.2 += 1;
             } else if is_segment_manifest(&meta.location) {
@@ -411,7 +411,7 @@ pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Res
             rows.push(Row {
                 cells: vec![
                     node.clone(),
-                    hour.replace('/', " "),
+                    units::format_rfc3339(hour),
                     segments.to_string(),
                     units::format_size(bytes),
                     gaps.to_string(),
@@ -420,7 +420,7 @@ pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Res
             });
         }
     }
-    let mut text = render(&["NODE", "HOUR (UTC)", "SEGMENTS", "STORED", "GAPS"], &rows);
+    let mut text = render(&["NODE", "HOUR", "SEGMENTS", "STORED", "GAPS"], &rows);
     for (what, prefix) in [
         ("SNAPSHOT", layout.snapshots()),
         ("RECORDING", layout.recordings()),
