@@ -39,7 +39,7 @@ pub use self::{
         DamagedSnapshot, SnapshotFailure, SnapshotListing, SnapshotManifest, SnapshotRequest,
         SnapshotSelection,
     },
-    status::Status,
+    status::{SensorVersion, Status},
 };
 
 #[cfg(test)]

@@ -32,6 +32,16 @@ pub struct Status {
     pub archive: Option<ArchiveStatus>,
 }
 
+/// The one field of a status every sensor can be asked whatever its version: what
+/// `podcap version` reads, so that a sensor older or newer than the client (whose status
+/// may not read as [`Status`]) still says which it is. Absent in sensors from before the
+/// status named its version. Not a schema of its own: a reading of [`Status`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct SensorVersion {
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
 /// Standalone (interfaces named at start) or Kubernetes (the pods of a node).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]

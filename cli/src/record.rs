@@ -9,15 +9,16 @@
 //! every node that took the job and every one that did not, with why, and the exit status
 //! is non-zero unless all took it. `list` shows each job per node: its state, next
 //! start, packets, bytes, drops (over budget) and the seconds of its windows the store no
-//! longer held when they were copied. `delete` stops a job and deletes what it recorded on
-//! every sensor that has it; none having it is an error.
+//! longer held when they were copied, and its `AGE` (since the job was made, as kubectl
+//! prints ages), with one line under it per iteration (its window in RFC 3339, packets,
+//! size, age since it began). `delete` stops a job and deletes what it recorded on every
+//! sensor that has it; none having it is an error.
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use podcap_format::units;
+use podcap_api::{recordings::IterationStatus, RecordingJob, RecordingJobStatus, RecordingListing};
+use podcap_format::{recording::JobDoc, units};
 use serde_json::Value;
-
-use podcap_format::recording::JobDoc;
 
 use crate::{
     app::Reached,
@@ -86,12 +87,22 @@ pub(crate) fn remove_from_cluster(cluster: &Cluster, name: &str, namespace: &str
 pub(crate) fn create(reached: &Reached, job: &JobDoc) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let name = &job.name;
-    let body = serde_json::to_value(job)?;
-    let body = &body;
+    let body = RecordingJob {
+        name: job.name.clone(),
+        filter: job.filter.clone(),
+        pod: job.pod.clone(),
+        namespaces: job.namespaces.clone(),
+        start: job.start.clone(),
+        days: job.days,
+        duration: job.duration.clone(),
+        expire: job.expire.clone(),
+        created: None,
+        managed_by: None,
+    };
     let mut made = 0usize;
     let mut failed = reached.report_unreachable();
     for sensor in &reached.sensors {
-        match sensor.post_json("/api/v1/recordings", token, body) {
+        match sensor.post::<RecordingJob>("/api/v1/recordings", token, &body) {
             Ok(_) => {
                 made += 1;
                 println!("{}: recording job {name} added", sensor.label);
@@ -117,7 +128,7 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
     let mut failed: Vec<(String, String)> = reached.unreachable.clone();
     let mut nodes = Vec::new();
     for sensor in &reached.sensors {
-        match sensor.get_json("/api/v1/recordings", token) {
+        match sensor.get::<RecordingListing>("/api/v1/recordings", token) {
             Ok(listing) => nodes.push((sensor.label.clone(), listing)),
             Err(e) => failed.push((sensor.label.clone(), format!("{e:#}"))),
         }
@@ -125,7 +136,7 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
     if output.structured() {
         let nodes: Vec<Value> = nodes
             .iter()
-            .map(|(node, listing)| serde_json::json!({"node": node, "jobs": listing["jobs"], "maxBytes": listing["maxBytes"], "usedBytes": listing["usedBytes"]}))
+            .map(|(node, listing)| serde_json::json!({"node": node, "jobs": listing.jobs, "maxBytes": listing.max_bytes, "usedBytes": listing.used_bytes}))
             .collect();
         let unreachable: Vec<Value> = failed
             .iter()
@@ -136,7 +147,7 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
             output,
         )?;
     } else {
-        print_table(&nodes);
+        print!("{}", table(&nodes, units::now_ns()));
     }
     for (node, reason) in &failed {
         eprintln!("podcap: sensor {node} failed: {reason}");
@@ -148,44 +159,55 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
     })
 }
 
-fn print_table(nodes: &[(String, Value)]) {
-    let mut rows: Vec<[String; 9]> = Vec::new();
-    for (node, listing) in nodes {
-        for job in listing["jobs"].as_array().into_iter().flatten() {
-            let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-            let number = |v: &Value| v.as_u64().unwrap_or(0);
-            rows.push([
-                text(&job["job"]["name"]),
-                node.clone(),
-                text(&job["state"]),
-                job["nextStart"].as_str().map_or_else(
-                    || "-".to_owned(),
-                    |t| units::parse_rfc3339(t).map_or_else(|_| t.to_owned(), units::format_rfc3339),
-                ),
-                number(&job["packets"]).to_string(),
-                units::format_size(number(&job["bytes"])),
-                number(&job["drops"]).to_string(),
-                job["iterations"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|i| number(&i["notHeldSeconds"]))
+/// An RFC 3339 time of the sensor's to the second, as every table writes times; as given
+/// when it does not read as one.
+fn table_time(time: &str) -> String {
+    units::parse_rfc3339(time).map_or_else(|_| time.to_owned(), units::format_rfc3339)
+}
+
+/// The age at `now_ns` of an RFC 3339 time of the sensor's (`-`: none, or unreadable).
+fn age(now_ns: u64, time: Option<&str>) -> String {
+    time.and_then(|t| units::parse_rfc3339(t).ok())
+        .map_or_else(|| "-".to_owned(), |then| crate::age::format_age(now_ns, then))
+}
+
+/// One row per job and node, by name then node, each iteration on a line under it; ages
+/// at `now_ns`.
+fn table(nodes: &[(String, RecordingListing)], now_ns: u64) -> String {
+    let mut jobs: Vec<(&str, &RecordingJobStatus)> = nodes
+        .iter()
+        .flat_map(|(node, listing)| listing.jobs.iter().map(move |job| (node.as_str(), job)))
+        .collect();
+    if jobs.is_empty() {
+        return "no recording jobs\n".to_owned();
+    }
+    jobs.sort_by(|a, b| (&a.1.job.name, a.0).cmp(&(&b.1.job.name, b.0)));
+    let rows: Vec<Row> = jobs
+        .into_iter()
+        .map(|(node, job)| Row {
+            cells: vec![
+                job.job.name.clone(),
+                node.to_owned(),
+                job.state.as_str().to_owned(),
+                job.next_start
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), table_time),
+                job.packets.to_string(),
+                units::format_size(job.bytes),
+                job.drops.to_string(),
+                job.iterations
+                    .iter()
+                    .map(|i| i.not_held_seconds)
                     .fold(0u64, u64::saturating_add)
                     .to_string(),
-                job["job"]["filter"].as_str().unwrap_or("").to_owned(),
-            ]);
-        }
-    }
-    if rows.is_empty() {
-        println!("no recording jobs");
-        return;
-    }
-    rows.sort();
-    let rows: Vec<Row> = rows
-        .into_iter()
-        .map(|cells| Row {
-            cells: cells.to_vec(),
-            notes: Vec::new(),
+                age(now_ns, job.job.created.as_deref()),
+                job.job.filter.clone().unwrap_or_default(),
+            ],
+            notes: job
+                .iterations
+                .iter()
+                .map(|iteration| iteration_line(iteration, now_ns))
+                .collect(),
         })
         .collect();
     let header = [
@@ -197,9 +219,27 @@ fn print_table(nodes: &[(String, Value)]) {
         "SIZE",
         "DROPS",
         "NOT HELD (s)",
+        "AGE",
         "FILTER",
     ];
-    print!("{}", render(&header, &rows));
+    render(&header, &rows)
+}
+
+/// An iteration's line under its job: its window, what it holds, its age (since it began).
+fn iteration_line(iteration: &IterationStatus, now_ns: u64) -> String {
+    let mut line = format!(
+        "iteration {}: {} .. {}, {}, {}, age {}",
+        iteration.iteration,
+        table_time(&iteration.start),
+        table_time(&iteration.end),
+        crate::output::count(iteration.packets, "packet"),
+        units::format_size(iteration.bytes),
+        age(now_ns, Some(&iteration.start)),
+    );
+    if let Some(expires) = &iteration.expires {
+        line = format!("{line}, expires {}", table_time(expires));
+    }
+    line
 }
 
 pub(crate) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
@@ -230,4 +270,93 @@ pub(crate) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use podcap_api::recordings::JobState;
+
+    use super::*;
+
+    fn job(name: &str, created: Option<&str>) -> RecordingJobStatus {
+        RecordingJobStatus {
+            job: RecordingJob {
+                name: name.to_owned(),
+                filter: Some("tcp port 443".to_owned()),
+                pod: None,
+                namespaces: Vec::new(),
+                start: Some("02:00".to_owned()),
+                days: 0,
+                duration: "1h".to_owned(),
+                expire: None,
+                created: created.map(str::to_owned),
+                managed_by: None,
+            },
+            state: JobState::Scheduled,
+            next_start: Some("2026-12-08T02:00:00.000000001Z".to_owned()),
+            iterations: vec![IterationStatus {
+                iteration: 1,
+                start: "2026-12-07T02:00:00Z".to_owned(),
+                end: "2026-12-07T03:00:00.5Z".to_owned(),
+                packets: 1,
+                bytes: 2000,
+                budget_drops: 0,
+                missed_segments: 0,
+                not_held_seconds: 5,
+                expires: Some("2026-12-09T03:00:00.5Z".to_owned()),
+            }],
+            packets: 1,
+            bytes: 2000,
+            drops: 0,
+        }
+    }
+
+    #[test]
+    fn the_list_prints_rfc3339_times_an_age_and_each_iteration() {
+        let now = units::parse_rfc3339("2026-12-07T12:00:30Z").unwrap();
+        let listing = RecordingListing {
+            jobs: vec![job("nightly", Some("2026-12-06T23:00:00Z")), job("adhoc", None)],
+            max_bytes: 1,
+            used_bytes: 1,
+        };
+        let text = table(&[("node-a".to_owned(), listing)], now);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            [
+                "NAME", "NODE", "STATE", "NEXT", "START", "(UTC)", "PACKETS", "SIZE", "DROPS", "NOT", "HELD",
+                "(s)", "AGE", "FILTER"
+            ],
+            "{text}"
+        );
+        let nightly = lines.iter().position(|l| l[0] == "nightly").unwrap();
+        assert_eq!(
+            lines[nightly],
+            [
+                "nightly",
+                "node-a",
+                "scheduled",
+                "2026-12-08T02:00:00Z",
+                "1",
+                "2.0",
+                "KB",
+                "0",
+                "5",
+                "13h",
+                "tcp",
+                "port",
+                "443"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            lines[nightly + 1].join(" "),
+            "iteration 1: 2026-12-07T02:00:00Z .. 2026-12-07T03:00:00Z, 1 packet, 2.0 KB, age 10h, \
+             expires 2026-12-09T03:00:00Z",
+            "{text}"
+        );
+        // Sorted by name; a job that does not say when it was made has no age.
+        assert_eq!(lines[1][0], "adhoc", "{text}");
+        assert_eq!(lines[1][9], "-", "{text}");
+    }
 }

@@ -6,9 +6,12 @@
 //! non-zero unless all made it. `list` groups what the sensors keep by name and shows the
 //! failures the sensors remember; a sensor that cannot be asked is named, never skipped
 //! silently. `delete` deletes on every sensor holding the name; no holder is an error.
-use std::{fmt::Write as _, process::ExitCode};
+//! The table's times are RFC 3339 to the second; its `AGE` is since the snapshot was made
+//! (the earliest node's), as kubectl prints ages.
+use std::{collections::BTreeMap, fmt::Write as _, process::ExitCode};
 
 use anyhow::{bail, Result};
+use podcap_api::{SnapshotListing, SnapshotManifest, SnapshotRequest, SnapshotSelection};
 use podcap_format::units;
 use serde_json::Value;
 
@@ -41,19 +44,20 @@ pub(crate) fn keep_nodes(reached: &mut Reached, nodes: &[String]) -> Result<()> 
     Ok(())
 }
 
-pub(crate) fn create(reached: &Reached, name: &str, body: &Value) -> Result<ExitCode> {
+pub(crate) fn create(reached: &Reached, body: &SnapshotRequest) -> Result<ExitCode> {
+    let name = &body.name;
     let token = reached.token.as_deref();
     let mut made = 0usize;
     let mut failed = reached.report_unreachable();
     for sensor in &reached.sensors {
-        match sensor.post_json("/api/v1/snapshots", token, body) {
+        match sensor.post::<SnapshotManifest>("/api/v1/snapshots", token, body) {
             Ok(manifest) => {
                 made += 1;
                 println!(
                     "{}: kept {name}: {}, {}{}",
                     sensor.label,
-                    crate::output::count(manifest["packets"].as_u64().unwrap_or(0), "packet"),
-                    units::format_size(manifest["bytes"].as_u64().unwrap_or(0)),
+                    crate::output::count(manifest.packets, "packet"),
+                    units::format_size(manifest.bytes),
                     drops_note(&manifest)
                 );
             }
@@ -73,10 +77,12 @@ pub(crate) fn create(reached: &Reached, name: &str, body: &Value) -> Result<Exit
     })
 }
 
-fn drops_note(manifest: &Value) -> String {
-    let kernel = manifest["kernelDrops"].as_u64().unwrap_or(0);
-    let sensor = manifest["sensorDrops"].as_u64().unwrap_or(0);
-    let damaged = manifest["damagedParts"].as_u64().unwrap_or(0);
+fn drops_note(manifest: &SnapshotManifest) -> String {
+    let (kernel, sensor, damaged) = (
+        manifest.kernel_drops,
+        manifest.sensor_drops,
+        manifest.damaged_parts,
+    );
     let mut note = String::new();
     if kernel.saturating_add(sensor) > 0 {
         let _ = write!(
@@ -101,69 +107,33 @@ struct Across {
     from: String,
     to: String,
     expires: Option<String>,
-    selection: Value,
+    selection: SnapshotSelection,
+    /// When the first node made it (nanoseconds since the epoch).
+    created_ns: Option<u64>,
     packets: u64,
     bytes: u64,
     /// Each holder and its manifest.
-    nodes: Vec<(String, Value)>,
+    nodes: Vec<(String, SnapshotManifest)>,
     /// Nodes where making it failed, with why.
     failed: Vec<(String, String)>,
     /// Nodes where it is damaged, with how.
     damaged: Vec<(String, String)>,
 }
 
+/// Each node's budget: (node, used, max).
+type Budget = (String, u64, u64);
+
 pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
     let token = reached.token.as_deref();
-    let mut all: std::collections::BTreeMap<String, Across> = std::collections::BTreeMap::new();
-    let mut budgets = Vec::new();
+    let mut listings = Vec::new();
     let mut failed_sensors: Vec<(String, String)> = reached.unreachable.clone();
     for sensor in &reached.sensors {
-        let listing = match sensor.get_json("/api/v1/snapshots", token) {
-            Ok(listing) => listing,
-            Err(e) => {
-                failed_sensors.push((sensor.label.clone(), format!("{e:#}")));
-                continue;
-            }
-        };
-        budgets.push(serde_json::json!({
-            "node": sensor.label,
-            "usedBytes": listing["usedBytes"],
-            "maxBytes": listing["maxBytes"],
-        }));
-        for manifest in listing["snapshots"].as_array().into_iter().flatten() {
-            let name = manifest["name"].as_str().unwrap_or_default();
-            let across = entry(&mut all, name);
-            if across.nodes.is_empty() {
-                manifest["from"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .clone_into(&mut across.from);
-                manifest["to"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .clone_into(&mut across.to);
-                across.expires = manifest["expires"].as_str().map(str::to_owned);
-                across.selection = manifest["selection"].clone();
-            }
-            across.packets = across
-                .packets
-                .saturating_add(manifest["packets"].as_u64().unwrap_or(0));
-            across.bytes = across
-                .bytes
-                .saturating_add(manifest["bytes"].as_u64().unwrap_or(0));
-            across.nodes.push((sensor.label.clone(), manifest.clone()));
-        }
-        for failure in listing["failed"].as_array().into_iter().flatten() {
-            let name = failure["name"].as_str().unwrap_or_default();
-            let reason = failure["reason"].as_str().unwrap_or_default().to_owned();
-            entry(&mut all, name).failed.push((sensor.label.clone(), reason));
-        }
-        for damage in listing["damaged"].as_array().into_iter().flatten() {
-            let name = damage["name"].as_str().unwrap_or_default();
-            let reason = damage["reason"].as_str().unwrap_or_default().to_owned();
-            entry(&mut all, name).damaged.push((sensor.label.clone(), reason));
+        match sensor.get::<SnapshotListing>("/api/v1/snapshots", token) {
+            Ok(listing) => listings.push((sensor.label.clone(), listing)),
+            Err(e) => failed_sensors.push((sensor.label.clone(), format!("{e:#}"))),
         }
     }
+    let (all, budgets) = gather(listings);
     if output.structured() {
         let snapshots: Vec<Value> = all
             .values()
@@ -172,13 +142,17 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
                     "name": a.name, "from": a.from, "to": a.to, "expires": a.expires,
                     "selection": a.selection, "packets": a.packets, "bytes": a.bytes,
                     "nodes": a.nodes.iter().map(|(node, m)| serde_json::json!({
-                        "node": node, "packets": m["packets"], "bytes": m["bytes"], "sha256": m["sha256"],
-                        "kernelDrops": m["kernelDrops"], "sensorDrops": m["sensorDrops"],
+                        "node": node, "packets": m.packets, "bytes": m.bytes, "sha256": m.sha256,
+                        "kernelDrops": m.kernel_drops, "sensorDrops": m.sensor_drops,
                     })).collect::<Vec<_>>(),
                     "failed": a.failed.iter().map(|(node, reason)| serde_json::json!({"node": node, "reason": reason})).collect::<Vec<_>>(),
                     "damaged": a.damaged.iter().map(|(node, reason)| serde_json::json!({"node": node, "reason": reason})).collect::<Vec<_>>(),
                 })
             })
+            .collect();
+        let budgets: Vec<Value> = budgets
+            .iter()
+            .map(|(node, used, max)| serde_json::json!({"node": node, "usedBytes": used, "maxBytes": max}))
             .collect();
         let unreachable: Vec<Value> = failed_sensors
             .iter()
@@ -191,13 +165,19 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
             output,
         )?;
     } else {
-        print_table(&all, reached.sensors.len() + reached.unreachable.len());
-        for budget in &budgets {
+        print!(
+            "{}",
+            table(
+                &all,
+                reached.sensors.len() + reached.unreachable.len(),
+                units::now_ns()
+            )
+        );
+        for (node, used, max) in &budgets {
             println!(
-                "{}: {} of {} used (--snapshot-max-size)",
-                budget["node"].as_str().unwrap_or_default(),
-                units::format_size(budget["usedBytes"].as_u64().unwrap_or(0)),
-                units::format_size(budget["maxBytes"].as_u64().unwrap_or(0))
+                "{node}: {} of {} used (--snapshot-max-size)",
+                units::format_size(*used),
+                units::format_size(*max)
             );
         }
     }
@@ -211,34 +191,67 @@ pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<E
     })
 }
 
-fn print_table(all: &std::collections::BTreeMap<String, Across>, sensors: usize) {
-    if all.is_empty() {
-        println!("no snapshots");
-        return;
+/// What every node keeps, by snapshot name, and each node's budget.
+fn gather(listings: Vec<(String, SnapshotListing)>) -> (BTreeMap<String, Across>, Vec<Budget>) {
+    let mut all: BTreeMap<String, Across> = BTreeMap::new();
+    let mut budgets = Vec::new();
+    for (node, listing) in listings {
+        budgets.push((node.clone(), listing.used_bytes, listing.max_bytes));
+        for manifest in listing.snapshots {
+            let across = entry(&mut all, &manifest.name);
+            if across.nodes.is_empty() {
+                across.from.clone_from(&manifest.from);
+                across.to.clone_from(&manifest.to);
+                across.expires.clone_from(&manifest.expires);
+                across.selection = manifest.selection.clone();
+            }
+            if let Ok(created) = units::parse_rfc3339(&manifest.created) {
+                across.created_ns = Some(across.created_ns.map_or(created, |c| c.min(created)));
+            }
+            across.packets = across.packets.saturating_add(manifest.packets);
+            across.bytes = across.bytes.saturating_add(manifest.bytes);
+            across.nodes.push((node.clone(), manifest));
+        }
+        for failure in listing.failed {
+            entry(&mut all, &failure.name)
+                .failed
+                .push((node.clone(), failure.reason));
+        }
+        for damage in listing.damaged {
+            entry(&mut all, &damage.name)
+                .damaged
+                .push((node.clone(), damage.reason));
+        }
     }
-    let rows: Vec<[String; 6]> = all
+    (all, budgets)
+}
+
+/// The table of `all` over `sensors` sensors, ages at `now_ns`.
+fn table(all: &BTreeMap<String, Across>, sensors: usize, now_ns: u64) -> String {
+    if all.is_empty() {
+        return "no snapshots\n".to_owned();
+    }
+    let rows: Vec<Row> = all
         .values()
-        .map(|a| {
-            [
-                a.name.clone(),
-                if a.nodes.is_empty() {
+        .map(|across| {
+            let cells = vec![
+                across.name.clone(),
+                if across.nodes.is_empty() {
                     "-".to_owned()
                 } else {
-                    format!("{} .. {}", short_time(&a.from), short_time(&a.to))
+                    format!("{} .. {}", short_time(&across.from), short_time(&across.to))
                 },
-                format!("{}/{sensors}", a.nodes.len()),
-                a.packets.to_string(),
-                units::format_size(a.bytes),
-                a.expires
+                format!("{}/{sensors}", across.nodes.len()),
+                across.packets.to_string(),
+                units::format_size(across.bytes),
+                across
+                    .expires
                     .as_deref()
                     .map_or_else(|| "never".to_owned(), short_time),
-            ]
-        })
-        .collect();
-    let rows: Vec<Row> = rows
-        .into_iter()
-        .zip(all.values())
-        .map(|(cells, across)| {
+                across
+                    .created_ns
+                    .map_or_else(|| "-".to_owned(), |then| crate::age::format_age(now_ns, then)),
+            ];
             let holders: Vec<&str> = across.nodes.iter().map(|(node, _)| node.as_str()).collect();
             let mut notes = Vec::new();
             if !holders.is_empty() {
@@ -256,19 +269,21 @@ fn print_table(all: &std::collections::BTreeMap<String, Across>, sensors: usize)
                     .iter()
                     .map(|(node, reason)| format!("damaged on {node}: {reason}")),
             );
-            Row {
-                cells: cells.to_vec(),
-                notes,
-            }
+            Row { cells, notes }
         })
         .collect();
-    print!(
-        "{}",
-        render(
-            &["NAME", "WINDOW (UTC)", "NODES", "PACKETS", "SIZE", "EXPIRES"],
-            &rows
-        )
-    );
+    render(
+        &[
+            "NAME",
+            "WINDOW (UTC)",
+            "NODES",
+            "PACKETS",
+            "SIZE",
+            "EXPIRES",
+            "AGE",
+        ],
+        &rows,
+    )
 }
 
 /// An RFC 3339 time to the second, for a table.
@@ -303,9 +318,97 @@ pub(crate) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
     })
 }
 
-fn entry<'a>(all: &'a mut std::collections::BTreeMap<String, Across>, name: &str) -> &'a mut Across {
+fn entry<'a>(all: &'a mut BTreeMap<String, Across>, name: &str) -> &'a mut Across {
     all.entry(name.to_owned()).or_insert_with(|| Across {
         name: name.to_owned(),
         ..Across::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use podcap_api::{SnapshotFailure, SnapshotListing, SnapshotManifest};
+
+    use super::*;
+
+    fn manifest(name: &str, created: &str) -> SnapshotManifest {
+        SnapshotManifest {
+            name: name.to_owned(),
+            from: "2026-12-07T10:00:00.123456789Z".to_owned(),
+            to: "2026-12-07T10:15:00Z".to_owned(),
+            selection: SnapshotSelection::default(),
+            created: created.to_owned(),
+            expires: Some("2026-12-14T10:15:00.5Z".to_owned()),
+            packets: 60,
+            bytes: 6000,
+            sha256: "00".repeat(32),
+            secrets: 0,
+            sha256_without_secrets: None,
+            kernel_drops: 0,
+            sensor_drops: 0,
+            damaged_parts: 0,
+            sensor_version: "0.1.0".to_owned(),
+        }
+    }
+
+    fn listing(snapshots: Vec<SnapshotManifest>) -> SnapshotListing {
+        SnapshotListing {
+            snapshots,
+            failed: Vec::new(),
+            damaged: Vec::new(),
+            max_bytes: 1_000_000,
+            used_bytes: 6000,
+        }
+    }
+
+    #[test]
+    fn the_list_prints_rfc3339_times_and_the_age_since_the_first_node_made_it() {
+        let now = units::parse_rfc3339("2026-12-07T13:20:00Z").unwrap();
+        let mut b = listing(vec![manifest("inc", "2026-12-07T10:15:05Z")]);
+        b.failed.push(SnapshotFailure {
+            name: "other".to_owned(),
+            at: "2026-12-07T11:00:00Z".to_owned(),
+            reason: "no room".to_owned(),
+        });
+        let (all, budgets) = gather(vec![
+            (
+                "node-a".to_owned(),
+                listing(vec![manifest("inc", "2026-12-07T10:15:01Z")]),
+            ),
+            ("node-b".to_owned(), b),
+        ]);
+        assert_eq!(budgets[1], ("node-b".to_owned(), 6000, 1_000_000));
+        let text = table(&all, 3, now);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            ["NAME", "WINDOW", "(UTC)", "NODES", "PACKETS", "SIZE", "EXPIRES", "AGE"],
+            "{text}"
+        );
+        // 3 h 4 min 59 s after node-a made it: kubectl's 3h4m.
+        assert_eq!(
+            lines[1],
+            [
+                "inc",
+                "2026-12-07T10:00:00Z",
+                "..",
+                "2026-12-07T10:15:00Z",
+                "2/3",
+                "120",
+                "12.0",
+                "KB",
+                "2026-12-14T10:15:00Z",
+                "3h4m"
+            ],
+            "{text}"
+        );
+        assert_eq!(lines[2], ["held", "by:", "node-a,", "node-b"], "{text}");
+        // Made nowhere: no window, no age.
+        assert_eq!(
+            lines[3],
+            ["other", "-", "0/3", "0", "0", "B", "never", "-"],
+            "{text}"
+        );
+        assert_eq!(lines[4], ["failed", "on", "node-b:", "no", "room"], "{text}");
+    }
 }

@@ -166,10 +166,8 @@ impl Sensor {
             Ok(response) => Ok(response),
             Err(ureq::Error::Status(code, response)) => {
                 let answer = response.into_string().unwrap_or_default();
-                let message = serde_json::from_str::<serde_json::Value>(&answer)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_owned))
-                    .unwrap_or(answer);
+                let message =
+                    serde_json::from_str::<podcap_api::ErrorBody>(&answer).map_or(answer, |body| body.error);
                 let mut message = message.trim().to_owned();
                 if code == 400 && message.starts_with("filter") {
                     if let Some(filter) = filter_asked(path, body) {
@@ -244,28 +242,24 @@ impl Sensor {
             .context("the sensor's answer is not what its API says")
     }
 
-    pub fn get_json(&self, path: &str, token: Option<&str>) -> Result<serde_json::Value> {
+    /// A POST of `body` whose answer is one of the API's types.
+    pub fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        let body = serde_json::to_string(body).context("the request's body")?;
+        let response = self.send("POST", path, token, Some(&body))?;
+        serde_json::from_reader(response.into_reader())
+            .context("the sensor's answer is not what its API says")
+    }
+
+    /// A GET's answer as the sensor wrote it, every field kept, also those this client
+    /// does not know: only for `-o json|yaml` of `podcap status`, which hands a sensor's
+    /// document on whole. Everything the CLI reads itself goes through [`Sensor::get`].
+    pub fn get_document(&self, path: &str, token: Option<&str>) -> Result<serde_json::Value> {
         let response = self.request(path, token)?;
-        serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
-    }
-
-    pub fn patch_json(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value> {
-        let response = self.send("PATCH", path, token, Some(&body.to_string()))?;
-        serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
-    }
-
-    pub fn post_json(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value> {
-        let response = self.send("POST", path, token, Some(&body.to_string()))?;
         serde_json::from_reader(response.into_reader()).context("the sensor's answer is not JSON")
     }
 
@@ -379,9 +373,17 @@ fn filter_asked(path: &str, body: Option<&str>) -> Option<String> {
             .map(|(_, value)| value.into_owned())
     });
     from_query.or_else(|| {
-        body.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-            .and_then(|v| v["filter"].as_str().map(str::to_owned))
+        body.and_then(|b| serde_json::from_str::<FilterOf>(b).ok())
+            .and_then(|asked| asked.filter)
     })
+}
+
+/// The `filter` of a request's body (a `SnapshotRequest` or a `RecordingJob`; any other
+/// field is left unread).
+#[derive(serde::Deserialize)]
+struct FilterOf {
+    #[serde(default)]
+    filter: Option<String>,
 }
 
 /// Whether a TLS handshake failed because the other end answered in plain HTTP (rustls

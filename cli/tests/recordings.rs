@@ -24,6 +24,23 @@ fn poll(states: &[ApiState]) {
     }
 }
 
+/// `record list`'s table gives the job an age (made just now) and lists its one iteration
+/// (30 to 5 s ago) in RFC 3339.
+fn age_and_iteration_listed(table: &str) {
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    // Four header words more (NEXT START (UTC), NOT HELD (s)), the size one word more in the row (`6.6 KB`).
+    let age_column = header.iter().position(|h| *h == "AGE").unwrap() - 3;
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert!(row[age_column].ends_with('s'), "{table}");
+    let iteration = table.lines().nth(2).unwrap();
+    assert!(
+        iteration.starts_with("  iteration 0: 20")
+            && iteration.contains("Z .. 20")
+            && iteration.contains("60 packets"),
+        "{table}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_on_every_sensor_is_listed_downloaded_merged_and_deleted() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -75,6 +92,7 @@ async fn a_job_on_every_sensor_is_listed_downloaded_merged_and_deleted() {
         table.contains("odd") && table.contains("node-1") && table.contains("finished"),
         "{table}"
     );
+    age_and_iteration_listed(&table);
     // Downloaded merged, with a selection applied on top.
     let dest = tempfile::tempdir().unwrap();
     let mut dump = args("dump --recording odd --dest");

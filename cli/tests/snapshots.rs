@@ -25,6 +25,18 @@ fn retire_store(dir: &Path) {
     }
 }
 
+/// The table lists `inc` on both sensors, made just now: its age in seconds, as kubectl's
+/// AGE column says it.
+fn listed_just_made(table: &str) {
+    assert!(table.contains("inc") && table.contains("2/2"), "{table}");
+    assert!(table.lines().next().unwrap().ends_with(" AGE"), "{table}");
+    let age = table.lines().nth(1).unwrap().split_whitespace().last().unwrap();
+    assert!(
+        age.ends_with('s') && age[..age.len() - 1].parse::<u64>().unwrap() < 120,
+        "{table}"
+    );
+}
+
 async fn dump_snapshot(sensors: &[SocketAddr], name: &str) -> (std::process::Output, tempfile::TempDir) {
     let dest = tempfile::tempdir().unwrap();
     let path = dest.path().display().to_string();
@@ -80,12 +92,7 @@ async fn a_snapshot_outlives_its_store_and_downloads_merged_and_checked() {
     assert_eq!(inc["nodes"].as_array().unwrap().len(), 2);
     assert_eq!(inc["selection"]["filter"], "ether[7] & 1 = 1");
     assert!(inc["expires"].is_string());
-    let table = podcap(&sensors, TOKEN, &["snapshot", "list"]).await;
-    assert!(
-        stdout(&table).contains("inc") && stdout(&table).contains("2/2"),
-        "{}",
-        stdout(&table)
-    );
+    listed_just_made(&stdout(&podcap(&sensors, TOKEN, &["snapshot", "list"]).await));
 
     retire_store(a_dir.path());
     retire_store(b_dir.path());

@@ -15,6 +15,7 @@
 //! - The probes behind the last three read up to the first packet and drop the connection:
 //!   they cost a sensor one packet, never a download. A probe that fails is said, not
 //!   guessed around.
+use podcap_api::{RecordingListing, Status};
 use podcap_format::units;
 
 use super::{query, SelectArgs};
@@ -58,16 +59,15 @@ fn explain_window(
     select: &SelectArgs,
 ) -> String {
     let label = &sensor.label;
-    let status = match sensor.get_json("/api/v1/status", token) {
+    let status: Status = match sensor.get("/api/v1/status", token) {
         Ok(status) => status,
         Err(e) => return format!("{label}: holds nothing in the window; its extent is unknown ({e:#})"),
     };
-    let time = |key: &str| {
-        status["store"][key]
-            .as_str()
-            .and_then(|t| units::parse_rfc3339(t).ok())
-    };
-    let (Some(oldest), Some(newest)) = (time("oldestPacket"), time("newestPacket")) else {
+    let time = |said: Option<&str>| said.and_then(|t| units::parse_rfc3339(t).ok());
+    let (Some(oldest), Some(newest)) = (
+        time(status.store.oldest_packet.as_deref()),
+        time(status.store.newest_packet.as_deref()),
+    ) else {
         return format!("{label}: its store holds no packet at all");
     };
     let extent = format!(
@@ -150,23 +150,19 @@ fn describe_selection(select: &SelectArgs) -> String {
 
 fn explain_recording(sensor: &Sensor, token: Option<&str>, name: &str) -> String {
     let label = &sensor.label;
-    let listing = match sensor.get_json("/api/v1/recordings", token) {
+    let listing: RecordingListing = match sensor.get("/api/v1/recordings", token) {
         Ok(listing) => listing,
         Err(e) => {
             return format!("{label}: recording job {name} holds no packet; its state is unknown ({e:#})")
         }
     };
-    let Some(job) = listing["jobs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|job| job["job"]["name"].as_str() == Some(name))
-    else {
+    let Some(job) = listing.jobs.iter().find(|job| job.job.name == name) else {
         return format!("{label}: has no recording job {name}");
     };
-    let state = job["state"].as_str().unwrap_or("in an unknown state");
-    let next = job["nextStart"]
-        .as_str()
+    let state = job.state.as_str();
+    let next = job
+        .next_start
+        .as_deref()
         .and_then(|t| units::parse_rfc3339(t).ok())
         .map_or_else(String::new, |t| {
             format!(", next run starts {}", units::format_rfc3339(t))

@@ -110,25 +110,20 @@ pub(super) fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
             }
             // One window for every node, cut at the same instants.
             let window = window.resolve(units::now_ns())?;
-            let mut body = serde_json::json!({
-                "name": name,
-                "from": units::format_rfc3339_ns(window.from_ns),
-                "to": units::format_rfc3339_ns(window.to_ns),
-                "namespaces": select.namespaces,
-            });
-            for (key, value) in [
-                ("filter", &select.filter),
-                ("pod", &select.pod),
-                ("iface", &select.iface),
-                ("expire", &expire),
-            ] {
-                if let Some(value) = value {
-                    body[key] = value.clone().into();
-                }
-            }
+            let body = podcap_api::SnapshotRequest {
+                name,
+                last: None,
+                from: Some(units::format_rfc3339_ns(window.from_ns)),
+                to: Some(units::format_rfc3339_ns(window.to_ns)),
+                iface: select.iface,
+                filter: select.filter,
+                pod: select.pod,
+                namespaces: select.namespaces,
+                expire,
+            };
             let mut reached = reach(&connection, Role::Admin)?;
             crate::snapshot::keep_nodes(&mut reached, &nodes)?;
-            crate::snapshot::create(&reached, &name, &body)
+            crate::snapshot::create(&reached, &body)
         }
         SnapshotAction::List { output, connection } => {
             crate::snapshot::list(&reach(&connection, Role::Read)?, output)
