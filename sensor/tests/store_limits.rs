@@ -534,7 +534,7 @@ fn drops_by_stage(log: &str) -> (u64, u64, u64) {
     (kernel, ring, disk)
 }
 
-/// A disk slower than the traffic (the sensor's writes throttled to 1 MB/s, 5 MB/s of
+/// A disk slower than the traffic (the sensor's writes throttled to 1 MB/s, 20 MB/s of
 /// UDP): the thread that drains the kernel never waits on the disk, so nothing is lost in
 /// the kernel's ring buffer (2 MiB here); what the disk cannot take is dropped and counted
 /// at the `disk` stage, and every segment stays readable.
@@ -542,7 +542,7 @@ fn drops_by_stage(log: &str) -> (u64, u64, u64) {
 fn a_disk_slower_than_the_traffic_costs_packets_counted_at_the_disk_stage() {
     let (seen, disk) = throttled_disk("64MB", 1);
     report(
-        "the disk slower than the traffic (writes throttled to 1 MB/s through the blkio cgroup, 5 MB/s of UDP, a 2 MiB ring buffer)",
+        "the disk slower than the traffic (writes throttled to 1 MB/s through the blkio cgroup, 20 MB/s of UDP, a 2 MiB ring buffer)",
         "once",
         &format!("{disk} of {seen} packets, counted at stage `disk`; 0 in the kernel"),
         "`podcap_dropped_packets_total{stage=\"disk\"}` and the log; segments readable",
@@ -555,14 +555,15 @@ fn a_disk_slower_than_the_traffic_costs_packets_counted_at_the_disk_stage() {
 fn segments_rotating_on_a_slow_disk_cost_no_packet_in_the_kernel() {
     let (seen, disk) = throttled_disk("2MB", 2);
     report(
-        "segments rotating on a disk slower than the traffic (2 MB segments, writes throttled to 1 MB/s, 5 MB/s of UDP, a 2 MiB ring buffer)",
+        "segments rotating on a disk slower than the traffic (2 MB segments, writes throttled to 1 MB/s, 20 MB/s of UDP, a 2 MiB ring buffer)",
         "once",
         &format!("{disk} of {seen} packets, counted at stage `disk`; 0 in the kernel"),
         "the log's drops by stage; every segment readable",
     );
 }
 
-/// 6 s of 5 MB/s UDP into a sensor whose writes the blkio cgroup holds to 1 MB/s: every
+/// 6 s of 20 MB/s UDP (more than the writer's 64 MiB of buffers) into a sensor whose
+/// writes the blkio cgroup holds to 1 MB/s: every
 /// packet is written or dropped at stage `disk`, none in the kernel. Packets seen and
 /// dropped at the disk; the store holds at least `min_segments` segments.
 fn throttled_disk(segment_size: &str, min_segments: usize) -> (u64, u64) {
@@ -583,7 +584,7 @@ fn throttled_disk(segment_size: &str, min_segments: usize) -> (u64, u64) {
     let throttle = WriteThrottle::new(sensor.child.id(), dir.path(), 1_000_000);
     let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
     iperf.wait_for("Server listening", Duration::from_secs(10));
-    t.a.sh("iperf3 -c 198.18.0.2 -u -b 40M -l 1400 -t 6");
+    t.a.sh("iperf3 -c 198.18.0.2 -u -b 160M -l 1400 -t 6");
     drop(throttle);
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
     let log = sensor.log_text();

@@ -47,8 +47,11 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// While a write is in flight, the writer fills its other buffer up to this many bytes;
 /// past it a packet is dropped and counted at the `disk` stage: the disk is slower than
 /// the traffic (`write/disk.rs`). With the buffer in flight and the file's staging buffer,
-/// the writer's memory for writes stays under three times this.
-const MAX_BUFFERED: usize = 16 << 20;
+/// the writer's memory for writes stays under three times this. 64 MiB, the ring buffer's
+/// default size: a disk that stalls now and then (a throttled one serves in bursts) needs
+/// that much slack; with 16 MiB, 1500 B frames paced to 0.5 and 0.9 of a 50 MB/s disk
+/// kept 91 % and 50 %, with 64 MiB 100 % and 100 % (`cargo xtask bench disk-rates`).
+const MAX_BUFFERED: usize = 64 << 20;
 
 pub(in crate::store) struct ActiveSegment {
     pub(in crate::store) seq: u64,
