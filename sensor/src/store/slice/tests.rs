@@ -1,9 +1,10 @@
 use super::*;
 use crate::pcapng::{
-    read::{packets_with_names, Blocks},
+    read::{packets_with_names, parse_packet, Blocks, Section},
     Direction, InterfaceDescription, LINKTYPE_ETHERNET,
 };
 use crate::store::index;
+use crate::tls::hello::client_hello_random;
 
 fn segment(dir: &Path, seq: u64, ifaces: &[&str], packets: &[(u32, u64)]) -> SegmentRecord {
     let mut w = BlockWriter::default();
