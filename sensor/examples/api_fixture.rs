@@ -115,12 +115,12 @@ fn main() -> anyhow::Result<()> {
         floors,
     )?));
     state.view = Some(writer.view());
-    state.snapshots = Some(Arc::new(podcap_sensor::snapshots::Snapshots::open(
+    state.snapshots = Some(Arc::new(podcap_sensor::store::kept::snapshots::Snapshots::open(
         &dir, 50_000_000,
     )?));
-    state.recordings = Some(Arc::new(podcap_sensor::recordings::Recordings::open(
-        &dir, 50_000_000, 65535,
-    )?));
+    state.recordings = Some(Arc::new(
+        podcap_sensor::store::kept::recordings::Recordings::open(&dir, 50_000_000, 65535)?,
+    ));
     state.health.set_attached(true);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -2,7 +2,8 @@
 //!
 //! Folders in the order a packet travels: `capture` (kernel attach, the ring buffer,
 //! AF_XDP), `ring` (capture → writer thread), `writer` (packets into segments), `store`
-//! (segments, recovery, retention, slices), `snapshots` (slices kept past the window),
+//! (segments, recovery, retention, slices, and under `store/kept` what the node keeps past
+//! the window: snapshots and recording jobs),
 //! `archive` (uploads to object storage), `api` (HTTP); beside them `config` (flags,
 //! settings, targeting), `cluster` (Kubernetes mode), `health`, `shutdown` (the one stop handle), `stats` (counters and
 //! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
@@ -16,11 +17,9 @@ pub mod cluster;
 pub mod config;
 pub mod filter;
 pub mod health;
-pub mod recordings;
 pub mod ring;
 pub mod run;
 pub mod shutdown;
-pub mod snapshots;
 pub mod stats;
 pub mod store;
 pub mod sys;

@@ -6,7 +6,7 @@
 //! Rules: the capture path is attached last and detached first; on a stop signal the
 //! capture thread drains what is in flight, then the writer drains the ring and closes the
 //! segment with exact statistics, then everything kernel-side is released.
-use std::{sync::Arc, thread, time::Duration};
+use std::{sync::Arc, thread};
 
 use crate::{
     api::{self, ApiState},
@@ -22,11 +22,10 @@ use crate::{
         Config,
     },
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
-    recordings::Recordings,
     ring::record_ring,
     shutdown::Shutdown,
-    snapshots::Snapshots,
     stats::Stats,
+    store::kept::{keeper, recordings::Recordings, snapshots::Snapshots},
     store::{SegmentWriter, SharedView, StoreError},
     sys,
     tls::TlsSecrets,
@@ -54,9 +53,9 @@ pub enum RunError {
     #[error("--targeting: {0}")]
     Targeting(String),
     #[error("snapshots: {0}")]
-    Snapshots(#[source] crate::snapshots::SnapshotError),
+    Snapshots(#[source] crate::store::kept::snapshots::SnapshotError),
     #[error("recordings: {0}")]
-    Recordings(#[source] crate::recordings::RecordingError),
+    Recordings(#[source] crate::store::kept::recordings::RecordingError),
     #[error("Kubernetes: {0}")]
     Kubernetes(String),
     #[error(transparent)]
@@ -316,49 +315,21 @@ fn keep(
         ),
     };
     // Jobs follow a targeting file only when there is one: a restart without it deletes none.
-    let followed = config.targeting_file.is_some().then(|| Arc::clone(targeting));
-    let keeper = spawn_keeper(&kept, view, followed, stop.clone())?;
+    let wanted_jobs = config.targeting_file.is_some().then(|| {
+        let targeting = Arc::clone(targeting);
+        Box::new(move || targeting.lock().map(|t| t.recordings.clone()).unwrap_or_default())
+            as keeper::WantedJobs
+    });
+    let keeper = keeper::spawn(
+        Arc::clone(&kept.snapshots),
+        Arc::clone(&kept.recordings),
+        view,
+        wanted_jobs,
+        stop.clone(),
+    )
+    .map_err(|_| RunError::Thread("keeper"))?;
     Ok((kept, keeper))
 }
-
-/// The thread that expires snapshots every `SNAPSHOT_EXPIRY_INTERVAL` (listing them does
-/// too) and, every `recordings::POLL`, brings the recording jobs in line with the targeting
-/// document and runs them.
-fn spawn_keeper(
-    kept: &Kept,
-    view: SharedView,
-    targeting: Option<Arc<std::sync::Mutex<Targeting>>>,
-    stop: Shutdown,
-) -> Result<thread::JoinHandle<()>, RunError> {
-    let (snapshots, recordings) = (Arc::clone(&kept.snapshots), Arc::clone(&kept.recordings));
-    thread::Builder::new()
-        .name("podcap-keeper".into())
-        .spawn(move || {
-            let mut expired_at = std::time::Instant::now();
-            let mut polled_at = std::time::Instant::now();
-            while !stop.requested() {
-                thread::sleep(Duration::from_millis(100));
-                if polled_at.elapsed() >= crate::recordings::POLL {
-                    polled_at = std::time::Instant::now();
-                    if let Some(targeting) = &targeting {
-                        let wanted = targeting.lock().map(|t| t.recordings.clone()).unwrap_or_default();
-                        recordings.sync_targeting(&wanted, sys::realtime_ns());
-                    }
-                    recordings.poll(&view, sys::realtime_ns());
-                }
-                if expired_at.elapsed() >= SNAPSHOT_EXPIRY_INTERVAL {
-                    expired_at = std::time::Instant::now();
-                    if let Err(e) = snapshots.expire(sys::realtime_ns()) {
-                        log::warn!("snapshots: expiring: {e}");
-                    }
-                }
-            }
-        })
-        .map_err(|_| RunError::Thread("keeper"))
-}
-
-/// How often expired snapshots are looked for.
-const SNAPSHOT_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the API serves.
 fn api_state(
@@ -419,7 +390,7 @@ fn start_archive(
     };
     let ledger = Arc::new(Ledger::default());
     if archive.segments {
-        store.set_archive_hold(Arc::clone(&ledger));
+        store.set_archive_hold(Arc::clone(&ledger) as _);
     }
     let handle = crate::archive::start(
         archive.clone(),

@@ -878,7 +878,7 @@ async fn downloads_select_packets_by_filter_and_pods_by_their_interfaces() {
 
 fn with_snapshots(mut s: ApiState, dir: &tempfile::TempDir, budget: u64) -> ApiState {
     s.snapshots = Some(Arc::new(
-        podcap_sensor::snapshots::Snapshots::open(dir.path(), budget).unwrap(),
+        podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), budget).unwrap(),
     ));
     s
 }

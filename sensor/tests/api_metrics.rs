@@ -63,10 +63,10 @@ fn state(dir: &tempfile::TempDir) -> ApiState {
         RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "2h"), Floors::DEFAULT).unwrap(),
     ));
     s.snapshots = Some(Arc::new(
-        podcap_sensor::snapshots::Snapshots::open(dir.path(), 40_000_000).unwrap(),
+        podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), 40_000_000).unwrap(),
     ));
     s.recordings = Some(Arc::new(
-        podcap_sensor::recordings::Recordings::open(dir.path(), 30_000_000, 65535).unwrap(),
+        podcap_sensor::store::kept::recordings::Recordings::open(dir.path(), 30_000_000, 65535).unwrap(),
     ));
     s
 }

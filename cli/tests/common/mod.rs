@@ -84,10 +84,10 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
     state.admin_token = Some(ADMIN_TOKEN.into());
     state.view = Some(view);
     state.recordings = Some(Arc::new(
-        podcap_sensor::recordings::Recordings::open(dir.path(), 50_000_000, 65535).unwrap(),
+        podcap_sensor::store::kept::recordings::Recordings::open(dir.path(), 50_000_000, 65535).unwrap(),
     ));
     state.snapshots = Some(Arc::new(
-        podcap_sensor::snapshots::Snapshots::open(dir.path(), 50_000_000).unwrap(),
+        podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), 50_000_000).unwrap(),
     ));
     state.health.set_attached(true);
     state

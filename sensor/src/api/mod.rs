@@ -128,9 +128,9 @@ pub struct ApiState {
     /// What start-up recovery found in the store.
     pub recovery: Arc<crate::store::recover::RecoveryReport>,
     /// The snapshots kept on this node; absent: this sensor keeps none (404).
-    pub snapshots: Option<Arc<crate::snapshots::Snapshots>>,
+    pub snapshots: Option<Arc<crate::store::kept::snapshots::Snapshots>>,
     /// The recording jobs of this node; absent: this sensor runs none (404).
-    pub recordings: Option<Arc<crate::recordings::Recordings>>,
+    pub recordings: Option<Arc<crate::store::kept::recordings::Recordings>>,
     /// The archive's counters and its hold on the store; absent: no `--archive`.
     pub archive: Option<Arc<crate::archive::ArchiveStats>>,
     /// The sensor collects TLS secrets (`--tls-secrets`): a download that asks for them

@@ -1,4 +1,4 @@
-//! Recording jobs over HTTP (`crate::recordings` has their rules): `GET /api/v1/recordings`
+//! Recording jobs over HTTP (`crate::store::kept::recordings` has their rules): `GET /api/v1/recordings`
 //! lists the jobs and where each stands, `POST` adds one (a JSON job), `DELETE /{name}`
 //! stops one and deletes what it recorded, `GET /{name}/pcapng` downloads what it recorded
 //! (every iteration, or the range of `last`/`from`/`to`), with any selection of a download.
@@ -19,7 +19,7 @@ use super::{
     wire, ApiState, AppError,
 };
 use crate::{
-    recordings::{RecordingError, Recordings},
+    store::kept::recordings::{RecordingError, Recordings},
     store::{index::SegmentRecord, slice::Slicer},
     sys,
 };

@@ -1,4 +1,4 @@
-//! Kept snapshots over HTTP (`crate::snapshots` has their rules): `GET /api/v1/snapshots`
+//! Kept snapshots over HTTP (`crate::store::kept::snapshots` has their rules): `GET /api/v1/snapshots`
 //! lists them, `POST` makes one from a JSON body (the window and selection of a download,
 //! a name, an expiry) and answers when it is made, `GET /{name}` is its manifest,
 //! `GET /{name}/pcapng` its file (with its SHA-256 in `x-podcap-sha256`; a snapshot
@@ -23,7 +23,7 @@ use super::{
     wire, ApiState, AppError,
 };
 use crate::{
-    snapshots::{self, Manifest, SelectionDoc, SnapshotError, Snapshots},
+    store::kept::snapshots::{self, Manifest, SelectionDoc, SnapshotError, Snapshots},
     sys, units,
 };
 

@@ -9,7 +9,15 @@ use podcap_api::{
 };
 
 use super::AppError;
-use crate::{archive, config::settings, health, recordings, snapshots, store::recover};
+use crate::{
+    archive,
+    config::settings,
+    health,
+    store::{
+        kept::{recordings, snapshots},
+        recover,
+    },
+};
 
 pub(super) fn settings(view: settings::SettingsView) -> Settings {
     let origin = |o: settings::Origin| Origin {

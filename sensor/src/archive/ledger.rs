@@ -15,7 +15,7 @@
 //!   crash between an upload and this bookkeeping costs one lookup, never a duplicate.
 use std::{collections::BTreeMap, sync::Mutex};
 
-use crate::store::index::SegmentRecord;
+use crate::store::{hold::SegmentHold, index::SegmentRecord};
 
 #[derive(Debug, Default)]
 struct State {
@@ -29,10 +29,21 @@ struct State {
     given_up_total: u64,
 }
 
-/// Shared by the writer (retention) and the uploader.
+/// Shared by the writer (retention, through [`SegmentHold`]) and the uploader.
 #[derive(Debug, Default)]
 pub struct Ledger {
     state: Mutex<State>,
+}
+
+/// The store's view of the ledger: what it must keep, and what it gave up.
+impl SegmentHold for Ledger {
+    fn holds(&self, seq: u64) -> bool {
+        Ledger::holds(self, seq)
+    }
+
+    fn retired(&self, record: &SegmentRecord) {
+        Ledger::retired(self, record);
+    }
 }
 
 impl Ledger {

@@ -45,7 +45,10 @@ use tokio::sync::watch;
 
 pub use self::stats::{ArchiveStats, ArchiveStatus};
 use self::{ledger::Ledger, uploader::Uploader};
-use crate::{recordings::Recordings, snapshots::Snapshots, store::SharedView};
+use crate::store::{
+    kept::{recordings::Recordings, snapshots::Snapshots},
+    SharedView,
+};
 
 /// What `--archive` and its flags say.
 #[derive(Clone, Debug)]

@@ -20,8 +20,7 @@ use tokio::sync::watch;
 
 use super::{ArchiveConfig, ArchiveStats};
 use crate::{
-    recordings::Recordings,
-    snapshots::Snapshots,
+    store::kept::{recordings::Recordings, snapshots::Snapshots},
     store::{compress::SegmentReader, index::SegmentRecord, SharedView},
     sys, units,
 };

@@ -42,9 +42,14 @@
 //! - Sequence numbers only grow: a restart continues after the highest one found, and a
 //!   name is never reused: new files are created exclusively and renamed without
 //!   replacing (`name.rs` owns the naming).
+//! - What the node keeps past the rolling window (snapshots, recording jobs' iterations)
+//!   is the store's too, in folders of its own with their own budgets (`kept/`): never a
+//!   file shared with the segments, made and deleted by one protocol (`kept/mod.rs`).
 pub mod compress;
 pub mod flush;
+pub mod hold;
 pub mod index;
+pub mod kept;
 pub mod lock;
 pub use podcap_format::segment_name as name;
 pub mod recover;

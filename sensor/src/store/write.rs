@@ -137,7 +137,7 @@ pub struct SegmentWriter {
     closed_statistics: Vec<Option<InterfaceStatistics>>,
     /// Segments the archive still waits for (`--archive-segments`): retention keeps them
     /// from age retirement and tells it what it gives up.
-    archive_hold: Option<Arc<crate::archive::ledger::Ledger>>,
+    archive_hold: Option<Arc<dyn super::hold::SegmentHold>>,
     /// This process's hold on the data directory, checked with retention.
     lock: super::lock::DirLock,
     /// Readers' requests to flush, served by whoever drives this writer.
@@ -259,7 +259,7 @@ impl SegmentWriter {
     /// Lets the store retire segments early to leave `min_free` free (see the rules).
     /// Keeps the segments `hold` says the archive waits for from age retirement, and
     /// tells it which of them the size bound (or `--min-free`) retires.
-    pub fn set_archive_hold(&mut self, hold: Arc<crate::archive::ledger::Ledger>) {
+    pub fn set_archive_hold(&mut self, hold: Arc<dyn super::hold::SegmentHold>) {
         self.archive_hold = Some(hold);
     }
 

@@ -10,10 +10,11 @@
 //! - It is a copy: it shares no file with the rolling store, so retention, recovery and
 //!   file recycling never touch it. It never changes after it is made, and goes only by
 //!   [`Snapshots::delete`] or its expiry.
-//! - Made atomically: both files are written and synced in `.tmp-NAME/`, which is then
-//!   renamed to `NAME/` (never over an existing one). A crash leaves the whole snapshot or
-//!   a `.tmp-` folder that the next start removes; a deletion renames to `.deleting-…`
-//!   first, so a half-deleted snapshot is never listed.
+//! - Made and deleted by the kept-folder protocol (`kept/mod.rs`): both files are written
+//!   and synced in `.tmp-NAME/`, which is then renamed to `NAME/` (never over an existing
+//!   one). A crash leaves the whole snapshot or a `.tmp-` folder that the next start
+//!   removes; a deletion renames to `.deleting-…` first, so a half-deleted snapshot is
+//!   never listed.
 //! - Snapshots have their own budget (`--snapshot-max-size`): one that would not fit in
 //!   what is left is refused and its partial copy removed; another snapshot is never
 //!   deleted to make room. Creations run one at a time, so the budget is exact.
@@ -34,6 +35,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::KeptDir;
 use crate::{
     pcapng::secrets::WithoutSecrets,
     store::{
@@ -55,8 +57,6 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Failed creations remembered at most (the newest).
 pub const MAX_FAILED_RECORDS: usize = 32;
 
-const TMP_PREFIX: &str = ".tmp-";
-const DELETING_PREFIX: &str = ".deleting-";
 const FAILED_PREFIX: &str = ".failed-";
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +183,7 @@ pub struct Request {
 /// The snapshots of one node.
 #[derive(Debug)]
 pub struct Snapshots {
-    dir: PathBuf,
+    dir: KeptDir,
     max_bytes: u64,
     /// Held while one is made: creations run one at a time (the budget is exact).
     creating: Mutex<()>,
@@ -202,22 +202,7 @@ impl Snapshots {
     /// The snapshots under `data_dir`, with a budget of `max_bytes`; removes what a crash
     /// left half made or half deleted.
     pub fn open(data_dir: &Path, max_bytes: u64) -> Result<Self, SnapshotError> {
-        let dir = data_dir.join(SNAPSHOTS_DIR);
-        fs::create_dir_all(&dir)?;
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TMP_PREFIX) || name.starts_with(DELETING_PREFIX) {
-                log::info!(
-                    "snapshots: removing {name}, left by a run that stopped while making or deleting it"
-                );
-                if entry.file_type()?.is_dir() {
-                    fs::remove_dir_all(entry.path())?;
-                } else {
-                    fs::remove_file(entry.path())?;
-                }
-            }
-        }
+        let dir = KeptDir::open(data_dir.join(SNAPSHOTS_DIR), "snapshots")?;
         Ok(Self {
             dir,
             max_bytes,
@@ -240,7 +225,7 @@ impl Snapshots {
             max_bytes: self.max_bytes,
             used_bytes: 0,
         };
-        for entry in fs::read_dir(&self.dir)? {
+        for entry in fs::read_dir(self.dir.path())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(rest) = name.strip_prefix(FAILED_PREFIX) {
@@ -255,7 +240,7 @@ impl Snapshots {
                 }
                 continue;
             }
-            if name.starts_with('.') || !entry.file_type()?.is_dir() {
+            if !KeptDir::is_kept_name(&name) || !entry.file_type()?.is_dir() {
                 continue;
             }
             match self.read(&name) {
@@ -277,7 +262,7 @@ impl Snapshots {
 
     /// A snapshot's manifest, checked against its file's size.
     fn read(&self, name: &str) -> Result<Manifest, String> {
-        let folder = self.dir.join(name);
+        let folder = self.dir.folder(name);
         let manifest: Manifest = read_json(&folder.join(MANIFEST_FILE))
             .map_err(|e| format!("its manifest cannot be read: {e}"))?;
         if manifest.name != name {
@@ -299,7 +284,7 @@ impl Snapshots {
     pub fn get(&self, name: &str, now_ns: u64) -> Result<Manifest, SnapshotError> {
         check_name(name)?;
         self.expire(now_ns)?;
-        if !self.dir.join(name).is_dir() {
+        if !self.dir.folder(name).is_dir() {
             return Err(SnapshotError::NotFound(name.to_owned()));
         }
         self.read(name).map_err(|reason| SnapshotError::Damaged {
@@ -312,7 +297,7 @@ impl Snapshots {
     /// with its manifest.
     pub fn open_file(&self, name: &str, now_ns: u64) -> Result<(File, Manifest), SnapshotError> {
         let manifest = self.get(name, now_ns)?;
-        let file = File::open(self.dir.join(name).join(PCAPNG_FILE))?;
+        let file = File::open(self.dir.folder(name).join(PCAPNG_FILE))?;
         Ok((file, manifest))
     }
 
@@ -331,10 +316,10 @@ impl Snapshots {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let listing = self.list(now_ns)?;
-        if self.dir.join(&request.name).exists() {
+        if self.dir.folder(&request.name).exists() {
             return Err(SnapshotError::Exists(request.name.clone()));
         }
-        let failed_record = self.dir.join(format!("{FAILED_PREFIX}{}.json", request.name));
+        let failed_record = self.dir.folder(&format!("{FAILED_PREFIX}{}.json", request.name));
         match self.make(data_dir, segments, request, now_ns, listing.used_bytes) {
             Ok(manifest) => {
                 let _ = fs::remove_file(&failed_record);
@@ -368,7 +353,7 @@ impl Snapshots {
     /// Deletes the oldest failure records beyond [`MAX_FAILED_RECORDS`] (by the time each
     /// says; one that cannot be read goes first).
     fn forget_old_failures(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(entries) = fs::read_dir(self.dir.path()) else {
             return;
         };
         let mut records: Vec<(u64, PathBuf)> = entries
@@ -416,109 +401,86 @@ impl Snapshots {
             name: name.clone(),
             source,
         };
-        let tmp = self.dir.join(format!("{TMP_PREFIX}{name}"));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(write_error)?;
-        }
-        fs::create_dir(&tmp).map_err(write_error)?;
-        let outcome = (|| {
-            let left = self.max_bytes.saturating_sub(used);
-            let file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(tmp.join(PCAPNG_FILE))
-                .map_err(write_error)?;
-            let mut out = Budgeted {
-                inner: BufWriter::with_capacity(1 << 20, file),
-                digest: ring::digest::Context::new(&ring::digest::SHA256),
-                without_secrets: (
-                    WithoutSecrets::default(),
-                    ring::digest::Context::new(&ring::digest::SHA256),
-                ),
-                written: 0,
-                left,
-                over: false,
-            };
-            let refs: Vec<&SegmentRecord> = segments.iter().collect();
-            // The secrets of its sessions are kept with them; served to the admin only.
-            let stats: SliceStats = match slice::write_segments(
-                data_dir,
-                &refs,
-                (request.from_ns, request.to_ns),
-                &request.selection,
-                (slice::Secrets::Delivered, &request.live),
-                &mut out,
-            ) {
-                Ok(stats) => stats,
-                Err(_) if out.over => {
-                    return Err(SnapshotError::TooLarge {
-                        name: name.clone(),
-                        left,
-                        used,
-                        max: self.max_bytes,
-                    })
-                }
-                Err(slice::SliceError::Write(source)) => return Err(write_error(source)),
-            };
-            let file = out.inner.into_inner().map_err(|e| write_error(e.into_error()))?;
-            file.sync_all().map_err(write_error)?;
-            let manifest = Manifest {
-                name: name.clone(),
-                from: units::format_rfc3339_ns(request.from_ns),
-                to: units::format_rfc3339_ns(request.to_ns),
-                selection: request.described.clone(),
-                created: units::format_rfc3339_ns(now_ns),
-                expires: request.expires_ns.map(units::format_rfc3339_ns),
-                packets: stats.packets,
-                bytes: out.written,
-                sha256: hex(out.digest.finish().as_ref()),
-                secrets: stats.secrets_written,
-                sha256_without_secrets: (stats.secrets_written > 0)
-                    .then(|| hex(out.without_secrets.1.finish().as_ref())),
-                kernel_drops: stats.kernel_drops,
-                sensor_drops: stats.sensor_drops,
-                damaged_parts: stats.damaged,
-                sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
-            };
-            write_json_synced(&tmp.join(MANIFEST_FILE), &manifest).map_err(write_error)?;
-            File::open(&tmp).and_then(|d| d.sync_all()).map_err(write_error)?;
-            match crate::sys::rename_noreplace(&tmp, &self.dir.join(name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(SnapshotError::Exists(name.clone()));
-                }
-                Err(e) => return Err(write_error(e)),
+        let staging = self.dir.stage(name).map_err(write_error)?;
+        let tmp = staging.path();
+        let left = self.max_bytes.saturating_sub(used);
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(tmp.join(PCAPNG_FILE))
+            .map_err(write_error)?;
+        let mut out = Budgeted {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+            without_secrets: (
+                WithoutSecrets::default(),
+                ring::digest::Context::new(&ring::digest::SHA256),
+            ),
+            written: 0,
+            left,
+            over: false,
+        };
+        let refs: Vec<&SegmentRecord> = segments.iter().collect();
+        // The secrets of its sessions are kept with them; served to the admin only.
+        let stats: SliceStats = match slice::write_segments(
+            data_dir,
+            &refs,
+            (request.from_ns, request.to_ns),
+            &request.selection,
+            (slice::Secrets::Delivered, &request.live),
+            &mut out,
+        ) {
+            Ok(stats) => stats,
+            Err(_) if out.over => {
+                return Err(SnapshotError::TooLarge {
+                    name: name.clone(),
+                    left,
+                    used,
+                    max: self.max_bytes,
+                })
             }
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(write_error)?;
-            Ok(manifest)
-        })();
-        if outcome.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+            Err(slice::SliceError::Write(source)) => return Err(write_error(source)),
+        };
+        let file = out.inner.into_inner().map_err(|e| write_error(e.into_error()))?;
+        file.sync_all().map_err(write_error)?;
+        let manifest = Manifest {
+            name: name.clone(),
+            from: units::format_rfc3339_ns(request.from_ns),
+            to: units::format_rfc3339_ns(request.to_ns),
+            selection: request.described.clone(),
+            created: units::format_rfc3339_ns(now_ns),
+            expires: request.expires_ns.map(units::format_rfc3339_ns),
+            packets: stats.packets,
+            bytes: out.written,
+            sha256: hex(out.digest.finish().as_ref()),
+            secrets: stats.secrets_written,
+            sha256_without_secrets: (stats.secrets_written > 0)
+                .then(|| hex(out.without_secrets.1.finish().as_ref())),
+            kernel_drops: stats.kernel_drops,
+            sensor_drops: stats.sensor_drops,
+            damaged_parts: stats.damaged,
+            sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        write_json_synced(&tmp.join(MANIFEST_FILE), &manifest).map_err(write_error)?;
+        match staging.complete() {
+            Ok(_) => Ok(manifest),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SnapshotError::Exists(name.clone())),
+            Err(e) => Err(write_error(e)),
         }
-        outcome
     }
 
     /// Deletes a snapshot (or the record of its failed creation); `NotFound` when there
     /// is neither.
     pub fn delete(&self, name: &str) -> Result<(), SnapshotError> {
         check_name(name)?;
-        let failed = fs::remove_file(self.dir.join(format!("{FAILED_PREFIX}{name}.json"))).is_ok();
-        let folder = self.dir.join(name);
-        if !folder.is_dir() {
+        let failed = fs::remove_file(self.dir.folder(&format!("{FAILED_PREFIX}{name}.json"))).is_ok();
+        if !self.dir.delete(name)? {
             return if failed {
                 Ok(())
             } else {
                 Err(SnapshotError::NotFound(name.to_owned()))
             };
         }
-        // Gone from the list at once; the files after.
-        let doomed = self
-            .dir
-            .join(format!("{DELETING_PREFIX}{name}-{}", crate::sys::realtime_ns()));
-        fs::rename(&folder, &doomed)?;
-        fs::remove_dir_all(&doomed)?;
         log::info!("snapshot {name:?} deleted");
         Ok(())
     }
@@ -526,10 +488,10 @@ impl Snapshots {
     /// Deletes the snapshots whose expiry is at or before `now_ns`; their names.
     pub fn expire(&self, now_ns: u64) -> Result<Vec<String>, SnapshotError> {
         let mut expired = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
+        for entry in fs::read_dir(self.dir.path())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.file_type()?.is_dir() {
+            if !KeptDir::is_kept_name(&name) || !entry.file_type()?.is_dir() {
                 continue;
             }
             let Ok(manifest) = read_json::<Manifest>(&entry.path().join(MANIFEST_FILE)) else {
@@ -660,8 +622,8 @@ fn write_json_synced(path: &Path, value: &impl Serialize) -> io::Result<()> {
 }
 
 /// Writes `path` through a temporary file in `dir` and a rename (replacing it).
-fn write_json_atomically(dir: &Path, path: &Path, value: &impl Serialize) -> io::Result<()> {
-    let tmp = dir.join(format!("{TMP_PREFIX}record-{}", crate::sys::realtime_ns()));
+fn write_json_atomically(dir: &KeptDir, path: &Path, value: &impl Serialize) -> io::Result<()> {
+    let tmp = dir.temporary_file("record");
     let written = write_json_synced(&tmp, value).and_then(|()| fs::rename(&tmp, path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);

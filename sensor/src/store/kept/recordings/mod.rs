@@ -15,8 +15,11 @@
 //!   atomically after each copy. Readers read only the bytes `iteration.json` names, so a
 //!   file being written, or cut by a crash, is read only as far as it is whole.
 //! - A restart finds each job's iteration again from the clock and goes on from its cursor:
-//!   nothing is lost while the store still holds that time. A job folder half added or half
-//!   deleted by a crash (`.tmp-`, `.deleting-`) is removed at start.
+//!   nothing is lost while the store still holds that time. Job folders, and each job's
+//!   iteration folders, are made and deleted by the kept-folder protocol (`kept/mod.rs`):
+//!   one half added or half deleted by a crash (`.tmp-`, `.deleting-`) is removed at start,
+//!   and one being deleted is never listed. An iteration grows while it is recorded; what
+//!   `iteration.json` names as whole never changes.
 //! - Budget (`--recordings-max-size`): checked before each copy; a job that finds it full
 //!   records nothing and counts what it would have recorded as drops (`budgetDrops`), and
 //!   no recording, snapshot or segment is deleted to make room. A copy may pass the budget
@@ -42,11 +45,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use self::schedule::{Phase, Schedule, ScheduleError};
+use super::KeptDir;
 use crate::{
     filter::Filter,
-    snapshots::check_name,
     store::{
         index::SegmentRecord,
+        kept::snapshots::check_name,
         name::{Kind, SegmentName},
         slice::{Selection, Slicer},
         SharedView,
@@ -69,7 +73,7 @@ const ITERATION_FILE: &str = "iteration.json";
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
     #[error(transparent)]
-    Name(#[from] crate::snapshots::SnapshotError),
+    Name(#[from] crate::store::kept::snapshots::SnapshotError),
     #[error("a recording job {0:?} already exists (delete it first, or choose another name)")]
     Exists(String),
     #[error("no recording job {0:?}")]
@@ -244,7 +248,7 @@ pub struct Listing {
 /// The recording jobs of one node.
 #[derive(Debug)]
 pub struct Recordings {
-    dir: PathBuf,
+    dir: KeptDir,
     data_dir: PathBuf,
     max_bytes: u64,
     snaplen: u32,
@@ -255,21 +259,16 @@ impl Recordings {
     /// The jobs kept under `data_dir` (`job.json` of each), with a budget of `max_bytes`.
     /// A job whose file cannot be read is skipped with a warning (its folder stays).
     pub fn open(data_dir: &Path, max_bytes: u64, snaplen: u32) -> Result<Self, RecordingError> {
-        let dir = data_dir.join(RECORDINGS_DIR);
-        fs::create_dir_all(&dir)?;
+        let dir = KeptDir::open(data_dir.join(RECORDINGS_DIR), "recordings")?;
         let mut jobs = BTreeMap::new();
-        for entry in fs::read_dir(&dir)? {
+        for entry in fs::read_dir(dir.path())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") || name.starts_with(".deleting-") {
-                // Left by a run that stopped while adding or deleting a job.
-                log::info!("recordings: removing {name}, left by a run that stopped half way");
-                fs::remove_dir_all(entry.path())?;
+            if !KeptDir::is_kept_name(&name) || !entry.file_type()?.is_dir() {
                 continue;
             }
-            if name.starts_with('.') || !entry.file_type()?.is_dir() {
-                continue;
-            }
+            // Its iterations: what a crash left half made or half deleted goes.
+            KeptDir::open(entry.path(), &format!("recordings/{name}"))?;
             let loaded = fs::read(entry.path().join(JOB_FILE))
                 .map_err(RecordingError::from)
                 .and_then(|text| {
@@ -309,17 +308,15 @@ impl Recordings {
         }
         let job = Job::compile(doc, self.snaplen)?;
         let mut jobs = self.jobs();
-        let folder = self.dir.join(&job.doc.name);
+        let folder = self.dir.folder(&job.doc.name);
         if jobs.contains_key(&job.doc.name) || folder.exists() {
             return Err(RecordingError::Exists(job.doc.name.clone()));
         }
-        let tmp = self.dir.join(format!(".tmp-{}", job.doc.name));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir(&tmp)?;
-        let mut file = File::create(tmp.join(JOB_FILE))?;
+        let staging = self.dir.stage(&job.doc.name)?;
+        let mut file = File::create(staging.path().join(JOB_FILE))?;
         serde_json::to_writer_pretty(&mut file, &job.doc).map_err(io::Error::from)?;
         file.sync_all()?;
-        crate::sys::rename_noreplace(&tmp, &folder)?;
+        staging.complete()?;
         let doc = job.doc.clone();
         log::info!("recording job {:?} made: {}", doc.name, describe(&job.schedule));
         jobs.insert(doc.name.clone(), job);
@@ -375,15 +372,10 @@ impl Recordings {
     pub fn delete(&self, name: &str) -> Result<(), RecordingError> {
         check_name(name)?;
         let mut jobs = self.jobs();
-        let folder = self.dir.join(name);
-        if jobs.remove(name).is_none() && !folder.is_dir() {
+        let known = jobs.remove(name).is_some();
+        if !self.dir.delete(name)? && !known {
             return Err(RecordingError::NotFound(name.to_owned()));
         }
-        let doomed = self
-            .dir
-            .join(format!(".deleting-{name}-{}", crate::sys::realtime_ns()));
-        fs::rename(&folder, &doomed)?;
-        fs::remove_dir_all(&doomed)?;
         log::info!("recording job {name:?} deleted");
         Ok(())
     }
@@ -424,7 +416,7 @@ impl Recordings {
     }
 
     fn iterations(&self, name: &str) -> Vec<(PathBuf, IterationDoc)> {
-        let mut found: Vec<(PathBuf, IterationDoc)> = fs::read_dir(self.dir.join(name))
+        let mut found: Vec<(PathBuf, IterationDoc)> = fs::read_dir(self.dir.folder(name))
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
@@ -652,7 +644,7 @@ impl Recordings {
 
     /// Iteration `k` of job `name` as found on disk (or new), ready to go on.
     fn resume(&self, name: &str, k: u32, start: u64, end: u64) -> Result<Writing, RecordingError> {
-        let dir = self.dir.join(name).join(k.to_string());
+        let dir = self.dir.folder(name).join(k.to_string());
         fs::create_dir_all(&dir)?;
         let doc = match fs::read(dir.join(ITERATION_FILE)) {
             Ok(text) => serde_json::from_slice(&text).map_err(|e| RecordingError::Invalid {
@@ -687,7 +679,9 @@ impl Recordings {
                 if job.writing.as_ref().is_some_and(|w| w.iteration == doc.iteration) {
                     job.writing = None;
                 }
-                fs::remove_dir_all(&dir)?;
+                self.dir
+                    .within(&job.doc.name)
+                    .delete(&dir.file_name().unwrap_or_default().to_string_lossy())?;
                 log::info!(
                     "recording {:?}: iteration {} expired",
                     job.doc.name,
