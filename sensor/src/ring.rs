@@ -10,6 +10,23 @@
 //!   it (stage "ring"), so the capture path never waits on the disk.
 use rtrb::{Consumer, Producer, RingBuffer};
 
+/// Where the capture loop delivers packets: the ring to the writer thread
+/// ([`RecordProducer`]), or the writer itself when the capture thread writes (the ring
+/// channel without `--tap`).
+pub(crate) trait PacketSink {
+    /// Takes one packet; `false` if there was no room (counted as a ring-stage drop).
+    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool;
+
+    /// Called after every pass of the capture loop (at least every 100 ms).
+    fn after_pass(&mut self) {}
+}
+
+impl PacketSink for RecordProducer {
+    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
+        self.push(header, data)
+    }
+}
+
 /// Bytes of an encoded [`RecordHeader`].
 pub const HEADER_LEN: usize = 24;
 

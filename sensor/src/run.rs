@@ -139,14 +139,13 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         )?),
         None => None,
     };
-    let secrets = TlsSecrets::start(
-        config.tls_secrets,
-        &mut capture,
-        &capture_commands,
-        &writer_commands,
-        stop,
-    )
-    .map_err(|_| RunError::Thread("TLS secrets"))?;
+    let (secrets, secrets_inbox) =
+        match TlsSecrets::start(config.tls_secrets, &mut capture, &capture_commands, stop)
+            .map_err(|_| RunError::Thread("TLS secrets"))?
+        {
+            Some((secrets, inbox)) => (Some(secrets), Some(inbox)),
+            None => (None, None),
+        };
     let commands = (capture_commands, writer_commands);
     let pods = start_pods(config, commands, &targeting, &stats, stop)?;
     let api = start_api(config, api_state, secrets.as_ref(), stop)?;
@@ -158,7 +157,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         sys::realtime_ns(),
         writer_rx,
     )
-    .with_tls_secrets(secrets.as_ref().map(TlsSecrets::counts));
+    .with_tls_secrets(secrets_inbox);
     let closed = record(&mut capture, recorder, config, &stats, &settings, stop)?;
     health.set_attached(false);
     drop(capture);

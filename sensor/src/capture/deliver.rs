@@ -1,5 +1,5 @@
 //! Delivery: a packet from either channel, checked, counted for its slot, filtered and
-//! handed to a [`PacketSink`].
+//! handed to a [`PacketSink`] (`ring.rs`).
 //!
 //! Rules:
 //! - A frame or record without podcap's header (magic) is never trusted: an AF_XDP frame
@@ -17,26 +17,11 @@ use podcap_common::{slot_of_queue, CopyHeader, FrameMeta, COPY_MAGIC, FRAME_META
 
 use crate::{
     filter::Filter,
-    ring::{RecordHeader, RecordProducer},
+    ring::{PacketSink, RecordHeader},
     stats::Stats,
 };
 
 const META_LEN: usize = std::mem::size_of::<FrameMeta>();
-
-/// Where the capture loop delivers packets.
-pub(crate) trait PacketSink {
-    /// Takes one packet; `false` if there was no room (counted as a ring-stage drop).
-    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool;
-
-    /// Called after every pass of the capture loop (at least every 100 ms).
-    fn after_pass(&mut self) {}
-}
-
-impl PacketSink for RecordProducer {
-    fn accept(&mut self, header: &RecordHeader, data: &[u8]) -> bool {
-        self.push(header, data)
-    }
-}
 
 /// A packet on its way from a channel to the ring.
 struct Arrival<'a> {

@@ -41,11 +41,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::ring::PacketSink;
 use aya::{
     maps::{Array, MapData, PerCpuArray},
     Ebpf, EbpfError, EbpfLoader,
 };
-pub(crate) use deliver::PacketSink;
 use podcap_common::{
     FrameMeta, QueueCounters, MAX_POD_CGROUP_LEVEL, MAX_SLOTS, RING_MAX_CAPTURE, SETTING_ENABLED,
     SETTING_RING_WAKEUP, SETTING_SNAPLEN,

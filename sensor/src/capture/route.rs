@@ -23,8 +23,10 @@ use podcap_common::{
     SETTING_CAPTURE_IFINDEX, SETTING_CHANNEL, SETTING_TAP_COUNTERS,
 };
 
+use crate::ring::PacketSink;
+
 use super::{
-    deliver::{push_copy, push_frame, PacketSink},
+    deliver::{push_copy, push_frame},
     ebpf::{program, program_error, set, take_map},
     veth::{self, CaptureVeth, NamespaceClaim},
     CaptureError, Interface,

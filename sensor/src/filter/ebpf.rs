@@ -29,17 +29,7 @@ use super::{
     BpfInsn, ALU, B, H, IMM, IND, JMP, LD, LDX, LEN, MEM, MISC, MSH, RET, SCRATCH_WORDS, SKF_AD_OFF,
     SKF_AD_VLAN_TAG, SKF_AD_VLAN_TAG_PRESENT, SKF_AD_VLAN_TPID, SRC_X, ST, STX, W,
 };
-
-/// One eBPF instruction, as the kernel reads it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EbpfInsn {
-    pub code: u8,
-    /// `dst` in the low nibble, `src` in the high one.
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
+use crate::sys::bpf::EbpfInsn;
 
 /// What the program does with its verdict.
 #[derive(Clone, Copy, Debug)]

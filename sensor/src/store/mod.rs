@@ -50,6 +50,7 @@ pub mod flush;
 pub mod hold;
 pub mod index;
 pub mod kept;
+mod layout;
 pub mod lock;
 pub use podcap_format::segment_name as name;
 pub mod recover;

@@ -280,9 +280,6 @@ fn list(dir: &Path, quarantined: bool, report: &mut RecoveryReport) -> io::Resul
     Ok(found)
 }
 
-/// Offset 16 of a Section Header Block: the section's length after the block, -1 unknown.
-pub(super) const SECTION_LENGTH_AT: u64 = 16;
-
 /// Where the first section of `bytes` (a segment in this machine's byte order) ends by its
 /// Section Header's own account, if it gives one.
 pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
@@ -302,7 +299,7 @@ pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
 /// last byte that is not zero.
 #[must_use]
 pub fn direct_write_padding(bytes: &[u8]) -> usize {
-    let align = super::write::ALIGN;
+    let align = super::layout::ALIGN;
     if bytes.is_empty() || !bytes.len().is_multiple_of(align) {
         return 0;
     }

@@ -18,7 +18,6 @@ use std::{
 
 use self::file::SegmentFile;
 pub use self::file::WriteMode;
-pub(in crate::store) use self::file::ALIGN;
 use super::{
     compress,
     index::{self, Index, SegmentRecord},

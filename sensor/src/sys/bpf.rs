@@ -6,7 +6,17 @@ use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
-use crate::filter::ebpf::EbpfInsn;
+/// One eBPF instruction, as the kernel reads it (`struct bpf_insn`); the capture filter's
+/// translation (`filter/ebpf.rs`) makes them, [`load_sched_cls`] loads them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EbpfInsn {
+    pub code: u8,
+    /// `dst` in the low nibble, `src` in the high one.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;

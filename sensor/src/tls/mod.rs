@@ -7,11 +7,10 @@
 //! store reads the traffic in clear). The collector thread finds the Go binaries
 //! ([`go`]), asks the capture thread (which owns the eBPF programs) to probe them, and
 //! hands every secret the probes read to the writer; the writer keeps one only when a
-//! captured ClientHello carried its client random ([`hello`], [`scope`]). A secret that
+//! captured ClientHello carried its client random (`podcap_format::client_hello`, [`scope`]). A secret that
 //! cannot be carried whole is counted, never cut or guessed; a library whose layout is
 //! not known is named, never probed ([`openssl`]).
 pub mod go;
-pub mod hello;
 pub mod openssl;
 pub mod scope;
 
@@ -29,22 +28,14 @@ use std::{
 
 use crate::capture::TlsSecretMaps;
 use podcap_common::{TlsSecretEvent, TLS_LABEL_MAX, TLS_RANDOM_LEN, TLS_SECRET_MAX, TLS_SECRET_UNREADABLE};
-use podcap_format::pcapng::secrets::ClientRandom;
 
+pub use self::scope::Secret;
+use self::scope::SecretsInbox;
 use crate::{
     capture::{CaptureCommand, TlsProbe},
     shutdown::Shutdown,
     sys,
-    writer::WriterCommand,
 };
-
-/// One secret of one session, as a key log line names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Secret {
-    pub label: String,
-    pub random: ClientRandom,
-    pub secret: Vec<u8>,
-}
 
 /// How often a file whose probe could not be attached is tried.
 pub const PROBE_ATTEMPTS: u32 = 5;
@@ -218,7 +209,7 @@ fn secret_of(record: &[u8], stats: &CollectorStats) -> Option<Secret> {
 pub(crate) fn spawn(
     mut maps: TlsSecretMaps,
     capture: Sender<CaptureCommand>,
-    writer: Sender<WriterCommand>,
+    writer: Sender<Secret>,
     counters: TlsCounters,
     stop: Shutdown,
 ) -> std::io::Result<thread::JoinHandle<()>> {
@@ -309,7 +300,7 @@ impl Scanner {
 
 /// Hands every secret in the probes' ring to the writer (TLS 1.3 handshake events turned
 /// into their two secrets); counts what it cannot. Whether the writer is still there.
-fn drain(maps: &mut TlsSecretMaps, writer: &Sender<WriterCommand>, counters: &TlsCounters) -> bool {
+fn drain(maps: &mut TlsSecretMaps, writer: &Sender<Secret>, counters: &TlsCounters) -> bool {
     let (stats, counts) = (&counters.collector, &counters.written);
     stats.ring_full.store(maps.lost(), Relaxed);
     stats.not_in_pod.store(maps.fenced(), Relaxed);
@@ -332,7 +323,7 @@ fn drain(maps: &mut TlsSecretMaps, writer: &Sender<WriterCommand>, counters: &Tl
                 continue;
             }
             counts.in_flight.fetch_add(1, Relaxed);
-            if writer.send(WriterCommand::TlsSecret(secret)).is_err() {
+            if writer.send(secret).is_err() {
                 return false;
             }
         }
@@ -389,14 +380,13 @@ pub(crate) struct TlsSecrets {
 
 impl TlsSecrets {
     /// With `enabled` (`--tls-secrets`): starts the collector on the capture's ring buffer
-    /// of secrets.
+    /// of secrets; the writer's end of their channel comes with it.
     pub(crate) fn start(
         enabled: bool,
         capture: &mut crate::capture::Capture,
         capture_commands: &Sender<CaptureCommand>,
-        writer_commands: &Sender<WriterCommand>,
         stop: &Shutdown,
-    ) -> std::io::Result<Option<Self>> {
+    ) -> std::io::Result<Option<(Self, SecretsInbox)>> {
         let Some(maps) = capture.take_tls_secrets().filter(|_| enabled) else {
             return Ok(None);
         };
@@ -407,19 +397,19 @@ impl TlsSecrets {
             collector: Arc::default(),
             written: Arc::default(),
         };
+        let (to_writer, incoming) = std::sync::mpsc::channel();
+        let inbox = SecretsInbox {
+            incoming,
+            counts: Arc::clone(&counters.written),
+        };
         let thread = spawn(
             maps,
             capture_commands.clone(),
-            writer_commands.clone(),
+            to_writer,
             counters.clone(),
             stop.clone(),
         )?;
-        Ok(Some(Self { thread, counters }))
-    }
-
-    /// Where the writer counts what became of the secrets.
-    pub(crate) fn counts(&self) -> Arc<scope::SharedCounts> {
-        Arc::clone(&self.counters.written)
+        Ok(Some((Self { thread, counters }, inbox)))
     }
 
     /// What `/metrics` reads.

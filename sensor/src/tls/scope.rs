@@ -11,13 +11,31 @@
 //! at most [`MAX_KEPT_BYTES`]).
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
 use podcap_format::pcapng::secrets::{key_log_line, ClientRandom};
 
-use super::Secret;
+/// One secret of one session, as a key log line names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secret {
+    pub label: String,
+    pub random: ClientRandom,
+    pub secret: Vec<u8>,
+}
+
+/// The writer's end of the secrets' own channel from the collector (`tls/mod.rs`), and
+/// where it counts what became of them: the collector and the writer share only this
+/// module's types, neither imports the other.
+#[derive(Debug)]
+pub struct SecretsInbox {
+    pub incoming: mpsc::Receiver<Secret>,
+    pub counts: Arc<SharedCounts>,
+}
 
 /// How long a session's ClientHello and secrets are kept in mind.
 pub const SESSION_TIME: Duration = Duration::from_mins(10);

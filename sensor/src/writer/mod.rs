@@ -17,14 +17,14 @@ use std::{
 };
 
 use crate::{
-    capture::PacketSink,
     config::settings::RuntimeSettings,
     health::Health,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics},
-    ring::{RecordConsumer, RecordHeader},
+    ring::{PacketSink, RecordConsumer, RecordHeader},
     stats::Stats,
     store::{flush::FlushGate, SegmentWriter, StoreError},
     sys,
+    tls::scope::{Scope, SecretsInbox, SECRETS_FOLLOW_WITHIN},
 };
 
 /// What the Kubernetes reconciler tells the writer, in order with the packets.
@@ -40,8 +40,6 @@ pub enum WriterCommand {
         ack: mpsc::Sender<()>,
     },
     SetNames(Vec<(IpAddr, String)>),
-    /// A TLS secret a probe read (`--tls-secrets`): written if its session was recorded.
-    TlsSecret(crate::tls::Secret),
 }
 
 /// A slot's statistics for its statistics blocks, from the shared counters.
@@ -85,9 +83,10 @@ pub(crate) struct Recorder {
 
 /// The writer's side of `--tls-secrets`.
 struct TlsSecrets {
-    scope: crate::tls::scope::Scope,
+    scope: Scope,
     checked: std::time::Instant,
-    counts: Arc<crate::tls::scope::SharedCounts>,
+    /// The secrets the collector read, on their own channel, and what became of them.
+    inbox: SecretsInbox,
 }
 
 impl Recorder {
@@ -136,11 +135,11 @@ impl Recorder {
     /// Writes the TLS secrets of the sessions it records (`--tls-secrets`), counting in
     /// `counts` what became of them.
     #[must_use]
-    pub(crate) fn with_tls_secrets(mut self, counts: Option<Arc<crate::tls::scope::SharedCounts>>) -> Self {
-        self.tls = counts.map(|counts| TlsSecrets {
-            scope: crate::tls::scope::Scope::default(),
+    pub(crate) fn with_tls_secrets(mut self, inbox: Option<SecretsInbox>) -> Self {
+        self.tls = inbox.map(|inbox| TlsSecrets {
+            scope: Scope::default(),
             checked: std::time::Instant::now(),
-            counts,
+            inbox,
         });
         self
     }
@@ -157,7 +156,7 @@ impl Recorder {
         if !lines.is_empty() && !self.store.write_secrets(lines.as_bytes(), hello_at) {
             tls.scope.count_late(lines.lines().count());
         }
-        tls.counts.set(tls.scope.counts);
+        tls.inbox.counts.set(tls.scope.counts);
     }
 
     /// Applies changed limits and the scope changes sent so far. Scope changes come before
@@ -185,15 +184,16 @@ impl Recorder {
                     let _ = ack.send(());
                 }
                 WriterCommand::SetNames(names) => self.store.set_names(names),
-                WriterCommand::TlsSecret(secret) => {
-                    if let Some(tls) = &mut self.tls {
-                        // Relaxed: a bound on the channel's length (see `SharedCounts`).
-                        tls.counts
-                            .in_flight
-                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                        tls.scope.offer(secret, std::time::Instant::now());
-                    }
-                }
+            }
+        }
+        if let Some(tls) = &mut self.tls {
+            while let Ok(secret) = tls.inbox.incoming.try_recv() {
+                // Relaxed: a bound on the channel's length (see `SharedCounts`).
+                tls.inbox
+                    .counts
+                    .in_flight
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                tls.scope.offer(secret, std::time::Instant::now());
             }
         }
     }
@@ -215,7 +215,7 @@ impl Recorder {
         let hello = self
             .tls
             .as_ref()
-            .and_then(|_| crate::tls::hello::client_hello_random(data));
+            .and_then(|_| podcap_format::client_hello::client_hello_random(data));
         match self.store.write_packet(
             slot,
             header.timestamp_ns,
@@ -240,8 +240,7 @@ impl Recorder {
         if let (Some(random), Some(tls)) = (hello, &mut self.tls) {
             let now = std::time::Instant::now();
             tls.scope.saw_hello(random, now);
-            self.store
-                .hold_flush_until(now + crate::tls::scope::SECRETS_FOLLOW_WITHIN);
+            self.store.hold_flush_until(now + SECRETS_FOLLOW_WITHIN);
         }
     }
 
@@ -268,7 +267,7 @@ impl Recorder {
         self.write_secrets();
         if let Some(tls) = &mut self.tls {
             tls.scope.give_up_waiting();
-            tls.counts.set(tls.scope.counts);
+            tls.inbox.counts.set(tls.scope.counts);
         }
         let (stats, start_ns) = (&*self.stats, self.start_ns);
         self.store.finish(|id| interface_statistics(stats, id, start_ns))

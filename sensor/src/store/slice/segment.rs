@@ -14,6 +14,8 @@ use std::{
     path::Path,
 };
 
+use podcap_format::client_hello::client_hello_random;
+
 use super::{LocalInterface, Run, Selection, SliceError, Slicer, EPB_INTERFACE_AT};
 use crate::{
     pcapng::{
@@ -28,7 +30,6 @@ use crate::{
         index::SegmentRecord,
         name::{self, Kind},
     },
-    tls::hello::client_hello_random,
 };
 
 /// Opens a segment by its record: an active segment that was finished (renamed, perhaps

@@ -4,7 +4,7 @@ use crate::pcapng::{
     Direction, InterfaceDescription, LINKTYPE_ETHERNET,
 };
 use crate::store::index;
-use crate::tls::hello::client_hello_random;
+use podcap_format::client_hello::client_hello_random;
 
 fn segment(dir: &Path, seq: u64, ifaces: &[&str], packets: &[(u32, u64)]) -> SegmentRecord {
     let mut w = BlockWriter::default();

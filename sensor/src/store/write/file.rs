@@ -27,11 +27,7 @@ use std::{
     os::unix::fs::FileExt,
 };
 
-use crate::store::recover::SECTION_LENGTH_AT;
-
-/// Offsets, lengths and memory of direct writes are multiples of this: the largest
-/// logical block size of the disks a node has (512 or 4096 bytes).
-pub(in crate::store) const ALIGN: usize = 4096;
+use crate::store::layout::{ALIGN, SECTION_LENGTH_AT};
 
 /// How a segment's file is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

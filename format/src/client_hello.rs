@@ -5,7 +5,7 @@
 //! segment's payload must begin a handshake record (type 22, version 3.x) holding a
 //! ClientHello (handshake type 1) whose random lies in the captured bytes. Anything else
 //! is no ClientHello: never an error, never a guess.
-use podcap_format::pcapng::secrets::ClientRandom;
+use crate::pcapng::secrets::ClientRandom;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
