@@ -5,7 +5,7 @@ use crate::{
     pcapng::{
         read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
-    store::{Limits, SegmentWriter},
+    store::{Limits, SegmentWriter, SharedView},
 };
 
 const SECOND: u64 = 1_000_000_000;
