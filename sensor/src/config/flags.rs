@@ -1,5 +1,10 @@
 //! The sensor's command line: raw clap flags, validated into a [`Config`] before anything is
 //! attached (ripgrep's low/high args split). Every error names the flag it comes from.
+//!
+//! Layout: this file holds the flags ([`Args`]), the validated [`Config`], its errors and
+//! [`Args::validate`]; `flags/host.rs` looks up what the flags name on this host
+//! (interfaces, tap, token and targeting files), `flags/stages.rs` builds each stage's
+//! settings from its flags.
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
@@ -8,13 +13,19 @@ use crate::{
     archive::ArchiveConfig,
     capture::{self, Interface},
     config::{
-        settings::{Floors, SettingsDoc, SettingsError, StartInputs},
+        settings::{Floors, SettingsError, StartInputs},
         targeting::{Targeting, TargetingError},
     },
     filter::Filter,
     store::{Limits, MinFree, WriteMode},
-    sys, units,
+    units,
 };
+
+mod host;
+mod stages;
+
+use self::host::{read_targeting, read_token, resolve_interfaces, resolve_tap};
+use self::stages::parse_min_free;
 
 /// Raw flags, as typed.
 #[derive(Debug, Parser)]
@@ -328,365 +339,8 @@ pub enum ConfigError {
     },
 }
 
-fn resolve_interfaces(names: Vec<String>) -> Result<Vec<Interface>, ConfigError> {
-    let mut interfaces: Vec<Interface> = Vec::new();
-    for name in names {
-        if interfaces.iter().any(|i| i.name == name) {
-            return Err(ConfigError::DuplicateInterface { name });
-        }
-        let ifindex = sys::interface_index(&name)
-            .ok_or_else(|| ConfigError::UnknownInterface { name: name.clone() })?;
-        interfaces.push(Interface { name, ifindex });
-    }
-    Ok(interfaces)
-}
-
-/// `--host-iface`s, or without any the interfaces that hold a default route.
-fn resolve_host_interfaces(
-    names: Vec<String>,
-    selected: &[Interface],
-) -> Result<Vec<Interface>, ConfigError> {
-    let names = if names.is_empty() {
-        default_route_interfaces()
-    } else {
-        names
-    };
-    let mut interfaces: Vec<Interface> = Vec::new();
-    for name in names {
-        if selected.iter().any(|i| i.name == name) {
-            return Err(ConfigError::HostInterfaceIsSelected { name });
-        }
-        if interfaces.iter().any(|i| i.name == name) {
-            continue;
-        }
-        let ifindex = sys::interface_index(&name)
-            .ok_or_else(|| ConfigError::UnknownHostInterface { name: name.clone() })?;
-        interfaces.push(Interface { name, ifindex });
-    }
-    Ok(interfaces)
-}
-
-/// The interfaces of this namespace's IPv4 and IPv6 default routes, from `/proc/net`.
-fn default_route_interfaces() -> Vec<String> {
-    let mut names = Vec::new();
-    // /proc/net/route: Iface Destination Gateway ... (hex; destination 00000000 = default).
-    if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000" {
-                names.push(fields[0].to_owned());
-            }
-        }
-    }
-    // /proc/net/ipv6_route: dest plen src splen nexthop metric refcnt use flags iface.
-    if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() == 10
-                && fields[1] == "00"
-                && fields[0].bytes().all(|b| b == b'0')
-                && fields[9] != "lo"
-            {
-                names.push(fields[9].to_owned());
-            }
-        }
-    }
-    names.dedup();
-    names
-}
-
-fn resolve_tap(tap: Option<String>, interfaces: &[Interface]) -> Result<Option<Interface>, ConfigError> {
-    Ok(match tap {
-        Some(name) if interfaces.iter().any(|i| i.name == name) => {
-            return Err(ConfigError::TapIsSelected { name });
-        }
-        Some(name) => {
-            let ifindex =
-                sys::interface_index(&name).ok_or_else(|| ConfigError::UnknownTap { name: name.clone() })?;
-            Some(Interface { name, ifindex })
-        }
-        None => None,
-    })
-}
-
-fn read_token(
-    flag: &'static str,
-    file: Option<&std::path::Path>,
-    token: Option<String>,
-) -> Result<Option<String>, ConfigError> {
-    Ok(match (file, token) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-                flag,
-                path: path.display().to_string(),
-                source,
-            })?;
-            let token = text.trim().to_owned();
-            if token.is_empty() {
-                return Err(ConfigError::EmptyToken {
-                    flag,
-                    path: path.display().to_string(),
-                });
-            }
-            Some(token)
-        }
-        (None, token) => token.filter(|t| !t.is_empty()),
-    })
-}
-
-fn read_targeting(path: &std::path::Path, snaplen: u32) -> Result<Targeting, ConfigError> {
-    let error = |source| ConfigError::Targeting {
-        path: path.display().to_string(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        error(TargetingError::Read {
-            path: path.display().to_string(),
-            source,
-        })
-    })?;
-    Targeting::parse(&text, snaplen).map_err(error)
-}
-
-/// `--min-free`: a size, or a percentage of the file system.
-fn parse_min_free(text: &str) -> Result<MinFree, ConfigError> {
-    let error = || ConfigError::MinFree(text.to_owned());
-    match text.trim().strip_suffix('%') {
-        Some(number) => match number.trim().parse::<u8>() {
-            Ok(percent) if (1..=99).contains(&percent) => Ok(MinFree::Percent(percent)),
-            _ => Err(error()),
-        },
-        None => units::parse_size(text)
-            .map(MinFree::Bytes)
-            .map_err(|source| ConfigError::Unit {
-                flag: "min-free",
-                source,
-            }),
-    }
-}
-
 impl Args {
-    /// `--xsk-frames` (default by mode) and the Kubernetes mode's own flags.
-    fn check_kubernetes_and_frames(&self) -> Result<u32, ConfigError> {
-        let xsk_frames = self
-            .xsk_frames
-            // The ring channel leaves the AF_XDP sockets idle: keep their UMEM small.
-            .unwrap_or(if self.channel == "ring" && self.tap.is_none() {
-                64
-            } else if self.node.is_some() {
-                1024
-            } else {
-                4096
-            });
-        if !xsk_frames.is_power_of_two() || !(64..=65_536).contains(&xsk_frames) {
-            return Err(ConfigError::XskFrames(xsk_frames));
-        }
-        if self.node.is_some() && self.tap.is_some() {
-            return Err(ConfigError::TapWithNode);
-        }
-        if !(1..=256).contains(&self.max_pods) {
-            return Err(ConfigError::MaxPods(self.max_pods));
-        }
-        Ok(xsk_frames)
-    }
-
-    /// `--channel`, and `--snaplen` cut to what it carries (a tap is always read through
-    /// AF_XDP, whose frames are shorter).
-    fn channel_and_snaplen(&self) -> Result<(capture::Channel, u32), ConfigError> {
-        if !(64..=262_144).contains(&self.snaplen) {
-            return Err(ConfigError::Snaplen(self.snaplen));
-        }
-        let channel = match self.channel.as_str() {
-            "af-xdp" => capture::Channel::AfXdp,
-            "ring" => capture::Channel::Ring,
-            other => return Err(ConfigError::Channel(other.to_owned())),
-        };
-        let most = if self.tap.is_some() {
-            capture::max_snaplen()
-        } else {
-            channel.max_snaplen()
-        };
-        Ok((channel, self.snaplen.min(most)))
-    }
-
-    /// Kubernetes mode's node interfaces for hostNetwork pods.
-    fn host_interfaces(&mut self, selected: &[Interface]) -> Result<Vec<Interface>, ConfigError> {
-        if self.node.is_none() {
-            return Ok(Vec::new());
-        }
-        resolve_host_interfaces(std::mem::take(&mut self.host_ifaces), selected)
-    }
-
     /// Validates every flag; checks the interfaces exist.
-    /// `--buffered-writes`.
-    fn write_mode(&self) -> WriteMode {
-        if self.buffered_writes {
-            WriteMode::Buffered
-        } else {
-            WriteMode::Direct
-        }
-    }
-
-    /// `--ring-size` in bytes, 1 MiB to 1 GiB.
-    fn ring_bytes(&self) -> Result<usize, ConfigError> {
-        let bytes = units::parse_size(&self.ring_size).map_err(|source| ConfigError::Unit {
-            flag: "ring-size",
-            source,
-        })?;
-        if !(1 << 20..=1 << 30).contains(&bytes) {
-            return Err(ConfigError::RingSize(self.ring_size.clone()));
-        }
-        Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
-    }
-
-    /// The store's limits, the settings' start inputs (explicit flags, the file's keys) and
-    /// the smallest retention: flags checked naming the flag, the file's keys naming the key.
-    fn retention(&mut self, targeting: &Targeting) -> Result<(Limits, StartInputs, Floors), ConfigError> {
-        let size = |flag: &'static str, v: &str| {
-            units::parse_size(v).map_err(|source| ConfigError::Unit { flag, source })
-        };
-        let dur = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
-            units::parse_duration(v).map_err(|source| ConfigError::Unit { flag, source })
-        };
-        let compress = match self.compress.as_str() {
-            "none" => false,
-            "gzip" => true,
-            other => return Err(ConfigError::Compress(other.to_owned())),
-        };
-        let floors = Floors {
-            segment_size: size("segment-size", &self.segment_size)?,
-            segment_time: dur("segment-time", &self.segment_time)?,
-        };
-        let settings = StartInputs {
-            flags: SettingsDoc {
-                enabled: None,
-                max_time: self.max_time.take(),
-                max_size: self.max_size.take(),
-            },
-            targeting: targeting.settings(),
-        };
-        let flag_error = |e: SettingsError| match e {
-            SettingsError::Invalid { key, source } => ConfigError::Unit {
-                flag: if key == "maxSize" { "max-size" } else { "max-time" },
-                source,
-            },
-            SettingsError::TooSmall {
-                key, value, least, ..
-            } => {
-                let (flag, segment_flag, segment) = if key == "maxSize" {
-                    ("max-size", "segment-size", self.segment_size.clone())
-                } else {
-                    ("max-time", "segment-time", self.segment_time.clone())
-                };
-                ConfigError::RetentionTooSmall {
-                    flag,
-                    value,
-                    segment_flag,
-                    segment,
-                    least,
-                }
-            }
-            other @ SettingsError::Persist { .. } => ConfigError::FileRetention {
-                path: String::new(),
-                source: other,
-            },
-        };
-        let (flag_size, flag_time) = floors.check(&settings.flags).map_err(flag_error)?;
-        let (file_size, file_time) =
-            floors
-                .check(&settings.targeting)
-                .map_err(|source| ConfigError::FileRetention {
-                    path: self
-                        .targeting_file
-                        .as_deref()
-                        .unwrap_or_else(|| std::path::Path::new(""))
-                        .display()
-                        .to_string(),
-                    source,
-                })?;
-        let limits = Limits {
-            compress,
-            segment_size: floors.segment_size,
-            segment_time: floors.segment_time,
-            max_size: flag_size
-                .or(file_size)
-                .map_or_else(|| size("max-size", crate::config::settings::DEFAULT_MAX_SIZE), Ok)?,
-            max_time: flag_time
-                .or(file_time)
-                .map_or_else(|| dur("max-time", crate::config::settings::DEFAULT_MAX_TIME), Ok)?,
-        };
-        Ok((limits, settings, floors))
-    }
-
-    /// `--archive` and its flags, checked (the URL's form, the names, the rate).
-    fn archive_config(&mut self, segment_time: Duration) -> Result<Option<ArchiveConfig>, ConfigError> {
-        let Some(url) = self.archive.take() else {
-            return Ok(None);
-        };
-        let node = match self.archive_node.clone().or_else(|| self.node.clone()) {
-            Some(node) => node,
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .map_err(|e| ConfigError::Archive(format!("no --archive-node and no host name: {e}")))?,
-        };
-        let check = |what, name: &str| {
-            podcap_archive::layout::check_name(what, name).map_err(|e| ConfigError::Archive(e.to_string()))
-        };
-        check("--archive-cluster", &self.archive_cluster)?;
-        check("node", &node)?;
-        let scheme_ok = [
-            "s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://", "file:///",
-        ]
-        .iter()
-        .any(|s| url.starts_with(s));
-        if !scheme_ok {
-            return Err(ConfigError::Archive(format!(
-                "{url:?} is not s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or file:///DIR"
-            )));
-        }
-        if self.archive_segments && segment_time > Duration::from_hours(1) {
-            return Err(ConfigError::ArchiveSegmentTime(self.segment_time.clone()));
-        }
-        if self.archive_segments && self.tls_secrets {
-            return Err(ConfigError::Archive(
-                "--archive-segments with --tls-secrets would upload the segments' TLS secrets; the archive does not leave them out yet: drop one of the two".into(),
-            ));
-        }
-        let rate = self
-            .archive_rate
-            .as_deref()
-            .map(|r| {
-                units::parse_size(r.strip_suffix("/s").unwrap_or(r)).map_err(|source| ConfigError::Unit {
-                    flag: "archive-rate",
-                    source,
-                })
-            })
-            .transpose()?;
-        let drain = units::parse_duration(&self.archive_drain).map_err(|source| ConfigError::Unit {
-            flag: "archive-drain",
-            source,
-        })?;
-        let request_timeout =
-            units::parse_duration(&self.archive_timeout).map_err(|source| ConfigError::Unit {
-                flag: "archive-timeout",
-                source,
-            })?;
-        if request_timeout.is_zero() {
-            return Err(ConfigError::Archive(
-                "--archive-timeout must be longer than 0s".to_owned(),
-            ));
-        }
-        Ok(Some(ArchiveConfig {
-            url,
-            cluster: self.archive_cluster.clone(),
-            node,
-            segments: self.archive_segments,
-            rate,
-            drain,
-            request_timeout,
-        }))
-    }
-
     pub fn validate(mut self) -> Result<Config, ConfigError> {
         let write_mode = self.write_mode();
         let targeting = self
