@@ -83,7 +83,11 @@ impl OpenSslLibraries {
                     continue;
                 };
                 match look_at(&path, &libcrypto) {
-                    Ok(Ok((release, layout, offsets))) => found.push(Found::Probe(OpenSslLibrary {
+                    Ok(Verdict::Probe {
+                        release,
+                        layout,
+                        offsets,
+                    }) => found.push(Found::Probe(OpenSslLibrary {
                         file,
                         pid,
                         path,
@@ -91,7 +95,7 @@ impl OpenSslLibraries {
                         layout,
                         offsets,
                     })),
-                    Ok(Err((release, why))) => found.push(Found::Unsupported {
+                    Ok(Verdict::Unsupported { release, why }) => found.push(Found::Unsupported {
                         path: PathBuf::from(mapped),
                         release,
                         why,
@@ -137,30 +141,52 @@ pub fn mappings<'a>(maps: &'a str, name: &str) -> Vec<((u64, u64), &'a str)> {
         .collect()
 }
 
-/// A library's release and probe points (`Ok(Err((release, why)))`: a release that is
-/// not probed, and why).
-#[allow(clippy::type_complexity)]
-fn look_at(
-    path: &Path,
-    libcrypto: &Path,
-) -> Result<Result<(String, OpenSslLayout, Vec<u64>), (String, String)>, String> {
+/// What looking at a library found: where to probe it, or a release that is not probed,
+/// and why.
+enum Verdict {
+    Probe {
+        release: String,
+        layout: OpenSslLayout,
+        offsets: Vec<u64>,
+    },
+    Unsupported {
+        release: String,
+        why: String,
+    },
+}
+
+/// Why a library could not be looked at (not one podcap can read: logged, not named).
+#[derive(Debug, thiserror::Error)]
+enum LookError {
+    #[error("no OpenSSL release named in {}", .0.display())]
+    NoRelease(PathBuf),
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Parse(#[from] object::read::Error),
+    #[error("{0} is not in the library's symbols")]
+    MissingSymbol(&'static str),
+}
+
+/// A library's release and probe points, or why it is not probed.
+fn look_at(path: &Path, libcrypto: &Path) -> Result<Verdict, LookError> {
     let release = std::fs::read(libcrypto)
         .ok()
         .and_then(|data| release_of(&data))
-        .ok_or_else(|| format!("no OpenSSL release named in {}", libcrypto.display()))?;
-    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+        .ok_or_else(|| LookError::NoRelease(libcrypto.to_owned()))?;
+    let data = std::fs::read(path)?;
     let Some(layout) = layout_of(&release) else {
-        return Ok(Err((
+        return Ok(Verdict::Unsupported {
             release,
-            "its layout is not in podcap's table (OpenSSL 3.0.0-3.0.21)".into(),
-        )));
+            why: "its layout is not in podcap's table (OpenSSL 3.0.0-3.0.21)".into(),
+        });
     };
-    let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
+    let file = object::File::parse(&*data)?;
     if file.architecture() != object::Architecture::X86_64 {
-        return Ok(Err((
+        return Ok(Verdict::Unsupported {
             release,
-            format!("a library for {:?}: only x86-64 is probed", file.architecture()),
-        )));
+            why: format!("a library for {:?}: only x86-64 is probed", file.architecture()),
+        });
     }
     let code = |name: &str| -> Option<(u64, &[u8])> {
         let symbol = file
@@ -175,14 +201,18 @@ fn look_at(
         Some((offset, &bytes[..bytes.len().min(64)]))
     };
     if let Some(why) = accessors_disagree(&layout, code("SSL_get_session"), code("SSL_get_client_random")) {
-        return Ok(Err((release, why)));
+        return Ok(Verdict::Unsupported { release, why });
     }
     let mut offsets = Vec::with_capacity(PROBED_FUNCTIONS.len());
     for name in PROBED_FUNCTIONS {
-        let (offset, _) = code(name).ok_or_else(|| format!("{name} is not in the library's symbols"))?;
+        let (offset, _) = code(name).ok_or(LookError::MissingSymbol(name))?;
         offsets.push(offset);
     }
-    Ok(Ok((release, layout, offsets)))
+    Ok(Verdict::Probe {
+        release,
+        layout,
+        offsets,
+    })
 }
 
 /// The release a library names in its version text (`OpenSSL 3.0.19`).
