@@ -152,28 +152,33 @@ impl Dest {
 
 /// Writes what `produce` makes to `dest` as `file_name` (a folder's) through an exclusive
 /// temporary file renamed into place, never over an existing file unless `force`. Returns
-/// the file written (none for stdout).
+/// the file written (none for stdout). `produce` is told whether the output can be
+/// rewritten (a plain file): then the totals it reserved room for in the Section Header
+/// are written there before the file is renamed into place.
 pub fn write(
     dest: &Dest,
     file_name: &str,
     force: bool,
-    produce: impl FnOnce(&mut dyn Write) -> Result<merge::MergeStats>,
+    produce: impl FnOnce(&mut dyn Write, bool) -> Result<merge::MergeStats>,
 ) -> Result<(Option<PathBuf>, merge::MergeStats)> {
     let Some(target) = dest.target(file_name) else {
-        let stats = produce(&mut io::stdout().lock())?;
+        let stats = produce(&mut io::stdout().lock(), false)?;
         return Ok((None, stats));
     };
     let output = temporary(&dest.work_folder(), ".pcapng")?;
     let stats = if matches!(dest, Dest::GzFile(_)) {
         let mut gzip =
             flate2::write::GzEncoder::new(BufWriter::new(output.as_file()), flate2::Compression::default());
-        let stats = produce(&mut gzip)?;
+        let stats = produce(&mut gzip, false)?;
         gzip.finish()?.flush()?;
         stats
     } else {
         let mut out = BufWriter::new(output.as_file());
-        let stats = produce(&mut out)?;
+        let stats = produce(&mut out, true)?;
         out.flush()?;
+        drop(out);
+        merge::fill_reserved(&mut output.as_file(), &stats.totals)
+            .with_context(|| format!("writing the totals into {}", output.path().display()))?;
         stats
     };
     output.as_file().sync_all()?;

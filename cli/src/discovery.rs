@@ -250,7 +250,7 @@ impl Cluster {
     /// parser and writes it back. Returns the ConfigMap's name and the new document.
     pub fn retarget(
         &self,
-        change: impl FnOnce(&mut serde_yaml::Mapping) -> Result<()>,
+        change: impl FnOnce(&mut serde_norway::Mapping) -> Result<()>,
     ) -> Result<(String, String)> {
         let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let runtime = self.runtime();
@@ -312,17 +312,17 @@ impl Cluster {
 /// Applies `change` to a targeting document and validates the result as a sensor would.
 pub fn edit_document(
     text: &str,
-    change: impl FnOnce(&mut serde_yaml::Mapping) -> Result<()>,
+    change: impl FnOnce(&mut serde_norway::Mapping) -> Result<()>,
 ) -> Result<String> {
-    let mut root = match serde_yaml::from_str::<serde_yaml::Value>(text)
+    let mut root = match serde_norway::from_str::<serde_norway::Value>(text)
         .with_context(|| format!("{CONFIG_KEY} is not valid YAML"))?
     {
-        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
-        serde_yaml::Value::Mapping(m) => m,
+        serde_norway::Value::Null => serde_norway::Mapping::new(),
+        serde_norway::Value::Mapping(m) => m,
         _ => bail!("{CONFIG_KEY} is not a mapping"),
     };
     change(&mut root)?;
-    let updated = serde_yaml::to_string(&root)?;
+    let updated = serde_norway::to_string(&root)?;
     let doc = podcap_format::targeting::TargetingDoc::parse(&updated)?;
     if let Some(expression) = &doc.bpf_override {
         check_filter(expression)?;
@@ -622,11 +622,11 @@ pub struct TapScope {
 
 impl TapScope {
     /// Writes the scope into a document's `tap` mapping, keeping every other key.
-    pub fn apply(&self, root: &mut serde_yaml::Mapping) -> Result<()> {
-        use serde_yaml::Value;
+    pub fn apply(&self, root: &mut serde_norway::Mapping) -> Result<()> {
+        use serde_norway::Value;
         let tap = root
             .entry(Value::from("tap"))
-            .or_insert_with(|| Value::Mapping(serde_yaml::Mapping::new()));
+            .or_insert_with(|| Value::Mapping(serde_norway::Mapping::new()));
         let Value::Mapping(tap) = tap else {
             bail!("tap: is not a mapping");
         };

@@ -152,7 +152,7 @@ mod tests {
         let text = yaml(&doc);
         assert!(text.contains("start: \"12:30\""), "{text}");
         assert!(text.contains("\"on\": true"), "{text}");
-        let back: serde_json::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let back: serde_json::Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(back, doc, "{text}");
         for scalar in [
             serde_json::json!("x"),
@@ -160,7 +160,7 @@ mod tests {
             serde_json::json!([]),
             serde_json::json!({}),
         ] {
-            let back: serde_json::Value = serde_yaml::from_str(&yaml(&scalar)).unwrap();
+            let back: serde_json::Value = serde_norway::from_str(&yaml(&scalar)).unwrap();
             assert_eq!(back, scalar);
         }
     }

@@ -30,10 +30,10 @@ use crate::{
 /// Adds `job` to the targeting ConfigMap's `recordings` (made now, so that a job without a
 /// start begins when it is written).
 pub(crate) fn add_to_cluster(cluster: &Cluster, mut job: JobDoc, namespace: &str) -> Result<ExitCode> {
-    use serde_yaml::Value as Yaml;
+    use serde_norway::Value as Yaml;
     job.created = Some(units::format_rfc3339_ns(units::now_ns()));
     let name = job.name.clone();
-    let item = serde_yaml::to_value(&job)?;
+    let item = serde_norway::to_value(&job)?;
     let (map, _) = cluster.retarget(|root| {
         let list = root
             .entry(Yaml::from("recordings"))
@@ -58,7 +58,7 @@ pub(crate) fn add_to_cluster(cluster: &Cluster, mut job: JobDoc, namespace: &str
 
 /// Takes job `name` out of the targeting ConfigMap's `recordings`; false if it was not there.
 pub(crate) fn remove_from_cluster(cluster: &Cluster, name: &str, namespace: &str) -> Result<bool> {
-    use serde_yaml::Value as Yaml;
+    use serde_norway::Value as Yaml;
     let mut found = false;
     let result = cluster.retarget(|root| {
         if let Some(Yaml::Sequence(jobs)) = root.get_mut("recordings") {

@@ -557,7 +557,7 @@ async fn segments_config_and_the_kubectl_plugin_use_discovery() {
         "{out}"
     );
     let output = f.run(PODCAP, &["config", "--context", "lab", "-o", "yaml"]).await;
-    let shown: serde_yaml::Value = serde_yaml::from_slice(&output.stdout).unwrap();
+    let shown: serde_norway::Value = serde_norway::from_slice(&output.stdout).unwrap();
     assert_eq!(shown["nodes"][0]["settings"]["maxTime"].as_str(), Some("2h"));
 
     // As a kubectl plugin it names itself the way kubectl users call it.
@@ -603,7 +603,7 @@ async fn tap_rewrites_the_config_map_and_refuses_bad_input() {
     );
     let (version, text) = f.cluster.config.lock().unwrap().clone();
     assert_eq!(version, 8);
-    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(doc["tap"]["regex"], "^web-");
     assert_eq!(doc["tap"]["namespaces"], json!(["shop", "blog"]));
     assert_eq!(doc["tap"]["excludedNamespaces"], json!(["kube-system"]));
@@ -614,7 +614,7 @@ async fn tap_rewrites_the_config_map_and_refuses_bad_input() {
     let output = f.run(PODCAP, &["tap", "--context", "lab"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = f.cluster.config.lock().unwrap().1.clone();
-    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(doc["tap"]["regex"], "");
     assert_eq!(doc["tap"]["namespaces"], json!([]));
     assert_eq!(doc["tap"]["bpfOverride"], "tcp port 80");
@@ -671,7 +671,7 @@ async fn record_create_and_delete_edit_the_config_map_every_sensor_follows() {
         stderr(&output)
     );
     let text = f.cluster.config.lock().unwrap().1.clone();
-    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
     let job = &doc["recordings"][0];
     assert_eq!(job["name"], "nightly");
     assert_eq!(job["filter"], "tcp port 443");
@@ -734,6 +734,6 @@ async fn record_create_and_delete_edit_the_config_map_every_sensor_follows() {
         .await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = f.cluster.config.lock().unwrap().1.clone();
-    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(doc["recordings"], json!([]));
 }

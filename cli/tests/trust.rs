@@ -120,6 +120,17 @@ async fn a_damaged_segment_costs_its_own_packets_only_and_is_named() {
         notes.last().unwrap().contains(&victim.file),
         "the file says what it lacks: {notes:?}"
     );
+    // Each sensor's totals, in the Section Header.
+    let totals = notes
+        .iter()
+        .find(|n| n.starts_with("podcap totals per sensor: "))
+        .unwrap_or_else(|| panic!("no totals: {notes:?}"));
+    for sensor in ["node-a", "node-b"] {
+        assert!(
+            totals.contains(&format!("{sensor}: ")) && totals.contains("received, 0 lost in the kernel"),
+            "{totals}"
+        );
+    }
     assert_tshark_reads(&file);
 
     // The same with --allow-partial: exit 0; the file is not replaced without --force.

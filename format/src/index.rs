@@ -42,7 +42,8 @@ pub struct SegmentRecord {
     /// Packets per interface id of the segment.
     pub per_interface: Vec<u64>,
     /// Sparse offset index, about one entry per [`CHECKPOINT_BYTES`]: `(offset of a block,
-    /// largest timestamp of every packet before it)`. A slice starting at `from` may seek
+    /// largest timestamp of every packet, and end time of every statistics block, before
+    /// it)`. A slice starting at `from` may seek
     /// to the last offset whose timestamp is below `from`.
     pub checkpoints: Vec<(u64, u64)>,
     /// The most any packet's timestamp lies below the largest timestamp before it in the

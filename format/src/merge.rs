@@ -13,7 +13,8 @@
 //!   its interfaces; its damage comments are collected, named after the input.
 //! - Statistics blocks of the inputs (a snapshot's drops per interface) are added up per
 //!   output interface and written at the end, so the merged file still says what was lost
-//!   in its window.
+//!   in its window; each input's totals are in the stats, and in the Section Header of a
+//!   file that can be rewritten (`merge/totals.rs`).
 //! - When anything was lost, the output ends with a note of its own: a section whose
 //!   comments name every loss, so the file itself says it is incomplete.
 //! - Every packet is written as its input gave it, unless [`MergeOptions::one_copy`] asks
@@ -32,8 +33,10 @@ use crate::pcapng::{
 };
 
 mod one_copy;
+mod totals;
 
 pub use self::one_copy::COPY_WINDOW_NS;
+pub use self::totals::{fill_reserved, reserved_comment, totals_comment, InputTotals, TOTALS_PREFIX};
 
 /// How the inputs are merged.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,6 +44,9 @@ pub struct MergeOptions {
     /// Write once a packet an input recorded on two of its interfaces (see
     /// `merge/one_copy.rs`); without it every copy is written, as recorded.
     pub one_copy: bool,
+    /// Reserve a comment in the Section Header for each input's totals, which
+    /// [`fill_reserved`] writes once the merge is done (a file that can be rewritten).
+    pub reserve_totals: bool,
 }
 
 /// One input: a label for its interfaces and its bytes.
@@ -85,6 +91,19 @@ pub struct MergeStats {
     pub losses: Vec<String>,
     /// Copies left out by [`MergeOptions::one_copy`] (packets written once instead of twice).
     pub copies_left_out: u64,
+    /// Per input, in input order: what it gave and lost.
+    pub totals: Vec<InputTotals>,
+}
+
+impl MergeStats {
+    /// Counts a packet written on output interface `interface`, for its input too.
+    fn count_packet(&mut self, input_of: &[usize], interface: u32) {
+        self.packets += 1;
+        let input = input_of.get(interface as usize).copied();
+        if let Some(totals) = input.and_then(|input| self.totals.get_mut(input)) {
+            totals.packets += 1;
+        }
+    }
 }
 
 /// Output ids of interfaces, by input and (name, link type): a section that declares an
@@ -95,6 +114,8 @@ struct Interfaces {
     next: u32,
     /// The link type of each output id.
     link_types: Vec<u16>,
+    /// The input of each output id.
+    input_of: Vec<usize>,
     statistics: std::collections::BTreeMap<u32, InterfaceStatistics>,
 }
 
@@ -164,6 +185,7 @@ impl<R: Read> Cursor<R> {
                         snaplen: iface.snaplen,
                     });
                     interfaces.link_types.push(iface.link_type);
+                    interfaces.input_of.push(input);
                     interfaces.next += 1;
                     interfaces.next - 1
                 });
@@ -230,7 +252,12 @@ pub fn merge_with<R: Read>(
     options: MergeOptions,
 ) -> std::io::Result<MergeStats> {
     let mut blocks = BlockWriter::with_capacity(2 << 20);
-    blocks.section_header_with_comments(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"), comments);
+    let labels: Vec<String> = inputs.iter().map(|i| i.label.clone()).collect();
+    let mut header = comments.to_vec();
+    if options.reserve_totals {
+        header.push(reserved_comment(&labels));
+    }
+    blocks.section_header_with_comments(concat!("podcap ", env!("CARGO_PKG_VERSION"), " merge"), &header);
     let mut interfaces = Interfaces::default();
     let mut cursors: Vec<Cursor<R>> = inputs
         .into_iter()
@@ -245,7 +272,16 @@ pub fn merge_with<R: Read>(
         .collect();
     let mut heap = BinaryHeap::new();
     let mut passed = PassedOnce::default();
-    let mut stats = MergeStats::default();
+    let mut stats = MergeStats {
+        totals: labels
+            .into_iter()
+            .map(|label| InputTotals {
+                label,
+                ..InputTotals::default()
+            })
+            .collect(),
+        ..MergeStats::default()
+    };
     for (n, cursor) in cursors.iter_mut().enumerate() {
         cursor.advance(n, &mut blocks, &mut interfaces, &mut passed, &mut stats.losses);
         if let Some(h) = &cursor.head {
@@ -264,12 +300,12 @@ pub fn merge_with<R: Read>(
                     .unwrap_or_default();
                 one_copy.offer(n, h, link_type, &mut |h| {
                     blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
-                    stats.packets += 1;
+                    stats.count_packet(&interfaces.input_of, h.interface);
                 });
             }
             (None, Some(h)) => {
                 blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
-                stats.packets += 1;
+                stats.count_packet(&interfaces.input_of, h.interface);
                 // Its buffer is reused for the input's next packet.
                 cursor.head = Some(h);
             }
@@ -288,20 +324,11 @@ pub fn merge_with<R: Read>(
     if let Some(one_copy) = &mut one_copy {
         one_copy.finish(&mut |h| {
             blocks.packet(h.interface, h.ts, h.original_len, &h.data, h.direction);
-            stats.packets += 1;
+            stats.count_packet(&interfaces.input_of, h.interface);
         });
         stats.copies_left_out = one_copy.copies_left_out;
     }
-    for (&id, sum) in &mut interfaces.statistics {
-        if sum.start_ns == u64::MAX {
-            sum.start_ns = sum.end_ns;
-        }
-        let comment = format!(
-            "podcap: what the sensor's segments of this window lost: kernel={} sensor={}",
-            sum.kernel_drops, sum.sensor_drops
-        );
-        blocks.statistics(id, sum, &comment);
-    }
+    write_statistics(&mut blocks, &mut interfaces, &mut stats);
     if !stats.losses.is_empty() {
         let notes: Vec<String> = stats
             .losses
@@ -314,6 +341,28 @@ pub fn merge_with<R: Read>(
     stats.bytes += blocks.len() as u64;
     out.flush()?;
     Ok(stats)
+}
+
+/// Writes the inputs' statistics, added up per output interface, and adds them to each
+/// input's totals.
+fn write_statistics(blocks: &mut BlockWriter, interfaces: &mut Interfaces, stats: &mut MergeStats) {
+    for (&id, sum) in &mut interfaces.statistics {
+        if sum.start_ns == u64::MAX {
+            sum.start_ns = sum.end_ns;
+        }
+        let comment = format!(
+            "podcap: what the sensor's segments of this window lost: kernel={} sensor={}",
+            sum.kernel_drops, sum.sensor_drops
+        );
+        blocks.statistics(id, sum, &comment);
+        let input = interfaces.input_of.get(id as usize).copied();
+        if let Some(totals) = input.and_then(|input| stats.totals.get_mut(input)) {
+            totals.statistics = true;
+            totals.received = totals.received.saturating_add(sum.received);
+            totals.kernel_drops = totals.kernel_drops.saturating_add(sum.kernel_drops);
+            totals.sensor_drops = totals.sensor_drops.saturating_add(sum.sensor_drops);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! unknown keys inside them are errors, but Kubeshark's other `tap` keys are accepted and
 //! ignored. The filter expression is checked by the sensor, which compiles it.
 use regex::Regex;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::{recording::JobDoc, settings::SettingsDoc, units};
 
@@ -110,7 +110,8 @@ fn parse_recordings(value: &Value) -> Result<Vec<JobDoc>, TargetingError> {
     let mut jobs: Vec<JobDoc> = Vec::new();
     for (n, item) in items.iter().enumerate() {
         let key = format!("recordings[{n}]");
-        let job: JobDoc = serde_yaml::from_value(item.clone()).map_err(|e| key_error(&key, e.to_string()))?;
+        let job: JobDoc =
+            serde_norway::from_value(item.clone()).map_err(|e| key_error(&key, e.to_string()))?;
         job.check().map_err(|e| key_error(&key, e))?;
         if job.managed_by.is_some() {
             return Err(key_error(&format!("{key}.managedBy"), "set by the sensor"));
@@ -147,7 +148,7 @@ pub struct TargetingDoc {
 impl TargetingDoc {
     /// Parses and validates a document.
     pub fn parse(text: &str) -> Result<Self, TargetingError> {
-        let root: Value = serde_yaml::from_str(text).map_err(|e| TargetingError::Yaml(e.to_string()))?;
+        let root: Value = serde_norway::from_str(text).map_err(|e| TargetingError::Yaml(e.to_string()))?;
         let mut targeting = Self::default();
         let root = match root {
             Value::Null => return Ok(targeting),

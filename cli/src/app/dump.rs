@@ -103,7 +103,10 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
     } = args;
     let writing = Writing {
         force,
-        merge: merge::MergeOptions { one_copy },
+        merge: merge::MergeOptions {
+            one_copy,
+            ..merge::MergeOptions::default()
+        },
     };
     if let Some(url) = archive {
         let kept = match (snapshot, recording) {
@@ -225,6 +228,25 @@ struct Tolerance {
 const ONE_COPY_NOTE: &str = "one copy (--one-copy): a packet a node recorded on two of its interfaces \
      (routed between two of its pods) is written once, on the interface it left through";
 
+/// Names each sensor whose statistics say it lost packets in the window (the file's
+/// statistics blocks, and its Section Header when it is a file, say it too).
+fn say_capture_losses(stats: &merge::MergeStats) {
+    for totals in stats
+        .totals
+        .iter()
+        .filter(|t| t.kernel_drops.saturating_add(t.sensor_drops) > 0)
+    {
+        eprintln!(
+            "podcap: {} lost {} of {} received in this window's time ({} in the kernel, {} in podcap)",
+            totals.label,
+            count(totals.kernel_drops.saturating_add(totals.sensor_drops), "packet"),
+            totals.received,
+            totals.kernel_drops,
+            totals.sensor_drops
+        );
+    }
+}
+
 /// Says how many copies `--one-copy` left out.
 fn say_copies_left_out(stats: &merge::MergeStats) {
     if stats.copies_left_out > 0 {
@@ -325,13 +347,18 @@ fn dump(
             });
         }
     }
-    let (target, stats) = crate::dest::write(&dest, &wanted.file_name, writing.force, |mut out| {
-        let stats = merge::merge_with(opened, &comments, &mut out, writing.merge)?;
-        if every_sensor_failed && stats.packets == 0 {
-            bail!("no sensor could give its slice; nothing written");
-        }
-        Ok(stats)
-    })?;
+    let (target, stats) =
+        crate::dest::write(&dest, &wanted.file_name, writing.force, |mut out, rewritable| {
+            let options = merge::MergeOptions {
+                reserve_totals: rewritable,
+                ..writing.merge
+            };
+            let stats = merge::merge_with(opened, &comments, &mut out, options)?;
+            if every_sensor_failed && stats.packets == 0 {
+                bail!("no sensor could give its slice; nothing written");
+            }
+            Ok(stats)
+        })?;
     if let Some(target) = target {
         eprintln!(
             "podcap: wrote {} ({}, {}) from {}",
@@ -343,6 +370,7 @@ fn dump(
         );
     }
     say_copies_left_out(&stats);
+    say_capture_losses(&stats);
     for loss in &stats.losses {
         eprintln!("podcap: lost: {loss}");
     }
@@ -608,8 +636,12 @@ fn offline_dump(
     if writing.merge.one_copy {
         comments.push(ONE_COPY_NOTE.to_owned());
     }
-    let (target, stats) = crate::dest::write(&dest, &file_name, writing.force, |mut out| {
-        Ok(merge::merge_with(inputs, &comments, &mut out, writing.merge)?)
+    let (target, stats) = crate::dest::write(&dest, &file_name, writing.force, |mut out, rewritable| {
+        let options = merge::MergeOptions {
+            reserve_totals: rewritable,
+            ..writing.merge
+        };
+        Ok(merge::merge_with(inputs, &comments, &mut out, options)?)
     })?;
     say_copies_left_out(&stats);
     if let Some(target) = &target {

@@ -57,21 +57,28 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
     };
     let mut writer = SegmentWriter::open(dir.path(), limits, ifaces).unwrap();
     let start = realtime_ns() - 20_000_000_000 + offset_ms * 1_000_000;
+    // The capture's counters: every packet received, none lost.
+    let counters = |received: u64, end_ns: u64| InterfaceStatistics {
+        start_ns: start,
+        end_ns,
+        received,
+        ..InterfaceStatistics::default()
+    };
     for i in 0..120u64 {
         let ts = start + i * 100_000_000;
         let mut frame = vec![marker; 60];
         frame[..8].copy_from_slice(&i.to_be_bytes());
         writer
-            .write_packet(0, ts, 60, &frame, Direction::Outbound, |_| {
-                InterfaceStatistics::default()
-            })
+            .write_packet(0, ts, 60, &frame, Direction::Outbound, |_| counters(i, ts))
             .unwrap();
         // On disk before the next packet: rotation (which waits for a write in flight
         // rather than the capture) then falls on every 3 kB.
         writer.flush_now();
     }
     let view = writer.view();
-    writer.finish(|_| InterfaceStatistics::default()).unwrap();
+    writer
+        .finish(|_| counters(120, start + 120 * 100_000_000))
+        .unwrap();
     let mut state = ApiState::new(
         dir.path().to_owned(),
         vec!["eth0".into()],

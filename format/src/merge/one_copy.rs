@@ -285,7 +285,16 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        let stats = merge_with(inputs, &[], &mut out, MergeOptions { one_copy }).unwrap();
+        let stats = merge_with(
+            inputs,
+            &[],
+            &mut out,
+            MergeOptions {
+                one_copy,
+                ..MergeOptions::default()
+            },
+        )
+        .unwrap();
         let packets = packets_with_names(&out)
             .unwrap()
             .into_iter()

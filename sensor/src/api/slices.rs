@@ -192,22 +192,37 @@ pub(super) fn load_index(state: &ApiState) -> Result<Index, AppError> {
         .map_err(|e| AppError::Internal(format!("reading the index: {e}")))
 }
 
-/// What the active segment's interfaces counted since its statistics began, when
-/// `segments` holds the active segment: the counters now minus those the view says its
-/// statistics began with. A window inside the active segment gets statistics blocks too.
-pub(super) fn live_statistics(state: &ApiState, segments: &[SegmentRecord]) -> Vec<slice::LiveStatistics> {
+/// Segments overlapping `[from, to)` (the active one included when the writer shares it)
+/// and, when they hold an unfinished segment, what its interfaces counted since their last
+/// statistics blocks that segment's readable part holds: the counters now minus those the
+/// view names. Both come from one look at the view, so no block is counted twice or
+/// missed; a window inside the active segment gets statistics blocks too.
+pub(super) fn overlapping_and_live(
+    state: &ApiState,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<SegmentRecord>, Vec<slice::LiveStatistics>), AppError> {
     let Some(view) = &state.view else {
-        return Vec::new();
+        let segments = load_index(state)?
+            .overlapping(from, to)
+            .into_iter()
+            .cloned()
+            .collect();
+        return Ok((segments, Vec::new()));
     };
-    let view = view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let view = view
+        .read()
+        .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+    let segments = view.overlapping(from, to);
     if !view
         .unfinished()
         .any(|unfinished| segments.iter().any(|s| s.seq == unfinished.seq))
     {
-        return Vec::new();
+        return Ok((segments, Vec::new()));
     }
     let now_ns = sys::realtime_ns();
-    view.active_interfaces
+    let live = view
+        .active_interfaces
         .iter()
         .map(|interface| {
             let now = state.stats.snapshot(interface.slot as usize);
@@ -223,22 +238,13 @@ pub(super) fn live_statistics(state: &ApiState, segments: &[SegmentRecord]) -> V
                 },
             )
         })
-        .collect()
+        .collect();
+    Ok((segments, live))
 }
 
 /// Segments overlapping `[from, to)`, the active one included when the writer shares it.
 pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
-    if let Some(view) = &state.view {
-        let view = view
-            .read()
-            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
-        return Ok(view.overlapping(from, to));
-    }
-    Ok(load_index(state)?
-        .overlapping(from, to)
-        .into_iter()
-        .cloned()
-        .collect())
+    Ok(overlapping_and_live(state, from, to)?.0)
 }
 
 pub(super) async fn segments(
@@ -335,8 +341,7 @@ pub(super) async fn snapshot(
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("snapshots"))?;
-    let segments = overlapping(&state, from, to)?;
-    let live = live_statistics(&state, &segments);
+    let (segments, live) = overlapping_and_live(&state, from, to)?;
     let (tx, rx) = mpsc::channel(8);
     let dir = state.data_dir.clone();
     let runtime = tokio::runtime::Handle::current();

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::{
     blocking,
-    slices::{check_span, overlapping, pcapng_download, ChannelWriter, RangeQuery, SliceQuery},
+    slices::{check_span, pcapng_download, ChannelWriter, RangeQuery, SliceQuery},
     wire, ApiState, AppError,
 };
 use crate::{
@@ -141,11 +141,8 @@ pub(super) async fn create(
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("slices"))?;
-    let segments = overlapping(&state, from, to)?;
-    let request = snapshots::Request {
-        live: super::slices::live_statistics(&state, &segments),
-        ..request
-    };
+    let (segments, live) = super::slices::overlapping_and_live(&state, from, to)?;
+    let request = snapshots::Request { live, ..request };
     let data_dir = state.data_dir.clone();
     let manifest: Manifest = blocking(
         move || {

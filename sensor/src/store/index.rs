@@ -24,6 +24,8 @@ pub fn scan(path: &Path, seq: u64) -> io::Result<SegmentRecord> {
     };
     let mut section = Section::default();
     let mut last_checkpoint = 0;
+    // Checkpoints lie past every statistics block that could count time after them.
+    let mut statistics_end = 0u64;
     for piece in SalvagedBlocks::new(&bytes) {
         let block = match piece {
             Piece::Block(block) => block,
@@ -38,13 +40,16 @@ pub fn scan(path: &Path, seq: u64) -> io::Result<SegmentRecord> {
             continue;
         }
         if record.packets > 0 && block.offset >= last_checkpoint + CHECKPOINT_BYTES {
-            record.checkpoints.push((block.offset, record.last_ns));
+            record
+                .checkpoints
+                .push((block.offset, record.last_ns.max(statistics_end)));
             last_checkpoint = block.offset;
         }
         match parse_packet(&block, &section) {
             Ok(Some(packet)) => record.note_packet(packet.interface_id, packet.timestamp_ns),
             Ok(None) => match parse_statistics(&block, &section) {
                 Ok(Some(stats)) => {
+                    statistics_end = statistics_end.max(stats.end_ns.unwrap_or(0));
                     record.drops = record
                         .drops
                         .saturating_add(stats.interface_drops.unwrap_or(0))

@@ -18,10 +18,12 @@
 //! - Interfaces are identified by name and link type across segments: the output declares
 //!   each one once, just before its first packet. Name Resolution Blocks are passed on,
 //!   each distinct one once.
-//! - A snapshot says what was lost: the statistics blocks of the segments it reads (each
-//!   counts what its segment's time lost; read from the segment's end when the slice stops
-//!   early) are added up per interface and written, one per interface, before the stream
-//!   ends. The live stream carries none.
+//! - A snapshot says what was lost: the segments' statistics blocks whose time meets the
+//!   window (one group a second, each counting since the one before; a slice reads past
+//!   `to` until a group starts at or after it, at most [`STATISTICS_LOOKAHEAD_NS`], then
+//!   the segment's last group from its end), with what the active segment counted since
+//!   its last readable group, are added up per interface and written, one per interface,
+//!   before the stream ends, naming the time they cover. The live stream carries none.
 //! - TLS secrets go out only in a slice asked for them ([`Slicer::with_secrets`]): those
 //!   of the sessions whose ClientHello it delivers, before it (`secrets.rs` has the rules).
 //!   Any other slice leaves the segments' Decryption Secrets Blocks out.
@@ -55,6 +57,11 @@ use crate::pcapng::BlockWriter;
 
 /// How far back in time a packet may arrive after a newer one and still be put in order.
 pub const REORDER_WINDOW_NS: u64 = 200_000_000;
+
+/// How far past a window's end a slice with statistics reads for the group of statistics
+/// blocks that ends the window's time (they come once a second), before it takes the
+/// segment's last group instead.
+pub const STATISTICS_LOOKAHEAD_NS: u64 = 3_000_000_000;
 
 pub use self::notes::Damage;
 use self::notes::WindowStatistics;
@@ -291,8 +298,8 @@ impl Slicer {
         }
         self.release(u64::MAX);
         if self.statistics {
-            self.add_live_statistics();
-            self.write_window_statistics(from, to);
+            self.add_live_statistics(from, to);
+            self.write_window_statistics();
         }
         self.write_damage_note();
         self.flush(out)?;

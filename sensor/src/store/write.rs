@@ -8,6 +8,7 @@ mod file;
 mod handover;
 mod room;
 mod segment_files;
+mod statistics;
 
 use std::{
     fs, io,
@@ -63,6 +64,11 @@ pub(in crate::store) struct ActiveSegment {
     /// Bytes of an old segment the file held when it was recycled (0: a new file); they
     /// count in the store's size until overwritten, and are cut off at close.
     recycled_len: u64,
+    /// The newest end time of the statistics blocks in the file: checkpoints lie past
+    /// every block that could count time in a window after them.
+    statistics_end_ns: u64,
+    /// Drops the statistics blocks in the file count, for the index.
+    statistics_drops: u64,
 }
 
 impl ActiveSegment {
@@ -131,9 +137,8 @@ pub struct SegmentWriter {
     write_mode: WriteMode,
     /// The file system and the writes, as last seen.
     disk: DiskState,
-    /// Per slot, its cumulative statistics when a segment last closed: a segment's
-    /// statistics blocks count only what happened since (see `segment_statistics`).
-    closed_statistics: Vec<Option<InterfaceStatistics>>,
+    /// Where each slot's statistics blocks stand (`write/statistics.rs`).
+    statistics: statistics::SegmentStatistics,
     /// Segments the archive still waits for (`--archive-segments`): retention keeps them
     /// from age retirement and tells it what it gives up.
     archive_hold: Option<Arc<dyn super::hold::SegmentHold>>,
@@ -162,6 +167,8 @@ struct InFlight {
     /// The segment this write closes (its last packets and statistics blocks): finished
     /// when the write is done, while the next segment fills the buffer.
     closing: Option<Box<Closing>>,
+    /// The groups of statistics blocks it holds, readable once it succeeds.
+    statistics: Option<statistics::BufferedGroups>,
 }
 
 /// A segment whose last write is in flight (`close_segment`).
@@ -169,9 +176,9 @@ struct Closing {
     segment: ActiveSegment,
     /// Drops its statistics blocks count, for the index.
     drops: u64,
-    /// Per slot, the statistics the closing segment's began with: readers' live counts
-    /// start there until its statistics blocks are readable.
-    since: Vec<Option<InterfaceStatistics>>,
+    /// Per slot, the counters of the closing segment's last readable statistics blocks:
+    /// readers' live counts start there until its last blocks are readable.
+    since: statistics::SlotCounters,
 }
 
 impl SegmentWriter {
@@ -217,7 +224,7 @@ impl SegmentWriter {
             min_free: None,
             write_mode: WriteMode::Direct,
             disk: DiskState::default(),
-            closed_statistics: Vec::new(),
+            statistics: statistics::SegmentStatistics::new(),
             archive_hold: None,
             lock,
             flush: Arc::default(),
@@ -328,9 +335,10 @@ impl SegmentWriter {
         };
         let active = self.active.as_ref().and_then(readable);
         let closing = self.closing().and_then(|c| readable(&c.segment));
-        // Until the closing segment's statistics blocks are readable, live counts start
-        // where its statistics began.
-        let since = self.closing().map_or(&self.closed_statistics, |c| &c.since);
+        // Until the closing segment's last statistics blocks are readable, live counts
+        // start where its readable ones end.
+        let since = self.closing().map_or(&self.statistics.readable, |c| &c.since);
+        let started_ns = self.statistics.started_ns();
         let interfaces = self
             .ids
             .by_slot
@@ -341,7 +349,7 @@ impl SegmentWriter {
                 Some(super::ActiveInterface {
                     slot: slot as u32,
                     name: self.slots.get(slot)?.as_ref()?.name.clone(),
-                    since: since.get(slot).copied().flatten().unwrap_or_default(),
+                    since: statistics::SegmentStatistics::readable_at(since, slot, started_ns),
                 })
             })
             .collect();
@@ -463,6 +471,7 @@ impl SegmentWriter {
     fn clear_buffer(&mut self) {
         self.buf.clear();
         self.buffered.clear();
+        self.statistics.buffered = None;
         self.unflushed_since = Instant::now();
         self.header_end = 0;
     }
@@ -529,6 +538,9 @@ impl SegmentWriter {
         let held = Instant::now() < self.flush_held_until && since < Duration::from_secs(1);
         // A due rotation goes first: the closing write takes the buffer.
         let rotating = self.maybe_rotate(&stats);
+        if !rotating {
+            self.maybe_write_statistics(&stats);
+        }
         if since >= Duration::from_millis(500) && !held && settled && !rotating {
             self.write_out();
             self.last_flush = Instant::now();
@@ -564,26 +576,12 @@ impl SegmentWriter {
         let Some(mut segment) = self.active.take() else {
             return;
         };
-        let since = self.closed_statistics.clone();
-        let current: Vec<(u32, u32)> = self
-            .ids
-            .by_slot
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, id)| id.map(|id| (slot as u32, id)))
-            .collect();
-        let mut drops = 0u64;
-        for &(slot, id) in &current {
-            let s = self.segment_statistics(slot, stats(slot));
-            drops = drops
-                .saturating_add(s.kernel_drops)
-                .saturating_add(s.sensor_drops);
-            let comment = format!(
-                "podcap drops by stage since the interface's previous statistics: kernel={} sensor={}",
-                s.kernel_drops, s.sensor_drops
-            );
-            self.buf.statistics(id, &s, &comment);
-        }
+        let since = self.statistics.readable.clone();
+        let drops = segment
+            .statistics_drops
+            .saturating_add(self.write_statistics_group(stats, true));
+        // The next segment's readers start from the last group.
+        self.statistics.readable = self.statistics.written.clone();
         let file = segment.file.take();
         let next = self
             .spare_buf
@@ -600,6 +598,7 @@ impl SegmentWriter {
                 drops,
                 since,
             })),
+            statistics: None,
         });
         self.clear_buffer();
         self.ids = SegmentIds::default();
@@ -636,25 +635,6 @@ impl SegmentWriter {
                 cut: error(),
                 closed: error(),
             });
-        }
-    }
-
-    /// A slot's statistics for the segment being closed, from its cumulative ones: what
-    /// happened since the slot's statistics were last written (or since the start), so
-    /// each file says what was lost while it was written, and slices can add them up.
-    fn segment_statistics(&mut self, slot: u32, now: InterfaceStatistics) -> InterfaceStatistics {
-        let index = slot as usize;
-        if self.closed_statistics.len() <= index {
-            self.closed_statistics.resize(index + 1, None);
-        }
-        let before = self.closed_statistics[index].replace(now);
-        let Some(before) = before else { return now };
-        InterfaceStatistics {
-            start_ns: before.end_ns,
-            end_ns: now.end_ns,
-            received: now.received.saturating_sub(before.received),
-            kernel_drops: now.kernel_drops.saturating_sub(before.kernel_drops),
-            sensor_drops: now.sensor_drops.saturating_sub(before.sensor_drops),
         }
     }
 

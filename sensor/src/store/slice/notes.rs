@@ -1,6 +1,9 @@
 //! What a slice says besides its packets: the damage it skipped (a note, as a new section)
-//! and what the window's segments lost (statistics blocks, added up per interface).
-//! The rules are the slice's (`store/slice.rs`).
+//! and what was lost in its window (statistics blocks, added up per interface).
+//! The rules are the slice's (`store/slice.rs`); the segments' blocks tile each
+//! interface's time, one group a second (`store/write/statistics.rs`), so a window counts
+//! the blocks whose time meets it and says the time they cover: the window widened to
+//! whole blocks, never narrowed.
 use std::io::{self, Read, Seek};
 
 use super::{LocalInterface, Slicer, DAMAGE_PREFIX};
@@ -39,19 +42,53 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// What the statistics blocks of a slice's segments add up to for one interface.
-#[derive(Clone, Copy, Debug, Default)]
+/// What the statistics blocks that meet a slice's window add up to for one interface, and
+/// the time they cover.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct WindowStatistics {
     received: u64,
     interface_drops: u64,
     os_drops: u64,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+impl Default for WindowStatistics {
+    fn default() -> Self {
+        Self {
+            received: 0,
+            interface_drops: 0,
+            os_drops: 0,
+            start_ns: u64::MAX,
+            end_ns: 0,
+        }
+    }
+}
+
+impl WindowStatistics {
+    fn add(&mut self, start_ns: u64, end_ns: u64, counts: (u64, u64, u64)) {
+        self.received = self.received.saturating_add(counts.0);
+        self.interface_drops = self.interface_drops.saturating_add(counts.1);
+        self.os_drops = self.os_drops.saturating_add(counts.2);
+        self.start_ns = self.start_ns.min(start_ns);
+        self.end_ns = self.end_ns.max(end_ns);
+    }
+}
+
+/// Whether a block counting `[start, end]` meets the window `[from, to)`.
+fn meets(start_ns: u64, end_ns: u64, from: u64, to: u64) -> bool {
+    start_ns < to && end_ns > from
 }
 
 impl Slicer {
-    /// Adds what the active segment's interfaces counted so far to the window's statistics
-    /// of the output interfaces of those names.
-    pub(super) fn add_live_statistics(&mut self) {
+    /// Adds what the active segment's interfaces counted since their last readable
+    /// statistics blocks to the window's statistics of the output interfaces of those names,
+    /// if that time meets the window.
+    pub(super) fn add_live_statistics(&mut self, from: u64, to: u64) {
         for (name, live) in std::mem::take(&mut self.live) {
+            if !meets(live.start_ns, live.end_ns, from, to) {
+                continue;
+            }
             let outs: Vec<usize> = self
                 .declared
                 .iter()
@@ -62,36 +99,49 @@ impl Slicer {
                 if self.window.len() <= out {
                     self.window.resize(out + 1, None);
                 }
-                let sum = self.window[out].get_or_insert_default();
-                sum.received = sum.received.saturating_add(live.received);
-                sum.interface_drops = sum.interface_drops.saturating_add(live.kernel_drops);
-                sum.os_drops = sum.os_drops.saturating_add(live.sensor_drops);
+                self.window[out].get_or_insert_default().add(
+                    live.start_ns,
+                    live.end_ns,
+                    (live.received, live.kernel_drops, live.sensor_drops),
+                );
             }
         }
     }
 
-    /// Adds a statistics block of a segment to its interface's window statistics.
+    /// Adds a statistics block of a segment to its interface's window statistics if its
+    /// time meets the window `[from, to)`; returns the time it starts counting (`None`: not
+    /// a readable statistics block). A block without a start counts from the beginning,
+    /// one without an end to the end of time.
     pub(super) fn note_statistics(
         &mut self,
         block: &Block<'_>,
         section: &Section,
         local: &[Option<LocalInterface>],
-    ) {
+        (from, to): (u64, u64),
+    ) -> Option<u64> {
         let Ok(Some(stats)) = crate::pcapng::read::parse_statistics(block, section) else {
-            return;
+            return None;
         };
+        let (start, end) = (stats.start_ns.unwrap_or(0), stats.end_ns.unwrap_or(u64::MAX));
         let Some(Some(interface)) = local.get(stats.interface_id as usize) else {
-            return;
+            return Some(start);
         };
+        if !meets(start, end, from, to) {
+            return Some(start);
+        }
         if self.window.len() <= interface.out {
             self.window.resize(interface.out + 1, None);
         }
-        let sum = self.window[interface.out].get_or_insert_default();
-        sum.received = sum.received.saturating_add(stats.received.unwrap_or(0));
-        sum.interface_drops = sum
-            .interface_drops
-            .saturating_add(stats.interface_drops.unwrap_or(0));
-        sum.os_drops = sum.os_drops.saturating_add(stats.os_drops.unwrap_or(0));
+        self.window[interface.out].get_or_insert_default().add(
+            start,
+            end,
+            (
+                stats.received.unwrap_or(0),
+                stats.interface_drops.unwrap_or(0),
+                stats.os_drops.unwrap_or(0),
+            ),
+        );
+        Some(start)
     }
 
     /// The statistics blocks at the end of a plain segment the slice stopped reading early,
@@ -102,6 +152,7 @@ impl Slicer {
         record: &SegmentRecord,
         section: &Section,
         local: &[Option<LocalInterface>],
+        window: (u64, u64),
     ) {
         if !file.seekable() || record.file.ends_with(".active") {
             return;
@@ -144,29 +195,31 @@ impl Slicer {
                 offset: end - len,
                 raw: &raw,
             };
-            self.note_statistics(&block, section, local);
+            self.note_statistics(&block, section, local, window);
             end -= len;
         }
     }
 
-    /// One statistics block per interface of the output that the window's segments had
-    /// statistics for, covering `[from, to)`.
-    pub(super) fn write_window_statistics(&mut self, from: u64, to: u64) {
-        let end = to.min(crate::sys::realtime_ns());
+    /// One statistics block per interface of the output that statistics met the window
+    /// for, covering the time of the blocks it added up (the window, widened to them).
+    pub(super) fn write_window_statistics(&mut self) {
         for (out, sum) in self.window.iter().enumerate() {
             let (Some(sum), Some(id)) = (sum, self.interfaces.get(out).and_then(|i| i.written)) else {
                 continue;
             };
             let stats = crate::pcapng::InterfaceStatistics {
-                start_ns: from,
-                end_ns: end,
+                start_ns: sum.start_ns,
+                end_ns: sum.end_ns,
                 received: sum.received,
                 kernel_drops: sum.interface_drops,
                 sensor_drops: sum.os_drops,
             };
             let comment = format!(
-                "podcap: what the segments of this window lost (each segment counts its own time): kernel={} sensor={}",
-                sum.interface_drops, sum.os_drops
+                "podcap: lost from {} to {} (the window widened to the statistics kept, one block a second): kernel={} sensor={}",
+                crate::units::format_rfc3339_ns(sum.start_ns),
+                crate::units::format_rfc3339_ns(sum.end_ns),
+                sum.interface_drops,
+                sum.os_drops
             );
             self.blocks.statistics(id, &stats, &comment);
             self.stats.kernel_drops = self.stats.kernel_drops.saturating_add(sum.interface_drops);

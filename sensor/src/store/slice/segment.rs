@@ -16,7 +16,7 @@ use std::{
 
 use podcap_format::client_hello::client_hello_random;
 
-use super::{LocalInterface, Run, Selection, SliceError, Slicer, EPB_INTERFACE_AT};
+use super::{LocalInterface, Run, Selection, SliceError, Slicer, EPB_INTERFACE_AT, STATISTICS_LOOKAHEAD_NS};
 use crate::{
     pcapng::{
         read::{
@@ -224,7 +224,10 @@ impl Slicer {
         let mut read_size = FIRST_READ_BYTES;
         // Damage being skipped: where it began and why; the walk looks for the next block.
         let mut skipping: Option<(u64, &'static str)> = None;
-        let mut statistics_read = false;
+        // Past the window's packets, a slice with statistics reads on for the group of
+        // statistics blocks that ends the window's time; a block starting at or after `to`
+        // says it was read.
+        let (mut past_window, mut group_after_window) = (false, false);
         // The file has no more bytes: a block header announcing more is damage, not a
         // block to wait for.
         let mut eof = false;
@@ -323,6 +326,9 @@ impl Slicer {
             self.stats.bytes_read += total as u64;
             if block_type != BLOCK_EPB {
                 self.end_run(chunk, &mut run, out)?;
+                if past_window && group_after_window && block_type != crate::pcapng::BLOCK_ISB {
+                    break;
+                }
                 let damage = if offset == 0 && check_section_header(block.raw).is_err() {
                     Some(whole("damaged section header"))
                 } else if !READ_TYPES.contains(&block_type) {
@@ -338,8 +344,8 @@ impl Slicer {
                 }
                 self.map_interfaces(&section, &mut local, plan.selection);
                 if block_type == crate::pcapng::BLOCK_ISB && self.statistics {
-                    statistics_read = true;
-                    self.note_statistics(&block, &section, &local);
+                    let start = self.note_statistics(&block, &section, &local, (plan.from, plan.to));
+                    group_after_window |= start.is_some_and(|start| start >= plan.to);
                 }
                 if block_type == BLOCK_DSB && self.secrets.is_some() {
                     self.read_secrets(&block, &section, record);
@@ -380,13 +386,18 @@ impl Slicer {
             let ts = header.timestamp_ns;
             newest = newest.max(ts);
             if ts >= plan.to.saturating_add(plan.step_back) {
-                // Nothing later in this segment is older than `to`; its statistics are at
-                // its end.
-                if self.statistics && !statistics_read {
-                    self.end_run(chunk, &mut run, out)?;
-                    self.trailing_statistics(file, record, &section, &local);
+                // Nothing later in this segment is older than `to`: only statistics blocks
+                // may still count the window's time (see the slice's rules).
+                if !self.statistics || group_after_window {
+                    break;
                 }
-                break;
+                self.end_run(chunk, &mut run, out)?;
+                past_window = true;
+                if ts >= plan.to.saturating_add(STATISTICS_LOOKAHEAD_NS) {
+                    self.trailing_statistics(file, record, &section, &local, (plan.from, plan.to));
+                    break;
+                }
+                continue;
             }
             let wanted = local
                 .get(header.interface_id as usize)

@@ -35,6 +35,7 @@ impl SegmentWriter {
             ids_declared: self.ids.owners.len() as u32,
             len: buf.len() as u64,
             closing: None,
+            statistics: self.statistics.buffered.take(),
         });
         self.clear_buffer();
         if let Err(job) = self.disk_thread.submit(disk::Job {
@@ -110,6 +111,11 @@ impl SegmentWriter {
         match done.result {
             Ok(()) => {
                 active.note_written(done.written_from, &in_flight.packets, file.len());
+                if let Some(groups) = in_flight.statistics {
+                    active.statistics_end_ns = active.statistics_end_ns.max(groups.end_ns);
+                    active.statistics_drops = active.statistics_drops.saturating_add(groups.drops);
+                    self.statistics.readable = groups.counters;
+                }
                 active.file = Some(file);
                 self.ids.on_disk = in_flight.ids_declared;
                 self.publish_active();
@@ -136,6 +142,8 @@ impl SegmentWriter {
                     }
                 }
                 let full = error.raw_os_error() == Some(libc::ENOSPC);
+                // The lost statistics blocks' counts go into the next group.
+                self.statistics.written = self.statistics.readable.clone();
                 self.log_lost_write(&path, &error, lost_packets);
                 if let Err(e) = cut {
                     log::error!("could not cut the segment back after a failed write: {e}");
@@ -292,7 +300,8 @@ impl ActiveSegment {
     fn note_written(&mut self, written_from: u64, packets: &[(u32, u32, u64)], len: u64) {
         let last_checkpoint = self.record.checkpoints.last().map_or(0, |c| c.0);
         if self.record.packets > 0 && written_from >= last_checkpoint + index::CHECKPOINT_BYTES {
-            self.record.checkpoints.push((written_from, self.record.last_ns));
+            let newest = self.record.last_ns.max(self.statistics_end_ns);
+            self.record.checkpoints.push((written_from, newest));
         }
         for &(_, interface_id, ts) in packets {
             self.record.note_packet(interface_id, ts);

@@ -111,6 +111,8 @@ impl SegmentWriter {
             written: 0,
             recycled_len,
             opened: Instant::now(),
+            statistics_end_ns: 0,
+            statistics_drops: 0,
             record: SegmentRecord {
                 seq,
                 file: SegmentName::finished(seq).file_name(),
