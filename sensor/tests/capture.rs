@@ -214,7 +214,10 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
     let out = refused(&t.n, &format!("--iface n0 --iface nosuch0 --data-dir {d}"));
     assert!(out.contains("--iface: unknown interface \"nosuch0\""), "{out}");
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-size 5XB"));
-    assert!(out.contains("--segment-size: invalid size \"5XB\""), "{out}");
+    assert!(
+        out.contains("'--segment-size <SIZE>': invalid size \"5XB\""),
+        "{out}"
+    );
     let out = refused(&t.n, &format!("--node n1 --host-iface nosuch1 --data-dir {d}"));
     assert!(
         out.contains("--host-iface: unknown interface \"nosuch1\""),

@@ -75,7 +75,7 @@ pub(crate) fn max_snaplen() -> u32 {
 }
 
 /// How copies of pod packets reach user space (`docs/design/capture-path.md`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Channel {
     /// Clones through the capture veth, native XDP and AF_XDP sockets.
     AfXdp,

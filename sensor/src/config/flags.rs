@@ -23,9 +23,10 @@ use crate::{
 
 mod host;
 mod stages;
+mod values;
 
 use self::host::{read_targeting, read_token, resolve_interfaces, resolve_tap};
-use self::stages::parse_min_free;
+pub use self::values::{Compression, Rate, Size, Span};
 
 /// Raw flags, as typed.
 #[derive(Debug, Parser)]
@@ -53,14 +54,14 @@ pub struct Args {
     /// How copies reach user space: `af-xdp` (clone, capture veth, XDP, AF_XDP; GSO
     /// super-frames as their wire segments) or `ring` (a copy into a BPF ring buffer by the
     /// tc program; super-frames whole, up to 64 KiB).
-    #[arg(long, default_value = "ring", value_name = "CHANNEL")]
-    pub channel: String,
+    #[arg(long, value_enum, default_value_t = capture::Channel::Ring, value_name = "CHANNEL")]
+    pub channel: capture::Channel,
     /// Size at which a segment is closed and a new one begun.
     #[arg(long, default_value = "50MB", value_name = "SIZE")]
-    pub segment_size: String,
+    pub segment_size: Size,
     /// Time after which a segment with packets is closed.
     #[arg(long, default_value = "1m", value_name = "DUR")]
-    pub segment_time: String,
+    pub segment_time: Span,
     /// Total size of the store; oldest segments are deleted beyond it [default: 500MB, or
     /// pcapdump.maxSize of --targeting].
     #[arg(long, value_name = "SIZE")]
@@ -72,8 +73,8 @@ pub struct Args {
     /// Keep this much of the store's file system free by retiring the oldest segments
     /// early (SIZE, or N% of the file system); without it, no segment is ever deleted for
     /// room and a full disk costs new packets instead (counted, and /readyz fails).
-    #[arg(long, value_name = "SIZE|N%")]
-    pub min_free: Option<String>,
+    #[arg(long, value_name = "SIZE|N%", value_parser = values::min_free)]
+    pub min_free: Option<MinFree>,
     /// Write segments through the page cache. By default they are written with `O_DIRECT`
     /// where the file system allows it (less CPU, no page cache charged to the sensor's
     /// memory); this flag is for file systems or devices where buffered writes are faster.
@@ -86,22 +87,22 @@ pub struct Args {
     #[arg(long)]
     pub tls_secrets: bool,
     /// Compress finished segments: `none` or `gzip` (Wireshark reads .pcapng.gz).
-    #[arg(long, default_value = "none", value_name = "HOW")]
-    pub compress: String,
+    #[arg(long, value_enum, default_value_t = Compression::None, value_name = "HOW")]
+    pub compress: Compression,
     /// The longest time range one snapshot may span (e.g. 2h); longer requests are refused.
     #[arg(long, value_name = "DUR")]
-    pub max_slice: Option<String>,
+    pub max_slice: Option<Span>,
     /// Total size of the snapshots kept on this node (`DATA/snapshots/`), apart from the
     /// store's --max-size; a snapshot that does not fit is refused, none is deleted for it.
     #[arg(long, default_value = "1GB", value_name = "SIZE")]
-    pub snapshot_max_size: String,
+    pub snapshot_max_size: Size,
     /// Total size of what recording jobs keep on this node (`DATA/recordings/`), apart from
     /// the store and the snapshots; a job that finds it full counts its packets as drops.
     #[arg(long, default_value = "1GB", value_name = "SIZE")]
-    pub recordings_max_size: String,
+    pub recordings_max_size: Size,
     /// Address of the HTTP API.
-    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR", value_parser = values::listen)]
+    pub listen: std::net::SocketAddr,
     /// File holding the API's bearer token (required to listen beyond loopback).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -130,8 +131,8 @@ pub struct Args {
     /// with --channel ring (rounded up to a power of two), and the user-space ring between
     /// the capture and writer threads wherever AF_XDP sockets deliver (--channel af-xdp,
     /// --tap).
-    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
-    pub ring_size: String,
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = values::ring_size)]
+    pub ring_size: usize,
     /// AF_XDP frames (4 KiB each) per capture queue [default: 64 with --channel ring and no --tap, else
     /// 4096, 1024 with --node].
     #[arg(long, value_name = "N")]
@@ -183,15 +184,15 @@ pub struct Args {
     pub archive_node: Option<String>,
     /// Upload at most this many bytes per second (e.g. 20MB/s) [default: no limit].
     #[arg(long, value_name = "RATE", requires = "archive")]
-    pub archive_rate: Option<String>,
+    pub archive_rate: Option<Rate>,
     /// After SIGTERM, how long to go on uploading what is left (keep it under the pod's
     /// termination grace period).
     #[arg(long, default_value = "20s", value_name = "DURATION")]
-    pub archive_drain: String,
+    pub archive_drain: Span,
     /// How long one request to the object store may take before it is given up and
     /// retried (the object is checked first, so a retry never makes a second copy).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub archive_timeout: String,
+    pub archive_timeout: Span,
 }
 
 /// Kubernetes mode's settings.
@@ -279,8 +280,6 @@ pub enum ConfigError {
     MaxPods(u32),
     #[error("--iface, --tap or --node: something to capture is needed")]
     NoInterface,
-    #[error("--listen: {0:?} is not an address like 127.0.0.1:9090")]
-    Listen(String),
     #[error("--{flag}: cannot read {path}: {source}")]
     TokenFile {
         flag: &'static str,
@@ -298,17 +297,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Tls(#[from] crate::api::server::TlsError),
     #[error("--listen {0}: listening beyond loopback needs a token (--token-file or PODCAP_TOKEN)")]
-    NoToken(String),
-    #[error("--min-free: {0:?} is not a size (like 2GB) or a percentage from 1% to 99%")]
-    MinFree(String),
-    #[error("--compress: {0:?} is not one of none, gzip")]
-    Compress(String),
-    #[error("--channel: {0:?} is not one of af-xdp, ring")]
-    Channel(String),
+    NoToken(std::net::SocketAddr),
     #[error("--snaplen: must be between 64 and 262144, got {0}")]
     Snaplen(u32),
-    #[error("--ring-size: must be between 1MiB and 1GiB, got {0}")]
-    RingSize(String),
     #[error("--xsk-frames: must be a power of two between 64 and 65536, got {0}")]
     XskFrames(u32),
     #[error("--filter {expression:?}: {source}")]
@@ -351,7 +342,6 @@ impl Args {
             .unwrap_or_default();
         let (limits, settings, floors) = self.retention(&targeting)?;
         let archive = self.archive_config(limits.segment_time)?;
-        let ring_bytes = self.ring_bytes()?;
         let xsk_frames = self.check_kubernetes_and_frames()?;
         let (channel, snaplen) = self.channel_and_snaplen()?;
         if self.ifaces.is_empty() && self.tap.is_none() && self.node.is_none() {
@@ -360,10 +350,7 @@ impl Args {
         let interfaces = resolve_interfaces(std::mem::take(&mut self.ifaces))?;
         let host_interfaces = self.host_interfaces(&interfaces)?;
         let tap = resolve_tap(self.tap, &interfaces)?;
-        let listen: std::net::SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::Listen(self.listen.clone()))?;
+        let listen = self.listen;
         let token = read_token("token-file", self.token_file.as_deref(), self.token)?;
         let admin_token = read_token(
             "admin-token-file",
@@ -374,7 +361,7 @@ impl Args {
             return Err(ConfigError::SameTokens);
         }
         if !listen.ip().is_loopback() && token.is_none() && admin_token.is_none() {
-            return Err(ConfigError::NoToken(self.listen));
+            return Err(ConfigError::NoToken(listen));
         }
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => {
@@ -391,29 +378,14 @@ impl Args {
             ),
             None => targeting.filter.clone(),
         };
-        let max_slice = self
-            .max_slice
-            .as_deref()
-            .map(|v| {
-                units::parse_duration(v).map_err(|source| ConfigError::Unit {
-                    flag: "max-slice",
-                    source,
-                })
-            })
-            .transpose()?;
-        let min_free = self.min_free.as_deref().map(parse_min_free).transpose()?;
-        let budget =
-            |flag, text: &str| units::parse_size(text).map_err(|source| ConfigError::Unit { flag, source });
-        let snapshot_max_size = budget("snapshot-max-size", &self.snapshot_max_size)?;
-        let recordings_max_size = budget("recordings-max-size", &self.recordings_max_size)?;
         Ok(Config {
             archive,
-            min_free,
+            min_free: self.min_free,
             write_mode,
             tls_secrets: self.tls_secrets,
-            snapshot_max_size,
-            recordings_max_size,
-            max_slice,
+            snapshot_max_size: self.snapshot_max_size.bytes,
+            recordings_max_size: self.recordings_max_size.bytes,
+            max_slice: self.max_slice.map(|span| span.duration),
             filter,
             filter_from_flag,
             targeting_file: self.targeting_file,
@@ -430,7 +402,7 @@ impl Args {
             snaplen,
             channel,
             limits,
-            ring_bytes,
+            ring_bytes: self.ring_size,
             xsk_frames,
             kubernetes: self.node.map(|node| Kubernetes {
                 node,

@@ -1,12 +1,12 @@
 //! Each stage's settings from its flags: the capture's channel, snap length and AF_XDP
 //! frames, the ring, the store's limits and write mode, the archive.
 //!
-//! Rules: sizes and durations are parsed with `podcap_format::units` and every error
-//! names its flag (a targeting file's key names the key); the smallest retention is checked
-//! against the segment size and time (`config/settings.rs` has the floors).
+//! Rules: clap parsed every value (`values.rs`); what is checked here names its flag (a
+//! targeting file's key names the key); the smallest retention is checked against the
+//! segment size and time (`config/settings.rs` has the floors).
 use std::time::Duration;
 
-use super::{host::resolve_host_interfaces, Args, ConfigError, Interface};
+use super::{host::resolve_host_interfaces, Args, Compression, ConfigError, Interface};
 use crate::{
     archive::ArchiveConfig,
     capture,
@@ -14,26 +14,9 @@ use crate::{
         settings::{Floors, SettingsDoc, SettingsError, StartInputs},
         targeting::Targeting,
     },
-    store::{Limits, MinFree, WriteMode},
+    store::{Limits, WriteMode},
     units,
 };
-
-/// `--min-free`: a size, or a percentage of the file system.
-pub(super) fn parse_min_free(text: &str) -> Result<MinFree, ConfigError> {
-    let error = || ConfigError::MinFree(text.to_owned());
-    match text.trim().strip_suffix('%') {
-        Some(number) => match number.trim().parse::<u8>() {
-            Ok(percent) if (1..=99).contains(&percent) => Ok(MinFree::Percent(percent)),
-            _ => Err(error()),
-        },
-        None => units::parse_size(text)
-            .map(MinFree::Bytes)
-            .map_err(|source| ConfigError::Unit {
-                flag: "min-free",
-                source,
-            }),
-    }
-}
 
 impl Args {
     /// `--xsk-frames` (default by mode) and the Kubernetes mode's own flags.
@@ -41,7 +24,7 @@ impl Args {
         let xsk_frames = self
             .xsk_frames
             // The ring channel leaves the AF_XDP sockets idle: keep their UMEM small.
-            .unwrap_or(if self.channel == "ring" && self.tap.is_none() {
+            .unwrap_or(if self.channel == capture::Channel::Ring && self.tap.is_none() {
                 64
             } else if self.node.is_some() {
                 1024
@@ -66,11 +49,7 @@ impl Args {
         if !(64..=262_144).contains(&self.snaplen) {
             return Err(ConfigError::Snaplen(self.snaplen));
         }
-        let channel = match self.channel.as_str() {
-            "af-xdp" => capture::Channel::AfXdp,
-            "ring" => capture::Channel::Ring,
-            other => return Err(ConfigError::Channel(other.to_owned())),
-        };
+        let channel = self.channel;
         let most = if self.tap.is_some() {
             capture::max_snaplen()
         } else {
@@ -96,18 +75,6 @@ impl Args {
         }
     }
 
-    /// `--ring-size` in bytes, 1 MiB to 1 GiB.
-    pub(super) fn ring_bytes(&self) -> Result<usize, ConfigError> {
-        let bytes = units::parse_size(&self.ring_size).map_err(|source| ConfigError::Unit {
-            flag: "ring-size",
-            source,
-        })?;
-        if !(1 << 20..=1 << 30).contains(&bytes) {
-            return Err(ConfigError::RingSize(self.ring_size.clone()));
-        }
-        Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
-    }
-
     /// The store's limits, the settings' start inputs (explicit flags, the file's keys) and
     /// the smallest retention: flags checked naming the flag, the file's keys naming the key.
     pub(super) fn retention(
@@ -120,14 +87,9 @@ impl Args {
         let dur = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
             units::parse_duration(v).map_err(|source| ConfigError::Unit { flag, source })
         };
-        let compress = match self.compress.as_str() {
-            "none" => false,
-            "gzip" => true,
-            other => return Err(ConfigError::Compress(other.to_owned())),
-        };
         let floors = Floors {
-            segment_size: size("segment-size", &self.segment_size)?,
-            segment_time: dur("segment-time", &self.segment_time)?,
+            segment_size: self.segment_size.bytes,
+            segment_time: self.segment_time.duration,
         };
         let settings = StartInputs {
             flags: SettingsDoc {
@@ -146,9 +108,9 @@ impl Args {
                 key, value, least, ..
             } => {
                 let (flag, segment_flag, segment) = if key == "maxSize" {
-                    ("max-size", "segment-size", self.segment_size.clone())
+                    ("max-size", "segment-size", self.segment_size.to_string())
                 } else {
-                    ("max-time", "segment-time", self.segment_time.clone())
+                    ("max-time", "segment-time", self.segment_time.to_string())
                 };
                 ConfigError::RetentionTooSmall {
                     flag,
@@ -177,7 +139,7 @@ impl Args {
                     source,
                 })?;
         let limits = Limits {
-            compress,
+            compress: self.compress == Compression::Gzip,
             segment_size: floors.segment_size,
             segment_time: floors.segment_time,
             max_size: flag_size
@@ -220,32 +182,16 @@ impl Args {
             )));
         }
         if self.archive_segments && segment_time > Duration::from_hours(1) {
-            return Err(ConfigError::ArchiveSegmentTime(self.segment_time.clone()));
+            return Err(ConfigError::ArchiveSegmentTime(self.segment_time.to_string()));
         }
         if self.archive_segments && self.tls_secrets {
             return Err(ConfigError::Archive(
                 "--archive-segments with --tls-secrets would upload the segments' TLS secrets; the archive does not leave them out yet: drop one of the two".into(),
             ));
         }
-        let rate = self
-            .archive_rate
-            .as_deref()
-            .map(|r| {
-                units::parse_size(r.strip_suffix("/s").unwrap_or(r)).map_err(|source| ConfigError::Unit {
-                    flag: "archive-rate",
-                    source,
-                })
-            })
-            .transpose()?;
-        let drain = units::parse_duration(&self.archive_drain).map_err(|source| ConfigError::Unit {
-            flag: "archive-drain",
-            source,
-        })?;
-        let request_timeout =
-            units::parse_duration(&self.archive_timeout).map_err(|source| ConfigError::Unit {
-                flag: "archive-timeout",
-                source,
-            })?;
+        let rate = self.archive_rate.as_ref().map(|rate| rate.bytes_per_second);
+        let drain = self.archive_drain.duration;
+        let request_timeout = self.archive_timeout.duration;
         if request_timeout.is_zero() {
             return Err(ConfigError::Archive(
                 "--archive-timeout must be longer than 0s".to_owned(),
