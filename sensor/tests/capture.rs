@@ -247,7 +247,7 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_attached() {
     assert!(out.contains("--max-time: invalid duration \"10x\""), "{out}");
     let out = refused(&t.n, &format!("--iface n0 --data-dir {d} --segment-time 0s"));
     assert!(
-        out.contains("--segment-time: \"0s\" must be greater than zero"),
+        out.contains("'--segment-time <DUR>': \"0s\" must be greater than zero"),
         "{out}"
     );
     let out = refused(
