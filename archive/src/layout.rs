@@ -11,7 +11,8 @@
 //! - A key depends only on the object's identity (node, first packet, sequence number; a
 //!   snapshot's or job's name), so an upload repeated after a crash goes to the same key
 //!   and is recognised there.
-//! - A window `[from, to)` maps to the hours from `from - LOOKBACK` to `to`: a segment is
+//! - A window `[from, to)` maps to one key range per node, the hours from
+//!   `from - LOOKBACK` to `to` ([`Layout::node_range`]; keys sort in time order): a segment is
 //!   filed under the hour it starts in, and sensors that archive close a segment within
 //!   [`LOOKBACK`] of its first packet (`--segment-time` at most an hour).
 //! - Names are checked before they become keys: a cluster, node, snapshot, job or
@@ -87,6 +88,24 @@ impl Layout {
     #[must_use]
     pub fn nodes(&self) -> Path {
         Path::from(format!("{}/nodes", self.root()))
+    }
+
+    /// The key range of one node's segments that may hold packets in `[from, to)`: after
+    /// the folder of the hour [`LOOKBACK_NS`] before `from`, before the folder of the hour
+    /// after `to`'s (keys sort in time order: zero-padded dates, hours and names).
+    #[must_use]
+    pub fn node_range(&self, node: &str, from: u64, to: u64) -> (Path, Path) {
+        let first = hour_start(from.saturating_sub(LOOKBACK_NS));
+        let last = hour_start(to.saturating_sub(1).max(from));
+        let folder = |hour: u64| Path::from(format!("{}/nodes/{node}/{}", self.root(), hour_folder(hour)));
+        // A folder's own key sorts before every key in it.
+        (folder(first), folder(last.saturating_add(HOUR_NS)))
+    }
+
+    /// The folder of one node's segments.
+    #[must_use]
+    pub fn node(&self, node: &str) -> Path {
+        Path::from(format!("{}/nodes/{node}", self.root()))
     }
 
     /// The folder of one node's segments of the hour that starts at `hour_ns`.
@@ -166,14 +185,6 @@ pub fn hour_start(ns: u64) -> u64 {
     ns / HOUR_NS * HOUR_NS
 }
 
-/// The starts of the hours whose folders may hold segments with packets in `[from, to)`.
-#[must_use]
-pub fn hours_of_window(from: u64, to: u64) -> Vec<u64> {
-    let first = from.saturating_sub(LOOKBACK_NS) / HOUR_NS * HOUR_NS;
-    let last = to.saturating_sub(1).max(from) / HOUR_NS * HOUR_NS;
-    (first..=last).step_by(HOUR_NS as usize).collect()
-}
-
 /// Whether a key is a segment's manifest (not its data, not a gap). Keys are podcap's own,
 /// lower case.
 #[must_use]
@@ -239,17 +250,34 @@ mod tests {
     }
 
     #[test]
-    fn a_window_maps_to_its_hours_and_the_one_before() {
-        let hour = T / HOUR_NS * HOUR_NS;
+    fn a_window_maps_to_the_keys_of_its_hours_and_the_one_before() {
+        let layout = Layout::new("prod").unwrap();
+        let hour = hour_start(T);
+        let key = |hour: u64, first: u64| layout.segment("n1", first.max(hour), 7).manifest;
+        let inside = |(after, before): &(Path, Path), key: &Path| {
+            after.as_ref() < key.as_ref() && key.as_ref() < before.as_ref()
+        };
         // 13:05 to 13:10: the hour before (a segment started at 12:59) and 13.
+        let range = layout.node_range("n1", T, T + 300_000_000_000);
+        assert!(inside(&range, &key(hour - HOUR_NS, 0)));
+        assert!(inside(&range, &key(hour, hour + HOUR_NS - 1)));
+        assert!(!inside(&range, &key(hour - 2 * HOUR_NS, hour - HOUR_NS - 1)));
+        assert!(!inside(&range, &key(hour + HOUR_NS, 0)));
+        // 13:05 to 15:00 exactly: 15 is out, nothing in it is before 15:00.
+        let range = layout.node_range("n1", T, hour + 2 * HOUR_NS);
+        assert!(inside(&range, &key(hour + HOUR_NS, 0)));
+        assert!(!inside(&range, &key(hour + 2 * HOUR_NS, 0)));
+        // Another node's keys are never in the range; a day's last hour goes on to the next.
+        assert!(!inside(&range, &layout.segment("n2", hour, 1).manifest));
+        let midnight = hour_start(T) / (24 * HOUR_NS) * (24 * HOUR_NS) + 24 * HOUR_NS;
+        let range = layout.node_range("n1", midnight - HOUR_NS, midnight + HOUR_NS);
+        assert!(inside(&range, &key(midnight - HOUR_NS, 0)));
+        assert!(inside(&range, &key(midnight, 0)));
+        assert!(!inside(&range, &key(midnight + HOUR_NS, 0)));
         assert_eq!(
-            hours_of_window(T, T + 300_000_000_000),
-            vec![hour - HOUR_NS, hour]
+            layout.node_range("n1", 0, 1).0.as_ref(),
+            "podcap/v1/prod/nodes/n1/1970-01-01/00"
         );
-        // 13:05 to 15:00 exactly: 15 is not listed, nothing in it is before 15:00.
-        let to = hour + 2 * HOUR_NS;
-        assert_eq!(hours_of_window(T, to), vec![hour - HOUR_NS, hour, hour + HOUR_NS]);
-        assert_eq!(hours_of_window(0, 1), vec![0]);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! `podcap archive ls`).
 //!
 //! Rules:
-//! - Only what the window needs is asked for: per node, the hour folders of the window
-//!   (and the hour before, `layout::hours_of_window`) are listed; a segment's key names its
-//!   first packet, so only the manifests of segments that may overlap are read (those that
+//! - Only what the window needs is asked for: per node, one listing of its keys from the
+//!   hour before the window to the window's end (`Layout::node_range`: S3's `start-after`,
+//!   stopped past the end), a few nodes at once; a segment's key names its first packet, so only the manifests of segments that may overlap are read (those that
 //!   start in the window, and the last one before it), and only the objects whose manifest
 //!   overlaps are fetched, at most [`PARALLEL`] at once.
 //! - Every object is checked against its manifest (SHA-256 of what is stored and of the
@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use podcap_archive::{
-    layout::{self, hours_of_window, is_gap, is_segment_manifest},
+    layout::{self, is_gap, is_segment_manifest},
     Archive, Kind, Manifest,
 };
 use podcap_format::{
@@ -126,30 +126,15 @@ struct NodeWindow {
     manifests: usize,
 }
 
-/// The manifests of `node`'s segments that may overlap `[from, to)`, and its gaps there.
-/// The window's own hour folders are listed at once; the hour before only when none of
-/// them holds a segment that starts by `from` (else nothing earlier can reach the window).
+/// The manifests of `node`'s segments that may overlap `[from, to)`, and its gaps there:
+/// one listing of the node's keys from the hour before the window to its end
+/// ([`podcap_archive::layout::Layout::node_range`]), so a window's cost follows what the
+/// archive holds in it, not its length (a century over two hours of segments lists two
+/// hours).
 async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Result<NodeWindow> {
-    let list = |hour: u64| async move { archive.list(&archive.layout().hour(node, hour)).await };
-    let (lookback, hours): (Vec<u64>, Vec<u64>) = hours_of_window(from, to)
-        .into_iter()
-        .partition(|hour| *hour < layout::hour_start(from));
-    let mut lists = hours.len();
-    let mut listed: Vec<object_store::ObjectMeta> =
-        futures::future::try_join_all(hours.into_iter().map(list))
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-    let starts_by_from = listed.iter().any(|meta| {
-        is_segment_manifest(&meta.location) && first_ns_of(&meta.location).is_some_and(|f| f <= from)
-    });
-    if !starts_by_from {
-        lists += lookback.len();
-        for hour in lookback {
-            listed.extend(list(hour).await?);
-        }
-    }
+    let layout = archive.layout();
+    let (after, before) = layout.node_range(node, from, to);
+    let (listed, lists) = archive.list_range(&layout.node(node), &after, &before).await?;
     let mut manifests: Vec<(u64, Path)> = Vec::new();
     let mut gaps: Vec<Path> = Vec::new();
     for meta in listed {
@@ -237,12 +222,12 @@ async fn window_manifests(
         query.nodes.clone()
     };
     let mut manifests = Vec::new();
-    let windows = futures::future::try_join_all(
-        nodes
-            .iter()
-            .map(|node| node_window(archive, node, query.from_ns, query.to_ns)),
-    )
-    .await?;
+    // A few nodes at once, each one listing at a time.
+    let windows: Vec<NodeWindow> = futures::stream::iter(&nodes)
+        .map(|node| node_window(archive, node, query.from_ns, query.to_ns))
+        .buffered(PARALLEL)
+        .try_collect()
+        .await?;
     for (node, window) in nodes.iter().zip(windows) {
         collected.lists += window.lists;
         collected.manifests += window.manifests;
@@ -388,10 +373,9 @@ pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Res
     for node in &nodes {
         // (segments, bytes, gaps) per hour, by the hour's start.
         let mut hours: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
-        for meta in archive
-            .list(&Path::from(format!("{}/{node}", layout.nodes())))
-            .await?
-        {
+        let (after, before) = layout.node_range(node, from, to);
+        let (listed, _) = archive.list_range(&layout.node(node), &after, &before).await?;
+        for meta in listed {
             let Some(first) = first_ns_of(&meta.location) else {
                 continue;
             };

@@ -143,10 +143,31 @@ fn a_window_is_cut_exactly_from_only_the_objects_it_needs() {
         ]
     );
     // Only what the window needs: 6 objects of 240, their 6 manifests, the node folders
-    // and the window's hour folder listed (10:00 starts before the window: no hour before).
+    // and node-a's keys from the hour before the window to its end listed.
     let said = stderr(&result);
     assert!(said.contains("from 6 objects of 1 node:"), "{said}");
     assert!(said.contains("2 listings, 6 manifests read"), "{said}");
+
+    // A century costs what the two hours stored in it cost: one listing of node-a's keys.
+    let century = podcap(&[
+        "dump",
+        "--archive",
+        &url,
+        "--cluster",
+        "prod",
+        "--archive-node",
+        "node-a",
+        "--from",
+        "2000-01-01T00:00:00Z",
+        "--to",
+        "2100-01-01T00:00:00Z",
+        "--dest",
+        out.path().join("century").to_str().unwrap(),
+    ]);
+    let said = stderr(&century);
+    assert!(century.status.success(), "{said}");
+    assert!(said.contains(" 2 listings, "), "{said}");
+    assert!(said.contains("of 1 node:"), "{said}");
 }
 
 #[test]
