@@ -262,9 +262,10 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
     } else {
         window_manifests(archive, query, all_nodes, &mut collected).await?
     };
+    let total = manifests.len();
     progress(&format!(
         "{} to fetch from {}",
-        crate::output::count(manifests.len() as u64, "object"),
+        crate::output::count(total as u64, "object"),
         crate::output::count(collected.nodes.len() as u64, "node")
     ));
     let fetched: Vec<(Manifest, Result<bytes::Bytes, podcap_archive::ArchiveError>)> =
@@ -299,7 +300,7 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
             collected.drops = collected.drops.saturating_add(manifest.drops);
         }
         let (pcapng, packets) = cut(&pcapng, query, manifest.kind == Kind::Segment);
-        progress(&format!("{} of {}", collected.objects, collected.nodes.len()));
+        progress(&format!("{} of {total} objects fetched", collected.objects));
         collected.parts.push(Part {
             node: manifest.node,
             first_ns: manifest.first_ns,
