@@ -80,6 +80,87 @@ pub fn decompress(stored: &[u8], manifest: &Manifest) -> Result<Vec<u8>, ObjectE
     Ok(pcapng)
 }
 
+/// The pcapng of a stored object as a stream, for reading it in bounded memory: the
+/// stored bytes' digest and the size are checked first, the pcapng's size and digest as it
+/// is read ([`CheckedPcapng::finish`] says whether it was whole). What was read before a
+/// failed check must be thrown away by the caller.
+pub fn decompressing<'a>(stored: &'a [u8], manifest: &Manifest) -> Result<CheckedPcapng<'a>, ObjectError> {
+    let digest = manifest::sha256_hex(stored);
+    if digest != manifest.stored_sha256 {
+        return Err(ObjectError::Digest {
+            found: digest,
+            expected: manifest.stored_sha256.clone(),
+        });
+    }
+    if manifest.bytes > MAX_OBJECT_BYTES {
+        return Err(ObjectError::TooLarge(manifest.bytes));
+    }
+    Ok(CheckedPcapng {
+        decoder: zstd::stream::read::Decoder::with_buffer(stored).map_err(ObjectError::Zstd)?,
+        digest: ring::digest::Context::new(&ring::digest::SHA256),
+        read: 0,
+        expected_bytes: manifest.bytes,
+        expected_sha256: manifest.sha256.clone(),
+    })
+}
+
+/// A stored object's pcapng, decompressed and digested as it is read
+/// ([`decompressing`]).
+pub struct CheckedPcapng<'a> {
+    decoder: zstd::stream::read::Decoder<'a, &'a [u8]>,
+    digest: ring::digest::Context,
+    read: u64,
+    expected_bytes: u64,
+    expected_sha256: String,
+}
+
+impl std::io::Read for CheckedPcapng<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.decoder.read(buf)?;
+        self.read = self.read.saturating_add(n as u64);
+        if self.read > self.expected_bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("longer than the {} bytes its manifest says", self.expected_bytes),
+            ));
+        }
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl CheckedPcapng<'_> {
+    /// Reads what is left and checks the whole pcapng's size and digest.
+    pub fn finish(mut self) -> Result<(), ObjectError> {
+        if let Err(e) = std::io::copy(&mut self, &mut std::io::sink()) {
+            return Err(
+                if e.kind() == std::io::ErrorKind::InvalidData && self.read > self.expected_bytes {
+                    ObjectError::Size {
+                        found: self.read,
+                        expected: self.expected_bytes,
+                    }
+                } else {
+                    ObjectError::Zstd(e)
+                },
+            );
+        }
+        if self.read != self.expected_bytes {
+            return Err(ObjectError::Size {
+                found: self.read,
+                expected: self.expected_bytes,
+            });
+        }
+        let digest = manifest::digest_hex(&self.digest.finish());
+        if digest != self.expected_sha256 {
+            return Err(ObjectError::Digest {
+                found: digest,
+                expected: self.expected_sha256,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The interfaces a pcapng file declares (each once, by name), with their pod and
 /// namespace when the sensor's Kubernetes mode named them.
 #[must_use]
@@ -180,6 +261,41 @@ mod tests {
         assert!(matches!(
             decompress(&stored, &lying),
             Err(ObjectError::TooLarge(_))
+        ));
+    }
+
+    /// Read as a stream, an object passes the same checks: the stored digest before a byte
+    /// comes out, the size and the pcapng's digest at the end.
+    #[test]
+    fn a_stream_of_an_object_is_checked_as_the_whole_object_is() {
+        use std::io::Read;
+        let pcapng = pcapng();
+        let stored = compress(&pcapng).unwrap();
+        let mut m = Manifest::new(Kind::Segment, "prod", "n1", 0, 99_000);
+        describe(&mut m, &pcapng, &stored);
+        let read = |m: &Manifest| -> Result<Vec<u8>, ObjectError> {
+            let mut reader = decompressing(&stored, m)?;
+            let mut out = vec![0u8; 100];
+            // A part first, as a reader that stops early would; `finish` reads the rest.
+            reader.read_exact(&mut out).map_err(ObjectError::Zstd)?;
+            reader.finish()?;
+            Ok(out)
+        };
+        assert_eq!(read(&m).unwrap(), pcapng[..100]);
+        let mut other = m.clone();
+        other.sha256 = manifest::sha256_hex(b"another pcapng");
+        assert!(matches!(read(&other), Err(ObjectError::Digest { .. })));
+        let mut shorter = m.clone();
+        shorter.bytes = pcapng.len() as u64 - 4;
+        assert!(matches!(read(&shorter), Err(ObjectError::Size { .. })));
+        let mut longer = m.clone();
+        longer.bytes = pcapng.len() as u64 + 4;
+        assert!(matches!(read(&longer), Err(ObjectError::Size { .. })));
+        let mut damaged = stored.clone();
+        damaged[stored.len() / 2] ^= 0xff;
+        assert!(matches!(
+            decompressing(&damaged, &m),
+            Err(ObjectError::Digest { .. })
         ));
     }
 }

@@ -180,7 +180,12 @@ impl Manifest {
 /// SHA-256 of `bytes`, lower-case hex.
 #[must_use]
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest_hex(&ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// A digest, lower-case hex.
+#[must_use]
+pub fn digest_hex(digest: &ring::digest::Digest) -> String {
     digest
         .as_ref()
         .iter()

@@ -160,7 +160,9 @@ fn offline_window(c: &mut Criterion) {
         interfaces: None,
         kept: None,
     };
-    let once = runtime.block_on(collect(&archive, &query, &mut |_| {})).unwrap();
+    let once = runtime
+        .block_on(collect(&archive, &query, &std::env::temp_dir(), &mut |_| {}))
+        .unwrap();
     let packets: u64 = once.parts.iter().map(|p| p.packets).sum();
     eprintln!(
         "archive bench: the window took {} listings, {} manifests, {} objects, {} fetched of {} stored (1 in {}), {packets} packets",
@@ -195,7 +197,7 @@ fn offline_window(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 runtime
-                    .block_on(collect(&archive, &query, &mut |_| {}))
+                    .block_on(collect(&archive, &query, &std::env::temp_dir(), &mut |_| {}))
                     .unwrap()
                     .objects,
             )

@@ -13,7 +13,9 @@
 //! - Packets are cut exactly at the window's edges and selected by pod, namespace and
 //!   interface name as a sensor selects them (pods by the interface they were recorded on);
 //!   each node's parts are merged with the node's name in front of its interfaces, as a
-//!   live dump does. Statistics blocks describe whole segments, not the window, so they are
+//!   live dump does. Memory holds the objects in flight, not the window: each object is
+//!   checked while it is decompressed and cut, block by block, into a file of a scratch
+//!   folder beside the destination (removed at the end), and the merge reads those files. Statistics blocks describe whole segments, not the window, so they are
 //!   left out; the drops the window's segments counted are said in the file's comments.
 //! - Gaps (segments a node gave up before they were uploaded) in the window are said on
 //!   stderr, in the file, and in the exit status, as losses are.
@@ -21,6 +23,8 @@
 //!   `--archive` is refused with the pipe that does it instead.
 use std::{
     collections::BTreeMap,
+    io::{Read, Write},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -33,8 +37,8 @@ use podcap_archive::{
 };
 use podcap_format::{
     pcapng::{
-        read::{parse_packet_header, Blocks, Section},
-        BlockWriter, BLOCK_EPB, BLOCK_ISB,
+        read::{parse_packet_header, BlockReader, Section},
+        BLOCK_EPB, BLOCK_ISB,
     },
     units,
 };
@@ -65,11 +69,11 @@ pub enum Kept {
     Recording(String),
 }
 
-/// One node's part, cut and selected, as pcapng.
+/// One node's part, cut and selected, as a pcapng file in the scratch folder.
 pub struct Part {
     pub node: String,
     pub first_ns: u64,
-    pub pcapng: Vec<u8>,
+    pub file: PathBuf,
     pub packets: u64,
 }
 
@@ -77,6 +81,8 @@ pub struct Part {
 #[derive(Default)]
 pub struct Collected {
     pub parts: Vec<Part>,
+    /// The folder holding the parts' files, removed with it.
+    pub scratch: Option<tempfile::TempDir>,
     /// Gaps in the window, each said in words.
     pub gaps: Vec<String>,
     /// Objects that could not be used, each said in words.
@@ -247,7 +253,16 @@ async fn window_manifests(
 }
 
 /// Reads everything `query` asks for: manifests, then the objects, checked, cut, selected.
-pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut(&str)) -> Result<Collected> {
+pub async fn collect(
+    archive: &Archive,
+    query: &Query,
+    scratch: &std::path::Path,
+    progress: &mut impl FnMut(&str),
+) -> Result<Collected> {
+    let scratch = tempfile::Builder::new()
+        .prefix(".podcap-archive-")
+        .tempdir_in(scratch)
+        .with_context(|| format!("creating a scratch folder in {}", scratch.display()))?;
     let mut collected = Collected::default();
     let all_nodes = nodes(archive).await?;
     collected.lists += 1;
@@ -268,17 +283,16 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
         crate::output::count(total as u64, "object"),
         crate::output::count(collected.nodes.len() as u64, "node")
     ));
-    let fetched: Vec<(Manifest, Result<bytes::Bytes, podcap_archive::ArchiveError>)> =
-        futures::stream::iter(manifests)
-            .map(|manifest| async move {
-                let key = Path::from(manifest.object.clone().unwrap_or_default());
-                let got = archive.fetch(&key).await;
-                (manifest, got)
-            })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
-    for (manifest, got) in fetched {
+    // Each object is cut into its own file as soon as it arrives: memory holds the objects
+    // in flight, never the window.
+    let mut fetched = futures::stream::iter(manifests)
+        .map(|manifest| async move {
+            let key = Path::from(manifest.object.clone().unwrap_or_default());
+            let got = archive.fetch(&key).await;
+            (manifest, got)
+        })
+        .buffer_unordered(PARALLEL);
+    while let Some((manifest, got)) = fetched.next().await {
         let name = manifest.object.clone().unwrap_or_default();
         let stored = match got {
             Ok(stored) => stored,
@@ -289,9 +303,11 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
         };
         collected.objects += 1;
         collected.bytes_fetched += stored.len() as u64;
-        let pcapng = match podcap_archive::decompress(&stored, &manifest) {
-            Ok(pcapng) => pcapng,
+        let file = scratch.path().join(format!("{:08}.pcapng", collected.objects));
+        let packets = match cut_checked(&stored, &manifest, query, &file) {
+            Ok(packets) => packets,
             Err(e) => {
+                let _ = std::fs::remove_file(&file);
                 collected.failures.push(format!("{}: {name}: {e}", manifest.node));
                 continue;
             }
@@ -299,15 +315,15 @@ pub async fn collect(archive: &Archive, query: &Query, progress: &mut impl FnMut
         if manifest.kind == Kind::Segment {
             collected.drops = collected.drops.saturating_add(manifest.drops);
         }
-        let (pcapng, packets) = cut(&pcapng, query, manifest.kind == Kind::Segment);
         progress(&format!("{} of {total} objects fetched", collected.objects));
         collected.parts.push(Part {
             node: manifest.node,
             first_ns: manifest.first_ns,
-            pcapng,
+            file,
             packets,
         });
     }
+    collected.scratch = Some(scratch);
     collected.parts.sort_by_key(|p| (p.node.clone(), p.first_ns));
     Ok(collected)
 }
@@ -331,15 +347,28 @@ fn selected(query: &Query, name: &str) -> bool {
         && (query.namespaces.is_empty() || query.namespaces.iter().any(|n| n == namespace))
 }
 
-/// The packets of `pcapng` in the window that the query selects, with every section and
-/// interface as declared (so interface ids stay valid); statistics blocks are left out
-/// for segments (they count the whole segment). A block that cannot be read ends the part.
-fn cut(pcapng: &[u8], query: &Query, segment: bool) -> (Vec<u8>, u64) {
-    let mut out = BlockWriter::with_capacity(pcapng.len().min(64 << 20));
+/// Checks a stored object against its manifest while it is decompressed and cut into
+/// `file`, block by block (memory holds a block, not the object); the packets cut. A
+/// failed check leaves `file` for the caller to remove.
+fn cut_checked(stored: &[u8], manifest: &Manifest, query: &Query, file: &std::path::Path) -> Result<u64> {
+    let writing = || format!("writing its part to {}", file.display());
+    let mut pcapng = podcap_archive::decompressing(stored, manifest)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).with_context(writing)?);
+    let packets = cut(&mut pcapng, query, manifest.kind == Kind::Segment, &mut out).with_context(writing)?;
+    out.flush().with_context(writing)?;
+    pcapng.finish()?;
+    Ok(packets)
+}
+
+/// The packets of `pcapng` in the window that the query selects, written to `out` with
+/// every section and interface as declared (so interface ids stay valid); statistics
+/// blocks are left out for segments (they count the whole segment). A block that cannot
+/// be read ends the part; only a failed write is an error.
+fn cut(pcapng: impl Read, query: &Query, segment: bool, out: &mut impl Write) -> std::io::Result<u64> {
+    let mut reader = BlockReader::new(pcapng);
     let mut section = Section::default();
     let mut packets = 0;
-    for block in Blocks::new(pcapng) {
-        let Ok(block) = block else { break };
+    while let Ok(Some(block)) = reader.next_block() {
         if section.observe(&block).is_err() {
             break;
         }
@@ -351,15 +380,15 @@ fn cut(pcapng: &[u8], query: &Query, segment: bool) -> (Vec<u8>, u64) {
                 let in_window = (query.from_ns..query.to_ns).contains(&header.timestamp_ns);
                 let iface = section.interfaces.get(header.interface_id as usize);
                 if in_window && iface.is_some_and(|i| selected(query, &i.name)) {
-                    out.raw(block.raw);
+                    out.write_all(block.raw)?;
                     packets += 1;
                 }
             }
             BLOCK_ISB if segment => {}
-            _ => out.raw(block.raw),
+            _ => out.write_all(block.raw)?,
         }
     }
-    (out.bytes().to_vec(), packets)
+    Ok(packets)
 }
 
 /// One row per node and hour (segments, stored bytes, gaps), then the snapshots and
@@ -446,10 +475,10 @@ pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Res
     Ok(text)
 }
 
-/// One merge input per node: its parts in time order, one after the other (each part is a
-/// whole pcapng section, so together they are one valid stream).
+/// One merge input per node: its parts' files in time order, read one after the other
+/// (each part is a whole pcapng section, so together they are one valid stream).
 #[must_use]
-pub fn inputs_by_node(parts: Vec<Part>) -> Vec<podcap_format::merge::Input<std::io::Cursor<Vec<u8>>>> {
+pub fn inputs_by_node(parts: Vec<Part>) -> Vec<podcap_format::merge::Input<PartFiles>> {
     let mut by_node: BTreeMap<String, Vec<Part>> = BTreeMap::new();
     for part in parts {
         by_node.entry(part.node.clone()).or_default().push(part);
@@ -458,13 +487,39 @@ pub fn inputs_by_node(parts: Vec<Part>) -> Vec<podcap_format::merge::Input<std::
         .into_iter()
         .map(|(node, mut parts)| {
             parts.sort_by_key(|p| p.first_ns);
-            let bytes = parts.into_iter().flat_map(|p| p.pcapng).collect();
             podcap_format::merge::Input {
                 label: node,
-                reader: std::io::Cursor::new(bytes),
+                reader: PartFiles {
+                    files: parts.into_iter().map(|p| p.file).collect(),
+                    current: None,
+                },
             }
         })
         .collect()
+}
+
+/// A node's part files read as one stream, each opened when the one before ends.
+pub struct PartFiles {
+    files: std::collections::VecDeque<PathBuf>,
+    current: Option<std::io::BufReader<std::fs::File>>,
+}
+
+impl Read for PartFiles {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(current) = &mut self.current {
+                let n = current.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            let Some(next) = self.files.pop_front() else {
+                return Ok(0);
+            };
+            self.current = Some(std::io::BufReader::new(std::fs::File::open(next)?));
+        }
+    }
 }
 
 /// Says what a long fetch is doing, at most every half second, on stderr.

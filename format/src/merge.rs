@@ -191,7 +191,9 @@ impl<R: Read> Cursor<R> {
                 });
                 self.ids.push(id);
             }
-            if let Ok(Some(stats)) = parse_statistics(&block, &self.section) {
+            if let Ok(Some(stats)) =
+                parse_statistics(&block, &self.section).map(|s| s.filter(|s| !s.segment_totals))
+            {
                 if let Some(&id) = self.ids.get(stats.interface_id as usize) {
                     let sum = interfaces.statistics.entry(id).or_insert(InterfaceStatistics {
                         start_ns: u64::MAX,

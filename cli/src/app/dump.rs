@@ -597,6 +597,7 @@ fn offline_dump(
     let collected = runtime.block_on(crate::archive::collect(
         &archive,
         &query,
+        &dest.work_folder(),
         &mut crate::archive::progress_printer(false),
     ))?;
     // The same rule as a dump of the sensors: no packet matched, no file (a gap or a failed

@@ -28,6 +28,12 @@ pub const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 /// them.
 pub const DAMAGE_PREFIX: &str = "podcap-damage: ";
 
+/// How the comment of a segment's totals block begins: a segment ends with one statistics
+/// block per interface repeating what the whole segment counted, for readers that show an
+/// interface's last block (Wireshark); podcap's readers skip it, the blocks before count
+/// the same time second by second.
+pub const SEGMENT_TOTALS_COMMENT: &str = "podcap segment totals: ";
+
 /// LINKTYPE_ETHERNET.
 pub const LINKTYPE_ETHERNET: u16 = 1;
 

@@ -48,6 +48,7 @@ pub fn scan(path: &Path, seq: u64) -> io::Result<SegmentRecord> {
         match parse_packet(&block, &section) {
             Ok(Some(packet)) => record.note_packet(packet.interface_id, packet.timestamp_ns),
             Ok(None) => match parse_statistics(&block, &section) {
+                Ok(Some(stats)) if stats.segment_totals => {}
                 Ok(Some(stats)) => {
                     statistics_end = statistics_end.max(stats.end_ns.unwrap_or(0));
                     record.drops = record

@@ -69,6 +69,8 @@ pub(in crate::store) struct ActiveSegment {
     statistics_end_ns: u64,
     /// Drops the statistics blocks in the file count, for the index.
     statistics_drops: u64,
+    /// Per slot, the counters when the segment began: its totals block counts from there.
+    start_counters: statistics::SlotCounters,
 }
 
 impl ActiveSegment {
@@ -580,6 +582,7 @@ impl SegmentWriter {
         let drops = segment
             .statistics_drops
             .saturating_add(self.write_statistics_group(stats, true));
+        self.write_segment_totals(&segment.start_counters);
         // The next segment's readers start from the last group.
         self.statistics.readable = self.statistics.written.clone();
         let file = segment.file.take();

@@ -254,7 +254,9 @@ pub fn window(frames: &[Frame], from: u64, to: u64) -> Vec<Frame> {
 pub fn sum_statistics(files: &[std::path::PathBuf]) -> (u64, u64) {
     let (mut received, mut dropped, mut blocks) = (0, 0, 0);
     for_each_block(files, |block, section| {
-        if let Some(s) = podcap_sensor::pcapng::read::parse_statistics(block, section).unwrap() {
+        let stats = podcap_sensor::pcapng::read::parse_statistics(block, section).unwrap();
+        // A segment's totals block repeats the blocks before it.
+        if let Some(s) = stats.filter(|s| !s.segment_totals) {
             received += s.received.unwrap();
             dropped += s.interface_drops.unwrap() + s.os_drops.unwrap();
             blocks += 1;

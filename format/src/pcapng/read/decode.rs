@@ -292,6 +292,9 @@ pub struct Statistics {
     pub received: Option<u64>,
     pub interface_drops: Option<u64>,
     pub os_drops: Option<u64>,
+    /// A segment's totals block ([`crate::pcapng::SEGMENT_TOTALS_COMMENT`]): it repeats
+    /// what the blocks before it count.
+    pub segment_totals: bool,
 }
 
 /// Parses an ISB; `Ok(None)` for any other block.
@@ -335,6 +338,9 @@ pub fn parse_statistics(block: &Block<'_>, section: &Section) -> Result<Option<S
             4 => stats.received = value(v),
             5 => stats.interface_drops = value(v),
             7 => stats.os_drops = value(v),
+            1 => {
+                stats.segment_totals |= v.starts_with(crate::pcapng::SEGMENT_TOTALS_COMMENT.as_bytes());
+            }
             _ => {}
         }
     }

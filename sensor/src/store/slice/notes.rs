@@ -122,6 +122,10 @@ impl Slicer {
         let Ok(Some(stats)) = crate::pcapng::read::parse_statistics(block, section) else {
             return None;
         };
+        if stats.segment_totals {
+            // It repeats the blocks before it.
+            return None;
+        }
         let (start, end) = (stats.start_ns.unwrap_or(0), stats.end_ns.unwrap_or(u64::MAX));
         let Some(Some(interface)) = local.get(stats.interface_id as usize) else {
             return Some(start);

@@ -113,6 +113,7 @@ impl SegmentWriter {
             opened: Instant::now(),
             statistics_end_ns: 0,
             statistics_drops: 0,
+            start_counters: self.statistics.written.clone(),
             record: SegmentRecord {
                 seq,
                 file: SegmentName::finished(seq).file_name(),

@@ -9,7 +9,10 @@
 //!   second, `store/slice/notes.rs`).
 //! - A group goes into the buffer at most once a [`STATISTICS_INTERVAL`], only when some
 //!   counter of the segment's interfaces moved (an idle store does not grow), one block per
-//!   interface of the segment, consecutive; the last group at close always.
+//!   interface of the segment, consecutive; the last group at close always, and after it
+//!   the segment's totals, one block per interface from the segment's start, for readers
+//!   that show an interface's last block (Wireshark's capture file properties). Its comment
+//!   ([`crate::pcapng::SEGMENT_TOTALS_COMMENT`]) tells podcap's readers to skip it.
 //! - Readers count what no readable block holds yet from the counters "readable" names:
 //!   those the last group that reached the file left. A group becomes readable when its
 //!   write succeeds; a failed write loses its group with its packets, and the counts go
@@ -140,6 +143,33 @@ impl SegmentWriter {
             drops,
         });
         drops
+    }
+
+    /// Puts the segment's totals into the buffer: per interface, what it counted since
+    /// `start` (the counters when the segment began), after its last group.
+    pub(super) fn write_segment_totals(&mut self, start: &SlotCounters) {
+        for (slot, id) in self.current_ids() {
+            let Some(now) = self.statistics.written.get(slot as usize).copied().flatten() else {
+                continue;
+            };
+            let totals = match start.get(slot as usize).copied().flatten() {
+                Some(before) => InterfaceStatistics {
+                    start_ns: before.end_ns,
+                    end_ns: now.end_ns,
+                    received: now.received.saturating_sub(before.received),
+                    kernel_drops: now.kernel_drops.saturating_sub(before.kernel_drops),
+                    sensor_drops: now.sensor_drops.saturating_sub(before.sensor_drops),
+                },
+                None => now,
+            };
+            let comment = format!(
+                "{}what the interface received and lost while this segment was written: kernel={} sensor={} (the blocks before count it second by second)",
+                crate::pcapng::SEGMENT_TOTALS_COMMENT,
+                totals.kernel_drops,
+                totals.sensor_drops
+            );
+            self.buf.statistics(id, &totals, &comment);
+        }
     }
 
     /// (slot, interface id) of every interface the active segment declared.

@@ -62,13 +62,12 @@ fn slice_of(
     (blocks(&out), stats)
 }
 
-#[test]
-fn a_window_counts_the_drops_of_its_own_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut w = writer(dir.path(), limits(100_000_000, 1_000_000_000));
+/// Ten seconds of 800 packets of 1,400 B from a whole second a minute ago (about 11 MB:
+/// checkpoints to seek to), a group of statistics blocks after each; the writer and that
+/// second.
+fn ten_seconds(dir: &std::path::Path) -> (super::SegmentWriter, u64) {
+    let mut w = writer(dir, limits(100_000_000, 1_000_000_000));
     let t0 = (crate::sys::realtime_ns() - 60 * SECOND) / SECOND * SECOND;
-    // Ten seconds of 800 packets of 1,400 B (about 11 MB: checkpoints to seek to), a group
-    // of statistics blocks after each.
     for second in 0..10 {
         for j in 0..800 {
             let ts = t0 + second * SECOND + j * 1_200_000;
@@ -81,6 +80,13 @@ fn a_window_counts_the_drops_of_its_own_seconds() {
         w.write_statistics_group(|_| cumulative(t0, second + 1), false);
         w.flush_now();
     }
+    (w, t0)
+}
+
+#[test]
+fn a_window_counts_the_drops_of_its_own_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, t0) = ten_seconds(dir.path());
     // An idle second: the counters did not move, no group is written.
     w.statistics.last_group = std::time::Instant::now()
         .checked_sub(super::STATISTICS_INTERVAL * 2)
@@ -137,7 +143,16 @@ fn a_window_counts_the_drops_of_its_own_seconds() {
     assert_eq!(record.drops, 110, "the index counts every group once");
     let file = std::fs::read(dir.path().join(&record.file)).unwrap();
     let in_file = blocks(&file);
-    assert_eq!(in_file.len(), 11, "a group a second and the last: {in_file:?}");
+    assert_eq!(
+        in_file.len(),
+        12,
+        "a group a second, the last, the totals: {in_file:?}"
+    );
+    assert_eq!(
+        in_file[11],
+        (t0 - SECOND, t0 + 10 * SECOND, 8110, 100, 10),
+        "the segment's totals come last, for readers that show the last block"
+    );
     for (k, &(start, end, ..)) in in_file.iter().enumerate().skip(1).take(9) {
         assert_eq!(
             (start, end),
