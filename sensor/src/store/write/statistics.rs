@@ -7,9 +7,11 @@
 //!   time: the blocks of a slot tile time without gaps or overlaps, so any set of them adds
 //!   up, and a window's counts are those of the blocks whose time meets it (exact to the
 //!   second, `store/slice/notes.rs`).
-//! - A group goes into the buffer at most once a [`STATISTICS_INTERVAL`], only when some
-//!   counter of the segment's interfaces moved (an idle store does not grow), one block per
-//!   interface of the segment, consecutive; the last group at close always, and after it
+//! - A group goes into the buffer at most once a [`STATISTICS_INTERVAL`]: one block, in a
+//!   row, per interface of the segment whose counters moved (an idle interface writes none,
+//!   an idle store does not grow; one that did not move has had nothing happen since its
+//!   last block, so a reader past a group that starts after its window misses nothing);
+//!   the last group at close has every interface, and after it
 //!   the segment's totals, one block per interface from the segment's start, for readers
 //!   that show an interface's last block (Wireshark's capture file properties). Its comment
 //!   ([`crate::pcapng::SEGMENT_TOTALS_COMMENT`]) tells podcap's readers to skip it.
@@ -107,9 +109,10 @@ impl SegmentWriter {
         self.statistics.last_group = Instant::now();
     }
 
-    /// Puts one statistics block per interface of the active segment into the buffer;
-    /// returns the drops the buffer's groups count. `closing`: the segment's last group, whose blocks say
-    /// what they count in a comment.
+    /// Puts a statistics block for each interface of the active segment whose counters
+    /// moved (each of them when `closing`: the segment's last group, whose blocks say what
+    /// they count in a comment) into the buffer; returns the drops the buffer's groups
+    /// count.
     pub(super) fn write_statistics_group(
         &mut self,
         stats: impl Fn(u32) -> InterfaceStatistics,
@@ -118,7 +121,12 @@ impl SegmentWriter {
         let mut drops = 0u64;
         let mut end_ns = 0;
         for (slot, id) in self.current_ids() {
-            let s = self.slot_statistics(slot, stats(slot));
+            let now = stats(slot);
+            if !closing && !self.statistics.moved(slot as usize, &now) {
+                // Its next block counts from its last: nothing happened in between.
+                continue;
+            }
+            let s = self.slot_statistics(slot, now);
             drops = drops
                 .saturating_add(s.kernel_drops)
                 .saturating_add(s.sensor_drops);

@@ -1,8 +1,8 @@
 //! Statistics blocks a second: a window's counts are those of its own seconds, in finished
-//! and active segments, and an idle store writes none.
+//! and active segments, and an idle interface or store writes none.
 use super::super::tests::{limits, writer};
 use crate::{
-    pcapng::{read, Direction, InterfaceStatistics},
+    pcapng::{read, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
     store::slice,
 };
 
@@ -20,17 +20,35 @@ fn cumulative(t0: u64, k: u64) -> InterfaceStatistics {
     }
 }
 
+/// The counters of slot `slot` after `k` seconds: eth0's move, eth1 (slot 1) saw one
+/// packet at the start and nothing since.
+fn counters(t0: u64, slot: u32, k: u64) -> InterfaceStatistics {
+    if slot == 1 {
+        InterfaceStatistics {
+            start_ns: t0 - SECOND,
+            end_ns: t0 + k * SECOND,
+            received: 1,
+            ..InterfaceStatistics::default()
+        }
+    } else {
+        cumulative(t0, k)
+    }
+}
+
 /// (start, end, received, kernel drops, sensor drops) of a statistics block.
 type Counts = (u64, u64, u64, u64, u64);
 
-/// The counts of every statistics block in `bytes`.
-fn blocks(bytes: &[u8]) -> Vec<Counts> {
+/// The counts of every statistics block of interface `name` in `bytes`.
+fn blocks_of(bytes: &[u8], name: &str) -> Vec<Counts> {
     let mut section = read::Section::default();
     let mut found = Vec::new();
     for block in read::Blocks::new(bytes) {
         let block = block.unwrap();
         section.observe(&block).unwrap();
-        if let Some(s) = read::parse_statistics(&block, &section).unwrap() {
+        let Some(s) = read::parse_statistics(&block, &section).unwrap() else {
+            continue;
+        };
+        if section.interfaces[s.interface_id as usize].name == name {
             found.push((
                 s.start_ns.unwrap(),
                 s.end_ns.unwrap(),
@@ -59,7 +77,7 @@ fn slice_of(
         &mut out,
     )
     .unwrap();
-    (blocks(&out), stats)
+    (blocks_of(&out, "eth0"), stats)
 }
 
 /// Ten seconds of 800 packets of 1,400 B from a whole second a minute ago (about 11 MB:
@@ -68,16 +86,29 @@ fn slice_of(
 fn ten_seconds(dir: &std::path::Path) -> (super::SegmentWriter, u64) {
     let mut w = writer(dir, limits(100_000_000, 1_000_000_000));
     let t0 = (crate::sys::realtime_ns() - 60 * SECOND) / SECOND * SECOND;
+    w.set_interface(
+        1,
+        InterfaceDescription {
+            name: "eth1".into(),
+            description: String::new(),
+            link_type: LINKTYPE_ETHERNET,
+            snaplen: 65535,
+        },
+    );
+    w.write_packet(1, t0, 100, &[1u8; 100], Direction::Inbound, |slot| {
+        counters(t0, slot, 0)
+    })
+    .unwrap();
     for second in 0..10 {
         for j in 0..800 {
             let ts = t0 + second * SECOND + j * 1_200_000;
-            w.write_packet(0, ts, 1400, &[9u8; 1400], Direction::Inbound, |_| {
-                cumulative(t0, second)
+            w.write_packet(0, ts, 1400, &[9u8; 1400], Direction::Inbound, |slot| {
+                counters(t0, slot, second)
             })
             .unwrap();
             w.settle(true);
         }
-        w.write_statistics_group(|_| cumulative(t0, second + 1), false);
+        w.write_statistics_group(|slot| counters(t0, slot, second + 1), false);
         w.flush_now();
     }
     (w, t0)
@@ -92,7 +123,7 @@ fn a_window_counts_the_drops_of_its_own_seconds() {
         .checked_sub(super::STATISTICS_INTERVAL * 2)
         .unwrap();
     let before = w.buf.len();
-    w.maybe_write_statistics(|_| cumulative(t0, 10));
+    w.maybe_write_statistics(|slot| counters(t0, slot, 10));
     assert_eq!(w.buf.len(), before, "an idle second wrote statistics");
 
     // The active segment: the groups that reached the file, and what was counted since.
@@ -137,12 +168,12 @@ fn a_window_counts_the_drops_of_its_own_seconds() {
         "seconds 3 and 4 of the active segment, nothing counted later"
     );
 
-    w.finish(|_| cumulative(t0, 10)).unwrap();
+    w.finish(|slot| counters(t0, slot, 10)).unwrap();
     let record = w.index().records()[0].clone();
     assert!(record.checkpoints.len() >= 3, "{:?}", record.checkpoints);
     assert_eq!(record.drops, 110, "the index counts every group once");
     let file = std::fs::read(dir.path().join(&record.file)).unwrap();
-    let in_file = blocks(&file);
+    let in_file = blocks_of(&file, "eth0");
     assert_eq!(
         in_file.len(),
         12,
@@ -153,6 +184,11 @@ fn a_window_counts_the_drops_of_its_own_seconds() {
         (t0 - SECOND, t0 + 10 * SECOND, 8110, 100, 10),
         "the segment's totals come last, for readers that show the last block"
     );
+    // eth1 did not move after its first second: its first block, the last group's, the
+    // totals.
+    let idle = blocks_of(&file, "eth1");
+    assert_eq!(idle.len(), 3, "{idle:?}");
+    assert_eq!(idle[2], (t0 - SECOND, t0 + 10 * SECOND, 1, 0, 0));
     for (k, &(start, end, ..)) in in_file.iter().enumerate().skip(1).take(9) {
         assert_eq!(
             (start, end),
