@@ -51,32 +51,11 @@ pub enum ObjectError {
     TooLarge(u64),
 }
 
-/// The pcapng of a stored object, checked against its manifest (digests and size).
+/// The pcapng of a stored object, checked against its manifest (digests and size): the
+/// whole of [`decompressing`].
 pub fn decompress(stored: &[u8], manifest: &Manifest) -> Result<Vec<u8>, ObjectError> {
-    let digest = manifest::sha256_hex(stored);
-    if digest != manifest.stored_sha256 {
-        return Err(ObjectError::Digest {
-            found: digest,
-            expected: manifest.stored_sha256.clone(),
-        });
-    }
-    if manifest.bytes > MAX_OBJECT_BYTES {
-        return Err(ObjectError::TooLarge(manifest.bytes));
-    }
-    let pcapng = zstd::bulk::decompress(stored, manifest.bytes as usize).map_err(ObjectError::Zstd)?;
-    if pcapng.len() as u64 != manifest.bytes {
-        return Err(ObjectError::Size {
-            found: pcapng.len() as u64,
-            expected: manifest.bytes,
-        });
-    }
-    let digest = manifest::sha256_hex(&pcapng);
-    if digest != manifest.sha256 {
-        return Err(ObjectError::Digest {
-            found: digest,
-            expected: manifest.sha256.clone(),
-        });
-    }
+    let mut pcapng = Vec::new();
+    decompressing(stored, manifest)?.drain_into(&mut pcapng)?;
     Ok(pcapng)
 }
 
@@ -131,8 +110,13 @@ impl std::io::Read for CheckedPcapng<'_> {
 
 impl CheckedPcapng<'_> {
     /// Reads what is left and checks the whole pcapng's size and digest.
-    pub fn finish(mut self) -> Result<(), ObjectError> {
-        if let Err(e) = std::io::copy(&mut self, &mut std::io::sink()) {
+    pub fn finish(self) -> Result<(), ObjectError> {
+        self.drain_into(&mut std::io::sink())
+    }
+
+    /// Copies what is left to `out`, then checks the whole pcapng's size and digest.
+    fn drain_into(mut self, out: &mut impl std::io::Write) -> Result<(), ObjectError> {
+        if let Err(e) = std::io::copy(&mut self, out) {
             return Err(
                 if e.kind() == std::io::ErrorKind::InvalidData && self.read > self.expected_bytes {
                     ObjectError::Size {
