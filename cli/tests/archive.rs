@@ -102,6 +102,25 @@ fn rfc3339(ns: u64) -> String {
     podcap_format::units::format_rfc3339_ns(ns)
 }
 
+/// `podcap dump --archive URL` of node-a's window `[from, to)` into `dest`.
+fn node_a_dump(url: &str, (from, to): (&str, &str), dest: &std::path::Path) -> std::process::Output {
+    podcap(&[
+        "dump",
+        "--archive",
+        url,
+        "--cluster",
+        "prod",
+        "--archive-node",
+        "node-a",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--dest",
+        dest.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn a_window_is_cut_exactly_from_only_the_objects_it_needs() {
     let store = tempfile::tempdir().unwrap();
@@ -110,21 +129,7 @@ fn a_window_is_cut_exactly_from_only_the_objects_it_needs() {
     // 10:05:30 to 10:10:30 on node-a: 300 s of three interfaces.
     let (from, to) = (T0 + 5 * MINUTE + 30 * SECOND, T0 + 10 * MINUTE + 30 * SECOND);
     let dest = out.path().join("a");
-    let result = podcap(&[
-        "dump",
-        "--archive",
-        &url,
-        "--cluster",
-        "prod",
-        "--archive-node",
-        "node-a",
-        "--from",
-        &rfc3339(from),
-        "--to",
-        &rfc3339(to),
-        "--dest",
-        dest.to_str().unwrap(),
-    ]);
+    let result = node_a_dump(&url, (&rfc3339(from), &rfc3339(to)), &dest);
     assert!(result.status.success(), "{}", stderr(&result));
     let got = packets(&dumped(&dest));
     assert_eq!(got.len(), 900, "three a second for 300 s");
@@ -149,21 +154,11 @@ fn a_window_is_cut_exactly_from_only_the_objects_it_needs() {
     assert!(said.contains("2 listings, 6 manifests read"), "{said}");
 
     // A century costs what the two hours stored in it cost: one listing of node-a's keys.
-    let century = podcap(&[
-        "dump",
-        "--archive",
+    let century = node_a_dump(
         &url,
-        "--cluster",
-        "prod",
-        "--archive-node",
-        "node-a",
-        "--from",
-        "2000-01-01T00:00:00Z",
-        "--to",
-        "2100-01-01T00:00:00Z",
-        "--dest",
-        out.path().join("century").to_str().unwrap(),
-    ]);
+        ("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"),
+        &out.path().join("century"),
+    );
     let said = stderr(&century);
     assert!(century.status.success(), "{said}");
     assert!(said.contains(" 2 listings, "), "{said}");

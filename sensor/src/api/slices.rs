@@ -203,12 +203,7 @@ pub(super) fn overlapping_and_live(
     to: u64,
 ) -> Result<(Vec<SegmentRecord>, Vec<slice::LiveStatistics>), AppError> {
     let Some(view) = &state.view else {
-        let segments = load_index(state)?
-            .overlapping(from, to)
-            .into_iter()
-            .cloned()
-            .collect();
-        return Ok((segments, Vec::new()));
+        return Ok((overlapping(state, from, to)?, Vec::new()));
     };
     let view = view
         .read()
@@ -244,7 +239,17 @@ pub(super) fn overlapping_and_live(
 
 /// Segments overlapping `[from, to)`, the active one included when the writer shares it.
 pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
-    Ok(overlapping_and_live(state, from, to)?.0)
+    if let Some(view) = &state.view {
+        let view = view
+            .read()
+            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+        return Ok(view.overlapping(from, to));
+    }
+    Ok(load_index(state)?
+        .overlapping(from, to)
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 pub(super) async fn segments(
