@@ -152,6 +152,7 @@ fn offline_window(c: &mut Criterion) {
     // 14:01:30 to 14:06:30 of the day, every node.
     let from = DAY + 14 * 3_600_000_000_000 + 90_000_000_000;
     let query = Query {
+        filter: None,
         from_ns: from,
         to_ns: from + 300_000_000_000,
         nodes: Vec::new(),

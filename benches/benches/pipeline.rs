@@ -80,7 +80,7 @@ fn pcapng(c: &mut Criterion) {
 #[link(name = "pcap")]
 unsafe extern "C" {
     fn bpf_filter(
-        insns: *const podcap_sensor::sys::pcap::BpfInsn,
+        insns: *const podcap_filter::BpfInsn,
         packet: *const u8,
         wire_len: u32,
         buf_len: u32,

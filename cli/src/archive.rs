@@ -19,8 +19,12 @@
 //!   left out; the drops the window's segments counted are said in the file's comments.
 //! - Gaps (segments a node gave up before they were uploaded) in the window are said on
 //!   stderr, in the file, and in the exit status, as losses are.
-//! - A tcpdump filter needs libpcap, which this CLI does not carry: `--filter` with
-//!   `--archive` is refused with the pipe that does it instead.
+//! - `--filter` is compiled by this machine's libpcap (`podcap-filter`, loaded when a
+//!   filter is given; its absence is said) and run on each packet as recorded, as a
+//!   sensor runs it on a slice. Without the right to open a packet socket libpcap compiles
+//!   with `tcpdump -r` semantics: the verdicts differ from a sensor's only for the outer
+//!   VLAN tag of tagged frames (`vlan 42` and `udp` over a tag), as between tcpdump live
+//!   and `tcpdump -r`.
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
@@ -37,7 +41,7 @@ use podcap_archive::{
 };
 use podcap_format::{
     pcapng::{
-        read::{parse_packet_header, BlockReader, Section},
+        read::{parse_packet, BlockReader, Section},
         BLOCK_EPB, BLOCK_ISB,
     },
     units,
@@ -58,6 +62,8 @@ pub struct Query {
     pub pod: Option<Regex>,
     pub namespaces: Vec<String>,
     pub interfaces: Option<Vec<String>>,
+    /// Only packets this tcpdump filter accepts.
+    pub filter: Option<podcap_filter::Filter>,
     /// Kept snapshot or recording job instead of the rolling store's segments.
     pub kept: Option<Kept>,
 }
@@ -374,12 +380,18 @@ fn cut(pcapng: impl Read, query: &Query, segment: bool, out: &mut impl Write) ->
         }
         match block.block_type {
             BLOCK_EPB => {
-                let Ok(Some(header)) = parse_packet_header(&block, &section) else {
+                let Ok(Some(packet)) = parse_packet(&block, &section) else {
                     break;
                 };
-                let in_window = (query.from_ns..query.to_ns).contains(&header.timestamp_ns);
-                let iface = section.interfaces.get(header.interface_id as usize);
-                if in_window && iface.is_some_and(|i| selected(query, &i.name)) {
+                let in_window = (query.from_ns..query.to_ns).contains(&packet.timestamp_ns);
+                let iface = section.interfaces.get(packet.interface_id as usize);
+                if in_window
+                    && iface.is_some_and(|i| selected(query, &i.name))
+                    && query
+                        .filter
+                        .as_ref()
+                        .is_none_or(|f| f.matches(packet.data, packet.original_len))
+                {
                     out.write_all(block.raw)?;
                     packets += 1;
                 }

@@ -26,7 +26,8 @@ fn iface(name: &str, pod: Option<&str>) -> InterfaceDescription {
 }
 
 /// A segment of one minute from `first`: one packet a second on each of `shop/web-1/eth0`,
-/// `kube-system/dns-1/eth0` and the node's `eth0`, the payload's first byte `marker`.
+/// `kube-system/dns-1/eth0` and the node's `eth0`, the payload's first byte `marker`: IPv4
+/// UDP to port 53 in even seconds, TCP to port 443 in odd ones.
 fn segment(first: u64, marker: u8) -> Vec<u8> {
     let mut w = BlockWriter::with_capacity(1 << 16);
     w.section_header("test");
@@ -37,6 +38,11 @@ fn segment(first: u64, marker: u8) -> Vec<u8> {
         for id in 0..3u32 {
             let mut data = vec![0u8; 60];
             data[8] = marker;
+            data[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            data[14] = 0x45;
+            let (protocol, port) = if s % 2 == 0 { (17, 53u16) } else { (6, 443) };
+            data[23] = protocol;
+            data[36..38].copy_from_slice(&port.to_be_bytes());
             w.packet(
                 id,
                 first + s * SECOND + u64::from(id),
@@ -208,6 +214,32 @@ fn pods_namespaces_and_interfaces_are_selected_as_a_sensor_selects_them() {
     let all = run("all", &[]);
     assert_eq!(all.len(), 360);
 
+    // A tcpdump filter is run on the laptop, by its libpcap: what tcpdump -r keeps of the
+    // whole window, no more, no less.
+    let udp = run("udp", &["--filter", "udp port 53"]);
+    assert_eq!(
+        udp.len(),
+        180,
+        "the even seconds of 60 s, three interfaces, two nodes"
+    );
+    assert!(udp
+        .iter()
+        .all(|(_, ts, _)| ((ts - T0) / SECOND).is_multiple_of(2)));
+    let whole = out.path().join("all.pcapng");
+    std::fs::write(&whole, dumped(&out.path().join("all"))).unwrap();
+    let oracle = std::process::Command::new("tcpdump")
+        .args(["-nr", whole.to_str().unwrap(), "udp port 53"])
+        .output()
+        .expect("tcpdump (cargo xtask setup installs it)");
+    assert_eq!(String::from_utf8_lossy(&oracle.stdout).lines().count(), udp.len());
+    let web_tcp = run("web-tcp", &["--pod", "^web-", "--filter", "tcp"]);
+    assert!(
+        web_tcp.len() == 60
+            && web_tcp
+                .iter()
+                .all(|(n, ts, _)| n.ends_with("/shop/web-1/eth0") && !((ts - T0) / SECOND).is_multiple_of(2))
+    );
+
     let refused = podcap(&[
         "dump",
         "--archive",
@@ -217,14 +249,17 @@ fn pods_namespaces_and_interfaces_are_selected_as_a_sensor_selects_them() {
         "--time",
         "5m",
         "--filter",
-        "tcp port 80",
+        "tcp and and",
+        "--dest",
+        out.path().join("refused").to_str().unwrap(),
     ]);
     assert!(!refused.status.success());
     assert!(
-        stderr(&refused).contains("tcpdump -r - -w filtered.pcapng 'tcp port 80'"),
-        "{}",
+        stderr(&refused).contains("--filter") && stderr(&refused).contains("syntax error"),
+        "libpcap's own message: {}",
         stderr(&refused)
     );
+    assert!(!out.path().join("refused").exists(), "nothing written");
 }
 
 #[test]

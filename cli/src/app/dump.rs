@@ -539,9 +539,19 @@ fn offline_query(
             .iface
             .as_ref()
             .map(|list| list.split(',').map(str::to_owned).collect()),
+        filter: select
+            .filter
+            .as_deref()
+            .filter(|text| !text.is_empty())
+            .map(|text| podcap_filter::Filter::compile(text, SNAPLEN))
+            .transpose()
+            .context("--filter")?,
         kept,
     })
 }
+
+/// The snap length a filter is compiled for: the largest packet a sensor records.
+const SNAPLEN: u32 = 262_144;
 
 /// What an offline read is called (for the file's comment and messages) and the name of
 /// its file in a folder.
@@ -582,13 +592,6 @@ fn offline_dump(
     tolerance: Tolerance,
     writing: Writing,
 ) -> Result<ExitCode> {
-    if let Some(filter) = &select.filter {
-        bail!(
-            "--filter is not applied to --archive reads (a tcpdump filter needs libpcap, which podcap does \
-             not carry): pipe the file through tcpdump instead: podcap dump --archive {url} ... --dest - | \
-             tcpdump -r - -w filtered.pcapng '{filter}'"
-        );
-    }
     let query = offline_query(offline, window, select, kept)?;
     let dest_arg = dest;
     let (title, file_name) = offline_names(&query)?;

@@ -25,11 +25,14 @@
 //!   verifier can follow (`X + k` at most `HEAD_LEN - size`).
 //! - What it does with the verdict is [`Verdict`]: tail-call on to the program that takes
 //!   the packet, or (tests) return 1 or 0.
-use super::{
-    BpfInsn, ALU, B, H, IMM, IND, JMP, LD, LDX, LEN, MEM, MISC, MSH, RET, SCRATCH_WORDS, SKF_AD_OFF,
-    SKF_AD_VLAN_TAG, SKF_AD_VLAN_TAG_PRESENT, SKF_AD_VLAN_TPID, SRC_X, ST, STX, W,
-};
 use crate::sys::bpf::EbpfInsn;
+use podcap_filter::{
+    classic::{
+        ALU, B, H, IMM, IND, JMP, LD, LDX, LEN, MEM, MISC, MSH, RET, SCRATCH_WORDS, SKF_AD_OFF,
+        SKF_AD_VLAN_TAG, SKF_AD_VLAN_TAG_PRESENT, SKF_AD_VLAN_TPID, SRC_X, ST, STX, W,
+    },
+    BpfInsn,
+};
 
 /// What the program does with its verdict.
 #[derive(Clone, Copy, Debug)]

@@ -5,7 +5,6 @@
 //! interface).
 pub mod bpf;
 pub mod netns;
-pub mod pcap;
 pub mod process;
 pub mod xsk;
 
