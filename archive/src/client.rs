@@ -26,8 +26,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{
     aws::AmazonS3Builder, azure::MicrosoftAzureBuilder, gcp::GoogleCloudStorageBuilder,
-    local::LocalFileSystem, path::Path, prefix::PrefixStore, ClientOptions, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    local::LocalFileSystem, path::Path, prefix::PrefixStore, BackoffConfig, ClientOptions, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
 use crate::{
@@ -63,6 +63,14 @@ pub enum ArchiveError {
     },
     #[error("archive: {0}")]
     Local(String),
+    #[error("archive: {key} is not there")]
+    Missing { key: String },
+    #[error("archive {url}: {key}: the connection was cut before the whole object arrived, on every retry: {detail}")]
+    Cut {
+        url: String,
+        key: String,
+        detail: String,
+    },
     #[error("archive: {key}: {source}")]
     Store {
         key: String,
@@ -111,7 +119,9 @@ fn client_options(request_timeout: Duration) -> ClientOptions {
         .with_connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
 }
 
-fn retries() -> RetryConfig {
+/// The uploader's retries: few, since it retries a failed upload itself, later, with its
+/// own back-off, and must see a failing server soon.
+fn uploader_retries() -> RetryConfig {
     RetryConfig {
         max_retries: 2,
         retry_timeout: Duration::from_secs(20),
@@ -119,18 +129,45 @@ fn retries() -> RetryConfig {
     }
 }
 
+/// A reader's retries: 5 within a minute, a random back-off from 100 ms growing to at most
+/// 5 s (as AWS's SDKs do, a few seconds in all), on 5xx answers such as S3's 503
+/// `SlowDown`, timeouts and connections cut; a body cut mid-object is resumed from where it
+/// stopped. Nothing else retries what a person is waiting for, and an object that still
+/// fails after them is a loss named in the file, not minutes of waiting.
+fn reader_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 5,
+        retry_timeout: Duration::from_mins(1),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+    }
+}
+
 impl Archive {
-    /// Opens the archive at `url` for `cluster`, credentials from the environment.
+    /// Opens the archive at `url` for `cluster` to read it, credentials from the
+    /// environment; each request is retried as [`reader_retries`] says.
     pub fn open(url: &str, cluster: &str) -> Result<Self, ArchiveError> {
-        Self::open_with_timeout(url, cluster, REQUEST_TIMEOUT)
+        Self::open_with(url, cluster, REQUEST_TIMEOUT, reader_retries())
     }
 
-    /// [`Archive::open`] with requests that give up after `request_timeout` (and are
-    /// retried by the caller).
+    /// Opens the archive for the uploader: requests that give up after `request_timeout`
+    /// and are retried by the caller ([`uploader_retries`]).
     pub fn open_with_timeout(
         url: &str,
         cluster: &str,
         request_timeout: Duration,
+    ) -> Result<Self, ArchiveError> {
+        Self::open_with(url, cluster, request_timeout, uploader_retries())
+    }
+
+    fn open_with(
+        url: &str,
+        cluster: &str,
+        request_timeout: Duration,
+        retries: RetryConfig,
     ) -> Result<Self, ArchiveError> {
         let layout = Layout::new(cluster)?;
         crate::install_tls_provider();
@@ -155,7 +192,7 @@ impl Archive {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(url)
                     .with_client_options(client_options(request_timeout))
-                    .with_retry(retries());
+                    .with_retry(retries);
                 let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                     .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                     .or_else(|_| std::env::var("AWS_ENDPOINT"))
@@ -174,7 +211,7 @@ impl Archive {
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
                     .with_client_options(client_options(request_timeout))
-                    .with_retry(retries())
+                    .with_retry(retries)
                     .build()
                     .map_err(|e| bad(&e.to_string()))?,
             ),
@@ -182,7 +219,7 @@ impl Archive {
                 MicrosoftAzureBuilder::from_env()
                     .with_url(url)
                     .with_client_options(client_options(request_timeout))
-                    .with_retry(retries())
+                    .with_retry(retries)
                     .build()
                     .map_err(|e| bad(&e.to_string()))?,
             ),
@@ -271,6 +308,11 @@ impl Archive {
             {
                 ArchiveError::Unreachable { url, detail }
             }
+            _ if detail.contains("body error") => ArchiveError::Cut {
+                url,
+                key: key.to_string(),
+                detail,
+            },
             source => ArchiveError::Store {
                 key: key.to_string(),
                 source,
@@ -304,11 +346,14 @@ impl Archive {
         }
     }
 
-    /// The bytes at `key`.
+    /// The bytes at `key` ([`ArchiveError::Missing`] when there are none).
     pub async fn fetch(&self, key: &Path) -> Result<Bytes, ArchiveError> {
         self.timed(key, async { self.store.get(key).await?.bytes().await })
             .await?
-            .map_err(|e| self.explain(key, e))
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => ArchiveError::Missing { key: key.to_string() },
+                e => self.explain(key, e),
+            })
     }
 
     /// The manifest at `key`, if there is one.

@@ -41,8 +41,10 @@ pub fn compress(pcapng: &[u8]) -> std::io::Result<Vec<u8>> {
 /// Why a stored object cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    #[error("its SHA-256 is {found}, its manifest says {expected}")]
+    #[error("what is stored has SHA-256 {found}, its manifest says {expected}")]
     Digest { found: String, expected: String },
+    #[error("its pcapng, decompressed, has SHA-256 {found}, its manifest says {expected}")]
+    PcapngDigest { found: String, expected: String },
     #[error("it is not zstd, or it is damaged: {0}")]
     Zstd(std::io::Error),
     #[error("it holds {found} bytes of pcapng, its manifest says {expected}")]
@@ -136,7 +138,7 @@ impl CheckedPcapng<'_> {
         }
         let digest = manifest::digest_hex(&self.digest.finish());
         if digest != self.expected_sha256 {
-            return Err(ObjectError::Digest {
+            return Err(ObjectError::PcapngDigest {
                 found: digest,
                 expected: self.expected_sha256,
             });
@@ -268,7 +270,7 @@ mod tests {
         assert_eq!(read(&m).unwrap(), pcapng[..100]);
         let mut other = m.clone();
         other.sha256 = manifest::sha256_hex(b"another pcapng");
-        assert!(matches!(read(&other), Err(ObjectError::Digest { .. })));
+        assert!(matches!(read(&other), Err(ObjectError::PcapngDigest { .. })));
         let mut shorter = m.clone();
         shorter.bytes = pcapng.len() as u64 - 4;
         assert!(matches!(read(&shorter), Err(ObjectError::Size { .. })));

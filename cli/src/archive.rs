@@ -8,8 +8,11 @@
 //!   start in the window, and the last one before it), and only the objects whose manifest
 //!   overlaps are fetched, at most [`PARALLEL`] at once.
 //! - Every object is checked against its manifest (SHA-256 of what is stored and of the
-//!   pcapng, size) before it is used; one that fails is a loss, named, like a sensor that
-//!   failed.
+//!   pcapng, size) while it is used; one that fails is a loss, named, like a sensor that
+//!   failed, and so is a manifest that cannot be read, an object that is missing or cut
+//!   off, and a node whose keys cannot be listed: each costs what it holds, never the rest.
+//!   Requests are retried with back-off by `podcap-archive` (503 `SlowDown`, a connection
+//!   cut) before they count as failed.
 //! - Packets are cut exactly at the window's edges and selected by pod, namespace and
 //!   interface name as a sensor selects them (pods by the interface they were recorded on);
 //!   each node's parts are merged with the node's name in front of its interfaces, as a
@@ -33,7 +36,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path;
 use podcap_archive::{
     layout::{self, is_gap, is_segment_manifest},
@@ -130,10 +133,12 @@ fn first_ns_of(key: &Path) -> Option<u64> {
 }
 
 /// What one node's part of a window is: the manifests of its segments that overlap, its
-/// gaps there, and the requests it took.
+/// gaps there, the manifests that could not be read (each said in words), and the requests
+/// it took.
 struct NodeWindow {
     segments: Vec<Manifest>,
     gaps: Vec<Manifest>,
+    failures: Vec<String>,
     lists: usize,
     manifests: usize,
 }
@@ -142,7 +147,8 @@ struct NodeWindow {
 /// one listing of the node's keys from the hour before the window to its end
 /// ([`podcap_archive::layout::Layout::node_range`]), so a window's cost follows what the
 /// archive holds in it, not its length (a century over two hours of segments lists two
-/// hours).
+/// hours). A listing that fails is an error (the node's part is unknown); a manifest that
+/// cannot be read costs its segment only.
 async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Result<NodeWindow> {
     let layout = archive.layout();
     let (after, before) = layout.node_range(node, from, to);
@@ -170,23 +176,43 @@ async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Resul
         .map(|(_, (_, key))| key)
         .collect();
     let read = wanted.len() + gaps.len();
-    let (segments, gaps) =
-        futures::future::try_join(read_manifests(archive, wanted), read_manifests(archive, gaps)).await?;
+    let ((segments, mut failures), (gaps, gap_failures)) =
+        futures::future::join(read_manifests(archive, wanted), read_manifests(archive, gaps)).await;
+    failures.extend(gap_failures);
     Ok(NodeWindow {
         segments: segments.into_iter().filter(|m| m.overlaps(from, to)).collect(),
         gaps: gaps.into_iter().filter(|m| m.overlaps(from, to)).collect(),
+        failures: failures
+            .into_iter()
+            .map(|failure| format!("{node}: {failure}"))
+            .collect(),
         lists,
         manifests: read,
     })
 }
 
-async fn read_manifests(archive: &Archive, keys: Vec<Path>) -> Result<Vec<Manifest>> {
-    let read: Vec<Option<Manifest>> = futures::stream::iter(keys)
-        .map(|key| async move { archive.manifest(&key).await })
-        .buffered(PARALLEL)
-        .try_collect()
-        .await?;
-    Ok(read.into_iter().flatten().collect())
+/// The manifests at `keys`, and each that could not be read, said in words (a manifest
+/// that is gone is no failure: its object was never complete).
+async fn read_manifests(archive: &Archive, keys: Vec<Path>) -> (Vec<Manifest>, Vec<String>) {
+    let read: Vec<(Path, Result<Option<Manifest>, podcap_archive::ArchiveError>)> =
+        futures::stream::iter(keys)
+            .map(|key| async move {
+                let got = archive.manifest(&key).await;
+                (key, got)
+            })
+            .buffered(PARALLEL)
+            .collect()
+            .await;
+    let mut manifests = Vec::new();
+    let mut failures = Vec::new();
+    for (key, got) in read {
+        match got {
+            Ok(Some(manifest)) => manifests.push(manifest),
+            Ok(None) => {}
+            Err(e) => failures.push(format!("{key}: {e}")),
+        }
+    }
+    (manifests, failures)
 }
 
 /// The manifests of a kept snapshot or recording job (every node, every iteration).
@@ -205,7 +231,9 @@ async fn kept_manifests(archive: &Archive, kept: &Kept, collected: &mut Collecte
         .filter(layout::is_manifest)
         .collect();
     collected.manifests += keys.len();
-    read_manifests(archive, keys).await
+    let (manifests, failures) = read_manifests(archive, keys).await;
+    collected.failures.extend(failures);
+    Ok(manifests)
 }
 
 /// The manifests of the rolling stores' segments in the window, node by node at once
@@ -234,15 +262,27 @@ async fn window_manifests(
         query.nodes.clone()
     };
     let mut manifests = Vec::new();
-    // A few nodes at once, each one listing at a time.
-    let windows: Vec<NodeWindow> = futures::stream::iter(&nodes)
+    // A few nodes at once, each one listing at a time. A node whose keys cannot be listed
+    // is a loss, named; the others are read.
+    let windows: Vec<Result<NodeWindow>> = futures::stream::iter(&nodes)
         .map(|node| node_window(archive, node, query.from_ns, query.to_ns))
         .buffered(PARALLEL)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     for (node, window) in nodes.iter().zip(windows) {
+        let window = match window {
+            Ok(window) => window,
+            Err(e) => {
+                collected.lists += 1;
+                collected
+                    .failures
+                    .push(format!("{node}: its keys could not be listed: {e:#}"));
+                continue;
+            }
+        };
         collected.lists += window.lists;
         collected.manifests += window.manifests;
+        collected.failures.extend(window.failures);
         for gap in window.gaps {
             collected.gaps.push(format!(
                 "{node}: {} to {} ({}) was never uploaded: {}",
@@ -303,7 +343,8 @@ pub async fn collect(
         let stored = match got {
             Ok(stored) => stored,
             Err(e) => {
-                collected.failures.push(format!("{}: {name}: {e}", manifest.node));
+                // The archive's errors name the key already.
+                collected.failures.push(format!("{}: {e}", manifest.node));
                 continue;
             }
         };
@@ -328,6 +369,10 @@ pub async fn collect(
             file,
             packets,
         });
+    }
+    // A failure is said on one line (a server's XML answer spans several).
+    for failure in &mut collected.failures {
+        *failure = failure.split_whitespace().collect::<Vec<_>>().join(" ");
     }
     collected.scratch = Some(scratch);
     collected.parts.sort_by_key(|p| (p.node.clone(), p.first_ns));

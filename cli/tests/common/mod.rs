@@ -1,6 +1,8 @@
 //! What the CLI's tests share: a real sensor API on loopback (the sensor's own router and
 //! store) and readers of what `podcap` wrote.
 #![allow(dead_code, reason = "each test target uses some of these")]
+pub mod archive;
+
 use std::{net::SocketAddr, path::Path, process::Output, sync::Arc, time::Duration};
 
 use podcap_sensor::{
