@@ -33,6 +33,7 @@ use object_store::{
 use crate::{
     layout::{BadName, Layout, ObjectKeys},
     manifest::{Manifest, ManifestError},
+    Received,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -354,6 +355,37 @@ impl Archive {
                 object_store::Error::NotFound { .. } => ArchiveError::Missing { key: key.to_string() },
                 e => self.explain(key, e),
             })
+    }
+
+    /// Streams the object at `key` into `out` (from its start), its size and SHA-256 taken
+    /// as it arrives: memory holds a chunk, never the object ([`ArchiveError::Missing`]
+    /// when there is none). A body cut mid-way is resumed where it stopped (the retries).
+    pub async fn fetch_into(
+        &self,
+        key: &Path,
+        out: &mut impl std::io::Write,
+    ) -> Result<Received, ArchiveError> {
+        let explain = |e| match e {
+            object_store::Error::NotFound { .. } => ArchiveError::Missing { key: key.to_string() },
+            e => self.explain(key, e),
+        };
+        let mut body = self
+            .timed(key, self.store.get(key))
+            .await?
+            .map_err(explain)?
+            .into_stream();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut bytes = 0u64;
+        while let Some(chunk) = self.timed(key, body.try_next()).await?.map_err(explain)? {
+            digest.update(&chunk);
+            bytes = bytes.saturating_add(chunk.len() as u64);
+            out.write_all(&chunk)
+                .map_err(|e| ArchiveError::Local(format!("keeping {key} while it arrives: {e}")))?;
+        }
+        Ok(Received {
+            bytes,
+            sha256: crate::manifest::digest_hex(&digest.finish()),
+        })
     }
 
     /// The manifest at `key`, if there is one.

@@ -65,11 +65,35 @@ pub fn decompress(stored: &[u8], manifest: &Manifest) -> Result<Vec<u8>, ObjectE
 /// stored bytes' digest and the size are checked first, the pcapng's size and digest as it
 /// is read ([`CheckedPcapng::finish`] says whether it was whole). What was read before a
 /// failed check must be thrown away by the caller.
-pub fn decompressing<'a>(stored: &'a [u8], manifest: &Manifest) -> Result<CheckedPcapng<'a>, ObjectError> {
-    let digest = manifest::sha256_hex(stored);
-    if digest != manifest.stored_sha256 {
+pub fn decompressing<'a>(
+    stored: &'a [u8],
+    manifest: &Manifest,
+) -> Result<CheckedPcapng<&'a [u8]>, ObjectError> {
+    let received = Received {
+        bytes: stored.len() as u64,
+        sha256: manifest::sha256_hex(stored),
+    };
+    decompressing_received(stored, &received, manifest)
+}
+
+/// What a stored object was found to be as it arrived ([`Archive::fetch_into`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub bytes: u64,
+    /// SHA-256 of the stored bytes, in hex.
+    pub sha256: String,
+}
+
+/// [`decompressing`] of an object read from elsewhere (the file it was streamed into),
+/// whose size and digest were taken as it arrived: the same checks, in the same order.
+pub fn decompressing_received<R: std::io::BufRead>(
+    stored: R,
+    received: &Received,
+    manifest: &Manifest,
+) -> Result<CheckedPcapng<R>, ObjectError> {
+    if received.sha256 != manifest.stored_sha256 {
         return Err(ObjectError::Digest {
-            found: digest,
+            found: received.sha256.clone(),
             expected: manifest.stored_sha256.clone(),
         });
     }
@@ -87,15 +111,15 @@ pub fn decompressing<'a>(stored: &'a [u8], manifest: &Manifest) -> Result<Checke
 
 /// A stored object's pcapng, decompressed and digested as it is read
 /// ([`decompressing`]).
-pub struct CheckedPcapng<'a> {
-    decoder: zstd::stream::read::Decoder<'a, &'a [u8]>,
+pub struct CheckedPcapng<R: std::io::BufRead> {
+    decoder: zstd::stream::read::Decoder<'static, R>,
     digest: ring::digest::Context,
     read: u64,
     expected_bytes: u64,
     expected_sha256: String,
 }
 
-impl std::io::Read for CheckedPcapng<'_> {
+impl<R: std::io::BufRead> std::io::Read for CheckedPcapng<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.decoder.read(buf)?;
         self.read = self.read.saturating_add(n as u64);
@@ -110,7 +134,7 @@ impl std::io::Read for CheckedPcapng<'_> {
     }
 }
 
-impl CheckedPcapng<'_> {
+impl<R: std::io::BufRead> CheckedPcapng<R> {
     /// Reads what is left and checks the whole pcapng's size and digest.
     pub fn finish(self) -> Result<(), ObjectError> {
         self.drain_into(&mut std::io::sink())

@@ -16,9 +16,11 @@
 //! - Packets are cut exactly at the window's edges and selected by pod, namespace and
 //!   interface name as a sensor selects them (pods by the interface they were recorded on);
 //!   each node's parts are merged with the node's name in front of its interfaces, as a
-//!   live dump does. Memory holds the objects in flight, not the window: each object is
-//!   checked while it is decompressed and cut, block by block, into a file of a scratch
-//!   folder beside the destination (removed at the end), and the merge reads those files. Statistics blocks describe whole segments, not the window, so they are
+//!   live dump does. Memory holds a chunk of each object in flight, not an object or the
+//!   window: each object streams into a file of a scratch folder beside the destination
+//!   (its size and SHA-256 taken as it arrives), is checked while it is decompressed and
+//!   cut, block by block, into a part file there, and the merge reads those files; the
+//!   folder is removed at the end. Statistics blocks describe whole segments, not the window, so they are
 //!   left out; the drops the window's segments counted are said in the file's comments.
 //! - Gaps (segments a node gave up before they were uploaded) in the window are said on
 //!   stderr, in the file, and in the exit status, as losses are.
@@ -329,33 +331,40 @@ pub async fn collect(
         crate::output::count(total as u64, "object"),
         crate::output::count(collected.nodes.len() as u64, "node")
     ));
-    // Each object is cut into its own file as soon as it arrives: memory holds the objects
-    // in flight, never the window.
-    let mut fetched = futures::stream::iter(manifests)
-        .map(|manifest| async move {
-            let key = Path::from(manifest.object.clone().unwrap_or_default());
-            let got = archive.fetch(&key).await;
-            (manifest, got)
+    // Each object streams into a scratch file as it arrives (its size and digest taken on
+    // the way), then is checked and cut into a part file of its own: memory holds a chunk
+    // of each object in flight, never an object or the window.
+    let folder = scratch.path().to_owned();
+    let folder = &folder;
+    let mut fetched = futures::stream::iter(manifests.into_iter().enumerate())
+        .map(|(index, manifest)| async move {
+            let stored = folder.join(format!("{index:08}.zst"));
+            let got = fetch_into_file(archive, &manifest, &stored).await;
+            (index, manifest, stored, got)
         })
         .buffer_unordered(PARALLEL);
-    while let Some((manifest, got)) = fetched.next().await {
-        let name = manifest.object.clone().unwrap_or_default();
-        let stored = match got {
-            Ok(stored) => stored,
+    while let Some((index, manifest, stored, got)) = fetched.next().await {
+        let received = match got {
+            Ok(received) => received,
             Err(e) => {
-                // The archive's errors name the key already.
-                collected.failures.push(format!("{}: {e}", manifest.node));
+                let _ = std::fs::remove_file(&stored);
+                collected.failures.push(format!("{}: {e:#}", manifest.node));
                 continue;
             }
         };
         collected.objects += 1;
-        collected.bytes_fetched += stored.len() as u64;
-        let file = scratch.path().join(format!("{:08}.pcapng", collected.objects));
-        let packets = match cut_checked(&stored, &manifest, query, &file) {
+        collected.bytes_fetched += received.bytes;
+        let file = folder.join(format!("{index:08}.pcapng"));
+        let cut = cut_checked((&stored, &received), &manifest, query, &file);
+        let _ = std::fs::remove_file(&stored);
+        let packets = match cut {
             Ok(packets) => packets,
             Err(e) => {
                 let _ = std::fs::remove_file(&file);
-                collected.failures.push(format!("{}: {name}: {e}", manifest.node));
+                let name = manifest.object.as_deref().unwrap_or_default();
+                collected
+                    .failures
+                    .push(format!("{}: {name}: {e:#}", manifest.node));
                 continue;
             }
         };
@@ -398,12 +407,35 @@ fn selected(query: &Query, name: &str) -> bool {
         && (query.namespaces.is_empty() || query.namespaces.iter().any(|n| n == namespace))
 }
 
-/// Checks a stored object against its manifest while it is decompressed and cut into
-/// `file`, block by block (memory holds a block, not the object); the packets cut. A
-/// failed check leaves `file` for the caller to remove.
-fn cut_checked(stored: &[u8], manifest: &Manifest, query: &Query, file: &std::path::Path) -> Result<u64> {
+/// Streams the object `manifest` names into the file `stored`; what it was found to be.
+/// An error names the object (the archive's errors name its key).
+async fn fetch_into_file(
+    archive: &Archive,
+    manifest: &Manifest,
+    stored: &std::path::Path,
+) -> Result<podcap_archive::Received> {
+    let key = Path::from(manifest.object.clone().unwrap_or_default());
+    let keeping = || format!("keeping {key} in {}", stored.display());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(stored).with_context(keeping)?);
+    let received = archive.fetch_into(&key, &mut out).await?;
+    out.flush().with_context(keeping)?;
+    Ok(received)
+}
+
+/// Checks a stored object (the file it arrived into, and what it was found to be) against
+/// its manifest while it is decompressed and cut into `file`, block by block (memory holds
+/// a block, not the object); the packets cut. A failed check leaves `file` for the caller
+/// to remove.
+fn cut_checked(
+    (stored, received): (&std::path::Path, &podcap_archive::Received),
+    manifest: &Manifest,
+    query: &Query,
+    file: &std::path::Path,
+) -> Result<u64> {
     let writing = || format!("writing its part to {}", file.display());
-    let mut pcapng = podcap_archive::decompressing(stored, manifest)?;
+    let reading = std::fs::File::open(stored).with_context(|| format!("reading {}", stored.display()))?;
+    let mut pcapng =
+        podcap_archive::decompressing_received(std::io::BufReader::new(reading), received, manifest)?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(file).with_context(writing)?);
     let packets = cut(&mut pcapng, query, manifest.kind == Kind::Segment, &mut out).with_context(writing)?;
     out.flush().with_context(writing)?;
