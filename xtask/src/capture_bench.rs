@@ -15,7 +15,8 @@
 //!
 //! Layout: this file holds the capture comparison and the machinery the benches share
 //! (harness runs, medians, the report), with `disk` and `filter`; `dump.rs` is the
-//! 64-sensor dump, `memory.rs` the memory over time.
+//! 64-sensor dump, `archive.rs` the offline dump of a 64-node archive, `memory.rs` the
+//! memory over time.
 use std::{fmt::Write as _, path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
@@ -462,7 +463,8 @@ fn dd_rate(dir: &Path, flag: &str) -> Result<f64> {
     Ok(2_147_483_648.0 / seconds / 1e6)
 }
 
+mod archive;
 mod dump;
 mod memory;
 
-pub use self::{dump::dump, memory::memory};
+pub use self::{archive::archive, dump::dump, memory::memory};

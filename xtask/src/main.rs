@@ -62,9 +62,10 @@ enum Task {
     /// everything and one that accepts a tenth, podcap's in the kernel beside tcpdump's),
     /// `disk-rates` (frames and TCP bulk paced to 0.5/0.8/0.9/1.2 of `dd oflag=direct`,
     /// podcap beside tcpdump, drops by stage; `--disk-cap` stands for a slower disk),
-    /// `dump` (`podcap dump` merging 64 sensors on loopback), `memory` (sensor RSS over
+    /// `dump` (`podcap dump` merging 64 sensors on loopback), `archive` (`podcap dump
+    /// --archive` of a 64-node day in moto, beside `aws s3 cp`), `memory` (sensor RSS over
     /// minutes at full rate), a benchmark's name (`pipeline`, `store`, `store_scale`,
-    /// `merge`, `archive`), or `all` (every one; the capture, disk, filter and dump tables
+    /// `merge`), or `all` (every one; the capture, disk, filter and dump tables
     /// and the memory line written to docs/performance.md).
     Bench {
         #[arg(default_value = "all")]
@@ -158,27 +159,22 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return util::run_status(&mut cmd, "disk_rates.sh");
             }
-            if what == "dump" {
+            let table = match what.as_str() {
                 // Two slice sizes: the CLI's memory must not follow them.
-                for packets in [4_000, 16_000] {
-                    println!("{}", capture_bench::dump(64, packets, 1_000)?);
-                }
-                return Ok(());
-            }
-            if what == "filter" {
-                println!("{}", capture_bench::filter(rounds, frames)?.table);
-                return Ok(());
-            }
-            if what == "disk" {
-                println!("{}", capture_bench::disk(rounds, disk_frames, &disk_dir)?.table);
-                return Ok(());
-            }
-            if what == "capture" {
-                println!("{}", capture_bench::run(rounds, frames, seconds)?.table);
-                return Ok(());
-            }
-            if what == "memory" {
-                println!("{}", capture_bench::memory(minutes, &disk_dir)?);
+                "dump" => Some(format!(
+                    "{}\n{}",
+                    capture_bench::dump(64, 4_000, 1_000)?,
+                    capture_bench::dump(64, 16_000, 1_000)?
+                )),
+                "archive" => Some(capture_bench::archive(&disk_dir)?),
+                "filter" => Some(capture_bench::filter(rounds, frames)?.table),
+                "disk" => Some(capture_bench::disk(rounds, disk_frames, &disk_dir)?.table),
+                "capture" => Some(capture_bench::run(rounds, frames, seconds)?.table),
+                "memory" => Some(capture_bench::memory(minutes, &disk_dir)?),
+                _ => None,
+            };
+            if let Some(table) = table {
+                println!("{table}");
                 return Ok(());
             }
             let env = setup::run_and_env()?;
