@@ -6,7 +6,9 @@
 //!   hour before the window to the window's end (`Layout::node_range`: S3's `start-after`,
 //!   stopped past the end), a few nodes at once; a segment's key names its first packet, so only the manifests of segments that may overlap are read (those that
 //!   start in the window, and the last one before it), and only the objects whose manifest
-//!   overlaps are fetched, at most [`PARALLEL`] at once.
+//!   overlaps and that holds an interface the selection takes (the manifest names them)
+//!   are fetched, at most [`OBJECTS_AT_ONCE`] at once; never more than 32
+//!   requests are in flight (a few per node, a few nodes at once).
 //! - Every object is checked against its manifest (SHA-256 of what is stored and of the
 //!   pcapng, size) while it is used; one that fails is a loss, named, like a sensor that
 //!   failed, and so is a manifest that cannot be read, an object that is missing or cut
@@ -55,8 +57,13 @@ use regex::Regex;
 
 use crate::table::{render, Row};
 
-/// Objects fetched at once.
-pub const PARALLEL: usize = 8;
+/// Nodes whose keys are listed and manifests read at once.
+pub const NODES_AT_ONCE: usize = 8;
+/// Manifests read at once for one node: with [`NODES_AT_ONCE`], at most 32 requests are
+/// in flight while manifests are read.
+pub const MANIFESTS_PER_NODE: usize = 4;
+/// Objects fetched at once (after every manifest is read).
+pub const OBJECTS_AT_ONCE: usize = 8;
 
 /// What to read from the archive.
 pub struct Query {
@@ -104,6 +111,8 @@ pub struct Collected {
     pub manifests: usize,
     pub objects: usize,
     pub bytes_fetched: u64,
+    /// Objects of the window not fetched: none of their interfaces is selected.
+    pub unselected: usize,
     /// Drops the segments of the window counted.
     pub drops: u64,
 }
@@ -178,8 +187,8 @@ async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Resul
         .map(|(_, (_, key))| key)
         .collect();
     let read = wanted.len() + gaps.len();
-    let ((segments, mut failures), (gaps, gap_failures)) =
-        futures::future::join(read_manifests(archive, wanted), read_manifests(archive, gaps)).await;
+    let (segments, mut failures) = read_manifests(archive, wanted, MANIFESTS_PER_NODE).await;
+    let (gaps, gap_failures) = read_manifests(archive, gaps, MANIFESTS_PER_NODE).await;
     failures.extend(gap_failures);
     Ok(NodeWindow {
         segments: segments.into_iter().filter(|m| m.overlaps(from, to)).collect(),
@@ -193,16 +202,16 @@ async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Resul
     })
 }
 
-/// The manifests at `keys`, and each that could not be read, said in words (a manifest
-/// that is gone is no failure: its object was never complete).
-async fn read_manifests(archive: &Archive, keys: Vec<Path>) -> (Vec<Manifest>, Vec<String>) {
+/// The manifests at `keys`, `at_once` at a time, and each that could not be read, said in
+/// words (a manifest that is gone is no failure: its object was never complete).
+async fn read_manifests(archive: &Archive, keys: Vec<Path>, at_once: usize) -> (Vec<Manifest>, Vec<String>) {
     let read: Vec<(Path, Result<Option<Manifest>, podcap_archive::ArchiveError>)> =
         futures::stream::iter(keys)
             .map(|key| async move {
                 let got = archive.manifest(&key).await;
                 (key, got)
             })
-            .buffered(PARALLEL)
+            .buffered(at_once)
             .collect()
             .await;
     let mut manifests = Vec::new();
@@ -233,7 +242,7 @@ async fn kept_manifests(archive: &Archive, kept: &Kept, collected: &mut Collecte
         .filter(layout::is_manifest)
         .collect();
     collected.manifests += keys.len();
-    let (manifests, failures) = read_manifests(archive, keys).await;
+    let (manifests, failures) = read_manifests(archive, keys, NODES_AT_ONCE * MANIFESTS_PER_NODE).await;
     collected.failures.extend(failures);
     Ok(manifests)
 }
@@ -268,7 +277,7 @@ async fn window_manifests(
     // is a loss, named; the others are read.
     let windows: Vec<Result<NodeWindow>> = futures::stream::iter(&nodes)
         .map(|node| node_window(archive, node, query.from_ns, query.to_ns))
-        .buffered(PARALLEL)
+        .buffered(NODES_AT_ONCE)
         .collect()
         .await;
     for (node, window) in nodes.iter().zip(windows) {
@@ -325,6 +334,12 @@ pub async fn collect(
     } else {
         window_manifests(archive, query, all_nodes, &mut collected).await?
     };
+    // A manifest names its object's interfaces: an object none of whose interfaces the
+    // selection takes is not fetched (one pod's day reads that pod's node's objects).
+    let (manifests, unselected): (Vec<Manifest>, Vec<Manifest>) = manifests
+        .into_iter()
+        .partition(|m| m.interfaces.is_empty() || m.interfaces.iter().any(|i| selected(query, &i.name)));
+    collected.unselected = unselected.len();
     let total = manifests.len();
     progress(&format!(
         "{} to fetch from {}",
@@ -342,7 +357,7 @@ pub async fn collect(
             let got = fetch_into_file(archive, &manifest, &stored).await;
             (index, manifest, stored, got)
         })
-        .buffer_unordered(PARALLEL);
+        .buffer_unordered(OBJECTS_AT_ONCE);
     while let Some((index, manifest, stored, got)) = fetched.next().await {
         let received = match got {
             Ok(received) => received,

@@ -282,28 +282,46 @@ fn what_the_archive_does_not_hold_is_said() {
         "{}",
         stderr(&empty)
     );
-    let unmatched = podcap(&[
-        "dump",
-        "--archive",
-        &url,
-        "--cluster",
-        "prod",
-        "--from",
-        &rfc3339(T0 + 40 * MINUTE),
-        "--to",
-        &rfc3339(T0 + 41 * MINUTE),
-        "--pod",
-        "^nothing-",
-        "--dest",
-        dest.path().to_str().unwrap(),
-    ]);
-    let err = stderr(&unmatched);
-    assert_eq!(unmatched.status.code(), Some(3), "{err}");
+    let unmatched = |selection: &[&str]| {
+        let mut args = vec![
+            "dump",
+            "--archive",
+            &url,
+            "--cluster",
+            "prod",
+            "--dest",
+            dest.path().to_str().unwrap(),
+        ];
+        let window = [
+            "--from".to_owned(),
+            rfc3339(T0 + 40 * MINUTE),
+            "--to".to_owned(),
+            rfc3339(T0 + 41 * MINUTE),
+        ];
+        args.extend(window.iter().map(String::as_str));
+        args.extend(selection);
+        let result = podcap(&args);
+        let err = stderr(&result);
+        assert_eq!(result.status.code(), Some(3), "{err}");
+        assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no file");
+        err
+    };
+    // No interface of the window's objects is selected: none is fetched (their manifests
+    // name their interfaces).
+    let err = unmatched(&["--pod", "^nothing-"]);
     assert!(
-        err.contains("of node-a, node-b for") && err.contains("none of their packets matched the selection"),
+        err.contains("0 objects to fetch")
+            && err.contains("holds 2 objects of node-a, node-b for")
+            && err.contains("none of their interfaces matched the selection"),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "no file");
+    let err = unmatched(&["--filter", "udp port 9"]);
+    assert!(
+        err.contains("2 objects to fetch")
+            && err.contains("of node-a, node-b for")
+            && err.contains("none of their packets matched the selection"),
+        "{err}"
+    );
     let missing = podcap(&["archive", "ls", "file:///nonexistent/podcap"]);
     assert!(!missing.status.success());
     assert!(

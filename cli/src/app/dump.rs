@@ -607,7 +607,13 @@ fn offline_dump(
     // object is a loss, said below with the file that has the rest).
     let held: u64 = collected.parts.iter().map(|p| p.packets).sum();
     if held == 0 && collected.failures.is_empty() && collected.gaps.is_empty() {
-        if collected.parts.is_empty() {
+        if collected.parts.is_empty() && collected.unselected > 0 {
+            eprintln!(
+                "podcap: the archive holds {} of {} for {title}, and none of their interfaces matched the selection",
+                count(collected.unselected as u64, "object"),
+                collected.nodes.join(", ")
+            );
+        } else if collected.parts.is_empty() {
             eprintln!(
                 "podcap: the archive holds nothing for {title} (podcap archive ls {url} shows what it holds)"
             );

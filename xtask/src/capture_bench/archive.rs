@@ -98,7 +98,7 @@ struct DumpRun {
 fn count_before(text: &str, word: &str) -> u64 {
     text.find(word)
         .and_then(|at| text[..at].split_whitespace().last())
-        .and_then(|n| n.replace(',', "").parse().ok())
+        .and_then(|n| n.trim_start_matches('(').replace(',', "").parse().ok())
         .unwrap_or(0)
 }
 
