@@ -477,9 +477,24 @@ impl Archive {
         after: &Path,
         before: &Path,
     ) -> Result<(Vec<ObjectMeta>, usize), ArchiveError> {
+        let mut objects = Vec::new();
+        let lists = self
+            .visit_range(prefix, after, before, |meta| objects.push(meta))
+            .await?;
+        Ok((objects, lists))
+    }
+
+    /// [`Archive::list_range`] handing each object to `visit` as its page arrives, so a
+    /// caller keeps what it needs of a long range, not the listing; the listing requests.
+    pub async fn visit_range(
+        &self,
+        prefix: &Path,
+        after: &Path,
+        before: &Path,
+        mut visit: impl FnMut(ObjectMeta),
+    ) -> Result<usize, ArchiveError> {
         let mut listing = self.store.list_with_offset(Some(prefix), after);
         let in_key_order = !self.url.starts_with("file:");
-        let mut objects = Vec::new();
         let mut seen = 0usize;
         while let Some(meta) = self
             .timed(prefix, listing.try_next())
@@ -488,12 +503,12 @@ impl Archive {
         {
             seen += 1;
             if meta.location.as_ref() < before.as_ref() {
-                objects.push(meta);
+                visit(meta);
             } else if in_key_order {
                 break;
             }
         }
-        Ok((objects, seen / LIST_PAGE + 1))
+        Ok(seen / LIST_PAGE + 1)
     }
 
     /// Every object under `prefix`.

@@ -57,13 +57,16 @@ use regex::Regex;
 
 use crate::table::{render, Row};
 
-/// Nodes whose keys are listed and manifests read at once.
+/// Nodes whose keys are listed at once (a group: their keys are held, 16 bytes a segment,
+/// until their objects are cut).
 pub const NODES_AT_ONCE: usize = 8;
-/// Manifests read at once for one node: with [`NODES_AT_ONCE`], at most 32 requests are
-/// in flight while manifests are read.
-pub const MANIFESTS_PER_NODE: usize = 4;
-/// Objects fetched at once (after every manifest is read).
+/// Manifests read at once.
+pub const MANIFESTS_AT_ONCE: usize = 32;
+/// Objects fetched at once.
 pub const OBJECTS_AT_ONCE: usize = 8;
+/// Segments whose manifests are read, then whose objects are fetched, before the next
+/// ones: memory holds a batch of manifests (~2 KB each), never a window's.
+pub const BATCH: usize = 256;
 
 /// What to read from the archive.
 pub struct Query {
@@ -113,6 +116,8 @@ pub struct Collected {
     pub bytes_fetched: u64,
     /// Objects of the window not fetched: none of their interfaces is selected.
     pub unselected: usize,
+    /// Objects given a number for their scratch files so far.
+    files: usize,
     /// Drops the segments of the window counted.
     pub drops: u64,
 }
@@ -143,84 +148,80 @@ fn first_ns_of(key: &Path) -> Option<u64> {
     key.filename()?.split('-').next()?.parse().ok()
 }
 
-/// What one node's part of a window is: the manifests of its segments that overlap, its
-/// gaps there, the manifests that could not be read (each said in words), and the requests
-/// it took.
-struct NodeWindow {
-    segments: Vec<Manifest>,
-    gaps: Vec<Manifest>,
-    failures: Vec<String>,
-    lists: usize,
-    manifests: usize,
+/// The first packet time and sequence number a segment's key names
+/// (`FIRST_NS-SEQ.json`, `FIRST_NS-SEQ.gap.json`).
+fn first_and_seq(key: &Path) -> Option<(u64, u64)> {
+    let (first, rest) = key.filename()?.split_once('-')?;
+    Some((first.parse().ok()?, rest.split('.').next()?.parse().ok()?))
 }
 
-/// The manifests of `node`'s segments that may overlap `[from, to)`, and its gaps there:
+/// One node's part of a window, as its keys name it: (first packet, sequence number) of
+/// the segments that may overlap and of its gaps there (16 bytes each, however long the
+/// window), and the listing requests it took.
+struct NodeKeys {
+    segments: Vec<(u64, u64)>,
+    gaps: Vec<(u64, u64)>,
+    lists: usize,
+}
+
+/// The keys of `node`'s segments that may overlap `[from, to)`, and of its gaps there:
 /// one listing of the node's keys from the hour before the window to its end
 /// ([`podcap_archive::layout::Layout::node_range`]), so a window's cost follows what the
 /// archive holds in it, not its length (a century over two hours of segments lists two
-/// hours). A listing that fails is an error (the node's part is unknown); a manifest that
-/// cannot be read costs its segment only.
-async fn node_window(archive: &Archive, node: &str, from: u64, to: u64) -> Result<NodeWindow> {
+/// hours). A listing that fails is an error (the node's part is unknown).
+async fn node_keys(archive: &Archive, node: &str, from: u64, to: u64) -> Result<NodeKeys> {
     let layout = archive.layout();
     let (after, before) = layout.node_range(node, from, to);
-    let (listed, lists) = archive.list_range(&layout.node(node), &after, &before).await?;
-    let mut manifests: Vec<(u64, Path)> = Vec::new();
-    let mut gaps: Vec<Path> = Vec::new();
-    for meta in listed {
-        let Some(first) = first_ns_of(&meta.location) else {
-            continue;
-        };
-        if is_gap(&meta.location) {
-            gaps.push(meta.location);
-        } else if is_segment_manifest(&meta.location) && first < to {
-            manifests.push((first, meta.location));
-        }
-    }
-    manifests.sort();
+    let mut segments: Vec<(u64, u64)> = Vec::new();
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    let lists = archive
+        .visit_range(&layout.node(node), &after, &before, |meta| {
+            let Some((first, seq)) = first_and_seq(&meta.location) else {
+                return;
+            };
+            if is_gap(&meta.location) {
+                gaps.push((first, seq));
+            } else if is_segment_manifest(&meta.location) && first < to {
+                segments.push((first, seq));
+            }
+        })
+        .await?;
+    segments.sort_unstable();
     // The last segment starting before the window may reach into it; earlier ones do not
     // (a node's segments follow each other in time).
-    let before = manifests.iter().rposition(|(first, _)| *first < from);
-    let wanted: Vec<Path> = manifests
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| before.is_none_or(|b| *i >= b))
-        .map(|(_, (_, key))| key)
-        .collect();
-    let read = wanted.len() + gaps.len();
-    let (segments, mut failures) = read_manifests(archive, wanted, MANIFESTS_PER_NODE).await;
-    let (gaps, gap_failures) = read_manifests(archive, gaps, MANIFESTS_PER_NODE).await;
-    failures.extend(gap_failures);
-    Ok(NodeWindow {
-        segments: segments.into_iter().filter(|m| m.overlaps(from, to)).collect(),
-        gaps: gaps.into_iter().filter(|m| m.overlaps(from, to)).collect(),
-        failures: failures
-            .into_iter()
-            .map(|failure| format!("{node}: {failure}"))
-            .collect(),
+    if let Some(before) = segments.iter().rposition(|(first, _)| *first < from) {
+        segments.drain(..before);
+    }
+    Ok(NodeKeys {
+        segments,
+        gaps,
         lists,
-        manifests: read,
     })
 }
 
-/// The manifests at `keys`, `at_once` at a time, and each that could not be read, said in
-/// words (a manifest that is gone is no failure: its object was never complete).
-async fn read_manifests(archive: &Archive, keys: Vec<Path>, at_once: usize) -> (Vec<Manifest>, Vec<String>) {
-    let read: Vec<(Path, Result<Option<Manifest>, podcap_archive::ArchiveError>)> =
-        futures::stream::iter(keys)
-            .map(|key| async move {
-                let got = archive.manifest(&key).await;
-                (key, got)
-            })
-            .buffered(at_once)
-            .collect()
-            .await;
+/// The manifests at `keys` (each with its node), [`MANIFESTS_AT_ONCE`] at a time, and
+/// each that could not be read, said in words (a manifest that is gone is no failure: its
+/// object was never complete).
+async fn read_manifests(archive: &Archive, keys: Vec<(String, Path)>) -> (Vec<Manifest>, Vec<String>) {
+    let read: Vec<(
+        String,
+        Path,
+        Result<Option<Manifest>, podcap_archive::ArchiveError>,
+    )> = futures::stream::iter(keys)
+        .map(|(node, key)| async move {
+            let got = archive.manifest(&key).await;
+            (node, key, got)
+        })
+        .buffered(MANIFESTS_AT_ONCE)
+        .collect()
+        .await;
     let mut manifests = Vec::new();
     let mut failures = Vec::new();
-    for (key, got) in read {
+    for (node, key, got) in read {
         match got {
             Ok(Some(manifest)) => manifests.push(manifest),
             Ok(None) => {}
-            Err(e) => failures.push(format!("{key}: {e}")),
+            Err(e) => failures.push(format!("{node}: {key}: {e}")),
         }
     }
     (manifests, failures)
@@ -242,74 +243,48 @@ async fn kept_manifests(archive: &Archive, kept: &Kept, collected: &mut Collecte
         .filter(layout::is_manifest)
         .collect();
     collected.manifests += keys.len();
-    let (manifests, failures) = read_manifests(archive, keys, NODES_AT_ONCE * MANIFESTS_PER_NODE).await;
+    let keys = keys
+        .into_iter()
+        .map(|key| {
+            (
+                key.filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .unwrap_or_default()
+                    .to_owned(),
+                key,
+            )
+        })
+        .collect();
+    let (manifests, failures) = read_manifests(archive, keys).await;
     collected.failures.extend(failures);
     Ok(manifests)
 }
 
-/// The manifests of the rolling stores' segments in the window, node by node at once
-/// (every node, or the ones asked for, which must exist); gaps go to `collected`.
-async fn window_manifests(
-    archive: &Archive,
-    query: &Query,
-    all_nodes: Vec<String>,
-    collected: &mut Collected,
-) -> Result<Vec<Manifest>> {
-    let nodes: Vec<String> = if query.nodes.is_empty() {
-        all_nodes
-    } else {
-        for node in &query.nodes {
-            if !all_nodes.contains(node) {
-                bail!(
-                    "the archive has no node {node:?} (it has: {})",
-                    if all_nodes.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        all_nodes.join(", ")
-                    }
-                );
-            }
-        }
-        query.nodes.clone()
-    };
-    let mut manifests = Vec::new();
-    // A few nodes at once, each one listing at a time. A node whose keys cannot be listed
-    // is a loss, named; the others are read.
-    let windows: Vec<Result<NodeWindow>> = futures::stream::iter(&nodes)
-        .map(|node| node_window(archive, node, query.from_ns, query.to_ns))
-        .buffered(NODES_AT_ONCE)
-        .collect()
-        .await;
-    for (node, window) in nodes.iter().zip(windows) {
-        let window = match window {
-            Ok(window) => window,
-            Err(e) => {
-                collected.lists += 1;
-                collected
-                    .failures
-                    .push(format!("{node}: its keys could not be listed: {e:#}"));
-                continue;
-            }
-        };
-        collected.lists += window.lists;
-        collected.manifests += window.manifests;
-        collected.failures.extend(window.failures);
-        for gap in window.gaps {
-            collected.gaps.push(format!(
-                "{node}: {} to {} ({}) was never uploaded: {}",
-                gap.from,
-                gap.to,
-                crate::output::count(gap.packets, "packet"),
-                gap.reason.as_deref().unwrap_or("given up")
-            ));
-        }
-        manifests.extend(window.segments);
+/// The nodes to read: every node, or the ones asked for, which must exist.
+fn chosen_nodes(query: &Query, all_nodes: Vec<String>) -> Result<Vec<String>> {
+    if query.nodes.is_empty() {
+        return Ok(all_nodes);
     }
-    collected.nodes = nodes;
-    Ok(manifests)
+    for node in &query.nodes {
+        if !all_nodes.contains(node) {
+            bail!(
+                "the archive has no node {node:?} (it has: {})",
+                if all_nodes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    all_nodes.join(", ")
+                }
+            );
+        }
+    }
+    Ok(query.nodes.clone())
 }
 
 /// Reads everything `query` asks for: manifests, then the objects, checked, cut, selected.
+/// The rolling stores' window goes a group of nodes at a time ([`NODES_AT_ONCE`]: their
+/// keys listed at once), each group's segments a batch at a time ([`BATCH`]: manifests
+/// read, then objects fetched and cut), so memory follows neither the window's length
+/// nor the node count.
 pub async fn collect(
     archive: &Archive,
     query: &Query,
@@ -320,42 +295,121 @@ pub async fn collect(
         .prefix(".podcap-archive-")
         .tempdir_in(scratch)
         .with_context(|| format!("creating a scratch folder in {}", scratch.display()))?;
+    let folder = scratch.path().to_owned();
     let mut collected = Collected::default();
     let all_nodes = nodes(archive).await?;
     collected.lists += 1;
-    let manifests = if let Some(kept) = &query.kept {
+    if let Some(kept) = &query.kept {
         let mut manifests = kept_manifests(archive, kept, &mut collected).await?;
         manifests.retain(|m| query.nodes.is_empty() || query.nodes.contains(&m.node));
         manifests.retain(|m| m.overlaps(query.from_ns, query.to_ns));
         collected.nodes = manifests.iter().map(|m| m.node.clone()).collect();
         collected.nodes.sort();
         collected.nodes.dedup();
-        manifests
+        fetch_and_cut(archive, manifests, query, &folder, &mut collected, progress).await;
     } else {
-        window_manifests(archive, query, all_nodes, &mut collected).await?
-    };
-    // A manifest names its object's interfaces: an object none of whose interfaces the
-    // selection takes is not fetched (one pod's day reads that pod's node's objects).
+        collected.nodes = chosen_nodes(query, all_nodes)?;
+        let nodes = collected.nodes.clone();
+        for group in nodes.chunks(NODES_AT_ONCE) {
+            let segments = group_keys(archive, group, query, &mut collected).await;
+            for batch in segments.chunks(BATCH) {
+                let (manifests, failures) = read_manifests(archive, batch.to_vec()).await;
+                collected.failures.extend(failures);
+                let manifests = manifests
+                    .into_iter()
+                    .filter(|m| m.overlaps(query.from_ns, query.to_ns))
+                    .collect();
+                fetch_and_cut(archive, manifests, query, &folder, &mut collected, progress).await;
+            }
+        }
+    }
+    // A failure is said on one line (a server's XML answer spans several).
+    for failure in &mut collected.failures {
+        *failure = failure.split_whitespace().collect::<Vec<_>>().join(" ");
+    }
+    collected.scratch = Some(scratch);
+    collected.parts.sort_by_key(|p| (p.node.clone(), p.first_ns));
+    Ok(collected)
+}
+
+/// Lists the keys of a group of nodes at once; their gaps (read now) go to `collected`, as
+/// does a node whose keys cannot be listed (a loss, named; the others are read). The
+/// manifest keys of the segments that may overlap, each with its node.
+async fn group_keys(
+    archive: &Archive,
+    group: &[String],
+    query: &Query,
+    collected: &mut Collected,
+) -> Vec<(String, Path)> {
+    let layout = archive.layout();
+    let listed: Vec<Result<NodeKeys>> = futures::stream::iter(group)
+        .map(|node| node_keys(archive, node, query.from_ns, query.to_ns))
+        .buffered(NODES_AT_ONCE)
+        .collect()
+        .await;
+    let mut segments = Vec::new();
+    for (node, keys) in group.iter().zip(listed) {
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(e) => {
+                collected.lists += 1;
+                collected
+                    .failures
+                    .push(format!("{node}: its keys could not be listed: {e:#}"));
+                continue;
+            }
+        };
+        collected.lists += keys.lists;
+        collected.manifests += keys.segments.len() + keys.gaps.len();
+        let gap_keys = keys
+            .gaps
+            .iter()
+            .map(|&(first, seq)| (node.clone(), layout.gap(node, first, seq)))
+            .collect();
+        let (gaps, failures) = read_manifests(archive, gap_keys).await;
+        collected.failures.extend(failures);
+        for gap in gaps.iter().filter(|m| m.overlaps(query.from_ns, query.to_ns)) {
+            collected.gaps.push(format!(
+                "{node}: {} to {} ({}) was never uploaded: {}",
+                gap.from,
+                gap.to,
+                crate::output::count(gap.packets, "packet"),
+                gap.reason.as_deref().unwrap_or("given up")
+            ));
+        }
+        segments.extend(
+            keys.segments
+                .iter()
+                .map(|&(first, seq)| (node.clone(), layout.segment(node, first, seq).manifest)),
+        );
+    }
+    segments
+}
+
+/// Fetches the objects `manifests` name, [`OBJECTS_AT_ONCE`] at a time, each streamed into
+/// a scratch file as it arrives (its size and digest taken on the way), then checked and
+/// cut into a part file of its own: memory holds a chunk of each object in flight, never
+/// an object. An object none of whose interfaces the selection takes (a manifest names
+/// them) is not fetched; one that fails is a loss in `collected`.
+async fn fetch_and_cut(
+    archive: &Archive,
+    manifests: Vec<Manifest>,
+    query: &Query,
+    folder: &std::path::Path,
+    collected: &mut Collected,
+    progress: &mut impl FnMut(&str),
+) {
     let (manifests, unselected): (Vec<Manifest>, Vec<Manifest>) = manifests
         .into_iter()
         .partition(|m| m.interfaces.is_empty() || m.interfaces.iter().any(|i| selected(query, &i.name)));
-    collected.unselected = unselected.len();
-    let total = manifests.len();
-    progress(&format!(
-        "{} to fetch from {}",
-        crate::output::count(total as u64, "object"),
-        crate::output::count(collected.nodes.len() as u64, "node")
-    ));
-    // Each object streams into a scratch file as it arrives (its size and digest taken on
-    // the way), then is checked and cut into a part file of its own: memory holds a chunk
-    // of each object in flight, never an object or the window.
-    let folder = scratch.path().to_owned();
-    let folder = &folder;
+    collected.unselected += unselected.len();
+    let first_index = collected.files;
+    collected.files += manifests.len();
     let mut fetched = futures::stream::iter(manifests.into_iter().enumerate())
         .map(|(index, manifest)| async move {
-            let stored = folder.join(format!("{index:08}.zst"));
+            let stored = folder.join(format!("{:08}.zst", first_index + index));
             let got = fetch_into_file(archive, &manifest, &stored).await;
-            (index, manifest, stored, got)
+            (first_index + index, manifest, stored, got)
         })
         .buffer_unordered(OBJECTS_AT_ONCE);
     while let Some((index, manifest, stored, got)) = fetched.next().await {
@@ -386,7 +440,11 @@ pub async fn collect(
         if manifest.kind == Kind::Segment {
             collected.drops = collected.drops.saturating_add(manifest.drops);
         }
-        progress(&format!("{} of {total} objects fetched", collected.objects));
+        progress(&format!(
+            "{} fetched of {}",
+            crate::output::count(collected.objects as u64, "object"),
+            crate::output::count(collected.nodes.len() as u64, "node")
+        ));
         collected.parts.push(Part {
             node: manifest.node,
             first_ns: manifest.first_ns,
@@ -394,13 +452,6 @@ pub async fn collect(
             packets,
         });
     }
-    // A failure is said on one line (a server's XML answer spans several).
-    for failure in &mut collected.failures {
-        *failure = failure.split_whitespace().collect::<Vec<_>>().join(" ");
-    }
-    collected.scratch = Some(scratch);
-    collected.parts.sort_by_key(|p| (p.node.clone(), p.first_ns));
-    Ok(collected)
 }
 
 /// Whether an interface of this name is selected (the sensor's rule, `store/select.rs`).
