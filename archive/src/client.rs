@@ -56,7 +56,7 @@ pub enum ArchiveError {
         #[source]
         source: ManifestError,
     },
-    #[error("archive {url}: no answer within {after:?} to the request for {key}; given up (it is retried)")]
+    #[error("archive {url}: no answer within {after:?} to the request for {key}; given up")]
     NoAnswer {
         url: String,
         key: String,
@@ -64,6 +64,8 @@ pub enum ArchiveError {
     },
     #[error("archive: {0}")]
     Local(String),
+    #[error("archive: {key} is longer than the {limit} bytes its manifest says; not read further")]
+    TooLong { key: String, limit: u64 },
     #[error("archive: {key} is not there")]
     Missing { key: String },
     #[error("archive {url}: {key}: the connection was cut before the whole object arrived, on every retry: {detail}")]
@@ -114,10 +116,24 @@ impl std::fmt::Debug for Archive {
 pub const REQUEST_TIMEOUT: Duration = Duration::from_mins(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn client_options(request_timeout: Duration) -> ClientOptions {
-    ClientOptions::new()
-        .with_timeout(request_timeout)
-        .with_connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
+/// Who opens the archive: the HTTP client's limits and retries follow.
+#[derive(Clone, Copy)]
+enum Role {
+    /// The sensor's uploader: a request (body included) gives up after the request
+    /// timeout, and the uploader retries it later.
+    Uploader,
+    /// A reader (`podcap dump --archive`): no limit on a whole request, since an object
+    /// may take minutes on a slow link; the request timeout bounds each wait instead (for
+    /// an answer, then for each chunk of a body), around [`reader_retries`].
+    Reader,
+}
+
+fn client_options(request_timeout: Duration, role: Role) -> ClientOptions {
+    let options = ClientOptions::new().with_connect_timeout(CONNECT_TIMEOUT.min(request_timeout));
+    match role {
+        Role::Uploader => options.with_timeout(request_timeout),
+        Role::Reader => options.with_timeout_disabled(),
+    }
 }
 
 /// The uploader's retries: few, since it retries a failed upload itself, later, with its
@@ -130,15 +146,16 @@ fn uploader_retries() -> RetryConfig {
     }
 }
 
-/// A reader's retries: 5 within a minute, a random back-off from 100 ms growing to at most
-/// 5 s (as AWS's SDKs do, a few seconds in all), on 5xx answers such as S3's 503
+/// A reader's retries: 5 (within 5 minutes of the request's start, so a long body cut
+/// late is still resumed), a random back-off from 100 ms growing to at most 5 s (as AWS's
+/// SDKs do, a few seconds in all), on 5xx answers such as S3's 503
 /// `SlowDown`, timeouts and connections cut; a body cut mid-object is resumed from where it
 /// stopped. Nothing else retries what a person is waiting for, and an object that still
 /// fails after them is a loss named in the file, not minutes of waiting.
 fn reader_retries() -> RetryConfig {
     RetryConfig {
         max_retries: 5,
-        retry_timeout: Duration::from_mins(1),
+        retry_timeout: Duration::from_mins(5),
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -151,7 +168,7 @@ impl Archive {
     /// Opens the archive at `url` for `cluster` to read it, credentials from the
     /// environment; each request is retried as [`reader_retries`] says.
     pub fn open(url: &str, cluster: &str) -> Result<Self, ArchiveError> {
-        Self::open_with(url, cluster, REQUEST_TIMEOUT, reader_retries())
+        Self::open_with(url, cluster, REQUEST_TIMEOUT, Role::Reader)
     }
 
     /// Opens the archive for the uploader: requests that give up after `request_timeout`
@@ -161,15 +178,19 @@ impl Archive {
         cluster: &str,
         request_timeout: Duration,
     ) -> Result<Self, ArchiveError> {
-        Self::open_with(url, cluster, request_timeout, uploader_retries())
+        Self::open_with(url, cluster, request_timeout, Role::Uploader)
     }
 
     fn open_with(
         url: &str,
         cluster: &str,
         request_timeout: Duration,
-        retries: RetryConfig,
+        role: Role,
     ) -> Result<Self, ArchiveError> {
+        let retries = match role {
+            Role::Uploader => uploader_retries(),
+            Role::Reader => reader_retries(),
+        };
         let layout = Layout::new(cluster)?;
         crate::install_tls_provider();
         let bad = |reason: &str| ArchiveError::Url {
@@ -192,7 +213,7 @@ impl Archive {
             "s3" | "s3a" => {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(url)
-                    .with_client_options(client_options(request_timeout))
+                    .with_client_options(client_options(request_timeout, role))
                     .with_retry(retries);
                 let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                     .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
@@ -211,7 +232,7 @@ impl Archive {
             "gs" => Arc::new(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
-                    .with_client_options(client_options(request_timeout))
+                    .with_client_options(client_options(request_timeout, role))
                     .with_retry(retries)
                     .build()
                     .map_err(|e| bad(&e.to_string()))?,
@@ -219,7 +240,7 @@ impl Archive {
             "az" | "azure" | "abfs" | "abfss" => Arc::new(
                 MicrosoftAzureBuilder::from_env()
                     .with_url(url)
-                    .with_client_options(client_options(request_timeout))
+                    .with_client_options(client_options(request_timeout, role))
                     .with_retry(retries)
                     .build()
                     .map_err(|e| bad(&e.to_string()))?,
@@ -360,9 +381,11 @@ impl Archive {
     /// Streams the object at `key` into `out` (from its start), its size and SHA-256 taken
     /// as it arrives: memory holds a chunk, never the object ([`ArchiveError::Missing`]
     /// when there is none). A body cut mid-way is resumed where it stopped (the retries).
+    /// More than `limit` bytes is refused as it arrives ([`ArchiveError::TooLong`]).
     pub async fn fetch_into(
         &self,
         key: &Path,
+        limit: u64,
         out: &mut impl std::io::Write,
     ) -> Result<Received, ArchiveError> {
         let explain = |e| match e {
@@ -379,6 +402,12 @@ impl Archive {
         while let Some(chunk) = self.timed(key, body.try_next()).await?.map_err(explain)? {
             digest.update(&chunk);
             bytes = bytes.saturating_add(chunk.len() as u64);
+            if bytes > limit {
+                return Err(ArchiveError::TooLong {
+                    key: key.to_string(),
+                    limit,
+                });
+            }
             out.write_all(&chunk)
                 .map_err(|e| ArchiveError::Local(format!("keeping {key} while it arrives: {e}")))?;
         }

@@ -7,8 +7,10 @@
 //!   stopped past the end), a few nodes at once; a segment's key names its first packet, so only the manifests of segments that may overlap are read (those that
 //!   start in the window, and the last one before it), and only the objects whose manifest
 //!   overlaps and that holds an interface the selection takes (the manifest names them)
-//!   are fetched, at most [`OBJECTS_AT_ONCE`] at once; never more than 32
-//!   requests are in flight (a few per node, a few nodes at once).
+//!   are fetched, at most [`OBJECTS_AT_ONCE`] at once. Nodes go a group at a time
+//!   ([`NODES_AT_ONCE`] listings at once), their segments a batch at a time ([`BATCH`]:
+//!   [`MANIFESTS_AT_ONCE`] manifests read at once, then the objects): never more than 32
+//!   requests in flight.
 //! - Every object is checked against its manifest (SHA-256 of what is stored and of the
 //!   pcapng, size) while it is used; one that fails is a loss, named, like a sensor that
 //!   failed, and so is a manifest that cannot be read, an object that is missing or cut
@@ -57,7 +59,7 @@ use regex::Regex;
 
 use crate::table::{render, Row};
 
-/// Nodes whose keys are listed at once (a group: their keys are held, 16 bytes a segment,
+/// Nodes whose keys are listed at once (a group: their segments are held, 24 bytes each,
 /// until their objects are cut).
 pub const NODES_AT_ONCE: usize = 8;
 /// Manifests read at once.
@@ -157,10 +159,12 @@ fn first_and_seq(key: &Path) -> Option<(u64, u64)> {
 
 /// One node's part of a window, as its keys name it: (first packet, sequence number) of
 /// the segments that may overlap and of its gaps there (16 bytes each, however long the
-/// window), and the listing requests it took.
+/// window), keys the layout would not write, and the listing requests it took.
 struct NodeKeys {
     segments: Vec<(u64, u64)>,
     gaps: Vec<(u64, u64)>,
+    /// Manifest keys in the node's folders that are not as the layout writes them.
+    foreign: Vec<String>,
     lists: usize,
 }
 
@@ -174,14 +178,29 @@ async fn node_keys(archive: &Archive, node: &str, from: u64, to: u64) -> Result<
     let (after, before) = layout.node_range(node, from, to);
     let mut segments: Vec<(u64, u64)> = Vec::new();
     let mut gaps: Vec<(u64, u64)> = Vec::new();
+    let mut foreign = Vec::new();
     let lists = archive
         .visit_range(&layout.node(node), &after, &before, |meta| {
-            let Some((first, seq)) = first_and_seq(&meta.location) else {
+            let key = &meta.location;
+            let (gap, manifest) = (is_gap(key), is_segment_manifest(key));
+            if !gap && !manifest {
+                return;
+            }
+            // The key is rebuilt from these two numbers when it is read: one the layout
+            // would not write is said, never read as another.
+            let Some((first, seq)) = first_and_seq(key).filter(|&(first, seq)| {
+                if gap {
+                    layout.gap(node, first, seq) == *key
+                } else {
+                    layout.segment(node, first, seq).manifest == *key
+                }
+            }) else {
+                foreign.push(key.to_string());
                 return;
             };
-            if is_gap(&meta.location) {
+            if gap {
                 gaps.push((first, seq));
-            } else if is_segment_manifest(&meta.location) && first < to {
+            } else if first < to {
                 segments.push((first, seq));
             }
         })
@@ -195,6 +214,7 @@ async fn node_keys(archive: &Archive, node: &str, from: u64, to: u64) -> Result<
     Ok(NodeKeys {
         segments,
         gaps,
+        foreign,
         lists,
     })
 }
@@ -277,7 +297,10 @@ fn chosen_nodes(query: &Query, all_nodes: Vec<String>) -> Result<Vec<String>> {
             );
         }
     }
-    Ok(query.nodes.clone())
+    let mut nodes = query.nodes.clone();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
 }
 
 /// Reads everything `query` asks for: manifests, then the objects, checked, cut, selected.
@@ -306,20 +329,28 @@ pub async fn collect(
         collected.nodes = manifests.iter().map(|m| m.node.clone()).collect();
         collected.nodes.sort();
         collected.nodes.dedup();
-        fetch_and_cut(archive, manifests, query, &folder, &mut collected, progress).await;
+        fetch_and_cut(archive, manifests, query, &folder, &mut collected, progress).await?;
     } else {
         collected.nodes = chosen_nodes(query, all_nodes)?;
         let nodes = collected.nodes.clone();
         for group in nodes.chunks(NODES_AT_ONCE) {
             let segments = group_keys(archive, group, query, &mut collected).await;
+            let layout = archive.layout();
             for batch in segments.chunks(BATCH) {
-                let (manifests, failures) = read_manifests(archive, batch.to_vec()).await;
+                let keys = batch
+                    .iter()
+                    .map(|&(index, first, seq)| {
+                        let node = &group[index];
+                        (node.clone(), layout.segment(node, first, seq).manifest)
+                    })
+                    .collect();
+                let (manifests, failures) = read_manifests(archive, keys).await;
                 collected.failures.extend(failures);
                 let manifests = manifests
                     .into_iter()
                     .filter(|m| m.overlaps(query.from_ns, query.to_ns))
                     .collect();
-                fetch_and_cut(archive, manifests, query, &folder, &mut collected, progress).await;
+                fetch_and_cut(archive, manifests, query, &folder, &mut collected, progress).await?;
             }
         }
     }
@@ -334,13 +365,14 @@ pub async fn collect(
 
 /// Lists the keys of a group of nodes at once; their gaps (read now) go to `collected`, as
 /// does a node whose keys cannot be listed (a loss, named; the others are read). The
-/// manifest keys of the segments that may overlap, each with its node.
+/// segments that may overlap: (the node's index in `group`, first packet, sequence
+/// number), 24 bytes each.
 async fn group_keys(
     archive: &Archive,
     group: &[String],
     query: &Query,
     collected: &mut Collected,
-) -> Vec<(String, Path)> {
+) -> Vec<(usize, u64, u64)> {
     let layout = archive.layout();
     let listed: Vec<Result<NodeKeys>> = futures::stream::iter(group)
         .map(|node| node_keys(archive, node, query.from_ns, query.to_ns))
@@ -348,7 +380,7 @@ async fn group_keys(
         .collect()
         .await;
     let mut segments = Vec::new();
-    for (node, keys) in group.iter().zip(listed) {
+    for (index, (node, keys)) in group.iter().zip(listed).enumerate() {
         let keys = match keys {
             Ok(keys) => keys,
             Err(e) => {
@@ -361,6 +393,11 @@ async fn group_keys(
         };
         collected.lists += keys.lists;
         collected.manifests += keys.segments.len() + keys.gaps.len();
+        collected.failures.extend(
+            keys.foreign
+                .iter()
+                .map(|key| format!("{node}: {key}: not a key podcap writes; left unread")),
+        );
         let gap_keys = keys
             .gaps
             .iter()
@@ -377,11 +414,7 @@ async fn group_keys(
                 gap.reason.as_deref().unwrap_or("given up")
             ));
         }
-        segments.extend(
-            keys.segments
-                .iter()
-                .map(|&(first, seq)| (node.clone(), layout.segment(node, first, seq).manifest)),
-        );
+        segments.extend(keys.segments.iter().map(|&(first, seq)| (index, first, seq)));
     }
     segments
 }
@@ -390,7 +423,8 @@ async fn group_keys(
 /// a scratch file as it arrives (its size and digest taken on the way), then checked and
 /// cut into a part file of its own: memory holds a chunk of each object in flight, never
 /// an object. An object none of whose interfaces the selection takes (a manifest names
-/// them) is not fetched; one that fails is a loss in `collected`.
+/// them) is not fetched; one that fails is a loss in `collected`; a scratch folder that
+/// fails (full, gone) ends the read.
 async fn fetch_and_cut(
     archive: &Archive,
     manifests: Vec<Manifest>,
@@ -398,7 +432,7 @@ async fn fetch_and_cut(
     folder: &std::path::Path,
     collected: &mut Collected,
     progress: &mut impl FnMut(&str),
-) {
+) -> Result<()> {
     let (manifests, unselected): (Vec<Manifest>, Vec<Manifest>) = manifests
         .into_iter()
         .partition(|m| m.interfaces.is_empty() || m.interfaces.iter().any(|i| selected(query, &i.name)));
@@ -413,12 +447,17 @@ async fn fetch_and_cut(
         })
         .buffer_unordered(OBJECTS_AT_ONCE);
     while let Some((index, manifest, stored, got)) = fetched.next().await {
+        let name = manifest.object.as_deref().unwrap_or_default();
         let received = match got {
-            Ok(received) => received,
+            Ok(Ok(received)) => received,
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&stored);
+                collected.failures.push(format!("{}: {name}: {e}", manifest.node));
+                continue;
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&stored);
-                collected.failures.push(format!("{}: {e:#}", manifest.node));
-                continue;
+                return Err(e);
             }
         };
         collected.objects += 1;
@@ -427,14 +466,15 @@ async fn fetch_and_cut(
         let cut = cut_checked((&stored, &received), &manifest, query, &file);
         let _ = std::fs::remove_file(&stored);
         let packets = match cut {
-            Ok(packets) => packets,
+            Ok(Ok(packets)) => packets,
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&file);
+                collected.failures.push(format!("{}: {name}: {e}", manifest.node));
+                continue;
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&file);
-                let name = manifest.object.as_deref().unwrap_or_default();
-                collected
-                    .failures
-                    .push(format!("{}: {name}: {e:#}", manifest.node));
-                continue;
+                return Err(e);
             }
         };
         if manifest.kind == Kind::Segment {
@@ -452,6 +492,7 @@ async fn fetch_and_cut(
             packets,
         });
     }
+    Ok(())
 }
 
 /// Whether an interface of this name is selected (the sensor's rule, `store/select.rs`).
@@ -479,34 +520,51 @@ async fn fetch_into_file(
     archive: &Archive,
     manifest: &Manifest,
     stored: &std::path::Path,
-) -> Result<podcap_archive::Received> {
-    let key = Path::from(manifest.object.clone().unwrap_or_default());
+) -> Result<Result<podcap_archive::Received, String>> {
+    let Some(object) = &manifest.object else {
+        return Ok(Err("its manifest names no object".to_owned()));
+    };
+    let key = Path::from(object.as_str());
     let keeping = || format!("keeping {key} in {}", stored.display());
     let mut out = std::io::BufWriter::new(std::fs::File::create(stored).with_context(keeping)?);
-    let received = archive.fetch_into(&key, &mut out).await?;
-    out.flush().with_context(keeping)?;
-    Ok(received)
+    let limit = if manifest.stored_bytes > 0 {
+        manifest.stored_bytes
+    } else {
+        podcap_archive::MAX_OBJECT_BYTES
+    };
+    match archive.fetch_into(&key, limit, &mut out).await {
+        Ok(received) => {
+            out.flush().with_context(keeping)?;
+            Ok(Ok(received))
+        }
+        // The scratch folder failed (full, gone): no other object would fare better.
+        Err(e @ podcap_archive::ArchiveError::Local(_)) => Err(e.into()),
+        Err(e) => Ok(Err(e.to_string())),
+    }
 }
 
 /// Checks a stored object (the file it arrived into, and what it was found to be) against
 /// its manifest while it is decompressed and cut into `file`, block by block (memory holds
-/// a block, not the object); the packets cut. A failed check leaves `file` for the caller
-/// to remove.
+/// a block, not the object): the packets cut, or what is wrong with the object. Failing to
+/// read or write the scratch folder is the outer error. A failed check leaves `file` for
+/// the caller to remove.
 fn cut_checked(
     (stored, received): (&std::path::Path, &podcap_archive::Received),
     manifest: &Manifest,
     query: &Query,
     file: &std::path::Path,
-) -> Result<u64> {
+) -> Result<Result<u64, podcap_archive::ObjectError>> {
     let writing = || format!("writing its part to {}", file.display());
     let reading = std::fs::File::open(stored).with_context(|| format!("reading {}", stored.display()))?;
     let mut pcapng =
-        podcap_archive::decompressing_received(std::io::BufReader::new(reading), received, manifest)?;
+        match podcap_archive::decompressing_received(std::io::BufReader::new(reading), received, manifest) {
+            Ok(pcapng) => pcapng,
+            Err(e) => return Ok(Err(e)),
+        };
     let mut out = std::io::BufWriter::new(std::fs::File::create(file).with_context(writing)?);
     let packets = cut(&mut pcapng, query, manifest.kind == Kind::Segment, &mut out).with_context(writing)?;
     out.flush().with_context(writing)?;
-    pcapng.finish()?;
-    Ok(packets)
+    Ok(pcapng.finish().map(|()| packets))
 }
 
 /// The packets of `pcapng` in the window that the query selects, written to `out` with

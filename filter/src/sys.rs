@@ -57,8 +57,9 @@ fn load() -> Result<Libpcap, String> {
     let mut tried = Vec::new();
     for name in LIBRARY_NAMES {
         // SAFETY: loading libpcap runs only its (side-effect free) initialisers.
-        match unsafe { libloading::Library::new(name) } {
-            Ok(library) => return resolve(library).map_err(|e| format!("{name}: {e}")),
+        let found = unsafe { libloading::Library::new(name) }.and_then(resolve);
+        match found {
+            Ok(libpcap) => return Ok(libpcap),
             Err(e) => tried.push(format!("{name} ({e})")),
         }
     }

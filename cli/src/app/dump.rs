@@ -634,6 +634,9 @@ fn offline_dump(
         offline.cluster,
         collected.nodes.join(", ")
     )];
+    if let Some(filter) = select.filter.as_deref().filter(|f| !f.is_empty()) {
+        comments.push(format!("filter (applied by this machine's libpcap): {filter}"));
+    }
     comments.extend(collected.gaps.iter().map(|g| format!("gap: {g}")));
     comments.extend(collected.failures.iter().map(|f| format!("failed: {f}")));
     if collected.drops > 0 {
