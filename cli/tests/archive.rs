@@ -335,3 +335,42 @@ fn what_the_archive_does_not_hold_is_said() {
         stderr(&scheme)
     );
 }
+
+#[test]
+fn an_object_longer_than_its_manifest_and_a_foreign_key_are_named_and_cost_only_themselves() {
+    let store = tempfile::tempdir().unwrap();
+    let url = archive_of_two_hours(store.path());
+    let out = tempfile::tempdir().unwrap();
+    let layout = Layout::new("prod").unwrap();
+    // node-a's 10:32 object grows past what its manifest says.
+    let longer = store
+        .path()
+        .join(layout.segment("node-a", T0 + 32 * MINUTE, 33).data.as_ref());
+    let mut bytes = std::fs::read(&longer).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&longer, bytes).unwrap();
+    // A manifest under a key the layout would not write (its first packet padded to 21
+    // digits): named, never read as the segment it resembles.
+    let manifest = layout.segment("node-a", T0 + 33 * MINUTE, 34).manifest;
+    let (folder, name) = manifest.as_ref().rsplit_once('/').unwrap();
+    let foreign = format!("{folder}/0{name}");
+    std::fs::copy(store.path().join(manifest.as_ref()), store.path().join(&foreign)).unwrap();
+    let dest = out.path().join("a");
+    let result = node_a_dump(
+        &url,
+        (&rfc3339(T0 + 30 * MINUTE), &rfc3339(T0 + 34 * MINUTE)),
+        &dest,
+    );
+    let said = stderr(&result);
+    assert_eq!(result.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("longer than the") && said.contains("bytes its manifest says"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&foreign) && said.contains("not a key podcap writes"),
+        "{said}"
+    );
+    // 4 minutes of node-a less the longer object's minute; the foreign key adds nothing.
+    assert_eq!(packets(&dumped(&dest)).len(), 3 * 180, "{said}");
+}
