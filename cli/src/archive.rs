@@ -34,9 +34,11 @@
 //!   with `tcpdump -r` semantics: the verdicts differ from a sensor's only for the outer
 //!   VLAN tag of tagged frames (`vlan 42` and `udp` over a tag), as between tcpdump live
 //!   and `tcpdump -r`.
+mod ls;
+mod object;
+mod parts;
+
 use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -48,16 +50,13 @@ use podcap_archive::{
     layout::{self, is_gap, is_segment_manifest},
     Archive, Kind, Manifest,
 };
-use podcap_format::{
-    pcapng::{
-        read::{parse_packet, BlockReader, Section},
-        BLOCK_EPB, BLOCK_ISB,
-    },
-    units,
-};
 use regex::Regex;
 
-use crate::table::{render, Row};
+use self::object::{cut_checked, fetch_into_file};
+pub use self::{
+    ls::list,
+    parts::{inputs_by_node, PartFiles},
+};
 
 /// Nodes whose keys are listed at once (a group: their segments are held, 24 bytes each,
 /// until their objects are cut).
@@ -143,11 +142,6 @@ pub async fn nodes(archive: &Archive) -> Result<Vec<String>> {
         .iter()
         .filter_map(|p| p.filename().map(str::to_owned))
         .collect())
-}
-
-/// The first packet time a segment's key names (`FIRST_NS-SEQ.json`).
-fn first_ns_of(key: &Path) -> Option<u64> {
-    key.filename()?.split('-').next()?.parse().ok()
 }
 
 /// The first packet time and sequence number a segment's key names
@@ -512,227 +506,6 @@ fn selected(query: &Query, name: &str) -> bool {
     };
     query.pod.as_ref().is_none_or(|re| re.is_match(pod))
         && (query.namespaces.is_empty() || query.namespaces.iter().any(|n| n == namespace))
-}
-
-/// Streams the object `manifest` names into the file `stored`; what it was found to be.
-/// An error names the object (the archive's errors name its key).
-async fn fetch_into_file(
-    archive: &Archive,
-    manifest: &Manifest,
-    stored: &std::path::Path,
-) -> Result<Result<podcap_archive::Received, String>> {
-    let Some(object) = &manifest.object else {
-        return Ok(Err("its manifest names no object".to_owned()));
-    };
-    let key = Path::from(object.as_str());
-    let keeping = || format!("keeping {key} in {}", stored.display());
-    let mut out = std::io::BufWriter::new(std::fs::File::create(stored).with_context(keeping)?);
-    let limit = if manifest.stored_bytes > 0 {
-        manifest.stored_bytes
-    } else {
-        podcap_archive::MAX_OBJECT_BYTES
-    };
-    match archive.fetch_into(&key, limit, &mut out).await {
-        Ok(received) => {
-            out.flush().with_context(keeping)?;
-            Ok(Ok(received))
-        }
-        // The scratch folder failed (full, gone): no other object would fare better.
-        Err(e @ podcap_archive::ArchiveError::Local(_)) => Err(e.into()),
-        Err(e) => Ok(Err(e.to_string())),
-    }
-}
-
-/// Checks a stored object (the file it arrived into, and what it was found to be) against
-/// its manifest while it is decompressed and cut into `file`, block by block (memory holds
-/// a block, not the object): the packets cut, or what is wrong with the object. Failing to
-/// read or write the scratch folder is the outer error. A failed check leaves `file` for
-/// the caller to remove.
-fn cut_checked(
-    (stored, received): (&std::path::Path, &podcap_archive::Received),
-    manifest: &Manifest,
-    query: &Query,
-    file: &std::path::Path,
-) -> Result<Result<u64, podcap_archive::ObjectError>> {
-    let writing = || format!("writing its part to {}", file.display());
-    let reading = std::fs::File::open(stored).with_context(|| format!("reading {}", stored.display()))?;
-    let mut pcapng =
-        match podcap_archive::decompressing_received(std::io::BufReader::new(reading), received, manifest) {
-            Ok(pcapng) => pcapng,
-            Err(e) => return Ok(Err(e)),
-        };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(file).with_context(writing)?);
-    let packets = cut(&mut pcapng, query, manifest.kind == Kind::Segment, &mut out).with_context(writing)?;
-    out.flush().with_context(writing)?;
-    Ok(pcapng.finish().map(|()| packets))
-}
-
-/// The packets of `pcapng` in the window that the query selects, written to `out` with
-/// every section and interface as declared (so interface ids stay valid); statistics
-/// blocks are left out for segments (they count the whole segment). A block that cannot
-/// be read ends the part; only a failed write is an error.
-fn cut(pcapng: impl Read, query: &Query, segment: bool, out: &mut impl Write) -> std::io::Result<u64> {
-    let mut reader = BlockReader::new(pcapng);
-    let mut section = Section::default();
-    let mut packets = 0;
-    while let Ok(Some(block)) = reader.next_block() {
-        if section.observe(&block).is_err() {
-            break;
-        }
-        match block.block_type {
-            BLOCK_EPB => {
-                let Ok(Some(packet)) = parse_packet(&block, &section) else {
-                    break;
-                };
-                let in_window = (query.from_ns..query.to_ns).contains(&packet.timestamp_ns);
-                let iface = section.interfaces.get(packet.interface_id as usize);
-                if in_window
-                    && iface.is_some_and(|i| selected(query, &i.name))
-                    && query
-                        .filter
-                        .as_ref()
-                        .is_none_or(|f| f.matches(packet.data, packet.original_len))
-                {
-                    out.write_all(block.raw)?;
-                    packets += 1;
-                }
-            }
-            BLOCK_ISB if segment => {}
-            _ => out.write_all(block.raw)?,
-        }
-    }
-    Ok(packets)
-}
-
-/// One row per node and hour (segments, stored bytes, gaps), then the snapshots and
-/// recording jobs kept, from listings only (no object is read).
-pub async fn list(archive: &Archive, from: u64, to: u64, only: &[String]) -> Result<String> {
-    let layout = archive.layout();
-    let mut nodes = nodes(archive).await?;
-    if !only.is_empty() {
-        nodes.retain(|n| only.contains(n));
-    }
-    let mut rows = Vec::new();
-    for node in &nodes {
-        // (segments, bytes, gaps) per hour, by the hour's start.
-        let mut hours: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
-        let (after, before) = layout.node_range(node, from, to);
-        let (listed, _) = archive.list_range(&layout.node(node), &after, &before).await?;
-        for meta in listed {
-            let Some(first) = first_ns_of(&meta.location) else {
-                continue;
-            };
-            if first >= to || first.saturating_add(layout::LOOKBACK_NS) < from {
-                continue;
-            }
-            let entry = hours.entry(layout::hour_start(first)).or_default();
-            if is_gap(&meta.location) {
-                entry.2 += 1;
-            } else if is_segment_manifest(&meta.location) {
-                entry.0 += 1;
-            } else {
-                entry.1 += meta.size;
-            }
-        }
-        for (hour, (segments, bytes, gaps)) in hours {
-            rows.push(Row {
-                cells: vec![
-                    node.clone(),
-                    units::format_rfc3339(hour),
-                    segments.to_string(),
-                    units::format_size(bytes),
-                    gaps.to_string(),
-                ],
-                notes: Vec::new(),
-            });
-        }
-    }
-    let mut text = render(&["NODE", "HOUR", "SEGMENTS", "STORED", "GAPS"], &rows);
-    for (what, prefix) in [
-        ("SNAPSHOT", layout.snapshots()),
-        ("RECORDING", layout.recordings()),
-    ] {
-        // Name -> (nodes, stored bytes).
-        let mut kept: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
-        for meta in archive.list(&prefix).await? {
-            let key = meta.location.as_ref();
-            let rest = key
-                .strip_prefix(prefix.as_ref())
-                .unwrap_or_default()
-                .trim_start_matches('/');
-            let name = rest.split('/').next().unwrap_or_default().to_owned();
-            let entry = kept.entry(name).or_default();
-            if let Some(node) = meta.location.filename().and_then(|f| f.strip_suffix(".json")) {
-                entry.0.push(node.to_owned());
-            } else {
-                entry.1 += meta.size;
-            }
-        }
-        if kept.is_empty() {
-            continue;
-        }
-        let rows: Vec<Row> = kept
-            .into_iter()
-            .map(|(name, (mut nodes, bytes))| {
-                nodes.sort();
-                nodes.dedup();
-                Row {
-                    cells: vec![name, nodes.join(","), units::format_size(bytes)],
-                    notes: Vec::new(),
-                }
-            })
-            .collect();
-        text.push('\n');
-        text.push_str(&render(&[what, "NODES", "STORED"], &rows));
-    }
-    Ok(text)
-}
-
-/// One merge input per node: its parts' files in time order, read one after the other
-/// (each part is a whole pcapng section, so together they are one valid stream).
-#[must_use]
-pub fn inputs_by_node(parts: Vec<Part>) -> Vec<podcap_format::merge::Input<PartFiles>> {
-    let mut by_node: BTreeMap<String, Vec<Part>> = BTreeMap::new();
-    for part in parts {
-        by_node.entry(part.node.clone()).or_default().push(part);
-    }
-    by_node
-        .into_iter()
-        .map(|(node, mut parts)| {
-            parts.sort_by_key(|p| p.first_ns);
-            podcap_format::merge::Input {
-                label: node,
-                reader: PartFiles {
-                    files: parts.into_iter().map(|p| p.file).collect(),
-                    current: None,
-                },
-            }
-        })
-        .collect()
-}
-
-/// A node's part files read as one stream, each opened when the one before ends.
-pub struct PartFiles {
-    files: std::collections::VecDeque<PathBuf>,
-    current: Option<std::io::BufReader<std::fs::File>>,
-}
-
-impl Read for PartFiles {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if let Some(current) = &mut self.current {
-                let n = current.read(buf)?;
-                if n > 0 || buf.is_empty() {
-                    return Ok(n);
-                }
-                self.current = None;
-            }
-            let Some(next) = self.files.pop_front() else {
-                return Ok(0);
-            };
-            self.current = Some(std::io::BufReader::new(std::fs::File::open(next)?));
-        }
-    }
 }
 
 /// Says what a long fetch is doing, at most every half second, on stderr.
