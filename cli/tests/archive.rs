@@ -5,10 +5,9 @@
 mod common;
 
 use common::{
-    archive::{archive_of_two_hours, podcap, rfc3339, MINUTE, SECOND, T0},
+    archive::{archive_of_two_hours, podcap, rfc3339, segment_key, MINUTE, SECOND, T0},
     dumped, packets, stderr,
 };
-use podcap_archive::Layout;
 
 /// `podcap dump --archive URL` of node-a's window `[from, to)` into `dest`.
 fn node_a_dump(url: &str, (from, to): (&str, &str), dest: &std::path::Path) -> std::process::Output {
@@ -170,10 +169,7 @@ fn a_gap_or_a_damaged_object_is_a_named_loss_and_the_rest_is_kept() {
     let url = archive_of_two_hours(store.path());
     let out = tempfile::tempdir().unwrap();
     // node-b's 10:31 is a gap; damage node-a's 10:32 object.
-    let layout = Layout::new("prod").unwrap();
-    let damaged = store
-        .path()
-        .join(layout.segment("node-a", T0 + 32 * MINUTE, 33).data.as_ref());
+    let damaged = store.path().join(segment_key("node-a", 32).0);
     let mut bytes = std::fs::read(&damaged).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x55;
@@ -341,20 +337,17 @@ fn an_object_longer_than_its_manifest_and_a_foreign_key_are_named_and_cost_only_
     let store = tempfile::tempdir().unwrap();
     let url = archive_of_two_hours(store.path());
     let out = tempfile::tempdir().unwrap();
-    let layout = Layout::new("prod").unwrap();
     // node-a's 10:32 object grows past what its manifest says.
-    let longer = store
-        .path()
-        .join(layout.segment("node-a", T0 + 32 * MINUTE, 33).data.as_ref());
+    let longer = store.path().join(segment_key("node-a", 32).0);
     let mut bytes = std::fs::read(&longer).unwrap();
     bytes.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&longer, bytes).unwrap();
     // A manifest under a key the layout would not write (its first packet padded to 21
     // digits): named, never read as the segment it resembles.
-    let manifest = layout.segment("node-a", T0 + 33 * MINUTE, 34).manifest;
-    let (folder, name) = manifest.as_ref().rsplit_once('/').unwrap();
+    let manifest = segment_key("node-a", 33).1;
+    let (folder, name) = manifest.rsplit_once('/').unwrap();
     let foreign = format!("{folder}/0{name}");
-    std::fs::copy(store.path().join(manifest.as_ref()), store.path().join(&foreign)).unwrap();
+    std::fs::copy(store.path().join(&manifest), store.path().join(&foreign)).unwrap();
     let dest = out.path().join("a");
     let result = node_a_dump(
         &url,

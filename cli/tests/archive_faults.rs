@@ -22,10 +22,9 @@ use std::{
 };
 
 use common::{
-    archive::{archive_of_two_hours, rfc3339, MINUTE, T0},
+    archive::{archive_of_two_hours, rfc3339, segment_key, MINUTE, T0},
     dumped, packets, stderr, PODCAP,
 };
-use podcap_archive::Layout;
 
 const BUCKET: &str = "podcap-faults";
 
@@ -274,14 +273,6 @@ fn dump_through(proxy: &FaultyProxy, (from, to): (u64, u64), dest: &Path, extra:
         .env("AWS_REGION", "us-east-1")
         .output()
         .unwrap()
-}
-
-/// The key of node's segment `seq` starting at minute `minute` (data or manifest).
-fn segment_key(node: &str, minute: u64) -> (String, String) {
-    let keys = Layout::new("prod")
-        .unwrap()
-        .segment(node, T0 + minute * MINUTE, minute + 1);
-    (keys.data.to_string(), keys.manifest.to_string())
 }
 
 #[test]

@@ -45,6 +45,14 @@ pub fn cargo_build(env: &BuildEnv, release: bool) -> Result<()> {
     run_status(&mut cmd, "cargo build")
 }
 
+/// `cargo build --release -p PACKAGE --example EXAMPLE` (into `target/release/examples/`).
+pub fn build_release_example(env: &BuildEnv, package: &str, example: &str) -> Result<()> {
+    run_status(
+        cargo(env).args(["build", "--release", "-p", package, "--example", example]),
+        &format!("cargo build --example {example}"),
+    )
+}
+
 pub fn run_status(cmd: &mut Command, what: &str) -> Result<()> {
     let status = cmd.status().with_context(|| format!("cannot start {what}"))?;
     if !status.success() {

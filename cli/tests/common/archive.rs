@@ -105,3 +105,12 @@ pub fn podcap(args: &[&str]) -> std::process::Output {
 pub fn rfc3339(ns: u64) -> String {
     podcap_format::units::format_rfc3339_ns(ns)
 }
+
+/// The keys (data, manifest) of `node`'s segment of minute `minute` in
+/// [`archive_of_two_hours`] (its sequence number is `minute + 1`).
+pub fn segment_key(node: &str, minute: u64) -> (String, String) {
+    let keys = podcap_archive::Layout::new("prod")
+        .unwrap()
+        .segment(node, T0 + minute * MINUTE, minute + 1);
+    (keys.data.to_string(), keys.manifest.to_string())
+}

@@ -202,17 +202,7 @@ fn fill(server: &S3Server) -> Result<(u64, String)> {
 pub fn archive(disk_dir: &Path) -> Result<String> {
     let env = crate::setup::run_and_env()?;
     util::cargo_build(&env, true)?;
-    util::run_status(
-        util::cargo(&env).args([
-            "build",
-            "--release",
-            "-p",
-            "podcap-benches",
-            "--example",
-            "archive_fill",
-        ]),
-        "cargo build --example archive_fill",
-    )?;
+    util::build_release_example(&env, "podcap-benches", "archive_fill")?;
     if Command::new("aws")
         .arg("--version")
         .output()

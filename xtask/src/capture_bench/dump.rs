@@ -18,17 +18,7 @@ use crate::util;
 pub fn dump(sensors: u16, packets: u64, bytes: usize) -> Result<String> {
     let env = crate::setup::run_and_env()?;
     util::cargo_build(&env, true)?;
-    util::run_status(
-        util::cargo(&env).args([
-            "build",
-            "--release",
-            "-p",
-            "podcap-sensor",
-            "--example",
-            "api_fixture",
-        ]),
-        "cargo build --example api_fixture",
-    )?;
+    util::build_release_example(&env, "podcap-sensor", "api_fixture")?;
     let cli = util::workspace_root().join("target/release/podcap");
     let dir = TempDir::new("podcap-dump-bench")?;
     let token = dir.path().join("token");
