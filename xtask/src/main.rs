@@ -240,6 +240,33 @@ fn write_performance(table: &str, rounds: &str) -> Result<()> {
 /// The CLI builds on a laptop without the eBPF toolchain or the sensor's C libraries: its
 /// build (normal and build dependencies) holds no sensor crate, no aya, no libbpf or libxdp,
 /// no libpcap binding.
+/// Says so before building when the target directory's filesystem has less free space
+/// than `needed`: a linker that runs out of space dies with a bus error that names
+/// nothing.
+fn warn_if_short_of_disk(needed: u64) {
+    let target = util::target_dir();
+    let probe = target
+        .ancestors()
+        .find(|dir| dir.exists())
+        .unwrap_or(&target)
+        .to_string_lossy()
+        .into_owned();
+    let free = util::output("df", &["--output=avail", "-B1", &probe]).and_then(|out| {
+        out.lines()
+            .nth(1)
+            .and_then(|line| line.trim().parse::<u64>().ok())
+    });
+    match free {
+        Some(free) if free < needed => eprintln!(
+            "xtask: warning: {} GiB free under {probe}; a cold build and test needs about {} GiB",
+            free >> 30,
+            needed >> 30
+        ),
+        Some(_) => {}
+        None => eprintln!("xtask: warning: could not read the free space under {probe} (df)"),
+    }
+}
+
 fn cli_stands_alone(env: &util::BuildEnv) -> Result<()> {
     const FORBIDDEN: &[&str] = &[
         "podcap-sensor",
@@ -317,8 +344,17 @@ const FUZZ_SECONDS_IN_TEST: u64 = 20;
 const FAULTS_BEGIN: &str = "<!-- faults: written by cargo xtask test -->";
 const FAULTS_END: &str = "<!-- /faults -->";
 
+/// What a cold `cargo xtask test` leaves in the target directory, with some margin
+/// (measured: about 6 GB after debug info was cut to line tables; 19 GB before).
+const TEST_DISK_BYTES: u64 = 10 << 30;
+
 fn test(args: &[String]) -> Result<()> {
-    let env = setup::run_and_env()?;
+    let mut env = setup::run_and_env()?;
+    if std::env::var_os("CI").is_some() && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        // A CI build is built once: incremental state would only take disk (5 GB).
+        env.push(("CARGO_INCREMENTAL".into(), "0".into()));
+    }
+    warn_if_short_of_disk(TEST_DISK_BYTES);
     util::run_status(
         util::cargo(&env).args(["fmt", "--all", "--check"]),
         "cargo fmt --check",
