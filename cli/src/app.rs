@@ -11,7 +11,6 @@ use std::{
     io::{self, Write},
     path::PathBuf,
     process::ExitCode,
-    thread,
 };
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +25,8 @@ use self::{
 use crate::{
     discovery::{Cluster, ClusterOptions, Role, TapScope},
     output::Output,
-    source::{named_sensors, Sensor},
+    reached::Reached,
+    source::named_sensors,
 };
 
 mod config;
@@ -441,27 +441,6 @@ fn token(connection: &Connection) -> Result<Option<String>> {
     Ok(connection.token.clone().filter(|t| !t.is_empty()))
 }
 
-/// The sensors a command talks to, and what keeps the way to them open.
-pub(crate) struct Reached {
-    pub(crate) sensors: Vec<Sensor>,
-    /// Sensors that exist but cannot be asked, with the reason.
-    pub(crate) unreachable: Vec<(String, String)>,
-    pub(crate) token: Option<String>,
-    parallel: usize,
-    /// Holds the port-forwards open while the command runs.
-    _cluster: Option<Cluster>,
-}
-
-impl Reached {
-    /// Names the unreachable sensors; true if there were any.
-    pub(crate) fn report_unreachable(&self) -> bool {
-        for (label, reason) in &self.unreachable {
-            eprintln!("podcap: sensor {label} failed: {reason}");
-        }
-        !self.unreachable.is_empty()
-    }
-}
-
 fn reach(connection: &Connection, role: Role) -> Result<Reached> {
     let timeout = connection
         .request_timeout
@@ -607,56 +586,6 @@ impl WindowArgs {
             None => Ok((0, u64::MAX)),
         }
     }
-}
-
-/// Runs `ask` for every sensor in turn; a sensor that fails is named with its reason and
-/// the others still asked; the exit status says whether any failed.
-fn for_each_sensor(reached: &Reached, mut ask: impl FnMut(&Sensor) -> Result<()>) -> ExitCode {
-    let mut failed = reached.report_unreachable();
-    for sensor in &reached.sensors {
-        if let Err(e) = ask(sensor) {
-            eprintln!("podcap: {}: {e:#}", sensor.label);
-            failed = true;
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// Runs `work(0..count)` on at most `parallel` threads; results in index order.
-fn run_bounded<T: Send>(
-    count: usize,
-    parallel: usize,
-    work: impl Fn(usize) -> Result<T> + Sync,
-) -> Vec<Result<T>> {
-    use std::sync::{atomic::AtomicUsize, Mutex};
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..count).map(|_| None).collect());
-    thread::scope(|scope| {
-        for _ in 0..parallel.min(count) {
-            scope.spawn(|| loop {
-                // Relaxed: the counter only hands out indices; results are published by the
-                // mutex and the scope's join.
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= count {
-                    break;
-                }
-                let result = work(n);
-                if let Ok(mut slots) = results.lock() {
-                    slots[n] = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("the download did not run"))))
-        .collect()
 }
 
 /// Whether `name` can name a snapshot (the sensors' rule, checked before any is asked).

@@ -34,7 +34,7 @@ use tokio::{
     runtime::{Handle, Runtime},
 };
 
-use crate::source::Sensor;
+use crate::source::{Sensor, TunnelFailure};
 
 /// The labels of the chart's sensor pods (`part-of` stays `podcap` whatever
 /// `nameOverride` says).
@@ -532,10 +532,6 @@ async fn forward(listener: TcpListener, pods: Api<Pod>, pod: String, port: u16, 
         ));
     }
 }
-
-/// Why the last forward of a sensor failed: the local end also gets a `502`, which a TLS
-/// client cannot read, so the reason is kept here for the error message too.
-pub type TunnelFailure = Arc<std::sync::Mutex<Option<String>>>;
 
 async fn forward_connection(
     mut connection: TcpStream,

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod live;
 pub mod output;
 pub mod progress;
+pub mod reached;
 pub mod record;
 pub mod snapshot;
 pub mod source;

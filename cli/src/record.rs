@@ -21,8 +21,8 @@ use podcap_format::{recording::JobDoc, units};
 use serde_json::Value;
 
 use crate::{
-    app::Reached,
     discovery::Cluster,
+    reached::Reached,
     source::Refused,
     table::{render, Row},
 };

@@ -16,7 +16,7 @@ use podcap_format::units;
 use serde_json::Value;
 
 use crate::{
-    app::Reached,
+    reached::Reached,
     source::Refused,
     table::{render, Row},
 };

@@ -24,6 +24,10 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Why the last forward of a sensor failed: the local end also gets a `502`, which a TLS
+/// client cannot read, so the reason is kept here for the error message too.
+pub type TunnelFailure = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
 /// A sensor the CLI can talk to.
 #[derive(Clone, Debug)]
 pub struct Sensor {
@@ -33,7 +37,7 @@ pub struct Sensor {
     /// How it is reached: one agent per command (its connections, its TLS roots).
     pub agent: ureq::Agent,
     /// Through a port-forward: why its last forward failed, if it did.
-    pub tunnel_failure: Option<crate::discovery::TunnelFailure>,
+    pub tunnel_failure: Option<TunnelFailure>,
     /// How long it may send nothing before it is given up (`--request-timeout`; none: a
     /// live stream, which may be quiet for as long as its pods are).
     pub request_timeout: Option<Duration>,

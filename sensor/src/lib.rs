@@ -4,8 +4,9 @@
 //! AF_XDP), `ring` (capture → writer thread), `writer` (packets into segments), `store`
 //! (segments, recovery, retention, slices, and under `store/kept` what the node keeps past
 //! the window: snapshots and recording jobs),
-//! `archive` (uploads to object storage), `api` (HTTP); beside them `config` (flags,
-//! settings, targeting), `cluster` (Kubernetes mode), `health`, `shutdown` (the one stop handle), `stats` (counters and
+//! `archive` (uploads to object storage), `api` (HTTP); beside them `flags` (the command
+//! line, validated into every stage's settings), `config` (settings that change while the
+//! sensor runs, targeting), `cluster` (Kubernetes mode), `health`, `shutdown` (the one stop handle), `stats` (counters and
 //! drops), `filter` (tcpdump expressions), `sys` (every syscall and FFI). `run` wires them.
 //! `docs/architecture.md` has the map.
 #![warn(unreachable_pub)]
@@ -16,6 +17,7 @@ pub(crate) mod capture;
 pub mod cluster;
 pub mod config;
 pub mod filter;
+pub mod flags;
 pub mod health;
 pub mod ring;
 pub mod run;

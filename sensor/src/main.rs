@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use podcap_sensor::{cluster::resolve::Resolver, config::Args, error_chain, run, shutdown::Shutdown, sys};
+use podcap_sensor::{cluster::resolve::Resolver, error_chain, flags::Args, run, shutdown::Shutdown, sys};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

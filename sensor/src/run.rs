@@ -19,8 +19,8 @@ use crate::{
     config::{
         settings::RuntimeSettings,
         targeting::{ConfigFile, FilterSlot, Targeting, RELOAD_INTERVAL},
-        Config,
     },
+    flags::Config,
     pcapng::{InterfaceDescription, LINKTYPE_ETHERNET},
     ring::record_ring,
     shutdown::Shutdown,

@@ -19,7 +19,8 @@ use anyhow::{bail, Context, Result};
 use podcap_api::{Settings, SettingsChange};
 use podcap_format::units;
 
-use super::{for_each_sensor, reach, run_bounded, Connection, Reached};
+use super::{reach, Connection};
+use crate::reached::{for_each_sensor, run_bounded, Reached};
 use crate::{
     discovery::Role,
     output::{count, Output},

@@ -15,13 +15,14 @@ use podcap_format::{merge, units};
 use super::{
     check_name,
     empty::{explain, Asked, EXIT_EMPTY},
-    query, reach, run_bounded, Connection, OfflineArgs, Reached, SelectArgs, WindowArgs,
+    query, reach, Connection, OfflineArgs, SelectArgs, WindowArgs,
 };
 use crate::{
     dest::Dest,
     discovery::Role,
     output::count,
     progress::{Board, Tally},
+    reached::{run_bounded, Reached},
     source::{Refused, Sensor},
 };
 

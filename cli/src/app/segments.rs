@@ -7,7 +7,8 @@ use anyhow::Result;
 use podcap_api::Segment;
 use podcap_format::units;
 
-use super::{for_each_sensor, reach, Connection};
+use super::{reach, Connection};
+use crate::reached::for_each_sensor;
 use crate::{discovery::Role, output::Output};
 
 pub(super) fn segments_command(connection: &Connection, output: Output) -> Result<ExitCode> {

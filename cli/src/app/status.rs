@@ -18,7 +18,8 @@ use podcap_format::units;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use super::{reach, run_bounded, Connection, Reached};
+use super::{reach, Connection};
+use crate::reached::{run_bounded, Reached};
 use crate::{
     discovery::Role,
     output::{count, Output},
