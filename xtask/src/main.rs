@@ -241,9 +241,6 @@ fn write_performance(table: &str, rounds: &str) -> Result<()> {
     Ok(())
 }
 
-/// The CLI builds on a laptop without the eBPF toolchain or the sensor's C libraries: its
-/// build (normal and build dependencies) holds no sensor crate, no aya, no libbpf or libxdp,
-/// no libpcap binding.
 /// Says so before building when the target directory's filesystem has less free space
 /// than `needed`: a linker that runs out of space dies with a bus error that names
 /// nothing.
@@ -271,6 +268,9 @@ fn warn_if_short_of_disk(needed: u64) {
     }
 }
 
+/// The CLI builds on a laptop without the eBPF toolchain or the sensor's C libraries: its
+/// build (normal and build dependencies) holds no sensor crate, no aya, no libbpf or libxdp,
+/// no libpcap binding.
 fn cli_stands_alone(env: &util::BuildEnv) -> Result<()> {
     const FORBIDDEN: &[&str] = &[
         "podcap-sensor",
