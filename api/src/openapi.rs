@@ -169,7 +169,6 @@ fn metrics() {}
         (status = 200, description = "This node's snapshots", body = SnapshotListing),
         (status = 400, description = "Bad input, named", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "This sensor keeps no snapshots", body = ErrorBody),
         (status = 503, description = "Too many at once, or too slow; retry", body = ErrorBody),
     ))]
 fn list_snapshots() {}
@@ -183,7 +182,6 @@ fn list_snapshots() {}
         (status = 400, description = "Bad input, named", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "A read token: this needs the admin token", body = ErrorBody),
-        (status = 404, description = "This sensor keeps no snapshots", body = ErrorBody),
         (status = 408, description = "The request's body did not arrive whole within 10 s of its head", body = ErrorBody),
         (status = 409, description = "The name is taken on this node", body = ErrorBody),
         (status = 413, description = "The request's body is larger than 2 MiB", body = ErrorBody),
@@ -241,7 +239,6 @@ fn download_snapshot() {}
         (status = 200, description = "This node's jobs", body = RecordingListing),
         (status = 400, description = "Bad input, named", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "This sensor runs no recording jobs", body = ErrorBody),
         (status = 503, description = "Too many at once, or too slow; retry", body = ErrorBody),
     ))]
 fn list_recordings() {}
@@ -254,7 +251,6 @@ fn list_recordings() {}
         (status = 400, description = "Bad input, named", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "A read token", body = ErrorBody),
-        (status = 404, description = "This sensor runs no recording jobs", body = ErrorBody),
         (status = 408, description = "The request's body did not arrive whole within 10 s of its head", body = ErrorBody),
         (status = 409, description = "The name is taken on this node", body = ErrorBody),
         (status = 413, description = "The request's body is larger than 2 MiB", body = ErrorBody),

@@ -16,7 +16,6 @@ use podcap_sensor::{
     },
     config::settings::{Floors, RuntimeSettings, StartInputs},
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET},
-    stats::Stats,
     store::{Limits, SegmentWriter},
 };
 
@@ -98,29 +97,27 @@ fn main() -> anyhow::Result<()> {
         }
     }
     writer.finish(|_| InterfaceStatistics::default())?;
-    let mut state = ApiState::new(
-        dir.clone(),
-        vec!["eth0".into(), "eth1".into()],
-        Arc::new(Stats::new(2)),
-        Some(read.clone()),
-    );
-    state.admin_token = Some(admin.as_str().into());
     let floors = Floors {
         segment_size: 4_000,
         segment_time: Duration::from_secs(1),
     };
-    state.settings = Some(Arc::new(RuntimeSettings::start(
-        &dir,
-        StartInputs::flags("1GB", "1h"),
-        floors,
-    )?));
-    state.view = Some(writer.view());
-    state.snapshots = Some(Arc::new(podcap_sensor::store::kept::snapshots::Snapshots::open(
-        &dir, 50_000_000,
-    )?));
-    state.recordings = Some(Arc::new(
-        podcap_sensor::store::kept::recordings::Recordings::open(&dir, 50_000_000, 65535)?,
-    ));
+    let state = ApiState::builder(dir.clone())
+        .interfaces(["eth0", "eth1"])
+        .token(Some(read))
+        .admin_token(Some(admin))
+        .writer(writer.view(), writer.flush_gate())
+        .settings(Arc::new(RuntimeSettings::start(
+            &dir,
+            StartInputs::flags("1GB", "1h"),
+            floors,
+        )?))
+        .snapshots(Arc::new(podcap_sensor::store::kept::snapshots::Snapshots::open(
+            &dir, 50_000_000,
+        )?))
+        .recordings(Arc::new(
+            podcap_sensor::store::kept::recordings::Recordings::open(&dir, 50_000_000, 65535)?,
+        ))
+        .build()?;
     state.health.set_attached(true);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

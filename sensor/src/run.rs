@@ -46,6 +46,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Settings(crate::config::settings::SettingsError),
+    #[error("the API's state")]
+    ApiState(#[source] crate::api::ApiStateError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("the {0} thread failed")]
@@ -115,6 +117,11 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     let (capture_commands, capture_rx) = std::sync::mpsc::channel();
     capture.set_commands(capture_rx);
     let (writer_commands, writer_rx) = std::sync::mpsc::channel();
+    settings.on_retention_change({
+        let writer = writer_commands.clone();
+        // A writer that stopped has no store to retire from: nothing to tell.
+        move |max_size, max_time| drop(writer.send(WriterCommand::SetRetention { max_size, max_time }))
+    });
     let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
     log::info!(
         "capturing on {} into {} (snaplen {})",
@@ -123,7 +130,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         config.snaplen
     );
     log::info!("settings: {}", settings.describe());
-    let api_state = api_state(config, &stats, &store, &settings, kept, archive.as_ref());
+    let api_state = api_state(config, &stats, &store, &settings, kept, archive.as_ref())?;
     let health = Arc::clone(&api_state.health);
     api_state.health.set_disk(store.disk());
     api_state.health.set_attached(true);
@@ -152,7 +159,6 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     let recorder = Recorder::new(
         store,
         Arc::clone(&stats),
-        Arc::clone(&settings),
         Arc::clone(&health),
         sys::realtime_ns(),
         writer_rx,
@@ -187,7 +193,7 @@ fn start_api(
     stop: &Shutdown,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let api_state = ApiState {
-        tls_counters: secrets.map(TlsSecrets::counters),
+        tls: secrets.map(TlsSecrets::counters),
         ..api_state
     };
     let tls = match &config.tls {
@@ -338,43 +344,37 @@ fn api_state(
     settings: &Arc<RuntimeSettings>,
     kept: Kept,
     archive: Option<&ArchiveHandle>,
-) -> ApiState {
-    // In Kubernetes mode interfaces come and go: `iface=` is not checked against a list.
-    let api_state = ApiState::new(
-        config.data_dir.clone(),
-        if config.kubernetes.is_some() {
+) -> Result<ApiState, RunError> {
+    let recorded: Vec<String> = config
+        .interfaces
+        .iter()
+        .chain(&config.tap)
+        .map(|i| i.name.clone())
+        .collect();
+    let built = ApiState::builder(config.data_dir.clone())
+        .interfaces(recorded.clone())
+        .stats(Arc::clone(stats))
+        .token(config.token.as_deref())
+        .admin_token(config.admin_token.as_deref())
+        .writer(store.view(), store.flush_gate())
+        .settings(Arc::clone(settings))
+        .snapshots(kept.snapshots)
+        .recordings(kept.recordings)
+        .build()
+        .map_err(RunError::ApiState)?;
+    Ok(ApiState {
+        // In Kubernetes mode interfaces come and go: `iface=` is not checked against a list.
+        interfaces: if config.kubernetes.is_some() {
             Vec::new()
         } else {
-            config
-                .interfaces
-                .iter()
-                .chain(&config.tap)
-                .map(|i| i.name.clone())
-                .collect()
+            recorded
         },
-        Arc::clone(stats),
-        config.token.clone(),
-    );
-    ApiState {
-        recorded_interfaces: config
-            .interfaces
-            .iter()
-            .chain(&config.tap)
-            .map(|i| i.name.clone())
-            .collect(),
-        admin_token: config.admin_token.as_deref().map(Arc::from),
         recovery: Arc::new(store.recovery().clone()),
-        view: Some(store.view()),
-        flush: Some(store.flush_gate()),
-        settings: Some(Arc::clone(settings)),
         max_slice: config.max_slice,
-        snapshots: Some(kept.snapshots),
-        recordings: Some(kept.recordings),
         archive: archive.map(|a| Arc::clone(&a.stats)),
-        tls_secrets: config.tls_secrets,
         kubernetes: config.kubernetes.is_some(),
-        ..api_state
-    }
+        ..built
+    })
 }
 
 /// The uploader, with `--archive`; with `--archive-segments` the store keeps what it waits

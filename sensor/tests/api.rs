@@ -63,12 +63,11 @@ fn store() -> (tempfile::TempDir, u64) {
 }
 
 fn state(dir: &tempfile::TempDir, token: Option<&str>) -> ApiState {
-    let s = ApiState::new(
-        dir.path().to_owned(),
-        vec!["eth0".into(), "eth1".into()],
-        Arc::new(Stats::new(2)),
-        token.map(str::to_owned),
-    );
+    let s = ApiState::builder(dir.path())
+        .interfaces(["eth0", "eth1"])
+        .token(token)
+        .build()
+        .unwrap();
     s.health.set_attached(true);
     s
 }
@@ -112,7 +111,7 @@ async fn readiness_tells_the_truth_and_status_says_why() {
     let (dir, _) = store();
     let mut s = state(&dir, None);
     let settings = settings_in(&dir, Floors::DEFAULT);
-    s.settings = Some(Arc::clone(&settings));
+    s.settings = Arc::clone(&settings);
     let readyz = |s: &ApiState| {
         let s = s.clone();
         async move {
@@ -323,7 +322,10 @@ async fn secrets_are_the_admins_and_a_withheld_answer_says_so() {
     let (dir, _) = store();
     let s = ApiState {
         admin_token: Some(Arc::from("adm1n")),
-        tls_secrets: true,
+        tls: Some(podcap_sensor::tls::TlsCounters {
+            collector: Arc::default(),
+            written: Arc::default(),
+        }),
         ..state(&dir, Some("r3ad"))
     };
     let said = |headers: &axum::http::HeaderMap| {
@@ -346,7 +348,7 @@ async fn secrets_are_the_admins_and_a_withheld_answer_says_so() {
     let (_, headers, _) = get(&s, "/api/v1/snapshot?last=1h", Some("r3ad")).await;
     assert_eq!(said(&headers), None, "not asked, nothing said");
     let quiet = ApiState {
-        tls_secrets: false,
+        tls: None,
         ..s.clone()
     };
     assert_eq!(said(&get(&quiet, uri, Some("r3ad")).await.1), None);
@@ -372,7 +374,7 @@ async fn status_names_the_tls_libraries_it_does_not_probe() {
         .unwrap()
         .insert("OpenSSL 3.1.4".into(), 1);
     let s = ApiState {
-        tls_counters: Some(counters),
+        tls: Some(counters),
         ..state(&dir, None)
     };
     let (status, _, body) = get(&s, "/api/v1/status", None).await;
@@ -533,7 +535,7 @@ async fn config_shows_changes_validates_and_persists() {
     let (dir, _) = store();
     let mut s = state(&dir, None);
     let settings = settings_in(&dir, Floors::DEFAULT);
-    s.settings = Some(Arc::clone(&settings));
+    s.settings = Arc::clone(&settings);
     let (status, body) = send(&s, "GET", "/api/v1/config", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -598,7 +600,7 @@ async fn a_dry_run_says_what_a_shrink_would_retire_and_changes_nothing() {
         segment_time: Duration::from_secs(1),
     };
     let settings = settings_in(&dir, floors);
-    s.settings = Some(Arc::clone(&settings));
+    s.settings = Arc::clone(&settings);
     let index = podcap_sensor::store::index::Index::load(dir.path())
         .unwrap()
         .unwrap();
@@ -649,7 +651,7 @@ async fn live_streams_new_packets_in_order_and_ends_with_the_sensor() {
         })
         .unwrap();
     let mut s = state(&dir, None);
-    s.view = Some(writer.view());
+    s.view = writer.view();
 
     let (status, _, _) = get(&s, "/api/v1/live?iface=eth7", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -747,7 +749,7 @@ async fn request_with(
 async fn the_token_is_checked_before_anything_of_the_request_is_read() {
     let (dir, _) = store();
     let mut s = state(&dir, Some("reader"));
-    s.settings = Some(settings_in(&dir, Floors::DEFAULT));
+    s.settings = settings_in(&dir, Floors::DEFAULT);
     for (method, uri, body) in [
         ("GET", "/api/v1/snapshot?last=bogus", Vec::new()),
         ("GET", "/api/v1/segments?foo=bar", Vec::new()),
@@ -765,7 +767,7 @@ async fn the_read_token_reads_and_only_the_admin_token_changes_the_settings() {
     let (dir, _) = store();
     let mut s = state(&dir, Some("reader"));
     let settings = settings_in(&dir, Floors::DEFAULT);
-    s.settings = Some(Arc::clone(&settings));
+    s.settings = Arc::clone(&settings);
     let change = br#"{"enabled": false}"#.to_vec();
     // A read token and no admin token: nobody changes the settings.
     let (status, text) = request_with(&s, "PATCH", "/api/v1/config", Some("reader"), change.clone()).await;
@@ -877,9 +879,8 @@ async fn downloads_select_packets_by_filter_and_pods_by_their_interfaces() {
 }
 
 fn with_snapshots(mut s: ApiState, dir: &tempfile::TempDir, budget: u64) -> ApiState {
-    s.snapshots = Some(Arc::new(
-        podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), budget).unwrap(),
-    ));
+    s.snapshots =
+        Arc::new(podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), budget).unwrap());
     s
 }
 

@@ -15,7 +15,6 @@ use podcap_sensor::{
     api::{router, ApiState},
     config::settings::{Floors, RuntimeSettings, StartInputs},
     pcapng::{Direction, InterfaceStatistics},
-    stats::Stats,
     store::{Limits, SegmentWriter},
     sys::realtime_ns,
 };
@@ -51,23 +50,22 @@ fn state(dir: &tempfile::TempDir) -> ApiState {
             .unwrap();
     }
     writer.finish(|_| InterfaceStatistics::default()).unwrap();
-    let mut s = ApiState::new(
-        dir.path().to_owned(),
-        vec!["eth0".into(), "eth1".into()],
-        Arc::new(Stats::new(2)),
-        Some(TOKEN.into()),
-    );
-    s.admin_token = Some(ADMIN_TOKEN.into());
+    let s = ApiState::builder(dir.path())
+        .interfaces(["eth0", "eth1"])
+        .token(Some(TOKEN))
+        .admin_token(Some(ADMIN_TOKEN))
+        .settings(Arc::new(
+            RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "2h"), Floors::DEFAULT).unwrap(),
+        ))
+        .snapshots(Arc::new(
+            podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), 40_000_000).unwrap(),
+        ))
+        .recordings(Arc::new(
+            podcap_sensor::store::kept::recordings::Recordings::open(dir.path(), 30_000_000, 65535).unwrap(),
+        ))
+        .build()
+        .unwrap();
     s.health.set_attached(true);
-    s.settings = Some(Arc::new(
-        RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "2h"), Floors::DEFAULT).unwrap(),
-    ));
-    s.snapshots = Some(Arc::new(
-        podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), 40_000_000).unwrap(),
-    ));
-    s.recordings = Some(Arc::new(
-        podcap_sensor::store::kept::recordings::Recordings::open(dir.path(), 30_000_000, 65535).unwrap(),
-    ));
     s
 }
 

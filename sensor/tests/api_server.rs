@@ -8,7 +8,6 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,7 +18,6 @@ use podcap_sensor::{
         ApiState,
     },
     shutdown::Shutdown,
-    stats::Stats,
 };
 
 /// A running API server on loopback, stopped on drop.
@@ -42,12 +40,10 @@ impl Server {
         configure: impl FnOnce(&mut ApiState),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut state = ApiState::new(
-            dir.path().to_owned(),
-            vec!["eth0".into()],
-            Arc::new(Stats::new(1)),
-            None,
-        );
+        let mut state = ApiState::builder(dir.path())
+            .interfaces(["eth0"])
+            .build()
+            .unwrap();
         state.health.set_attached(true);
         configure(&mut state);
         let stop = Shutdown::new();

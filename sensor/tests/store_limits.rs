@@ -605,3 +605,53 @@ fn throttled_disk(segment_size: &str, min_segments: usize) -> (u64, u64) {
     }
     (seen, disk)
 }
+
+/// A smaller `--max-size` given through the API while the sensor records reaches the
+/// writer (as a command, in order with the packets) and retires the oldest segments at
+/// once, without a restart; the segments it keeps are whole.
+#[test]
+fn a_smaller_max_size_through_the_api_retires_while_recording() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("r");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut sensor = start_sensor(
+        &t.n,
+        &format!(
+            "--iface n0 --data-dir {} --segment-size 64KB --max-size 50MB",
+            data.display()
+        ),
+    );
+    let traffic = Proc::spawn("ping", &t.a.exec("ping -i 0.002 -s 1200 198.18.0.2"));
+    let finished_bytes = |data: &std::path::Path| -> u64 {
+        segments(data)
+            .iter()
+            .filter(|f| !f.to_string_lossy().ends_with(".active"))
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || finished_bytes(&data) > 1_000_000),
+        "the store did not grow past 1 MB: {}",
+        sensor.log_text()
+    );
+    let (ok, text) = try_sh(&t.n.exec(&format!(
+        "{} config --max-size 256KB --yes --sensor http://127.0.0.1:9090",
+        podcap_cli().display()
+    )));
+    assert!(ok && text.contains("256KB (api)"), "{text}");
+    // Retention retires whole segments, oldest first, down to the limit (the active one
+    // is not counted against it while it fills).
+    assert!(
+        wait_until(Duration::from_secs(5), || finished_bytes(&data) <= 256_000),
+        "still {} bytes in {} segment files after the change",
+        finished_bytes(&data),
+        segments(&data).len()
+    );
+    drop(traffic);
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    for file in segments(&data) {
+        assert_tshark_clean(&file);
+    }
+}

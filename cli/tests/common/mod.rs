@@ -15,7 +15,6 @@ use podcap_sensor::{
     pcapng::{
         read::packets_with_names, Direction, InterfaceDescription, InterfaceStatistics, LINKTYPE_ETHERNET,
     },
-    stats::Stats,
     store::{Limits, SegmentWriter},
     sys::realtime_ns,
 };
@@ -77,27 +76,26 @@ pub fn sensor_state(dir: &tempfile::TempDir, offset_ms: u64, marker: u8, floors:
         // rather than the capture) then falls on every 3 kB.
         writer.flush_now();
     }
-    let view = writer.view();
+    let (view, flush) = (writer.view(), writer.flush_gate());
     writer
         .finish(|_| counters(120, start + 120 * 100_000_000))
         .unwrap();
-    let mut state = ApiState::new(
-        dir.path().to_owned(),
-        vec!["eth0".into()],
-        Arc::new(Stats::new(1)),
-        Some(TOKEN.into()),
-    );
-    state.settings = Some(Arc::new(
-        RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
-    ));
-    state.admin_token = Some(ADMIN_TOKEN.into());
-    state.view = Some(view);
-    state.recordings = Some(Arc::new(
-        podcap_sensor::store::kept::recordings::Recordings::open(dir.path(), 50_000_000, 65535).unwrap(),
-    ));
-    state.snapshots = Some(Arc::new(
-        podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), 50_000_000).unwrap(),
-    ));
+    let state = ApiState::builder(dir.path())
+        .interfaces(["eth0"])
+        .token(Some(TOKEN))
+        .admin_token(Some(ADMIN_TOKEN))
+        .writer(view, flush)
+        .settings(Arc::new(
+            RuntimeSettings::start(dir.path(), StartInputs::flags("500MB", "1h"), floors).unwrap(),
+        ))
+        .recordings(Arc::new(
+            podcap_sensor::store::kept::recordings::Recordings::open(dir.path(), 50_000_000, 65535).unwrap(),
+        ))
+        .snapshots(Arc::new(
+            podcap_sensor::store::kept::snapshots::Snapshots::open(dir.path(), 50_000_000).unwrap(),
+        ))
+        .build()
+        .unwrap();
     state.health.set_attached(true);
     state
 }

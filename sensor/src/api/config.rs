@@ -3,22 +3,15 @@
 use axum::{extract::State, Json};
 use podcap_api::settings::{ConfigQuery, Settings, SettingsChange};
 
-use super::{slices::load_index, wire, ApiState, AppError, Params};
+use super::{slices::read_view, wire, ApiState, AppError, Params};
 use crate::{
-    config::settings::{Retired, RuntimeSettings, SettingsError},
+    config::settings::{Retired, SettingsError},
     store::{index::SegmentRecord, retention},
     sys, units,
 };
 
-fn settings(state: &ApiState) -> Result<&RuntimeSettings, AppError> {
-    state
-        .settings
-        .as_deref()
-        .ok_or_else(|| AppError::Internal("no runtime settings".into()))
-}
-
 pub(super) async fn get_config(State(state): State<ApiState>) -> Result<Json<Settings>, AppError> {
-    Ok(Json(wire::settings(settings(&state)?.view())))
+    Ok(Json(wire::settings(state.settings.view())))
 }
 
 pub(super) async fn patch_config(
@@ -28,7 +21,7 @@ pub(super) async fn patch_config(
 ) -> Result<Json<Settings>, AppError> {
     let change: SettingsChange = super::json_body(&body, "config")?;
     let change = wire::settings_change(change);
-    let settings = settings(&state)?;
+    let settings = &state.settings;
     let invalid = |e: SettingsError| match e {
         SettingsError::Persist { .. } => {
             AppError::Internal(format!("{e}: {:?}", std::error::Error::source(&e)))
@@ -67,12 +60,7 @@ fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) 
             packets: sum.packets.saturating_add(r.packets),
         })
     };
-    if let Some(view) = &state.view {
-        let view = view
-            .read()
-            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
-        let active = view.unfinished().map(|a| a.bytes).sum();
-        return Ok(retired(view.index.records(), active));
-    }
-    Ok(retired(load_index(state)?.records(), 0))
+    let view = read_view(state)?;
+    let active = view.unfinished().map(|a| a.bytes).sum();
+    Ok(retired(view.index.records(), active))
 }

@@ -9,7 +9,7 @@ use axum::{
 
 use podcap_api::status::{Drops, Mode, RecordingState, Status, StoreSummary, TlsStatus};
 
-use super::{slices::load_index, wire, ApiState, AppError};
+use super::{slices::read_view, wire, ApiState, AppError};
 use crate::units;
 
 /// Why the sensor is not ready, if it is not (see `health.rs`).
@@ -27,7 +27,7 @@ pub(super) fn not_ready(state: &ApiState) -> Option<String> {
     if !state.health.attached() {
         return Some("capture not attached".into());
     }
-    if state.settings.as_ref().is_some_and(|s| !s.enabled()) {
+    if !state.settings.enabled() {
         return Some("recording is disabled (podcap config --enable true)".into());
     }
     let disk = state.health.disk();
@@ -64,19 +64,14 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Status>
         _ if disk.lock_lost.is_some() => RecordingState::LockLost,
         (_, Some(f)) if f.disk_full => RecordingState::DiskFull,
         (_, Some(_)) => RecordingState::WriteFailing,
-        _ if state.settings.as_ref().is_some_and(|s| !s.enabled()) => RecordingState::Disabled,
+        _ if !state.settings.enabled() => RecordingState::Disabled,
         _ if !state.health.attached() => RecordingState::Starting,
         _ => RecordingState::Recording,
     };
-    let (index, active) = match &state.view {
-        Some(view) => {
-            let view = view
-                .read()
-                .map_err(|_| AppError::Internal("store view poisoned".into()))?;
-            let unfinished: Vec<crate::store::index::SegmentRecord> = view.unfinished().cloned().collect();
-            (view.index.clone(), unfinished)
-        }
-        None => (load_index(&state)?, Vec::new()),
+    let (index, active) = {
+        let view = read_view(&state)?;
+        let unfinished: Vec<crate::store::index::SegmentRecord> = view.unfinished().cloned().collect();
+        (view.index.clone(), unfinished)
     };
     let quarantined = index
         .records()
@@ -98,7 +93,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Status>
         .map(|r| r.last_ns)
         .max();
     let totals = state.stats.totals();
-    let tls = state.tls_counters.as_ref().map(|tls| {
+    let tls = state.tls.as_ref().map(|tls| {
         use std::sync::atomic::Ordering::Relaxed;
         // Relaxed: statistics, each read on its own.
         let unsupported = tls
@@ -121,7 +116,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Status>
             Mode::Standalone
         },
         interfaces: recorded_interfaces(&state),
-        settings: state.settings.as_ref().map(|s| wire::settings(s.view())),
+        settings: Some(wire::settings(state.settings.view())),
         recording,
         ready: reason.is_none(),
         not_ready_because: reason,

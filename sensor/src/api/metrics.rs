@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{health::not_ready, slices::load_index, ApiState, AppError};
+use super::{health::not_ready, slices::read_view, ApiState, AppError};
 use crate::stats::SlotSnapshot;
 
 /// What Prometheus is told the body is.
@@ -37,15 +37,18 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
         Info::new(vec![("version", LabelValue::from(env!("CARGO_PKG_VERSION")))]),
     );
     capture_metrics(&state, registry);
-    let index = load_index(&state)?;
-    store_metrics(&state, &index, registry);
+    let (index, oldest_ns) = {
+        let view = read_view(&state)?;
+        (view.index.clone(), view.oldest_ns())
+    };
+    store_metrics(&index, oldest_ns, registry);
     health_metrics(&state, &index, registry);
     budget_metrics(&state, registry);
     api_metrics(&state.traffic, registry);
     if let Some(archive) = &state.archive {
         archive_metrics(archive, registry);
     }
-    if let Some(tls) = &state.tls_counters {
+    if let Some(tls) = &state.tls {
         tls_metrics(tls, registry);
     }
     let mut text = String::new();
@@ -202,61 +205,60 @@ fn api_metrics(traffic: &super::ApiTraffic, registry: &mut Registry) {
 /// The retention settings in force, and how much of the snapshots' and recording jobs'
 /// budgets is used.
 fn budget_metrics(state: &ApiState, registry: &mut Registry) {
-    if let Some(settings) = &state.settings {
-        gauge(
-            registry,
-            "retention_max",
-            "The store's size limit in force (--max-size, or its change through the API or the targeting file)",
-            Some(Unit::Bytes),
-            saturating_i64(settings.max_size()),
-        );
-        gauge(
-            registry,
-            "retention_max",
-            "The store's time limit in force (--max-time, or its change through the API or the targeting file)",
-            Some(Unit::Seconds),
-            saturating_i64(settings.max_time().as_secs()),
-        );
-    }
+    let settings = &state.settings;
+    gauge(
+        registry,
+        "retention_max",
+        "The store's size limit in force (--max-size, or its change through the API or the targeting file)",
+        Some(Unit::Bytes),
+        saturating_i64(settings.max_size()),
+    );
+    gauge(
+        registry,
+        "retention_max",
+        "The store's time limit in force (--max-time, or its change through the API or the targeting file)",
+        Some(Unit::Seconds),
+        saturating_i64(settings.max_time().as_secs()),
+    );
+
     let now_ns = crate::sys::realtime_ns();
-    if let Some(snapshots) = &state.snapshots {
-        match snapshots.list(now_ns) {
-            Ok(listing) => {
-                gauge(
-                    registry,
-                    "snapshots",
-                    "Bytes the kept snapshots use of their budget",
-                    Some(Unit::Bytes),
-                    saturating_i64(listing.used_bytes),
-                );
-                gauge(
-                    registry,
-                    "snapshots_max",
-                    "The kept snapshots' budget (--snapshot-max-size)",
-                    Some(Unit::Bytes),
-                    saturating_i64(listing.max_bytes),
-                );
-            }
-            Err(e) => log::warn!("/metrics: the snapshots' budget is left out: {e}"),
+    let snapshots = &state.snapshots;
+    match snapshots.list(now_ns) {
+        Ok(listing) => {
+            gauge(
+                registry,
+                "snapshots",
+                "Bytes the kept snapshots use of their budget",
+                Some(Unit::Bytes),
+                saturating_i64(listing.used_bytes),
+            );
+            gauge(
+                registry,
+                "snapshots_max",
+                "The kept snapshots' budget (--snapshot-max-size)",
+                Some(Unit::Bytes),
+                saturating_i64(listing.max_bytes),
+            );
         }
+        Err(e) => log::warn!("/metrics: the snapshots' budget is left out: {e}"),
     }
-    if let Some(recordings) = &state.recordings {
-        let listing = recordings.list(now_ns);
-        gauge(
-            registry,
-            "recordings",
-            "Bytes the recording jobs' iterations use of their budget",
-            Some(Unit::Bytes),
-            saturating_i64(listing.used_bytes),
-        );
-        gauge(
-            registry,
-            "recordings_max",
-            "The recording jobs' budget (--recordings-max-size)",
-            Some(Unit::Bytes),
-            saturating_i64(listing.max_bytes),
-        );
-    }
+
+    let recordings = &state.recordings;
+    let listing = recordings.list(now_ns);
+    gauge(
+        registry,
+        "recordings",
+        "Bytes the recording jobs' iterations use of their budget",
+        Some(Unit::Bytes),
+        saturating_i64(listing.used_bytes),
+    );
+    gauge(
+        registry,
+        "recordings_max",
+        "The recording jobs' budget (--recordings-max-size)",
+        Some(Unit::Bytes),
+        saturating_i64(listing.max_bytes),
+    );
 }
 
 /// What became of the TLS secrets (`--tls-secrets`).
@@ -401,7 +403,7 @@ fn capture_metrics(state: &ApiState, registry: &mut Registry) {
 }
 
 /// What the store holds, and the window a user can still download.
-fn store_metrics(state: &ApiState, index: &crate::store::index::Index, registry: &mut Registry) {
+fn store_metrics(index: &crate::store::index::Index, oldest_ns: Option<u64>, registry: &mut Registry) {
     gauge(
         registry,
         "store",
@@ -416,10 +418,6 @@ fn store_metrics(state: &ApiState, index: &crate::store::index::Index, registry:
         None,
         saturating_i64(index.len() as u64),
     );
-    let oldest_ns = match &state.view {
-        Some(view) => view.read().ok().and_then(|v| v.oldest_ns()),
-        None => index.records().first().map(|r| r.first_ns),
-    };
     // Absent while the store holds nothing: there is no window to speak of.
     if let Some(oldest_ns) = oldest_ns {
         seconds_gauge(

@@ -42,19 +42,15 @@
 //!   [`routes`] is every route the router has (a test holds it to the table).
 //! - Every request is counted by the route it matched and its status, and downloads by
 //!   the bytes they served (`traffic.rs`), for `/metrics`.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use crate::shutdown::Shutdown;
 use axum::{
     extract::State,
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, MethodRouter},
     Json, Router,
-};
-use tokio::sync::Semaphore;
-
-use crate::{
-    config::settings::RuntimeSettings, health::Health, shutdown::Shutdown, stats::Stats, store::SharedView,
 };
 
 mod config;
@@ -64,6 +60,7 @@ mod recordings;
 pub mod server;
 mod slices;
 mod snapshots;
+mod state;
 mod traffic;
 mod wire;
 
@@ -71,6 +68,7 @@ pub use podcap_api::{settings::ConfigQuery, Role, Segment as SegmentInfo};
 
 pub use self::{
     slices::{RangeQuery, SliceQuery},
+    state::{ApiState, ApiStateBuilder, ApiStateError, DEFAULT_KEPT_BUDGET},
     traffic::{ApiTraffic, UNMATCHED},
 };
 
@@ -92,92 +90,6 @@ pub const CREATE_TIMEOUT: Duration = Duration::from_mins(15);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body (axum's own limit for JSON).
 pub const MAX_BODY: usize = 2 << 20;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    pub data_dir: PathBuf,
-    /// The interfaces `iface=` may name (empty: any, as in Kubernetes mode).
-    pub interfaces: Vec<String>,
-    /// The interfaces given at start, in slot order: their counters are `/metrics`'s
-    /// per-interface series (pods' come from [`Stats::pods`]).
-    pub recorded_interfaces: Vec<String>,
-    /// Capture attached, and the store's file system as the writer last saw it.
-    pub health: Arc<Health>,
-    pub stats: Arc<Stats>,
-    /// The read token.
-    pub token: Option<Arc<str>>,
-    /// The admin token (changes the settings; reads too).
-    pub admin_token: Option<Arc<str>>,
-    /// Slices (downloads, snapshots being made) running at once.
-    pub slice_permits: Arc<Semaphore>,
-    pub live: Arc<Semaphore>,
-    /// The longest time range one snapshot may span (`--max-slice`); longer ones get 400.
-    pub max_slice: Option<std::time::Duration>,
-    /// Why the targeting file's last change could not apply (shown by `/readyz`).
-    pub config_error: Arc<std::sync::Mutex<Option<String>>>,
-    /// Set when the sensor stops: live streams end so the server can shut down.
-    pub stopping: Shutdown,
-    /// The running writer's view of the store; without one, the manifest on disk is read
-    /// (finished segments only).
-    pub view: Option<SharedView>,
-    /// The running writer's flush on demand (`store/flush.rs`); absent without a writer.
-    pub flush: Option<Arc<crate::store::flush::FlushGate>>,
-    /// The live recording settings (`/api/v1/config`); absent in tests of other endpoints.
-    pub settings: Option<Arc<RuntimeSettings>>,
-    /// What start-up recovery found in the store.
-    pub recovery: Arc<crate::store::recover::RecoveryReport>,
-    /// The snapshots kept on this node; absent: this sensor keeps none (404).
-    pub snapshots: Option<Arc<crate::store::kept::snapshots::Snapshots>>,
-    /// The recording jobs of this node; absent: this sensor runs none (404).
-    pub recordings: Option<Arc<crate::store::kept::recordings::Recordings>>,
-    /// The archive's counters and its hold on the store; absent: no `--archive`.
-    pub archive: Option<Arc<crate::archive::ArchiveStats>>,
-    /// The sensor collects TLS secrets (`--tls-secrets`): a download that asks for them
-    /// without the admin token is told they were withheld.
-    pub tls_secrets: bool,
-    /// What became of the TLS secrets (`/metrics`); absent without `--tls-secrets`.
-    pub tls_counters: Option<crate::tls::TlsCounters>,
-    /// Time a request's body has to arrive whole ([`BODY_TIMEOUT`]).
-    pub body_timeout: Duration,
-    /// What the API served (`/metrics`: requests by route and status, download bytes).
-    pub traffic: Arc<ApiTraffic>,
-    /// The sensor follows the pods of a Kubernetes node (`--kubernetes`), rather than
-    /// interfaces named at start (`/api/v1/status`'s `mode`).
-    pub kubernetes: bool,
-}
-
-impl ApiState {
-    #[must_use]
-    pub fn new(data_dir: PathBuf, interfaces: Vec<String>, stats: Arc<Stats>, token: Option<String>) -> Self {
-        Self {
-            data_dir,
-            recorded_interfaces: interfaces.clone(),
-            interfaces,
-            health: Arc::default(),
-            stats,
-            token: token.map(Arc::from),
-            admin_token: None,
-            slice_permits: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
-            snapshots: None,
-            recordings: None,
-            archive: None,
-            tls_secrets: false,
-            tls_counters: None,
-            live: Arc::new(Semaphore::new(MAX_LIVE)),
-            stopping: Shutdown::new(),
-            config_error: Arc::default(),
-            max_slice: None,
-            view: None,
-            flush: None,
-            settings: None,
-            recovery: Arc::default(),
-            body_timeout: BODY_TIMEOUT,
-            traffic: Arc::default(),
-            kubernetes: false,
-        }
-    }
-}
 
 /// An error for the client.
 #[derive(Debug)]

@@ -19,20 +19,11 @@ use super::{
     wire, ApiState, AppError,
 };
 use crate::{
-    store::kept::recordings::{RecordingError, Recordings},
+    store::kept::recordings::RecordingError,
     store::{index::SegmentRecord, slice::Slicer},
     sys,
 };
 use podcap_api::recordings::{RecordingJob, RecordingListing};
-
-fn jobs(state: &ApiState) -> Result<Arc<Recordings>, AppError> {
-    state.recordings.clone().ok_or_else(|| {
-        AppError::Refused(
-            StatusCode::NOT_FOUND,
-            "this sensor runs no recording jobs".to_owned(),
-        )
-    })
-}
 
 fn refused(error: &RecordingError) -> AppError {
     let status = match error {
@@ -55,13 +46,13 @@ pub(super) async fn list(
             "this endpoint takes no query parameters".into(),
         ));
     }
-    let jobs = jobs(&state)?;
+    let jobs = Arc::clone(&state.recordings);
     let listing = blocking(move || Ok(jobs.list(sys::realtime_ns())), refused).await?;
     Ok(Json(wire::recording_listing(listing)?))
 }
 
 pub(super) async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Response, AppError> {
-    let jobs = jobs(&state)?;
+    let jobs = Arc::clone(&state.recordings);
     let doc: RecordingJob = super::json_body(&body, "the request body")?;
     if doc.created.is_some() || doc.managed_by.is_some() {
         return Err(AppError::BadRequest(
@@ -77,7 +68,7 @@ pub(super) async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let jobs = jobs(&state)?;
+    let jobs = Arc::clone(&state.recordings);
     blocking(move || jobs.delete(&name), refused).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -88,7 +79,7 @@ pub(super) async fn download(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    let jobs = jobs(&state)?;
+    let jobs = Arc::clone(&state.recordings);
     let query = SliceQuery::parse(raw.as_deref(), true)?;
     // A recording keeps the secrets of the sessions it holds; they go out as from the
     // store's window: asked for, to the admin only.

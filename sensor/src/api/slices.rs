@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{ApiState, AppError, Params, LIVE_DELAY, LIVE_POLL, STALL_TIMEOUT};
 use crate::{
     store::{
-        index::{Index, SegmentRecord},
+        index::SegmentRecord,
         slice::{self, Selection},
     },
     sys, units,
@@ -83,7 +83,8 @@ pub(super) async fn until_request(
         )));
     }
     let reach = units::duration_ns(crate::store::flush::FLUSH_REACH);
-    if let Some(gate) = state.flush.clone().filter(|_| to > now.saturating_sub(reach)) {
+    if to > now.saturating_sub(reach) {
+        let gate = Arc::clone(&state.flush);
         let flushed = tokio::task::spawn_blocking(move || gate.flush(crate::store::flush::FLUSH_WAIT))
             .await
             .unwrap_or(false);
@@ -186,14 +187,18 @@ impl SliceQuery {
     }
 }
 
-pub(super) fn load_index(state: &ApiState) -> Result<Index, AppError> {
-    Index::load(&state.data_dir)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| AppError::Internal(format!("reading the index: {e}")))
+/// The store as the writer last published it.
+pub(super) fn read_view(
+    state: &ApiState,
+) -> Result<std::sync::RwLockReadGuard<'_, crate::store::StoreView>, AppError> {
+    state
+        .view
+        .read()
+        .map_err(|_| AppError::Internal("store view poisoned".into()))
 }
 
-/// Segments overlapping `[from, to)` (the active one included when the writer shares it)
-/// and, when they hold an unfinished segment, what its interfaces counted since their last
+/// Segments overlapping `[from, to)` (the active one included) and, when
+/// they hold an unfinished segment, what its interfaces counted since their last
 /// statistics blocks that segment's readable part holds: the counters now minus those the
 /// view names. Both come from one look at the view, so no block is counted twice or
 /// missed; a window inside the active segment gets statistics blocks too.
@@ -202,12 +207,7 @@ pub(super) fn overlapping_and_live(
     from: u64,
     to: u64,
 ) -> Result<(Vec<SegmentRecord>, Vec<slice::LiveStatistics>), AppError> {
-    let Some(view) = &state.view else {
-        return Ok((overlapping(state, from, to)?, Vec::new()));
-    };
-    let view = view
-        .read()
-        .map_err(|_| AppError::Internal("store view poisoned".into()))?;
+    let view = read_view(state)?;
     let segments = view.overlapping(from, to);
     if !view
         .unfinished()
@@ -237,19 +237,9 @@ pub(super) fn overlapping_and_live(
     Ok((segments, live))
 }
 
-/// Segments overlapping `[from, to)`, the active one included when the writer shares it.
+/// Segments overlapping `[from, to)`, the active one included.
 pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
-    if let Some(view) = &state.view {
-        let view = view
-            .read()
-            .map_err(|_| AppError::Internal("store view poisoned".into()))?;
-        return Ok(view.overlapping(from, to));
-    }
-    Ok(load_index(state)?
-        .overlapping(from, to)
-        .into_iter()
-        .cloned()
-        .collect())
+    Ok(read_view(state)?.overlapping(from, to))
 }
 
 pub(super) async fn segments(
@@ -318,7 +308,7 @@ pub(super) fn secrets_allowed(
     if super::authorize(state, headers, super::Role::Admin).is_ok() {
         return (slice::Secrets::Delivered, Some("included"));
     }
-    (slice::Secrets::LeftOut, state.tls_secrets.then_some("withheld"))
+    (slice::Secrets::LeftOut, state.tls.is_some().then_some("withheld"))
 }
 
 /// The `x-podcap-secrets` header saying what became of the secrets asked for.

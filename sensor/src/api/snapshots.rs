@@ -23,17 +23,9 @@ use super::{
     wire, ApiState, AppError,
 };
 use crate::{
-    store::kept::snapshots::{self, Manifest, SelectionDoc, SnapshotError, Snapshots},
+    store::kept::snapshots::{self, Manifest, SelectionDoc, SnapshotError},
     sys, units,
 };
-
-/// The body of `POST /api/v1/snapshots`.
-fn store(state: &ApiState) -> Result<Arc<Snapshots>, AppError> {
-    state
-        .snapshots
-        .clone()
-        .ok_or_else(|| AppError::Refused(StatusCode::NOT_FOUND, "this sensor keeps no snapshots".to_owned()))
-}
 
 fn refused(error: &SnapshotError) -> AppError {
     let status = match error {
@@ -74,7 +66,7 @@ pub(super) async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SnapshotListing>, AppError> {
     no_query(raw.as_deref())?;
-    let store = store(&state)?;
+    let store = Arc::clone(&state.snapshots);
     Ok(Json(wire::snapshot_listing(
         blocking(move || store.list(sys::realtime_ns()), refused).await?,
     )))
@@ -86,7 +78,7 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<Response, AppError> {
     no_query(raw.as_deref())?;
-    let store = store(&state)?;
+    let store = Arc::clone(&state.snapshots);
     let asked: SnapshotRequest = super::json_body(&body, "the request body")?;
     snapshots::check_name(&asked.name).map_err(|e| refused(&e))?;
     let now = sys::realtime_ns();
@@ -167,7 +159,7 @@ pub(super) async fn manifest(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SnapshotManifest>, AppError> {
     no_query(raw.as_deref())?;
-    let store = store(&state)?;
+    let store = Arc::clone(&state.snapshots);
     Ok(Json(wire::manifest(
         blocking(move || store.get(&name, sys::realtime_ns()), refused).await?,
     )))
@@ -179,7 +171,7 @@ pub(super) async fn delete(
     RawQuery(raw): RawQuery,
 ) -> Result<StatusCode, AppError> {
     no_query(raw.as_deref())?;
-    let store = store(&state)?;
+    let store = Arc::clone(&state.snapshots);
     blocking(move || store.delete(&name), refused).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -212,7 +204,7 @@ pub(super) async fn download(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
     let asked = asks_for_secrets(raw.as_deref())?;
-    let store = store(&state)?;
+    let store = Arc::clone(&state.snapshots);
     let (mut file, manifest) = {
         let name = name.clone();
         blocking(move || store.open_file(&name, sys::realtime_ns()), refused).await?

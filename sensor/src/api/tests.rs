@@ -1,13 +1,11 @@
 //! The role table (`podcap_api::ROUTES`) is the router's: every route the router serves is
 //! in it and every route in it is served, and each answers a token as its role says.
-use std::sync::Arc;
 
 use axum::{body::Body, http::StatusCode};
 use podcap_api::{Role, ROUTES};
 use tower::ServiceExt;
 
 use super::{router, routes, ApiState};
-use crate::stats::Stats;
 
 #[test]
 fn every_route_of_the_router_is_in_the_role_table_and_back() {
@@ -45,13 +43,12 @@ async fn answer(state: &ApiState, method: &str, path: &str, token: Option<&str>)
 #[tokio::test]
 async fn each_route_answers_a_token_as_its_role_says() {
     let dir = tempfile::tempdir().unwrap();
-    let mut state = ApiState::new(
-        dir.path().to_owned(),
-        vec!["eth0".into()],
-        Arc::new(Stats::new(1)),
-        Some("read".into()),
-    );
-    state.admin_token = Some(Arc::from("admin"));
+    let state = ApiState::builder(dir.path())
+        .interfaces(["eth0"])
+        .token(Some("read"))
+        .admin_token(Some("admin"))
+        .build()
+        .unwrap();
     for route in ROUTES {
         let (method, path) = (route.method.as_str(), route.path);
         let anonymous = answer(&state, method, path, None).await;
@@ -83,7 +80,7 @@ async fn each_route_answers_a_token_as_its_role_says() {
 #[tokio::test]
 async fn the_served_document_is_the_generated_one() {
     let dir = tempfile::tempdir().unwrap();
-    let state = ApiState::new(dir.path().to_owned(), Vec::new(), Arc::new(Stats::new(1)), None);
+    let state = ApiState::builder(dir.path()).build().unwrap();
     let response = router(state)
         .oneshot(
             axum::http::Request::get("/api/v1/openapi.json")

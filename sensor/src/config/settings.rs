@@ -14,8 +14,9 @@
 //!   changes a value: a restart with the same flags, or a `helm upgrade` that renders the
 //!   same file, keeps what the API set. `GET /api/v1/config` says where each value came
 //!   from and since when.
-//! - A change applies at once (the capture thread and the writer read these atomics on
-//!   every loop) and is persisted to `DATA_DIR/settings.json` (temp file + fsync + rename)
+//! - A change applies at once (the capture thread reads `enabled` on every loop; a
+//!   retention change is handed to whoever listens, [`RuntimeSettings::on_retention_change`]:
+//!   the writer gets it as a command, in order with the packets) and is persisted to `DATA_DIR/settings.json` (temp file + fsync + rename)
 //!   with its source and with what this run started with, so the next start can tell a
 //!   changed flag from an unchanged one.
 //! - Atomics are `Relaxed`: each value stands alone, and the readers only need to see a new
@@ -234,6 +235,17 @@ pub struct RuntimeSettings {
     state: Mutex<State>,
     path: PathBuf,
     floors: Floors,
+    /// Told every retention change, in the order they apply.
+    retention_listener: Mutex<Option<RetentionListener>>,
+}
+
+/// What is told a retention change: the store's size limit and time limit in force.
+struct RetentionListener(Box<dyn Fn(u64, Duration) + Send>);
+
+impl std::fmt::Debug for RetentionListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetentionListener")
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -354,6 +366,7 @@ impl RuntimeSettings {
             }),
             path,
             floors,
+            retention_listener: Mutex::new(None),
         };
         settings.persist(&settings.lock())?;
         Ok(settings)
@@ -402,6 +415,15 @@ impl RuntimeSettings {
     #[must_use]
     pub fn max_time(&self) -> Duration {
         Duration::from_nanos(self.max_time_ns.load(Relaxed))
+    }
+
+    /// Tells `listener` every retention change from now on (size limit, time limit in
+    /// force), in the order they apply; it replaces any listener before it.
+    pub fn on_retention_change(&self, listener: impl Fn(u64, Duration) + Send + 'static) {
+        *self
+            .retention_listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(RetentionListener(Box::new(listener)));
     }
 
     /// The smallest retention accepted.
@@ -510,6 +532,16 @@ impl RuntimeSettings {
             self.max_time_ns.store(units::duration_ns(time), Relaxed);
             state.values.max_time.clone_from(&change.max_time);
             state.origins.max_time = origin;
+        }
+        if max_size.is_some() || max_time.is_some() {
+            // Under the state's lock: listeners hear changes in the order they applied.
+            if let Some(listener) = &*self
+                .retention_listener
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                (listener.0)(self.max_size(), self.max_time());
+            }
         }
         self.persist(&state)?;
         Ok(Self::view_of(&state))

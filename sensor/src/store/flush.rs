@@ -7,6 +7,8 @@
 //! - The writer serves a request one pass of its loop after it saw it: that pass drains
 //!   what the kernel had delivered by then, so a packet captured before the request is in
 //!   the file when the reader goes on. Requests seen together are served by one write.
+//! - A writer that finishes answers every request from then on at once: what it wrote is
+//!   all there is.
 //! - A write that fails still answers (the reader goes on with what is on disk; the store's
 //!   state says writes fail); a writer that does not answer in time (stopping, stuck on a
 //!   disk) leaves the reader with what is on disk, and the reader says so.
@@ -56,6 +58,22 @@ impl FlushGate {
                 .0;
         }
         true
+    }
+
+    /// A gate with no writer behind it (a store read as its manifest says, or a writer
+    /// that finished): every request is answered at once, since nothing more will be
+    /// written.
+    #[must_use]
+    pub fn without_writer() -> Self {
+        let gate = Self::default();
+        gate.writer_stopped();
+        gate
+    }
+
+    /// The writer's side: it writes nothing more; every request, now and later, is
+    /// answered at once.
+    pub fn writer_stopped(&self) {
+        self.served(u64::MAX);
     }
 
     /// The writer's side: the requests made so far (to serve after its next pass).

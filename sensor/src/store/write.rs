@@ -641,13 +641,15 @@ impl SegmentWriter {
         }
     }
 
-    /// Closes the active segment and waits for queued compression (at stop).
+    /// Closes the active segment and waits for queued compression (at stop); from then on
+    /// readers asking for a flush are answered at once.
     pub fn finish(&mut self, stats: impl Fn(u32) -> InterfaceStatistics) -> Result<(), StoreError> {
         let closed = self.close_segment(stats);
         if let Some(mut compressor) = self.compressor.take() {
             let done = compressor.drain();
             self.adopt_compressed(done);
         }
+        self.flush.writer_stopped();
         closed
     }
 

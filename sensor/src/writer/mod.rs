@@ -1,6 +1,6 @@
 //! The writer stage: packets into segments. Between the capture and the store it turns a
 //! packet's queue into its slot and direction (the pod's direction for pod veths in
-//! Kubernetes mode), applies the settings' retention and the reconciler's scope changes
+//! Kubernetes mode), applies the settings' retention changes and the reconciler's scope changes
 //! (new pods' interfaces, names) before the packets they describe, counts what the disk
 //! refused as drops, and publishes the store's health.
 //!
@@ -17,7 +17,6 @@ use std::{
 };
 
 use crate::{
-    config::settings::RuntimeSettings,
     health::Health,
     pcapng::{Direction, InterfaceDescription, InterfaceStatistics},
     ring::{PacketSink, RecordConsumer, RecordHeader},
@@ -40,6 +39,12 @@ pub enum WriterCommand {
         ack: mpsc::Sender<()>,
     },
     SetNames(Vec<(IpAddr, String)>),
+    /// The store's retention from now on: its size limit and its time limit (a change of
+    /// the settings, `config/settings.rs`).
+    SetRetention {
+        max_size: u64,
+        max_time: Duration,
+    },
 }
 
 /// A slot's statistics for its statistics blocks, from the shared counters.
@@ -61,12 +66,10 @@ pub(crate) fn interface_statistics(stats: &Stats, id: u32, start_ns: u64) -> Int
 pub(crate) struct Recorder {
     store: SegmentWriter,
     stats: Arc<Stats>,
-    settings: Arc<RuntimeSettings>,
     /// Where the store's state is published for readiness and status.
     health: Arc<Health>,
     start_ns: u64,
     commands: mpsc::Receiver<WriterCommand>,
-    retention: (u64, Duration),
     /// A write failed and was logged; the next failures are not, until one succeeds.
     failing: bool,
     /// Slots that are pods' host-side veths (Kubernetes mode): their directions are turned
@@ -93,21 +96,17 @@ impl Recorder {
     pub(crate) fn new(
         store: SegmentWriter,
         stats: Arc<Stats>,
-        settings: Arc<RuntimeSettings>,
         health: Arc<Health>,
         start_ns: u64,
         commands: mpsc::Receiver<WriterCommand>,
     ) -> Self {
-        let retention = (settings.max_size(), settings.max_time());
         let flush = Some(store.flush_gate());
         Self {
             store,
             stats,
-            settings,
             health,
             start_ns,
             commands,
-            retention,
             failing: false,
             pod_side: Vec::new(),
             tls: None,
@@ -159,14 +158,10 @@ impl Recorder {
         tls.inbox.counts.set(tls.scope.counts);
     }
 
-    /// Applies changed limits and the scope changes sent so far. Scope changes come before
-    /// the packets they describe: the capture attaches only after this acknowledges.
+    /// Applies the commands sent so far: retention changes and scope changes. Scope changes
+    /// come before the packets they describe: the capture attaches only after this
+    /// acknowledges.
     fn apply_commands(&mut self) {
-        let wanted = (self.settings.max_size(), self.settings.max_time());
-        if wanted != self.retention {
-            self.retention = wanted;
-            self.store.set_retention(wanted.0, wanted.1);
-        }
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 WriterCommand::SetInterface {
@@ -184,6 +179,9 @@ impl Recorder {
                     let _ = ack.send(());
                 }
                 WriterCommand::SetNames(names) => self.store.set_names(names),
+                WriterCommand::SetRetention { max_size, max_time } => {
+                    self.store.set_retention(max_size, max_time);
+                }
             }
         }
         if let Some(tls) = &mut self.tls {

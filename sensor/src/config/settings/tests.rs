@@ -156,3 +156,32 @@ fn a_refused_size_names_its_floor_exactly() {
         "the floor as the message writes it is accepted"
     );
 }
+
+/// The writer learns of retention changes through the listener, in order, whatever made
+/// them; a change of `enabled` alone and a refused change tell it nothing.
+#[test]
+fn retention_changes_reach_the_listener_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        doc(None, Some("1h"), Some("500MB")),
+        SettingsDoc::default(),
+    );
+    let (tx, heard) = std::sync::mpsc::channel();
+    s.on_retention_change(move |size, time| tx.send((size, time)).unwrap());
+    s.apply_api(&doc(None, None, Some("2GB"))).unwrap();
+    s.apply_api(&doc(Some(false), None, None)).unwrap();
+    assert!(
+        s.apply_api(&doc(None, Some("1s"), None)).is_err(),
+        "below the floor"
+    );
+    s.apply_targeting(&doc(None, Some("3h"), None)).unwrap();
+    let heard: Vec<(u64, Duration)> = heard.try_iter().collect();
+    assert_eq!(
+        heard,
+        [
+            (2_000_000_000, Duration::from_hours(1)),
+            (2_000_000_000, Duration::from_hours(3)),
+        ]
+    );
+}
