@@ -4,15 +4,13 @@
 //! and podcap-archive (offline reads of the archive, `archive.rs`) alone: no sensor crate,
 //! no eBPF toolchain, no system C library.
 pub mod age;
-pub mod app;
 pub mod archive;
+pub mod commands;
 pub mod dest;
 pub mod discovery;
 pub mod live;
 pub mod output;
 pub mod progress;
 pub mod reached;
-pub mod record;
-pub mod snapshot;
 pub mod source;
 pub mod table;

@@ -1,4 +1,4 @@
 //! `podcap`: snapshots from every sensor, merged into one time-ordered pcapng.
 fn main() -> std::process::ExitCode {
-    podcap_cli::app::main("podcap")
+    podcap_cli::commands::main("podcap")
 }

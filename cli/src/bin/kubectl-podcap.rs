@@ -1,4 +1,4 @@
 //! `kubectl-podcap`: `podcap` as a kubectl plugin (`kubectl podcap dump --time 5m`).
 fn main() -> std::process::ExitCode {
-    podcap_cli::app::main("kubectl podcap")
+    podcap_cli::commands::main("kubectl podcap")
 }

@@ -13,23 +13,130 @@
 //! prints ages), with one line under it per iteration (its window in RFC 3339, packets,
 //! size, age since it began). `delete` stops a job and deletes what it recorded on every
 //! sensor that has it; none having it is an error.
+//!
+//! The subcommand's flags are here too; `commands.rs` parses the shared ones.
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
+use clap::Subcommand;
 use podcap_api::{recordings::IterationStatus, RecordingJob, RecordingJobStatus, RecordingListing};
 use podcap_format::{recording::JobDoc, units};
 use serde_json::Value;
 
+use super::{check_name, reach, Connection, SelectArgs};
 use crate::{
-    discovery::Cluster,
+    discovery::{Cluster, Role},
+    output::Output,
     reached::Reached,
     source::Refused,
     table::{render, Row},
 };
 
+#[derive(Subcommand)]
+pub(super) enum RecordAction {
+    /// Add a recording job NAME to every sensor (or the --node ones).
+    Create {
+        /// Its name (also its folder's): letters, digits, '.', '_' or '-'.
+        name: String,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// When each iteration starts: HH:MM (UTC, daily), or an RFC 3339 time for the
+        /// first; default: now.
+        #[arg(long, value_name = "HH:MM|TIME")]
+        start: Option<String>,
+        /// How many daily iterations: 1 once, N days, 0 every day forever.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        days: u32,
+        /// How long each iteration records (e.g. 1h).
+        #[arg(long, value_name = "DUR")]
+        duration: String,
+        /// Delete each iteration's recording this long after it ends (e.g. 24h; default:
+        /// kept until the job is deleted).
+        #[arg(long, value_name = "DUR")]
+        expire: Option<String>,
+        /// Only the sensors of these nodes (repeatable).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The jobs and, per node, scheduled / recording / finished / expired, next start,
+    /// packets, bytes, drops.
+    List {
+        /// `table` for people, `json` or `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Stop a job on every sensor and delete what it recorded.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub(super) fn record_command(action: RecordAction) -> Result<ExitCode> {
+    match action {
+        RecordAction::Create {
+            name,
+            select,
+            start,
+            days,
+            duration,
+            expire,
+            nodes,
+            connection,
+        } => {
+            if select.iface.is_some() {
+                bail!("--iface: a recording job selects by --filter, --pod and -n");
+            }
+            let job = podcap_format::recording::JobDoc {
+                name,
+                filter: select.filter,
+                pod: select.pod,
+                namespaces: select.namespaces,
+                start,
+                days,
+                duration,
+                expire,
+                created: None,
+                managed_by: None,
+            };
+            // Checked here first, so a typo asks no sensor and changes no ConfigMap.
+            job.check().map_err(|e| anyhow::anyhow!("recording job: {e}"))?;
+            if connection.sensors.is_empty() && nodes.is_empty() {
+                return add_to_cluster(
+                    &connection.cluster.connect()?,
+                    job,
+                    connection.cluster.namespace(),
+                );
+            }
+            let mut reached = reach(&connection, Role::Admin)?;
+            super::snapshot::keep_nodes(&mut reached, &nodes)?;
+            create(&reached, &job)
+        }
+        RecordAction::List { output, connection } => list(&reach(&connection, Role::Read)?, output),
+        RecordAction::Delete { name, connection } => {
+            check_name(&name)?;
+            if connection.sensors.is_empty()
+                && remove_from_cluster(
+                    &connection.cluster.connect()?,
+                    &name,
+                    connection.cluster.namespace(),
+                )?
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
+            delete(&reach(&connection, Role::Admin)?, &name)
+        }
+    }
+}
+
 /// Adds `job` to the targeting ConfigMap's `recordings` (made now, so that a job without a
 /// start begins when it is written).
-pub(crate) fn add_to_cluster(cluster: &Cluster, mut job: JobDoc, namespace: &str) -> Result<ExitCode> {
+pub(super) fn add_to_cluster(cluster: &Cluster, mut job: JobDoc, namespace: &str) -> Result<ExitCode> {
     use serde_norway::Value as Yaml;
     job.created = Some(units::format_rfc3339_ns(units::now_ns()));
     let name = job.name.clone();
@@ -57,7 +164,7 @@ pub(crate) fn add_to_cluster(cluster: &Cluster, mut job: JobDoc, namespace: &str
 }
 
 /// Takes job `name` out of the targeting ConfigMap's `recordings`; false if it was not there.
-pub(crate) fn remove_from_cluster(cluster: &Cluster, name: &str, namespace: &str) -> Result<bool> {
+pub(super) fn remove_from_cluster(cluster: &Cluster, name: &str, namespace: &str) -> Result<bool> {
     use serde_norway::Value as Yaml;
     let mut found = false;
     let result = cluster.retarget(|root| {
@@ -84,7 +191,7 @@ pub(crate) fn remove_from_cluster(cluster: &Cluster, name: &str, namespace: &str
     }
 }
 
-pub(crate) fn create(reached: &Reached, job: &JobDoc) -> Result<ExitCode> {
+pub(super) fn create(reached: &Reached, job: &JobDoc) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let name = &job.name;
     let body = RecordingJob {
@@ -123,7 +230,7 @@ pub(crate) fn create(reached: &Reached, job: &JobDoc) -> Result<ExitCode> {
     })
 }
 
-pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
+pub(super) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let mut failed: Vec<(String, String)> = reached.unreachable.clone();
     let mut nodes = Vec::new();
@@ -242,7 +349,7 @@ fn iteration_line(iteration: &IterationStatus, now_ns: u64) -> String {
     line
 }
 
-pub(crate) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
+pub(super) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let mut failed = reached.report_unreachable();
     let mut deleted = 0usize;

@@ -18,9 +18,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use podcap_format::units;
 
 use self::{
-    kept::{record_command, snapshot_command, RecordAction, SnapshotAction},
-    live_command::live_command,
+    archive::{archive_command, ArchiveAction},
+    live::live_command,
+    record::{record_command, RecordAction},
     segments::segments_command,
+    snapshot::{snapshot_command, SnapshotAction},
 };
 use crate::{
     discovery::{Cluster, ClusterOptions, Role, TapScope},
@@ -29,12 +31,14 @@ use crate::{
     source::named_sensors,
 };
 
+mod archive;
 mod config;
 mod dump;
 mod empty;
-mod kept;
-mod live_command;
+mod live;
+mod record;
 mod segments;
+mod snapshot;
 mod status;
 
 #[derive(Parser)]
@@ -391,24 +395,6 @@ struct OfflineArgs {
     nodes: Vec<String>,
 }
 
-#[derive(Subcommand)]
-enum ArchiveAction {
-    /// Per node and hour: segments, bytes stored and gaps; then the snapshots and recording
-    /// jobs kept. Reads listings only.
-    Ls {
-        /// The archive: `s3://BUCKET/PREFIX`, `gs://`, `az://` or `file:///DIR`.
-        url: String,
-        #[command(flatten)]
-        window: WindowArgs,
-        /// The cluster's name in the archive.
-        #[arg(long, default_value = "default", value_name = "NAME", env = "PODCAP_CLUSTER")]
-        cluster: String,
-        /// Only these nodes (repeatable).
-        #[arg(long = "node", value_name = "NODE")]
-        nodes: Vec<String>,
-    },
-}
-
 /// Runs the program under the name it was called by (`podcap`, `kubectl podcap`).
 #[must_use]
 pub fn main(program: &'static str) -> ExitCode {
@@ -553,20 +539,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn archive_command(action: ArchiveAction) -> Result<ExitCode> {
-    let ArchiveAction::Ls {
-        url,
-        window,
-        cluster,
-        nodes,
-    } = action;
-    let (from, to) = window.resolve_or_all(None)?;
-    let (archive, runtime) = crate::archive::open(&url, &cluster)?;
-    let text = runtime.block_on(crate::archive::list(&archive, from, to, &nodes))?;
-    io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
 }
 
 impl WindowArgs {

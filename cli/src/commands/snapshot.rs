@@ -8,22 +8,107 @@
 //! silently. `delete` deletes on every sensor holding the name; no holder is an error.
 //! The table's times are RFC 3339 to the second; its `AGE` is since the snapshot was made
 //! (the earliest node's), as kubectl prints ages.
+//!
+//! The subcommand's flags are here too; `commands.rs` parses the shared ones.
 use std::{collections::BTreeMap, fmt::Write as _, process::ExitCode};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 use podcap_api::{SnapshotListing, SnapshotManifest, SnapshotRequest, SnapshotSelection};
 use podcap_format::units;
 use serde_json::Value;
 
+use super::{check_name, reach, Connection, SelectArgs, WindowArgs};
 use crate::{
+    discovery::Role,
+    output::Output,
     reached::Reached,
     source::Refused,
     table::{render, Row},
 };
 
+#[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per run")]
+pub(super) enum SnapshotAction {
+    /// Copy a window (with a selection) of every sensor's store, or the named nodes', into
+    /// a snapshot NAME kept on each node until deleted or expired.
+    Create {
+        /// Its name: letters, digits, '.', '_' or '-' (at most 64), starting with a letter or
+        /// digit.
+        name: String,
+        #[command(flatten)]
+        window: WindowArgs,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Only the sensors of these nodes (repeatable; as `podcap segments` names them).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Delete it this long after it is made (e.g. 7d; default: kept until deleted).
+        #[arg(long, value_name = "DUR")]
+        expire: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The snapshots the sensors keep: per snapshot its window, the nodes holding it,
+    /// packets, size, expiry, and the nodes where making it failed, with why.
+    List {
+        /// `table` for people, `json` or `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Delete a snapshot on every sensor that holds it.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+pub(super) fn snapshot_command(action: SnapshotAction) -> Result<ExitCode> {
+    match action {
+        SnapshotAction::Create {
+            name,
+            window,
+            select,
+            nodes,
+            expire,
+            connection,
+        } => {
+            // Everything is checked here first, so a typo asks no sensor at all.
+            check_name(&name)?;
+            if let Some(expire) = &expire {
+                units::parse_duration(expire).context("--expire")?;
+            }
+            // One window for every node, cut at the same instants.
+            let window = window.resolve(units::now_ns())?;
+            let body = podcap_api::SnapshotRequest {
+                name,
+                last: None,
+                from: Some(units::format_rfc3339_ns(window.from_ns)),
+                to: Some(units::format_rfc3339_ns(window.to_ns)),
+                iface: select.iface,
+                filter: select.filter,
+                pod: select.pod,
+                namespaces: select.namespaces,
+                expire,
+            };
+            let mut reached = reach(&connection, Role::Admin)?;
+            keep_nodes(&mut reached, &nodes)?;
+            create(&reached, &body)
+        }
+        SnapshotAction::List { output, connection } => list(&reach(&connection, Role::Read)?, output),
+        SnapshotAction::Delete { name, connection } => {
+            check_name(&name)?;
+            delete(&reach(&connection, Role::Admin)?, &name)
+        }
+    }
+}
+
 /// Keeps only the sensors of `nodes` (all when empty); an unknown node is an error naming
 /// the known ones.
-pub(crate) fn keep_nodes(reached: &mut Reached, nodes: &[String]) -> Result<()> {
+pub(super) fn keep_nodes(reached: &mut Reached, nodes: &[String]) -> Result<()> {
     if nodes.is_empty() {
         return Ok(());
     }
@@ -44,7 +129,7 @@ pub(crate) fn keep_nodes(reached: &mut Reached, nodes: &[String]) -> Result<()> 
     Ok(())
 }
 
-pub(crate) fn create(reached: &Reached, body: &SnapshotRequest) -> Result<ExitCode> {
+pub(super) fn create(reached: &Reached, body: &SnapshotRequest) -> Result<ExitCode> {
     let name = &body.name;
     let token = reached.token.as_deref();
     let mut made = 0usize;
@@ -123,7 +208,7 @@ struct Across {
 /// Each node's budget: (node, used, max).
 type Budget = (String, u64, u64);
 
-pub(crate) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
+pub(super) fn list(reached: &Reached, output: crate::output::Output) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let mut listings = Vec::new();
     let mut failed_sensors: Vec<(String, String)> = reached.unreachable.clone();
@@ -291,7 +376,7 @@ fn short_time(time: &str) -> String {
     units::parse_rfc3339(time).map_or_else(|_| time.to_owned(), units::format_rfc3339)
 }
 
-pub(crate) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
+pub(super) fn delete(reached: &Reached, name: &str) -> Result<ExitCode> {
     let token = reached.token.as_deref();
     let mut failed = reached.report_unreachable();
     let mut deleted = 0usize;
