@@ -4,7 +4,8 @@
 //! input's interfaces are declared again in the output with the input's label in front of
 //! their names (`node-a/eth0`), so every packet keeps its interface; Name Resolution
 //! Blocks and Decryption Secrets Blocks pass through (each distinct one once; Wireshark
-//! applies a section's secrets to all of it); packets leave in
+//! applies a section's secrets to all of it; [`MergeOptions::leading_secrets`] puts given
+//! ones ahead of every packet); packets leave in
 //! timestamp order (ties keep input order). Inputs are expected in timestamp order, as
 //! sensors serve them.
 //! - An input that breaks off (a download cut short) or holds a block that cannot be read
@@ -39,7 +40,7 @@ pub use self::one_copy::COPY_WINDOW_NS;
 pub use self::totals::{fill_reserved, reserved_comment, totals_comment, InputTotals, TOTALS_PREFIX};
 
 /// How the inputs are merged.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MergeOptions {
     /// Write once a packet an input recorded on two of its interfaces (see
     /// `merge/one_copy.rs`); without it every copy is written, as recorded.
@@ -47,6 +48,12 @@ pub struct MergeOptions {
     /// Reserve a comment in the Section Header for each input's totals, which
     /// [`fill_reserved`] writes once the merge is done (a file that can be rewritten).
     pub reserve_totals: bool,
+    /// Decryption secrets (type, data) written right after the Section Header, before any
+    /// packet: the inputs' own secrets blocks (found with [`decryption_secrets`]), so a
+    /// reader that decrypts in one pass, like `tshark -r`, has every session's keys before
+    /// its packets even where an input placed a late secret after them. The inputs' copies
+    /// are then not written again.
+    pub leading_secrets: Vec<(u32, Vec<u8>)>,
 }
 
 /// One input: a label for its interfaces and its bytes.
@@ -235,6 +242,27 @@ impl<R: Read> Cursor<R> {
     }
 }
 
+/// The distinct Decryption Secrets Blocks of a pcapng stream (type, data), in the order
+/// read; a stream that breaks off gives those before the break (the merge names the break).
+pub fn decryption_secrets<R: Read>(reader: R) -> Vec<(u32, Vec<u8>)> {
+    let mut reader = BlockReader::new(reader);
+    let mut section = Section::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    while let Ok(Some(block)) = reader.next_block() {
+        if section.observe(&block).is_err() {
+            break;
+        }
+        if let Ok(Some(secrets)) = parse_decryption_secrets(&block, &section) {
+            let key = (secrets.secrets_type, secrets.data.to_vec());
+            if seen.insert(key.clone()) {
+                found.push(key);
+            }
+        }
+    }
+    found
+}
+
 /// Merges `inputs` into one pcapng stream written to `out`, its Section Header carrying
 /// `comments` (what the file holds: the window, the sources, any that failed); anything
 /// lost on the way is in the stats and in a note at the end of the stream.
@@ -274,6 +302,11 @@ pub fn merge_with<R: Read>(
         .collect();
     let mut heap = BinaryHeap::new();
     let mut passed = PassedOnce::default();
+    for (secrets_type, data) in options.leading_secrets {
+        if passed.secrets.insert((secrets_type, data.clone())) {
+            blocks.decryption_secrets(secrets_type, &data);
+        }
+    }
     let mut stats = MergeStats {
         totals: labels
             .into_iter()
@@ -477,6 +510,71 @@ mod tests {
         // Each input is read up to its first packet before any packet goes out: every
         // block before it (b's own secrets too) is ahead of the first packet.
         assert_eq!(seen, ["S9", "S1", "S2", "P10", "P20", "P30", "P40"], "{seen:?}");
+    }
+
+    /// A secret an input carries after its session's packets (the sensor received it
+    /// late): given as a leading secret, it goes out before every packet, and once.
+    #[test]
+    fn leading_secrets_go_out_before_every_packet_once() {
+        use crate::pcapng::secrets::{key_log_line, parse_decryption_secrets, SECRETS_TLS_KEY_LOG};
+        let line = |random: u8| key_log_line("CLIENT_RANDOM", &[random; 32], b"master");
+        let late = |own: u8, stamps: &[u64]| {
+            let mut bytes = stream(&[], None, &[]);
+            let mut w = BlockWriter::default();
+            for &ts in stamps {
+                w.packet(0, ts, 8, &ts.to_be_bytes(), Direction::Inbound);
+            }
+            w.decryption_secrets(SECRETS_TLS_KEY_LOG, line(own).as_bytes());
+            w.decryption_secrets(SECRETS_TLS_KEY_LOG, line(9).as_bytes());
+            bytes.extend_from_slice(w.bytes());
+            bytes
+        };
+        let (a, b) = (late(1, &[10, 30]), late(2, &[20, 40]));
+        let leading: Vec<(u32, Vec<u8>)> = [&a, &b]
+            .into_iter()
+            .flat_map(|bytes| decryption_secrets(&bytes[..]))
+            .collect();
+        assert_eq!(leading.len(), 4, "each input's two, one of them shared");
+        let order = |leading: Vec<(u32, Vec<u8>)>| {
+            let inputs = vec![
+                Input {
+                    label: "a".into(),
+                    reader: std::io::Cursor::new(a.clone()),
+                },
+                Input {
+                    label: "b".into(),
+                    reader: std::io::Cursor::new(b.clone()),
+                },
+            ];
+            let mut out = Vec::new();
+            let options = MergeOptions {
+                leading_secrets: leading,
+                ..MergeOptions::default()
+            };
+            merge_with(inputs, &[], &mut out, options).unwrap();
+            let mut section = crate::pcapng::read::Section::default();
+            let mut seen = Vec::new();
+            for block in Blocks::new(&out) {
+                let block = block.unwrap();
+                section.observe(&block).unwrap();
+                if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
+                    seen.push(format!("S{}", secrets.data[15] - b'0'));
+                } else if let Some(packet) = crate::pcapng::read::parse_packet(&block, &section).unwrap() {
+                    seen.push(format!("P{}", packet.timestamp_ns));
+                }
+            }
+            seen
+        };
+        assert_eq!(
+            order(Vec::new()),
+            ["P10", "P20", "P30", "S1", "S9", "P40", "S2"],
+            "as the inputs placed them"
+        );
+        assert_eq!(
+            order(leading),
+            ["S1", "S9", "S2", "P10", "P20", "P30", "P40"],
+            "every secret first, each once"
+        );
     }
 
     #[test]

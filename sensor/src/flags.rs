@@ -206,21 +206,44 @@ pub struct Kubernetes {
     pub host_interfaces: Vec<Interface>,
 }
 
-/// Validated configuration.
+/// Validated configuration: each stage's settings, as the stage takes them.
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub capture: CaptureConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub kept: KeptConfig,
+    /// Kubernetes mode (`--node`).
+    pub kubernetes: Option<Kubernetes>,
+    /// `--config`, and what it held at start.
+    pub targeting_file: Option<PathBuf>,
+    pub targeting: Targeting,
+    /// `--archive` and its flags.
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// What is captured, and how it reaches user space.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
     pub interfaces: Vec<Interface>,
     pub tap: Option<Interface>,
-    pub data_dir: PathBuf,
     pub snaplen: u32,
     pub channel: capture::Channel,
-    pub limits: Limits,
     pub ring_bytes: usize,
-    pub listen: std::net::SocketAddr,
-    pub token: Option<String>,
-    pub admin_token: Option<String>,
-    /// `--tls-cert` and `--tls-key` (checked: they make a TLS configuration).
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub xsk_frames: u32,
+    /// `--tls-secrets`.
+    pub tls_secrets: bool,
+    /// `--filter`, compiled; else `tap.bpfOverride` of the file.
+    pub filter: Option<Filter>,
+    /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
+    pub filter_from_flag: bool,
+}
+
+/// Where and how the store keeps segments.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub limits: Limits,
     /// What the settings start from: explicit flags and the targeting file's keys
     /// (`settings.rs` has the precedence).
     pub settings: StartInputs,
@@ -230,26 +253,27 @@ pub struct Config {
     pub min_free: Option<MinFree>,
     /// How segments are written (`--buffered-writes`).
     pub write_mode: WriteMode,
-    /// `--tls-secrets`.
-    pub tls_secrets: bool,
-    pub xsk_frames: u32,
-    /// Kubernetes mode (`--node`).
-    pub kubernetes: Option<Kubernetes>,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+    pub token: Option<String>,
+    pub admin_token: Option<String>,
+    /// `--tls-cert` and `--tls-key` (checked: they make a TLS configuration).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// `--max-slice`.
     pub max_slice: Option<Duration>,
+}
+
+/// The budgets of what the node keeps apart from the store.
+#[derive(Clone, Copy, Debug)]
+pub struct KeptConfig {
     /// `--snapshot-max-size`.
     pub snapshot_max_size: u64,
     /// `--recordings-max-size`.
     pub recordings_max_size: u64,
-    /// `--filter`, compiled; else `tap.bpfOverride` of the file.
-    pub filter: Option<Filter>,
-    /// `--filter` was given: the file's `tap.bpfOverride` does not apply.
-    pub filter_from_flag: bool,
-    /// `--config`, and what it held at start.
-    pub targeting_file: Option<PathBuf>,
-    pub targeting: Targeting,
-    /// `--archive` and its flags.
-    pub archive: Option<ArchiveConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -380,30 +404,38 @@ impl Args {
         };
         Ok(Config {
             archive,
-            min_free: self.min_free,
-            write_mode,
-            tls_secrets: self.tls_secrets,
-            snapshot_max_size: self.snapshot_max_size.bytes,
-            recordings_max_size: self.recordings_max_size.bytes,
-            max_slice: self.max_slice.map(|span| span.duration),
-            filter,
-            filter_from_flag,
+            capture: CaptureConfig {
+                interfaces,
+                tap,
+                snaplen,
+                channel,
+                ring_bytes: self.ring_size,
+                xsk_frames,
+                tls_secrets: self.tls_secrets,
+                filter,
+                filter_from_flag,
+            },
+            store: StoreConfig {
+                data_dir: self.data_dir.ok_or(ConfigError::NoDataDir)?,
+                limits,
+                settings,
+                floors,
+                min_free: self.min_free,
+                write_mode,
+            },
+            api: ApiConfig {
+                listen,
+                token,
+                admin_token,
+                tls,
+                max_slice: self.max_slice.map(|span| span.duration),
+            },
+            kept: KeptConfig {
+                snapshot_max_size: self.snapshot_max_size.bytes,
+                recordings_max_size: self.recordings_max_size.bytes,
+            },
             targeting_file: self.targeting_file,
             targeting,
-            settings,
-            floors,
-            listen,
-            token,
-            admin_token,
-            tls,
-            interfaces,
-            tap,
-            data_dir: self.data_dir.ok_or(ConfigError::NoDataDir)?,
-            snaplen,
-            channel,
-            limits,
-            ring_bytes: self.ring_size,
-            xsk_frames,
             kubernetes: self.node.map(|node| Kubernetes {
                 node,
                 api: self.kube_api,

@@ -49,17 +49,17 @@ pub enum RunError {
     #[error("the API's state")]
     ApiState(#[source] crate::api::ApiStateError),
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[source] api::server::TlsError),
     #[error("the {0} thread failed")]
     Thread(&'static str),
     #[error("--targeting: {0}")]
-    Targeting(String),
+    Targeting(#[source] crate::config::targeting::TargetingError),
     #[error("snapshots: {0}")]
     Snapshots(#[source] crate::store::kept::snapshots::SnapshotError),
     #[error("recordings: {0}")]
     Recordings(#[source] crate::store::kept::recordings::RecordingError),
     #[error("Kubernetes: {0}")]
-    Kubernetes(String),
+    Kubernetes(#[source] reconcile::WatchStartError),
     #[error(transparent)]
     Archive(#[from] podcap_archive::ArchiveError),
 }
@@ -67,15 +67,16 @@ pub enum RunError {
 /// One Interface Description Block per captured interface, in slot order.
 fn interface_descriptions(config: &Config) -> Vec<InterfaceDescription> {
     config
+        .capture
         .interfaces
         .iter()
         .map(|i| (i, "tc ingress and egress"))
-        .chain(config.tap.iter().map(|i| (i, "tap: frames received")))
+        .chain(config.capture.tap.iter().map(|i| (i, "tap: frames received")))
         .map(|(i, how)| InterfaceDescription {
             name: i.name.clone(),
             description: format!("podcap: {} (ifindex {}, {how})", i.name, i.ifindex),
             link_type: LINKTYPE_ETHERNET,
-            snaplen: config.snaplen,
+            snaplen: config.capture.snaplen,
         })
         .collect()
 }
@@ -85,35 +86,23 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     let interfaces = interface_descriptions(config);
     let pool = config.kubernetes.as_ref().map_or(0, |k| k.max_pods);
     let stats = Arc::new(Stats::new(interfaces.len() + pool as usize));
-    let mut store = SegmentWriter::open(&config.data_dir, config.limits, interfaces)?;
+    let mut store = SegmentWriter::open(&config.store.data_dir, config.store.limits, interfaces)?;
     let settings = Arc::new(
-        RuntimeSettings::start(&config.data_dir, config.settings.clone(), config.floors)
-            .map_err(RunError::Settings)?,
+        RuntimeSettings::start(
+            &config.store.data_dir,
+            config.store.settings.clone(),
+            config.store.floors,
+        )
+        .map_err(RunError::Settings)?,
     );
     let targeting = Arc::new(std::sync::Mutex::new(config.targeting.clone()));
     let (kept, keeper) = keep(config, store.view(), &targeting, stop)?;
     let archive = start_archive(config, &mut store, &kept)?;
-    let filter = Arc::new(FilterSlot::new(config.filter.clone()));
+    let filter = Arc::new(FilterSlot::new(config.capture.filter.clone()));
     store.set_retention(settings.max_size(), settings.max_time());
-    store.set_write_mode(config.write_mode);
-    store.set_min_free(config.min_free);
-    let mut capture = Capture::start(&CaptureOptions {
-        interfaces: config.interfaces.clone(),
-        tap: config.tap.clone(),
-        snaplen: config.snaplen,
-        frames_per_queue: config.xsk_frames,
-        pool,
-        filter: Arc::clone(&filter),
-        channel: config.channel,
-        ring_bytes: config.ring_bytes,
-        tls_secrets: config.tls_secrets,
-        tls_fence: config.kubernetes.is_some(),
-        host_interfaces: config
-            .kubernetes
-            .as_ref()
-            .map(|k| k.host_interfaces.clone())
-            .unwrap_or_default(),
-    })?;
+    store.set_write_mode(config.store.write_mode);
+    store.set_min_free(config.store.min_free);
+    let mut capture = Capture::start(&capture_options(config, pool, Arc::clone(&filter)))?;
     let (capture_commands, capture_rx) = std::sync::mpsc::channel();
     capture.set_commands(capture_rx);
     let (writer_commands, writer_rx) = std::sync::mpsc::channel();
@@ -122,12 +111,17 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         // A writer that stopped has no store to retire from: nothing to tell.
         move |max_size, max_time| drop(writer.send(WriterCommand::SetRetention { max_size, max_time }))
     });
-    let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<&str> = config
+        .capture
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
     log::info!(
         "capturing on {} into {} (snaplen {})",
         names.join(", "),
-        config.data_dir.display(),
-        config.snaplen
+        config.store.data_dir.display(),
+        config.capture.snaplen
     );
     log::info!("settings: {}", settings.describe());
     let api_state = api_state(config, &stats, &store, &settings, kept, archive.as_ref())?;
@@ -147,7 +141,7 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
         None => None,
     };
     let (secrets, secrets_inbox) =
-        match TlsSecrets::start(config.tls_secrets, &mut capture, &capture_commands, stop)
+        match TlsSecrets::start(config.capture.tls_secrets, &mut capture, &capture_commands, stop)
             .map_err(|_| RunError::Thread("TLS secrets"))?
         {
             Some((secrets, inbox)) => (Some(secrets), Some(inbox)),
@@ -185,6 +179,29 @@ pub fn run(config: &Config, stop: &Shutdown) -> Result<(), RunError> {
     Ok(())
 }
 
+/// What the capture is started with: the flags' capture settings, `pool` slots for pods
+/// and the filter's slot.
+fn capture_options(config: &Config, pool: u32, filter: Arc<FilterSlot>) -> CaptureOptions {
+    let capture = &config.capture;
+    CaptureOptions {
+        interfaces: capture.interfaces.clone(),
+        tap: capture.tap.clone(),
+        snaplen: capture.snaplen,
+        frames_per_queue: capture.xsk_frames,
+        pool,
+        filter,
+        channel: capture.channel,
+        ring_bytes: capture.ring_bytes,
+        tls_secrets: capture.tls_secrets,
+        tls_fence: config.kubernetes.is_some(),
+        host_interfaces: config
+            .kubernetes
+            .as_ref()
+            .map(|k| k.host_interfaces.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// The API's listener (HTTPS with `--tls-cert`), serving until `stop`.
 fn start_api(
     config: &Config,
@@ -196,17 +213,16 @@ fn start_api(
         tls: secrets.map(TlsSecrets::counters),
         ..api_state
     };
-    let tls = match &config.tls {
-        Some((cert, key)) => {
-            Some(api::server::tls_acceptor(cert, key).map_err(|e| RunError::Tls(e.to_string()))?)
-        }
+    let tls = match &config.api.tls {
+        Some((cert, key)) => Some(api::server::tls_acceptor(cert, key).map_err(RunError::Tls)?),
         None => None,
     };
-    let api_url = api::server::describe(config.listen, tls.is_some());
-    let api = api::serve(config.listen, api_state, tls, stop.clone()).map_err(|source| RunError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let api_url = api::server::describe(config.api.listen, tls.is_some());
+    let api =
+        api::serve(config.api.listen, api_state, tls, stop.clone()).map_err(|source| RunError::Listen {
+            addr: config.api.listen,
+            source,
+        })?;
     log::info!("API on {api_url}");
     Ok(api)
 }
@@ -239,7 +255,7 @@ fn record(
         capture.run(&mut recorder, stats, settings, stopping);
         Ok(recorder.finish())
     } else {
-        let (mut producer, consumer) = record_ring(config.ring_bytes);
+        let (mut producer, consumer) = record_ring(config.capture.ring_bytes);
         let writer = spawn_writer(recorder, consumer).map_err(|_| RunError::Thread("writer"))?;
         capture.run(&mut producer, stats, settings, stopping);
         drop(producer);
@@ -259,9 +275,8 @@ fn spawn_reloader(
     config_error: Arc<std::sync::Mutex<Option<String>>>,
     stop: Shutdown,
 ) -> Result<thread::JoinHandle<()>, RunError> {
-    let (mut file, _) =
-        ConfigFile::open(path, config.snaplen).map_err(|e| RunError::Targeting(e.to_string()))?;
-    let filter_from_flag = config.filter_from_flag;
+    let (mut file, _) = ConfigFile::open(path, config.capture.snaplen).map_err(RunError::Targeting)?;
+    let filter_from_flag = config.capture.filter_from_flag;
     let path = path.display().to_string();
     thread::Builder::new()
         .name("podcap-targeting".into())
@@ -312,11 +327,16 @@ fn keep(
 ) -> Result<(Kept, thread::JoinHandle<()>), RunError> {
     let kept = Kept {
         snapshots: Arc::new(
-            Snapshots::open(&config.data_dir, config.snapshot_max_size).map_err(RunError::Snapshots)?,
+            Snapshots::open(&config.store.data_dir, config.kept.snapshot_max_size)
+                .map_err(RunError::Snapshots)?,
         ),
         recordings: Arc::new(
-            Recordings::open(&config.data_dir, config.recordings_max_size, config.snaplen)
-                .map_err(RunError::Recordings)?,
+            Recordings::open(
+                &config.store.data_dir,
+                config.kept.recordings_max_size,
+                config.capture.snaplen,
+            )
+            .map_err(RunError::Recordings)?,
         ),
     };
     // Jobs follow a targeting file only when there is one: a restart without it deletes none.
@@ -346,16 +366,17 @@ fn api_state(
     archive: Option<&ArchiveHandle>,
 ) -> Result<ApiState, RunError> {
     let recorded: Vec<String> = config
+        .capture
         .interfaces
         .iter()
-        .chain(&config.tap)
+        .chain(&config.capture.tap)
         .map(|i| i.name.clone())
         .collect();
-    let built = ApiState::builder(config.data_dir.clone())
+    let built = ApiState::builder(config.store.data_dir.clone())
         .interfaces(recorded.clone())
         .stats(Arc::clone(stats))
-        .token(config.token.as_deref())
-        .admin_token(config.admin_token.as_deref())
+        .token(config.api.token.as_deref())
+        .admin_token(config.api.admin_token.as_deref())
         .writer(store.view(), store.flush_gate())
         .settings(Arc::clone(settings))
         .snapshots(kept.snapshots)
@@ -370,7 +391,7 @@ fn api_state(
             recorded
         },
         recovery: Arc::new(store.recovery().clone()),
-        max_slice: config.max_slice,
+        max_slice: config.api.max_slice,
         archive: archive.map(|a| Arc::clone(&a.stats)),
         kubernetes: config.kubernetes.is_some(),
         ..built
@@ -393,7 +414,7 @@ fn start_archive(
     }
     let handle = crate::archive::start(
         archive.clone(),
-        config.data_dir.clone(),
+        config.store.data_dir.clone(),
         store.view(),
         ledger,
         Some(Arc::clone(&kept.snapshots)),
@@ -431,15 +452,15 @@ fn start_pods(
             let reconciler = Reconciler::new(
                 k.node.clone(),
                 resolver,
-                config.snaplen,
-                config.interfaces.len() as u32,
+                config.capture.snaplen,
+                config.capture.interfaces.len() as u32,
                 k.max_pods,
                 capture_commands,
                 writer_commands,
             )
             .with_host_interfaces(k.host_interfaces.clone())
             .with_stats(Arc::clone(stats))
-            .with_tls_fence(config.tls_secrets);
+            .with_tls_fence(config.capture.tls_secrets);
             Some(
                 reconcile::spawn(k.api.as_deref(), reconciler, Arc::clone(targeting), stop.clone())
                     .map_err(RunError::Kubernetes)?,

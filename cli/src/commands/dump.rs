@@ -1,6 +1,9 @@
 //! `podcap dump`: each sensor's slice (or kept snapshot, or recording) downloaded into a
 //! temporary file of its own, then merged into one file; or, with `--archive`, the window
-//! read from the archive (rules in the parent module and in `archive.rs`).
+//! read from the archive (rules in the parent module and in `archive.rs`). A dump with TLS
+//! secrets writes every secret the parts carry right after the file's header, before any
+//! packet: one-pass readers then decrypt every session, also one whose secret a sensor
+//! received late and placed after its packets.
 use std::{
     fs::File,
     io::{self, BufReader, BufWriter, IsTerminal, Write},
@@ -8,9 +11,11 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use podcap_format::{merge, units};
+
+mod offline;
 
 use super::{
     check_name,
@@ -115,7 +120,7 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
             (None, Some(name)) => Some(crate::archive::Kept::Recording(name)),
             (None, None) => None,
         };
-        return offline_dump(
+        return offline::offline_dump(
             &url,
             &offline,
             (&window, &select),
@@ -125,7 +130,7 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
                 allow_partial,
                 allow_empty,
             },
-            writing,
+            &writing,
         );
     }
     let wanted = wanted(&window, &select, (snapshot, recording), !no_secrets)?;
@@ -137,7 +142,7 @@ pub(super) fn command(args: DumpArgs) -> Result<ExitCode> {
             allow_partial,
             allow_empty,
         },
-        writing,
+        &writing,
     )
 }
 
@@ -259,7 +264,7 @@ fn say_copies_left_out(stats: &merge::MergeStats) {
 }
 
 /// How the file is written: over an existing one (`--force`), and merged how.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Writing {
     force: bool,
     merge: merge::MergeOptions,
@@ -283,7 +288,7 @@ fn dump(
     wanted: &Wanted,
     dest: &str,
     tolerance: Tolerance,
-    writing: Writing,
+    writing: &Writing,
 ) -> Result<ExitCode> {
     let dest = Dest::parse(dest, &wanted.file_name, writing.force)?;
     let to_stdout = dest == Dest::Stdout;
@@ -352,7 +357,8 @@ fn dump(
         crate::dest::write(&dest, &wanted.file_name, writing.force, |mut out, rewritable| {
             let options = merge::MergeOptions {
                 reserve_totals: rewritable,
-                ..writing.merge
+                leading_secrets: leading_secrets(wanted, &parts, &absent)?,
+                ..writing.merge.clone()
             };
             let stats = merge::merge_with(opened, &comments, &mut out, options)?;
             if every_sensor_failed && stats.packets == 0 {
@@ -386,6 +392,27 @@ fn dump(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With secrets wanted, those of the parts that are not `absent`, to go ahead of every
+/// packet: a sensor that received a secret after its session's first packets placed it
+/// after them, where a reader that decrypts in one pass (`tshark -r`, Wireshark's first
+/// pass) would come to it too late.
+fn leading_secrets(
+    wanted: &Wanted,
+    parts: &[tempfile::NamedTempFile],
+    absent: &[bool],
+) -> Result<Vec<(u32, Vec<u8>)>> {
+    let mut secrets = Vec::new();
+    if !wanted.secrets {
+        return Ok(secrets);
+    }
+    for (part, absent) in parts.iter().zip(absent) {
+        if !absent {
+            secrets.extend(merge::decryption_secrets(BufReader::new(part.reopen()?)));
+        }
+    }
+    Ok(secrets)
 }
 
 /// The sensors that had something to give, and what they gave, opened for the merge.
@@ -512,177 +539,4 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
         absent,
         packets,
     })
-}
-
-/// What an offline read selects: the window, the nodes, pods, namespaces and interfaces.
-fn offline_query(
-    offline: &OfflineArgs,
-    window: &WindowArgs,
-    select: &SelectArgs,
-    kept: Option<crate::archive::Kept>,
-) -> Result<crate::archive::Query> {
-    let (from_ns, to_ns) = window.resolve_or_all(
-        kept.is_none()
-            .then_some("give --time DUR, or --from TIME [--to TIME]"),
-    )?;
-    Ok(crate::archive::Query {
-        from_ns,
-        to_ns,
-        nodes: offline.nodes.clone(),
-        pod: select
-            .pod
-            .as_deref()
-            .map(regex::Regex::new)
-            .transpose()
-            .context("--pod")?,
-        namespaces: select.namespaces.clone(),
-        interfaces: select
-            .iface
-            .as_ref()
-            .map(|list| list.split(',').map(str::to_owned).collect()),
-        filter: select
-            .filter
-            .as_deref()
-            .filter(|text| !text.is_empty())
-            .map(|text| podcap_filter::Filter::compile(text, SNAPLEN))
-            .transpose()
-            .context("--filter")?,
-        kept,
-    })
-}
-
-/// The snap length a filter is compiled for: the largest packet a sensor records.
-const SNAPLEN: u32 = 262_144;
-
-/// What an offline read is called (for the file's comment and messages) and the name of
-/// its file in a folder.
-fn offline_names(query: &crate::archive::Query) -> Result<(String, String)> {
-    Ok(match &query.kept {
-        Some(crate::archive::Kept::Snapshot(name)) => {
-            check_name(name)?;
-            (
-                format!("snapshot {name}"),
-                format!("podcap-snapshot-{name}.pcapng"),
-            )
-        }
-        Some(crate::archive::Kept::Recording(name)) => {
-            check_name(name)?;
-            (
-                format!("recording {name}"),
-                format!("podcap-recording-{name}.pcapng"),
-            )
-        }
-        None => {
-            let (from, to) = (
-                units::format_utc_compact(query.from_ns),
-                units::format_utc_compact(query.to_ns),
-            );
-            (format!("{from} to {to}"), format!("podcap-{from}-{to}.pcapng"))
-        }
-    })
-}
-
-/// `podcap dump --archive`: the window (or kept snapshot or job) read from the archive,
-/// checked, cut, selected and merged (rules in `archive.rs`).
-fn offline_dump(
-    url: &str,
-    offline: &OfflineArgs,
-    (window, select): (&WindowArgs, &SelectArgs),
-    kept: Option<crate::archive::Kept>,
-    dest: &str,
-    tolerance: Tolerance,
-    writing: Writing,
-) -> Result<ExitCode> {
-    let query = offline_query(offline, window, select, kept)?;
-    let dest_arg = dest;
-    let (title, file_name) = offline_names(&query)?;
-    let dest = Dest::parse(dest_arg, &file_name, writing.force)?;
-    let (archive, runtime) = crate::archive::open(url, &offline.cluster)?;
-    let collected = runtime.block_on(crate::archive::collect(
-        &archive,
-        &query,
-        &dest.work_folder(),
-        &mut crate::archive::progress_printer(false),
-    ))?;
-    // The same rule as a dump of the sensors: no packet matched, no file (a gap or a failed
-    // object is a loss, said below with the file that has the rest).
-    let held: u64 = collected.parts.iter().map(|p| p.packets).sum();
-    if held == 0 && collected.failures.is_empty() && collected.gaps.is_empty() {
-        if collected.parts.is_empty() && collected.unselected > 0 {
-            eprintln!(
-                "podcap: the archive holds {} of {} for {title}, and none of their interfaces matched the selection",
-                count(collected.unselected as u64, "object"),
-                collected.nodes.join(", ")
-            );
-        } else if collected.parts.is_empty() {
-            eprintln!(
-                "podcap: the archive holds nothing for {title} (podcap archive ls {url} shows what it holds)"
-            );
-        } else {
-            eprintln!(
-                "podcap: the archive holds {} of {} for {title}, and none of their packets matched the selection",
-                count(collected.parts.len() as u64, "object"),
-                collected.nodes.join(", ")
-            );
-        }
-        if !tolerance.allow_empty {
-            eprintln!("podcap: no packet matched {title}: no file written (--allow-empty writes it anyway)");
-            return Ok(ExitCode::from(EXIT_EMPTY));
-        }
-    }
-    let mut comments = vec![format!(
-        "podcap dump of {title} from the archive {url} (cluster {}), nodes {}",
-        offline.cluster,
-        collected.nodes.join(", ")
-    )];
-    if let Some(filter) = select.filter.as_deref().filter(|f| !f.is_empty()) {
-        comments.push(format!("filter (applied by this machine's libpcap): {filter}"));
-    }
-    comments.extend(collected.gaps.iter().map(|g| format!("gap: {g}")));
-    comments.extend(collected.failures.iter().map(|f| format!("failed: {f}")));
-    if collected.drops > 0 {
-        comments.push(format!(
-            "the archived segments of this window counted {} packets lost at capture",
-            collected.drops
-        ));
-    }
-    let inputs = crate::archive::inputs_by_node(collected.parts);
-    if writing.merge.one_copy {
-        comments.push(ONE_COPY_NOTE.to_owned());
-    }
-    let (target, stats) = crate::dest::write(&dest, &file_name, writing.force, |mut out, rewritable| {
-        let options = merge::MergeOptions {
-            reserve_totals: rewritable,
-            ..writing.merge
-        };
-        Ok(merge::merge_with(inputs, &comments, &mut out, options)?)
-    })?;
-    say_copies_left_out(&stats);
-    if let Some(target) = &target {
-        eprintln!(
-            "podcap: wrote {} ({}, {}) from {} of {}: {}, {} read, {} fetched",
-            target.display(),
-            count(stats.packets, "packet"),
-            units::format_size(stats.bytes),
-            count(collected.objects as u64, "object"),
-            count(collected.nodes.len() as u64, "node"),
-            count(collected.lists as u64, "listing"),
-            count(collected.manifests as u64, "manifest"),
-            units::format_size(collected.bytes_fetched)
-        );
-    }
-    for line in collected
-        .gaps
-        .iter()
-        .chain(&collected.failures)
-        .chain(&stats.losses)
-    {
-        eprintln!("podcap: lost: {line}");
-    }
-    let lost = collected.gaps.len() + collected.failures.len() + stats.losses.len();
-    if lost > 0 && !tolerance.allow_partial {
-        eprintln!("podcap: the file is incomplete: {lost} losses noted in it (--allow-partial exits 0)");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@
 //! Rules:
 //! - `router(state)` is the whole API; `serve` binds it (`server.rs`: connection limits,
 //!   timeouts, TLS, stopping). Every endpoint but `/healthz` and `/readyz` requires a
-//!   bearer token when one is configured (compared in constant time), checked before
+//!   bearer token when one is configured (compared in constant time by `subtle`), checked before
 //!   anything else of the request is read. Two roles: the read token (`--token-file`)
 //!   reads (segments, slices, snapshots, live, status, metrics, the settings); changing
 //!   the settings, making and deleting snapshots need the admin token (`--admin-token-file`), which also reads. With a read
@@ -330,13 +330,6 @@ async fn response_timeout(request: axum::extract::Request, next: axum::middlewar
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub(super) fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Result<(), AppError> {
     if state.token.is_none() && state.admin_token.is_none() {
         return Ok(());
@@ -350,7 +343,7 @@ pub(super) fn authorize(state: &ApiState, headers: &HeaderMap, role: Role) -> Re
     let matches = |token: &Option<Arc<str>>| {
         token
             .as_ref()
-            .is_some_and(|t| constant_time_eq(given, t.as_bytes()))
+            .is_some_and(|t| bool::from(subtle::ConstantTimeEq::ct_eq(given, t.as_bytes())))
     };
     if matches(&state.admin_token) {
         return Ok(());

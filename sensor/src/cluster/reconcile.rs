@@ -409,20 +409,21 @@ pub fn spawn(
     mut reconciler: Reconciler,
     targeting: Arc<Mutex<Targeting>>,
     stop: Shutdown,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<std::thread::JoinHandle<()>, WatchStartError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(WatchStartError::Runtime)?;
     let client = runtime.block_on(async {
         let config = match api {
-            Some(url) => kube::Config::new(url.parse().map_err(|e| format!("--kube-api {url:?}: {e}"))?),
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| format!("no in-cluster service account and no kubeconfig: {e}"))?,
+            Some(url) => kube::Config::new(url.parse().map_err(|source| WatchStartError::ApiUrl {
+                url: url.to_owned(),
+                source,
+            })?),
+            None => kube::Config::infer().await.map_err(WatchStartError::NoConfig)?,
         };
-        kube::Client::try_from(config).map_err(|e| e.to_string())
+        kube::Client::try_from(config).map_err(WatchStartError::Client)
     })?;
     std::thread::Builder::new()
         .name("podcap-pods".into())
@@ -445,5 +446,24 @@ pub fn spawn(
             }
             runtime.shutdown_background();
         })
-        .map_err(|e| e.to_string())
+        .map_err(WatchStartError::Thread)
+}
+
+/// Why the pod watcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchStartError {
+    #[error("the pod watcher's runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("--kube-api {url:?}")]
+    ApiUrl {
+        url: String,
+        #[source]
+        source: axum::http::uri::InvalidUri,
+    },
+    #[error("no in-cluster service account and no kubeconfig")]
+    NoConfig(#[source] kube::config::InferConfigError),
+    #[error("the Kubernetes client")]
+    Client(#[source] kube::Error),
+    #[error("the pod watcher's thread")]
+    Thread(#[source] std::io::Error),
 }

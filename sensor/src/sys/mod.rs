@@ -352,22 +352,15 @@ pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
     }
 }
 
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Set by the SIGTERM and SIGINT handlers.
+static STOP_REQUESTED: std::sync::LazyLock<std::sync::Arc<AtomicBool>> =
+    std::sync::LazyLock::new(std::sync::Arc::default);
 
-extern "C" fn on_stop_signal(_signal: libc::c_int) {
-    // Relaxed: a lone flag; the threads that read it only need to see it eventually, and
-    // they synchronise with each other through their own channels when they stop.
-    STOP_REQUESTED.store(true, Ordering::Relaxed);
-}
-
-/// Installs SIGTERM/SIGINT handlers that set the flag [`stop_requested`] reads.
+/// Installs SIGTERM/SIGINT handlers that set the flag [`stop_requested`] reads
+/// (`signal-hook`'s: the handler only stores to the atomic, which is async-signal-safe).
 pub fn install_stop_handlers() -> io::Result<()> {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let previous = unsafe { libc::signal(signal, on_stop_signal as *const () as libc::sighandler_t) };
-        if previous == libc::SIG_ERR {
-            return Err(io::Error::last_os_error());
-        }
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&STOP_REQUESTED))?;
     }
     Ok(())
 }
@@ -375,6 +368,8 @@ pub fn install_stop_handlers() -> io::Result<()> {
 /// Whether SIGTERM or SIGINT arrived.
 #[must_use]
 pub fn stop_requested() -> bool {
-    // Relaxed: see `on_stop_signal`.
+    // Relaxed: a lone flag (signal-hook stores it with SeqCst); the threads that read it
+    // only need to see it eventually, and they synchronise with each other through their
+    // own channels when they stop.
     STOP_REQUESTED.load(Ordering::Relaxed)
 }

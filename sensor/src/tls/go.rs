@@ -3,9 +3,10 @@
 //!
 //! Rules: every running process's executable is looked at once (by device and inode, so a
 //! binary shared by many processes or pods is read once), and again only when its probe
-//! could not be attached ([`FilesLooked::retry_later`]); it is probed only when its
-//! symbol table names [`GO_KEYLOG_SYMBOL`] (a stripped binary cannot be probed, and is
-//! said so once); the file offset is computed from the symbol's section, never guessed.
+//! could not be attached ([`FilesLooked::retry_later`]); it is probed only when it holds
+//! [`GO_KEYLOG_SYMBOL`]: named in its symbol table or, in a stripped program (`-s -w`), in
+//! Go's own function table (`pclntab.rs`); position-independent or not, the file offset is
+//! computed from the section that holds the function, never guessed.
 //! The probe reads Go's register ABI on amd64, so only an x86-64 binary of Go 1.18 or later
 //! (its version read from `.go.buildinfo`) is probed; any other is said so by its version,
 //! never probed on a guess.
@@ -73,7 +74,7 @@ impl GoBinaries {
 }
 
 /// Where [`GO_KEYLOG_SYMBOL`] starts in the ELF file at `path` (`None`: not a Go program
-/// with TLS, or one whose symbols were stripped).
+/// with TLS).
 pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut magic = [0u8; 4];
@@ -92,14 +93,15 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
             file.architecture()
         ));
     }
-    let Some(symbol) = file.symbols().find(|s| s.name() == Ok(GO_KEYLOG_SYMBOL)) else {
-        if file.section_by_name(".gopclntab").is_some() && file.symbols().next().is_none() {
-            log::info!(
-                "{}: a Go program without a symbol table: its TLS secrets cannot be read",
-                path.display()
-            );
-        }
-        return Ok(None);
+    // The symbol table when there is one; else Go's own function table, which a stripped
+    // program keeps.
+    let address = match file.symbols().find(|s| s.name() == Ok(GO_KEYLOG_SYMBOL)) {
+        Some(symbol) => symbol.address(),
+        None => match super::pclntab::function_entry(&file, GO_KEYLOG_SYMBOL) {
+            Ok(Some(address)) => address,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("{GO_KEYLOG_SYMBOL} not in the symbol table, and {e}")),
+        },
     };
     let buildinfo = file
         .section_by_name(".go.buildinfo")
@@ -113,19 +115,24 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
         );
         return Ok(None);
     }
-    let section = symbol
-        .section_index()
-        .and_then(|index| file.section_by_index(index).ok())
-        .ok_or("the symbol has no section")?;
+    file_offset(&file, address).map(Some)
+}
+
+/// Where the code at virtual `address` lies in the file: from the section that holds it.
+fn file_offset<'data, R: object::ReadRef<'data>>(
+    file: &object::File<'data, R>,
+    address: u64,
+) -> Result<u64, String> {
+    let section = file
+        .sections()
+        .find(|s| s.address() <= address && address - s.address() < s.size())
+        .ok_or("the function lies in no section")?;
     let (section_offset, _) = section
         .file_range()
-        .ok_or("the symbol's section is not in the file")?;
-    let offset = symbol
-        .address()
-        .checked_sub(section.address())
-        .and_then(|into| into.checked_add(section_offset))
-        .ok_or("the symbol lies outside its section")?;
-    Ok(Some(offset))
+        .ok_or("the function's section is not in the file")?;
+    (address - section.address())
+        .checked_add(section_offset)
+        .ok_or_else(|| "the function lies outside the file".to_owned())
 }
 
 /// The Go version a `.go.buildinfo` section names (`go1.19.8`). Go 1.18 and later write it

@@ -12,6 +12,7 @@
 //! not known is named, never probed ([`openssl`]).
 pub mod go;
 pub mod openssl;
+pub mod pclntab;
 pub mod scope;
 
 use std::{
