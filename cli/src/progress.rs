@@ -27,6 +27,8 @@ pub struct Tally {
     pub failed: AtomicBool,
     /// The sensor left the TLS secrets asked for out: the token is not its admin token.
     pub secrets_withheld: AtomicBool,
+    /// The sensor's answer carries TLS secrets (it said `included`).
+    pub secrets_included: AtomicBool,
 }
 
 /// Counts Enhanced Packet Blocks in a pcapng byte stream fed in arbitrary pieces.

@@ -316,8 +316,10 @@ impl Sensor {
         use std::sync::atomic::Ordering::Relaxed;
         let response = self.request(path, token)?;
         let promised = response.header("x-podcap-sha256").map(str::to_owned);
-        if response.header("x-podcap-secrets") == Some("withheld") {
-            tally.secrets_withheld.store(true, Relaxed);
+        match response.header("x-podcap-secrets") {
+            Some("withheld") => tally.secrets_withheld.store(true, Relaxed),
+            Some("included") => tally.secrets_included.store(true, Relaxed),
+            _ => {}
         }
         // Hashed only when there is something to check it against (a rolling slice has no
         // manifest): SHA-256 was a fifth of a large dump's CPU.

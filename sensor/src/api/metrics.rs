@@ -38,7 +38,7 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<Response, A
     );
     capture_metrics(&state, registry);
     let (index, oldest_ns) = {
-        let view = read_view(&state)?;
+        let view = read_view(&state);
         (view.index.clone(), view.oldest_ns())
     };
     store_metrics(&index, oldest_ns, registry);

@@ -187,14 +187,13 @@ impl SliceQuery {
     }
 }
 
-/// The store as the writer last published it.
-pub(super) fn read_view(
-    state: &ApiState,
-) -> Result<std::sync::RwLockReadGuard<'_, crate::store::StoreView>, AppError> {
+/// The store as the writer last published it. A poisoned lock is read through, as the
+/// writer itself writes through it: `/metrics` and status stay answerable.
+pub(super) fn read_view(state: &ApiState) -> std::sync::RwLockReadGuard<'_, crate::store::StoreView> {
     state
         .view
         .read()
-        .map_err(|_| AppError::Internal("store view poisoned".into()))
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Segments overlapping `[from, to)` (the active one included) and, when
@@ -206,14 +205,14 @@ pub(super) fn overlapping_and_live(
     state: &ApiState,
     from: u64,
     to: u64,
-) -> Result<(Vec<SegmentRecord>, Vec<slice::LiveStatistics>), AppError> {
-    let view = read_view(state)?;
+) -> (Vec<SegmentRecord>, Vec<slice::LiveStatistics>) {
+    let view = read_view(state);
     let segments = view.overlapping(from, to);
     if !view
         .unfinished()
         .any(|unfinished| segments.iter().any(|s| s.seq == unfinished.seq))
     {
-        return Ok((segments, Vec::new()));
+        return (segments, Vec::new());
     }
     let now_ns = sys::realtime_ns();
     let live = view
@@ -234,12 +233,12 @@ pub(super) fn overlapping_and_live(
             )
         })
         .collect();
-    Ok((segments, live))
+    (segments, live)
 }
 
 /// Segments overlapping `[from, to)`, the active one included.
-pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Result<Vec<SegmentRecord>, AppError> {
-    Ok(read_view(state)?.overlapping(from, to))
+pub(super) fn overlapping(state: &ApiState, from: u64, to: u64) -> Vec<SegmentRecord> {
+    read_view(state).overlapping(from, to)
 }
 
 pub(super) async fn segments(
@@ -251,7 +250,7 @@ pub(super) async fn segments(
     } else {
         query.range(sys::realtime_ns())?
     };
-    let list = overlapping(&state, from, to)?
+    let list = overlapping(&state, from, to)
         .into_iter()
         .map(|r| Segment {
             name: r.file.clone(),
@@ -336,7 +335,7 @@ pub(super) async fn snapshot(
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("snapshots"))?;
-    let (segments, live) = overlapping_and_live(&state, from, to)?;
+    let (segments, live) = overlapping_and_live(&state, from, to);
     let (tx, rx) = mpsc::channel(8);
     let dir = state.data_dir.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -450,13 +449,7 @@ pub(super) async fn live(
         let mut cursor = sys::realtime_ns().saturating_sub(delay);
         while !tx.is_closed() && !state.stopping.requested() {
             let to = sys::realtime_ns().saturating_sub(delay).max(cursor);
-            let segments = match overlapping(&state, cursor, to) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::warn!("live stream ended: {e:?}");
-                    break;
-                }
-            };
+            let segments = overlapping(&state, cursor, to);
             let refs: Vec<&SegmentRecord> = segments.iter().collect();
             if let Err(e) = slicer.write(&state.data_dir, &refs, cursor, to, &selection, &mut out) {
                 log::debug!("live stream ended: {e}");

@@ -133,7 +133,7 @@ pub(super) async fn create(
     let permit = Arc::clone(&state.slice_permits)
         .try_acquire_owned()
         .map_err(|_| AppError::Busy("slices"))?;
-    let (segments, live) = super::slices::overlapping_and_live(&state, from, to)?;
+    let (segments, live) = super::slices::overlapping_and_live(&state, from, to);
     let request = snapshots::Request { live, ..request };
     let data_dir = state.data_dir.clone();
     let manifest: Manifest = blocking(

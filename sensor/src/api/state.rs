@@ -79,7 +79,7 @@ pub struct ApiState {
     /// The archive's counters and its hold on the store; absent: no `--archive`.
     pub archive: Option<Arc<ArchiveStats>>,
     /// What became of the TLS secrets; absent: no `--tls-secrets` (a download that asks
-    /// for secrets is told nothing was withheld, since none are collected).
+    /// for secrets without the admin token is then not told they were withheld).
     pub tls: Option<TlsCounters>,
     /// Time a request's body has to arrive whole ([`BODY_TIMEOUT`]).
     pub body_timeout: Duration,

@@ -66,7 +66,8 @@ impl GoBinaries {
                     offset,
                 }),
                 Ok(None) => {}
-                Err(e) => log::debug!("{}: {e}", path.display()),
+                // Once per file (`looked`): a Go program whose secrets cannot be read, and why.
+                Err(e) => log::info!("{}: its TLS secrets cannot be read: {e}", path.display()),
             }
         }
         found
@@ -93,16 +94,6 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
             file.architecture()
         ));
     }
-    // The symbol table when there is one; else Go's own function table, which a stripped
-    // program keeps.
-    let address = match file.symbols().find(|s| s.name() == Ok(GO_KEYLOG_SYMBOL)) {
-        Some(symbol) => symbol.address(),
-        None => match super::pclntab::function_entry(&file, GO_KEYLOG_SYMBOL) {
-            Ok(Some(address)) => address,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(format!("{GO_KEYLOG_SYMBOL} not in the symbol table, and {e}")),
-        },
-    };
     let buildinfo = file
         .section_by_name(".go.buildinfo")
         .and_then(|section| section.data().ok())
@@ -115,18 +106,34 @@ pub fn keylog_offset(path: &Path) -> Result<Option<u64>, String> {
         );
         return Ok(None);
     }
+    // The symbol table when there is one; else Go's own function table, which a stripped
+    // program keeps.
+    let address = match file.symbols().find(|s| s.name() == Ok(GO_KEYLOG_SYMBOL)) {
+        Some(symbol) => symbol.address(),
+        None => match super::pclntab::function_entry(&file, GO_KEYLOG_SYMBOL) {
+            Ok(Some(address)) => address,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(format!(
+                    "{version}: {GO_KEYLOG_SYMBOL} not in the symbol table, and {e}"
+                ))
+            }
+        },
+    };
     file_offset(&file, address).map(Some)
 }
 
-/// Where the code at virtual `address` lies in the file: from the section that holds it.
+/// Where the code at virtual `address` lies in the file: from the code section that holds
+/// it (sections not loaded, such as debug information, have no address to hold it).
 fn file_offset<'data, R: object::ReadRef<'data>>(
     file: &object::File<'data, R>,
     address: u64,
 ) -> Result<u64, String> {
     let section = file
         .sections()
+        .filter(|s| s.kind() == object::SectionKind::Text)
         .find(|s| s.address() <= address && address - s.address() < s.size())
-        .ok_or("the function lies in no section")?;
+        .ok_or("the function lies in no code section")?;
     let (section_offset, _) = section
         .file_range()
         .ok_or("the function's section is not in the file")?;
