@@ -44,6 +44,13 @@ fn the_archive_holds_what_the_sensor_recorded_once_and_reads_back_without_it() {
     let ping = pod.sh("ping -c 30 -i 0.01 198.18.7.2");
     assert!(ping.contains(" 0% packet loss"), "{ping}");
     udp_burst(&pod, "198.18.7.2", "64,700,1400", 60);
+    // Rotation at 64 KB waits for a write in flight, so on a busy disk a segment takes
+    // more: traffic goes on until three segments are finished (the sensor closes a fourth
+    // at stop).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while finished_segments(&data).len() < 3 && std::time::Instant::now() < deadline {
+        udp_burst(&pod, "198.18.7.2", "1400", 20);
+    }
     std::thread::sleep(Duration::from_millis(300));
     let to = realtime_ns();
     std::thread::sleep(Duration::from_millis(1500));
