@@ -465,12 +465,30 @@ mod tests {
         (packets, stats, comments)
     }
 
+    /// The order of a merged file's secrets (`S` and the random's first digit of its key
+    /// log line) and packets (`P` and the timestamp).
+    fn secrets_and_packets(out: &[u8]) -> Vec<String> {
+        use crate::pcapng::secrets::parse_decryption_secrets;
+        let mut section = crate::pcapng::read::Section::default();
+        let mut seen = Vec::new();
+        for block in Blocks::new(out) {
+            let block = block.unwrap();
+            section.observe(&block).unwrap();
+            if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
+                seen.push(format!("S{}", secrets.data[15] - b'0'));
+            } else if let Some(packet) = crate::pcapng::read::parse_packet(&block, &section).unwrap() {
+                seen.push(format!("P{}", packet.timestamp_ns));
+            }
+        }
+        seen
+    }
+
     /// Two sensors' downloads, each with the secrets of its own session and one both
     /// recorded: the merge carries each distinct block once, each ahead of the packet that
     /// followed it in its input, so a one-pass reader has the keys first.
     #[test]
     fn each_sensors_secrets_go_out_once_before_their_packets() {
-        use crate::pcapng::secrets::{key_log_line, parse_decryption_secrets, SECRETS_TLS_KEY_LOG};
+        use crate::pcapng::secrets::{key_log_line, SECRETS_TLS_KEY_LOG};
         let line = |random: u8| key_log_line("CLIENT_RANDOM", &[random; 32], b"master");
         let with_secrets = |own: u8, stamps: &[u64]| {
             let mut bytes = stream(&[], None, &[]);
@@ -496,17 +514,7 @@ mod tests {
         let mut out = Vec::new();
         let stats = merge(inputs, &["window".into()], &mut out).unwrap();
         assert!(stats.losses.is_empty(), "{:?}", stats.losses);
-        let mut section = crate::pcapng::read::Section::default();
-        let mut seen = Vec::new();
-        for block in Blocks::new(&out) {
-            let block = block.unwrap();
-            section.observe(&block).unwrap();
-            if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
-                seen.push(format!("S{}", secrets.data[15] - b'0'));
-            } else if let Some(packet) = crate::pcapng::read::parse_packet(&block, &section).unwrap() {
-                seen.push(format!("P{}", packet.timestamp_ns));
-            }
-        }
+        let seen = secrets_and_packets(&out);
         // Each input is read up to its first packet before any packet goes out: every
         // block before it (b's own secrets too) is ahead of the first packet.
         assert_eq!(seen, ["S9", "S1", "S2", "P10", "P20", "P30", "P40"], "{seen:?}");
@@ -516,7 +524,7 @@ mod tests {
     /// late): given as a leading secret, it goes out before every packet, and once.
     #[test]
     fn leading_secrets_go_out_before_every_packet_once() {
-        use crate::pcapng::secrets::{key_log_line, parse_decryption_secrets, SECRETS_TLS_KEY_LOG};
+        use crate::pcapng::secrets::{key_log_line, SECRETS_TLS_KEY_LOG};
         let line = |random: u8| key_log_line("CLIENT_RANDOM", &[random; 32], b"master");
         let late = |own: u8, stamps: &[u64]| {
             let mut bytes = stream(&[], None, &[]);
@@ -552,18 +560,7 @@ mod tests {
                 ..MergeOptions::default()
             };
             merge_with(inputs, &[], &mut out, options).unwrap();
-            let mut section = crate::pcapng::read::Section::default();
-            let mut seen = Vec::new();
-            for block in Blocks::new(&out) {
-                let block = block.unwrap();
-                section.observe(&block).unwrap();
-                if let Some(secrets) = parse_decryption_secrets(&block, &section).unwrap() {
-                    seen.push(format!("S{}", secrets.data[15] - b'0'));
-                } else if let Some(packet) = crate::pcapng::read::parse_packet(&block, &section).unwrap() {
-                    seen.push(format!("P{}", packet.timestamp_ns));
-                }
-            }
-            seen
+            secrets_and_packets(&out)
         };
         assert_eq!(
             order(Vec::new()),
