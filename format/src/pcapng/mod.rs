@@ -120,6 +120,9 @@ impl PacketTail {
 #[derive(Debug, Default)]
 pub struct BlockWriter {
     buf: Vec<u8>,
+    /// Where the built bytes begin in `buf`: the bytes before are filler that places them
+    /// ([`BlockWriter::clear_placed`]).
+    start: usize,
 }
 
 impl BlockWriter {
@@ -127,27 +130,44 @@ impl BlockWriter {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             buf: Vec::with_capacity(capacity),
+            start: 0,
         }
     }
 
     /// The bytes built so far.
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 
     #[must_use]
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
+    }
+
+    /// Empties the writer and places the first byte it builds at an address `offset` past
+    /// a multiple of `align` (a power of two), so that a direct write, which needs aligned
+    /// memory, can go from the buffer itself. The placement lasts while the buffer does not
+    /// grow past its capacity; whoever relies on it checks the address of [`bytes`].
+    ///
+    /// [`bytes`]: BlockWriter::bytes
+    pub fn clear_placed(&mut self, align: usize, offset: usize) {
+        self.buf.clear();
+        self.buf.reserve(align);
+        let at = self.buf.as_ptr().addr() % align;
+        let lead = (offset % align + align - at) % align;
+        self.buf.resize(lead, 0);
+        self.start = lead;
     }
 
     fn u16(&mut self, v: u16) {
@@ -321,7 +341,7 @@ impl BlockWriter {
     /// Puts already encoded blocks in at byte `at` of what is built (clamped to its end);
     /// `at` must be where a block starts or the end.
     pub fn insert_raw(&mut self, at: usize, blocks: &[u8]) {
-        let at = at.min(self.buf.len());
+        let at = self.start + at.min(self.len());
         self.buf.splice(at..at, blocks.iter().copied());
     }
 
@@ -367,6 +387,33 @@ mod tests {
                 bytes.extend_from_slice(tail.bytes());
                 assert_eq!(bytes, copied.bytes(), "{direction:?}, {len} bytes");
             }
+        }
+    }
+
+    /// A placed writer builds the same bytes as any other, from an address at the offset
+    /// asked for, and inserts where its own bytes say.
+    #[test]
+    fn a_placed_writer_builds_the_same_bytes_at_the_address_asked_for() {
+        let build = |w: &mut BlockWriter| {
+            w.section_header("podcap test");
+            w.packet(0, 7, 60, &[1, 2, 3], Direction::Inbound);
+        };
+        let mut header = BlockWriter::default();
+        header.section_header("podcap test");
+        let header_len = header.len();
+        let mut plain = BlockWriter::default();
+        build(&mut plain);
+        plain.insert_raw(header_len, &[9; 8]);
+        for offset in [0, 1, 100, 4092, 4096 + 12] {
+            let mut placed = BlockWriter::with_capacity(64);
+            placed.clear_placed(4096, offset);
+            assert!(placed.is_empty());
+            build(&mut placed);
+            placed.insert_raw(header_len, &[9; 8]);
+            assert_eq!(placed.bytes(), plain.bytes(), "offset {offset}");
+            assert_eq!(placed.bytes().as_ptr().addr() % 4096, offset % 4096);
+            placed.clear();
+            assert_eq!(placed.len(), 0);
         }
     }
 

@@ -235,7 +235,11 @@ impl SegmentWriter {
             close_failure: None,
             spare_buf: None,
             active: None,
-            buf: BlockWriter::with_capacity(WRITE_CHUNK * 2),
+            buf: {
+                let mut buf = BlockWriter::with_capacity(WRITE_CHUNK * 2);
+                buf.clear_placed(super::layout::ALIGN, 0);
+                buf
+            },
             last_flush: Instant::now(),
             last_retention: Instant::now(),
             view: Arc::new(RwLock::new(StoreView {
@@ -469,9 +473,22 @@ impl SegmentWriter {
         self.flush_held_until = self.flush_held_until.max(until);
     }
 
-    /// Empties the buffer after its bytes reached the file (or were given up).
+    /// Empties the buffer after its bytes reached the file (or were given up), placed for
+    /// a direct write from the buffer itself (`write/file.rs`): its first byte at the
+    /// address that matches where in a block of the file it will land.
     fn clear_buffer(&mut self) {
-        self.buf.clear();
+        let lands_at = self.active.as_ref().map_or(0, |active| {
+            let in_flight = self
+                .in_flight
+                .as_ref()
+                .filter(|w| w.closing.is_none())
+                .map_or(0, |w| w.len);
+            active.written + in_flight
+        });
+        self.buf.clear_placed(
+            super::layout::ALIGN,
+            (lands_at % super::layout::ALIGN as u64) as usize,
+        );
         self.buffered.clear();
         self.statistics.buffered = None;
         self.unflushed_since = Instant::now();

@@ -63,6 +63,27 @@ pub fn set_direct_io(file: &std::fs::File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `slices` in order at `offset` of `file` with one `pwritev`; returns the bytes
+/// written (fewer than asked is possible, as with `write`).
+pub fn write_vectored_at(file: &std::fs::File, slices: &[io::IoSlice<'_>], offset: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let count =
+        libc::c_int::try_from(slices.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std documents it);
+    // the slices and the memory they point to are borrowed for the whole call, which only
+    // reads them; the descriptor is owned by `file` for the whole call.
+    let written = unsafe {
+        libc::pwritev(
+            file.as_raw_fd(),
+            slices.as_ptr().cast::<libc::iovec>(),
+            count,
+            offset,
+        )
+    };
+    usize::try_from(written).map_err(|_| io::Error::last_os_error())
+}
+
 /// Turns `O_DIRECT` on for `file` where it bypasses a page cache: refused on a file system
 /// that keeps files in memory anyway (tmpfs takes `O_DIRECT` since Linux 6.6, but there it
 /// would only add the copy into an aligned buffer) and where [`set_direct_io`] is refused.

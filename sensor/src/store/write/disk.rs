@@ -7,8 +7,9 @@
 //! - One write is in flight at a time, as `dd oflag=direct` writes; its result comes back
 //!   with the file and the buffer, in order. The writer takes it before it hands over the
 //!   next buffer or touches the file itself (rotation, a flush on demand, stop).
-//! - The disk thread writes a large buffer in pieces of at most [`PIECE`], so the file's
-//!   aligned staging buffer (`file.rs`) stays small whatever the buffer's size.
+//! - The disk thread writes the buffer itself where the writer placed it for direct
+//!   writes, and otherwise in pieces through the file's small aligned staging buffer
+//!   (`file.rs`, [`super::file::SegmentFile::append_all`]).
 //! - A segment's last write also closes it ([`Job::close`]): its file is cut to its
 //!   length and synced here (after a failed write, cut back to its last whole block
 //!   first), so rotation costs the capture thread no disk wait either.
@@ -23,9 +24,6 @@ use std::{
 
 use super::file::SegmentFile;
 use crate::pcapng::BlockWriter;
-
-/// The most the disk thread writes in one system call.
-const PIECE: usize = 1 << 20;
 
 /// A write for the disk thread: `buf`'s bytes appended to `file`, and the file closed
 /// after them if `close`.
@@ -61,10 +59,7 @@ impl DiskThread {
         let thread = thread::Builder::new().name("podcap-disk".into()).spawn(move || {
             for Job { mut file, buf, close } in job_rx {
                 let written_from = file.len();
-                let result = buf
-                    .bytes()
-                    .chunks(PIECE)
-                    .try_for_each(|piece| file.append(&[piece]));
+                let result = file.append_all(buf.bytes());
                 let cut = (close && result.is_err()).then(|| file.cut_back());
                 let closed = close.then(|| file.close());
                 if done_tx
@@ -103,9 +98,10 @@ impl DiskThread {
         self.done.recv().ok()
     }
 
-    /// The result of the write in flight if it is done.
-    pub(super) fn try_done(&self) -> Option<Done> {
-        self.done.try_recv().ok()
+    /// The result of the write in flight if it is done; `Disconnected` if the thread is
+    /// gone (it panicked), so the writer never waits for a result that cannot come.
+    pub(super) fn try_done(&self) -> Result<Done, mpsc::TryRecvError> {
+        self.done.try_recv()
     }
 }
 

@@ -29,6 +29,10 @@ use std::{
 
 use crate::store::layout::{ALIGN, SECTION_LENGTH_AT};
 
+/// The most a write through the staging buffer takes at once, so that buffer stays small
+/// whatever the size of what is appended.
+const PIECE: usize = 1 << 20;
+
 /// How a segment's file is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
@@ -107,6 +111,70 @@ impl SegmentFile {
         self.section_header_len = Some(header_len);
     }
 
+    /// Appends a buffer of any size: a direct write goes from the buffer itself where it
+    /// is placed for it (see [`SegmentFile::append_in_place`]), else in pieces of at most
+    /// [`PIECE`] through the staging buffer.
+    pub(in crate::store) fn append_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Some(result) = self.append_in_place(data) {
+            return match result {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.stop_direct(e)?;
+                    self.append(&[data])
+                }
+                other => other,
+            };
+        }
+        data.chunks(PIECE).try_for_each(|piece| self.append(&[piece]))
+    }
+
+    /// A direct write from `data` itself, without copying it: `None` where it does not
+    /// apply, which is when writes are not direct, when `data` is shorter than a whole
+    /// block past the partly written one, when the first block of a recycled file is in it
+    /// (its section length is patched in a copy), or when `data` does not lie where its
+    /// whole blocks are aligned in memory (`BlockWriter::clear_placed` puts it there; a
+    /// buffer that grew since moved). The partly written block before it and the partial
+    /// block after it go from the staging buffer (at most two blocks copied); the whole
+    /// blocks between from `data`.
+    fn append_in_place(&mut self, data: &[u8]) -> Option<io::Result<()>> {
+        let direct = self.direct.as_mut()?;
+        let tail = (self.len % ALIGN as u64) as usize;
+        let from = self.len - tail as u64;
+        let head_len = (ALIGN - tail) % ALIGN;
+        let placed = data.as_ptr().addr() % ALIGN == tail;
+        let first_block_patched = self.section_header_len.is_some() && from == 0;
+        if !placed || first_block_patched || data.len() < head_len + ALIGN {
+            return None;
+        }
+        let new_len = self.len.checked_add(data.len() as u64)?;
+        let (head, rest) = data.split_at(head_len);
+        let whole_len = rest.len() / ALIGN * ALIGN;
+        let (whole, rest) = rest.split_at(whole_len);
+        direct.staging.reserve(2 * ALIGN, tail);
+        let (head_block, rest_block) = direct.staging.as_mut_slice().split_at_mut(ALIGN);
+        head_block[tail..tail + head.len()].copy_from_slice(head);
+        rest_block[..rest.len()].copy_from_slice(rest);
+        rest_block[rest.len()..ALIGN].fill(0);
+        let mut slices = Vec::with_capacity(3);
+        if tail > 0 {
+            slices.push(io::IoSlice::new(head_block));
+        }
+        slices.push(io::IoSlice::new(whole));
+        if !rest.is_empty() {
+            slices.push(io::IoSlice::new(&rest_block[..ALIGN]));
+        }
+        if let Err(e) = write_all_vectored_at(&self.file, &mut slices, from) {
+            return Some(Err(e));
+        }
+        // The new last block's written head stays staged for the next write.
+        direct
+            .staging
+            .as_mut_slice()
+            .copy_within(ALIGN..ALIGN + rest.len(), 0);
+        self.rewrite_section_length(new_len);
+        self.len = new_len;
+        Some(Ok(()))
+    }
+
     /// Appends `parts`, in order.
     pub(in crate::store) fn append(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let total = parts.iter().map(|p| p.len() as u64).sum::<u64>();
@@ -161,19 +229,30 @@ impl SegmentFile {
             let mut first = AlignedBuf::with_capacity(ALIGN);
             first.as_mut_slice().copy_from_slice(&buf[..ALIGN]);
             direct.first_block = Some(first);
-        } else if let (Some(header_len), Some(first)) = (self.section_header_len, &mut direct.first_block) {
-            let section = new_len.saturating_sub(header_len).to_ne_bytes();
-            let at = SECTION_LENGTH_AT as usize;
-            first.as_mut_slice()[at..at + section.len()].copy_from_slice(&section);
-            if let Err(e) = self.file.write_all_at(first.as_mut_slice(), 0) {
-                log::warn!("could not note the length of a recycled segment: {e}");
-            }
         }
         // The new last block's written head stays staged for the next write.
         let kept = end % ALIGN;
         buf.copy_within(end - kept..end, 0);
+        if from != 0 {
+            self.rewrite_section_length(new_len);
+        }
         self.len = new_len;
         Ok(())
+    }
+
+    /// For a recycled file written directly: its first block, as last written, written
+    /// again with the section length `new_len` bytes make.
+    fn rewrite_section_length(&mut self, new_len: u64) {
+        let first = self.direct.as_mut().and_then(|d| d.first_block.as_mut());
+        let (Some(header_len), Some(first)) = (self.section_header_len, first) else {
+            return;
+        };
+        let section = new_len.saturating_sub(header_len).to_ne_bytes();
+        let at = SECTION_LENGTH_AT as usize;
+        first.as_mut_slice()[at..at + section.len()].copy_from_slice(&section);
+        if let Err(e) = self.file.write_all_at(first.as_mut_slice(), 0) {
+            log::warn!("could not note the length of a recycled segment: {e}");
+        }
     }
 
     /// Goes on through the page cache after a refused direct write.
@@ -232,6 +311,22 @@ impl AlignedBuf {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.raw[self.start..self.start + self.capacity]
     }
+}
+
+/// Writes every slice at `offset` on, with as few `pwritev` calls as it takes.
+fn write_all_vectored_at(file: &File, mut slices: &mut [io::IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    while !slices.is_empty() {
+        match crate::sys::write_vectored_at(file, slices, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                io::IoSlice::advance_slices(&mut slices, n);
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes every part with as few `writev` calls as it takes.
@@ -296,6 +391,90 @@ mod tests {
         }
         file.close().unwrap();
         assert_eq!(read(&path), expected);
+    }
+
+    /// Buffers placed for it are written from themselves, whatever the partly written
+    /// block before them, with the same bytes on disk as through the staging buffer; a
+    /// buffer not placed, or too short, goes through the staging buffer.
+    #[test]
+    fn placed_buffers_are_written_from_themselves() {
+        use podcap_format::pcapng::BlockWriter;
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (mut file, path) = open(dir.path(), WriteMode::Direct);
+        if !file.is_direct() {
+            eprintln!("skipped: /var/tmp takes no direct writes");
+            return;
+        }
+        let mut expected = Vec::new();
+        let mut buf = BlockWriter::with_capacity(1 << 20);
+        for (i, len) in [4096usize, 10_000, 8192 + 12, 3 << 18, 6400, 50_000]
+            .into_iter()
+            .enumerate()
+        {
+            let part: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+            buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
+            buf.raw(&part);
+            let written = file.append_in_place(buf.bytes());
+            assert!(
+                matches!(written, Some(Ok(()))),
+                "write {i} of {len} bytes: {written:?}"
+            );
+            expected.extend_from_slice(&part);
+            assert_eq!(file.len(), expected.len() as u64);
+            let on_disk = read(&path);
+            assert_eq!(&on_disk[..expected.len()], &expected[..], "write {i}");
+            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
+            assert_eq!(on_disk.len() % ALIGN, 0, "padded to a block while open");
+        }
+        buf.clear_placed(ALIGN, (file.len() % ALIGN as u64 + 1) as usize);
+        buf.raw(&[3u8; 3 * ALIGN]);
+        assert!(
+            file.append_in_place(buf.bytes()).is_none(),
+            "not placed where it lands"
+        );
+        buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
+        buf.raw(&[4u8; 100]);
+        assert!(file.append_in_place(buf.bytes()).is_none(), "not a whole block");
+        file.append_all(buf.bytes()).unwrap();
+        expected.extend_from_slice(&[4u8; 100]);
+        file.close().unwrap();
+        assert_eq!(read(&path), expected);
+    }
+
+    /// A recycled file written from placed buffers keeps its section length current too.
+    #[test]
+    fn a_recycled_file_written_in_place_carries_its_section_length() {
+        use podcap_format::pcapng::BlockWriter;
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("segment");
+        std::fs::write(&path, vec![0xAB; 40 * ALIGN]).unwrap();
+        let handle = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut file = SegmentFile::new(handle, WriteMode::Direct);
+        if !file.is_direct() {
+            eprintln!("skipped: /var/tmp takes no direct writes");
+            return;
+        }
+        file.keep_section_length(28);
+        let mut buf = BlockWriter::with_capacity(1 << 16);
+        buf.clear_placed(ALIGN, 0);
+        buf.raw(&[0u8; 28]);
+        buf.raw(&[1u8; 3 * ALIGN]);
+        assert!(
+            file.append_in_place(buf.bytes()).is_none(),
+            "the first block is patched in a copy"
+        );
+        file.append_all(buf.bytes()).unwrap();
+        let section_length = |bytes: &[u8]| u64::from_ne_bytes(bytes[16..24].try_into().unwrap());
+        assert_eq!(section_length(&read(&path)), 3 * ALIGN as u64);
+        buf.clear_placed(ALIGN, 28);
+        buf.raw(&vec![2u8; 5 * ALIGN]);
+        assert!(matches!(file.append_in_place(buf.bytes()), Some(Ok(()))));
+        let bytes = read(&path);
+        assert_eq!(section_length(&bytes), 8 * ALIGN as u64);
+        assert!(bytes[28 + 3 * ALIGN..28 + 8 * ALIGN].iter().all(|&b| b == 2));
+        assert_eq!(bytes.len(), 40 * ALIGN, "old bytes stay until close");
+        file.close().unwrap();
+        assert_eq!(read(&path).len(), 28 + 8 * ALIGN);
     }
 
     /// On tmpfs, which takes `O_DIRECT` but keeps files in memory all the same, a file asked

@@ -66,21 +66,21 @@ impl SegmentWriter {
         let done = if wait {
             self.disk_thread.wait()
         } else {
-            self.disk_thread.try_done()
+            match self.disk_thread.try_done() {
+                Ok(done) => Some(done),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            }
         };
-        match done {
-            Some(done) => {
-                self.apply_done(done);
-                true
-            }
-            None if wait => {
-                // The thread died with the file: nothing more can be written to it.
-                self.in_flight = None;
-                self.note_write_failure("the disk thread stopped".into(), false);
-                true
-            }
-            None => false,
+        if let Some(done) = done {
+            self.apply_done(done);
+        } else {
+            // The thread died with the file: nothing more can be written to it, and
+            // readiness says so.
+            self.in_flight = None;
+            self.note_write_failure("the disk thread stopped".into(), false);
         }
+        true
     }
 
     /// Applies a write's result: published, or lost with the packets buffered meanwhile
