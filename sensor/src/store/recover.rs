@@ -8,7 +8,9 @@
 //!   segment but the one being closed: [`set_strays_aside`] has the rules). It is set aside the same way before
 //!   anything is repaired, and the writer skips its number.
 //! - A segment left `.active` by a crash is cut back to its last whole block when only its
-//!   tail is torn (the write the crash interrupted) and finished. One whose Section Header
+//!   tail is torn (the write the crash interrupted, or the two halves of one that landed
+//!   out of order: [`unfinished_writes`]) and finished; the zeros of direct writes after
+//!   it (padding, blocks allocated ahead) go without a word. One whose Section Header
 //!   is damaged, or that holds damage with readable blocks after it, is moved to
 //!   quarantine whole: never cut, never deleted.
 //! - Every index record is checked against its file (length; for plain files the Section
@@ -292,11 +294,11 @@ pub(super) fn declared_section_end(bytes: &[u8]) -> Option<usize> {
     usize::try_from(section).ok()?.checked_add(header_len)
 }
 
-/// The zeros a direct write padded an active file with (`write/file.rs`): fewer than a
-/// block of them, ending a file whose length is a multiple of the block. Written bytes end
-/// with a whole block, whose last four bytes are its length (not zero) at an offset that
-/// is a multiple of four; so the written part ends at the first multiple of four after the
-/// last byte that is not zero.
+/// The zeros a direct writer left at the end of an active file (`write/file.rs`): the
+/// padding of its last write and the blocks allocated ahead, ending a file whose length is
+/// a multiple of the block. Written bytes end with a whole block, whose last four bytes
+/// are its length (not zero) at an offset that is a multiple of four; so the written part
+/// ends at the first multiple of four after the last byte that is not zero.
 #[must_use]
 pub fn direct_write_padding(bytes: &[u8]) -> usize {
     let align = super::layout::ALIGN;
@@ -307,12 +309,24 @@ pub fn direct_write_padding(bytes: &[u8]) -> usize {
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |last| (last + 1).next_multiple_of(4));
-    let padding = bytes.len().saturating_sub(written);
-    if padding < align {
-        padding
-    } else {
-        0
+    bytes.len().saturating_sub(written)
+}
+
+/// Whether the bytes after the whole blocks (`own[keep..]`) are writes a crash left
+/// unfinished rather than damage: the two halves of a direct write land in any order, so
+/// the second may be on disk and the first not, which leaves a whole block of zeros
+/// (allocated, never written) between the whole blocks and bytes after it, all within one
+/// write's reach ([`super::layout::MAX_WRITE`]). None of it was ever published to readers.
+fn unfinished_writes(own: &[u8], keep: usize) -> bool {
+    let align = super::layout::ALIGN;
+    if own.len().saturating_sub(keep) > super::layout::MAX_WRITE {
+        return false;
     }
+    own.get(keep.next_multiple_of(align)..).is_some_and(|after| {
+        after
+            .chunks_exact(align)
+            .any(|block| block.iter().all(|&b| b == 0))
+    })
 }
 
 /// Finishes a segment a crash left `.active`: cut back and renamed, or quarantined whole;
@@ -338,7 +352,8 @@ fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::
     let own = &bytes[..own_len];
     let keep = complete_prefix_len(own);
     let torn_tail_only = check_section_header(own).is_ok()
-        && next_plausible_block(own, keep.saturating_add(4), false).is_none();
+        && (next_plausible_block(own, keep.saturating_add(4), false).is_none()
+            || unfinished_writes(own, keep));
     let file = fs::OpenOptions::new().write(true).open(&f.path)?;
     if torn_tail_only && !f.quarantined {
         if keep < bytes.len() {

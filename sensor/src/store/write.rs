@@ -52,6 +52,9 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// that much slack; with 16 MiB, 1500 B frames paced to 0.5 and 0.9 of a 50 MB/s disk
 /// kept 91 % and 50 %, with 64 MiB 100 % and 100 % (`cargo xtask bench disk-rates`).
 const MAX_BUFFERED: usize = 64 << 20;
+// A packet (at most 256 KiB) and the statistics blocks may go past MAX_BUFFERED; recovery
+// relies on no write holding more than MAX_WRITE (`layout.rs`).
+const _: () = assert!(MAX_BUFFERED + (4 << 20) <= super::layout::MAX_WRITE);
 
 pub(in crate::store) struct ActiveSegment {
     pub(in crate::store) seq: u64,

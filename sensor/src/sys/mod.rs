@@ -84,6 +84,21 @@ pub fn write_vectored_at(file: &std::fs::File, slices: &[io::IoSlice<'_>], offse
     usize::try_from(written).map_err(|_| io::Error::last_os_error())
 }
 
+/// Allocates the blocks of `file` from `offset` for `len` bytes (`fallocate`, mode 0): the
+/// file's size grows to cover them and they read as zeros until written.
+pub fn allocate(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let too_large = || io::Error::from(io::ErrorKind::FileTooLarge);
+    let offset = libc::off_t::try_from(offset).map_err(|_| too_large())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
+    // SAFETY: the descriptor is owned by `file` for the whole call; fallocate takes no
+    // pointer.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Turns `O_DIRECT` on for `file` where it bypasses a page cache: refused on a file system
 /// that keeps files in memory anyway (tmpfs takes `O_DIRECT` since Linux 6.6, but there it
 /// would only add the copy into an aligned buffer) and where [`set_direct_io`] is refused.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::layout::ALIGN;
 use crate::{
     pcapng::{
         read::{packets_with_names, section_comments, Blocks},
@@ -91,6 +92,33 @@ fn the_padding_of_direct_writes_is_cut_silently() {
     let finished = SegmentName::finished(seq).path_in(dir.path());
     assert_eq!(fs::read(&finished).unwrap(), bytes[..len]);
     assert!(w.recovery().is_empty(), "{:?}", w.recovery());
+    let (packets, notes) = slice_all(&w);
+    assert_eq!((packets, notes), (written, Vec::new()));
+}
+
+/// A write in two halves whose second half landed and first did not (a crash with both
+/// in flight): whole blocks, zeros never written, then readable blocks. Only what was
+/// whole before the hole was ever published: the rest is cut as an unfinished write, the
+/// segment is not quarantined.
+#[test]
+fn a_write_whose_second_half_landed_first_is_cut_as_unfinished() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, written, len) = crashed_store(dir.path(), t0);
+    let active = SegmentName::active(seq).path_in(dir.path());
+    let bytes = fs::read(&active).unwrap();
+    let mut crashed = bytes[..len].to_vec();
+    crashed.resize(len.next_multiple_of(ALIGN) + 2 * ALIGN, 0);
+    // The second half: readable blocks (a copy of the segment's last ones).
+    crashed.extend_from_slice(&bytes[len - 5_000..len]);
+    crashed.resize(crashed.len().next_multiple_of(ALIGN) + ALIGN, 0);
+    fs::write(&active, &crashed).unwrap();
+
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    let finished = SegmentName::finished(seq).path_in(dir.path());
+    assert_eq!(fs::read(&finished).unwrap(), bytes[..len]);
+    assert!(w.recovery().quarantined.is_empty(), "{:?}", w.recovery());
+    assert_eq!(w.recovery().repaired.len(), 1, "{:?}", w.recovery());
     let (packets, notes) = slice_all(&w);
     assert_eq!((packets, notes), (written, Vec::new()));
 }

@@ -19,8 +19,17 @@
 //!   ([`SegmentFile::keep_section_length`]); a direct write that covers the first block
 //!   carries the new length itself, so no moment on disk has the old segment's bytes
 //!   counted as this one's.
+//! - A large direct write is split in two halves written side by side (two writes in
+//!   flight: the disk's queue holds more than one), into blocks allocated beforehand:
+//!   ext4 lets direct writes inside a file's allocated size run at once, but makes each
+//!   write that extends the file wait for the one before. So the file's blocks are
+//!   allocated ahead (`fallocate`) up to the segment's size
+//!   ([`SegmentFile::allocate_up_to`]); they read as zeros until written. A file system
+//!   that refuses is not asked again for that file, and its writes go one at a time.
 //! - A write either completes, advancing `len`, or fails with `len` unchanged; what the
-//!   file holds past `len` is then undefined, and [`SegmentFile::cut_back`] removes it.
+//!   file holds past `len` is then undefined (with halves in flight at a crash, the second
+//!   may have landed and the first not: zero blocks, then bytes; recovery cuts the whole
+//!   unfinished write), and [`SegmentFile::cut_back`] removes it.
 use std::{
     fs::File,
     io::{self, Seek, SeekFrom, Write},
@@ -30,8 +39,11 @@ use std::{
 use crate::store::layout::{ALIGN, SECTION_LENGTH_AT};
 
 /// The most a write through the staging buffer takes at once, so that buffer stays small
-/// whatever the size of what is appended.
+/// whatever the size of what is appended; also the least each half of a write split in
+/// two holds.
 const PIECE: usize = 1 << 20;
+/// Blocks allocated ahead at a time, up to the segment's size.
+const ALLOCATE_STEP: u64 = 64 << 20;
 
 /// How a segment's file is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +74,30 @@ struct Direct {
     /// The file's first block as last written, for rewriting a recycled file's section
     /// length.
     first_block: Option<AlignedBuf>,
+    /// Bytes of the file whose blocks are allocated (ahead, or an old segment's).
+    allocated: u64,
+    /// How far ahead blocks may be allocated (the segment's size); 0: not at all, or no
+    /// more after the file system refused.
+    allocate_to: u64,
+}
+
+impl Direct {
+    /// Allocates the file's blocks up to `end` if they are not yet, ahead by
+    /// [`ALLOCATE_STEP`] up to `allocate_to`; after a refusal, never again for this file.
+    fn allocate(&mut self, file: &File, end: u64) {
+        if end <= self.allocated || self.allocate_to == 0 {
+            return;
+        }
+        let ahead = self.allocate_to.min(self.allocated.saturating_add(ALLOCATE_STEP));
+        let target = end.max(ahead).next_multiple_of(ALIGN as u64);
+        match crate::sys::allocate(file, self.allocated, target - self.allocated) {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                log::debug!("no blocks allocated ahead for a segment: {e}");
+                self.allocate_to = 0;
+            }
+        }
+    }
 }
 
 impl SegmentFile {
@@ -81,12 +117,22 @@ impl SegmentFile {
                     segment.direct = Some(Direct {
                         staging: AlignedBuf::with_capacity(2 << 20),
                         first_block: None,
+                        allocated: segment.file.metadata().map_or(0, |m| m.len()),
+                        allocate_to: 0,
                     });
                 }
                 Err(e) => segment.fallback = Some(e),
             }
         }
         segment
+    }
+
+    /// Lets direct writes allocate the file's blocks ahead, up to `limit` bytes (the
+    /// segment's size).
+    pub(in crate::store) fn allocate_up_to(&mut self, limit: u64) {
+        if let Some(direct) = &mut self.direct {
+            direct.allocate_to = limit;
+        }
     }
 
     /// Bytes written.
@@ -116,7 +162,7 @@ impl SegmentFile {
     /// [`PIECE`] through the staging buffer.
     pub(in crate::store) fn append_all(&mut self, data: &[u8]) -> io::Result<()> {
         if let Some(result) = self.append_in_place(data) {
-            return match result {
+            return match result.map(|_| ()) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     self.stop_direct(e)?;
                     self.append(&[data])
@@ -134,8 +180,9 @@ impl SegmentFile {
     /// whole blocks are aligned in memory (`BlockWriter::clear_placed` puts it there; a
     /// buffer that grew since moved). The partly written block before it and the partial
     /// block after it go from the staging buffer (at most two blocks copied); the whole
-    /// blocks between from `data`.
-    fn append_in_place(&mut self, data: &[u8]) -> Option<io::Result<()>> {
+    /// blocks between from `data`. Returns how many writes went side by side (two halves
+    /// of a large one, one otherwise).
+    fn append_in_place(&mut self, data: &[u8]) -> Option<io::Result<usize>> {
         let direct = self.direct.as_mut()?;
         let tail = (self.len % ALIGN as u64) as usize;
         let from = self.len - tail as u64;
@@ -149,30 +196,45 @@ impl SegmentFile {
         let (head, rest) = data.split_at(head_len);
         let whole_len = rest.len() / ALIGN * ALIGN;
         let (whole, rest) = rest.split_at(whole_len);
+        let blocks_around = usize::from(tail > 0) + usize::from(!rest.is_empty());
+        let end = from + (blocks_around * ALIGN + whole.len()) as u64;
+        direct.allocate(&self.file, end);
         direct.staging.reserve(2 * ALIGN, tail);
         let (head_block, rest_block) = direct.staging.as_mut_slice().split_at_mut(ALIGN);
         head_block[tail..tail + head.len()].copy_from_slice(head);
         rest_block[..rest.len()].copy_from_slice(rest);
         rest_block[rest.len()..ALIGN].fill(0);
-        let mut slices = Vec::with_capacity(3);
-        if tail > 0 {
-            slices.push(io::IoSlice::new(head_block));
+        let head_block: &[u8] = if tail > 0 { head_block } else { &[] };
+        let rest_block: &[u8] = if rest.is_empty() {
+            &[]
+        } else {
+            &rest_block[..ALIGN]
+        };
+        // Halves side by side only where neither extends the file (see the rules).
+        let halves = whole.len() >= 2 * PIECE && end <= direct.allocated;
+        let split = if halves {
+            whole.len() / 2 / ALIGN * ALIGN
+        } else {
+            whole.len()
+        };
+        let (first, second) = whole.split_at(split);
+        let second_at = from + (head_block.len() + first.len()) as u64;
+        let written = write_side_by_side(
+            &self.file,
+            (&[head_block, first], from),
+            (&[second, rest_block], second_at),
+            halves,
+        );
+        if written.is_ok() {
+            // The new last block's written head stays staged for the next write.
+            direct
+                .staging
+                .as_mut_slice()
+                .copy_within(ALIGN..ALIGN + rest.len(), 0);
+            self.rewrite_section_length(new_len);
+            self.len = new_len;
         }
-        slices.push(io::IoSlice::new(whole));
-        if !rest.is_empty() {
-            slices.push(io::IoSlice::new(&rest_block[..ALIGN]));
-        }
-        if let Err(e) = write_all_vectored_at(&self.file, &mut slices, from) {
-            return Some(Err(e));
-        }
-        // The new last block's written head stays staged for the next write.
-        direct
-            .staging
-            .as_mut_slice()
-            .copy_within(ALIGN..ALIGN + rest.len(), 0);
-        self.rewrite_section_length(new_len);
-        self.len = new_len;
-        Some(Ok(()))
+        Some(written)
     }
 
     /// Appends `parts`, in order.
@@ -264,17 +326,21 @@ impl SegmentFile {
         Ok(())
     }
 
-    /// Cuts the file back to what was written, after a failed write.
+    /// Cuts the file back to what was written, after a failed write (blocks allocated
+    /// ahead included).
     pub(in crate::store) fn cut_back(&mut self) -> io::Result<()> {
         self.file.set_len(self.len)?;
+        if let Some(direct) = &mut self.direct {
+            direct.allocated = direct.allocated.min(self.len);
+        }
         if self.direct.is_none() {
             self.file.seek(SeekFrom::Start(self.len))?;
         }
         Ok(())
     }
 
-    /// Cuts the file to its length (a recycled file's old bytes, direct writes' padding)
-    /// and syncs it; the file stays open.
+    /// Cuts the file to its length (a recycled file's old bytes, direct writes' padding,
+    /// blocks allocated ahead) and syncs it; the file stays open.
     pub(in crate::store) fn close(&mut self) -> io::Result<()> {
         if self.file.metadata()?.len() != self.len {
             self.file.set_len(self.len)?;
@@ -311,6 +377,44 @@ impl AlignedBuf {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.raw[self.start..self.start + self.capacity]
     }
+}
+
+/// Writes two runs of slices, each at its offset: side by side (the second on a thread of
+/// its own) if `side_by_side`, else in turn; returns how many went at once.
+fn write_side_by_side(
+    file: &File,
+    first: (&[&[u8]], u64),
+    second: (&[&[u8]], u64),
+    side_by_side: bool,
+) -> io::Result<usize> {
+    let write = |(parts, at): (&[&[u8]], u64)| {
+        let mut slices: Vec<io::IoSlice<'_>> = parts
+            .iter()
+            .filter(|part| !part.is_empty())
+            .map(|part| io::IoSlice::new(part))
+            .collect();
+        write_all_vectored_at(file, &mut slices, at)
+    };
+    std::thread::scope(|scope| {
+        let beside = side_by_side
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("podcap-disk-2".into())
+                    .spawn_scoped(scope, || write(second))
+                    .ok()
+            })
+            .flatten();
+        let first_written = write(first);
+        match beside {
+            Some(beside) => {
+                let second_written = beside
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("the second write's thread panicked")));
+                first_written.and(second_written).map(|()| 2)
+            }
+            None => first_written.and_then(|()| write(second)).map(|()| 1),
+        }
+    })
 }
 
 /// Writes every slice at `offset` on, with as few `pwritev` calls as it takes.
@@ -416,7 +520,7 @@ mod tests {
             buf.raw(&part);
             let written = file.append_in_place(buf.bytes());
             assert!(
-                matches!(written, Some(Ok(()))),
+                matches!(written, Some(Ok(1))),
                 "write {i} of {len} bytes: {written:?}"
             );
             expected.extend_from_slice(&part);
@@ -437,6 +541,47 @@ mod tests {
         assert!(file.append_in_place(buf.bytes()).is_none(), "not a whole block");
         file.append_all(buf.bytes()).unwrap();
         expected.extend_from_slice(&[4u8; 100]);
+        file.close().unwrap();
+        assert_eq!(read(&path), expected);
+    }
+
+    /// A large write goes as two halves side by side into blocks allocated ahead up to the
+    /// segment's size, and reads back exactly; close cuts what was allocated and not
+    /// written.
+    #[test]
+    fn a_large_write_goes_in_two_halves_into_blocks_allocated_ahead() {
+        use podcap_format::pcapng::BlockWriter;
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (mut file, path) = open(dir.path(), WriteMode::Direct);
+        if !file.is_direct() {
+            eprintln!("skipped: /var/tmp takes no direct writes");
+            return;
+        }
+        file.allocate_up_to(16 << 20);
+        let mut expected = Vec::new();
+        let mut buf = BlockWriter::with_capacity(8 << 20);
+        for (i, len) in [100usize, (5 << 20) + 77, 3 << 20, 12_345]
+            .into_iter()
+            .enumerate()
+        {
+            let part: Vec<u8> = (0..len).map(|j| (i * 13 + j % 251) as u8).collect();
+            buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
+            buf.raw(&part);
+            let side_by_side = if len >= 2 * PIECE {
+                file.append_in_place(buf.bytes()).unwrap().unwrap()
+            } else {
+                file.append_all(buf.bytes()).unwrap();
+                1
+            };
+            assert_eq!(side_by_side, if len >= 2 * PIECE { 2 } else { 1 }, "write {i}");
+            expected.extend_from_slice(&part);
+            let on_disk = read(&path);
+            assert_eq!(&on_disk[..expected.len()], &expected[..], "write {i}");
+            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
+            if i == 1 {
+                assert_eq!(on_disk.len(), 16 << 20, "allocated ahead to the segment's size");
+            }
+        }
         file.close().unwrap();
         assert_eq!(read(&path), expected);
     }
@@ -468,7 +613,7 @@ mod tests {
         assert_eq!(section_length(&read(&path)), 3 * ALIGN as u64);
         buf.clear_placed(ALIGN, 28);
         buf.raw(&vec![2u8; 5 * ALIGN]);
-        assert!(matches!(file.append_in_place(buf.bytes()), Some(Ok(()))));
+        assert!(matches!(file.append_in_place(buf.bytes()), Some(Ok(1))));
         let bytes = read(&path);
         assert_eq!(section_length(&bytes), 8 * ALIGN as u64);
         assert!(bytes[28 + 3 * ALIGN..28 + 8 * ALIGN].iter().all(|&b| b == 2));

@@ -93,6 +93,7 @@ impl SegmentWriter {
         self.clear_buffer();
         self.write_header();
         let mut file = SegmentFile::new(file, self.write_mode);
+        file.allocate_up_to(self.limits.segment_size);
         if let Some(reason) = file.take_fallback() {
             self.direct_io_refused(&reason);
         }
