@@ -191,6 +191,81 @@ fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
     );
 }
 
+/// `kill -9` while large writes are in flight: a disk slower than the traffic (writes
+/// throttled to 16 MB/s, 40 MB/s of UDP) makes every write hold several MiB, which go as
+/// two halves side by side into blocks allocated ahead. After each kill the next sensor
+/// finishes what the killed one left: no segment is quarantined (an unfinished write is
+/// cut, not taken for damage), every file is whole and the index names exactly the files.
+#[test]
+fn kill_9_while_large_writes_are_in_flight_leaves_whole_segments() {
+    let Some(_serial) = privileged() else { return };
+    let t = topology("h");
+    let dir = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();
+    let data = dir.path().join("data");
+    let args = format!("--iface n0 --data-dir {} --max-size 2GB", data.display());
+    let mut iperf = Proc::spawn("iperf3 server", &t.n.exec("iperf3 -s -B 198.18.0.2 --forceflush"));
+    iperf.wait_for("Server listening", Duration::from_secs(10));
+    let _traffic = Proc::spawn(
+        "iperf3 client",
+        &t.a.exec("iperf3 -c 198.18.0.2 -u -b 320M -l 1400 -t 60"),
+    );
+    let mut throttle = None;
+    let mut seed = realtime_ns() | 1;
+    let rounds = 5;
+    for round in 0..rounds {
+        let sensor = start_sensor(&t.n, &args);
+        match &throttle {
+            None => throttle = Some(WriteThrottle::new(sensor.child.id(), dir.path(), 16_000_000)),
+            Some(throttle) => throttle.add(sensor.child.id()),
+        }
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_millis(1_500 + (seed >> 33) % 2_000));
+        sensor.signal(9);
+        let mut sensor = sensor;
+        let _ = sensor.child.wait();
+        assert!(
+            segments(&data).iter().any(|p| p.to_string_lossy().ends_with(".active")),
+            "round {round}: the kill left an active segment (the test's premise)"
+        );
+    }
+    let mut last = start_sensor(&t.n, &args);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(last.stop(), Some(0), "{}", last.log_text());
+    drop(throttle);
+
+    let quarantine = data.join("quarantine");
+    let quarantined: Vec<_> = std::fs::read_dir(&quarantine)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(quarantined.is_empty(), "nothing quarantined: {quarantined:?}");
+    let files = segments(&data);
+    assert!(files.len() >= rounds, "{files:?}");
+    let index = std::fs::read_to_string(data.join("index.tsv")).unwrap();
+    let named: Vec<&str> = index
+        .lines()
+        .filter(|l| l.starts_with("seg\t"))
+        .filter_map(|l| l.split('\t').nth(2))
+        .collect();
+    let on_disk: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(named, on_disk, "the index names exactly the files");
+    for f in &files {
+        assert_tshark_clean(f);
+    }
+    let packets = pcap::read_segments(&files).len();
+    assert!(packets > 10_000, "{packets} packets recorded");
+    report(
+        "`kill -9` while large writes are in flight (writes throttled to 16 MB/s under 40 MB/s of UDP: each write several MiB, in two halves side by side)",
+        &format!("{rounds} times at random moments"),
+        "what the killed sensor had not written; nothing quarantined",
+        &format!("every file tshark-clean after restart ({packets} packets); the index names exactly the files"),
+    );
+}
+
 /// A small file system mounted for a test, unmounted on drop (its loop image lives in the
 /// test's temporary directory).
 struct SmallDisk(std::path::PathBuf);
@@ -498,6 +573,11 @@ impl WriteThrottle {
         throttle.set(bytes_per_second);
         std::fs::write(throttle.group.join("cgroup.procs"), pid.to_string()).unwrap();
         throttle
+    }
+
+    /// Puts one more process under the limit (a sensor started after a `kill -9`).
+    fn add(&self, pid: u32) {
+        std::fs::write(self.group.join("cgroup.procs"), pid.to_string()).unwrap();
     }
 
     fn set(&self, bytes_per_second: u64) {
