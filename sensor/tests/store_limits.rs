@@ -213,7 +213,7 @@ fn kill_9_while_large_writes_are_in_flight_leaves_whole_segments() {
     let mut seed = realtime_ns() | 1;
     let rounds = 5;
     for round in 0..rounds {
-        let sensor = start_sensor(&t.n, &args);
+        let mut sensor = start_sensor(&t.n, &args);
         match &throttle {
             None => throttle = Some(WriteThrottle::new(sensor.child.id(), dir.path(), 16_000_000)),
             Some(throttle) => throttle.add(sensor.child.id()),
@@ -223,10 +223,11 @@ fn kill_9_while_large_writes_are_in_flight_leaves_whole_segments() {
             .wrapping_add(1_442_695_040_888_963_407);
         std::thread::sleep(Duration::from_millis(1_500 + (seed >> 33) % 2_000));
         sensor.signal(9);
-        let mut sensor = sensor;
         let _ = sensor.child.wait();
         assert!(
-            segments(&data).iter().any(|p| p.to_string_lossy().ends_with(".active")),
+            segments(&data)
+                .iter()
+                .any(|p| p.to_string_lossy().ends_with(".active")),
             "round {round}: the kill left an active segment (the test's premise)"
         );
     }
