@@ -92,6 +92,15 @@ for CAP in "${CAPS[@]}"; do
         echo "| $kind | ${DD} MB/s${CAP:+ (capped)} | $f | - | not offered: the sender fell short of a lower rate | - | - | - | - | - |"
         continue ;;
       esac
+      # A run keeps all it records (tcpdump -w and a 64 GB store): it needs room for the
+      # offered rate over the whole run, or the disk fills and the row measures that.
+      need=$(awk -v d="$DD" -v f="$f" -v s="$SECS" 'BEGIN {printf "%.0f", d * 1e6 * f * s * 1.15}')
+      free=$(df -B1 --output=avail "$DIR" | tail -1)
+      if [ "$free" -lt "$need" ]; then
+        echo "| $kind | ${DD} MB/s${CAP:+ (capped)} | $f | - | not run: $DIR has $((free / 1000000000)) GB free, the run needs $((need / 1000000000)) GB | - | - | - | - | - |"
+        echo "not run: $kind at $f needs $need bytes, $DIR has $free free" >&2
+        continue
+      fi
       for tool in $TOOLS; do
         out=$(mktemp -d -p "$DIR"); log=$(mktemp)
         case $tool in

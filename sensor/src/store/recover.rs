@@ -8,9 +8,9 @@
 //!   segment but the one being closed: [`set_strays_aside`] has the rules). It is set aside the same way before
 //!   anything is repaired, and the writer skips its number.
 //! - A segment left `.active` by a crash is cut back to its last whole block when only its
-//!   tail is torn (the write the crash interrupted, or the two halves of one that landed
-//!   out of order: [`unfinished_writes`]) and finished; the zeros of direct writes after
-//!   it (padding, blocks allocated ahead) go without a word. One whose Section Header
+//!   tail is torn (the write the crash interrupted: past the length its Section Header
+//!   declares, whatever landed of it) and finished; the zeros of direct writes after it
+//!   (padding, blocks allocated ahead) go without a word. One whose Section Header
 //!   is damaged, or that holds damage with readable blocks after it, is moved to
 //!   quarantine whole: never cut, never deleted.
 //! - Every index record is checked against its file (length; for plain files the Section
@@ -312,23 +312,6 @@ pub fn direct_write_padding(bytes: &[u8]) -> usize {
     bytes.len().saturating_sub(written)
 }
 
-/// Whether the bytes after the whole blocks (`own[keep..]`) are writes a crash left
-/// unfinished rather than damage: the two halves of a direct write land in any order, so
-/// the second may be on disk and the first not, which leaves a whole block of zeros
-/// (allocated, never written) between the whole blocks and bytes after it, all within one
-/// write's reach ([`super::layout::MAX_WRITE`]). None of it was ever published to readers.
-fn unfinished_writes(own: &[u8], keep: usize) -> bool {
-    let align = super::layout::ALIGN;
-    if own.len().saturating_sub(keep) > super::layout::MAX_WRITE {
-        return false;
-    }
-    own.get(keep.next_multiple_of(align)..).is_some_and(|after| {
-        after
-            .chunks_exact(align)
-            .any(|block| block.iter().all(|&b| b == 0))
-    })
-}
-
 /// Finishes a segment a crash left `.active`: cut back and renamed, or quarantined whole;
 /// false if it was empty and is gone.
 fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::Result<bool> {
@@ -352,8 +335,7 @@ fn finish_active(dir: &Path, f: &mut Found, report: &mut RecoveryReport) -> io::
     let own = &bytes[..own_len];
     let keep = complete_prefix_len(own);
     let torn_tail_only = check_section_header(own).is_ok()
-        && (next_plausible_block(own, keep.saturating_add(4), false).is_none()
-            || unfinished_writes(own, keep));
+        && next_plausible_block(own, keep.saturating_add(4), false).is_none();
     let file = fs::OpenOptions::new().write(true).open(&f.path)?;
     if torn_tail_only && !f.quarantined {
         if keep < bytes.len() {

@@ -52,9 +52,6 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// that much slack; with 16 MiB, 1500 B frames paced to 0.5 and 0.9 of a 50 MB/s disk
 /// kept 91 % and 50 %, with 64 MiB 100 % and 100 % (`cargo xtask bench disk-rates`).
 const MAX_BUFFERED: usize = 64 << 20;
-// A packet (at most 256 KiB) and the statistics blocks may go past MAX_BUFFERED; recovery
-// relies on no write holding more than MAX_WRITE (`layout.rs`).
-const _: () = assert!(MAX_BUFFERED + (4 << 20) <= super::layout::MAX_WRITE);
 
 pub(in crate::store) struct ActiveSegment {
     pub(in crate::store) seq: u64,
@@ -401,8 +398,10 @@ impl SegmentWriter {
             Some(id) => id,
             None => self.declare(slot),
         };
-        if self.buf.len() >= MAX_BUFFERED && !self.settle(false) {
-            // The disk is behind and the buffer full: this packet is the disk's loss.
+        // The disk is behind and the buffer full, or the file went with a disk thread that
+        // died: this packet is the disk's loss.
+        let file_lost = |w: &Self| w.active.as_ref().is_some_and(|a| a.file.is_none());
+        if self.buf.len() >= MAX_BUFFERED && (!self.settle(false) || file_lost(self)) {
             if let Some(n) = self.lost.get_mut(slot as usize) {
                 *n += 1;
             }
@@ -474,28 +473,6 @@ impl SegmentWriter {
     /// write): a session's ClientHello was just buffered, its secrets are on their way.
     pub fn hold_flush_until(&mut self, until: Instant) {
         self.flush_held_until = self.flush_held_until.max(until);
-    }
-
-    /// Empties the buffer after its bytes reached the file (or were given up), placed for
-    /// a direct write from the buffer itself (`write/file.rs`): its first byte at the
-    /// address that matches where in a block of the file it will land.
-    fn clear_buffer(&mut self) {
-        let lands_at = self.active.as_ref().map_or(0, |active| {
-            let in_flight = self
-                .in_flight
-                .as_ref()
-                .filter(|w| w.closing.is_none())
-                .map_or(0, |w| w.len);
-            active.written + in_flight
-        });
-        self.buf.clear_placed(
-            super::layout::ALIGN,
-            (lands_at % super::layout::ALIGN as u64) as usize,
-        );
-        self.buffered.clear();
-        self.statistics.buffered = None;
-        self.unflushed_since = Instant::now();
-        self.header_end = 0;
     }
 
     /// Declares `slot`'s interface in the active segment; returns its id.
@@ -630,8 +607,12 @@ impl SegmentWriter {
         self.publish_active();
         let Some(file) = file else {
             // The disk thread stopped with the file: the segment stays `.active` on disk,
-            // finished by the next start's recovery.
-            self.in_flight = None;
+            // finished by the next start's recovery; its last packets are lost, counted.
+            for (slot, _, _) in self.in_flight.take().map(|w| w.packets).unwrap_or_default() {
+                if let Some(n) = self.lost.get_mut(slot as usize) {
+                    *n += 1;
+                }
+            }
             let path = SegmentName::active(seq).path_in(&self.dir);
             let error = StoreError::Segment {
                 path,

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod kube_api;
 pub mod pcap;
+pub mod throttle;
 pub mod topology;
 
 use std::{

@@ -97,9 +97,9 @@ fn the_padding_of_direct_writes_is_cut_silently() {
 }
 
 /// A write in two halves whose second half landed and first did not (a crash with both
-/// in flight): whole blocks, zeros never written, then readable blocks. Only what was
-/// whole before the hole was ever published: the rest is cut as an unfinished write, the
-/// segment is not quarantined.
+/// in flight): whole blocks, zeros never written, then readable blocks. The Section
+/// Header's length counts only what was written whole: the rest is cut as an unfinished
+/// write, the segment is not quarantined.
 #[test]
 fn a_write_whose_second_half_landed_first_is_cut_as_unfinished() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,6 +113,11 @@ fn a_write_whose_second_half_landed_first_is_cut_as_unfinished() {
     crashed.extend_from_slice(&bytes[len - 5_000..len]);
     crashed.resize(crashed.len().next_multiple_of(ALIGN) + ALIGN, 0);
     fs::write(&active, &crashed).unwrap();
+    assert_eq!(
+        declared_section_end(&crashed),
+        Some(len),
+        "the header counts what was written"
+    );
 
     let w = writer(dir.path(), limits(50_000, 100_000_000));
     let finished = SegmentName::finished(seq).path_in(dir.path());
@@ -121,6 +126,27 @@ fn a_write_whose_second_half_landed_first_is_cut_as_unfinished() {
     assert_eq!(w.recovery().repaired.len(), 1, "{:?}", w.recovery());
     let (packets, notes) = slice_all(&w);
     assert_eq!((packets, notes), (written, Vec::new()));
+}
+
+/// Damage inside what the Section Header counts, with readable blocks after it, is
+/// damage, not an unfinished write: the segment goes to quarantine whole, nothing cut.
+#[test]
+fn damage_before_readable_blocks_of_an_active_segment_is_quarantined_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = crate::sys::realtime_ns();
+    let (seq, _, len) = crashed_store(dir.path(), t0);
+    let active = SegmentName::active(seq).path_in(dir.path());
+    let mut bytes = fs::read(&active).unwrap();
+    bytes.truncate(len);
+    // A whole block of zeros in the middle, as a lost write would leave.
+    let at = (len / 2).next_multiple_of(ALIGN) - ALIGN;
+    bytes[at..at + ALIGN].fill(0);
+    fs::write(&active, &bytes).unwrap();
+
+    let w = writer(dir.path(), limits(50_000, 100_000_000));
+    let quarantined = dir.path().join(name::quarantined(&SegmentName::finished(seq)));
+    assert_eq!(fs::read(&quarantined).unwrap(), bytes, "kept whole, uncut");
+    assert_eq!(w.recovery().quarantined.len(), 1, "{:?}", w.recovery());
 }
 
 #[test]

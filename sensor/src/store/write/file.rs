@@ -7,29 +7,32 @@
 //! - Direct writes go from one buffer aligned to [`ALIGN`], at offsets and lengths that
 //!   are multiples of it: each write starts at the block that holds the end of the
 //!   previous one (those bytes are kept in memory and written again) and is padded with
-//!   zeros to a whole block. So while a segment is written its file may be up to
-//!   `ALIGN - 1` bytes longer than [`SegmentFile::len`], all zeros: readers never read
-//!   past the length the writer published, crash recovery cuts the zeros as it cuts a torn
-//!   tail, and [`SegmentFile::close`] cuts the file to its length.
+//!   zeros to a whole block. So while a segment is written its file is longer than
+//!   [`SegmentFile::len`], all zeros (up to `ALIGN - 1` bytes of padding, and the blocks
+//!   allocated ahead, below): readers never read past the length the writer published,
+//!   crash recovery cuts the zeros, and [`SegmentFile::close`] cuts the file to its length.
 //! - Where the file system refuses `O_DIRECT` (when it is asked for, or at a write), or
 //!   keeps files in memory anyway (tmpfs, ramfs), the file is written through the page
 //!   cache from then on, and the reason is kept for the writer to say once
 //!   ([`SegmentFile::take_fallback`]).
-//! - A recycled file's Section Header carries the length of this segment's section
-//!   ([`SegmentFile::keep_section_length`]); a direct write that covers the first block
-//!   carries the new length itself, so no moment on disk has the old segment's bytes
-//!   counted as this one's.
-//! - A large direct write is split in two halves written side by side (two writes in
-//!   flight: the disk's queue holds more than one), into blocks allocated beforehand:
-//!   ext4 lets direct writes inside a file's allocated size run at once, but makes each
-//!   write that extends the file wait for the one before. So the file's blocks are
-//!   allocated ahead (`fallocate`) up to the segment's size
-//!   ([`SegmentFile::allocate_up_to`]); they read as zeros until written. A file system
-//!   that refuses is not asked again for that file, and its writes go one at a time.
-//! - A write either completes, advancing `len`, or fails with `len` unchanged; what the
-//!   file holds past `len` is then undefined (with halves in flight at a crash, the second
-//!   may have landed and the first not: zero blocks, then bytes; recovery cuts the whole
-//!   unfinished write), and [`SegmentFile::cut_back`] removes it.
+//! - The Section Header carries the length of the segment's section
+//!   ([`SegmentFile::keep_section_length`]), rewritten after every write: a direct write
+//!   that covers the first block carries the new length itself, else the first block is
+//!   written again after the write. So on disk it never counts bytes not yet written
+//!   whole: neither a recycled file's old bytes nor a write a crash interrupted.
+//! - A large direct write (two [`PIECE`]s or more) is split in two halves written side by
+//!   side (two writes in flight: the disk's queue holds more than one), into blocks
+//!   allocated beforehand: ext4 lets direct writes inside a file's allocated size run at
+//!   once, but makes each write that extends the file wait for the one before. So at the
+//!   first large write the file's blocks are allocated ahead (`fallocate`) up to the
+//!   segment's size ([`SegmentFile::allocate_up_to`]); they read as zeros until written.
+//!   A file system that refuses is not asked again for that file, and its writes go
+//!   whole, one at a time.
+//! - A write either completes, advancing `len`, or fails with `len` unchanged (a write
+//!   in pieces that fails halfway is taken back whole); what the file holds past `len` is
+//!   then undefined (with halves in flight at a crash, the second may have landed and the
+//!   first not), and [`SegmentFile::cut_back`] removes it. The Section Header's length
+//!   never counts it, so neither does recovery.
 use std::{
     fs::File,
     io::{self, Seek, SeekFrom, Write},
@@ -170,7 +173,21 @@ impl SegmentFile {
                 other => other,
             };
         }
-        data.chunks(PIECE).try_for_each(|piece| self.append(&[piece]))
+        // A write in pieces either completes or is taken back whole: the length and the
+        // staged head of the last block as they were before its first piece.
+        let len = self.len;
+        let staged = self.direct.as_mut().map(|direct| {
+            let tail = (len % ALIGN as u64) as usize;
+            direct.staging.as_mut_slice()[..tail].to_vec()
+        });
+        let written = data.chunks(PIECE).try_for_each(|piece| self.append(&[piece]));
+        if written.is_err() {
+            self.len = len;
+            if let (Some(direct), Some(staged)) = (self.direct.as_mut(), staged) {
+                direct.staging.as_mut_slice()[..staged.len()].copy_from_slice(&staged);
+            }
+        }
+        written
     }
 
     /// A direct write from `data` itself, without copying it: `None` where it does not
@@ -198,7 +215,10 @@ impl SegmentFile {
         let (whole, rest) = rest.split_at(whole_len);
         let blocks_around = usize::from(tail > 0) + usize::from(!rest.is_empty());
         let end = from + (blocks_around * ALIGN + whole.len()) as u64;
-        direct.allocate(&self.file, end);
+        let large = whole.len() >= 2 * PIECE;
+        if large {
+            direct.allocate(&self.file, end);
+        }
         direct.staging.reserve(2 * ALIGN, tail);
         let (head_block, rest_block) = direct.staging.as_mut_slice().split_at_mut(ALIGN);
         head_block[tail..tail + head.len()].copy_from_slice(head);
@@ -211,7 +231,7 @@ impl SegmentFile {
             &rest_block[..ALIGN]
         };
         // Halves side by side only where neither extends the file (see the rules).
-        let halves = whole.len() >= 2 * PIECE && end <= direct.allocated;
+        let halves = large && end <= direct.allocated;
         let split = if halves {
             whole.len() / 2 / ALIGN * ALIGN
         } else {
@@ -453,238 +473,4 @@ fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(path: &std::path::Path) -> Vec<u8> {
-        std::fs::read(path).unwrap()
-    }
-
-    fn open(dir: &std::path::Path, mode: WriteMode) -> (SegmentFile, std::path::PathBuf) {
-        let path = dir.join("segment");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        (SegmentFile::new(file, mode), path)
-    }
-
-    /// Writes of every awkward length land byte for byte; the file is padded with zeros
-    /// to a block while open and exact after close.
-    #[test]
-    fn direct_writes_of_any_length_read_back_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut file, path) = open(dir.path(), WriteMode::Direct);
-        let mut expected = Vec::new();
-        for (i, len) in [1usize, 4095, 1, 4096, 10_000, 3, 3 << 20, 17]
-            .into_iter()
-            .enumerate()
-        {
-            let part: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
-            let (a, b) = part.split_at(len / 2);
-            file.append(&[a, b]).unwrap();
-            expected.extend_from_slice(&part);
-            assert_eq!(file.len(), expected.len() as u64);
-            let on_disk = read(&path);
-            assert_eq!(&on_disk[..expected.len()], &expected[..]);
-            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
-            if file.is_direct() {
-                assert_eq!(on_disk.len() % ALIGN, 0, "padded to a block while open");
-            }
-        }
-        file.close().unwrap();
-        assert_eq!(read(&path), expected);
-    }
-
-    /// Buffers placed for it are written from themselves, whatever the partly written
-    /// block before them, with the same bytes on disk as through the staging buffer; a
-    /// buffer not placed, or too short, goes through the staging buffer.
-    #[test]
-    fn placed_buffers_are_written_from_themselves() {
-        use podcap_format::pcapng::BlockWriter;
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let (mut file, path) = open(dir.path(), WriteMode::Direct);
-        if !file.is_direct() {
-            eprintln!("skipped: /var/tmp takes no direct writes");
-            return;
-        }
-        let mut expected = Vec::new();
-        let mut buf = BlockWriter::with_capacity(1 << 20);
-        for (i, len) in [4096usize, 10_000, 8192 + 12, 3 << 18, 6400, 50_000]
-            .into_iter()
-            .enumerate()
-        {
-            let part: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
-            buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
-            buf.raw(&part);
-            let written = file.append_in_place(buf.bytes());
-            assert!(
-                matches!(written, Some(Ok(1))),
-                "write {i} of {len} bytes: {written:?}"
-            );
-            expected.extend_from_slice(&part);
-            assert_eq!(file.len(), expected.len() as u64);
-            let on_disk = read(&path);
-            assert_eq!(&on_disk[..expected.len()], &expected[..], "write {i}");
-            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
-            assert_eq!(on_disk.len() % ALIGN, 0, "padded to a block while open");
-        }
-        buf.clear_placed(ALIGN, (file.len() % ALIGN as u64 + 1) as usize);
-        buf.raw(&[3u8; 3 * ALIGN]);
-        assert!(
-            file.append_in_place(buf.bytes()).is_none(),
-            "not placed where it lands"
-        );
-        buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
-        buf.raw(&[4u8; 100]);
-        assert!(file.append_in_place(buf.bytes()).is_none(), "not a whole block");
-        file.append_all(buf.bytes()).unwrap();
-        expected.extend_from_slice(&[4u8; 100]);
-        file.close().unwrap();
-        assert_eq!(read(&path), expected);
-    }
-
-    /// A large write goes as two halves side by side into blocks allocated ahead up to the
-    /// segment's size, and reads back exactly; close cuts what was allocated and not
-    /// written.
-    #[test]
-    fn a_large_write_goes_in_two_halves_into_blocks_allocated_ahead() {
-        use podcap_format::pcapng::BlockWriter;
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let (mut file, path) = open(dir.path(), WriteMode::Direct);
-        if !file.is_direct() {
-            eprintln!("skipped: /var/tmp takes no direct writes");
-            return;
-        }
-        file.allocate_up_to(16 << 20);
-        let mut expected = Vec::new();
-        let mut buf = BlockWriter::with_capacity(8 << 20);
-        for (i, len) in [100usize, (5 << 20) + 77, 3 << 20, 12_345]
-            .into_iter()
-            .enumerate()
-        {
-            let part: Vec<u8> = (0..len).map(|j| (i * 13 + j % 251) as u8).collect();
-            buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
-            buf.raw(&part);
-            let side_by_side = if len >= 2 * PIECE {
-                file.append_in_place(buf.bytes()).unwrap().unwrap()
-            } else {
-                file.append_all(buf.bytes()).unwrap();
-                1
-            };
-            assert_eq!(side_by_side, if len >= 2 * PIECE { 2 } else { 1 }, "write {i}");
-            expected.extend_from_slice(&part);
-            let on_disk = read(&path);
-            assert_eq!(&on_disk[..expected.len()], &expected[..], "write {i}");
-            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
-            if i == 1 {
-                assert_eq!(on_disk.len(), 16 << 20, "allocated ahead to the segment's size");
-            }
-        }
-        file.close().unwrap();
-        assert_eq!(read(&path), expected);
-    }
-
-    /// A recycled file written from placed buffers keeps its section length current too.
-    #[test]
-    fn a_recycled_file_written_in_place_carries_its_section_length() {
-        use podcap_format::pcapng::BlockWriter;
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let path = dir.path().join("segment");
-        std::fs::write(&path, vec![0xAB; 40 * ALIGN]).unwrap();
-        let handle = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let mut file = SegmentFile::new(handle, WriteMode::Direct);
-        if !file.is_direct() {
-            eprintln!("skipped: /var/tmp takes no direct writes");
-            return;
-        }
-        file.keep_section_length(28);
-        let mut buf = BlockWriter::with_capacity(1 << 16);
-        buf.clear_placed(ALIGN, 0);
-        buf.raw(&[0u8; 28]);
-        buf.raw(&[1u8; 3 * ALIGN]);
-        assert!(
-            file.append_in_place(buf.bytes()).is_none(),
-            "the first block is patched in a copy"
-        );
-        file.append_all(buf.bytes()).unwrap();
-        let section_length = |bytes: &[u8]| u64::from_ne_bytes(bytes[16..24].try_into().unwrap());
-        assert_eq!(section_length(&read(&path)), 3 * ALIGN as u64);
-        buf.clear_placed(ALIGN, 28);
-        buf.raw(&vec![2u8; 5 * ALIGN]);
-        assert!(matches!(file.append_in_place(buf.bytes()), Some(Ok(1))));
-        let bytes = read(&path);
-        assert_eq!(section_length(&bytes), 8 * ALIGN as u64);
-        assert!(bytes[28 + 3 * ALIGN..28 + 8 * ALIGN].iter().all(|&b| b == 2));
-        assert_eq!(bytes.len(), 40 * ALIGN, "old bytes stay until close");
-        file.close().unwrap();
-        assert_eq!(read(&path).len(), 28 + 8 * ALIGN);
-    }
-
-    /// On tmpfs, which takes `O_DIRECT` but keeps files in memory all the same, a file asked
-    /// to be direct is written through the page cache, and says why once.
-    #[test]
-    fn a_file_in_memory_is_not_written_directly() {
-        let shm = std::path::Path::new("/dev/shm");
-        let Ok(dir) = tempfile::tempdir_in(shm) else {
-            eprintln!("skipped: no /dev/shm");
-            return;
-        };
-        let (mut file, path) = open(dir.path(), WriteMode::Direct);
-        assert!(crate::sys::is_in_memory(&std::fs::File::open(&path).unwrap()).unwrap());
-        assert!(!file.is_direct());
-        let reason = file.take_fallback().expect("the reason is kept for the writer");
-        assert!(reason.to_string().contains("tmpfs"), "{reason}");
-        assert!(file.take_fallback().is_none(), "said once");
-        file.append(&[&[5u8; 5000]]).unwrap();
-        file.close().unwrap();
-        assert_eq!(read(&path), vec![5u8; 5000]);
-    }
-
-    /// A recycled file's section length is current after every write, in both modes, and
-    /// the old bytes behind stay until close.
-    #[test]
-    fn a_recycled_file_carries_its_section_length() {
-        for mode in [WriteMode::Direct, WriteMode::Buffered] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("segment");
-            std::fs::write(&path, vec![0xAB; 3 * ALIGN + 5]).unwrap();
-            let handle = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let mut file = SegmentFile::new(handle, mode);
-            let header_len = 28u64;
-            file.keep_section_length(header_len);
-            let mut header = vec![0u8; header_len as usize];
-            header[16..24].copy_from_slice(&u64::MAX.to_ne_bytes());
-            let section_length = |bytes: &[u8]| u64::from_ne_bytes(bytes[16..24].try_into().unwrap());
-            file.append(&[&header]).unwrap();
-            assert_eq!(section_length(&read(&path)), 0, "{mode:?}");
-            file.append(&[&[1u8; 5000]]).unwrap();
-            let bytes = read(&path);
-            assert_eq!(section_length(&bytes), 5000, "{mode:?}");
-            assert_eq!(bytes.len(), 3 * ALIGN + 5, "{mode:?}: old bytes stay until close");
-            file.append(&[&[2u8; 10]]).unwrap();
-            assert_eq!(section_length(&read(&path)), 5010, "{mode:?}");
-            file.close().unwrap();
-            assert_eq!(read(&path).len(), 28 + 5010, "{mode:?}");
-        }
-    }
-
-    /// After a failed write, `cut_back` leaves exactly what was written, and the next
-    /// write goes on from there.
-    #[test]
-    fn cut_back_leaves_what_was_written() {
-        for mode in [WriteMode::Direct, WriteMode::Buffered] {
-            let dir = tempfile::tempdir().unwrap();
-            let (mut file, path) = open(dir.path(), mode);
-            file.append(&[&[7u8; 6000]]).unwrap();
-            file.cut_back().unwrap();
-            assert_eq!(read(&path), vec![7u8; 6000], "{mode:?}");
-            file.append(&[&[8u8; 100]]).unwrap();
-            file.close().unwrap();
-            let bytes = read(&path);
-            assert_eq!(bytes.len(), 6100, "{mode:?}");
-            assert!(bytes[6000..].iter().all(|&b| b == 8), "{mode:?}");
-        }
-    }
-}
+mod tests;

@@ -57,6 +57,28 @@ impl SegmentWriter {
         }
     }
 
+    /// Empties the buffer after its bytes reached the file (or were given up), placed for
+    /// a direct write from the buffer itself (`write/file.rs`): its first byte at the
+    /// address that matches where in a block of the file it will land.
+    pub(super) fn clear_buffer(&mut self) {
+        let lands_at = self.active.as_ref().map_or(0, |active| {
+            let in_flight = self
+                .in_flight
+                .as_ref()
+                .filter(|w| w.closing.is_none())
+                .map_or(0, |w| w.len);
+            active.written + in_flight
+        });
+        self.buf.clear_placed(
+            crate::store::layout::ALIGN,
+            (lands_at % crate::store::layout::ALIGN as u64) as usize,
+        );
+        self.buffered.clear();
+        self.statistics.buffered = None;
+        self.unflushed_since = Instant::now();
+        self.header_end = 0;
+    }
+
     /// Takes the result of the write in flight, waiting for it if `wait`; whether no write
     /// is in flight any more.
     pub(super) fn settle(&mut self, wait: bool) -> bool {

@@ -97,15 +97,16 @@ impl SegmentWriter {
         if let Some(reason) = file.take_fallback() {
             self.direct_io_refused(&reason);
         }
-        if recycled_len > 0 {
-            let header_len = self
-                .buf
-                .bytes()
-                .get(4..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, |b| u64::from(u32::from_ne_bytes(b)));
-            file.keep_section_length(header_len);
-        }
+        // Every segment's Section Header says how much of the file is its section, after
+        // every write: after a crash, recovery knows what was written whole (and a
+        // recycled file's old bytes are not this segment's).
+        let header_len = self
+            .buf
+            .bytes()
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u32::from_ne_bytes(b)));
+        file.keep_section_length(header_len);
         self.active = Some(ActiveSegment {
             seq,
             file: Some(file),
