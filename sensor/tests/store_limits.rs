@@ -111,6 +111,25 @@ fn store_stays_within_its_limits_and_its_index_matches() {
     assert_eq!(sensor.stop(), Some(0), "{}", sensor.log_text());
 }
 
+/// After a crash and a restart: the index names exactly the segment `files` of the store
+/// in `data`, and tshark reads each without a word.
+fn assert_whole_and_indexed(data: &std::path::Path, files: &[std::path::PathBuf]) {
+    let index = std::fs::read_to_string(data.join("index.tsv")).unwrap();
+    let named: Vec<&str> = index
+        .lines()
+        .filter(|l| l.starts_with("seg\t"))
+        .filter_map(|l| l.split('\t').nth(2))
+        .collect();
+    let on_disk: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(named, on_disk, "the index names exactly the files");
+    for f in files {
+        assert_tshark_clean(f);
+    }
+}
+
 #[test]
 fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
     let Some(_serial) = privileged() else { return };
@@ -149,20 +168,7 @@ fn kill_9_at_random_moments_leaves_readable_segments_and_a_true_index() {
 
     let files = segments(&data);
     assert!(files.len() >= 20, "{files:?}");
-    let index = std::fs::read_to_string(data.join("index.tsv")).unwrap();
-    let named: Vec<&str> = index
-        .lines()
-        .filter(|l| l.starts_with("seg\t"))
-        .filter_map(|l| l.split('\t').nth(2))
-        .collect();
-    let on_disk: Vec<String> = files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(named, on_disk, "the index names exactly the files");
-    for f in &files {
-        assert_tshark_clean(f);
-    }
+    assert_whole_and_indexed(&data, &files);
     // What each kill cost: the gap in the recorded pings around it (the dead sensor's
     // unflushed half second and the next one's start).
     let mut stamps: Vec<u64> = pcap::read_segments(&files).iter().map(|f| f.ts_ns).collect();
@@ -243,20 +249,7 @@ fn kill_9_while_large_writes_are_in_flight_leaves_whole_segments() {
     assert!(quarantined.is_empty(), "nothing quarantined: {quarantined:?}");
     let files = segments(&data);
     assert!(files.len() >= rounds, "{files:?}");
-    let index = std::fs::read_to_string(data.join("index.tsv")).unwrap();
-    let named: Vec<&str> = index
-        .lines()
-        .filter(|l| l.starts_with("seg\t"))
-        .filter_map(|l| l.split('\t').nth(2))
-        .collect();
-    let on_disk: Vec<String> = files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(named, on_disk, "the index names exactly the files");
-    for f in &files {
-        assert_tshark_clean(f);
-    }
+    assert_whole_and_indexed(&data, &files);
     let packets = pcap::read_segments(&files).len();
     assert!(packets > 10_000, "{packets} packets recorded");
     report(

@@ -41,18 +41,36 @@ fn direct_writes_of_any_length_read_back_exactly() {
     assert_eq!(read(&path), expected);
 }
 
+/// A file written directly on /var/tmp (a disk), or `None`, said, where it takes no
+/// direct writes.
+fn direct_file_on_disk() -> Option<(tempfile::TempDir, SegmentFile, std::path::PathBuf)> {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (file, path) = open(dir.path(), WriteMode::Direct);
+    if !file.is_direct() {
+        eprintln!("skipped: /var/tmp takes no direct writes");
+        return None;
+    }
+    Some((dir, file, path))
+}
+
+/// The open file holds `expected`, then zeros to a whole block (or further: blocks
+/// allocated ahead).
+fn assert_holds(path: &std::path::Path, expected: &[u8], what: &str) {
+    let on_disk = read(path);
+    assert_eq!(&on_disk[..expected.len()], expected, "{what}");
+    assert!(on_disk[expected.len()..].iter().all(|&b| b == 0), "{what}");
+    assert_eq!(on_disk.len() % ALIGN, 0, "{what}: padded to a block while open");
+}
+
 /// Buffers placed for it are written from themselves, whatever the partly written
 /// block before them, with the same bytes on disk as through the staging buffer; a
 /// buffer not placed, or too short, goes through the staging buffer.
 #[test]
 fn placed_buffers_are_written_from_themselves() {
     use podcap_format::pcapng::BlockWriter;
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (mut file, path) = open(dir.path(), WriteMode::Direct);
-    if !file.is_direct() {
-        eprintln!("skipped: /var/tmp takes no direct writes");
+    let Some((_dir, mut file, path)) = direct_file_on_disk() else {
         return;
-    }
+    };
     let mut expected = Vec::new();
     let mut buf = BlockWriter::with_capacity(1 << 20);
     for (i, len) in [4096usize, 10_000, 8192 + 12, 3 << 18, 6400, 50_000]
@@ -69,10 +87,7 @@ fn placed_buffers_are_written_from_themselves() {
         );
         expected.extend_from_slice(&part);
         assert_eq!(file.len(), expected.len() as u64);
-        let on_disk = read(&path);
-        assert_eq!(&on_disk[..expected.len()], &expected[..], "write {i}");
-        assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
-        assert_eq!(on_disk.len() % ALIGN, 0, "padded to a block while open");
+        assert_holds(&path, &expected, &format!("write {i}"));
     }
     buf.clear_placed(ALIGN, (file.len() % ALIGN as u64 + 1) as usize);
     buf.raw(&[3u8; 3 * ALIGN]);
@@ -95,12 +110,9 @@ fn placed_buffers_are_written_from_themselves() {
 #[test]
 fn a_large_write_goes_in_two_halves_into_blocks_allocated_ahead() {
     use podcap_format::pcapng::BlockWriter;
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (mut file, path) = open(dir.path(), WriteMode::Direct);
-    if !file.is_direct() {
-        eprintln!("skipped: /var/tmp takes no direct writes");
+    let Some((_dir, mut file, path)) = direct_file_on_disk() else {
         return;
-    }
+    };
     file.allocate_up_to(16 << 20);
     let mut expected = Vec::new();
     let mut buf = BlockWriter::with_capacity(8 << 20);
@@ -111,19 +123,20 @@ fn a_large_write_goes_in_two_halves_into_blocks_allocated_ahead() {
         let part: Vec<u8> = (0..len).map(|j| (i * 13 + j % 251) as u8).collect();
         buf.clear_placed(ALIGN, (file.len() % ALIGN as u64) as usize);
         buf.raw(&part);
-        let side_by_side = if len >= 2 * PIECE {
-            file.append_in_place(buf.bytes()).unwrap().unwrap()
+        if len >= 2 * PIECE {
+            let side_by_side = file.append_in_place(buf.bytes()).unwrap().unwrap();
+            assert_eq!(side_by_side, 2, "write {i}: two halves at once");
         } else {
             file.append_all(buf.bytes()).unwrap();
-            1
-        };
-        assert_eq!(side_by_side, if len >= 2 * PIECE { 2 } else { 1 }, "write {i}");
+        }
         expected.extend_from_slice(&part);
-        let on_disk = read(&path);
-        assert_eq!(&on_disk[..expected.len()], &expected[..], "write {i}");
-        assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
+        assert_holds(&path, &expected, &format!("write {i}"));
         if i == 1 {
-            assert_eq!(on_disk.len(), 16 << 20, "allocated ahead to the segment's size");
+            assert_eq!(
+                read(&path).len(),
+                16 << 20,
+                "allocated ahead to the segment's size"
+            );
         }
     }
     file.close().unwrap();
